@@ -1,0 +1,120 @@
+"""Shared fixtures: tiny generated image folders, an isolated Keras cache, the CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+HYMENOPTERA = SHARED / "datasets" / "hymenoptera"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+needs_shared = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file() or not HYMENOPTERA.is_dir(), reason="../shared (real weights and datasets) is absent")
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path_factory, monkeypatch):
+    """Never touch the user's real Keras or tlcli cache from a test."""
+    home = tmp_path_factory.mktemp("keras_home")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setenv("TLCLI_CACHE_DIR", str(tmp_path_factory.mktemp("tlcli_cache")))
+    return home
+
+
+def write_image(path: Path, pixels: np.ndarray, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def class_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """An RGB image whose class is easy to learn: a bright bar whose orientation and colour depend on the label."""
+    image = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    channel = label % 3
+    band = slice(size // 3, 2 * size // 3)
+    if label % 2 == 0:
+        image[band, :, channel] = 230
+    else:
+        image[:, band, channel] = 230
+    return image
+
+
+def make_image_folder(root: Path, classes: dict[str, int], size: int = 16, seed: int = 0, suffix: str = ".png") -> Path:
+    """root/<class>/<class>_<i><suffix>, `classes` maps class name -> image count."""
+    rng = np.random.default_rng(seed)
+    for label, (name, count) in enumerate(classes.items()):
+        for i in range(count):
+            write_image(root / name / f"{name}_{i:03d}{suffix}", class_pattern(label, size, rng))
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A class-per-folder dataset: 2 classes x 24 images of 16x16 (no val folder)."""
+    return make_image_folder(tmp_path / "images", {"cats": 24, "dogs": 24})
+
+
+@pytest.fixture
+def split_folder(tmp_path) -> Path:
+    """A parent folder with train/ and val/, 3 classes."""
+    root = tmp_path / "split"
+    make_image_folder(root / "train", {"a": 16, "b": 16, "c": 16}, seed=1)
+    make_image_folder(root / "val", {"a": 6, "b": 6, "c": 6}, seed=2)
+    return root
+
+
+def tiny_config(data_dir: Path, runs_dir: Path, **sections) -> dict:
+    """A fast config: SmallCNN from scratch on 16 px images, 2 epochs."""
+    config = {
+        "name": "tiny",
+        "seed": 3,
+        "data": {"dir": str(data_dir), "image_size": 16, "batch_size": 8},
+        "base": {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}},
+        "train": {"epochs": 2, "learning_rate": 0.01},
+        "output": {"runs_dir": str(runs_dir)},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli():
+    """Run `tlcli ARGS...` in-process; returns exit code, stdout and stderr."""
+    from typer.testing import CliRunner
+
+    from tlcli.cli import _register_commands, app
+
+    _register_commands()
+    runner = CliRunner()
+
+    def run(*args: str) -> CliResult:
+        result = runner.invoke(app, [str(a) for a in args])
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run

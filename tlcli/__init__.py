@@ -1,0 +1,31 @@
+"""tlcli: config-driven transfer learning for Keras 3 / TensorFlow.
+
+The command line is a thin layer over these functions:
+
+    from tlcli import load_config, train
+    result = train(load_config("configs/quickstart/source.yaml"))
+    print(result.run_dir, result.metrics["final"]["val_accuracy"])
+"""
+
+__version__ = "0.1.0"
+
+from tlcli.config import ExperimentConfig, load_config  # noqa: E402
+from tlcli.errors import ConfigError, DataError, RunError, TlcliError, UserError  # noqa: E402
+from tlcli.runs import list_runs, newest_run  # noqa: E402
+from tlcli.train import TrainResult, train, validate  # noqa: E402
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "ExperimentConfig",
+    "RunError",
+    "TlcliError",
+    "TrainResult",
+    "UserError",
+    "__version__",
+    "list_runs",
+    "load_config",
+    "newest_run",
+    "train",
+    "validate",
+]

@@ -1,0 +1,101 @@
+"""Keras callbacks of a training run: best weights, live progress, history.csv.
+
+Kept apart from `tlcli.train` so that `import tlcli` does not import Keras.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tlcli import runs
+from tlcli.progress import Reporter
+
+
+def monitor_mode(monitor: str) -> str:
+    """Losses improve downwards, everything else upwards."""
+    return "min" if "loss" in monitor else "max"
+
+
+def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str) -> bool:
+    if not candidate or monitor not in candidate:
+        return False
+    if not current:
+        return True
+    if monitor_mode(monitor) == "min":
+        return candidate[monitor] < current[monitor]
+    return candidate[monitor] > current[monitor]
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the best epoch of a phase (by `monitor`)."""
+
+    def __init__(self, monitor: str, phase: str, offset: int):
+        super().__init__()
+        self.monitor, self.phase, self.offset = monitor, phase, offset
+        self.weights = None
+        self.best: dict[str, Any] = {}
+        self.epochs_run = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.epochs_run = epoch + 1 - self.offset
+        row = {"epoch": epoch + 1, "phase": self.phase, **{k: round(float(v), 6) for k, v in logs.items() if k != "learning_rate"}}
+        if is_better(row, self.best, self.monitor):
+            self.best = row
+            self.weights = self.model.get_weights()
+
+
+class KerasProgress(keras.callbacks.Callback):
+    def __init__(self, reporter: Reporter, phase: str, offset: int, epochs: int, steps: int):
+        super().__init__()
+        self.reporter, self.phase, self.offset, self.epochs, self.steps = reporter, phase, offset, epochs, steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.reporter.epoch_begin(epoch + 1 - self.offset, self.epochs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.reporter.batch_end(batch + 1, logs or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.reporter.epoch_end(self.phase, epoch + 1 - self.offset, self.epochs, {k: float(v) for k, v in (logs or {}).items()})
+
+
+class HistoryRecorder:
+    """history.csv: one row per epoch of every phase, rewritten atomically each epoch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def for_phase(self, phase: str, offset: int):
+        recorder = self
+
+        class _PhaseHistory(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                row = {"epoch": epoch + 1, "phase": phase, "phase_epoch": epoch + 1 - offset}
+                row.update({k: float(v) for k, v in (logs or {}).items()})
+                row["learning_rate"] = float(self.model.optimizer.learning_rate)
+                row["seconds"] = round(time.perf_counter() - self._start, 3)
+                recorder.append(row)
+
+        return _PhaseHistory()
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        runs.write_csv_atomic(self.path, columns, ([r.get(c, "") for c in columns] for r in self.rows))
+
+    def epochs_per_phase(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row["phase"]] = counts.get(row["phase"], 0) + 1
+        return counts

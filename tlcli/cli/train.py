@@ -1,0 +1,150 @@
+"""`tlcli train`, `validate`, `layers`, `bases`, `config-reference`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, stdout
+
+# ----------------------------------------------------------------------------- train / validate
+
+
+@app.command()
+@command
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    set_: Sets = None,
+    runs_dir: RunsDir = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or gpu (overrides runtime.device).")] = None,
+    json_output: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Train a model from CONFIG into a new run folder."""
+    _import_tensorflow(debug)
+    from tlcli.train import train as run_training
+
+    if device is not None and device not in ("auto", "cpu", "gpu"):
+        from tlcli.errors import UserError
+
+        raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
+    result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=_reporter(quiet, json_output))
+    if json_output:
+        _print_json(result.to_dict())
+    elif not quiet:
+        _print_train_summary(result)
+
+
+def _print_train_summary(result) -> None:
+    metrics = result.metrics
+    table = Table(title="training summary", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    best = metrics.get("best") or {}
+    if best:
+        table.add_row("best epoch", f"{best.get('epoch')} ({best.get('phase')})")
+    for key, value in metrics["final"].items():
+        table.add_row(key, f"{value:.4f}")
+    table.add_row("epochs", str(metrics["epochs"]["total"]))
+    table.add_row("images", ", ".join(f"{k} {v}" for k, v in metrics["images"].items()))
+    table.add_row("wall time", f"{metrics['wall_time_s']:.1f} s")
+    table.add_row("run folder", str(result.run_dir))
+    stdout.print(table)
+
+
+@app.command()
+@command
+def validate(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    set_: Sets = None,
+    runs_dir: RunsDir = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config (all defaults filled in).")] = False,
+    json_output: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Check CONFIG, its data folders and its base without training."""
+    from tlcli.config import ConfigError, config_problems, dump_config, parse_override, read_yaml, set_dotted
+    from tlcli.train import validate as run_validation
+
+    _import_tensorflow(debug)
+    raw = read_yaml(config)
+    for override in set_ or []:
+        set_dotted(raw, *parse_override(override))
+    problems = config_problems(raw)
+    if problems:
+        for problem in problems[1:]:
+            _error(problem)
+        raise ConfigError("", problems[0])
+    prepared = run_validation(raw, runs_dir=runs_dir)
+    splits = prepared.splits
+    facts = {
+        "config": str(config),
+        "classes": splits.class_names,
+        "images": {split: len(getattr(splits, split)) for split in ("train", "val", "test")},
+        "sources": splits.sources,
+        "base": prepared.info.base_name,
+        "device": prepared.plan.describe(),
+        "warnings": splits.warnings,
+    }
+    if json_output:
+        _print_json(facts)
+        return
+    if print_config:
+        stdout.print(dump_config(prepared.config), highlight=False, markup=False)
+    stdout.print(f"{config}: OK. {splits.describe()}; base {prepared.info.base_name}; {prepared.plan.describe()}", highlight=False)
+
+
+# ----------------------------------------------------------------------------- helpers for configs
+
+
+@app.command()
+@command
+def bases(debug: Debug = False) -> None:
+    """List the base model names a config can use."""
+    from tlcli.bases import base_names, preprocess_mode
+
+    table = Table(title="bases")
+    table.add_column("name")
+    table.add_column("preprocessing")
+    for name in base_names():
+        table.add_row(name, preprocess_mode(name))
+    stdout.print(table)
+
+
+@app.command()
+@command
+def layers(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    set_: Sets = None,
+    runs_dir: RunsDir = None,
+    debug: Debug = False,
+) -> None:
+    """Print the base's layers in Keras order (for base.trainable and fine_tune.unfreeze)."""
+    from tlcli.train import validate as run_validation
+
+    _import_tensorflow(debug)
+
+    prepared = run_validation(config, overrides=set_ or [], runs_dir=runs_dir)
+    base_layers = prepared.model.get_layer("base").layers
+    table = Table(title=f"{prepared.info.base_name}: {len(base_layers)} layers")
+    for column in ("index", "from the top", "name", "type", "weights"):
+        table.add_column(column)
+    for index, layer in enumerate(base_layers):
+        table.add_row(str(index), str(len(base_layers) - index), layer.name, type(layer).__name__, str(sum(int(w.numpy().size) for w in layer.weights)))
+    stdout.print(table)
+
+
+@app.command("config-reference")
+@command
+def config_reference(debug: Debug = False) -> None:
+    """Print every config key with its default, as a Markdown table."""
+    from tlcli.config import reference_markdown
+
+    sys.stdout.write(reference_markdown())
+
+

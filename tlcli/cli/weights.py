@@ -1,0 +1,46 @@
+"""`tlcli weights import|list`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlcli.cli import Debug, Json, _print_json, app, command, stdout
+
+weights_app = typer.Typer(help="Pretrained weights in the Keras cache (for offline machines).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+# ----------------------------------------------------------------------------- weights and datasets
+
+
+@weights_app.command("import")
+@command
+def weights_import(
+    file: Annotated[Path, typer.Argument(help="A Keras weights file, e.g. mobilenet_2_5_224_tf_no_top.h5.")],
+    debug: Debug = False,
+) -> None:
+    """Copy a weights file into the Keras cache ($KERAS_HOME/models), so `weights: imagenet` works offline."""
+    from tlcli.weights import import_weights
+
+    target = import_weights(file)
+    stdout.print(f"imported {file.name} -> {target}", highlight=False)
+
+
+@weights_app.command("list")
+@command
+def weights_list(json_output: Json = False, debug: Debug = False) -> None:
+    """List the weights files in the Keras cache."""
+    from tlcli.weights import cache_folder, cached_weights
+
+    files = cached_weights()
+    if json_output:
+        _print_json({"folder": str(cache_folder()), "files": [str(p) for p in files]})
+        return
+    stdout.print(f"{cache_folder()}: {len(files)} file(s)", highlight=False)
+    for path in files:
+        stdout.print(f"  {path.name}  {path.stat().st_size / 1e6:.1f} MB", highlight=False)
+
+
