@@ -124,7 +124,7 @@ def build_base(name: str, weights: str, input_shape: tuple[int, int, int], args:
             if weights not in ("imagenet", "none"):
                 raise ConfigError("base.weights", f"{weights} does not fit {name} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
             raise
-    return keras.Model(model.inputs, model.outputs, name="base")
+    return keras.Model(model.input, model.output, name="base")
 
 
 def _config_error_from(name: str, exc: ValueError) -> ConfigError:

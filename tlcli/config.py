@@ -8,6 +8,7 @@ names the key path, with a did-you-mean for misspelled keys.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import typing
@@ -229,7 +230,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         ConfigError: the file is missing or not YAML, a key is unknown, or a
             value is invalid. The message names the key path.
     """
-    raw = read_yaml(source) if not isinstance(source, dict) else dict(source)
+    raw = read_yaml(source) if not isinstance(source, dict) else copy.deepcopy(source)
     for override in overrides:
         key, value = parse_override(override)
         set_dotted(raw, key, value)
