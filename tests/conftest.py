@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,9 @@ MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 HYMENOPTERA = SHARED / "datasets" / "hymenoptera"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Keras reads KERAS_HOME once, at import (and writes keras.json there): point it away
+# from the user's ~/.keras before any test imports Keras.
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tlcli-tests-keras-")
 
 needs_shared = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file() or not HYMENOPTERA.is_dir(), reason="../shared (real weights and datasets) is absent")
 
@@ -25,6 +30,8 @@ def isolated_caches(tmp_path_factory, monkeypatch):
     """Never touch the user's real Keras or tlcli cache from a test."""
     home = tmp_path_factory.mktemp("keras_home")
     monkeypatch.setenv("KERAS_HOME", str(home))
+    if "keras" in sys.modules:
+        monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(home))
     monkeypatch.setenv("TLCLI_CACHE_DIR", str(tmp_path_factory.mktemp("tlcli_cache")))
     return home
 

@@ -88,6 +88,7 @@ def train(
     runs_dir: str | Path | None = None,
     device: str | None = None,
     reporter: Reporter | None = None,
+    strict: bool = False,
 ) -> TrainResult:
     """Train a model as `config` describes and write a new run folder.
 
@@ -97,6 +98,8 @@ def train(
         runs_dir: where run folders go (default: `output.runs_dir`).
         device: `cpu`, `gpu` or `auto`, overriding `runtime.device`.
         reporter: receives progress; the default only logs.
+        strict: stop (DataError) on any data problem `tlcli check` reports:
+            unreadable files, duplicates, leakage (else they are warned).
 
     Returns:
         The run folder and its metrics.
@@ -114,7 +117,7 @@ def train(
     try:
         runs.start_run(run_dir, prepared.config.name)
         reporter.info(f"run folder: {run_dir}")
-        result = _train_in_run(prepared, run_dir, reporter, started)
+        result = _train_in_run(prepared, run_dir, reporter, started, strict=strict)
         runs.finish_run(run_dir, "completed")
         return result
     except KeyboardInterrupt:
@@ -222,7 +225,7 @@ def top_k_name(k: int, num_classes: int) -> str:
 # ----------------------------------------------------------------------------- inside the run folder
 
 
-def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started: float) -> TrainResult:
+def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started: float, strict: bool = False) -> TrainResult:
     config, splits, model, info = prepared.config, prepared.splits, prepared.model, prepared.info
     timings: dict[str, float] = {"startup": round(time.perf_counter() - started, 3)}
     _write_inputs(run_dir, prepared)
@@ -233,6 +236,9 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     runs.write_json_atomic(run_dir / "skipped_files.json", skipped)
     if skipped:
         reporter.warn(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+    from tlcli.check import find_problems, record_problems  # duplicates and leakage, from this same decode pass
+
+    record_problems(run_dir, find_problems(splits, decoded), reporter, strict=strict)
     _write_dataset_record(run_dir, splits, decoded)
     timings["decode"] = round(time.perf_counter() - clock, 3)
     for split in ("train", "val"):
@@ -281,6 +287,9 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
         "peak_memory_mb": peak_memory_mb(),
     }
     runs.write_json_atomic(run_dir / "metrics.json", metrics)
+    from tlcli.evaluate import write_training_report  # the final validation report and curves.png
+
+    write_training_report(run_dir, model, decoded["val"], splits.class_names, binary=binary, top_k=config.train.top_k, batch_size=batch, reporter=reporter)
     return TrainResult(run_dir, metrics, skipped)
 
 
@@ -341,7 +350,7 @@ def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: i
         callbacks.append(keras.callbacks.EarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor)))
     reporter.phase_start(phase.name, phase.epochs, steps)
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=offset + phase.epochs, initial_epoch=offset, class_weight=weights, callbacks=callbacks, verbose=0)
+        model.fit(train_ds, validation_data=val_ds, epochs=offset + phase.epochs, initial_epoch=offset, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles itself
     finally:
         reporter.phase_end(phase.name)
     if config.train.restore_best and best_keeper.weights is not None:

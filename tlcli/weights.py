@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +21,17 @@ WEIGHT_SUFFIXES = (".h5", ".keras", ".weights.h5")
 
 
 def keras_home() -> Path:
-    """Keras's cache root, resolved the way Keras resolves it."""
+    """Keras's cache root, resolved the way Keras resolves it.
+
+    Keras reads KERAS_HOME once, when it is imported; once it is, ask it.
+    """
+    if "keras" in sys.modules:
+        try:
+            from keras.src.backend.config import keras_home as keras_own_home
+
+            return Path(keras_own_home())
+        except ImportError:
+            pass
     home = os.environ.get("KERAS_HOME")
     if home:
         return Path(home)
