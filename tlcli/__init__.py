@@ -14,6 +14,16 @@ from tlcli.errors import ConfigError, DataError, RunError, TlcliError, UserError
 from tlcli.runs import list_runs, newest_run  # noqa: E402
 from tlcli.train import TrainResult, train, validate  # noqa: E402
 
+
+def __getattr__(name: str):
+    # Loaded on first use, so `import tlcli` stays light.
+    if name == "check_dataset":
+        from tlcli.check import check_dataset
+
+        return check_dataset
+    raise AttributeError(f"module 'tlcli' has no attribute {name!r}")
+
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -23,6 +33,7 @@ __all__ = [
     "TrainResult",
     "UserError",
     "__version__",
+    "check_dataset",
     "list_runs",
     "load_config",
     "newest_run",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tlcli.errors import ConfigError
 
@@ -99,6 +99,22 @@ class BaseModelConfig(_Section):
         "auto",
         description="Which base layers train in the first phase: `none` (frozen), `all`, an integer N (the last N layers, in Keras layer order), or a layer name (that layer and all after it). `auto` = `none` for pretrained weights, `all` for `weights: none`.",
     )
+
+    @field_validator("args")
+    @classmethod
+    def _small_cnn_args(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # keras.applications arguments are checked when the base is built; SmallCNN's
+        # would otherwise surface as a TypeError from inside model building.
+        if info.data.get("name") == "SmallCNN":
+            import inspect
+
+            from tlcli.bases import small_cnn
+
+            accepted = [name for name in inspect.signature(small_cnn).parameters if name != "input_shape"]
+            unknown = [key for key in value if key not in accepted]
+            if unknown:
+                raise ValueError(f"{unknown[0]} is not an argument of SmallCNN (accepted: {', '.join(accepted)})")
+        return value
 
     @field_validator("trainable")
     @classmethod

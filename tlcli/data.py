@@ -244,18 +244,31 @@ def decode_samples(
     memory_budget: int | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    use_cache: bool = True,
 ) -> DecodedImages:
     """Decode `samples` once, in parallel, skipping files that fail.
+
+    This is also the screening pass: every verdict is stored in the
+    screening cache (`tlcli.screening`), and files the cache already knows
+    to be unusable (same path, size and modification time) are skipped
+    without being opened.
 
     Args:
         on_bad_file: "skip" records bad files in `skipped`; "fail" raises.
         memory_budget: bytes of decoded pixels kept in memory; above it they
             go to a temporary file (default: 4 GiB or 40% of free memory).
         progress: called with the number of files done after each file.
+        use_cache: read and update the screening cache.
 
     Raises:
         DataError: a file failed and on_bad_file is "fail".
     """
+    from tlcli.screening import ScreeningCache
+
+    cache = ScreeningCache() if use_cache else None
+    known, stats = cache.lookup([s.path for s in samples]) if cache is not None else ({}, {})
+    known_bad = {path: reason for path, reason in known.items() if isinstance(reason, str)}
+    fresh: list[tuple] = []
     height, width = size
     per_image = height * width * channels
     budget = memory_budget if memory_budget is not None else _default_memory_budget()
@@ -268,24 +281,38 @@ def decode_samples(
     kept: list[Sample] = []
     infos: list[ImageInfo] = []
     skipped: list[SkippedFile] = []
-    for done, (sample, result) in enumerate(zip(samples, _decode_all(samples, size, channels, workers)), start=1):
-        if isinstance(result, ImageDecodeError):
-            if on_bad_file == "fail":
-                raise DataError(f"{sample.path}: {result.reason} (data.on_bad_file is fail; set it to skip to train without it)")
-            skipped.append(SkippedFile(str(sample.path), result.reason))
-        else:
-            pixels, info = result
-            images[len(kept)] = pixels
-            kept.append(sample)
-            infos.append(info)
-        if progress is not None:
-            progress(done)
+    try:
+        for done, (sample, result) in enumerate(zip(samples, _decode_all(samples, size, channels, workers, known_bad)), start=1):
+            key = stats.get(str(sample.path))
+            if isinstance(result, ImageDecodeError):
+                if key is not None and result.cacheable and str(sample.path) not in known_bad:
+                    fresh.append((str(sample.path), key, result.reason))
+                if on_bad_file == "fail":
+                    raise DataError(f"{sample.path}: {result.reason} (data.on_bad_file is fail; set it to skip to train without it)")
+                skipped.append(SkippedFile(str(sample.path), result.reason))
+            else:
+                pixels, info = result
+                images[len(kept)] = pixels
+                kept.append(sample)
+                infos.append(info)
+                if key is not None and str(sample.path) not in known:
+                    fresh.append((str(sample.path), key, info))
+            if progress is not None:
+                progress(done)
+    finally:
+        if cache is not None:
+            cache.store(fresh)
+            cache.close()
     labels = np.fromiter((s.label for s in kept), dtype=np.int32, count=len(kept))
     return DecodedImages(images[: len(kept)], labels, kept, infos, skipped, spill)
 
 
-def _decode_all(samples: Sequence[Sample], size: tuple[int, int], channels: int, workers: int | None) -> Iterable:
+def _decode_all(samples: Sequence[Sample], size: tuple[int, int], channels: int, workers: int | None, known_bad: dict[str, str] | None = None) -> Iterable:
+    known_bad = known_bad or {}
+
     def one(sample: Sample):
+        if str(sample.path) in known_bad:
+            return ImageDecodeError(known_bad[str(sample.path)])
         try:
             return decode_image(sample.path, size, channels)
         except ImageDecodeError as exc:

@@ -28,6 +28,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
+# Bump when decoding changes what a file yields: screening caches (tlcli.screening)
+# keyed on it then re-decode instead of trusting an old verdict.
+DECODER_VERSION = 2
+
 # Pillow's decompression-bomb guard stays on; we turn its warning (between 1x
 # and 2x the limit) into our own error below instead of loading the image.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -44,10 +48,15 @@ _FORMAT_EXTENSIONS = {
 
 
 class ImageDecodeError(Exception):
-    """A file that cannot be used as an image; `reason` is short and human."""
+    """A file that cannot be used as an image; `reason` is short and human.
 
-    def __init__(self, reason: str):
+    `cacheable` is False for failures that may go away without the file
+    changing (permissions, I/O errors), so screening never remembers them.
+    """
+
+    def __init__(self, reason: str, cacheable: bool = True):
         self.reason = reason
+        self.cacheable = cacheable
         super().__init__(reason)
 
 
@@ -65,7 +74,18 @@ class ImageInfo:
 
     @property
     def conversion(self) -> str | None:
-        """How the colour mode is converted, or None when it is plain RGB/L."""
+        """How the colour mode is converted for an RGB model, or None for plain RGB."""
+        return self.conversion_to(3)
+
+    def conversion_to(self, channels: int) -> str | None:
+        """How the colour mode is converted for `channels` (3: RGB, 1: grayscale), or None."""
+        if channels == 1:
+            if self.mode == "L":
+                return None
+            if self.mode in ("RGB", "CMYK", "YCbCr"):
+                return "converted to grayscale"
+        elif self.mode == "L":
+            return "grayscale replicated to 3 channels"
         return _CONVERSIONS.get(self.mode)
 
 
@@ -86,6 +106,7 @@ _CONVERSIONS = {
 
 
 def extension_matches(path: str | Path, image_format: str) -> bool:
+    """Whether the file's extension is one its actual format uses (a PNG named `.jpg` is not)."""
     return Path(path).suffix.lower() in _FORMAT_EXTENSIONS.get(image_format, {Path(path).suffix.lower()})
 
 
@@ -107,7 +128,7 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int = 3) -> 
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})") from None
+        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", cacheable=False) from None
     return decode_bytes(data, size, channels)
 
 
@@ -120,7 +141,7 @@ def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3) -> tuple
     try:
         image = Image.open(io.BytesIO(data))
         image_format = image.format or "unknown"
-        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+        if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
             raise ImageDecodeError(
                 f"image too large ({image.width}x{image.height} pixels; Pillow's decompression-bomb limit is {Image.MAX_IMAGE_PIXELS})"
             )
@@ -143,7 +164,7 @@ def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3) -> tuple
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised content)") from None
+        raise ImageDecodeError(_unidentified_reason(data)) from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -151,10 +172,53 @@ def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3) -> tuple
         if "truncated" in text.lower():
             raise ImageDecodeError(f"truncated file ({text})") from None
         raise ImageDecodeError(f"corrupt or unsupported image ({text or type(exc).__name__})") from None
+    except MemoryError:
+        raise ImageDecodeError("image too large to decode (out of memory)", cacheable=False) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise odd types on fuzzed files; one bad file must never stop a run
+        text = str(exc).split("\n")[0]
+        raise ImageDecodeError(f"corrupt image ({type(exc).__name__}{': ' + text if text else ''})") from None
     if channels == 1:
         pixels = pixels[..., np.newaxis]
     info = ImageInfo(image_format, mode, *original_size, orientation not in (1, None), frames, content_hash)
     return pixels, info
+
+
+# Magic numbers: a file Pillow cannot identify is a broken image when it starts
+# like one, an unsupported format when it starts like one of these, else not an image.
+_IMAGE_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_UNSUPPORTED_MAGIC = (
+    (b"%PDF", "PDF"),
+    (b"8BPS", "Photoshop PSD"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+)
+_FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _unidentified_reason(data: bytes) -> str:
+    head = data[:64]
+    for magic, name in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return f"truncated or corrupt {name} (header unreadable)"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "truncated or corrupt WEBP (header unreadable)"
+    for magic, name in _UNSUPPORTED_MAGIC:
+        if head.startswith(magic):
+            return f"unsupported format ({name})"
+    if head[4:8] == b"ftyp":
+        brand = _FTYP_BRANDS.get(head[8:12])
+        return f"unsupported format ({brand})" if brand else "unsupported format (video or ISO media file)"
+    if b"<svg" in data[:1024].lower():
+        return "unsupported format (SVG)"
+    return "not an image (unrecognised content)"
 
 
 def _to_8bit_rgb_or_l(image: Image.Image) -> Image.Image:

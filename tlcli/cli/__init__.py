@@ -118,6 +118,7 @@ def _register_commands() -> None:
     import tlcli.cli.datasets  # noqa: F401
     import tlcli.cli.runs  # noqa: F401
     import tlcli.cli.train  # noqa: F401
+    import tlcli.cli.check  # noqa: F401
     import tlcli.cli.weights  # noqa: F401
 
 

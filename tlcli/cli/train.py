@@ -21,6 +21,7 @@ def train(
     set_: Sets = None,
     runs_dir: RunsDir = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or gpu (overrides runtime.device).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop (exit 2) on any data problem `tlcli check` reports: unreadable files, duplicates, leakage.")] = False,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -33,7 +34,7 @@ def train(
         from tlcli.errors import UserError
 
         raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
-    result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=_reporter(quiet, json_output))
+    result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=_reporter(quiet, json_output), strict=strict)
     if json_output:
         _print_json(result.to_dict())
     elif not quiet:

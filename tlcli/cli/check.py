@@ -1,0 +1,101 @@
+"""`tlcli check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import Debug, Json, Quiet, _error, _print_json, _reporter, app, command, stdout
+
+SHOWN = 20  # files listed per section in the table view; --json has them all
+
+
+@app.command("check")
+@command
+def check_command(
+    data_dir: Annotated[Path, typer.Argument(help="A folder of class folders, or a parent of train/ and val/ (as data.dir).")],
+    val_split: Annotated[float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")] = 0.2,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")] = False,
+    json_output: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Decode every image in DATA_DIR as training would and report what is wrong.
+
+    Exit 0: clean. 4: problems (unreadable files, duplicates, leakage). 2: unusable.
+    """
+    from tlcli.check import check_dataset
+    from tlcli.errors import UserError
+
+    if not 0 < val_split < 1:
+        raise UserError(f"--val-split: must be between 0 and 1, got {val_split}")
+    report = check_dataset(data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output))
+    if json_output:
+        _print_json(report.to_dict())
+    elif not quiet:
+        _print_report(report)
+    if report.unusable:
+        _error(f"{data_dir}: {report.unusable}")
+    raise typer.Exit(report.exit_code)
+
+
+def _print_report(report) -> None:
+    root = Path(report.data_dir)
+
+    def rel(path: str) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return path
+
+    def where(file) -> str:
+        # Name the split only when the path does not already show it (a val_split hold-out).
+        shown = rel(file.path)
+        source = report.sources.get(file.split, "")
+        return shown if Path(source).is_dir() and Path(file.path).is_relative_to(source) else f"{shown} ({file.split})"
+
+    table = Table(title=f"{report.data_dir}: images per class", title_justify="left")
+    table.add_column("class")
+    for split in report.counts:
+        table.add_column(split, justify="right")
+    for name in report.classes:
+        table.add_row(name, *(str(report.counts[split][name]) for split in report.counts))
+    table.add_row("files listed", *(str(report.listed[split]) for split in report.counts), style="dim")
+    stdout.print(table)
+    for split, source in report.sources.items():
+        stdout.print(f"  {split}: {source}", highlight=False)
+    if report.imbalance_ratio is not None:
+        stdout.print(f"imbalance ratio (largest / smallest training class): {report.imbalance_ratio:g}", highlight=False)
+
+    problems = report.problems
+    sections = [
+        ("unreadable files (training skips them)", [f"{rel(f.path)}: {f.reason}" for f in problems.unreadable], "red"),
+        ("exact duplicates", [f"{', '.join(k.replace('_', ' ') for k in g.kinds)}: " + " = ".join(where(f) for f in g.files) for g in problems.duplicates], "red"),
+        ("classes with fewer than 10 images", [f"{c['class']}: {c['images']}" for c in report.small_classes], "yellow"),
+        ("content does not match the extension", [f"{rel(m['path'])}: {m['format']} named {m['extension']}" for m in report.extension_mismatches], "yellow"),
+        ("colour conversions", [f"{rel(c['path'])}: {c['mode']}, {c['conversion']}" for c in report.conversions], None),
+        ("EXIF-rotated (rotation applied)", [rel(p) for p in report.exif_rotated], None),
+        ("animated (first frame used)", [f"{rel(a['path'])}: {a['frames']} frames" for a in report.animated], None),
+        ("very small images (< 32 px on a side)", [f"{rel(s['path'])}: {s['width']}x{s['height']}" for s in report.small_images], "yellow"),
+        ("ignored files", [f"{rel(i['path'])}: {i['reason']}" for i in report.ignored], None),
+        ("warnings", report.warnings, "yellow"),
+    ]
+    for title, lines, style in sections:
+        if not lines:
+            continue
+        stdout.print(f"\n[bold{' ' + style if style else ''}]{title}[/] ({len(lines)})")
+        for line in lines[:SHOWN]:
+            stdout.print(f"  {line}", highlight=False, markup=False)
+        if len(lines) > SHOWN:
+            stdout.print(f"  ... and {len(lines) - SHOWN} more (--json lists all)", highlight=False)
+    cache = report.cache
+    stdout.print(f"\n{cache.get('decoded', 0)} files decoded, {cache.get('cached', 0)} from the screening cache", highlight=False, style="dim")
+    if report.unusable:
+        stdout.print(f"[bold red]unusable:[/] {report.unusable}", highlight=False)
+    elif problems.count:
+        stdout.print(f"[bold yellow]problems:[/] {problems.summary()}", highlight=False)
+    else:
+        stdout.print("[bold green]clean:[/] no problems found", highlight=False)
