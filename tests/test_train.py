@@ -32,6 +32,8 @@ def test_run_folder_holds_every_documented_file(finished_run):
     for name in RUN_FILES:
         if "{" in name:
             assert (run_dir / "splits" / "train.csv").is_file() and (run_dir / "splits" / "val.csv").is_file()
+        elif "<" in name:
+            assert [p.name for p in (run_dir / "eval").iterdir() if p.name.endswith("-val")]
         else:
             assert (run_dir / name.rstrip("/")).exists(), name
     assert read_run_record(run_dir)["status"] == "completed"

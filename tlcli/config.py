@@ -212,6 +212,10 @@ class ExperimentConfig(_Section):
     fine_tune: FineTuneConfig | None = Field(None, description="The optional fine-tuning phase (absent = no second phase).")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Devices and numerics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where runs go.")
+    cache: Literal["auto", "memory", "off"] = Field(
+        "auto",
+        description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`); `memory` does the same without the disk cache; `off` trains the full model on decoded images every epoch.",
+    )
 
     @field_validator("name")
     @classmethod

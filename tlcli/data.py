@@ -234,6 +234,10 @@ class DecodedImages:
     def on_disk(self) -> bool:
         return self._spill is not None
 
+    @property
+    def content_hashes(self) -> list[str]:
+        return [info.content_hash for info in self.infos]
+
 
 def decode_samples(
     samples: Sequence[Sample],

@@ -32,11 +32,14 @@ RUN_FILES = {
     "labels.json": "class names, in output order",
     "splits/{train,val,test}.csv": "the exact files of each split (path, relpath, label)",
     "skipped_files.json": "files that could not be decoded, with reasons",
+    "data_problems.json": "what `tlcli check` would report from training's own decode pass: unreadable files, duplicates, conflicting labels, train/val leakage",
     "dataset.json": "per-split class counts, where each split came from, and the dataset fingerprint",
     "history.csv": "per-epoch metrics of both phases (phase and epoch columns)",
     "metrics.json": "final and best metrics, epochs, wall time, images per second",
     "env.json": "python, tensorflow, keras and tlcli versions, devices, seed, git commit",
     "train.log": "the training log",
+    "curves.png": "loss and accuracy per epoch, the phase boundary marked",
+    "eval/<timestamp>-val/": "the final validation report (metrics.json, confusion matrix, predictions.csv, reliability and mistakes plots)",
     "tensorboard/": "TensorBoard logs",
 }
 

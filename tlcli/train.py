@@ -28,6 +28,8 @@ from tlcli.errors import ConfigError, TlcliError, TrainingError
 from tlcli.model import BASE_LAYER, ModelInfo, SourceBase, _first_trainable_index, build_model, set_base_trainable, trainable_spec
 from tlcli.progress import Reporter
 
+DECODER_VERSION = 1  # bump when decoding or resizing changes the pixels (invalidates cached features)
+
 log = logging.getLogger("tlcli")
 
 
@@ -229,29 +231,36 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     config, splits, model, info = prepared.config, prepared.splits, prepared.model, prepared.info
     timings: dict[str, float] = {"startup": round(time.perf_counter() - started, 3)}
     _write_inputs(run_dir, prepared)
+    phases = phases_of(config)
+    cuts = _plan_cuts(model, config, phases, reporter)
 
+    # One pass over the files: extract frozen features when every phase can
+    # train on them, else decode the images once and keep them.
     clock = time.perf_counter()
-    decoded = _decode_splits(prepared, reporter)
-    skipped = [{"path": s.path, "reason": s.reason, "split": split} for split, d in decoded.items() for s in d.skipped]
+    extraction_cut = _deepest(cuts) if all(cuts) else None
+    if extraction_cut is not None:
+        sets, cache_record = _extract_splits(prepared, extraction_cut, reporter)
+    else:
+        sets, cache_record = _decode_splits(prepared, reporter), {"mode": "images"}
+    timings["extract" if extraction_cut is not None else "decode"] = round(time.perf_counter() - clock, 3)
+    skipped = [{"path": s.path, "reason": s.reason, "split": split} for split, d in sets.items() for s in d.skipped]
     runs.write_json_atomic(run_dir / "skipped_files.json", skipped)
     if skipped:
         reporter.warn(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
-    from tlcli.check import find_problems, record_problems  # duplicates and leakage, from this same decode pass
+    from tlcli.check import find_problems, record_problems  # duplicates and leakage, from this same pass
 
-    record_problems(run_dir, find_problems(splits, decoded), reporter, strict=strict)
-    _write_dataset_record(run_dir, splits, decoded)
-    timings["decode"] = round(time.perf_counter() - clock, 3)
+    record_problems(run_dir, find_problems(splits, sets), reporter, strict=strict)
+    _write_dataset_record(run_dir, splits, sets)
     for split in ("train", "val"):
-        if len(decoded[split]) == 0:
-            raise TrainingError(f"no readable {split} images left after skipping {len(decoded[split].skipped)} unreadable files")
+        if len(sets[split]) == 0:
+            raise TrainingError(f"no readable {split} images left after skipping {len(sets[split].skipped)} unreadable files")
 
     binary = config.head.activation == "sigmoid"
     num_classes = len(splits.class_names)
     batch = config.data.batch_size
-    train_ds = make_dataset(decoded["train"], batch_size=batch, num_classes=num_classes, binary=binary, shuffle=config.data.shuffle, seed=config.seed)
-    val_ds = make_dataset(decoded["val"], batch_size=batch, num_classes=num_classes, binary=binary)
-    weights = class_weights(decoded["train"].labels, num_classes, config.train.class_weight, splits.class_names)
-    steps = -(-len(decoded["train"]) // batch)
+    weights = class_weights(sets["train"].labels, num_classes, config.train.class_weight, splits.class_names)
+    steps = -(-len(sets["train"]) // batch)
+    inputs = PhaseInputs(model, sets, extraction_cut, config, num_classes, binary)
 
     from tlcli.callbacks import HistoryRecorder, is_better
 
@@ -260,27 +269,29 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     best: dict[str, Any] = {}
     epoch_offset = 0
     with prepared.strategy.scope():
-        for phase in phases_of(config):
+        for phase, cut in zip(phases, cuts):
             trainable = set_base_trainable(model, phase.trainable, pretrained=info.pretrained, key=phase.trainable_key)
             reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}")
-            model.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config), metrics=make_metrics(config, num_classes))
-            ran, phase_best = _fit_phase(model, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir)
+            fitted, train_ds, val_ds = inputs.for_phase(cut)
+            fitted.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config), metrics=make_metrics(config, num_classes))
+            ran, phase_best = _fit_phase(fitted, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir)
             if is_better(phase_best, best, config.train.monitor):
                 best = phase_best
             epoch_offset += ran
+        final, probabilities = inputs.evaluate(cuts[-1], make_loss(config), make_metrics(config, num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
 
-    final = _evaluate_final(model, config, decoded, num_classes, binary)
     clock = time.perf_counter()
     runs.save_model_atomic(model, run_dir / "model.keras")
     timings["save"] = round(time.perf_counter() - clock, 3)
     wall = round(time.perf_counter() - started, 3)
-    trained_images = len(decoded["train"]) * epoch_offset
+    trained_images = len(sets["train"]) * epoch_offset
     metrics = {
         "final": final,
         "best": best,
         "epochs": {"total": epoch_offset, **history.epochs_per_phase()},
-        "images": {split: len(d) for split, d in decoded.items()} | {"skipped": len(skipped)},
+        "images": {split: len(d) for split, d in sets.items()} | {"skipped": len(skipped)},
+        "cache": cache_record,
         "wall_time_s": wall,
         "timings_s": timings,
         "images_per_second": round(trained_images / timings["train"], 1) if timings["train"] else None,
@@ -289,8 +300,146 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     runs.write_json_atomic(run_dir / "metrics.json", metrics)
     from tlcli.evaluate import write_training_report  # the final validation report and curves.png
 
-    write_training_report(run_dir, model, decoded["val"], splits.class_names, binary=binary, top_k=config.train.top_k, batch_size=batch, reporter=reporter)
+    write_training_report(run_dir, model, sets["val"], splits.class_names, binary=binary, top_k=config.train.top_k, batch_size=batch, reporter=reporter, probabilities=probabilities.get("val"))
     return TrainResult(run_dir, metrics, skipped)
+
+
+def _plan_cuts(model, config: ExperimentConfig, phases: list[Phase], reporter: Reporter) -> list:
+    """Per phase, where its frozen part ends (None: it trains the full model on images)."""
+    from tlcli.features import find_cut
+
+    cuts = []
+    for phase in phases:
+        if config.cache == "off":
+            cut, why = None, "cache: off"
+        elif config.data.augment.enabled:
+            cut, why = None, "random augmentation changes every epoch"
+        else:
+            cut, why = find_cut(model, phase.trainable, phase.trainable_key)
+        reporter.info(f"phase {phase.name}: " + (f"training on cached features ({why})" if cut else f"training the full model on decoded images ({why})"))
+        cuts.append(cut)
+    return cuts
+
+
+def _deepest(cuts: list):
+    """The cut nearest the input: every other phase's features derive from its output."""
+    layer_cuts = [cut for cut in cuts if cut.kind == "layer"]
+    return min(layer_cuts, key=lambda cut: cut.index) if layer_cuts else cuts[0]
+
+
+class PhaseInputs:
+    """What each phase fits: the full model on images, or its trainable part on features."""
+
+    def __init__(self, model, sets: dict, extraction_cut, config: ExperimentConfig, num_classes: int, binary: bool):
+        self.model, self.sets, self.extraction_cut, self.config = model, sets, extraction_cut, config
+        self.num_classes, self.binary = num_classes, binary
+        self._features: dict[tuple[str, str], Any] = {}
+
+    def features(self, cut, split: str):
+        from tlcli.features import bridge, extractor_for, run_in_batches
+
+        key = (cut.label, split)
+        if key not in self._features:
+            source = self.sets[split]
+            if self.extraction_cut is None:  # images are decoded: one inference pass per cut
+                extractor = extractor_for(self.model, cut)
+                self._features[key] = run_in_batches(extractor, source.images, cast="float32")
+            elif cut == self.extraction_cut:
+                self._features[key] = source.features
+            else:  # the head-first phase of a run extracted below the fine-tuning cut
+                self._features[key] = run_in_batches(bridge(self.model, self.extraction_cut), source.features)
+        return self._features[key]
+
+    def datasets(self, cut, split: str, shuffle: bool):
+        from tlcli.features import features_dataset
+
+        batch = self.config.data.batch_size
+        if cut is None:
+            return make_dataset(self.sets[split], batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed)
+        return features_dataset(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed)
+
+    def for_phase(self, cut):
+        from tlcli.features import trainable_part
+
+        fitted = self.model if cut is None else trainable_part(self.model, cut)
+        return fitted, self.datasets(cut, "train", self.config.data.shuffle), self.datasets(cut, "val", False)
+
+    def evaluate(self, cut, loss, metrics) -> tuple[dict[str, float], dict[str, Any]]:
+        """Final loss/metrics and class probabilities on val (and test), with the final weights.
+
+        One inference pass per split; loss and metrics come from its outputs,
+        so the saved model is not recompiled for evaluation.
+        """
+        import numpy as np
+
+        from tlcli.data import encode_targets
+        from tlcli.features import trainable_part
+
+        fitted = self.model if cut is None else trainable_part(self.model, cut)
+        final: dict[str, float] = {}
+        probabilities: dict[str, Any] = {}
+        for split in ("val", "test"):
+            if split not in self.sets or not len(self.sets[split]):
+                continue
+            outputs = np.asarray(fitted.predict(self.datasets(cut, split, False), verbose=0), dtype="float32")
+            targets = np.asarray(encode_targets(self.sets[split].labels, self.num_classes, self.binary))
+            final[f"{split}_loss"] = round(float(loss(targets, outputs)), 6)
+            for metric in metrics:
+                metric.reset_state()
+                metric.update_state(targets, outputs)
+                final[f"{split}_{metric.name}"] = round(float(metric.result()), 6)
+            probabilities[split] = _class_probabilities(outputs, self.binary)
+        return final, probabilities
+
+
+def _class_probabilities(outputs, binary: bool):
+    import numpy as np
+
+    outputs = np.asarray(outputs, dtype="float64")
+    return np.concatenate([1.0 - outputs, outputs], axis=1) if binary else outputs
+
+
+def _extract_splits(prepared: Prepared, cut, reporter: Reporter) -> tuple[dict, dict[str, Any]]:
+    """Frozen features of every split, from the feature cache where it has them."""
+    from tlcli import cache
+    from tlcli.features import extract_features, extractor_for
+
+    config, splits, model = prepared.config, prepared.splits, prepared.model
+    channels = 1 if config.data.color_mode == "grayscale" else 3
+    extractor = extractor_for(model, cut)
+    base = model.get_layer(BASE_LAYER)
+    frozen = base.layers if cut.kind == "pool" else base.layers[: cut.index + 1]
+    describe = {
+        "base": prepared.info.base_name,
+        "args": config.base.args,
+        "source_run": config.base.run,
+        "weights": cache.weights_digest(frozen),
+        "image_size": list(config.data.image_size),
+        "channels": channels,
+        "color_mode": config.data.color_mode,
+        "preprocess": prepared.info.preprocess,
+        "cut": cut.label,
+        "pooling": config.head.pooling,
+        "decoder": DECODER_VERSION,
+    }
+    store = cache.FeatureStore(cache.model_key(describe), describe) if config.cache == "auto" else None
+    sets = {}
+    for split in ("train", "val", "test"):
+        samples = getattr(splits, split)
+        if not samples and split == "test":
+            continue
+        with reporter.task(f"features {split}", len(samples)) as advance:
+            sets[split] = extract_features(samples, extractor, store, size=config.data.image_size, channels=channels, batch_size=64, on_bad_file=config.data.on_bad_file, progress=advance)
+    hits = sum(s.hits for s in sets.values())
+    extracted = sum(s.extracted for s in sets.values())
+    seconds = sum(s.seconds for s in sets.values())
+    per_image = store.seconds_per_image() if store is not None else None
+    record = {"mode": "features", "cut": cut.label, "hits": hits, "extracted": extracted, "seconds": round(seconds, 3)}
+    if store is not None:
+        record |= {"key": store.key, "folder": str(store.folder), "saved_s": round(hits * per_image, 1) if per_image and hits else 0.0}
+        store.finish(seconds / extracted if extracted else None)
+    reporter.info(f"features ({cut.label}): {hits} from cache, {extracted} computed in {seconds:.1f} s" + (f", about {record['saved_s']:.0f} s saved" if record.get("saved_s") else ""))
+    return sets, record
 
 
 def _write_inputs(run_dir: Path, prepared: Prepared) -> None:
@@ -318,11 +467,11 @@ def _decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedI
     return decoded
 
 
-def _write_dataset_record(run_dir: Path, splits: DataSplits, decoded: dict[str, DecodedImages]) -> None:
+def _write_dataset_record(run_dir: Path, splits: DataSplits, decoded: dict) -> None:
     fingerprint = hashlib.sha256()
     for split, images in decoded.items():
-        for sample, info in sorted(zip(images.samples, images.infos), key=lambda pair: pair[0].relpath):
-            fingerprint.update(f"{split}\0{sample.relpath}\0{info.content_hash}\n".encode())
+        for sample, content_hash in sorted(zip(images.samples, images.content_hashes), key=lambda pair: pair[0].relpath):
+            fingerprint.update(f"{split}\0{sample.relpath}\0{content_hash}\n".encode())
     record = {
         "fingerprint": fingerprint.hexdigest(),
         "class_names": splits.class_names,
@@ -356,17 +505,6 @@ def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: i
     if config.train.restore_best and best_keeper.weights is not None:
         model.set_weights(best_keeper.weights)
     return best_keeper.epochs_run, best_keeper.best
-
-
-def _evaluate_final(model, config, decoded, num_classes: int, binary: bool) -> dict[str, float]:
-    final = {}
-    for split in ("val", "test"):
-        if split not in decoded or not len(decoded[split]):
-            continue
-        dataset = make_dataset(decoded[split], batch_size=config.data.batch_size, num_classes=num_classes, binary=binary)
-        values = model.evaluate(dataset, verbose=0, return_dict=True)
-        final.update({f"{split}_{k}": round(float(v), 6) for k, v in values.items()})
-    return final
 
 
 # ----------------------------------------------------------------------------- compile pieces

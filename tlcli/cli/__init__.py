@@ -80,7 +80,11 @@ def _quiet_libraries(debug: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").propagate = False
+    # The CLI shows progress itself (RichReporter) and training logs to the run's
+    # train.log; absl installs a root handler once TensorFlow loads, which would
+    # echo every log line to the terminal even with --quiet.
     logging.getLogger("tlcli").setLevel(logging.INFO)
+    logging.getLogger("tlcli").propagate = debug
 
 
 def _import_tensorflow(debug: bool) -> None:
@@ -119,6 +123,8 @@ def _register_commands() -> None:
     import tlcli.cli.runs  # noqa: F401
     import tlcli.cli.train  # noqa: F401
     import tlcli.cli.check  # noqa: F401
+    import tlcli.cli.evaluate  # noqa: F401
+    import tlcli.cli.predict  # noqa: F401
     import tlcli.cli.weights  # noqa: F401
 
 

@@ -1,0 +1,142 @@
+"""Frozen-feature caching: same results as training the full model, invalidated by any change."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder, tiny_config, write_image
+from tlcli import load_config, train
+from tlcli.cache import cache_entries, clear_cache
+
+
+def source_run(tmp_path, image_folder):
+    """A base with learned weights (an earlier run), so freezing it is meaningful."""
+    return train(load_config(tiny_config(image_folder, tmp_path / "runs", name="source", train={"epochs": 1})))
+
+
+def target_config(image_folder, runs_dir, **sections):
+    raw = tiny_config(image_folder, runs_dir, name="target", **sections)
+    raw["base"] = {"run": "source", "trainable": "none"}
+    raw["head"] = {"dropout": 0.0, **raw.get("head", {})}
+    return raw
+
+
+def predictions(run_dir, x):
+    import keras
+
+    return keras.models.load_model(run_dir / "model.keras").predict(x, verbose=0)
+
+
+@pytest.fixture
+def probe():
+    return np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)).astype("float32")
+
+
+def test_cached_and_uncached_runs_give_the_same_model(tmp_path, image_folder, probe):
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    cached = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3})))
+    uncached = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3}, cache="off")))
+    assert cached.metrics["cache"]["mode"] == "features" and cached.metrics["cache"]["cut"] == "pool"
+    assert uncached.metrics["cache"]["mode"] == "images"
+    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-4, atol=1e-5)
+    assert cached.metrics["final"]["val_accuracy"] == pytest.approx(uncached.metrics["final"]["val_accuracy"])
+    assert cached.metrics["final"]["val_loss"] == pytest.approx(uncached.metrics["final"]["val_loss"], rel=1e-4)
+
+
+def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, image_folder, probe):
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001}
+    cached = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
+    uncached = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune, cache="off")))
+    assert cached.metrics["cache"]["cut"].startswith("layer:")
+    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-3, atol=1e-4)
+    with open(cached.run_dir / "history.csv") as stream:
+        assert sum(1 for line in stream) == 1 + 4
+
+
+def test_second_run_hits_the_cache_and_changes_invalidate_it(tmp_path, image_folder):
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    first = train(load_config(target_config(image_folder, runs_dir)))
+    total = first.metrics["images"]["train"] + first.metrics["images"]["val"]
+    assert first.metrics["cache"]["hits"] == 0 and first.metrics["cache"]["extracted"] == total
+
+    second = train(load_config(target_config(image_folder, runs_dir)))
+    assert second.metrics["cache"]["hits"] == total and second.metrics["cache"]["extracted"] == 0
+    assert second.metrics["cache"]["key"] == first.metrics["cache"]["key"]
+    assert second.metrics["final"] == first.metrics["final"]
+
+    # Changing one image recomputes just that image.
+    changed = sorted((image_folder / "cats").iterdir())[0]
+    write_image(changed, np.full((16, 16, 3), 7, dtype=np.uint8))
+    third = train(load_config(target_config(image_folder, runs_dir)))
+    assert third.metrics["cache"]["extracted"] == 1
+
+    # Another image size is another model key: nothing is reused.
+    resized = target_config(image_folder, runs_dir)
+    resized["data"]["image_size"] = 20
+    resized["base"] = {"name": "SmallCNN", "weights": "none", "trainable": "none", "args": {"filters": 8, "blocks": 2}}
+    other = train(load_config(resized))
+    assert other.metrics["cache"]["hits"] == 0
+
+
+def test_other_weights_do_not_reuse_features(tmp_path, image_folder):
+    runs_dir = tmp_path / "runs"
+    raw = tiny_config(image_folder, runs_dir, name="frozen-random")
+    raw["base"] = {"name": "SmallCNN", "weights": "none", "trainable": "none", "args": {"filters": 8, "blocks": 2}}
+    first = train(load_config({**raw, "seed": 1}))
+    second = train(load_config({**raw, "seed": 2}))  # another random init = other weights
+    assert first.metrics["cache"]["extracted"] > 0 and second.metrics["cache"]["hits"] == 0
+    assert first.metrics["cache"]["key"] != second.metrics["cache"]["key"]
+    again = train(load_config({**raw, "seed": 1}))
+    assert again.metrics["cache"]["hits"] == first.metrics["cache"]["extracted"]
+
+
+def test_augmentation_and_skip_connections_fall_back_to_images(tmp_path, image_folder):
+    runs_dir = tmp_path / "runs"
+    source_run(tmp_path, image_folder)
+    augmented = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "horizontal"}})))
+    assert augmented.metrics["cache"]["mode"] == "images"
+    from tlcli.features import find_cut
+    from tlcli.model import build_model
+
+    model, _ = build_model(load_config({"data": {"dir": "x", "image_size": 32}, "base": {"name": "ResNet50", "weights": "none"}}), 2)
+    cut, why = find_cut(model, 5, "fine_tune.unfreeze")
+    assert cut is None and "skip connections" in why
+    cut, _ = find_cut(model, "none", "base.trainable")
+    assert cut is not None and cut.kind == "pool"
+
+
+def test_cache_lives_in_tlcli_cache_dir_and_can_be_cleared(tmp_path, image_folder, monkeypatch):
+    cache_dir = tmp_path / "my-cache"
+    monkeypatch.setenv("TLCLI_CACHE_DIR", str(cache_dir))
+    raw = tiny_config(image_folder, tmp_path / "runs")
+    raw["base"] = {"name": "SmallCNN", "weights": "none", "trainable": "none", "args": {"filters": 8, "blocks": 2}}
+    result = train(load_config(raw))
+    assert result.metrics["cache"]["folder"].startswith(str(cache_dir))
+    entries = cache_entries()
+    assert len(entries) == 1 and entries[0].files == result.metrics["cache"]["extracted"]
+    meta = json.loads((cache_dir / "features" / entries[0].key / "meta.json").read_text())
+    assert meta["base"] == "SmallCNN" and meta["image_size"] == [16, 16]
+    assert clear_cache() > 0 and cache_entries() == []
+
+
+def test_size_cap_evicts_least_recently_used(tmp_path, image_folder, monkeypatch):
+    import time
+
+    from tlcli.cache import FeatureStore, enforce_cap
+
+    for index in range(3):
+        store = FeatureStore(f"key{index}", {"n": index})
+        store.put("ab" * 32, np.zeros(50_000, dtype=np.float32))
+        store.finish(None)
+        time.sleep(0.01)
+    monkeypatch.setenv("TLCLI_CACHE_MAX_GB", str(250_000 / 1024**3))  # room for one of the three 200 kB entries
+    removed = enforce_cap()
+    assert removed == ["key0", "key1"]
+    assert [e.key for e in cache_entries()] == ["key2"]

@@ -1,0 +1,295 @@
+"""Train only what trains: split the model where its frozen part ends.
+
+Most of transfer learning's time goes into pushing the same images through
+the same frozen layers every epoch. When a phase freezes the whole base (or
+all but its top N layers) and has no random augmentation, tlcli computes the
+frozen part's output once per image (`extract_features`, cached on disk by
+`tlcli.cache`) and fits only the trainable part on those features. The
+trainable part reuses the model's own layer objects, so training it trains
+the full model, which is what gets saved.
+
+A cut is possible where exactly one tensor crosses it; with skip connections
+across the cut (ResNet, EfficientNet blocks) `find_cut` says why not, and the
+phase trains the full model on decoded images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tlcli.data import Sample, SkippedFile
+from tlcli.errors import DataError
+from tlcli.images import ImageDecodeError, cpu_workers, decode_bytes
+from tlcli.model import BASE_LAYER, _first_trainable_index
+
+POOL = "head_pool"
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a phase's frozen part ends: after the head's pooling, or after base layer `index`."""
+
+    kind: str  # "pool" or "layer"
+    index: int | None = None
+    name: str = POOL
+
+    @property
+    def label(self) -> str:
+        return "pool" if self.kind == "pool" else f"layer:{self.name}"
+
+
+def find_cut(model, spec: Any, key: str) -> tuple[Cut | None, str]:
+    """The cut for a phase whose base trains as `spec`, or (None, why not)."""
+    import keras
+
+    base = model.get_layer(BASE_LAYER)
+    layers = base.layers
+    start = _first_trainable_index(layers, spec, key)
+    if start >= len(layers):
+        return Cut("pool"), "the whole base is frozen"
+    if start <= 1:
+        return None, "the whole base trains"
+    last_frozen = layers[start - 1]
+    try:
+        keras.Model(last_frozen.output, base.output)
+    except ValueError:
+        return None, f"more than one tensor crosses the cut after {last_frozen.name} (skip connections)"
+    return Cut("layer", start - 1, last_frozen.name), f"frozen below {layers[start].name}"
+
+
+def _preprocess(model, x):
+    """Re-apply the model's own layers between its input and the base (augmentation excluded)."""
+    for layer in model.layers[1:]:
+        if layer.name == BASE_LAYER:
+            return x
+        if layer.name == "augmentation":
+            continue
+        x = layer([x, x, x]) if layer.name == "to_rgb" else layer(x)
+    raise ValueError("model has no base layer")
+
+
+def _head(model, x, start_after: str):
+    """Re-apply the head layers that follow `start_after` (a chain, by construction)."""
+    names = [layer.name for layer in model.layers]
+    for layer in model.layers[names.index(start_after) + 1 :]:
+        x = layer(x)
+    return x
+
+
+def extractor_for(model, cut: Cut):
+    """Raw pixels -> the frozen part's output at `cut` (inference only)."""
+    import keras
+
+    base = model.get_layer(BASE_LAYER)
+    inputs = keras.Input(model.input_shape[1:])
+    x = _preprocess(model, inputs)
+    if cut.kind == "pool":
+        x = model.get_layer(POOL)(base(x))
+    else:
+        x = keras.Model(base.input, base.layers[cut.index].output)(x)
+    return keras.Model(inputs, x, name="frozen_part")
+
+
+def trainable_part(model, cut: Cut):
+    """Features at `cut` -> predictions, sharing the model's layers (and so its weights)."""
+    import keras
+
+    base = model.get_layer(BASE_LAYER)
+    if cut.kind == "pool":
+        inputs = keras.Input(model.get_layer(POOL).output.shape[1:])
+        return keras.Model(inputs, _head(model, inputs, POOL), name="trainable_part")
+    cut_tensor = base.layers[cut.index].output
+    inputs = keras.Input(cut_tensor.shape[1:])
+    x = keras.Model(cut_tensor, base.output)(inputs)
+    return keras.Model(inputs, _head(model, x, BASE_LAYER), name="trainable_part")
+
+
+def bridge(model, cut: Cut):
+    """Features at a layer cut -> features at the pool cut (to train the head first)."""
+    import keras
+
+    base = model.get_layer(BASE_LAYER)
+    cut_tensor = base.layers[cut.index].output
+    inputs = keras.Input(cut_tensor.shape[1:])
+    x = model.get_layer(POOL)(keras.Model(cut_tensor, base.output)(inputs))
+    return keras.Model(inputs, x, name="bridge")
+
+
+def run_in_batches(part, features: np.ndarray, batch_size: int = 256, cast: str | None = None) -> np.ndarray:
+    """Inference of `part` over an array, in batches (no tf.data overhead)."""
+    outputs = [np.asarray(part(_as(features[i : i + batch_size], cast), training=False)) for i in range(0, len(features), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), dtype="float32")
+
+
+def _as(batch: np.ndarray, dtype: str | None) -> np.ndarray:
+    return batch.astype(dtype) if dtype else batch
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+@dataclass
+class FeatureSet:
+    """The frozen part's output for the decodable images of one split."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    samples: list[Sample]
+    content_hashes: list[str]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    hits: int = 0
+    extracted: int = 0
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def infos(self) -> list[HashedFile]:
+        """What the data check needs of each file (its content hash), as `DecodedImages.infos` gives it."""
+        return [HashedFile(h) for h in self.content_hashes]
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    content_hash: str
+
+
+def extract_features(
+    samples: Sequence[Sample],
+    extractor,
+    store,
+    *,
+    size: tuple[int, int],
+    channels: int,
+    batch_size: int = 64,
+    on_bad_file: str = "skip",
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> FeatureSet:
+    """Decode each image once (or find it in `store`) and run the frozen part.
+
+    Files are read, hashed and decoded by a thread pool a few batches ahead of
+    the forward pass, so decoding overlaps inference and memory stays bounded
+    (only features are kept, never all the decoded images).
+    """
+    shape = tuple(extractor.output_shape[1:])
+    out = np.empty((len(samples), *shape), dtype=np.float32)
+    kept = np.zeros(len(samples), dtype=bool)
+    hashes = [""] * len(samples)
+    skipped: list[SkippedFile] = []
+    pending_index: list[int] = []
+    pending_pixels: list[np.ndarray] = []
+    started = time.perf_counter()
+    forward_seconds = 0.0
+    extracted = 0
+
+    def flush() -> None:
+        nonlocal forward_seconds, extracted
+        if not pending_index:
+            return
+        clock = time.perf_counter()
+        values = np.asarray(extractor(np.stack(pending_pixels).astype(np.float32), training=False))
+        forward_seconds += time.perf_counter() - clock
+        for index, value in zip(pending_index, values):
+            out[index] = value
+            if store is not None:
+                store.put(hashes[index], value)
+        extracted += len(pending_index)
+        pending_index.clear()
+        pending_pixels.clear()
+
+    def load(sample: Sample):
+        try:
+            data = Path(sample.path).read_bytes()
+        except OSError as exc:
+            return "", None, ImageDecodeError(f"cannot read file ({exc.strerror or exc})")
+        import hashlib
+
+        content_hash = hashlib.sha256(data).hexdigest()
+        cached = store.get(content_hash) if store is not None else None
+        if cached is not None and tuple(cached.shape) == shape:
+            return content_hash, cached, None
+        try:
+            pixels, _ = decode_bytes(data, size, channels)
+        except ImageDecodeError as exc:
+            return content_hash, None, exc
+        return content_hash, pixels, "decoded"
+
+    window = max(batch_size * 3, 16)
+    with ThreadPoolExecutor(max_workers=workers or cpu_workers()) as pool:
+        queue: deque = deque()
+        iterator = iter(enumerate(samples))
+        for _ in range(window):
+            item = next(iterator, None)
+            if item is None:
+                break
+            queue.append((item[0], item[1], pool.submit(load, item[1])))
+        done = 0
+        while queue:
+            index, sample, future = queue.popleft()
+            item = next(iterator, None)
+            if item is not None:
+                queue.append((item[0], item[1], pool.submit(load, item[1])))
+            content_hash, value, status = future.result()
+            hashes[index] = content_hash
+            if isinstance(status, ImageDecodeError):
+                if on_bad_file == "fail":
+                    raise DataError(f"{sample.path}: {status.reason} (data.on_bad_file is fail; set it to skip to train without it)")
+                skipped.append(SkippedFile(str(sample.path), status.reason))
+            elif status == "decoded":
+                pending_index.append(index)
+                pending_pixels.append(value)
+                kept[index] = True
+                if len(pending_index) >= batch_size:
+                    flush()
+            else:
+                out[index] = value
+                kept[index] = True
+            done += 1
+            if progress is not None:
+                progress(done)
+        flush()
+    positions = np.flatnonzero(kept)
+    return FeatureSet(
+        features=out[positions] if len(positions) != len(samples) else out,
+        labels=np.fromiter((samples[i].label for i in positions), dtype=np.int32, count=len(positions)),
+        samples=[samples[i] for i in positions],
+        content_hashes=[hashes[i] for i in positions],
+        skipped=skipped,
+        hits=int(len(positions) - extracted),
+        extracted=extracted,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def features_dataset(features: np.ndarray, labels: np.ndarray, *, batch_size: int, num_classes: int, binary: bool, shuffle: bool, seed: int):
+    """Batches of (features, targets), reshuffled each epoch from `seed` like `data.make_dataset`."""
+    import tensorflow as tf
+
+    from tlcli.data import encode_targets
+
+    n = len(features)
+    epoch = {"value": 0}
+
+    def batches():
+        order = np.arange(n)
+        if shuffle:
+            np.random.default_rng([seed, epoch["value"]]).shuffle(order)
+        epoch["value"] += 1
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            yield features[index], labels[index]
+
+    signature = (tf.TensorSpec((None, *features.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = dataset.map(lambda x, y: (x, encode_targets(y, num_classes, binary)))
+    steps = (n + batch_size - 1) // batch_size
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
