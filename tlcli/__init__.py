@@ -13,6 +13,8 @@ from tlcli.config import ExperimentConfig, load_config  # noqa: E402
 from tlcli.errors import ConfigError, DataError, RunError, TlcliError, UserError  # noqa: E402
 from tlcli.runs import list_runs, newest_run  # noqa: E402
 from tlcli.train import TrainResult, train, validate  # noqa: E402
+from tlcli.evaluate import evaluate  # noqa: E402  (Keras, scikit-learn and matplotlib load on first call)
+from tlcli.predict import predict  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -34,9 +36,11 @@ __all__ = [
     "UserError",
     "__version__",
     "check_dataset",
+    "evaluate",
     "list_runs",
     "load_config",
     "newest_run",
+    "predict",
     "train",
     "validate",
 ]

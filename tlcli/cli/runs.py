@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, _print_json, app, command, stdout
+from tlcli.cli import Debug, Json, _print_json, app, command, stderr, stdout
 
 # ----------------------------------------------------------------------------- runs
 
@@ -27,12 +28,16 @@ def runs_command(
     if json_output:
         _print_json([s.to_dict() for s in summaries])
         return
+    if not summaries:
+        # An empty table looks like a bug; say where we looked and what to do.
+        stderr.print(f"no runs in {runs_dir}; train one with `tlcli train CONFIG`, or pass --runs-dir", highlight=False)
+        return
     table = Table(title=f"runs in {runs_dir}")
-    for column in ("run", "name", "started", "base", "best val acc", "status"):
-        table.add_column(column)
+    for column in ("run", "name", "date", "base", "best val acc", "status"):
+        # The run folder is what `tlcli evaluate` and `--run` take: never cut it.
+        table.add_column(column, no_wrap=column in ("run", "date", "status"), overflow="fold", justify="right" if column == "best val acc" else "left")
     for s in summaries:
         best = f"{s.best_val_accuracy:.4f}" if s.best_val_accuracy is not None else "-"
-        table.add_row(s.path.name, s.name, s.started.replace("T", " ")[:19], s.base, best, s.status)
-    stdout.print(table)
-
-
+        table.add_row(s.path.name, s.name, s.started.replace("T", " ")[:16], s.base, best, s.status)
+    # Piped output is read by people later or by grep: do not squeeze it to 80 columns.
+    (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(table)

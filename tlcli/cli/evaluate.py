@@ -1,0 +1,66 @@
+"""`tlcli evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, _print_json, _reporter, app, command, stdout
+
+
+@app.command()
+@command
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (see `tlcli runs`).")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this folder of class folders instead of the run's test/val files.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="val or test (default: test when the run had one, else val).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="k of the top-k accuracy (default: the run's train.top_k, else 5).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
+    fail_under: Annotated[
+        Optional[list[str]],
+        typer.Option("--fail-under", help="Exit 3 when a metric of metrics.json is below NUMBER: accuracy=0.9, macro_avg.f1=0.8 (repeatable)."),
+    ] = None,
+    json_output: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Evaluate a run's model; write a report into RUN_DIR/eval/."""
+    _import_tensorflow(debug)
+    from tlcli.evaluate import evaluate as run_evaluation
+
+    evaluation = run_evaluation(
+        run_dir, data=data, split=split, top_k=top_k, batch_size=batch_size, fail_under=fail_under or [], reporter=_reporter(quiet or json_output, json_output)
+    )
+    if json_output:
+        _print_json(evaluation.to_dict())
+    elif not quiet:
+        print_evaluation(evaluation)
+    evaluation.raise_for_gates()
+
+
+def print_evaluation(evaluation) -> None:
+    from tlcli.evaluate import describe
+
+    m = evaluation.metrics
+    table = Table(title=f"{m['dataset']['name']}: {m['dataset']['images']} images ({m['dataset']['source']})")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in m["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    table.add_section()
+    for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+        row = m[key]
+        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    stdout.print(table)
+    headline = Table(show_header=False, box=None)
+    headline.add_column("what")
+    headline.add_column("value", justify="right")
+    for label, value in describe(evaluation).items():
+        headline.add_row(label, f"{value:.4f}")
+    if m["dataset"]["skipped"]:
+        headline.add_row("skipped files", str(m["dataset"]["skipped"]))
+    stdout.print(headline)
+    stdout.print(f"report: {evaluation.eval_dir}", highlight=False)

@@ -1,0 +1,84 @@
+"""`tlcli predict`."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tlcli.cli import Debug, Quiet, _import_tensorflow, _reporter, app, command, stderr, stdout
+
+
+@app.command()
+@command
+def predict(
+    images: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) and globs.", show_default=False)],
+    run: Annotated[Optional[str], typer.Option("--run", help="Run folder or run name (default: the newest completed run in --runs-dir).")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")] = Path("runs"),
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels per image (capped at the number of classes).")] = 3,
+    output_format: Annotated[
+        Optional[str],
+        typer.Option("--format", "-f", help="table, json, jsonl or csv (default: table on a terminal, else jsonl; with -o, from the file's suffix)."),
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Predict the labels of IMAGES with a run's model (exit 4 when some files cannot be read)."""
+    from tlcli.errors import UserError
+    from tlcli.predict import FORMATS, format_predictions
+    from tlcli.predict import predict as run_prediction
+
+    fmt = output_format or _default_format(output)
+    if fmt not in FORMATS:
+        raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    _import_tensorflow(debug)
+
+    def announce(run_dir: Path) -> None:
+        if not quiet:
+            stderr.print(f"using run {run_dir}" + ("" if run else f" (newest completed run in {runs_dir})"), highlight=False)
+
+    result = run_prediction(images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=_reporter(quiet, False), on_run=announce)
+    if output is not None:
+        from tlcli.runs import write_text_atomic
+
+        write_text_atomic(output, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
+        if not quiet:
+            stderr.print(f"wrote {len(result.predictions)} predictions ({len(result.errors)} errors) to {output}", highlight=False)
+    elif fmt == "table":
+        (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(_table(result))  # piped: no 80-column squeeze
+    else:
+        sys.stdout.write(format_predictions(result, fmt))
+    result.raise_for_errors()
+
+
+def _default_format(output: Path | None) -> str:
+    if output is not None:
+        return {".json": "json", ".csv": "csv", ".txt": "table"}.get(output.suffix.lower(), "jsonl")
+    return "table" if sys.stdout.isatty() else "jsonl"
+
+
+def _table(result) -> Table:
+    from tlcli.predict import rows_for_table
+
+    table = Table(title=f"{len(result.predictions)} images, run {result.run_dir.name}")
+    table.add_column("path", no_wrap=True, overflow="fold")  # the path is what scripts and people look up: keep it whole when it fits
+    table.add_column("label", no_wrap=True)
+    table.add_column("confidence", justify="right", no_wrap=True)
+    table.add_column("other labels / error", overflow="fold")
+    for path, label, confidence, details in rows_for_table(result):
+        table.add_row(path, label, confidence, details, style="red" if label == "error" and not confidence else None)
+    return table
+
+
+def _table_text(result) -> str:
+    """The table as plain text, for -o FILE."""
+    console = Console(file=io.StringIO(), force_terminal=False, color_system=None, width=160, soft_wrap=False)
+    console.print(_table(result))
+    return console.file.getvalue()
