@@ -6,7 +6,7 @@ hand the way a user would, with nothing cached:
     image_dataset_from_directory(...).prefetch(AUTOTUNE)
     inputs -> [RandomFlip] -> preprocess_input -> base(training=False)
            -> GlobalAveragePooling2D -> Dropout(0.2) -> Dense(1) (logits)
-    Adam(1e-4), BinaryCrossentropy(from_logits=True), BinaryAccuracy(threshold=0)
+    Adam(1e-3), BinaryCrossentropy(from_logits=True), BinaryAccuracy(threshold=0)
     fine-tuning: the last N base layers trainable, RMSprop(lr) (as the tutorial)
 
 Every epoch decodes every JPEG again and runs the frozen base on it again.
@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--train-dir", type=Path, help="explicit training folder (default DATA_DIR/train)")
     p.add_argument("--val-dir", type=Path, help="explicit validation folder (default DATA_DIR/validation, else DATA_DIR/val)")
     p.add_argument("--epochs", type=int, default=10, help="epochs with the base frozen")
-    p.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate of the frozen phase")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the frozen phase (Keras default)")
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning (0 = none)")
     p.add_argument("--fine-tune-layers", type=int, default=30, help="last N base layers to unfreeze")
     p.add_argument("--fine-tune-lr", type=float, default=1e-5)

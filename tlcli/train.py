@@ -28,6 +28,7 @@ from tlcli.errors import ConfigError, TlcliError, TrainingError
 from tlcli.model import BASE_LAYER, ModelInfo, SourceBase, _first_trainable_index, build_model, set_base_trainable, trainable_spec
 from tlcli.progress import Reporter
 
+FEATURE_STEPS_PER_EXECUTION = 16  # measured: W1's head phase 4.4 s -> see benchmarks/RESULTS.md
 DECODER_VERSION = 1  # bump when decoding or resizing changes the pixels (invalidates cached features)
 
 log = logging.getLogger("tlcli")
@@ -91,6 +92,7 @@ def train(
     device: str | None = None,
     reporter: Reporter | None = None,
     strict: bool = False,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a model as `config` describes and write a new run folder.
 
@@ -100,6 +102,8 @@ def train(
         runs_dir: where run folders go (default: `output.runs_dir`).
         device: `cpu`, `gpu` or `auto`, overriding `runtime.device`.
         reporter: receives progress; the default only logs.
+        started: `time.perf_counter()` value the wall time counts from
+            (the CLI passes its process start); default now.
         strict: stop (DataError) on any data problem `tlcli check` reports:
             unreadable files, duplicates, leakage (else they are warned).
 
@@ -111,7 +115,7 @@ def train(
         TrainingError: training failed; the run folder is marked failed.
         KeyboardInterrupt: the run folder is marked interrupted.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     reporter = reporter or Reporter()
     prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=device, reporter=reporter)
     run_dir = runs.create_run_dir(prepared.runs_dir, prepared.config.name)
@@ -273,7 +277,9 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
             trainable = set_base_trainable(model, phase.trainable, pretrained=info.pretrained, key=phase.trainable_key)
             reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}")
             fitted, train_ds, val_ds = inputs.for_phase(cut)
-            fitted.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config), metrics=make_metrics(config, num_classes))
+            # On features a step is tiny, so Keras's per-step dispatch dominates: run several per call.
+            per_call = FEATURE_STEPS_PER_EXECUTION if cut is not None else 1
+            fitted.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config), metrics=make_metrics(config, num_classes), steps_per_execution=per_call)
             ran, phase_best = _fit_phase(fitted, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir)
             if is_better(phase_best, best, config.train.monitor):
                 best = phase_best
@@ -284,7 +290,11 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     clock = time.perf_counter()
     runs.save_model_atomic(model, run_dir / "model.keras")
     timings["save"] = round(time.perf_counter() - clock, 3)
-    wall = round(time.perf_counter() - started, 3)
+    clock = time.perf_counter()
+    from tlcli.evaluate import write_training_report  # the final validation report and curves.png
+
+    write_training_report(run_dir, model, sets["val"], splits.class_names, binary=binary, top_k=config.train.top_k, batch_size=batch, reporter=reporter, probabilities=probabilities.get("val"))
+    timings["report"] = round(time.perf_counter() - clock, 3)
     trained_images = len(sets["train"]) * epoch_offset
     metrics = {
         "final": final,
@@ -292,15 +302,13 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
         "epochs": {"total": epoch_offset, **history.epochs_per_phase()},
         "images": {split: len(d) for split, d in sets.items()} | {"skipped": len(skipped)},
         "cache": cache_record,
-        "wall_time_s": wall,
+        "wall_time_s": round(time.perf_counter() - started, 3),
         "timings_s": timings,
         "images_per_second": round(trained_images / timings["train"], 1) if timings["train"] else None,
         "peak_memory_mb": peak_memory_mb(),
     }
+    # Written last: a run with metrics.json is complete.
     runs.write_json_atomic(run_dir / "metrics.json", metrics)
-    from tlcli.evaluate import write_training_report  # the final validation report and curves.png
-
-    write_training_report(run_dir, model, sets["val"], splits.class_names, binary=binary, top_k=config.train.top_k, batch_size=batch, reporter=reporter, probabilities=probabilities.get("val"))
     return TrainResult(run_dir, metrics, skipped)
 
 

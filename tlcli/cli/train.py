@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, stdout
+from tlcli.cli import process_started, Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, stdout
 
 # ----------------------------------------------------------------------------- train / validate
 
@@ -34,7 +34,7 @@ def train(
         from tlcli.errors import UserError
 
         raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
-    result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=_reporter(quiet, json_output), strict=strict)
+    result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=_reporter(quiet, json_output), strict=strict, started=process_started())
     if json_output:
         _print_json(result.to_dict())
     elif not quiet:

@@ -1,0 +1,47 @@
+"""`tlcli cache info|clear`: the frozen-feature cache."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import Debug, Json, _print_json, app, command, stdout
+
+cache_app = typer.Typer(help="The frozen-feature cache ($TLCLI_CACHE_DIR, default ~/.cache/tlcli).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@command
+def cache_info(json_output: Json = False, debug: Debug = False) -> None:
+    """Show where the cache is, its size and cap, and what it holds."""
+    from tlcli.cache import cache_entries, cache_root, max_bytes
+
+    entries = cache_entries()
+    facts = {
+        "folder": str(cache_root()),
+        "bytes": sum(e.bytes for e in entries),
+        "cap_bytes": max_bytes(),
+        "entries": [{"key": e.key, "files": e.files, "bytes": e.bytes, "base": e.describe.get("base"), "image_size": e.describe.get("image_size"), "cut": e.describe.get("cut")} for e in entries],
+    }
+    if json_output:
+        _print_json(facts)
+        return
+    stdout.print(f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, {len(entries)} model key(s)", highlight=False)
+    if entries:
+        table = Table()
+        for column in ("key", "base", "image size", "cut", "images", "MB"):
+            table.add_column(column)
+        for entry in facts["entries"]:
+            table.add_row(entry["key"][:12], str(entry["base"]), str(entry["image_size"]), str(entry["cut"]), str(entry["files"]), f"{entry['bytes'] / 1e6:.1f}")
+        stdout.print(table)
+
+
+@cache_app.command("clear")
+@command
+def cache_clear(debug: Debug = False) -> None:
+    """Delete every cached feature (runs are not touched)."""
+    from tlcli.cache import cache_root, clear_cache
+
+    freed = clear_cache()
+    stdout.print(f"cleared {cache_root() / 'features'} ({freed / 1e6:.1f} MB)", highlight=False)
