@@ -2,9 +2,12 @@
 
 The command line is a thin layer over these functions:
 
-    from tlcli import load_config, train
+    from tlcli import load_config, train, evaluate, predict, check_dataset
     result = train(load_config("configs/quickstart/source.yaml"))
     print(result.run_dir, result.metrics["final"]["val_accuracy"])
+
+Keras, TensorFlow, scikit-learn and matplotlib load on first use, so
+`import tlcli` stays light.
 """
 
 __version__ = "0.1.0"
@@ -15,15 +18,7 @@ from tlcli.runs import list_runs, newest_run  # noqa: E402
 from tlcli.train import TrainResult, train, validate  # noqa: E402
 from tlcli.evaluate import evaluate  # noqa: E402  (Keras, scikit-learn and matplotlib load on first call)
 from tlcli.predict import predict  # noqa: E402
-
-
-def __getattr__(name: str):
-    # Loaded on first use, so `import tlcli` stays light.
-    if name == "check_dataset":
-        from tlcli.check import check_dataset
-
-        return check_dataset
-    raise AttributeError(f"module 'tlcli' has no attribute {name!r}")
+from tlcli.check import check_dataset  # noqa: E402
 
 
 __all__ = [

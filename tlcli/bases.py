@@ -34,6 +34,8 @@ _FAMILY_MODES = {
     "vgg19": "caffe",
     "xception": "tf",
 }
+# Constructor arguments that tlcli sets itself (from data.image_size, head, base.weights).
+_SET_BY_TLCLI = ("include_top", "input_shape", "input_tensor", "weights", "classes", "classifier_activation", "pooling", "include_preprocessing")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -104,10 +106,10 @@ def build_base(name: str, weights: str, input_shape: tuple[int, int, int], args:
         return small_cnn(input_shape, **args)
     check_base_name(name)
     constructor = getattr(keras.applications, name)
-    accepted = inspect.signature(constructor).parameters
+    passable = [key for key in inspect.signature(constructor).parameters if key not in _SET_BY_TLCLI]
     for key in args:
-        if key not in accepted or key in ("include_top", "input_shape", "input_tensor", "weights", "classes", "classifier_activation", "pooling"):
-            raise ConfigError(f"base.args.{key}", f"not an argument tlcli passes to {name} (accepted: {', '.join(k for k in accepted if k not in ('include_top', 'input_shape', 'input_tensor', 'weights', 'classes', 'classifier_activation', 'pooling'))})")
+        if key not in passable:
+            raise ConfigError(f"base.args.{key}", f"not an argument tlcli passes to {name} (accepted: {', '.join(passable)})")
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise ConfigError("base.weights", f"weights file not found: {weights} (use imagenet, none, or the path of a weights file)")
     keras_weights = None if weights == "none" else weights
