@@ -33,12 +33,12 @@ def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str) 
 class BestWeights(keras.callbacks.Callback):
     """Keep the weights of the best epoch of a phase (by `monitor`)."""
 
-    def __init__(self, monitor: str, phase: str, offset: int):
+    def __init__(self, monitor: str, phase: str, offset: int, best: dict[str, Any] | None = None, weights=None, epochs_run: int = 0):
         super().__init__()
         self.monitor, self.phase, self.offset = monitor, phase, offset
-        self.weights = None
-        self.best: dict[str, Any] = {}
-        self.epochs_run = 0
+        self.weights = weights
+        self.best: dict[str, Any] = dict(best or {})
+        self.epochs_run = epochs_run
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -67,9 +67,11 @@ class KerasProgress(keras.callbacks.Callback):
 class HistoryRecorder:
     """history.csv: one row per epoch of every phase, rewritten atomically each epoch."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
         self.path = path
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        if rows is not None:  # resuming: the rows of the checkpoint, none of a discarded partial epoch
+            self._write()
 
     def for_phase(self, phase: str, offset: int):
         recorder = self
@@ -89,6 +91,9 @@ class HistoryRecorder:
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
         columns: list[str] = []
         for r in self.rows:
             columns += [k for k in r if k not in columns]

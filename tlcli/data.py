@@ -345,18 +345,20 @@ def make_dataset(
     binary: bool = False,
     shuffle: bool = False,
     seed: int = 0,
+    first_epoch: int = 0,
 ):
     """A `tf.data.Dataset` of (float32 pixels 0-255, targets) batches.
 
     Targets are one-hot for softmax heads, a (n, 1) float for a sigmoid head.
-    Shuffling uses a new permutation each epoch, derived from `seed`, so a
-    run is reproducible.
+    Shuffling uses a new permutation each epoch, derived from `seed` and the
+    epoch's index (counted from `first_epoch`, so a resumed run reshuffles as
+    the uninterrupted run would at that epoch), so a run is reproducible.
     """
     import tensorflow as tf
 
     n = len(decoded)
     height, width, channels = decoded.images.shape[1:]
-    epoch = {"value": 0}
+    epoch = {"value": first_epoch}
 
     def batches():
         order = np.arange(n)

@@ -271,14 +271,14 @@ def extract_features(
     )
 
 
-def features_dataset(features: np.ndarray, labels: np.ndarray, *, batch_size: int, num_classes: int, binary: bool, shuffle: bool, seed: int):
+def features_dataset(features: np.ndarray, labels: np.ndarray, *, batch_size: int, num_classes: int, binary: bool, shuffle: bool, seed: int, first_epoch: int = 0):
     """Batches of (features, targets), reshuffled each epoch from `seed` like `data.make_dataset`."""
     import tensorflow as tf
 
     from tlcli.data import encode_targets
 
     n = len(features)
-    epoch = {"value": 0}
+    epoch = {"value": first_epoch}
 
     def batches():
         order = np.arange(n)

@@ -25,7 +25,7 @@ from tlcli.errors import RunError, UserError
 RUN_FORMAT_VERSION = 1
 
 RUN_FILES = {
-    "run.json": "format version, name, status (running, completed, failed, interrupted), start and end times, failure reason",
+    "run.json": "format version, name, status (running, completed, failed, interrupted), start and end times, failure reason, the process (pid) while running, and every resume",
     "config.yaml": "the resolved config, every default filled in and paths absolute",
     "model.keras": "the trained model (base + head), taking 0-255 pixels; `keras.models.load_model`",
     "model.json": "base name, preprocessing, image size, channels, head activation",
@@ -41,6 +41,7 @@ RUN_FILES = {
     "curves.png": "loss and accuracy per epoch, the phase boundary marked",
     "eval/<timestamp>-val/": "the final validation report (metrics.json, confusion matrix, predictions.csv, reliability and mistakes plots)",
     "tensorboard/": "TensorBoard logs",
+    "checkpoints/": "the last two resumable checkpoints (`epoch-NNNN/`: weights, best-epoch weights, optimizer and seed states, phase, early-stopping and history state), for `tlcli train --resume`",
 }
 
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -130,13 +131,46 @@ def start_run(run_dir: Path, name: str) -> dict[str, Any]:
         "name": name,
         "status": "running",
         "pid": os.getpid(),
+        "pid_started": _process_start(os.getpid()),
         "started": _now(),
         "finished": None,
         "error": None,
         "tlcli_version": __version__,
+        "resumes": [],
     }
     write_json_atomic(run_dir / "run.json", record)
     return record
+
+
+def resume_run(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Mark a run running again and append `entry` (from which epoch, overrides) to its resumes."""
+    from tlcli import __version__
+
+    record = read_run_record(run_dir)
+    resumes = list(record.get("resumes") or [])
+    resumes.append({"at": _now(), "pid": os.getpid(), "tlcli_version": __version__, **entry})
+    record.update(status="running", pid=os.getpid(), pid_started=_process_start(os.getpid()), finished=None, error=None, resumes=resumes)
+    write_json_atomic(run_dir / "run.json", record)
+    return record
+
+
+def run_is_live(record: dict[str, Any]) -> bool:
+    """A `running` run whose process is still alive (and is the same process, not a reused pid)."""
+    if record.get("status") != "running" or not _process_alive(record.get("pid")):
+        return False
+    if record.get("pid") == os.getpid():
+        return False
+    saved = record.get("pid_started")
+    return saved is None or _process_start(record.get("pid")) in (None, saved)
+
+
+def _process_start(pid: Any) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
 
 
 def finish_run(run_dir: Path, status: str, error: str | None = None) -> None:
@@ -179,6 +213,7 @@ class RunSummary:
     base: str
     best_val_accuracy: float | None
     val_accuracy: float | None
+    resumes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +224,7 @@ class RunSummary:
             "base": self.base,
             "best_val_accuracy": self.best_val_accuracy,
             "val_accuracy": self.val_accuracy,
+            "resumes": self.resumes,
         }
 
 
@@ -210,7 +246,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
     metrics = _optional_json(run_dir / "metrics.json") or {}
     model_info = _optional_json(run_dir / "model.json") or {}
     status = record.get("status", "unknown")
-    if status == "running" and not _process_alive(record.get("pid")):
+    if status == "running" and not run_is_live(record) and record.get("pid") != os.getpid():
         status = "interrupted"  # killed without a chance to say so
     return RunSummary(
         path=run_dir,
@@ -220,6 +256,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         base=model_info.get("base_name", "?"),
         best_val_accuracy=metrics.get("best", {}).get("val_accuracy"),
         val_accuracy=metrics.get("final", {}).get("val_accuracy"),
+        resumes=len(record.get("resumes") or []),
     )
 
 

@@ -119,27 +119,176 @@ def train(
     reporter = reporter or Reporter()
     prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=device, reporter=reporter)
     run_dir = runs.create_run_dir(prepared.runs_dir, prepared.config.name)
+    return _run_guarded(prepared, run_dir, reporter, started, strict, resume=None)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    device: str | None = None,
+    reporter: Reporter | None = None,
+    strict: bool = False,
+    started: float | None = None,
+) -> TrainResult:
+    """Continue a run from its last completed epoch, or extend a finished one.
+
+    The run's own config.yaml is used. `overrides` may only change epoch
+    counts and early-stopping patience (`RESUMABLE_KEYS`); raising the epochs
+    of the last phase that ran extends a finished run (an early-stopped phase
+    restarts its patience). The run folder keeps its name; run.json records
+    the resume.
+
+    Raises:
+        RunError: not a run folder, an incompatible run format, a run still
+            running, or a completed run with nothing to add.
+        ConfigError: an override that cannot change on resume.
+        TrainingError, KeyboardInterrupt: as `train`.
+    """
+    from tlcli import checkpoint
+    from tlcli.config import parse_override, read_yaml
+    from tlcli.errors import RunError
+
+    started = time.perf_counter() if started is None else started
+    reporter = reporter or Reporter()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"--resume: {run_dir}: run folder not found")
+    record = runs.read_run_record(run_dir)  # refuses other run-format versions
+    if runs.run_is_live(record):
+        raise RunError(f"{run_dir} is still running (pid {record.get('pid')}); stop that process first or wait for it")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir}: no config.yaml (the run was stopped before it began); start a new run instead")
+    raw = read_yaml(run_dir / "config.yaml")
+    state = checkpoint.newest_state(run_dir)
+    parsed = [parse_override(text) for text in overrides]
+    _check_resume_overrides(parsed, raw, state, run_dir)
+    config = load_config(raw, overrides)
+    if state is not None and record.get("status") == "completed" and runs.is_complete(run_dir) and _nothing_left(config, state):
+        last = state["phase"]
+        raise RunError(f"{run_dir} is already complete ({state['epoch']} epochs); to extend it: tlcli train --resume {run_dir} --set {last}.epochs=N (N > {_phase_epochs(config, last)})")
+    prepared = prepare(config, runs_dir=run_dir.parent, device=device, reporter=reporter)
+    _check_same_splits(prepared.splits, run_dir)
+    entry = {"from_epoch": state["epoch"] if state else 0, "phase": state["phase"] if state else None, "overrides": list(overrides), "previous_status": record.get("status")}
+    return _run_guarded(prepared, run_dir, reporter, started, strict, resume=entry)
+
+
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "fine_tune.epochs",
+    "train.early_stopping.patience",
+    "fine_tune.early_stopping.patience",
+    "train.early_stopping.min_delta",
+    "fine_tune.early_stopping.min_delta",
+)
+
+
+def _phase_epochs(config: ExperimentConfig, phase: str) -> int:
+    return config.train.epochs if phase == "train" else config.fine_tune.epochs  # type: ignore[union-attr]
+
+
+def _check_resume_overrides(parsed: list[tuple[str, Any]], raw: dict, state: dict | None, run_dir: Path) -> None:
+    for key, value in parsed:
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError("--set", f"{key} cannot change when resuming (only {', '.join(RESUMABLE_KEYS)}); to change it, start a new run: tlcli train {run_dir / 'config.yaml'} --set {key}=...")
+        phase = key.split(".")[0]
+        if phase == "fine_tune" and not raw.get("fine_tune"):
+            raise ConfigError(key, "this run has no fine-tuning phase, and a phase cannot be added on resume")
+        if state is None or not key.endswith(".epochs"):
+            continue
+        if phase == "train" and state["phase"] != "train":
+            raise ConfigError(key, f"phase train is over (the run went on to {state['phase']}); extend {state['phase']}.epochs instead")
+        if phase == state["phase"] and isinstance(value, int) and not isinstance(value, bool) and value < int(state["phase_epoch"]):
+            raise ConfigError(key, f"the run already did {state['phase_epoch']} epochs of {phase}; give at least that many")
+
+
+def _nothing_left(config: ExperimentConfig, state: dict) -> bool:
+    """True when the checkpoint is at the end of the last phase under `config`."""
+    names = [phase.name for phase in phases_of(config)]
+    if state["phase"] != names[-1]:
+        return False
+    epochs = _phase_epochs(config, state["phase"])
+    extended = epochs > int(state.get("phase_epochs") or 0)
+    return int(state["phase_epoch"]) >= epochs or (bool(state.get("stopped_early")) and not extended)
+
+
+def _check_same_splits(splits: DataSplits, run_dir: Path) -> None:
+    """Resuming on other images would silently train a different run."""
+    import csv
+
+    from tlcli.errors import RunError
+
+    for split in ("train", "val", "test"):
+        path = run_dir / "splits" / f"{split}.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="", encoding="utf-8") as stream:
+            saved = sorted((row["relpath"], row["label"]) for row in csv.DictReader(stream))
+        now = sorted((s.relpath, splits.class_names[s.label]) for s in getattr(splits, split))
+        if saved != now:
+            raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files); resuming would train on other data, start a new run")
+
+
+def _run_guarded(prepared: Prepared, run_dir: Path, reporter: Reporter, started: float, strict: bool, resume: dict | None) -> TrainResult:
+    """Train inside `run_dir`, recording the outcome in run.json whatever happens."""
+    from tlcli.checkpoint import Interrupted
+    from tlcli.errors import UserError
+
     file_log = _attach_log_file(run_dir / "train.log")
     try:
-        runs.start_run(run_dir, prepared.config.name)
-        reporter.info(f"run folder: {run_dir}")
-        result = _train_in_run(prepared, run_dir, reporter, started, strict=strict)
+        if resume is None:
+            runs.start_run(run_dir, prepared.config.name)
+            reporter.info(f"run folder: {run_dir}")
+        else:
+            runs.resume_run(run_dir, resume)
+            reporter.info(f"resuming run folder: {run_dir}")
+        result = _train_in_run(prepared, run_dir, reporter, started, strict=strict, resume=resume is not None)
         runs.finish_run(run_dir, "completed")
         return result
-    except KeyboardInterrupt:
-        runs.finish_run(run_dir, "interrupted", "interrupted by Ctrl-C")
-        raise
+    except KeyboardInterrupt as exc:
+        _finish_quietly(run_dir, "interrupted", "interrupted by Ctrl-C")
+        interrupted = exc if isinstance(exc, Interrupted) else Interrupted("interrupted by Ctrl-C")
+        interrupted.run_dir = run_dir
+        if interrupted is exc:
+            raise
+        raise interrupted from None
     except TlcliError as exc:
-        runs.finish_run(run_dir, "failed", str(exc))
+        _finish_quietly(run_dir, "failed", str(exc))
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        full = _disk_full(exc)
+        if full is not None:
+            _finish_quietly(run_dir, "failed", f"disk full ({full})")
+            raise UserError(f"disk full while writing {run_dir} ({full}); free some space, then continue with: tlcli train --resume {run_dir}") from exc
         log.exception("training failed")
-        runs.finish_run(run_dir, "failed", reason)
+        _finish_quietly(run_dir, "failed", reason)
         raise TrainingError(f"training failed ({reason}); the run folder {run_dir} is marked failed, see its train.log") from exc
     finally:
         logging.getLogger("tlcli").removeHandler(file_log)
         file_log.close()
+
+
+def _finish_quietly(run_dir: Path, status: str, error: str | None) -> None:
+    """Record the outcome; a full disk must not hide the original error."""
+    try:
+        runs.finish_run(run_dir, status, error)
+    except OSError as exc:
+        log.warning("could not update run.json (%s)", exc)
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc.strerror or "no space left on device"
+        if "No space left on device" in str(exc):
+            return "no space left on device"
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def validate(config: ExperimentConfig | str | Path, *, overrides=(), runs_dir=None, build: bool = True) -> Prepared | DataSplits:
@@ -231,10 +380,10 @@ def top_k_name(k: int, num_classes: int) -> str:
 # ----------------------------------------------------------------------------- inside the run folder
 
 
-def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started: float, strict: bool = False) -> TrainResult:
+def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started: float, strict: bool = False, resume: bool = False) -> TrainResult:
     config, splits, model, info = prepared.config, prepared.splits, prepared.model, prepared.info
     timings: dict[str, float] = {"startup": round(time.perf_counter() - started, 3)}
-    _write_inputs(run_dir, prepared)
+    _write_inputs(run_dir, prepared, keep_env=resume)
     phases = phases_of(config)
     cuts = _plan_cuts(model, config, phases, reporter)
 
@@ -266,23 +415,53 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     steps = -(-len(sets["train"]) // batch)
     inputs = PhaseInputs(model, sets, extraction_cut, config, num_classes, binary)
 
+    from tlcli import checkpoint
     from tlcli.callbacks import HistoryRecorder, is_better
 
     clock = time.perf_counter()
-    history = HistoryRecorder(run_dir / "history.csv")
-    best: dict[str, Any] = {}
-    epoch_offset = 0
+    restored = None
+    if resume:
+        checkpoint.clean_partial(run_dir)
+        with prepared.strategy.scope():
+            restored = checkpoint.restore(run_dir, model)
+        if restored is not None:
+            checkpoint.drop_newer_than(run_dir, restored.epoch)
+            reporter.info(f"resuming after epoch {restored.epoch} ({restored.phase} epoch {restored.phase_epoch}), from {restored.path.name}")
+        else:
+            reporter.warn("no usable checkpoint in the run folder: training it from the start")
+    state = restored.state if restored is not None else None
+    history = HistoryRecorder(run_dir / "history.csv", rows=state["history"] if state else ([] if resume else None))
+    best: dict[str, Any] = dict(state["run_best"]) if state else {}
+    epoch_offset = int(state["epoch"]) - int(state["phase_epoch"]) if state else 0
+    start_index = int(state["phase_index"]) if state else 0
+    session_epochs = 0
     with prepared.strategy.scope():
-        for phase, cut in zip(phases, cuts):
+        for index, (phase, cut) in enumerate(zip(phases, cuts)):
+            if index < start_index:
+                continue
+            at = restored if restored is not None and index == start_index else None
+            done = at.phase_epoch if at else 0
+            extended = at is not None and phase.epochs > int(at.state.get("phase_epochs") or 0)
+            if at is not None and (done >= phase.epochs or (at.state.get("stopped_early") and not extended)):
+                # The checkpoint is this phase's last epoch: end it as the uninterrupted run did.
+                if config.train.restore_best and at.best_weights_file is not None:
+                    checkpoint.load_weights(model, at.best_weights_file)
+                phase_best = at.state.get("phase_best") or {}
+                if is_better(phase_best, best, config.train.monitor):
+                    best = phase_best
+                epoch_offset += done
+                continue
             trainable = set_base_trainable(model, phase.trainable, pretrained=info.pretrained, key=phase.trainable_key)
-            reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}")
-            fitted, train_ds, val_ds = inputs.for_phase(cut)
+            reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else ""))
+            fitted, train_ds, val_ds = inputs.for_phase(cut, first_epoch=done)
             # On features a step is tiny, so Keras's per-step dispatch dominates: run several per call.
             per_call = FEATURE_STEPS_PER_EXECUTION if cut is not None else 1
             fitted.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config), metrics=make_metrics(config, num_classes), steps_per_execution=per_call)
-            ran, phase_best = _fit_phase(fitted, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir)
+            point = _resume_point(at, model, fitted, config, extended) if at is not None else {}
+            ran, phase_best = _fit_phase(fitted, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir, full_model=model, phase_index=index, run_best=best, **point)
             if is_better(phase_best, best, config.train.monitor):
                 best = phase_best
+            session_epochs += ran - done
             epoch_offset += ran
         final, probabilities = inputs.evaluate(cuts[-1], make_loss(config), make_metrics(config, num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
@@ -295,11 +474,12 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
 
     write_training_report(run_dir, model, sets["val"], splits.class_names, binary=binary, top_k=config.train.top_k, batch_size=batch, reporter=reporter, probabilities=probabilities.get("val"))
     timings["report"] = round(time.perf_counter() - clock, 3)
-    trained_images = len(sets["train"]) * epoch_offset
+    trained_images = len(sets["train"]) * session_epochs
     metrics = {
         "final": final,
         "best": best,
         "epochs": {"total": epoch_offset, **history.epochs_per_phase()},
+        "resumes": len(runs.read_run_record(run_dir).get("resumes") or []),
         "images": {split: len(d) for split, d in sets.items()} | {"skipped": len(skipped)},
         "cache": cache_record,
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -358,19 +538,20 @@ class PhaseInputs:
                 self._features[key] = run_in_batches(bridge(self.model, self.extraction_cut), source.features)
         return self._features[key]
 
-    def datasets(self, cut, split: str, shuffle: bool):
+    def datasets(self, cut, split: str, shuffle: bool, first_epoch: int = 0):
         from tlcli.features import features_dataset
 
         batch = self.config.data.batch_size
         if cut is None:
-            return make_dataset(self.sets[split], batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed)
-        return features_dataset(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed)
+            return make_dataset(self.sets[split], batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
+        return features_dataset(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
 
-    def for_phase(self, cut):
+    def for_phase(self, cut, first_epoch: int = 0):
+        """The model to fit and its datasets; `first_epoch` (in the phase) sets where shuffling resumes."""
         from tlcli.features import trainable_part
 
         fitted = self.model if cut is None else trainable_part(self.model, cut)
-        return fitted, self.datasets(cut, "train", self.config.data.shuffle), self.datasets(cut, "val", False)
+        return fitted, self.datasets(cut, "train", self.config.data.shuffle, first_epoch), self.datasets(cut, "val", False)
 
     def evaluate(self, cut, loss, metrics) -> tuple[dict[str, float], dict[str, Any]]:
         """Final loss/metrics and class probabilities on val (and test), with the final weights.
@@ -450,7 +631,7 @@ def _extract_splits(prepared: Prepared, cut, reporter: Reporter) -> tuple[dict, 
     return sets, record
 
 
-def _write_inputs(run_dir: Path, prepared: Prepared) -> None:
+def _write_inputs(run_dir: Path, prepared: Prepared, keep_env: bool = False) -> None:
     config, splits = prepared.config, prepared.splits
     runs.write_text_atomic(run_dir / "config.yaml", dump_config(config))
     runs.write_json_atomic(run_dir / "labels.json", splits.class_names)
@@ -459,7 +640,8 @@ def _write_inputs(run_dir: Path, prepared: Prepared) -> None:
         samples = getattr(splits, split)
         if samples or split != "test":
             runs.write_csv_atomic(run_dir / "splits" / f"{split}.csv", ["path", "relpath", "label"], ((s.path, s.relpath, splits.class_names[s.label]) for s in samples))
-    runs.write_json_atomic(run_dir / "env.json", environment(prepared.plan, config.seed))
+    if not (keep_env and (run_dir / "env.json").is_file()):  # a resume keeps the first session's environment
+        runs.write_json_atomic(run_dir / "env.json", environment(prepared.plan, config.seed))
 
 
 def _decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedImages]:
@@ -490,24 +672,54 @@ def _write_dataset_record(run_dir: Path, splits: DataSplits, decoded: dict) -> N
     runs.write_json_atomic(run_dir / "dataset.json", record)
 
 
-def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: int, steps: int, history, reporter, run_dir: Path):
+def _resume_point(at, model, fitted, config: ExperimentConfig, extended: bool) -> dict[str, Any]:
+    """What `_fit_phase` needs to continue a phase from checkpoint `at` (already loaded into `model`)."""
+    from tlcli import checkpoint
+
+    keeper_weights = None
+    if config.train.restore_best and at.best_weights_file is not None and at.state.get("phase_best"):
+        checkpoint.load_weights(model, at.best_weights_file)
+        keeper_weights = fitted.get_weights()
+        checkpoint.load_weights(model, at.path / "model.weights.h5")
+    checkpoint.restore_optimizer(fitted, at.optimizer)
+    stop_state = at.state.get("early_stopping")
+    if stop_state and at.state.get("stopped_early") and extended:
+        stop_state = {**stop_state, "wait": 0}  # an early-stopped phase given more epochs restarts its patience
+    return {
+        "done": at.phase_epoch,
+        "resume_best": at.state.get("phase_best") or {},
+        "resume_weights": keeper_weights,
+        "stop_state": stop_state,
+        "best_file": at.best_weights_file,
+    }
+
+
+def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: int, steps: int, history, reporter, run_dir: Path, *, full_model, phase_index: int, run_best: dict, done: int = 0, resume_best=None, resume_weights=None, stop_state=None, best_file=None):
     import keras
 
     from tlcli.callbacks import BestWeights, KerasProgress, monitor_mode
+    from tlcli.checkpoint import EpochCheckpoint, ResumableEarlyStopping, StopOnSigint
 
-    best_keeper = BestWeights(config.train.monitor, phase.name, offset)
+    best_keeper = BestWeights(config.train.monitor, phase.name, offset, best=resume_best, weights=resume_weights, epochs_run=done)
+    interrupt = StopOnSigint(reporter)
     callbacks = [
+        interrupt,
         history.for_phase(phase.name, offset),
         best_keeper,
         KerasProgress(reporter, phase.name, offset, phase.epochs, steps),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
+    early = None
     if phase.early_stopping.patience:
         stop = phase.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor)))
+        early = ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor), resume_state=stop_state)
+        callbacks.append(early)
+    # Last: it records what the callbacks above decided this epoch (history row, best, early stop).
+    callbacks.append(EpochCheckpoint(run_dir, full_model, phase.name, phase_index, offset, phase.epochs, history, best_keeper, early, run_best, best_file))
     reporter.phase_start(phase.name, phase.epochs, steps)
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=offset + phase.epochs, initial_epoch=offset, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles itself
+        with interrupt.installed():
+            model.fit(train_ds, validation_data=val_ds, epochs=offset + phase.epochs, initial_epoch=offset + done, class_weight=weights, callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles itself
     finally:
         reporter.phase_end(phase.name)
     if config.train.restore_best and best_keeper.weights is not None:

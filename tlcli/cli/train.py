@@ -17,7 +17,8 @@ from tlcli.cli import process_started, Debug, Json, Quiet, RunsDir, Sets, _error
 @app.command()
 @command
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML file (not with --resume).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue RUN_DIR from its last completed epoch with its own config.yaml; with --set train.epochs=N (or fine_tune.epochs=N), extend a finished run.")] = None,
     set_: Sets = None,
     runs_dir: RunsDir = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or gpu (overrides runtime.device).")] = None,
@@ -26,19 +27,62 @@ def train(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Train a model from CONFIG into a new run folder."""
+    """Train a model from CONFIG into a new run folder, or resume one (--resume RUN_DIR)."""
+    from tlcli.errors import EXIT_INTERRUPTED, UserError
+
+    if (config is None) == (resume is None):
+        raise UserError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+    if resume is not None and runs_dir is not None:
+        raise UserError("--runs-dir: not with --resume (the run stays in its folder)")
+    if device is not None and device not in ("auto", "cpu", "gpu"):
+        raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
+    _prepare_determinism(config if config is not None else resume / "config.yaml", set_ or [])
     _import_tensorflow(debug)
+    from tlcli.checkpoint import Interrupted
+    from tlcli.train import resume as resume_training
     from tlcli.train import train as run_training
 
-    if device is not None and device not in ("auto", "cpu", "gpu"):
-        from tlcli.errors import UserError
+    reporter = _reporter(quiet, json_output)
+    try:
+        if resume is not None:
+            result = resume_training(resume, overrides=set_ or [], device=device, reporter=reporter, strict=strict, started=process_started())
+        else:
+            result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=reporter, strict=strict, started=process_started())
+    except Interrupted as exc:
+        if exc.run_dir is None:
+            raise
+        import shlex
 
-        raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
-    result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=_reporter(quiet, json_output), strict=strict, started=process_started())
+        _error(f"interrupted; the run is kept at its last completed epoch. resume with: tlcli train --resume {shlex.quote(str(exc.run_dir))}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if json_output:
         _print_json(result.to_dict())
     elif not quiet:
         _print_train_summary(result)
+
+
+def _prepare_determinism(config_path: Path, overrides: list[str]) -> None:
+    """With runtime.deterministic, turn oneDNN's op reordering off: it must be set before TensorFlow loads.
+
+    A peek at the YAML only; any problem is left for the real config loading to report.
+    """
+    import os
+
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        import yaml
+
+        raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+        deterministic = bool((raw.get("runtime") or {}).get("deterministic"))
+        for override in overrides:
+            key, _, value = override.partition("=")
+            if key.strip() == "runtime.deterministic":
+                deterministic = bool(yaml.safe_load(value))
+    except Exception:  # noqa: BLE001
+        return
+    if deterministic:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _print_train_summary(result) -> None:
