@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, make_image_folder, tiny_config, write_config
+
 from tlcli import checkpoint, load_config, resume, train
-from tlcli.runs import list_runs, read_run_record
+from tlcli.runs import RunLock, list_runs, read_run_record
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -150,6 +150,10 @@ def test_extend_a_finished_run_by_5_epochs_from_the_command_line(cli, tmp_path):
     (run_dir / "run.json").write_text(json.dumps(live))
     refused = cli("train", "--resume", run_dir)
     assert refused.exit_code == 2 and f"still running (pid {parent})" in refused.stderr
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with RunLock(run_dir):  # two resumes started at the same moment: the second finds the folder locked
+        refused = cli("train", "--resume", run_dir)
+    assert refused.exit_code == 2 and "still running (another process" in refused.stderr
     (run_dir / "run.json").write_text(json.dumps({**record, "format_version": 99}))
     refused = cli("train", "--resume", run_dir)
     assert refused.exit_code == 2 and "run format 99 is not supported" in refused.stderr

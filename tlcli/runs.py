@@ -154,6 +154,37 @@ def resume_run(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+class RunLock:
+    """An exclusive lock on a run folder (flock on the folder itself) held while a process trains in it.
+
+    run.json's pid says a run is live; the lock also stops two resumes of the
+    same run started at the same moment.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.handle: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: rely on run.json's pid
+            return self
+        handle = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(handle)
+            raise RunError(f"{self.run_dir} is still running (another process is training in it); stop that process first or wait for it") from None
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            os.close(self.handle)  # closing releases the lock
+            self.handle = None
+
+
 def run_is_live(record: dict[str, Any]) -> bool:
     """A `running` run whose process is still alive (and is the same process, not a reused pid)."""
     if record.get("status") != "running" or not _process_alive(record.get("pid")):

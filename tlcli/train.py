@@ -119,7 +119,8 @@ def train(
     reporter = reporter or Reporter()
     prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=device, reporter=reporter)
     run_dir = runs.create_run_dir(prepared.runs_dir, prepared.config.name)
-    return _run_guarded(prepared, run_dir, reporter, started, strict, resume=None)
+    with runs.RunLock(run_dir):
+        return _run_guarded(prepared, run_dir, reporter, started, strict, resume=None)
 
 
 def resume(
@@ -145,8 +146,6 @@ def resume(
         ConfigError: an override that cannot change on resume.
         TrainingError, KeyboardInterrupt: as `train`.
     """
-    from tlcli import checkpoint
-    from tlcli.config import parse_override, read_yaml
     from tlcli.errors import RunError
 
     started = time.perf_counter() if started is None else started
@@ -154,7 +153,17 @@ def resume(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"--resume: {run_dir}: run folder not found")
-    record = runs.read_run_record(run_dir)  # refuses other run-format versions
+    runs.read_run_record(run_dir)  # refuses non-runs and other run-format versions
+    with runs.RunLock(run_dir):
+        return _resume_locked(run_dir, overrides, device, reporter, strict, started)
+
+
+def _resume_locked(run_dir: Path, overrides, device, reporter: Reporter, strict: bool, started: float) -> TrainResult:
+    from tlcli import checkpoint
+    from tlcli.config import parse_override, read_yaml
+    from tlcli.errors import RunError
+
+    record = runs.read_run_record(run_dir)
     if runs.run_is_live(record):
         raise RunError(f"{run_dir} is still running (pid {record.get('pid')}); stop that process first or wait for it")
     if not (run_dir / "config.yaml").is_file():

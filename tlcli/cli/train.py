@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import process_started, Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, stdout
+from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, process_started, stdout
 
 # ----------------------------------------------------------------------------- train / validate
 
