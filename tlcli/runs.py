@@ -208,7 +208,7 @@ def finish_run(run_dir: Path, status: str, error: str | None = None) -> None:
     """Record the final status (and the reason, for a failed run)."""
     assert status in STATUSES
     record = read_run_record(run_dir)
-    record.update(status=status, finished=_now(), error=error, pid=None)
+    record.update(status=status, finished=_now(), error=error, pid=None, pid_started=None)
     write_json_atomic(run_dir / "run.json", record)
 
 
