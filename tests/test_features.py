@@ -140,3 +140,20 @@ def test_size_cap_evicts_least_recently_used(tmp_path, image_folder, monkeypatch
     removed = enforce_cap()
     assert removed == ["key0", "key1"]
     assert [e.key for e in cache_entries()] == ["key2"]
+
+
+def test_augmented_phase_validates_on_features_with_the_same_figures(tmp_path, image_folder):
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    augment = {"augment": {"flip": "horizontal", "contrast": 0.2}}
+    on_features = train(load_config(target_config(image_folder, runs_dir, data=augment)))
+    on_images = train(load_config(target_config(image_folder, runs_dir, data=augment, cache="off")))
+    assert on_features.metrics["cache"]["mode"] == "images"  # training itself needs the images
+    import csv
+
+    def val_columns(run):
+        with open(run.run_dir / "history.csv") as stream:
+            return [(float(r["val_loss"]), float(r["val_accuracy"])) for r in csv.DictReader(stream)]
+
+    np.testing.assert_allclose(val_columns(on_features), val_columns(on_images), rtol=1e-4, atol=1e-5)
+    assert on_features.metrics["final"]["val_accuracy"] == pytest.approx(on_images.metrics["final"]["val_accuracy"])

@@ -104,3 +104,30 @@ class HistoryRecorder:
         for row in self.rows:
             counts[row["phase"]] = counts.get(row["phase"], 0) + 1
         return counts
+
+
+class FeatureValidation(keras.callbacks.Callback):
+    """Validation through the trainable part on cached features, instead of the full model on images.
+
+    Used when a phase trains on images (random augmentation) but its base is
+    frozen below a cut: validation images are never augmented, so their
+    features at the cut do not change during the phase. Put first in the
+    callback list: it writes `val_*` into the epoch logs the others read.
+    """
+
+    def __init__(self, part, features, targets, loss, metrics, batch_size: int = 256):
+        super().__init__()
+        self.part, self.features, self.targets = part, features, targets
+        self.loss, self.metrics, self.batch_size = loss, metrics, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        from tlcli.features import run_in_batches
+
+        outputs = run_in_batches(self.part, self.features, self.batch_size)
+        logs["val_loss"] = float(self.loss(self.targets, outputs))
+        for metric in self.metrics:
+            metric.reset_state()
+            metric.update_state(self.targets, outputs)
+            logs[f"val_{metric.name}"] = float(metric.result())

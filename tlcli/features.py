@@ -111,13 +111,15 @@ def trainable_part(model, cut: Cut):
     return keras.Model(inputs, _head(model, x, BASE_LAYER), name="trainable_part")
 
 
-def bridge(model, cut: Cut):
-    """Features at a layer cut -> features at the pool cut (to train the head first)."""
+def bridge(model, cut: Cut, to: Cut | None = None):
+    """Features at a layer cut -> features at a later cut (default: the pool cut, to train the head first)."""
     import keras
 
     base = model.get_layer(BASE_LAYER)
     cut_tensor = base.layers[cut.index].output
     inputs = keras.Input(cut_tensor.shape[1:])
+    if to is not None and to.kind == "layer":
+        return keras.Model(inputs, keras.Model(cut_tensor, base.layers[to.index].output)(inputs), name="bridge")
     x = model.get_layer(POOL)(keras.Model(cut_tensor, base.output)(inputs))
     return keras.Model(inputs, x, name="bridge")
 

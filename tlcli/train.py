@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlcli import runs
+from tlcli import images, runs
 from tlcli.config import EarlyStoppingConfig, ExperimentConfig, OptimizerConfig, dump_config, load_config
 from tlcli.data import DataSplits, DecodedImages, check_class_weight, class_weights, decode_samples, discover_splits, make_dataset
 from tlcli.devices import DevicePlan, apply_device_plan, enable_determinism, plan_devices, visible_gpus
@@ -29,7 +29,6 @@ from tlcli.model import BASE_LAYER, ModelInfo, SourceBase, _first_trainable_inde
 from tlcli.progress import Reporter
 
 FEATURE_STEPS_PER_EXECUTION = 16  # measured: W1's head phase 4.4 s -> see benchmarks/RESULTS.md
-DECODER_VERSION = 1  # bump when decoding or resizing changes the pixels (invalidates cached features)
 
 log = logging.getLogger("tlcli")
 
@@ -394,7 +393,7 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     timings: dict[str, float] = {"startup": round(time.perf_counter() - started, 3)}
     _write_inputs(run_dir, prepared, keep_env=resume)
     phases = phases_of(config)
-    cuts = _plan_cuts(model, config, phases, reporter)
+    cuts, val_cuts = _plan_cuts(model, config, phases, reporter)
 
     # One pass over the files: extract frozen features when every phase can
     # train on them, else decode the images once and keep them.
@@ -445,7 +444,7 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     start_index = int(state["phase_index"]) if state else 0
     session_epochs = 0
     with prepared.strategy.scope():
-        for index, (phase, cut) in enumerate(zip(phases, cuts)):
+        for index, (phase, cut, val_cut) in enumerate(zip(phases, cuts, val_cuts)):
             if index < start_index:
                 continue
             at = restored if restored is not None and index == start_index else None
@@ -462,17 +461,18 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
                 continue
             trainable = set_base_trainable(model, phase.trainable, pretrained=info.pretrained, key=phase.trainable_key)
             reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else ""))
-            fitted, train_ds, val_ds = inputs.for_phase(cut, first_epoch=done)
+            fitted, train_ds, val_ds = inputs.for_phase(cut, first_epoch=done, val_cut=val_cut)
             # On features a step is tiny, so Keras's per-step dispatch dominates: run several per call.
             per_call = FEATURE_STEPS_PER_EXECUTION if cut is not None else 1
             fitted.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config), metrics=make_metrics(config, num_classes), steps_per_execution=per_call)
             point = _resume_point(at, model, fitted, config, extended) if at is not None else {}
-            ran, phase_best = _fit_phase(fitted, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir, full_model=model, phase_index=index, run_best=best, **point)
+            validation = inputs.feature_validation(val_cut, make_loss(config), make_metrics(config, num_classes)) if val_ds is None else None
+            ran, phase_best = _fit_phase(fitted, phase, config, train_ds, val_ds, weights, epoch_offset, steps, history, reporter, run_dir, full_model=model, phase_index=index, run_best=best, validation=validation, **point)
             if is_better(phase_best, best, config.train.monitor):
                 best = phase_best
             session_epochs += ran - done
             epoch_offset += ran
-        final, probabilities = inputs.evaluate(cuts[-1], make_loss(config), make_metrics(config, num_classes))
+        final, probabilities = inputs.evaluate(cuts[-1] or val_cuts[-1], make_loss(config), make_metrics(config, num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
 
     clock = time.perf_counter()
@@ -501,21 +501,25 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     return TrainResult(run_dir, metrics, skipped)
 
 
-def _plan_cuts(model, config: ExperimentConfig, phases: list[Phase], reporter: Reporter) -> list:
-    """Per phase, where its frozen part ends (None: it trains the full model on images)."""
+def _plan_cuts(model, config: ExperimentConfig, phases: list[Phase], reporter: Reporter) -> tuple[list, list]:
+    """Per phase, where its frozen part ends for training (None: the full model on images),
+    and for validation (validation images are never augmented, so an augmented phase
+    can still validate on features)."""
     from tlcli.features import find_cut
 
-    cuts = []
+    cuts, val_cuts = [], []
     for phase in phases:
         if config.cache == "off":
-            cut, why = None, "cache: off"
-        elif config.data.augment.enabled:
-            cut, why = None, "random augmentation changes every epoch"
+            val_cut, why = None, "cache: off"
         else:
-            cut, why = find_cut(model, phase.trainable, phase.trainable_key)
+            val_cut, why = find_cut(model, phase.trainable, phase.trainable_key)
+        cut = val_cut
+        if val_cut is not None and config.data.augment.enabled:
+            cut, why = None, "random augmentation changes every epoch; validation uses cached features"
         reporter.info(f"phase {phase.name}: " + (f"training on cached features ({why})" if cut else f"training the full model on decoded images ({why})"))
         cuts.append(cut)
-    return cuts
+        val_cuts.append(val_cut)
+    return cuts, val_cuts
 
 
 def _deepest(cuts: list):
@@ -543,8 +547,8 @@ class PhaseInputs:
                 self._features[key] = run_in_batches(extractor, source.images, cast="float32")
             elif cut == self.extraction_cut:
                 self._features[key] = source.features
-            else:  # the head-first phase of a run extracted below the fine-tuning cut
-                self._features[key] = run_in_batches(bridge(self.model, self.extraction_cut), source.features)
+            else:  # a phase cut above the extraction cut (e.g. the head-first phase of a fine-tuned run)
+                self._features[key] = run_in_batches(bridge(self.model, self.extraction_cut, cut), source.features)
         return self._features[key]
 
     def datasets(self, cut, split: str, shuffle: bool, first_epoch: int = 0):
@@ -555,12 +559,28 @@ class PhaseInputs:
             return make_dataset(self.sets[split], batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
         return features_dataset(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
 
-    def for_phase(self, cut, first_epoch: int = 0):
-        """The model to fit and its datasets; `first_epoch` (in the phase) sets where shuffling resumes."""
+    def for_phase(self, cut, first_epoch: int = 0, val_cut=None):
+        """The model to fit and its datasets; `first_epoch` (in the phase) sets where shuffling resumes.
+
+        The validation dataset is None when the phase trains on images but can
+        validate on features at `val_cut` (see `feature_validation`).
+        """
         from tlcli.features import trainable_part
 
         fitted = self.model if cut is None else trainable_part(self.model, cut)
-        return fitted, self.datasets(cut, "train", self.config.data.shuffle, first_epoch), self.datasets(cut, "val", False)
+        val_ds = self.datasets(cut, "val", False) if cut is not None or val_cut is None else None
+        return fitted, self.datasets(cut, "train", self.config.data.shuffle, first_epoch), val_ds
+
+    def feature_validation(self, val_cut, loss, metrics):
+        """A callback that validates through the trainable part on validation features."""
+        import numpy as np
+
+        from tlcli.callbacks import FeatureValidation
+        from tlcli.data import encode_targets
+        from tlcli.features import trainable_part
+
+        targets = np.asarray(encode_targets(self.sets["val"].labels, self.num_classes, self.binary))
+        return FeatureValidation(trainable_part(self.model, val_cut), self.features(val_cut, "val"), targets, loss, metrics)
 
     def evaluate(self, cut, loss, metrics) -> tuple[dict[str, float], dict[str, Any]]:
         """Final loss/metrics and class probabilities on val (and test), with the final weights.
@@ -618,7 +638,7 @@ def _extract_splits(prepared: Prepared, cut, reporter: Reporter) -> tuple[dict, 
         "preprocess": prepared.info.preprocess,
         "cut": cut.label,
         "pooling": config.head.pooling,
-        "decoder": DECODER_VERSION,
+        "decoder": images.DECODER_VERSION,
     }
     store = cache.FeatureStore(cache.model_key(describe), describe) if config.cache == "auto" else None
     sets = {}
@@ -703,7 +723,7 @@ def _resume_point(at, model, fitted, config: ExperimentConfig, extended: bool) -
     }
 
 
-def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: int, steps: int, history, reporter, run_dir: Path, *, full_model, phase_index: int, run_best: dict, done: int = 0, resume_best=None, resume_weights=None, stop_state=None, best_file=None):
+def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: int, steps: int, history, reporter, run_dir: Path, *, full_model, phase_index: int, run_best: dict, validation=None, done: int = 0, resume_best=None, resume_weights=None, stop_state=None, best_file=None):
     import keras
 
     from tlcli.callbacks import BestWeights, KerasProgress, monitor_mode
@@ -719,6 +739,8 @@ def _fit_phase(model, phase: Phase, config, train_ds, val_ds, weights, offset: i
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
     early = None
+    if validation is not None:
+        callbacks.insert(0, validation)  # first: the others read the val_* figures it writes into the epoch logs
     if phase.early_stopping.patience:
         stop = phase.early_stopping
         early = ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor), resume_state=stop_state)
