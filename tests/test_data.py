@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder, write_image
+
 from tlcli.config import DataConfig
 from tlcli.data import decode_samples, discover_splits, hash_split, make_dataset
 from tlcli.errors import DataError

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config, write_image
 
-from conftest import make_image_folder, tiny_config, write_image
 from tlcli import load_config, train
 from tlcli.cache import cache_entries, clear_cache
 

@@ -11,7 +11,6 @@ import os
 import shutil
 
 import pytest
-
 from conftest import HYMENOPTERA, MOBILENET_WEIGHTS, needs_shared, write_config
 
 pytestmark = [needs_shared, pytest.mark.integration]

@@ -93,7 +93,7 @@ def test_freezing_by_count_and_by_name_follows_keras_layer_order():
     layers = model.get_layer("base").layers
     assert set_base_trainable(model, "none", pretrained=True, key="base.trainable") == 0
     set_base_trainable(model, 5, pretrained=False, key="base.trainable")
-    assert trainable_names(model) == [l.name for l in layers[-5:] if l.weights]
+    assert trainable_names(model) == [layer.name for layer in layers[-5:] if layer.weights]
     set_base_trainable(model, "conv_pw_13", pretrained=False, key="base.trainable")
     assert trainable_names(model)[0] == "conv_pw_13"
     with pytest.raises(ConfigError, match="fine_tune.unfreeze: asks for the last 999 layers, but the base has only"):

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 import yaml
-
 from conftest import make_image_folder, tiny_config
+
 from tlcli import load_config, train
 from tlcli.errors import ConfigError, DataError, TrainingError
 from tlcli.runs import RUN_FILES, list_runs, read_run_record

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import MOBILENET_WEIGHTS, needs_shared
+
 from tlcli.config import load_config
 from tlcli.errors import ConfigError, UserError
 from tlcli.model import build_model

@@ -12,14 +12,13 @@ Keras, TensorFlow, scikit-learn and matplotlib load on first use, so
 
 __version__ = "0.1.0"
 
+from tlcli.check import check_dataset  # noqa: E402
 from tlcli.config import ExperimentConfig, load_config  # noqa: E402
 from tlcli.errors import ConfigError, DataError, RunError, TlcliError, UserError  # noqa: E402
-from tlcli.runs import list_runs, newest_run  # noqa: E402
-from tlcli.train import TrainResult, resume, train, validate  # noqa: E402
 from tlcli.evaluate import evaluate  # noqa: E402  (Keras, scikit-learn and matplotlib load on first call)
 from tlcli.predict import predict  # noqa: E402
-from tlcli.check import check_dataset  # noqa: E402
-
+from tlcli.runs import list_runs, newest_run  # noqa: E402
+from tlcli.train import TrainResult, resume, train, validate  # noqa: E402
 
 __all__ = [
     "ConfigError",

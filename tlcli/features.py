@@ -27,7 +27,7 @@ import numpy as np
 from tlcli.data import Sample, SkippedFile
 from tlcli.errors import DataError
 from tlcli.images import ImageDecodeError, cpu_workers, decode_bytes
-from tlcli.model import BASE_LAYER, _first_trainable_index
+from tlcli.model import BASE_LAYER, first_trainable_index
 
 POOL = "head_pool"
 
@@ -51,7 +51,7 @@ def find_cut(model, spec: Any, key: str) -> tuple[Cut | None, str]:
 
     base = model.get_layer(BASE_LAYER)
     layers = base.layers
-    start = _first_trainable_index(layers, spec, key)
+    start = first_trainable_index(layers, spec, key)
     if start >= len(layers):
         return Cut("pool"), "the whole base is frozen"
     if start <= 1:

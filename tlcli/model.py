@@ -167,7 +167,7 @@ def set_base_trainable(model, spec: Any, *, pretrained: bool, key: str) -> int:
     """
     base = model.get_layer(BASE_LAYER)
     layers = base.layers
-    start = _first_trainable_index(layers, spec, key)
+    start = first_trainable_index(layers, spec, key)
     base.trainable = True
     for index, layer in enumerate(layers):
         layer.trainable = index >= start
@@ -182,7 +182,7 @@ def set_base_trainable(model, spec: Any, *, pretrained: bool, key: str) -> int:
     return sum(1 for layer in layers[start:] if layer.trainable and layer.weights)
 
 
-def _first_trainable_index(layers: list, spec: Any, key: str) -> int:
+def first_trainable_index(layers: list, spec: Any, key: str) -> int:
     if spec == "none":
         return len(layers)
     if spec == "all":

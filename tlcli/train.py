@@ -25,7 +25,7 @@ from tlcli.config import EarlyStoppingConfig, ExperimentConfig, OptimizerConfig,
 from tlcli.data import DataSplits, DecodedImages, check_class_weight, class_weights, decode_samples, discover_splits, make_dataset
 from tlcli.devices import DevicePlan, apply_device_plan, enable_determinism, plan_devices, visible_gpus
 from tlcli.errors import ConfigError, TlcliError, TrainingError
-from tlcli.model import BASE_LAYER, ModelInfo, SourceBase, _first_trainable_index, build_model, set_base_trainable, trainable_spec
+from tlcli.model import BASE_LAYER, ModelInfo, SourceBase, build_model, first_trainable_index, set_base_trainable, trainable_spec
 from tlcli.progress import Reporter
 
 FEATURE_STEPS_PER_EXECUTION = 16  # measured: W1's head phase 4.4 s -> see benchmarks/RESULTS.md
@@ -318,6 +318,10 @@ def prepare(config, *, overrides=(), runs_dir=None, device=None, reporter: Repor
     runs_dir = Path(runs_dir) if runs_dir is not None else config.output.runs_dir
     source_run = runs.resolve_run(config.base.run, runs_dir) if config.base.run else None
     config = resolve_paths(config, runs_dir, source_run)
+    if source_run is None:
+        from tlcli.bases import check_base_name
+
+        check_base_name(config.base.name)  # a typo in the base name is reported before the data is listed
     splits = discover_splits(config.data, config.seed)
     reporter.info(f"data: {splits.describe()}")
     for warning in splits.warnings:
@@ -334,7 +338,7 @@ def prepare(config, *, overrides=(), runs_dir=None, device=None, reporter: Repor
         model, info = build_model(config, len(splits.class_names), source)
     base_layers = model.get_layer(BASE_LAYER).layers
     for phase in phases_of(config):
-        _first_trainable_index(base_layers, phase.trainable, phase.trainable_key)
+        first_trainable_index(base_layers, phase.trainable, phase.trainable_key)
         make_optimizer(phase, steps_per_epoch=1)
     _check_monitors(config, len(splits.class_names))
     check_class_weight(config.train.class_weight, splits.class_names)
@@ -688,8 +692,8 @@ def _decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedI
 
 def _write_dataset_record(run_dir: Path, splits: DataSplits, decoded: dict) -> None:
     fingerprint = hashlib.sha256()
-    for split, images in decoded.items():
-        for sample, content_hash in sorted(zip(images.samples, images.content_hashes), key=lambda pair: pair[0].relpath):
+    for split, listed in decoded.items():
+        for sample, content_hash in sorted(zip(listed.samples, listed.content_hashes), key=lambda pair: pair[0].relpath):
             fingerprint.update(f"{split}\0{sample.relpath}\0{content_hash}\n".encode())
     record = {
         "fingerprint": fingerprint.hexdigest(),

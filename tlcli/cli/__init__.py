@@ -118,16 +118,15 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+# One module per command group, in the order `tlcli --help` lists them.
+COMMAND_MODULES = ("train", "evaluate", "predict", "check", "runs", "cache", "weights", "datasets")
+
+
 def _register_commands() -> None:
-    # Imported for their @app.command side effect; the order is the order of `tlcli --help`.
-    import tlcli.cli.train  # noqa: F401
-    import tlcli.cli.evaluate  # noqa: F401
-    import tlcli.cli.predict  # noqa: F401
-    import tlcli.cli.check  # noqa: F401
-    import tlcli.cli.runs  # noqa: F401
-    import tlcli.cli.cache  # noqa: F401
-    import tlcli.cli.weights  # noqa: F401
-    import tlcli.cli.datasets  # noqa: F401  # isort: skip
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"tlcli.cli.{name}")  # each registers its commands on `app`
 
 
 def process_started() -> float:
