@@ -100,7 +100,7 @@ def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path,
         train(load_config(raw))
     monkeypatch.undo()
     run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
-    (run_dir / "checkpoints" / "epoch-0003" / "model.weights.h5").write_bytes(b"not hdf5")
+    (run_dir / "checkpoints" / "epoch-0003" / "model.weights.npz").write_bytes(b"not hdf5")
     resume(run_dir)
     assert read_run_record(run_dir)["resumes"][0]["from_epoch"] == 3  # what the newest state said...
     assert "epoch-0003 does not load" in (run_dir / "train.log").read_text()  # ...but it fell back to epoch 2

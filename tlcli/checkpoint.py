@@ -3,8 +3,9 @@
 At the end of every epoch `EpochCheckpoint` writes `checkpoints/epoch-NNNN/`
 (NNNN = epochs done in the whole run) holding:
 
-- `model.weights.h5`: the full model's weights (`model.save_weights`);
-- `best.weights.h5`: the full model's weights at the current phase's best
+- `model.weights.npz`: the full model's weights (`save_weights`: its `get_weights()` arrays, about
+  ten times faster per epoch than Keras's `.weights.h5`, which walks the whole object graph);
+- `best.weights.npz`: the full model's weights at the current phase's best
   epoch (a hard link to an earlier checkpoint's file when the best did not
   change), for `train.restore_best`;
 - `arrays.npz`: the optimizer's variables (of whatever is being fitted: the
@@ -115,10 +116,10 @@ def restore(run_dir: Path, model) -> Restored | None:
                 loaded = {name: arrays[name] for name in arrays.files}
             seeds = [loaded[f"seed_{i}"] for i in range(int(state["seeds"]))]
             optimizer = [loaded[f"opt_{i}"] for i in range(int(state["optimizer_variables"]))]
-            best = path / "best.weights.h5"
+            best = path / "best.weights.npz"
             if state.get("phase_best") and not best.is_file():
-                raise FileNotFoundError("best.weights.h5 missing")
-            load_weights(model, path / "model.weights.h5")
+                raise FileNotFoundError("best.weights.npz missing")
+            load_weights(model, path / "model.weights.npz")
             seed_vars = seed_variables(model)
             if len(seed_vars) != len(seeds):
                 raise ValueError(f"{len(seeds)} seed states for {len(seed_vars)} seed generators")
@@ -131,13 +132,20 @@ def restore(run_dir: Path, model) -> Restored | None:
     return None
 
 
-def load_weights(model, path: Path) -> None:
-    """`model.load_weights`, without Keras's warning about the optimizer state a compiled full model also saves."""
-    import warnings
+def save_weights(model, path: Path) -> None:
+    """The model's weight arrays, in `get_weights()` order, to an `.npz` file."""
+    with open(path, "wb") as stream:
+        np.savez(stream, *model.get_weights())
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(path)
+
+def load_weights(model, path: Path) -> None:
+    """Weights saved by `save_weights`; a file for another architecture is an error (and the checkpoint falls back)."""
+    with np.load(path, allow_pickle=False) as arrays:
+        values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    expected = [tuple(w.shape) for w in model.weights]
+    if [tuple(v.shape) for v in values] != expected:
+        raise ValueError(f"{path.name} holds {len(values)} arrays that do not fit this model's {len(expected)} weights")
+    model.set_weights(values)
 
 
 def seed_variables(model) -> list:
@@ -195,14 +203,14 @@ def write_checkpoint(run_dir: Path, model, fitted, state: dict[str, Any], best_f
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:
-        model.save_weights(temporary / "model.weights.h5")
+        save_weights(model, temporary / "model.weights.npz")
         if best_from == "current":
-            os.link(temporary / "model.weights.h5", temporary / "best.weights.h5")
+            os.link(temporary / "model.weights.npz", temporary / "best.weights.npz")
         elif best_from is not None:
             try:
-                os.link(best_from, temporary / "best.weights.h5")
+                os.link(best_from, temporary / "best.weights.npz")
             except OSError:
-                shutil.copyfile(best_from, temporary / "best.weights.h5")
+                shutil.copyfile(best_from, temporary / "best.weights.npz")
         seeds = [np.asarray(v.numpy()) for v in seed_variables(model)]
         optimizer = [np.asarray(v.numpy()) for v in fitted.optimizer.variables] if fitted.optimizer is not None else []
         arrays = {f"seed_{i}": a for i, a in enumerate(seeds)} | {f"opt_{i}": a for i, a in enumerate(optimizer)}
@@ -289,8 +297,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "history": self.history.rows,
         }
         written = write_checkpoint(self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file)
-        if (written / "best.weights.h5").is_file():
-            self.best_file = written / "best.weights.h5"
+        if (written / "best.weights.npz").is_file():
+            self.best_file = written / "best.weights.npz"
 
 
 class Interrupted(KeyboardInterrupt):

@@ -32,6 +32,7 @@ VALIDATION_FOLDER_NAMES = ("val", "validation", "valid")
 TEST_FOLDER_NAMES = ("test",)
 TRAIN_FOLDER_NAMES = ("train", "training")
 DEFAULT_MEMORY_BUDGET = 4 * 1024**3  # decoded images above this go to a temporary file
+IN_GRAPH_MAX_BYTES = 64 * 1024**2  # arrays up to this size are batched inside the tf.data graph
 
 
 @dataclass(frozen=True)
@@ -347,34 +348,65 @@ def make_dataset(
     seed: int = 0,
     first_epoch: int = 0,
 ):
-    """A `tf.data.Dataset` of (float32 pixels 0-255, targets) batches.
+    """A `tf.data.Dataset` of (float32 pixels 0-255, targets) batches of decoded images (see `array_batches`)."""
+    return array_batches(decoded.images, decoded.labels, batch_size=batch_size, num_classes=num_classes, binary=binary, shuffle=shuffle, seed=seed, first_epoch=first_epoch)
+
+
+def array_batches(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    num_classes: int,
+    binary: bool = False,
+    shuffle: bool = False,
+    seed: int = 0,
+    first_epoch: int = 0,
+):
+    """A `tf.data.Dataset` of (float32 inputs, targets) batches from arrays (images or features).
 
     Targets are one-hot for softmax heads, a (n, 1) float for a sigmoid head.
     Shuffling uses a new permutation each epoch, derived from `seed` and the
     epoch's index (counted from `first_epoch`, so a resumed run reshuffles as
-    the uninterrupted run would at that epoch), so a run is reproducible.
+    the uninterrupted run would at that epoch), so a run is reproducible, and
+    images and their cached features are visited in the same order.
     """
     import tensorflow as tf
 
-    n = len(decoded)
-    height, width, channels = decoded.images.shape[1:]
+    n = len(inputs)
     epoch = {"value": first_epoch}
 
-    def batches():
+    def epoch_order() -> np.ndarray:
         order = np.arange(n)
         if shuffle:
             np.random.default_rng([seed, epoch["value"]]).shuffle(order)
         epoch["value"] += 1
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            yield decoded.images[index], decoded.labels[index]
+        return order
 
-    signature = (
-        tf.TensorSpec((None, height, width, channels), tf.uint8),
-        tf.TensorSpec((None,), tf.int32),
-    )
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), encode_targets(y, num_classes, binary)), num_parallel_calls=tf.data.AUTOTUNE)
+    def prepare(x, y):
+        return tf.cast(x, tf.float32), encode_targets(y, num_classes, binary)
+
+    if inputs.nbytes <= IN_GRAPH_MAX_BYTES:
+        # Small arrays (cached features) live in the graph: one Python call per
+        # epoch for the order instead of one per batch (measured: 2.7 s -> 1.8 s
+        # for W1's 10 head epochs).
+        stored_inputs, stored_labels = tf.constant(inputs), tf.constant(labels)
+
+        def orders():
+            yield epoch_order()
+
+        dataset = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((n,), tf.int64)).unbatch().batch(batch_size)
+        dataset = dataset.map(lambda index: prepare(tf.gather(stored_inputs, index), tf.gather(stored_labels, index)))
+    else:
+
+        def batches():
+            order = epoch_order()
+            for start in range(0, n, batch_size):
+                index = order[start : start + batch_size]
+                yield inputs[index], labels[index]
+
+        signature = (tf.TensorSpec((None, *inputs.shape[1:]), tf.as_dtype(inputs.dtype)), tf.TensorSpec((None,), tf.int32))
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     steps = (n + batch_size - 1) // batch_size
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 

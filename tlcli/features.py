@@ -26,7 +26,7 @@ import numpy as np
 
 from tlcli.data import Sample, SkippedFile
 from tlcli.errors import DataError
-from tlcli.images import ImageDecodeError, cpu_workers, decode_bytes
+from tlcli.images import ImageDecodeError, ImageInfo, cpu_workers, decode_bytes
 from tlcli.model import BASE_LAYER, first_trainable_index
 
 POOL = "head_pool"
@@ -175,13 +175,21 @@ def extract_features(
     on_bad_file: str = "skip",
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    use_screening_cache: bool = True,
 ) -> FeatureSet:
     """Decode each image once (or find it in `store`) and run the frozen part.
 
     Files are read, hashed and decoded by a thread pool a few batches ahead of
     the forward pass, so decoding overlaps inference and memory stays bounded
-    (only features are kept, never all the decoded images).
+    (only features are kept, never all the decoded images). This is also the
+    screening pass: verdicts go to the screening cache (`tlcli.screening`),
+    and files it already knows to be unusable are skipped without being read.
     """
+    from tlcli.screening import ScreeningCache
+
+    screening = ScreeningCache() if use_screening_cache else None
+    known, stats = screening.lookup([s.path for s in samples]) if screening is not None else ({}, {})
+    fresh: list[tuple] = []
     shape = tuple(extractor.output_shape[1:])
     out = np.empty((len(samples), *shape), dtype=np.float32)
     kept = np.zeros(len(samples), dtype=bool)
@@ -190,17 +198,14 @@ def extract_features(
     pending_index: list[int] = []
     pending_pixels: list[np.ndarray] = []
     started = time.perf_counter()
-    forward_seconds = 0.0
     extracted = 0
 
     def flush() -> None:
-        nonlocal forward_seconds, extracted
+        nonlocal extracted
         if not pending_index:
             return
-        clock = time.perf_counter()
         # predict_on_batch runs a compiled function: about 2x faster than an eager call, and half the memory.
         values = np.asarray(extractor.predict_on_batch(np.stack(pending_pixels).astype(np.float32)))
-        forward_seconds += time.perf_counter() - clock
         for index, value in zip(pending_index, values):
             out[index] = value
             if store is not None:
@@ -210,6 +215,10 @@ def extract_features(
         pending_pixels.clear()
 
     def load(sample: Sample):
+        """(content hash, pixels or cached features, verdict): ImageInfo when decoded, None when cached, else the error."""
+        known_bad = known.get(str(sample.path))
+        if isinstance(known_bad, str):
+            return "", None, ImageDecodeError(known_bad)
         try:
             data = Path(sample.path).read_bytes()
         except OSError as exc:
@@ -221,45 +230,53 @@ def extract_features(
         if cached is not None and tuple(cached.shape) == shape:
             return content_hash, cached, None
         try:
-            pixels, _ = decode_bytes(data, size, channels)
+            pixels, info = decode_bytes(data, size, channels)
         except ImageDecodeError as exc:
             return content_hash, None, exc
-        return content_hash, pixels, "decoded"
+        return content_hash, pixels, info
 
-    window = max(batch_size * 3, 16)
-    with ThreadPoolExecutor(max_workers=workers or cpu_workers()) as pool:
-        queue: deque = deque()
-        iterator = iter(enumerate(samples))
-        for _ in range(window):
-            item = next(iterator, None)
-            if item is None:
-                break
-            queue.append((item[0], item[1], pool.submit(load, item[1])))
-        done = 0
-        while queue:
-            index, sample, future = queue.popleft()
-            item = next(iterator, None)
-            if item is not None:
+    try:
+        window = max(batch_size * 3, 16)
+        with ThreadPoolExecutor(max_workers=workers or cpu_workers()) as pool:
+            queue: deque = deque()
+            iterator = iter(enumerate(samples))
+            for _ in range(window):
+                item = next(iterator, None)
+                if item is None:
+                    break
                 queue.append((item[0], item[1], pool.submit(load, item[1])))
-            content_hash, value, status = future.result()
-            hashes[index] = content_hash
-            if isinstance(status, ImageDecodeError):
-                if on_bad_file == "fail":
-                    raise DataError(f"{sample.path}: {status.reason} (data.on_bad_file is fail; set it to skip to train without it)")
-                skipped.append(SkippedFile(str(sample.path), status.reason))
-            elif status == "decoded":
-                pending_index.append(index)
-                pending_pixels.append(value)
-                kept[index] = True
-                if len(pending_index) >= batch_size:
-                    flush()
-            else:
-                out[index] = value
-                kept[index] = True
-            done += 1
-            if progress is not None:
-                progress(done)
-        flush()
+            done = 0
+            while queue:
+                index, sample, future = queue.popleft()
+                item = next(iterator, None)
+                if item is not None:
+                    queue.append((item[0], item[1], pool.submit(load, item[1])))
+                content_hash, value, verdict = future.result()
+                hashes[index] = content_hash
+                key = stats.get(str(sample.path))
+                if key is not None and str(sample.path) not in known and (isinstance(verdict, ImageInfo) or (isinstance(verdict, ImageDecodeError) and verdict.cacheable)):
+                    fresh.append((str(sample.path), key, verdict.reason if isinstance(verdict, ImageDecodeError) else verdict))
+                if isinstance(verdict, ImageDecodeError):
+                    if on_bad_file == "fail":
+                        raise DataError(f"{sample.path}: {verdict.reason} (data.on_bad_file is fail; set it to skip to train without it)")
+                    skipped.append(SkippedFile(str(sample.path), verdict.reason))
+                elif verdict is not None:
+                    pending_index.append(index)
+                    pending_pixels.append(value)
+                    kept[index] = True
+                    if len(pending_index) >= batch_size:
+                        flush()
+                else:
+                    out[index] = value
+                    kept[index] = True
+                done += 1
+                if progress is not None:
+                    progress(done)
+            flush()
+    finally:
+        if screening is not None:  # what was learned so far, even when a bad file stops the run
+            screening.store(fresh)
+            screening.close()
     positions = np.flatnonzero(kept)
     return FeatureSet(
         features=out[positions] if len(positions) != len(samples) else out,
@@ -271,28 +288,3 @@ def extract_features(
         extracted=extracted,
         seconds=round(time.perf_counter() - started, 3),
     )
-
-
-def features_dataset(features: np.ndarray, labels: np.ndarray, *, batch_size: int, num_classes: int, binary: bool, shuffle: bool, seed: int, first_epoch: int = 0):
-    """Batches of (features, targets), reshuffled each epoch from `seed` like `data.make_dataset`."""
-    import tensorflow as tf
-
-    from tlcli.data import encode_targets
-
-    n = len(features)
-    epoch = {"value": first_epoch}
-
-    def batches():
-        order = np.arange(n)
-        if shuffle:
-            np.random.default_rng([seed, epoch["value"]]).shuffle(order)
-        epoch["value"] += 1
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            yield features[index], labels[index]
-
-    signature = (tf.TensorSpec((None, *features.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    dataset = dataset.map(lambda x, y: (x, encode_targets(y, num_classes, binary)))
-    steps = (n + batch_size - 1) // batch_size
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)

@@ -236,21 +236,13 @@ def create_eval_dir(run_dir: Path, name: str, now: datetime | None = None) -> Pa
     Raises:
         UserError: the run folder is not writable.
     """
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    from tlcli.runs import create_stamped_dir
+
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "data"
-    root = run_dir / "eval"
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        return create_stamped_dir(run_dir / "eval", slug, now)
     except OSError as exc:
-        raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror}); the run folder must be writable") from None
-    for attempt in range(1, 1000):
-        candidate = root / (f"{stamp}-{slug}" if attempt == 1 else f"{stamp}-{slug}-{attempt}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise UserError(f"{root}: too many evaluations named {slug} in the same second")
+        raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable") from None
 
 
 def write_evaluation(
@@ -411,25 +403,36 @@ def plot_mistakes(probabilities, labels, paths, class_names, images, out_png: Pa
         figure.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
         save_figure(figure, out_png)
         return
+    # One mosaic in one axes: sixteen subplots cost seconds of layout and rendering.
     columns = min(4, len(order))
     rows = -(-len(order) // columns)
-    figure = _figure(3 * columns, 3.3 * rows)
-    figure.suptitle("most confident mistakes (true -> predicted)")
+    tile, band = MISTAKE_PIXELS, 34  # a caption band under each picture
+    mosaic = np.full((rows * (tile + band), columns * tile, 3), 255, dtype=np.uint8)
+    figure = _figure(2.2 * columns, 2.5 * rows + 0.4)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.set_axis_off()
+    axes.set_title("most confident mistakes (true -> predicted)")
     for cell, index in enumerate(order):
-        axes = figure.add_subplot(rows, columns, cell + 1)
-        axes.set_axis_off()
+        top, left = (cell // columns) * (tile + band), (cell % columns) * tile
         try:
-            pixels = decode_image(paths[index], (MISTAKE_PIXELS, MISTAKE_PIXELS), 3)[0]
+            pixels = decode_image(paths[index], (tile, tile), 3)[0]
         except (ImageDecodeError, OSError):
-            pixels = np.asarray(images[index]) if images is not None else None
+            pixels = _tile(images[index], tile) if images is not None else None
         if pixels is not None:
-            if pixels.shape[-1] == 1:
-                axes.imshow(pixels[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            else:
-                axes.imshow(pixels, interpolation="nearest")
-        title = f"{class_names[labels[index]]} -> {class_names[predicted[index]]} ({confidence[index]:.0%})\n{Path(str(paths[index])).name[:28]}"
-        axes.set_title(title, fontsize=8)
+            mosaic[top : top + tile, left : left + tile] = pixels
+        caption = f"{class_names[labels[index]]} -> {class_names[predicted[index]]} ({confidence[index]:.0%})\n{Path(str(paths[index])).name[:24]}"
+        axes.text(left + tile / 2, top + tile + 3, caption, ha="center", va="top", fontsize=7)
+    axes.imshow(mosaic, interpolation="nearest")
     save_figure(figure, out_png)
+
+
+def _tile(pixels, size: int) -> np.ndarray:
+    """A stored model-input image (maybe 16 px, maybe grayscale) scaled up to a tile."""
+    from PIL import Image
+
+    pixels = np.asarray(pixels)
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    return np.asarray(image.resize((size, size), Image.NEAREST))
 
 
 def plot_curves(history_csv: Path, out_png: Path) -> bool:

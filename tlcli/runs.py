@@ -100,27 +100,34 @@ def read_json(path: Path) -> Any:
 # ----------------------------------------------------------------------------- creating and updating
 
 
+def create_stamped_dir(parent: Path, name: str, now: datetime | None = None) -> Path:
+    """Make `parent/YYYYMMDD-HHMMSS-<name>/` exclusively (`-2`, `-3`... when taken): never one that existed.
+
+    Raises:
+        OSError: `parent` cannot be created or written (FileExistsError after 999 taken names).
+    """
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = parent / (f"{stamp}-{name}" if attempt == 1 else f"{stamp}-{name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many folders named {name} in the same second")
+
+
 def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
     """Make a new, empty run folder; never returns one that existed.
 
     Raises:
         UserError: the runs folder cannot be created or written.
     """
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
+        return create_stamped_dir(runs_dir, name, now)
     except OSError as exc:
-        raise UserError(f"--runs-dir: cannot create {runs_dir} ({exc.strerror}); choose a writable folder") from None
-    for attempt in range(1, 1000):
-        candidate = runs_dir / (f"{stamp}-{name}" if attempt == 1 else f"{stamp}-{name}-{attempt}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise UserError(f"--runs-dir: cannot write in {runs_dir} ({exc.strerror}); choose a writable folder") from None
-    raise UserError(f"--runs-dir: too many runs named {name} in the same second in {runs_dir}")
+        raise UserError(f"--runs-dir: cannot create a run folder in {runs_dir} ({exc.strerror or exc}); choose a writable folder") from None
 
 
 def start_run(run_dir: Path, name: str) -> dict[str, Any]:

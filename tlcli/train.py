@@ -556,12 +556,12 @@ class PhaseInputs:
         return self._features[key]
 
     def datasets(self, cut, split: str, shuffle: bool, first_epoch: int = 0):
-        from tlcli.features import features_dataset
+        from tlcli.data import array_batches
 
         batch = self.config.data.batch_size
         if cut is None:
             return make_dataset(self.sets[split], batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
-        return features_dataset(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
+        return array_batches(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
 
     def for_phase(self, cut, first_epoch: int = 0, val_cut=None):
         """The model to fit and its datasets; `first_epoch` (in the phase) sets where shuffling resumes.
@@ -713,7 +713,7 @@ def _resume_point(at, model, fitted, config: ExperimentConfig, extended: bool) -
     if config.train.restore_best and at.best_weights_file is not None and at.state.get("phase_best"):
         checkpoint.load_weights(model, at.best_weights_file)
         keeper_weights = fitted.get_weights()
-        checkpoint.load_weights(model, at.path / "model.weights.h5")
+        checkpoint.load_weights(model, at.path / "model.weights.npz")
     checkpoint.restore_optimizer(fitted, at.optimizer)
     stop_state = at.state.get("early_stopping")
     if stop_state and at.state.get("stopped_early") and extended:
