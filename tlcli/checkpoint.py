@@ -3,8 +3,8 @@
 At the end of every epoch `EpochCheckpoint` writes `checkpoints/epoch-NNNN/`
 (NNNN = epochs done in the whole run) holding:
 
-- `model.weights.npz`: the full model's weights (`save_weights`: its `get_weights()` arrays, about
-  ten times faster per epoch than Keras's `.weights.h5`, which walks the whole object graph);
+- `model.weights.npz`: the full model's weights (`save_weights`: its `get_weights()` arrays; measured for
+  MobileNet alpha 0.25: 12 ms an epoch against 132 ms for Keras's `.weights.h5`, which walks the object graph);
 - `best.weights.npz`: the full model's weights at the current phase's best
   epoch (a hard link to an earlier checkpoint's file when the best did not
   change), for `train.restore_best`;
