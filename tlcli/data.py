@@ -56,6 +56,10 @@ class DataSplits:
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     warnings: list[str] = field(default_factory=list)
 
+    def listed(self) -> list[tuple[str, list[Sample]]]:
+        """(split, samples) for train, val, and test when there is one."""
+        return [(split, getattr(self, split)) for split in ("train", "val", "test") if split != "test" or self.test]
+
     def counts(self, split: str) -> dict[str, int]:
         counter = Counter(sample.label for sample in getattr(self, split))
         return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}

@@ -646,10 +646,7 @@ def _extract_splits(prepared: Prepared, cut, reporter: Reporter) -> tuple[dict, 
     }
     store = cache.FeatureStore(cache.model_key(describe), describe) if config.cache == "auto" else None
     sets = {}
-    for split in ("train", "val", "test"):
-        samples = getattr(splits, split)
-        if not samples and split == "test":
-            continue
+    for split, samples in splits.listed():
         with reporter.task(f"features {split}", len(samples)) as advance:
             sets[split] = extract_features(samples, extractor, store, size=config.data.image_size, channels=channels, batch_size=64, on_bad_file=config.data.on_bad_file, progress=advance)
     hits = sum(s.hits for s in sets.values())
@@ -669,10 +666,8 @@ def _write_inputs(run_dir: Path, prepared: Prepared, keep_env: bool = False) -> 
     runs.write_text_atomic(run_dir / "config.yaml", dump_config(config))
     runs.write_json_atomic(run_dir / "labels.json", splits.class_names)
     runs.write_json_atomic(run_dir / "model.json", prepared.info.to_dict())
-    for split in ("train", "val", "test"):
-        samples = getattr(splits, split)
-        if samples or split != "test":
-            runs.write_csv_atomic(run_dir / "splits" / f"{split}.csv", ["path", "relpath", "label"], ((s.path, s.relpath, splits.class_names[s.label]) for s in samples))
+    for split, samples in splits.listed():
+        runs.write_csv_atomic(run_dir / "splits" / f"{split}.csv", ["path", "relpath", "label"], ((s.path, s.relpath, splits.class_names[s.label]) for s in samples))
     if not (keep_env and (run_dir / "env.json").is_file()):  # a resume keeps the first session's environment
         runs.write_json_atomic(run_dir / "env.json", environment(prepared.plan, config.seed))
 
@@ -681,10 +676,7 @@ def _decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedI
     config, splits = prepared.config, prepared.splits
     channels = 1 if config.data.color_mode == "grayscale" else 3
     decoded = {}
-    for split in ("train", "val", "test"):
-        samples = getattr(splits, split)
-        if not samples and split == "test":
-            continue
+    for split, samples in splits.listed():
         with reporter.task(f"decoding {split}", len(samples)) as advance:
             decoded[split] = decode_samples(samples, config.data.image_size, channels, on_bad_file=config.data.on_bad_file, progress=advance)
     return decoded
