@@ -15,6 +15,7 @@ phase trains the full model on decoded images.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -223,14 +224,12 @@ def extract_features(
             data = Path(sample.path).read_bytes()
         except OSError as exc:
             return "", None, ImageDecodeError(f"cannot read file ({exc.strerror or exc})")
-        import hashlib
-
         content_hash = hashlib.sha256(data).hexdigest()
         cached = store.get(content_hash) if store is not None else None
         if cached is not None and tuple(cached.shape) == shape:
             return content_hash, cached, None
         try:
-            pixels, info = decode_bytes(data, size, channels)
+            pixels, info = decode_bytes(data, size, channels, content_hash=content_hash)
         except ImageDecodeError as exc:
             return content_hash, None, exc
         return content_hash, pixels, info

@@ -132,11 +132,11 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int = 3) -> 
     return decode_bytes(data, size, channels)
 
 
-def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3) -> tuple[np.ndarray, ImageInfo]:
+def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3, content_hash: str | None = None) -> tuple[np.ndarray, ImageInfo]:
     """`decode_image` on bytes already read (so callers can hash them once)."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
-    content_hash = hashlib.sha256(data).hexdigest()
+    content_hash = content_hash or hashlib.sha256(data).hexdigest()  # callers that already hashed pass it
     height, width = size
     try:
         image = Image.open(io.BytesIO(data))

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -372,7 +371,3 @@ def run_labels(run_dir: Path) -> list[str]:
     if not path.is_file():
         raise RunError(f"{run_dir}: no labels.json; the run folder is incomplete")
     return list(read_json(path))
-
-
-def elapsed_since(start: float) -> float:
-    return round(time.perf_counter() - start, 3)

@@ -299,15 +299,9 @@ def _disk_full(exc: BaseException) -> str | None:
     return None
 
 
-def validate(config: ExperimentConfig | str | Path, *, overrides=(), runs_dir=None, build: bool = True) -> Prepared | DataSplits:
-    """Check a config and its data folders without training.
-
-    With `build`, also builds the model (checks the base name, image size,
-    weights and layer names). Returns what was prepared.
-    """
-    if not build:
-        config = _as_config(config, overrides)
-        return discover_splits(config.data, config.seed)
+def validate(config: ExperimentConfig | str | Path, *, overrides=(), runs_dir=None) -> Prepared:
+    """Check a config, its data folders and its model (base name, image size,
+    weights, layer names) without training; returns what was prepared."""
     return prepare(config, overrides=overrides, runs_dir=runs_dir, reporter=Reporter())
 
 
