@@ -85,6 +85,28 @@ def test_second_run_hits_the_cache_and_changes_invalidate_it(tmp_path, image_fol
     assert other.metrics["cache"]["hits"] == 0
 
 
+def test_a_damaged_pack_is_recomputed_not_fatal(tmp_path, image_folder):
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    first = train(load_config(target_config(image_folder, runs_dir)))
+    packs = sorted(_packs(first))
+    assert packs, "features are stored in packs"
+    with open(packs[0], "r+b") as stream:  # a pack cut short, as a crash of the disk might leave it
+        stream.truncate(stream.seek(0, 2) // 2)
+    lost = len(packs[0].with_suffix(".txt").read_text().split())
+    second = train(load_config(target_config(image_folder, runs_dir)))
+    assert second.metrics["cache"]["extracted"] == lost and second.metrics["cache"]["hits"] == first.metrics["cache"]["extracted"] - lost
+    assert second.metrics["final"] == first.metrics["final"]
+    third = train(load_config(target_config(image_folder, runs_dir)))
+    assert third.metrics["cache"]["extracted"] == 0
+
+
+def _packs(result):
+    from pathlib import Path
+
+    return Path(result.metrics["cache"]["folder"]).glob("packs/*.npy")
+
+
 def test_other_weights_do_not_reuse_features(tmp_path, image_folder):
     runs_dir = tmp_path / "runs"
     raw = tiny_config(image_folder, runs_dir, name="frozen-random")
@@ -133,7 +155,7 @@ def test_size_cap_evicts_least_recently_used(tmp_path, image_folder, monkeypatch
 
     for index in range(3):
         store = FeatureStore(f"key{index}", {"n": index})
-        store.put("ab" * 32, np.zeros(50_000, dtype=np.float32))
+        store.add("ab" * 32, np.zeros(50_000, dtype=np.float32))
         store.finish(None)
         time.sleep(0.01)
     monkeypatch.setenv("TLCLI_CACHE_MAX_GB", str(250_000 / 1024**3))  # room for one of the three 200 kB entries

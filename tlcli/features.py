@@ -85,12 +85,14 @@ def _head(model, x, start_after: str):
 
 
 def extractor_for(model, cut: Cut):
-    """Raw pixels -> the frozen part's output at `cut` (inference only)."""
+    """Raw uint8 pixels -> the frozen part's output at `cut` (inference only)."""
     import keras
 
     base = model.get_layer(BASE_LAYER)
-    inputs = keras.Input(model.input_shape[1:])
-    x = _preprocess(model, inputs)
+    # Decoded pixels go in as bytes and are cast inside: measured 4.7 s instead
+    # of 5.5 s for 3,000 images at 224 px (a quarter of the data to copy in).
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8")
+    x = _preprocess(model, keras.ops.cast(inputs, "float32"))
     if cut.kind == "pool":
         x = model.get_layer(POOL)(base(x))
     else:
@@ -125,14 +127,10 @@ def bridge(model, cut: Cut, to: Cut | None = None):
     return keras.Model(inputs, x, name="bridge")
 
 
-def run_in_batches(part, features: np.ndarray, batch_size: int = 256, cast: str | None = None) -> np.ndarray:
+def run_in_batches(part, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Inference of `part` over an array, in batches (no tf.data overhead)."""
-    outputs = [np.asarray(part.predict_on_batch(_as(features[i : i + batch_size], cast))) for i in range(0, len(features), batch_size)]
+    outputs = [np.asarray(part.predict_on_batch(features[i : i + batch_size])) for i in range(0, len(features), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), dtype="float32")
-
-
-def _as(batch: np.ndarray, dtype: str | None) -> np.ndarray:
-    return batch.astype(dtype) if dtype else batch
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -200,17 +198,19 @@ def extract_features(
     pending_pixels: list[np.ndarray] = []
     started = time.perf_counter()
     extracted = 0
+    stored = store.index(shape) if store is not None else {}
+    from_store: list[int] = []
 
     def flush() -> None:
         nonlocal extracted
         if not pending_index:
             return
         # predict_on_batch runs a compiled function: about 2x faster than an eager call, and half the memory.
-        values = np.asarray(extractor.predict_on_batch(np.stack(pending_pixels).astype(np.float32)))
+        values = np.asarray(extractor.predict_on_batch(np.stack(pending_pixels)))
         for index, value in zip(pending_index, values):
             out[index] = value
             if store is not None:
-                store.put(hashes[index], value)
+                store.add(hashes[index], value)
         extracted += len(pending_index)
         pending_index.clear()
         pending_pixels.clear()
@@ -225,9 +225,8 @@ def extract_features(
         except OSError as exc:
             return "", None, ImageDecodeError(f"cannot read file ({exc.strerror or exc})")
         content_hash = hashlib.sha256(data).hexdigest()
-        cached = store.get(content_hash) if store is not None else None
-        if cached is not None and tuple(cached.shape) == shape:
-            return content_hash, cached, None
+        if content_hash in stored:
+            return content_hash, None, None  # read in bulk below
         try:
             pixels, info = decode_bytes(data, size, channels, content_hash=content_hash)
         except ImageDecodeError as exc:
@@ -266,12 +265,15 @@ def extract_features(
                     if len(pending_index) >= batch_size:
                         flush()
                 else:
-                    out[index] = value
+                    from_store.append(index)
                     kept[index] = True
                 done += 1
                 if progress is not None:
                     progress(done)
             flush()
+        for index in from_store:
+            rows, row = stored[hashes[index]]
+            out[index] = rows[row]
     finally:
         if screening is not None:  # what was learned so far, even when a bad file stops the run
             screening.store(fresh)

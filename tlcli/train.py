@@ -542,7 +542,7 @@ class PhaseInputs:
             source = self.sets[split]
             if self.extraction_cut is None:  # images are decoded: one inference pass per cut
                 extractor = extractor_for(self.model, cut)
-                self._features[key] = run_in_batches(extractor, source.images, cast="float32")
+                self._features[key] = run_in_batches(extractor, source.images)
             elif cut == self.extraction_cut:
                 self._features[key] = source.features
             else:  # a phase cut above the extraction cut (e.g. the head-first phase of a fine-tuned run)
