@@ -381,9 +381,7 @@ def array_batches(
     epoch = {"value": first_epoch}
 
     def epoch_order() -> np.ndarray:
-        order = np.arange(n)
-        if shuffle:
-            np.random.default_rng([seed, epoch["value"]]).shuffle(order)
+        order = visiting_order(n, shuffle, seed, epoch["value"])
         epoch["value"] += 1
         return order
 
@@ -413,6 +411,38 @@ def array_batches(
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     steps = (n + batch_size - 1) // batch_size
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def visiting_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
+    """The order samples are visited in an epoch: a function of the seed and the epoch's index in its phase."""
+    order = np.arange(n)
+    if shuffle:
+        np.random.default_rng([seed, epoch]).shuffle(order)
+    return order
+
+
+@dataclass
+class ArrayBatches:
+    """What `array_batches` would batch, kept as arrays for `tlcli.fit_in_memory` (small cached features)."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    batch_size: int
+    num_classes: int
+    binary: bool = False
+    shuffle: bool = False
+    seed: int = 0
+    first_epoch: int = 0
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.inputs) // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        return visiting_order(len(self.inputs), self.shuffle, self.seed, epoch)
 
 
 def encode_targets(labels, num_classes: int, binary: bool):

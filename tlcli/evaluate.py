@@ -194,6 +194,7 @@ def write_training_report(
     batch_size: int,
     reporter: Reporter,
     probabilities: np.ndarray | None = None,
+    worker=None,
 ) -> Evaluation | None:
     """The final validation report of a training run, plus `curves.png`.
 
@@ -207,33 +208,55 @@ def write_training_report(
             `.skipped`, and `.images` when images were decoded).
         probabilities: (n, classes) class probabilities of `val`, when known;
             else they are computed from `val.images`.
+        worker: a `tlcli.report_worker.ReportWorker` the job was submitted
+            to; when it is absent or fails, the report is written here.
 
     Returns:
         The evaluation, or None when it could not be written.
     """
     try:
-        plot_curves(run_dir / "history.csv", run_dir / "curves.png")
         images = getattr(val, "images", None)
         if probabilities is None:
             probabilities = predict_probabilities(model, images, batch_size, binary)
-        evaluation = write_evaluation(
-            run_dir,
-            name="val",
-            probabilities=probabilities,
-            labels=val.labels,
-            paths=[s.path for s in val.samples],
-            class_names=class_names,
-            images=images,
-            top_k=top_k or DEFAULT_TOP_K,
-            source="splits/val.csv (end of training)",
-            skipped=[{"path": s.path, "reason": s.reason} for s in val.skipped],
-        )
+        evaluation = worker.result() if worker is not None else None
+        if evaluation is None:
+            evaluation = write_training_report_files(**training_report_job(run_dir, val, class_names, top_k=top_k, probabilities=probabilities), images=images)
     except Exception as exc:  # noqa: BLE001  (the run itself succeeded)
         log.exception("writing the validation report failed")
         reporter.warn(f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate {run_dir} --split val` retries it")
         return None
     reporter.info(f"validation report: {evaluation.eval_dir}")
     return evaluation
+
+
+def training_report_job(run_dir: Path, val, class_names: list[str], *, top_k: int, probabilities: np.ndarray) -> dict[str, Any]:
+    """The arguments of `write_training_report_files`: plain data, so another process can write the report."""
+    return {
+        "run_dir": Path(run_dir),
+        "probabilities": np.asarray(probabilities),
+        "labels": np.asarray(val.labels),
+        "paths": [str(s.path) for s in val.samples],
+        "class_names": list(class_names),
+        "top_k": top_k or DEFAULT_TOP_K,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in val.skipped],
+    }
+
+
+def write_training_report_files(run_dir: Path, probabilities, labels, paths, class_names, top_k: int, skipped, images=None) -> Evaluation:
+    """`curves.png` and the `eval/<stamp>-val/` report of a training run."""
+    plot_curves(run_dir / "history.csv", run_dir / "curves.png")
+    return write_evaluation(
+        run_dir,
+        name="val",
+        probabilities=probabilities,
+        labels=labels,
+        paths=paths,
+        class_names=class_names,
+        images=images,
+        top_k=top_k,
+        source="splits/val.csv (end of training)",
+        skipped=skipped,
+    )
 
 
 def describe(evaluation: Evaluation) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -37,6 +38,9 @@ def train(
     if device is not None and device not in ("auto", "cpu", "gpu"):
         raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
     _prepare_determinism(config if config is not None else resume / "config.yaml", set_ or [])
+    from tlcli.report_worker import ReportWorker
+
+    worker = ReportWorker.start()  # first: it loads the report's libraries while TensorFlow loads here
     _import_tensorflow(debug)
     from tlcli.checkpoint import Interrupted
     from tlcli.train import resume as resume_training
@@ -44,10 +48,11 @@ def train(
 
     reporter = _reporter(quiet, json_output)
     try:
-        if resume is not None:
-            result = resume_training(resume, overrides=set_ or [], device=device, reporter=reporter, strict=strict, started=process_started())
-        else:
-            result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=reporter, strict=strict, started=process_started())
+        with worker or contextlib.nullcontext():
+            if resume is not None:
+                result = resume_training(resume, overrides=set_ or [], device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
+            else:
+                result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
