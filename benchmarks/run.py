@@ -583,7 +583,8 @@ def render_markdown(report: dict) -> str:
         f"- Data: `{s['data']}`" + (f"; 4x set `{s['scaled_data']}` ({s['scaled_info']['train_files']} training files)" if s.get("scaled_info") else ""),
         f"- Settings: MobileNet alpha 0.25, ImageNet weights, 224 px, batch 32, {s['epochs']} epochs with the base frozen at learning rate {s['learning_rate']:g}"
         + f" (+{s['fine_tune_epochs']} fine-tuning epochs in W2); {s['reps']} repetition(s), medians reported",
-        f"- Time: {s['time_method']}. Memory: peak RSS by {s['memory_method']}; both identical for every process.",
+        f"- Time: {s['time_method']}. Memory: peak RSS by {s['memory_method']}; both identical for every process."
+        + " A maximum over processes, not a sum: tlcli's report worker (a second process, about 165 MB alone) is not added in.",
         "",
     ]
 
