@@ -59,6 +59,35 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
         assert sum(1 for line in stream) == 1 + 4
 
 
+@pytest.mark.parametrize("mode", ["horizontal", "horizontal_and_vertical"])
+def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_folder, probe, mode):
+    """RandomFlip's own draws pick each image's features or its flipped copy's: the run on images, without the base every epoch."""
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    flip = {"augment": {"flip": mode}}
+    cached = train(load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4})))
+    on_images = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": mode, "flip_features": False}}, head={"dropout": 0.3}, train={"epochs": 4})))
+    plain = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3}, train={"epochs": 4})))
+    assert cached.metrics["cache"]["mode"] == "features" and on_images.metrics["cache"]["mode"] == "images"
+    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-4, atol=1e-5)
+    assert cached.metrics["final"] == pytest.approx(on_images.metrics["final"], rel=1e-4)
+    # The flips did something: without them the same run ends elsewhere.
+    assert not np.allclose(predictions(cached.run_dir, probe), predictions(plain.run_dir, probe), rtol=1e-4, atol=1e-5)
+    again = train(load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4})))
+    assert again.metrics["cache"]["extracted"] == 0  # both copies of every image come from the cache
+    np.testing.assert_allclose(predictions(again.run_dir, probe), predictions(cached.run_dir, probe), rtol=1e-6)
+
+
+def test_flips_with_fine_tuning_above_a_layer_cut(tmp_path, image_folder, probe):
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001}
+    cached = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical"}}, fine_tune=fine_tune)))
+    on_images = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical", "flip_features": False}}, fine_tune=fine_tune)))
+    assert cached.metrics["cache"]["cut"].startswith("layer:") and on_images.metrics["cache"]["mode"] == "images"
+    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-3, atol=1e-4)
+
+
 def test_second_run_hits_the_cache_and_changes_invalidate_it(tmp_path, image_folder):
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"

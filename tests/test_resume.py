@@ -90,6 +90,24 @@ def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, source_ru
     assert len(checkpoint.checkpoint_dirs(run_dir)) == 2
 
 
+def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source_run, monkeypatch):
+    """The RandomFlip layer's seed state is in the checkpoint: the resumed run flips as the uninterrupted one did."""
+    data, source = source_run
+    raw = two_phase(data, tmp_path / "runs", source)
+    raw["data"]["augment"] = {"flip": "horizontal"}
+    raw["head"] = {"dropout": 0.3}
+    reference = train(load_config(raw))
+    assert reference.metrics["cache"]["mode"] == "features"
+    stop_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(raw))
+    monkeypatch.undo()
+    run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
+    resume(run_dir)
+    assert history(run_dir) == history(reference.run_dir)
+    assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
+
+
 def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path, monkeypatch):
     """The full model on decoded images (cache off); the newest checkpoint fails to load: the previous one is used."""
     data = make_image_folder(tmp_path / "images", {"cats": 16, "dogs": 16})

@@ -41,10 +41,21 @@ class AugmentConfig(_Section):
     zoom: float = Field(0.0, ge=0, lt=1, description="Random zoom in or out, as a fraction of the image size.")
     translation: float = Field(0.0, ge=0, lt=1, description="Random shift, as a fraction of height and width.")
     contrast: float = Field(0.0, ge=0, le=1, description="Random contrast factor.")
+    flip_features: bool = Field(
+        True,
+        description="When flips are the only augmentation and the base is frozen, compute the features of each training image and of its flipped copy once, and let the `RandomFlip` layer's own draws pick one per image per epoch (the same training as on flipped images, without running the base every epoch); `false` flips the images every epoch.",
+    )
 
     @property
     def enabled(self) -> bool:
         return self.flip != "none" or any((self.rotation, self.zoom, self.translation, self.contrast))
+
+    @property
+    def flips_only(self) -> str | None:
+        """The flip mode when flips are the only augmentation (they can be precomputed), else None."""
+        if self.flip == "none" or any((self.rotation, self.zoom, self.translation, self.contrast)):
+            return None
+        return self.flip
 
 
 class DataConfig(_Section):

@@ -423,7 +423,12 @@ def visiting_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
 
 @dataclass
 class ArrayBatches:
-    """What `array_batches` would batch, kept as arrays for `tlcli.fit_in_memory` (small cached features)."""
+    """What `array_batches` would batch, kept as arrays for `tlcli.fit_in_memory` (cached features).
+
+    `flipped` holds the features of each image's flipped copy and `flip_layer`
+    is the model's `RandomFlip`: each step then takes, per image, the copy the
+    layer's own random draw picks, as training on the images would.
+    """
 
     inputs: np.ndarray
     labels: np.ndarray
@@ -433,6 +438,8 @@ class ArrayBatches:
     shuffle: bool = False
     seed: int = 0
     first_epoch: int = 0
+    flipped: np.ndarray | None = None
+    flip_layer: object = None
 
     def __len__(self) -> int:
         return len(self.inputs)

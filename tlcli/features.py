@@ -100,6 +100,13 @@ def extractor_for(model, cut: Cut):
     return keras.Model(inputs, x, name="frozen_part")
 
 
+def cut_bytes(model, cut: Cut) -> int:
+    """Bytes of one image's float32 features at `cut`."""
+    base = model.get_layer(BASE_LAYER)
+    shape = model.get_layer(POOL).output.shape[1:] if cut.kind == "pool" else base.layers[cut.index].output.shape[1:]
+    return 4 * int(np.prod(shape))
+
+
 def trainable_part(model, cut: Cut):
     """Features at `cut` -> predictions, sharing the model's layers (and so its weights)."""
     import keras
@@ -138,7 +145,7 @@ def run_in_batches(part, features: np.ndarray, batch_size: int = 256) -> np.ndar
 
 @dataclass
 class FeatureSet:
-    """The frozen part's output for the decodable images of one split."""
+    """The frozen part's output for the decodable images of one split (and of their flipped copies)."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -148,6 +155,7 @@ class FeatureSet:
     hits: int = 0
     extracted: int = 0
     seconds: float = 0.0
+    flipped: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -163,6 +171,15 @@ class HashedFile:
     content_hash: str
 
 
+def flip_pixels(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """What `keras.layers.RandomFlip(mode)` makes of (..., height, width, channels) pixels when it flips."""
+    if mode in ("horizontal", "horizontal_and_vertical"):
+        pixels = pixels[..., :, ::-1, :]
+    if mode in ("vertical", "horizontal_and_vertical"):
+        pixels = pixels[..., ::-1, :, :]
+    return np.ascontiguousarray(pixels)
+
+
 def extract_features(
     samples: Sequence[Sample],
     extractor,
@@ -175,6 +192,7 @@ def extract_features(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     use_screening_cache: bool = True,
+    flip: str | None = None,
 ) -> FeatureSet:
     """Decode each image once (or find it in `store`) and run the frozen part.
 
@@ -183,6 +201,8 @@ def extract_features(
     (only features are kept, never all the decoded images). This is also the
     screening pass: verdicts go to the screening cache (`tlcli.screening`),
     and files it already knows to be unusable are skipped without being read.
+    With `flip` (a `RandomFlip` mode), the flipped copy of each image is run
+    too (stored under the image's hash and the mode) into `FeatureSet.flipped`.
     """
     from tlcli.screening import ScreeningCache
 
@@ -190,48 +210,52 @@ def extract_features(
     known, stats = screening.lookup([s.path for s in samples]) if screening is not None else ({}, {})
     fresh: list[tuple] = []
     shape = tuple(extractor.output_shape[1:])
-    out = np.empty((len(samples), *shape), dtype=np.float32)
+    variants = [None] if flip is None else [None, flip]
+    out = np.empty((len(variants), len(samples), *shape), dtype=np.float32)
     kept = np.zeros(len(samples), dtype=bool)
+    computed = np.zeros(len(samples), dtype=bool)
     hashes = [""] * len(samples)
     skipped: list[SkippedFile] = []
-    pending_index: list[int] = []
+    pending: list[tuple[int, int]] = []  # (sample index, variant index)
     pending_pixels: list[np.ndarray] = []
     started = time.perf_counter()
-    extracted = 0
     stored = store.index(shape) if store is not None else {}
-    from_store: list[int] = []
+    from_store: list[tuple[int, int]] = []
+
+    def stored_as(content_hash: str, variant: str | None) -> str:
+        return content_hash if variant is None else f"{content_hash}-{variant}"
 
     def flush() -> None:
-        nonlocal extracted
-        if not pending_index:
+        if not pending:
             return
         # predict_on_batch runs a compiled function: about 2x faster than an eager call, and half the memory.
         values = np.asarray(extractor.predict_on_batch(np.stack(pending_pixels)))
-        for index, value in zip(pending_index, values):
-            out[index] = value
+        for (index, variant), value in zip(pending, values):
+            out[variant, index] = value
+            computed[index] = True
             if store is not None:
-                store.add(hashes[index], value)
-        extracted += len(pending_index)
-        pending_index.clear()
+                store.add(stored_as(hashes[index], variants[variant]), value)
+        pending.clear()
         pending_pixels.clear()
 
     def load(sample: Sample):
-        """(content hash, pixels or cached features, verdict): ImageInfo when decoded, None when cached, else the error."""
+        """(content hash, pixels or None, verdict, variants to compute): verdict is ImageInfo when decoded, None when all is cached, else the error."""
         known_bad = known.get(str(sample.path))
         if isinstance(known_bad, str):
-            return "", None, ImageDecodeError(known_bad)
+            return "", None, ImageDecodeError(known_bad), []
         try:
             data = Path(sample.path).read_bytes()
         except OSError as exc:
-            return "", None, ImageDecodeError(f"cannot read file ({exc.strerror or exc})")
+            return "", None, ImageDecodeError(f"cannot read file ({exc.strerror or exc})"), []
         content_hash = hashlib.sha256(data).hexdigest()
-        if content_hash in stored:
-            return content_hash, None, None  # read in bulk below
+        missing = [i for i, variant in enumerate(variants) if stored_as(content_hash, variant) not in stored]
+        if not missing:
+            return content_hash, None, None, []  # read in bulk below
         try:
             pixels, info = decode_bytes(data, size, channels, content_hash=content_hash)
         except ImageDecodeError as exc:
-            return content_hash, None, exc
-        return content_hash, pixels, info
+            return content_hash, None, exc, []
+        return content_hash, pixels, info, missing
 
     try:
         window = max(batch_size * 3, 16)
@@ -249,7 +273,7 @@ def extract_features(
                 item = next(iterator, None)
                 if item is not None:
                     queue.append((item[0], item[1], pool.submit(load, item[1])))
-                content_hash, value, verdict = future.result()
+                content_hash, pixels, verdict, missing = future.result()
                 hashes[index] = content_hash
                 key = stats.get(str(sample.path))
                 if key is not None and str(sample.path) not in known and (isinstance(verdict, ImageInfo) or (isinstance(verdict, ImageDecodeError) and verdict.cacheable)):
@@ -258,29 +282,32 @@ def extract_features(
                     if on_bad_file == "fail":
                         raise DataError(f"{sample.path}: {verdict.reason} (data.on_bad_file is fail; set it to skip to train without it)")
                     skipped.append(SkippedFile(str(sample.path), verdict.reason))
-                elif verdict is not None:
-                    pending_index.append(index)
-                    pending_pixels.append(value)
-                    kept[index] = True
-                    if len(pending_index) >= batch_size:
-                        flush()
                 else:
-                    from_store.append(index)
                     kept[index] = True
+                    for variant in range(len(variants)):
+                        if variant not in missing:
+                            from_store.append((index, variant))
+                        else:
+                            pending.append((index, variant))
+                            pending_pixels.append(pixels if variants[variant] is None else flip_pixels(pixels, variants[variant]))
+                    if len(pending) >= batch_size:
+                        flush()
                 done += 1
                 if progress is not None:
                     progress(done)
             flush()
-        for index in from_store:
-            rows, row = stored[hashes[index]]
-            out[index] = rows[row]
+        for index, variant in from_store:
+            rows, row = stored[stored_as(hashes[index], variants[variant])]
+            out[variant, index] = rows[row]
     finally:
         if screening is not None:  # what was learned so far, even when a bad file stops the run
             screening.store(fresh)
             screening.close()
     positions = np.flatnonzero(kept)
+    every = len(positions) == len(samples)
+    extracted = int(computed[positions].sum())
     return FeatureSet(
-        features=out[positions] if len(positions) != len(samples) else out,
+        features=out[0] if every else out[0][positions],
         labels=np.fromiter((samples[i].label for i in positions), dtype=np.int32, count=len(positions)),
         samples=[samples[i] for i in positions],
         content_hashes=[hashes[i] for i in positions],
@@ -288,4 +315,5 @@ def extract_features(
         hits=int(len(positions) - extracted),
         extracted=extracted,
         seconds=round(time.perf_counter() - started, 3),
+        flipped=None if flip is None else (out[1] if every else out[1][positions]),
     )

@@ -9,7 +9,9 @@ from Keras: the model's own `train_step` (loss, class weights as sample
 weights, optimizer, metrics, as `fit` runs them), the same callbacks called
 in the same order, and the same visiting order as `tlcli.data.array_batches`.
 Only the batching is different: batches are gathered from the arrays inside
-one compiled function that runs up to `STEPS_PER_CALL` steps.
+one compiled function that runs up to `STEPS_PER_CALL` steps. Random flips
+are drawn by the model's own `RandomFlip` layer, so a run on the features of
+images and their flipped copies is the run on flipped images.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from tlcli.data import ArrayBatches, encode_targets
 
 # Steps per compiled call: callbacks (progress, Ctrl-C) run between calls.
 STEPS_PER_CALL = 64
+# The arrays are copied into one tensor (captured by the compiled function, not
+# embedded in its graph); above this, training streams batches through Keras's fit.
+FIT_IN_MEMORY_MAX_BYTES = 1024**3
 
 
 def fit_in_memory(model, data: ArrayBatches, *, epochs: int, initial_epoch: int = 0, class_weight: dict[int, float] | None = None, callbacks=()) -> None:
@@ -27,13 +32,14 @@ def fit_in_memory(model, data: ArrayBatches, *, epochs: int, initial_epoch: int 
     import keras
     import tensorflow as tf
 
-    inputs = tf.constant(data.inputs, dtype=tf.float32)
+    table = data.inputs if data.flipped is None else np.concatenate([data.inputs, data.flipped])
+    inputs = tf.constant(table, dtype=tf.float32)
     targets = tf.constant(encode_targets(data.labels, data.num_classes, data.binary))
     weights = None
     if class_weight is not None:  # as Keras turns class_weight into sample weights
         weights = tf.constant(np.array([class_weight.get(int(label), 1.0) for label in data.labels], dtype=np.float32))
     _build(model, inputs[: data.batch_size], targets[: data.batch_size])
-    run_steps = _compiled_steps(model, inputs, targets, weights, data.batch_size)
+    run_steps = _compiled_steps(model, inputs, targets, weights, data.batch_size, data.flip_layer if data.flipped is not None else None)
 
     steps = data.steps
     callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps)
@@ -71,15 +77,26 @@ def _build(model, x, y) -> None:
     model.reset_metrics()
 
 
-def _compiled_steps(model, inputs, targets, weights, batch_size: int):
-    """One compiled function: `model.train_step` on each batch of the visiting order it is given."""
+def _compiled_steps(model, inputs, targets, weights, batch_size: int, flip_layer=None):
+    """One compiled function: `model.train_step` on each batch of the visiting order it is given.
+
+    With `flip_layer`, `inputs` holds the original rows then the flipped ones;
+    the layer draws its per-image flips exactly as it does inside the model
+    (same seed generator, one draw per batch), and the batch takes those rows.
+    """
     import tensorflow as tf
+
+    count = targets.shape[0]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
     def run_steps(order):
         for start in tf.range(0, tf.shape(order)[0], batch_size):
             index = order[start : start + batch_size]
-            batch = (tf.gather(inputs, index), tf.gather(targets, index))
+            rows = index
+            if flip_layer is not None:
+                draw = flip_layer.get_random_transformation(tf.zeros((tf.shape(index)[0], 1, 1, 1)), training=True)
+                rows = index + count * tf.cast(tf.reshape(draw["flips"], [-1]), tf.int32)
+            batch = (tf.gather(inputs, rows), tf.gather(targets, index))
             if weights is not None:
                 batch += (tf.gather(weights, index),)
             model.train_step(batch)

@@ -23,7 +23,6 @@ from typing import Any
 from tlcli import images, runs
 from tlcli.config import EarlyStoppingConfig, ExperimentConfig, OptimizerConfig, dump_config, load_config
 from tlcli.data import (
-    IN_GRAPH_MAX_BYTES,
     ArrayBatches,
     DataSplits,
     DecodedImages,
@@ -405,7 +404,7 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     timings: dict[str, float] = {"startup": round(time.perf_counter() - started, 3)}
     _write_inputs(run_dir, prepared, keep_env=resume)
     phases = phases_of(config)
-    cuts, val_cuts = _plan_cuts(model, config, phases, reporter)
+    cuts, val_cuts = _plan_cuts(model, config, phases, reporter, len(splits.train))
 
     # One pass over the files: extract frozen features when every phase can
     # train on them, else decode the images once and keep them.
@@ -516,12 +515,21 @@ def _train_in_run(prepared: Prepared, run_dir: Path, reporter: Reporter, started
     return TrainResult(run_dir, metrics, skipped)
 
 
-def _plan_cuts(model, config: ExperimentConfig, phases: list[Phase], reporter: Reporter) -> tuple[list, list]:
+def flip_mode(config: ExperimentConfig) -> str | None:
+    """The RandomFlip mode whose flipped copies are precomputed (flips are the only augmentation), else None."""
+    augment = config.data.augment
+    return augment.flips_only if augment.flip_features else None
+
+
+def _plan_cuts(model, config: ExperimentConfig, phases: list[Phase], reporter: Reporter, train_images: int) -> tuple[list, list]:
     """Per phase, where its frozen part ends for training (None: the full model on images),
     and for validation (validation images are never augmented, so an augmented phase
     can still validate on features)."""
-    from tlcli.features import find_cut
+    from tlcli.features import cut_bytes, find_cut
+    from tlcli.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
 
+    augment = config.data.augment
+    flip = flip_mode(config)
     cuts, val_cuts = [], []
     for phase in phases:
         if config.cache == "off":
@@ -529,8 +537,13 @@ def _plan_cuts(model, config: ExperimentConfig, phases: list[Phase], reporter: R
         else:
             val_cut, why = find_cut(model, phase.trainable, phase.trainable_key)
         cut = val_cut
-        if val_cut is not None and config.data.augment.enabled:
-            cut, why = None, "random augmentation changes every epoch; validation uses cached features"
+        if val_cut is not None and augment.enabled:
+            if flip is None:
+                cut, why = None, "random augmentation changes every epoch; validation uses cached features"
+            elif 2 * train_images * cut_bytes(model, val_cut) > FIT_IN_MEMORY_MAX_BYTES:
+                cut, why = None, "the features of the images and their flipped copies would not fit in memory; validation uses cached features"
+            else:
+                why += f"; random flips ({flip}) pick each image's features or its flipped copy's"
         reporter.info(f"phase {phase.name}: " + (f"training on cached features ({why})" if cut else f"training the full model on decoded images ({why})"))
         cuts.append(cut)
         val_cuts.append(val_cut)
@@ -549,21 +562,24 @@ class PhaseInputs:
     def __init__(self, model, sets: dict, extraction_cut, config: ExperimentConfig, num_classes: int, binary: bool):
         self.model, self.sets, self.extraction_cut, self.config = model, sets, extraction_cut, config
         self.num_classes, self.binary = num_classes, binary
-        self._features: dict[tuple[str, str], Any] = {}
+        self._features: dict[tuple[str, str, bool], Any] = {}
+        # Phases on features with augmentation on are the ones `_plan_cuts` allowed: flips only.
+        self.flip = flip_mode(config) if config.data.augment.enabled else None
 
-    def features(self, cut, split: str):
-        from tlcli.features import bridge, extractor_for, run_in_batches
+    def features(self, cut, split: str, flipped: bool = False):
+        """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`)."""
+        from tlcli.features import bridge, extractor_for, flip_pixels, run_in_batches
 
-        key = (cut.label, split)
+        key = (cut.label, split, flipped)
         if key not in self._features:
             source = self.sets[split]
             if self.extraction_cut is None:  # images are decoded: one inference pass per cut
                 extractor = extractor_for(self.model, cut)
-                self._features[key] = run_in_batches(extractor, source.images)
+                self._features[key] = run_in_batches(extractor, flip_pixels(source.images, self.flip) if flipped else source.images)
             elif cut == self.extraction_cut:
-                self._features[key] = source.features
+                self._features[key] = source.flipped if flipped else source.features
             else:  # a phase cut above the extraction cut (e.g. the head-first phase of a fine-tuned run)
-                self._features[key] = run_in_batches(bridge(self.model, self.extraction_cut, cut), source.features)
+                self._features[key] = run_in_batches(bridge(self.model, self.extraction_cut, cut), source.flipped if flipped else source.features)
         return self._features[key]
 
     def datasets(self, cut, split: str, shuffle: bool, first_epoch: int = 0):
@@ -589,11 +605,17 @@ class PhaseInputs:
         return fitted, self.in_memory(cut, first_epoch) or self.datasets(cut, "train", self.config.data.shuffle, first_epoch), val_ds
 
     def in_memory(self, cut, first_epoch: int = 0) -> ArrayBatches | None:
-        """The training features as arrays for `fit_in_memory`, when they are small enough to live in the graph."""
-        if cut is None or self.features(cut, "train").nbytes > IN_GRAPH_MAX_BYTES:
+        """The training features as arrays for `fit_in_memory` (with the flipped copies' when flips augment)."""
+        from tlcli.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
+
+        if cut is None:
             return None
+        flipped = self.features(cut, "train", flipped=True) if self.flip else None
+        if flipped is None and self.features(cut, "train").nbytes > FIT_IN_MEMORY_MAX_BYTES:
+            return None  # Keras's fit over batches streamed from the array
         config = self.config
-        return ArrayBatches(self.features(cut, "train"), self.sets["train"].labels, config.data.batch_size, self.num_classes, self.binary, config.data.shuffle, config.seed, first_epoch)
+        flip_layer = self.model.get_layer("augmentation").layers[0] if self.flip else None
+        return ArrayBatches(self.features(cut, "train"), self.sets["train"].labels, config.data.batch_size, self.num_classes, self.binary, config.data.shuffle, config.seed, first_epoch, flipped, flip_layer)
 
     def feature_validation(self, val_cut, loss, metrics):
         """A callback that validates through the trainable part on validation features."""
@@ -671,7 +693,8 @@ def _extract_splits(prepared: Prepared, cut, reporter: Reporter) -> tuple[dict, 
     sets = {}
     for split, samples in splits.listed():
         with reporter.task(f"features {split}", len(samples)) as advance:
-            sets[split] = extract_features(samples, extractor, store, size=config.data.image_size, channels=channels, batch_size=64, on_bad_file=config.data.on_bad_file, progress=advance)
+            flip = flip_mode(config) if split == "train" else None
+            sets[split] = extract_features(samples, extractor, store, size=config.data.image_size, channels=channels, batch_size=64, on_bad_file=config.data.on_bad_file, progress=advance, flip=flip)
     hits = sum(s.hits for s in sets.values())
     extracted = sum(s.extracted for s in sets.values())
     seconds = sum(s.seconds for s in sets.values())
