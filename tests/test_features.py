@@ -151,8 +151,8 @@ def test_other_weights_do_not_reuse_features(tmp_path, image_folder):
 def test_augmentation_and_skip_connections_fall_back_to_images(tmp_path, image_folder):
     runs_dir = tmp_path / "runs"
     source_run(tmp_path, image_folder)
-    augmented = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "horizontal"}})))
-    assert augmented.metrics["cache"]["mode"] == "images"
+    augmented = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "horizontal", "rotation": 0.1}})))
+    assert augmented.metrics["cache"]["mode"] == "images"  # a rotation has no finite set of outcomes to precompute
     from tlcli.features import find_cut
     from tlcli.model import build_model
 
