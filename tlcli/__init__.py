@@ -17,6 +17,7 @@ from tlcli.config import ExperimentConfig, load_config  # noqa: E402
 from tlcli.errors import ConfigError, DataError, RunError, TlcliError, UserError  # noqa: E402
 from tlcli.evaluate import evaluate  # noqa: E402  (Keras, scikit-learn and matplotlib load on first call)
 from tlcli.predict import predict  # noqa: E402
+from tlcli.report_worker import ReportWorker  # noqa: E402
 from tlcli.runs import list_runs, newest_run  # noqa: E402
 from tlcli.train import TrainResult, resume, train, validate  # noqa: E402
 
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ExperimentConfig",
+    "ReportWorker",
     "RunError",
     "TlcliError",
     "TrainResult",

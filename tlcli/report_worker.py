@@ -29,6 +29,7 @@ class ReportWorker:
     def __init__(self, process: subprocess.Popen):
         self.process = process
         self.submitted = False
+        self.collected = False
 
     @classmethod
     def start(cls) -> ReportWorker | None:
@@ -58,6 +59,7 @@ class ReportWorker:
             return None
         try:
             reply = pickle.load(self.process.stdout)
+            self.collected = True
         except (OSError, EOFError, pickle.UnpicklingError) as exc:
             log.warning("report worker died (%s); writing the report here", type(exc).__name__)
             reply = None
@@ -69,7 +71,9 @@ class ReportWorker:
         return reply
 
     def close(self) -> None:
-        """Stop the worker (an unused worker exits when its stdin closes)."""
+        """Stop the worker: at once if its report is not wanted (any more), so bad input still fails fast."""
+        if not self.collected and self.process.poll() is None:
+            self.process.kill()
         for stream in (self.process.stdin, self.process.stdout):
             try:
                 stream.close()

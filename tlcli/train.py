@@ -9,6 +9,7 @@ marks it `interrupted`, and earlier runs are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import platform
@@ -116,7 +117,8 @@ def train(
         strict: stop (DataError) on any data problem `tlcli check` reports:
             unreadable files, duplicates, leakage (else they are warned).
         report_worker: a started `tlcli.report_worker.ReportWorker` to write
-            the final validation report in (default: written in this process).
+            the final validation report in (default: written in this process);
+            training closes it, whatever happens.
 
     Returns:
         The run folder and its metrics.
@@ -128,10 +130,11 @@ def train(
     """
     started = time.perf_counter() if started is None else started
     reporter = reporter or Reporter()
-    prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=device, reporter=reporter)
-    run_dir = runs.create_run_dir(prepared.runs_dir, prepared.config.name)
-    with runs.RunLock(run_dir):
-        return _run_guarded(prepared, run_dir, reporter, started, strict, resume=None, report_worker=report_worker)
+    with report_worker or contextlib.nullcontext():
+        prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=device, reporter=reporter)
+        run_dir = runs.create_run_dir(prepared.runs_dir, prepared.config.name)
+        with runs.RunLock(run_dir):
+            return _run_guarded(prepared, run_dir, reporter, started, strict, resume=None, report_worker=report_worker)
 
 
 def resume(
@@ -163,11 +166,12 @@ def resume(
     started = time.perf_counter() if started is None else started
     reporter = reporter or Reporter()
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"--resume: {run_dir}: run folder not found")
-    runs.read_run_record(run_dir)  # refuses non-runs and other run-format versions
-    with runs.RunLock(run_dir):
-        return _resume_locked(run_dir, overrides, device, reporter, strict, started, report_worker)
+    with report_worker or contextlib.nullcontext():
+        if not run_dir.is_dir():
+            raise RunError(f"--resume: {run_dir}: run folder not found")
+        runs.read_run_record(run_dir)  # refuses non-runs and other run-format versions
+        with runs.RunLock(run_dir):
+            return _resume_locked(run_dir, overrides, device, reporter, strict, started, report_worker)
 
 
 def _resume_locked(run_dir: Path, overrides, device, reporter: Reporter, strict: bool, started: float, report_worker=None) -> TrainResult:

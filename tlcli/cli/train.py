@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,11 +47,10 @@ def train(
 
     reporter = _reporter(quiet, json_output)
     try:
-        with worker or contextlib.nullcontext():
-            if resume is not None:
-                result = resume_training(resume, overrides=set_ or [], device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
-            else:
-                result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
+        if resume is not None:  # training closes the worker
+            result = resume_training(resume, overrides=set_ or [], device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
+        else:
+            result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
