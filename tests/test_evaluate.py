@@ -162,6 +162,28 @@ def test_fail_under_on_a_nested_metric(cli, trained):
     assert result.stdout == ""
 
 
+def test_fail_over_gates_lower_is_better_figures(cli, trained):
+    figures = evaluate_json(cli, trained, "--split", "val")
+    result = cli("evaluate", trained, "--split", "val", "--fail-over", "loss=0.0001", "--fail-over", "calibration.ece=100", "-q")
+    assert result.exit_code == 3
+    assert f"loss {figures['loss']:.4f} > 0.0001" in result.stderr and "calibration.ece" not in result.stderr
+    result = cli("evaluate", trained, "--split", "val", "--fail-over", f"loss={figures['loss'] + 1}", "--fail-under", "accuracy=0", "-q")
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "spec", "expected"),
+    [
+        ("--fail-over", "los=0.5", "--fail-over: unknown metric 'los'; did you mean loss?"),
+        ("--fail-over", "loss", "--fail-over: expected METRIC=NUMBER such as loss=0.5"),
+    ],
+)
+def test_bad_fail_over_gates_exit_2_naming_the_option(cli, trained, option, spec, expected):
+    result = cli("evaluate", trained, option, spec)
+    assert result.exit_code == 2
+    assert expected in result.stderr and result.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [

@@ -11,7 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1  # failure while working: training error, internal error
 EXIT_USER_ERROR = 2  # bad config, arguments or data; nothing was started
-EXIT_GATE_FAILED = 3  # a --fail-under quality gate failed
+EXIT_GATE_FAILED = 3  # a --fail-under or --fail-over quality gate failed
 EXIT_PARTIAL = 4  # some inputs unreadable or problems found; the rest done
 EXIT_INTERRUPTED = 130  # Ctrl-C
 

@@ -43,6 +43,7 @@ def evaluate(
     top_k: int | None = None,
     batch_size: int = 32,
     fail_under: Sequence[str] = (),
+    fail_over: Sequence[str] = (),
     reporter: Reporter | None = None,
 ) -> Evaluation:
     """Evaluate a run's model and write a new evaluation folder in the run.
@@ -54,8 +55,11 @@ def evaluate(
         top_k: k of the top-k accuracy (default: the run's `train.top_k`, else 5;
             capped at the number of classes).
         batch_size: images per model call.
-        fail_under: `METRIC=NUMBER` quality gates; checked by name before any
-            work, and against the results in `Evaluation.gate_failures`.
+        fail_under: `METRIC=NUMBER` quality gates, failing when the metric is
+            below NUMBER; checked by name before any work, and against the
+            results in `Evaluation.gate_failures`.
+        fail_over: the same, failing when the metric is above NUMBER (for
+            figures where lower is better: `loss`, `calibration.ece`).
         reporter: receives progress.
 
     Returns:
@@ -78,7 +82,7 @@ def evaluate(
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k: must be at least 1, got {top_k}")
     k = top_k or _run_top_k(run_dir) or DEFAULT_TOP_K
-    gates = parse_gates(fail_under)
+    gates = parse_gates(fail_under) + parse_gates(fail_over, over=True)
     check_gate_keys(gates, metric_keys(class_names, k))
 
     if data is not None:

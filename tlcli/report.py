@@ -52,7 +52,7 @@ _EPSILON = 1e-7
 
 
 class GateFailed(TlcliError):
-    """A `--fail-under` quality gate failed (exit code 3)."""
+    """A `--fail-under` or `--fail-over` quality gate failed (exit code 3)."""
 
     exit_code = EXIT_GATE_FAILED
 
@@ -178,14 +178,25 @@ def metric_keys(class_names: Sequence[str], top_k: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Gate:
-    """`--fail-under KEY=VALUE`: fail when metrics[KEY] < VALUE."""
+    """`--fail-under KEY=VALUE` (fail when metrics[KEY] < VALUE) or `--fail-over KEY=VALUE` (fail when it is > VALUE)."""
 
     key: str
     threshold: float
+    over: bool = False  # for figures where lower is better: loss, calibration.ece
+
+    @property
+    def option(self) -> str:
+        return "--fail-over" if self.over else "--fail-under"
+
+    def fails(self, value: float) -> bool:
+        return value > self.threshold if self.over else value < self.threshold
+
+    def describe(self, value: float) -> str:
+        return f"{self.key} {value:.4f} {'>' if self.over else '<'} {self.threshold:g}"
 
 
-def parse_gates(specs: Sequence[str]) -> list[Gate]:
-    """Parse `KEY=NUMBER` strings.
+def parse_gates(specs: Sequence[str], over: bool = False) -> list[Gate]:
+    """Parse `KEY=NUMBER` strings (of `--fail-over` when `over`, else `--fail-under`).
 
     Raises:
         UserError: a spec is not `KEY=NUMBER`.
@@ -198,8 +209,9 @@ def parse_gates(specs: Sequence[str]) -> list[Gate]:
         except ValueError:
             threshold = math.nan
         if not sep or not key.strip() or not math.isfinite(threshold):
-            raise UserError(f"--fail-under: expected METRIC=NUMBER such as accuracy=0.9, got {spec!r}")
-        gates.append(Gate(key.strip(), threshold))
+            example = "loss=0.5" if over else "accuracy=0.9"
+            raise UserError(f"{'--fail-over' if over else '--fail-under'}: expected METRIC=NUMBER such as {example}, got {spec!r}")
+        gates.append(Gate(key.strip(), threshold, over))
     return gates
 
 
@@ -217,14 +229,14 @@ def check_gate_keys(gates: Sequence[Gate], keys: Sequence[str]) -> None:
                 if close
                 else "known: " + ", ".join(k for k in keys if "." not in k or k.startswith(("macro_avg", "calibration.ece")))
             )
-            raise UserError(f"--fail-under: unknown metric {gate.key!r}; {hint}")
+            raise UserError(f"{gate.option}: unknown metric {gate.key!r}; {hint}")
 
 
 def gate_failures(metrics: dict[str, Any], gates: Sequence[Gate]) -> list[str]:
-    """One line per gate whose metric is below its threshold."""
+    """One line per gate whose metric is on the wrong side of its threshold."""
     flat = flatten_numbers(metrics)
     check_gate_keys(gates, sorted(flat))
-    return [f"{g.key} {flat[g.key]:.4f} < {g.threshold:g}" for g in gates if flat[g.key] < g.threshold]
+    return [g.describe(flat[g.key]) for g in gates if g.fails(flat[g.key])]
 
 
 # ----------------------------------------------------------------------------- the eval folder

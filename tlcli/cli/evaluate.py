@@ -23,6 +23,10 @@ def evaluate(
         Optional[list[str]],
         typer.Option("--fail-under", help="Exit 3 when a metric of metrics.json is below NUMBER: accuracy=0.9, macro_avg.f1=0.8 (repeatable)."),
     ] = None,
+    fail_over: Annotated[
+        Optional[list[str]],
+        typer.Option("--fail-over", help="Exit 3 when a metric of metrics.json is above NUMBER: loss=0.5, calibration.ece=0.05 (repeatable)."),
+    ] = None,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -32,7 +36,7 @@ def evaluate(
     from tlcli.evaluate import evaluate as run_evaluation
 
     evaluation = run_evaluation(
-        run_dir, data=data, split=split, top_k=top_k, batch_size=batch_size, fail_under=fail_under or [], reporter=_reporter(quiet or json_output, json_output)
+        run_dir, data=data, split=split, top_k=top_k, batch_size=batch_size, fail_under=fail_under or [], fail_over=fail_over or [], reporter=_reporter(quiet or json_output, json_output)
     )
     if json_output:
         _print_json(evaluation.to_dict())
