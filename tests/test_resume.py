@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, make_image_folder, tiny_config, write_config
+from conftest import ROOT, make_image_folder, tiny_config, write_config, write_image
 
 from tlcli import checkpoint, load_config, resume, train
 from tlcli.runs import RunLock, list_runs, read_run_record
@@ -175,6 +176,18 @@ def test_extend_a_finished_run_by_5_epochs_from_the_command_line(cli, tmp_path):
     (run_dir / "run.json").write_text(json.dumps({**record, "format_version": 99}))
     refused = cli("train", "--resume", run_dir)
     assert refused.exit_code == 2 and "run format 99 is not supported" in refused.stderr
+    (run_dir / "run.json").write_text(json.dumps(record))
+
+    # An image edited in place (same name, other bytes) is other data too.
+    edited = sorted((data / "cats").iterdir())[0]
+    original = edited.read_bytes()
+    write_image(edited, np.full((16, 16, 3), 9, dtype=np.uint8))
+    refused = cli("train", "--resume", run_dir, "--set", "train.epochs=8")
+    assert refused.exit_code == 2 and "contents of the images changed" in refused.stderr
+    assert read_run_record(run_dir)["status"] == "completed"
+    edited.write_bytes(original)
+    again = cli("train", "--resume", run_dir, "--set", "train.epochs=8", "--quiet")
+    assert again.exit_code == 0, again.stderr
 
 
 def test_extending_an_early_stopped_phase_restarts_its_patience(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import platform
 import resource
@@ -194,6 +195,7 @@ def _resume_locked(run_dir: Path, overrides, device, reporter: Reporter, strict:
         raise RunError(f"{run_dir} is already complete ({state['epoch']} epochs); to extend it: tlcli train --resume {run_dir} --set {last}.epochs=N (N > {_phase_epochs(config, last)})")
     prepared = prepare(config, runs_dir=run_dir.parent, device=device, reporter=reporter)
     _check_same_splits(prepared.splits, run_dir)
+    _check_same_contents(prepared.splits, run_dir)
     entry = {"from_epoch": state["epoch"] if state else 0, "phase": state["phase"] if state else None, "overrides": list(overrides), "previous_status": record.get("status")}
     return _run_guarded(prepared, run_dir, reporter, started, strict, resume=entry, report_worker=report_worker)
 
@@ -252,6 +254,40 @@ def _check_same_splits(splits: DataSplits, run_dir: Path) -> None:
         now = sorted((s.relpath, splits.class_names[s.label]) for s in getattr(splits, split))
         if saved != now:
             raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files); resuming would train on other data, start a new run")
+
+
+def _check_same_contents(splits: DataSplits, run_dir: Path) -> None:
+    """Same file names are not enough: an image edited in place would change the run too.
+
+    Hashes the files (a fraction of a second for thousands of photos) and
+    compares with the fingerprint in dataset.json, before anything is written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tlcli.errors import RunError
+
+    try:
+        recorded = json.loads((run_dir / "dataset.json").read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return  # stopped before its first pass over the files: nothing to compare with
+    try:
+        unreadable = {entry["path"] for entry in json.loads((run_dir / "skipped_files.json").read_text(encoding="utf-8"))}
+    except (OSError, ValueError, KeyError, TypeError):
+        unreadable = set()
+
+    def content_hash(path) -> str:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return ""
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=images.cpu_workers()) as pool:
+        for split, samples in splits.listed():
+            kept = sorted((s for s in samples if str(s.path) not in unreadable), key=lambda s: s.relpath)
+            rows += [(split, s.relpath, h) for s, h in zip(kept, pool.map(content_hash, [s.path for s in kept]))]
+    if dataset_fingerprint(rows) != recorded:
+        raise RunError(f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes); resuming would train on other data, start a new run")
 
 
 def _run_guarded(prepared: Prepared, run_dir: Path, reporter: Reporter, started: float, strict: bool, resume: dict | None, report_worker=None) -> TrainResult:
@@ -732,13 +768,22 @@ def _decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedI
     return decoded
 
 
-def _write_dataset_record(run_dir: Path, splits: DataSplits, decoded: dict) -> None:
+def dataset_fingerprint(rows) -> str:
+    """dataset.json's `fingerprint`: a hash of (split, relative path, content hash) of every readable image, per split by path."""
     fingerprint = hashlib.sha256()
-    for split, listed in decoded.items():
-        for sample, content_hash in sorted(zip(listed.samples, listed.content_hashes), key=lambda pair: pair[0].relpath):
-            fingerprint.update(f"{split}\0{sample.relpath}\0{content_hash}\n".encode())
+    for split, relpath, content_hash in rows:
+        fingerprint.update(f"{split}\0{relpath}\0{content_hash}\n".encode())
+    return fingerprint.hexdigest()
+
+
+def _write_dataset_record(run_dir: Path, splits: DataSplits, decoded: dict) -> None:
+    rows = [
+        (split, sample.relpath, content_hash)
+        for split, listed in decoded.items()
+        for sample, content_hash in sorted(zip(listed.samples, listed.content_hashes), key=lambda pair: pair[0].relpath)
+    ]
     record = {
-        "fingerprint": fingerprint.hexdigest(),
+        "fingerprint": dataset_fingerprint(rows),
         "class_names": splits.class_names,
         "sources": splits.sources,
         "counts": {split: {name: int((d.labels == i).sum()) for i, name in enumerate(splits.class_names)} for split, d in decoded.items()},
