@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from conftest import make_image_folder
 
 from tlcli.evaluate import write_training_report, write_training_report_files
@@ -67,6 +70,22 @@ def test_a_dead_worker_means_the_report_is_written_here(tmp_path):
     worker.submit(training_report_job(run_dir, val, ["cats", "dogs"], top_k=1, probabilities=probabilities))
     evaluation = write_training_report(run_dir, None, val, ["cats", "dogs"], binary=False, top_k=1, batch_size=8, reporter=Reporter(), probabilities=probabilities, worker=worker)
     assert evaluation is not None and (evaluation.eval_dir / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_a_stuck_worker_is_given_up_and_the_report_written_here(tmp_path, monkeypatch):
+    import tlcli.report_worker as report_worker
+    from tlcli.evaluate import training_report_job
+
+    monkeypatch.setattr(report_worker, "RESULT_TIMEOUT_S", 0.5)
+    val, probabilities = _validation(tmp_path)
+    run_dir = _run_dir(tmp_path, "run")
+    worker = ReportWorker.start()
+    os.kill(worker.process.pid, signal.SIGSTOP)  # alive, silent
+    assert worker.submit(training_report_job(run_dir, val, ["cats", "dogs"], top_k=1, probabilities=probabilities))
+    evaluation = write_training_report(run_dir, None, val, ["cats", "dogs"], binary=False, top_k=1, batch_size=8, reporter=Reporter(), probabilities=probabilities, worker=worker)
+    assert evaluation is not None and (evaluation.eval_dir / "metrics.json").is_file()
+    assert worker.process.poll() is not None  # killed, not left behind
 
 
 def test_a_worker_whose_report_is_not_wanted_is_stopped():

@@ -18,9 +18,13 @@ import logging
 import pickle
 import subprocess
 import sys
+import threading
 from typing import Any
 
 log = logging.getLogger("tlcli")
+
+# A report of 100,000 images takes well under a minute; a worker silent this long is stuck.
+RESULT_TIMEOUT_S = 600.0
 
 
 class ReportWorker:
@@ -30,6 +34,7 @@ class ReportWorker:
         self.process = process
         self.submitted = False
         self.collected = False
+        self._sender: threading.Thread | None = None
 
     @classmethod
     def start(cls) -> ReportWorker | None:
@@ -42,14 +47,23 @@ class ReportWorker:
         return cls(process)
 
     def submit(self, job: dict[str, Any]) -> bool:
-        """Send the report's arguments (see `tlcli.evaluate.training_report_job`); False if the worker is gone."""
-        try:
-            pickle.dump(job, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.process.stdin.close()
-        except (OSError, ValueError) as exc:
-            log.warning("report worker unavailable (%s); writing the report here", exc)
-            self.close()
+        """Send the report's arguments (see `tlcli.evaluate.training_report_job`); False if the worker is gone.
+
+        Sent from a thread: a worker that stopped reading can never block the run.
+        """
+        if self.process.poll() is not None:
+            log.warning("report worker exited early (code %s); writing the report here", self.process.returncode)
             return False
+
+        def send() -> None:
+            try:
+                pickle.dump(job, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self.process.stdin.close()
+            except (OSError, ValueError):
+                pass  # the reply will be missing: result() says so and the caller writes the report
+
+        self._sender = threading.Thread(target=send, daemon=True)
+        self._sender.start()
         self.submitted = True
         return True
 
@@ -57,14 +71,24 @@ class ReportWorker:
         """The worker's `Evaluation`, or None (logged) when it failed: the caller then writes the report itself."""
         if not self.submitted:
             return None
-        try:
-            reply = pickle.load(self.process.stdout)
-            self.collected = True
-        except (OSError, EOFError, pickle.UnpicklingError) as exc:
-            log.warning("report worker died (%s); writing the report here", type(exc).__name__)
-            reply = None
-        finally:
-            self.close()
+        box: dict[str, Any] = {}
+
+        def read() -> None:
+            try:
+                box["reply"] = pickle.load(self.process.stdout)
+            except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+                box["error"] = exc
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(RESULT_TIMEOUT_S)
+        reply = box.get("reply")
+        self.collected = "reply" in box
+        if reader.is_alive():
+            log.warning("report worker gave no answer in %s s; writing the report here", RESULT_TIMEOUT_S)
+        elif "error" in box:
+            log.warning("report worker died (%s); writing the report here", type(box["error"]).__name__)
+        self.close()
         if isinstance(reply, dict) and "error" in reply:
             log.warning("report worker failed (%s); writing the report here", reply["error"])
             return None
