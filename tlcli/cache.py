@@ -1,6 +1,7 @@
 """The on-disk feature cache: what a frozen part of the model computes per image.
 
-Layout: `$TLCLI_CACHE_DIR/features/<model key>/packs/<id>.npy` + `<id>.txt`,
+Layout: `$TLCLI_CACHE_DIR/features/<model key>/packs/<id>.npy` + `<id>.txt`
+(`<id>` is a digest of the pack's hashes and its number of rows),
 plus a `meta.json` per model key. The model key hashes everything that
 changes the features (base name and arguments, a hash of the frozen weights,
 image size, channels, preprocessing, where the model is cut, the decoder and
@@ -99,19 +100,6 @@ class FeatureStore:
                     self._index[content_hash] = (rows, row)
         return self._index
 
-    def __contains__(self, content_hash: str) -> bool:
-        return content_hash in self.index()
-
-    def get(self, content_hash: str) -> np.ndarray | None:
-        """One image's features (a copy), or None."""
-        found = self.index().get(content_hash)
-        if found is None:
-            return None
-        try:
-            return np.array(found[0][found[1]])
-        except (OSError, ValueError):
-            return None
-
     def add(self, content_hash: str, value: np.ndarray) -> None:
         """Queue one image's features; a pack is written every `PACK_ROWS` images and by `flush`."""
         self._pending.append((content_hash, np.array(value, copy=True)))
@@ -124,7 +112,8 @@ class FeatureStore:
         hashes = [h for h, _ in self._pending]
         values = np.stack([v for _, v in self._pending])
         self._pending = []
-        name = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32]
+        digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32]
+        name = f"{digest}-{len(hashes)}"  # `cache_entries` counts images from the names alone
         self.packs.mkdir(parents=True, exist_ok=True)
         rows_path, listing = self.packs / f"{name}.npy", self.packs / f"{name}.txt"
         temporary = self.packs / f".{name}.{os.getpid()}.tmp"
@@ -169,6 +158,14 @@ class CacheEntry:
     describe: dict[str, Any]
 
 
+def _pack_rows(listing: Path) -> int:
+    """Images in a pack, from its name (`<digest>-<rows>.txt`)."""
+    try:
+        return int(listing.stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0  # not a pack tlcli wrote
+
+
 def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     """Every model key in the cache, least recently used first."""
     features = (root or cache_root()) / "features"
@@ -179,12 +176,7 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
         if not folder.is_dir():
             continue
         files = [p for p in folder.rglob("*") if p.is_file()]
-        images = 0
-        for listing in (p for p in files if p.suffix == ".txt" and not p.name.startswith(".")):
-            try:
-                images += len(listing.read_text().split())
-            except OSError:
-                pass
+        images = sum(_pack_rows(p) for p in files if p.suffix == ".txt" and not p.name.startswith("."))
         meta = _read_meta(folder) or {}
         entries.append(CacheEntry(folder.name, images, sum(p.stat().st_size for p in files), meta.get("last_used", folder.stat().st_mtime), meta))
     return sorted(entries, key=lambda e: e.last_used)

@@ -451,6 +451,14 @@ class ArrayBatches:
     def order(self, epoch: int) -> np.ndarray:
         return visiting_order(len(self.inputs), self.shuffle, self.seed, epoch)
 
+    def dataset(self):
+        """The same batches as a `tf.data.Dataset`, for Keras's `fit` (`array_batches`; no flipped copies)."""
+        if self.flipped is not None:
+            raise ValueError("flipped copies are drawn by fit_in_memory only")
+        return array_batches(
+            self.inputs, self.labels, batch_size=self.batch_size, num_classes=self.num_classes, binary=self.binary, shuffle=self.shuffle, seed=self.seed, first_epoch=self.first_epoch
+        )
+
 
 def encode_targets(labels, num_classes: int, binary: bool):
     import tensorflow as tf

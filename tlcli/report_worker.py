@@ -34,7 +34,6 @@ class ReportWorker:
         self.process = process
         self.submitted = False
         self.collected = False
-        self._sender: threading.Thread | None = None
 
     @classmethod
     def start(cls) -> ReportWorker | None:
@@ -62,8 +61,7 @@ class ReportWorker:
             except (OSError, ValueError):
                 pass  # the reply will be missing: result() says so and the caller writes the report
 
-        self._sender = threading.Thread(target=send, daemon=True)
-        self._sender.start()
+        threading.Thread(target=send, daemon=True).start()
         self.submitted = True
         return True
 

@@ -10,6 +10,7 @@ marks it `interrupted`, and earlier runs are never touched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -604,7 +605,7 @@ class PhaseInputs:
         self.num_classes, self.binary = num_classes, binary
         self._features: dict[tuple[str, str, bool], Any] = {}
         # Phases on features with augmentation on are the ones `_plan_cuts` allowed: flips only.
-        self.flip = flip_mode(config) if config.data.augment.enabled else None
+        self.flip = flip_mode(config)
 
     def features(self, cut, split: str, flipped: bool = False):
         """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`)."""
@@ -623,12 +624,15 @@ class PhaseInputs:
         return self._features[key]
 
     def datasets(self, cut, split: str, shuffle: bool, first_epoch: int = 0):
-        from tlcli.data import array_batches
-
-        batch = self.config.data.batch_size
         if cut is None:
+            batch = self.config.data.batch_size
             return make_dataset(self.sets[split], batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
-        return array_batches(self.features(cut, split), self.sets[split].labels, batch_size=batch, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=self.config.seed, first_epoch=first_epoch)
+        return self.arrays(cut, split, shuffle, first_epoch).dataset()
+
+    def arrays(self, cut, split: str, shuffle: bool, first_epoch: int = 0) -> ArrayBatches:
+        """The features of `split` at `cut` and how they are batched."""
+        config = self.config
+        return ArrayBatches(self.features(cut, split), self.sets[split].labels, config.data.batch_size, self.num_classes, self.binary, shuffle, config.seed, first_epoch)
 
     def for_phase(self, cut, first_epoch: int = 0, val_cut=None):
         """The model to fit and its datasets; `first_epoch` (in the phase) sets where shuffling resumes.
@@ -650,12 +654,10 @@ class PhaseInputs:
 
         if cut is None:
             return None
-        flipped = self.features(cut, "train", flipped=True) if self.flip else None
-        if flipped is None and self.features(cut, "train").nbytes > FIT_IN_MEMORY_MAX_BYTES:
-            return None  # Keras's fit over batches streamed from the array
-        config = self.config
-        flip_layer = self.model.get_layer("augmentation").layers[0] if self.flip else None
-        return ArrayBatches(self.features(cut, "train"), self.sets["train"].labels, config.data.batch_size, self.num_classes, self.binary, config.data.shuffle, config.seed, first_epoch, flipped, flip_layer)
+        data = self.arrays(cut, "train", self.config.data.shuffle, first_epoch)
+        if self.flip:  # `_plan_cuts` checked that both copies fit
+            return dataclasses.replace(data, flipped=self.features(cut, "train", flipped=True), flip_layer=self.model.get_layer("augmentation").layers[0])
+        return data if data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES else None  # else Keras's fit over batches streamed from the array
 
     def feature_validation(self, val_cut, loss, metrics):
         """A callback that validates through the trainable part on validation features."""
