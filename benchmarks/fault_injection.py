@@ -180,20 +180,18 @@ def baseline(config: Path, env: dict, runs_dir: Path) -> dict:
 
 def where(run_dir: Path) -> str:
     """What the kill interrupted, from what the run folder holds."""
-    from tlcli import checkpoint
+    from tlcli.runs.checkpoints import newest_state
 
-    state = checkpoint.newest_state(run_dir)
+    state = newest_state(run_dir)
     if (run_dir / "metrics.json").is_file():
         return "after metrics.json"
     if state is None:
         return "before epoch 1 (start-up, decode or features)"
-    epochs = int(state["phase_epochs"])
-    if state["phase"] == "fine_tune" and state["phase_epoch"] >= epochs:
-        return f"after the last epoch (saving), {state['epoch']} done"
-    if state["phase"] == "train" and state["phase_epoch"] >= epochs:
-        return f"between phases / fine_tune epoch 1, {state['epoch']} done"
-    nxt = state["phase_epoch"] + 1
-    return f"{state['phase']} epoch {nxt}, {state['epoch']} done"
+    if state.phase == "fine_tune" and state.phase_epoch >= state.phase_epochs:
+        return f"after the last epoch (saving), {state.epoch} done"
+    if state.phase == "train" and state.phase_epoch >= state.phase_epochs:
+        return f"between phases / fine_tune epoch 1, {state.epoch} done"
+    return f"{state.phase} epoch {state.phase_epoch + 1}, {state.epoch} done"
 
 
 def check_run(run_dir: Path, reference: dict) -> dict:

@@ -13,7 +13,7 @@ from conftest import HYMENOPTERA, make_image_folder, needs_shared, tiny_config, 
 from messy import make_messy_folder
 
 from tlcli import runs
-from tlcli.check import CONFLICTING_LABELS, LEAKAGE, WITHIN_CLASS, check_dataset, find_problems
+from tlcli.data.problems import CONFLICTING_LABELS, LEAKAGE, WITHIN_CLASS, check_dataset, find_problems
 from tlcli.errors import DataError
 
 
@@ -162,9 +162,11 @@ def test_training_decode_pass_fills_the_cache_and_skips_known_bad_files(messy, m
     assert report.cache["decoded"] == 0
     assert find_problems(splits, decoded).to_dict() == report.problems.to_dict()
 
+    from tlcli.data import decoded as decode_pass
+
     opened = []
-    real = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    real = decode_pass.decode_image
+    monkeypatch.setattr(decode_pass, "decode_image", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
     again = data.decode_samples(splits.train, (16, 16), 3)
     assert {s.path for s in again.skipped} == {p for p in messy.unreadable_paths if "/train/" in p}
     assert not set(opened) & messy.unreadable_paths  # known-bad files are not even opened
@@ -224,22 +226,20 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_failure_marks_only_the_new_run_failed(image_folder, tmp_path, monkeypatch):
-    import importlib
-
+    from tlcli import train
     from tlcli.errors import TrainingError
-
-    training = importlib.import_module("tlcli.train")  # the module; `tlcli.train` is also the function
+    from tlcli.training import loop
 
     config = tiny_config(image_folder, tmp_path / "runs", train={"epochs": 1})
-    good = training.train(config).run_dir
+    good = train(config).run_dir
     before = _snapshot(good)
 
     def explode(*args, **kwargs):
         raise RuntimeError("simulated crash in fit")
 
-    monkeypatch.setattr(training, "_fit_phase", explode)
+    monkeypatch.setattr(loop, "_fit_phase", explode)
     with pytest.raises(TrainingError, match="RuntimeError: simulated crash in fit"):
-        training.train(config)
+        train(config)
     monkeypatch.undo()
 
     # Bad data found late: every validation file is unreadable, which only decoding can tell.
@@ -248,7 +248,7 @@ def test_a_failure_marks_only_the_new_run_failed(image_folder, tmp_path, monkeyp
         (late / "val" / name).mkdir(parents=True)
         (late / "val" / name / "x.jpg").write_bytes(b"")
     with pytest.raises(TrainingError, match="no readable val images"):
-        training.train(tiny_config(late, tmp_path / "runs", train={"epochs": 1}))
+        train(tiny_config(late, tmp_path / "runs", train={"epochs": 1}))
 
     records = {p.name: runs.read_json(p / "run.json") for p in (tmp_path / "runs").iterdir()}
     assert sorted(r["status"] for r in records.values()) == ["completed", "failed", "failed"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlcli.devices import GpuInfo, plan_devices
 from tlcli.errors import UserError
+from tlcli.modeling.devices import GpuInfo, plan_devices
 
 V100 = GpuInfo("Tesla V100", (7, 0))
 K80 = GpuInfo("Tesla K80", (3, 7))

@@ -20,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """One small run for the whole module: 3 classes, a val folder with 2 mislabelled files, and a test folder."""
-    from tlcli.train import train
+    from tlcli import train
 
     root = tmp_path_factory.mktemp("evaluate")
     data = root / "data"
@@ -121,7 +121,7 @@ def test_evaluate_prints_the_per_class_table_and_headline(cli, trained):
 
 
 def test_evaluations_never_overwrite_each_other(trained):
-    from tlcli.report import create_eval_dir
+    from tlcli.evaluation.report import create_eval_dir
 
     now = datetime(2030, 1, 2, 3, 4, 5)
     first, second, third = (create_eval_dir(trained, "val", now) for _ in range(3))
@@ -241,7 +241,7 @@ def test_a_run_without_test_split_evaluates_val(cli, trained, tmp_path):
 
 
 def test_compute_metrics_by_hand():
-    from tlcli.report import compute_metrics
+    from tlcli.evaluation.metrics import compute_metrics
 
     probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.3, 0.6]])
     labels = np.array([0, 1, 1, 2])
@@ -258,13 +258,13 @@ def test_compute_metrics_by_hand():
 
 
 def test_sigmoid_outputs_become_two_class_probabilities():
-    from tlcli.predict import to_class_probabilities
+    from tlcli.inference.probabilities import to_class_probabilities
 
     assert np.allclose(to_class_probabilities(np.array([[0.8], [0.1]]), binary=True), [[0.2, 0.8], [0.9, 0.1]])
 
 
 def test_plot_curves_marks_the_fine_tune_boundary(tmp_path):
-    from tlcli.report import plot_curves
+    from tlcli.evaluation.plots import plot_curves
 
     history = tmp_path / "history.csv"
     rows = ["epoch,phase,phase_epoch,accuracy,loss,val_accuracy,val_loss"]
@@ -278,7 +278,7 @@ def test_plot_curves_marks_the_fine_tune_boundary(tmp_path):
 
 
 def test_grayscale_mistakes_grid(tmp_path):
-    from tlcli.report import plot_mistakes
+    from tlcli.evaluation.plots import plot_mistakes
 
     images = np.zeros((3, 8, 8, 1), dtype=np.uint8)
     probabilities = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
@@ -291,7 +291,7 @@ def test_training_report_from_probabilities_without_images(tmp_path):
     from types import SimpleNamespace
 
     from tlcli.data import Sample
-    from tlcli.evaluate import write_training_report
+    from tlcli.evaluation.training_report import ReportJob, write_training_report
     from tlcli.progress import Reporter
 
     folder = make_image_folder(tmp_path / "imgs", {"x": 2, "y": 2})
@@ -300,7 +300,7 @@ def test_training_report_from_probabilities_without_images(tmp_path):
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    evaluation = write_training_report(run_dir, None, val, ["x", "y"], binary=False, top_k=0, batch_size=8, reporter=Reporter(), probabilities=probabilities)
+    evaluation = write_training_report(ReportJob.for_split(run_dir, val, ["x", "y"], top_k=0, probabilities=probabilities), reporter=Reporter())
     assert evaluation is not None and evaluation.metrics["accuracy"] == 0.5
     for name in REPORT_FILES:
         assert (evaluation.eval_dir / name).is_file(), name

@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config, write_image
 
 from tlcli import load_config, train
-from tlcli.cache import cache_entries, clear_cache
+from tlcli.features.store import cache_entries, clear_cache
 
 
 def source_run(tmp_path, image_folder):
@@ -40,11 +40,11 @@ def test_cached_and_uncached_runs_give_the_same_model(tmp_path, image_folder, pr
     runs_dir = tmp_path / "runs"
     cached = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3})))
     uncached = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3}, cache="off")))
-    assert cached.metrics["cache"]["mode"] == "features" and cached.metrics["cache"]["cut"] == "pool"
-    assert uncached.metrics["cache"]["mode"] == "images"
+    assert cached.metrics.cache.mode == "features" and cached.metrics.cache.cut == "pool"
+    assert uncached.metrics.cache.mode == "images"
     np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-4, atol=1e-5)
-    assert cached.metrics["final"]["val_accuracy"] == pytest.approx(uncached.metrics["final"]["val_accuracy"])
-    assert cached.metrics["final"]["val_loss"] == pytest.approx(uncached.metrics["final"]["val_loss"], rel=1e-4)
+    assert cached.metrics.final["val_accuracy"] == pytest.approx(uncached.metrics.final["val_accuracy"])
+    assert cached.metrics.final["val_loss"] == pytest.approx(uncached.metrics.final["val_loss"], rel=1e-4)
 
 
 def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, image_folder, probe):
@@ -53,7 +53,7 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
     fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001}
     cached = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
     uncached = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune, cache="off")))
-    assert cached.metrics["cache"]["cut"].startswith("layer:")
+    assert cached.metrics.cache.cut.startswith("layer:")
     np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-3, atol=1e-4)
     with open(cached.run_dir / "history.csv") as stream:
         assert sum(1 for line in stream) == 1 + 4
@@ -68,13 +68,13 @@ def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_
     cached = train(load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4})))
     on_images = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": mode, "flip_features": False}}, head={"dropout": 0.3}, train={"epochs": 4})))
     plain = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3}, train={"epochs": 4})))
-    assert cached.metrics["cache"]["mode"] == "features" and on_images.metrics["cache"]["mode"] == "images"
+    assert cached.metrics.cache.mode == "features" and on_images.metrics.cache.mode == "images"
     np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-4, atol=1e-5)
-    assert cached.metrics["final"] == pytest.approx(on_images.metrics["final"], rel=1e-4)
+    assert cached.metrics.final == pytest.approx(on_images.metrics.final, rel=1e-4)
     # The flips did something: without them the same run ends elsewhere.
     assert not np.allclose(predictions(cached.run_dir, probe), predictions(plain.run_dir, probe), rtol=1e-4, atol=1e-5)
     again = train(load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4})))
-    assert again.metrics["cache"]["extracted"] == 0  # both copies of every image come from the cache
+    assert again.metrics.cache.extracted == 0  # both copies of every image come from the cache
     np.testing.assert_allclose(predictions(again.run_dir, probe), predictions(cached.run_dir, probe), rtol=1e-6)
 
 
@@ -84,7 +84,7 @@ def test_flips_with_fine_tuning_above_a_layer_cut(tmp_path, image_folder, probe)
     fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001}
     cached = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical"}}, fine_tune=fine_tune)))
     on_images = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical", "flip_features": False}}, fine_tune=fine_tune)))
-    assert cached.metrics["cache"]["cut"].startswith("layer:") and on_images.metrics["cache"]["mode"] == "images"
+    assert cached.metrics.cache.cut.startswith("layer:") and on_images.metrics.cache.mode == "images"
     np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-3, atol=1e-4)
 
 
@@ -92,26 +92,26 @@ def test_second_run_hits_the_cache_and_changes_invalidate_it(tmp_path, image_fol
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
     first = train(load_config(target_config(image_folder, runs_dir)))
-    total = first.metrics["images"]["train"] + first.metrics["images"]["val"]
-    assert first.metrics["cache"]["hits"] == 0 and first.metrics["cache"]["extracted"] == total
+    total = first.metrics.images["train"] + first.metrics.images["val"]
+    assert first.metrics.cache.hits == 0 and first.metrics.cache.extracted == total
 
     second = train(load_config(target_config(image_folder, runs_dir)))
-    assert second.metrics["cache"]["hits"] == total and second.metrics["cache"]["extracted"] == 0
-    assert second.metrics["cache"]["key"] == first.metrics["cache"]["key"]
-    assert second.metrics["final"] == first.metrics["final"]
+    assert second.metrics.cache.hits == total and second.metrics.cache.extracted == 0
+    assert second.metrics.cache.key == first.metrics.cache.key
+    assert second.metrics.final == first.metrics.final
 
     # Changing one image recomputes just that image.
     changed = sorted((image_folder / "cats").iterdir())[0]
     write_image(changed, np.full((16, 16, 3), 7, dtype=np.uint8))
     third = train(load_config(target_config(image_folder, runs_dir)))
-    assert third.metrics["cache"]["extracted"] == 1
+    assert third.metrics.cache.extracted == 1
 
     # Another image size is another model key: nothing is reused.
     resized = target_config(image_folder, runs_dir)
     resized["data"]["image_size"] = 20
     resized["base"] = {"name": "SmallCNN", "weights": "none", "trainable": "none", "args": {"filters": 8, "blocks": 2}}
     other = train(load_config(resized))
-    assert other.metrics["cache"]["hits"] == 0
+    assert other.metrics.cache.hits == 0
 
 
 def test_a_damaged_pack_is_recomputed_not_fatal(tmp_path, image_folder):
@@ -124,16 +124,16 @@ def test_a_damaged_pack_is_recomputed_not_fatal(tmp_path, image_folder):
         stream.truncate(stream.seek(0, 2) // 2)
     lost = len(packs[0].with_suffix(".txt").read_text().split())
     second = train(load_config(target_config(image_folder, runs_dir)))
-    assert second.metrics["cache"]["extracted"] == lost and second.metrics["cache"]["hits"] == first.metrics["cache"]["extracted"] - lost
-    assert second.metrics["final"] == first.metrics["final"]
+    assert second.metrics.cache.extracted == lost and second.metrics.cache.hits == first.metrics.cache.extracted - lost
+    assert second.metrics.final == first.metrics.final
     third = train(load_config(target_config(image_folder, runs_dir)))
-    assert third.metrics["cache"]["extracted"] == 0
+    assert third.metrics.cache.extracted == 0
 
 
 def _packs(result):
     from pathlib import Path
 
-    return Path(result.metrics["cache"]["folder"]).glob("packs/*.npy")
+    return Path(result.metrics.cache.folder).glob("packs/*.npy")
 
 
 def test_other_weights_do_not_reuse_features(tmp_path, image_folder):
@@ -142,19 +142,19 @@ def test_other_weights_do_not_reuse_features(tmp_path, image_folder):
     raw["base"] = {"name": "SmallCNN", "weights": "none", "trainable": "none", "args": {"filters": 8, "blocks": 2}}
     first = train(load_config({**raw, "seed": 1}))
     second = train(load_config({**raw, "seed": 2}))  # another random init = other weights
-    assert first.metrics["cache"]["extracted"] > 0 and second.metrics["cache"]["hits"] == 0
-    assert first.metrics["cache"]["key"] != second.metrics["cache"]["key"]
+    assert first.metrics.cache.extracted > 0 and second.metrics.cache.hits == 0
+    assert first.metrics.cache.key != second.metrics.cache.key
     again = train(load_config({**raw, "seed": 1}))
-    assert again.metrics["cache"]["hits"] == first.metrics["cache"]["extracted"]
+    assert again.metrics.cache.hits == first.metrics.cache.extracted
 
 
 def test_augmentation_and_skip_connections_fall_back_to_images(tmp_path, image_folder):
     runs_dir = tmp_path / "runs"
     source_run(tmp_path, image_folder)
     augmented = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "horizontal", "rotation": 0.1}})))
-    assert augmented.metrics["cache"]["mode"] == "images"  # a rotation has no finite set of outcomes to precompute
+    assert augmented.metrics.cache.mode == "images"  # a rotation has no finite set of outcomes to precompute
     from tlcli.features import find_cut
-    from tlcli.model import build_model
+    from tlcli.modeling.build import build_model
 
     model, _ = build_model(load_config({"data": {"dir": "x", "image_size": 32}, "base": {"name": "ResNet50", "weights": "none"}}), 2)
     cut, why = find_cut(model, 5, "fine_tune.unfreeze")
@@ -169,9 +169,9 @@ def test_cache_lives_in_tlcli_cache_dir_and_can_be_cleared(tmp_path, image_folde
     raw = tiny_config(image_folder, tmp_path / "runs")
     raw["base"] = {"name": "SmallCNN", "weights": "none", "trainable": "none", "args": {"filters": 8, "blocks": 2}}
     result = train(load_config(raw))
-    assert result.metrics["cache"]["folder"].startswith(str(cache_dir))
+    assert result.metrics.cache.folder.startswith(str(cache_dir))
     entries = cache_entries()
-    assert len(entries) == 1 and entries[0].files == result.metrics["cache"]["extracted"]
+    assert len(entries) == 1 and entries[0].files == result.metrics.cache.extracted
     meta = json.loads((cache_dir / "features" / entries[0].key / "meta.json").read_text())
     assert meta["base"] == "SmallCNN" and meta["image_size"] == [16, 16]
     assert clear_cache() > 0 and cache_entries() == []
@@ -180,7 +180,7 @@ def test_cache_lives_in_tlcli_cache_dir_and_can_be_cleared(tmp_path, image_folde
 def test_size_cap_evicts_least_recently_used(tmp_path, image_folder, monkeypatch):
     import time
 
-    from tlcli.cache import FeatureStore, enforce_cap
+    from tlcli.features.store import FeatureStore, enforce_cap
 
     for index in range(3):
         store = FeatureStore(f"key{index}", {"n": index})
@@ -199,7 +199,7 @@ def test_augmented_phase_validates_on_features_with_the_same_figures(tmp_path, i
     augment = {"augment": {"flip": "horizontal", "contrast": 0.2}}
     on_features = train(load_config(target_config(image_folder, runs_dir, data=augment)))
     on_images = train(load_config(target_config(image_folder, runs_dir, data=augment, cache="off")))
-    assert on_features.metrics["cache"]["mode"] == "images"  # training itself needs the images
+    assert on_features.metrics.cache.mode == "images"  # training itself needs the images
     import csv
 
     def val_columns(run):
@@ -207,4 +207,4 @@ def test_augmented_phase_validates_on_features_with_the_same_figures(tmp_path, i
             return [(float(r["val_loss"]), float(r["val_accuracy"])) for r in csv.DictReader(stream)]
 
     np.testing.assert_allclose(val_columns(on_features), val_columns(on_images), rtol=1e-4, atol=1e-5)
-    assert on_features.metrics["final"]["val_accuracy"] == pytest.approx(on_images.metrics["final"]["val_accuracy"])
+    assert on_features.metrics.final["val_accuracy"] == pytest.approx(on_images.metrics.final["val_accuracy"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tlcli.data import ArrayBatches, array_batches
-from tlcli.fit_in_memory import fit_in_memory
+from tlcli.training.fit_in_memory import fit_in_memory
 
 
 def _head(num_classes: int, activation: str):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlcli.images import ImageDecodeError, decode_bytes, decode_image, extension_matches
+from tlcli.data.images import ImageDecodeError, decode_bytes, decode_image, extension_matches
 
 RED, BLUE, WHITE = (200, 30, 30), (20, 40, 220), (255, 255, 255)
 
@@ -122,7 +122,7 @@ def test_grayscale_input_is_replicated_to_rgb_inside_the_model():
     import keras
 
     from tlcli.config import load_config
-    from tlcli.model import build_model
+    from tlcli.modeling.build import build_model
 
     config = load_config({"data": {"dir": ".", "image_size": 32, "color_mode": "grayscale"}, "base": {"name": "MobileNet", "weights": "none", "args": {"alpha": 0.25}}})
     model, info = build_model(config, 2)

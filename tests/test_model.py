@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlcli import bases
 from tlcli.config import load_config
 from tlcli.errors import ConfigError
-from tlcli.model import build_model, set_base_trainable
+from tlcli.modeling import bases
+from tlcli.modeling.build import build_model
+from tlcli.modeling.freezing import set_base_trainable
 
 
 def config_for(**base):

@@ -18,7 +18,7 @@ CONFIDENCE = re.compile(r"│\s+[01]\.\d{3} │")  # the table's confidence cell
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """One small sigmoid-head run (cats vs dogs) for the whole module."""
-    from tlcli.train import train
+    from tlcli import train
 
     root = tmp_path_factory.mktemp("predict")
     data = make_image_folder(root / "images", {"cats": 12, "dogs": 12})
@@ -118,7 +118,7 @@ def test_output_file_format_follows_its_suffix(cli, run, tmp_path, suffix, check
 
 
 def test_output_order_and_batching_do_not_change_results(run, tmp_path):
-    from tlcli.predict import predict
+    from tlcli.inference.predict import predict
 
     folder = photo_folder(tmp_path, good=5)
     files = sorted(folder.iterdir())

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 
-from tlcli.evaluate import write_training_report, write_training_report_files
+from tlcli.evaluation.training_report import ReportJob, write_report_files, write_training_report
+from tlcli.evaluation.worker import ReportWorker
 from tlcli.progress import Reporter
-from tlcli.report_worker import ReportWorker
 
 
 def _validation(tmp_path):
@@ -45,14 +45,12 @@ def test_worker_writes_the_report_the_main_process_would(tmp_path):
     val, probabilities = _validation(tmp_path)
     here = _run_dir(tmp_path, "here")
     there = _run_dir(tmp_path, "there")
-    common = dict(val=val, class_names=["cats", "dogs"], binary=False, top_k=1, batch_size=8, reporter=Reporter(), probabilities=probabilities)
-    in_process = write_training_report(here, None, **common)
+    in_process = write_training_report(ReportJob.for_split(here, val, ["cats", "dogs"], top_k=1, probabilities=probabilities), reporter=Reporter())
 
-    from tlcli.evaluate import training_report_job
-
+    job = ReportJob.for_split(there, val, ["cats", "dogs"], top_k=1, probabilities=probabilities)
     worker = ReportWorker.start()
-    assert worker is not None and worker.submit(training_report_job(there, val, ["cats", "dogs"], top_k=1, probabilities=probabilities))
-    by_worker = write_training_report(there, None, **common, worker=worker)
+    assert worker is not None and worker.submit(job)
+    by_worker = write_training_report(job, reporter=Reporter(), worker=worker)
     assert by_worker.eval_dir.parent == there / "eval"
     assert _report_files(by_worker) == _report_files(in_process)
     assert (there / "curves.png").stat().st_size > 0
@@ -65,25 +63,24 @@ def test_a_dead_worker_means_the_report_is_written_here(tmp_path):
     worker = ReportWorker.start()
     worker.process.kill()
     worker.process.wait()
-    from tlcli.evaluate import training_report_job
-
-    worker.submit(training_report_job(run_dir, val, ["cats", "dogs"], top_k=1, probabilities=probabilities))
-    evaluation = write_training_report(run_dir, None, val, ["cats", "dogs"], binary=False, top_k=1, batch_size=8, reporter=Reporter(), probabilities=probabilities, worker=worker)
+    job = ReportJob.for_split(run_dir, val, ["cats", "dogs"], top_k=1, probabilities=probabilities)
+    worker.submit(job)
+    evaluation = write_training_report(job, reporter=Reporter(), worker=worker)
     assert evaluation is not None and (evaluation.eval_dir / "confusion_matrix.png").is_file()
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 def test_a_stuck_worker_is_given_up_and_the_report_written_here(tmp_path, monkeypatch):
-    import tlcli.report_worker as report_worker
-    from tlcli.evaluate import training_report_job
+    import tlcli.evaluation.worker as report_worker
 
     monkeypatch.setattr(report_worker, "RESULT_TIMEOUT_S", 0.5)
     val, probabilities = _validation(tmp_path)
     run_dir = _run_dir(tmp_path, "run")
     worker = ReportWorker.start()
     os.kill(worker.process.pid, signal.SIGSTOP)  # alive, silent
-    assert worker.submit(training_report_job(run_dir, val, ["cats", "dogs"], top_k=1, probabilities=probabilities))
-    evaluation = write_training_report(run_dir, None, val, ["cats", "dogs"], binary=False, top_k=1, batch_size=8, reporter=Reporter(), probabilities=probabilities, worker=worker)
+    job = ReportJob.for_split(run_dir, val, ["cats", "dogs"], top_k=1, probabilities=probabilities)
+    assert worker.submit(job)
+    evaluation = write_training_report(job, reporter=Reporter(), worker=worker)
     assert evaluation is not None and (evaluation.eval_dir / "metrics.json").is_file()
     assert worker.process.poll() is not None  # killed, not left behind
 
@@ -99,7 +96,7 @@ def test_a_worker_whose_report_is_not_wanted_is_stopped():
 def test_report_files_in_process_without_a_worker(tmp_path):
     val, probabilities = _validation(tmp_path)
     run_dir = _run_dir(tmp_path, "run")
-    evaluation = write_training_report_files(run_dir, probabilities, val.labels, [s.path for s in val.samples], ["cats", "dogs"], 1, [])
+    evaluation = write_report_files(ReportJob(run_dir, probabilities, val.labels, [s.path for s in val.samples], ["cats", "dogs"], 1, []))
     assert {"metrics.json", "predictions.csv", "mistakes.png", "reliability.png"} <= set(_report_files(evaluation)[1])
 
 

@@ -17,8 +17,10 @@ import pytest
 import yaml
 from conftest import ROOT, make_image_folder, tiny_config, write_config, write_image
 
-from tlcli import checkpoint, load_config, resume, train
-from tlcli.runs import RunLock, list_runs, read_run_record
+from tlcli import load_config, resume, train
+from tlcli.errors import Interrupted
+from tlcli.runs import RunLock, checkpoints, list_runs, read_run_record
+from tlcli.training import callbacks
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,14 +50,14 @@ def two_phase(data: Path, runs_dir: Path, source: Path, **train_keys) -> dict:
 
 def stop_after(monkeypatch, epochs_done: int) -> None:
     """Ctrl-C right after the checkpoint of epoch `epochs_done` (the next epoch never starts)."""
-    original = checkpoint.EpochCheckpoint.on_epoch_end
+    original = callbacks.EpochCheckpoint.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch + 1 == epochs_done:
-            raise checkpoint.Interrupted("simulated Ctrl-C")
+            raise Interrupted("simulated Ctrl-C")
 
-    monkeypatch.setattr(checkpoint.EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_epoch_end", on_epoch_end)
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -79,7 +81,7 @@ def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, source_ru
     monkeypatch.undo()
     run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
     assert [int(r["epoch"]) for r in history(run_dir)] == list(range(1, stop_at + 1))
-    assert [p.name for p in checkpoint.checkpoint_dirs(run_dir)][0] == f"epoch-{stop_at:04d}"
+    assert [p.name for p in checkpoints.checkpoint_dirs(run_dir)][0] == f"epoch-{stop_at:04d}"
 
     result = resume(run_dir)
     assert result.run_dir == run_dir
@@ -87,8 +89,8 @@ def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, source_ru
     assert metrics(run_dir)["final"] == metrics(reference)["final"]
     assert metrics(run_dir)["best"] == metrics(reference)["best"]
     record = read_run_record(run_dir)
-    assert record["status"] == "completed" and record["resumes"][0]["from_epoch"] == stop_at
-    assert len(checkpoint.checkpoint_dirs(run_dir)) == 2
+    assert record.status == "completed" and record.resumes[0].from_epoch == stop_at
+    assert len(checkpoints.checkpoint_dirs(run_dir)) == 2
 
 
 def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source_run, monkeypatch):
@@ -98,7 +100,7 @@ def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source
     raw["data"]["augment"] = {"flip": "horizontal"}
     raw["head"] = {"dropout": 0.3}
     reference = train(load_config(raw))
-    assert reference.metrics["cache"]["mode"] == "features"
+    assert reference.metrics.cache.mode == "features"
     stop_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train(load_config(raw))
@@ -121,7 +123,7 @@ def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path,
     run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
     (run_dir / "checkpoints" / "epoch-0003" / "model.weights.npz").write_bytes(b"not hdf5")
     resume(run_dir)
-    assert read_run_record(run_dir)["resumes"][0]["from_epoch"] == 3  # what the newest state said...
+    assert read_run_record(run_dir).resumes[0].from_epoch == 3  # what the newest state said...
     assert "epoch-0003 does not load" in (run_dir / "train.log").read_text()  # ...but it fell back to epoch 2
     assert history(run_dir) == history(reference)
     assert metrics(run_dir)["final"] == metrics(reference)["final"]
@@ -163,7 +165,7 @@ def test_extend_a_finished_run_by_5_epochs_from_the_command_line(cli, tmp_path):
         assert len(refused.stderr.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == snapshot
 
-    record = read_run_record(run_dir)
+    record = read_run_record(run_dir).to_dict()
     parent = os.getppid()
     live = {**record, "status": "running", "pid": parent, "pid_started": None}
     (run_dir / "run.json").write_text(json.dumps(live))
@@ -184,7 +186,7 @@ def test_extend_a_finished_run_by_5_epochs_from_the_command_line(cli, tmp_path):
     write_image(edited, np.full((16, 16, 3), 9, dtype=np.uint8))
     refused = cli("train", "--resume", run_dir, "--set", "train.epochs=8")
     assert refused.exit_code == 2 and "contents of the images changed" in refused.stderr
-    assert read_run_record(run_dir)["status"] == "completed"
+    assert read_run_record(run_dir).status == "completed"
     edited.write_bytes(original)
     again = cli("train", "--resume", run_dir, "--set", "train.epochs=8", "--quiet")
     assert again.exit_code == 0, again.stderr
@@ -194,10 +196,10 @@ def test_extending_an_early_stopped_phase_restarts_its_patience(tmp_path):
     data = make_image_folder(tmp_path / "images", {"cats": 12, "dogs": 12})
     raw = tiny_config(data, tmp_path / "runs", train={"epochs": 30, "learning_rate": 0.3, "early_stopping": {"patience": 1, "monitor": "val_accuracy"}})
     result = train(load_config(raw))
-    ran = result.metrics["epochs"]["total"]
+    ran = result.metrics.epochs["total"]
     assert ran < 30
-    state = checkpoint.newest_state(result.run_dir)
-    assert state["stopped_early"] and state["early_stopping"]["wait"] == 1
+    state = checkpoints.newest_state(result.run_dir)
+    assert state.stopped_early and state.early_stopping.wait == 1
     resume(result.run_dir, overrides=["train.epochs=40"])
     total = metrics(result.run_dir)["epochs"]["total"]
     assert total >= ran + 1  # patience restarted: at least one more epoch, and it stops again
@@ -213,7 +215,7 @@ def test_disk_full_is_one_line_exit_2_and_earlier_runs_untouched(cli, tmp_path, 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "write_checkpoint", full)
+    monkeypatch.setattr(callbacks, "write_checkpoint", full)
     result = cli("train", config, "--quiet")
     assert result.exit_code == 2 and "disk full" in result.stderr and "tlcli train --resume" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -244,13 +246,13 @@ def test_ctrl_c_during_an_epoch_leaves_a_resumable_run(tmp_path):
     assert process.returncode == 130, stderr
     assert f"resume with: tlcli train --resume {run_dir}" in stderr
     record = read_run_record(run_dir)
-    assert record["status"] == "interrupted" and record["pid"] is None
-    done = checkpoint.newest_state(run_dir)["epoch"]
+    assert record.status == "interrupted" and record.pid is None
+    done = checkpoints.newest_state(run_dir).epoch
     assert [int(r["epoch"]) for r in history(run_dir)] == list(range(1, done + 1))  # the partial epoch left no row
     assert done < 60
     resume(run_dir, overrides=[f"train.epochs={done + 2}"])
     assert [int(r["epoch"]) for r in history(run_dir)] == list(range(1, done + 3))
-    assert read_run_record(run_dir)["status"] == "completed"
+    assert read_run_record(run_dir).status == "completed"
 
 
 def test_fault_injection_two_trials():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -14,15 +15,13 @@ from tlcli import runs
 def fake_run(runs_dir: Path, name: str, when: datetime, status: str, base: str = "SmallCNN", best: float | None = None) -> Path:
     """A run folder as training leaves it, without training (these tests read folders only)."""
     run_dir = runs.create_run_dir(runs_dir, name, when)
-    record = runs.start_run(run_dir, name)
-    record["started"] = when.astimezone().isoformat(timespec="seconds")
-    runs.write_json_atomic(run_dir / "run.json", record)
+    record = dataclasses.replace(runs.start_run(run_dir, name), started=when.astimezone().isoformat(timespec="seconds"))
+    record.write(run_dir)
     runs.write_json_atomic(run_dir / "model.json", {"base_name": base, "image_size": [16, 16], "channels": 3, "activation": "softmax"})
     if best is not None:
         runs.write_json_atomic(run_dir / "metrics.json", {"best": {"val_accuracy": best, "epoch": 2}, "final": {"val_accuracy": best - 0.01}})
     if status == "running":
-        record.update(pid=2**22 + 12345)  # no such process: the run was killed
-        runs.write_json_atomic(run_dir / "run.json", record)
+        dataclasses.replace(record, pid=2**22 + 12345).write(run_dir)  # no such process: the run was killed
     else:
         runs.finish_run(run_dir, status, "boom" if status == "failed" else None)
     return run_dir

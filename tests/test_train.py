@@ -18,11 +18,12 @@ from tlcli.runs import RUN_FILES, list_runs, read_run_record
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """One two-phase run shared by the tests that only read its folder."""
+    """One two-phase run shared by the tests that only read its folder: the top of a random base, then all of it."""
     tmp = tmp_path_factory.mktemp("run")
     data = make_image_folder(tmp / "images", {"cats": 20, "dogs": 20})
-    raw = tiny_config(data, tmp / "runs", base={"trainable": "none", "weights": "none"})
-    raw["base"] = {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}, "trainable": "all"}
+    raw = tiny_config(data, tmp / "runs")
+    raw["base"] = {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}, "trainable": 4}
+    raw["fine_tune"] = {"unfreeze": "all", "epochs": 2, "learning_rate": 0.001}
     result = train(load_config(raw))
     return result
 
@@ -36,7 +37,7 @@ def test_run_folder_holds_every_documented_file(finished_run):
             assert [p.name for p in (run_dir / "eval").iterdir() if p.name.endswith("-val")]
         else:
             assert (run_dir / name.rstrip("/")).exists(), name
-    assert read_run_record(run_dir)["status"] == "completed"
+    assert read_run_record(run_dir).status == "completed"
     assert json.loads((run_dir / "labels.json").read_text()) == ["cats", "dogs"]
 
 
@@ -58,12 +59,13 @@ def test_metrics_history_and_splits_agree(finished_run):
     run_dir = finished_run.run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["final"]["val_accuracy"] <= 1.0
-    assert metrics["epochs"]["total"] == 2
+    assert metrics["epochs"] == {"total": 4, "train": 2, "fine_tune": 2}
     assert metrics["images"]["train"] + metrics["images"]["val"] == 40
     assert metrics["images_per_second"] > 0 and metrics["peak_memory_mb"] > 0
     with open(run_dir / "history.csv") as stream:
         rows = list(csv.DictReader(stream))
-    assert [int(r["epoch"]) for r in rows] == [1, 2] and {r["phase"] for r in rows} == {"train"}
+    assert [(int(r["epoch"]), r["phase"]) for r in rows] == [(1, "train"), (2, "train"), (3, "fine_tune"), (4, "fine_tune")]
+    assert float(rows[2]["learning_rate"]) == pytest.approx(0.001)  # the fine-tuning phase's own rate
     with open(run_dir / "splits" / "val.csv") as stream:
         assert len(list(csv.DictReader(stream))) == metrics["images"]["val"]
     env = json.loads((run_dir / "env.json").read_text())
@@ -130,7 +132,7 @@ def test_failure_during_training_marks_the_run_failed_and_keeps_earlier_runs(tmp
     statuses = {s.path.name: s.status for s in list_runs(runs_dir)}
     assert sorted(statuses.values()) == ["completed", "failed"]
     failed = next(s.path for s in list_runs(runs_dir) if s.status == "failed")
-    assert "disk on fire" in read_run_record(failed)["error"]
+    assert "disk on fire" in read_run_record(failed).error
     assert {p.name: p.read_bytes() for p in good.run_dir.iterdir() if p.is_file()} == before
 
 
@@ -142,17 +144,34 @@ def test_class_weight_auto_and_map(tmp_path):
     assert weights[0] == pytest.approx(3.0) and weights[1] == pytest.approx(0.6)
     with pytest.raises(ConfigError, match="train.class_weight.fwe"):
         train(load_config(tiny_config(data, tmp_path / "runs", train={"class_weight": {"fwe": 2.0}})))
-    result = train(load_config(tiny_config(data, tmp_path / "runs", train={"class_weight": "auto", "epochs": 1})))
-    assert result.metrics["epochs"]["total"] == 1
+    def first_loss(class_weight) -> float:
+        raw = tiny_config(data, tmp_path / "runs", train={"class_weight": class_weight, "epochs": 1}, runtime={"deterministic": True}, cache="off")
+        result = train(load_config(raw))
+        assert result.metrics.epochs["total"] == 1
+        with open(result.run_dir / "history.csv") as stream:
+            return float(next(csv.DictReader(stream))["loss"])
+
+    # The weights reach the fit: "auto" (3.0 for the 6 "few", 0.6 for the 30 "many") trains otherwise than
+    # no weights, and a map of ones is exactly no weights.
+    unweighted = first_loss("none")
+    assert first_loss("auto") != pytest.approx(unweighted, rel=1e-4)
+    assert first_loss({"few": 1.0, "many": 1.0}) == pytest.approx(unweighted, rel=1e-6)
 
 
 def test_sigmoid_head_top_k_schedule_and_early_stopping(tmp_path, image_folder):
     raw = tiny_config(image_folder, tmp_path / "runs", head={"activation": "sigmoid"}, train={"epochs": 6, "schedule": "cosine", "early_stopping": {"patience": 1, "monitor": "val_loss"}})
     result = train(load_config(raw))
-    assert 1 <= result.metrics["epochs"]["total"] <= 6
+    with open(result.run_dir / "history.csv") as stream:
+        losses = [float(r["val_loss"]) for r in csv.DictReader(stream)]
+    # Patience 1: the run stops after the first epoch whose val_loss is no better than the best before it.
+    expected = next((e + 1 for e in range(1, 6) if losses[e] >= min(losses[:e])), 6)
+    assert result.metrics.epochs["total"] == len(losses) == expected
+    # A min_delta no epoch can beat: the second epoch is never an improvement, so the run stops there.
+    raw["train"]["early_stopping"]["min_delta"] = 10.0
+    assert train(load_config(raw)).metrics.epochs["total"] == 2
     raw = tiny_config(make_image_folder(tmp_path / "three", {"a": 10, "b": 10, "c": 10}), tmp_path / "runs", train={"top_k": 5, "optimizer": "sgd", "optimizer_args": {"momentum": 0.9}, "schedule": "exponential"})
     result = train(load_config(raw))
-    assert "val_top3_accuracy" in result.metrics["final"]  # k capped at the number of classes
+    assert "val_top3_accuracy" in result.metrics.final  # k capped at the number of classes
 
 
 def test_grayscale_training_and_augmentation(tmp_path, image_folder):
@@ -160,7 +179,9 @@ def test_grayscale_training_and_augmentation(tmp_path, image_folder):
     result = train(load_config(raw))
     model = keras.models.load_model(result.run_dir / "model.keras")
     assert model.input_shape == (None, 16, 16, 1)
-    assert model.get_layer("augmentation") is not None
+    kinds = [type(layer).__name__ for layer in model.get_layer("augmentation").layers]
+    assert kinds == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
+    assert [layer.name for layer in model.layers][:4] == ["image", "augmentation", "preprocess", "base"]  # SmallCNN takes the one channel as it is
     # Augmentation is active only in training: inference is deterministic.
     x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), model.predict(x, verbose=0))

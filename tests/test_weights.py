@@ -7,8 +7,9 @@ from conftest import MOBILENET_WEIGHTS, needs_shared
 
 from tlcli.config import load_config
 from tlcli.errors import ConfigError, UserError
-from tlcli.model import build_model
-from tlcli.weights import cache_folder, import_weights
+from tlcli.modeling.build import build_model
+from tlcli.modeling.weights import import_weights
+from tlcli.paths import keras_weights_dir
 
 
 def mobilenet_config():
@@ -16,7 +17,7 @@ def mobilenet_config():
 
 
 def test_cache_folder_follows_keras_home(isolated_caches):
-    assert cache_folder() == isolated_caches / "models"
+    assert keras_weights_dir() == isolated_caches / "models"
 
 
 def test_missing_imagenet_weights_fail_naming_file_and_folder(isolated_caches):

@@ -3,11 +3,16 @@
 Every error tlcli raises on purpose is a `TlcliError`: its message is one line
 that names the offending key, file or value and says how to fix it. The CLI
 prints that line and exits with `exit_code`; only `--debug` shows a traceback.
+Every exit code of the README's table has its error class here.
 """
 
 from __future__ import annotations
 
-# The exit-code table (README "Exit codes"); later commands reuse it.
+import difflib
+from pathlib import Path
+from typing import Iterable
+
+# The exit-code table (README "Exit codes"); every command uses it.
 EXIT_OK = 0
 EXIT_FAILURE = 1  # failure while working: training error, internal error
 EXIT_USER_ERROR = 2  # bad config, arguments or data; nothing was started
@@ -48,3 +53,28 @@ class TrainingError(TlcliError):
     """Training failed after it started; the run folder is marked failed."""
 
     exit_code = EXIT_FAILURE
+
+
+class GateFailed(TlcliError):
+    """A `--fail-under` or `--fail-over` quality gate failed (exit code 3)."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+class PartialSuccess(TlcliError):
+    """Some inputs could not be used; the rest were done (exit code 4)."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a batch; `run_dir` (when set) can be resumed (exit code 130)."""
+
+    exit_code = EXIT_INTERRUPTED
+    run_dir: Path | None = None
+
+
+def did_you_mean(word: str, options: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The closest of `options` to a misspelled `word`, or None: the one did-you-mean of every error message."""
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=cutoff)
+    return close[0] if close else None

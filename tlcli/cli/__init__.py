@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -41,6 +40,7 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and Tensor
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder holding run folders (default: the config's output.runs_dir, else ./runs).")]
+ConfigFile = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.epochs=3 (repeatable).")]
 
 
@@ -150,17 +150,6 @@ def _register_commands() -> None:
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"tlcli.cli.{name}")  # each registers its commands on `app`
-
-
-def process_started() -> float:
-    """`time.perf_counter()` at this process's start (Linux), so timings include Python and TensorFlow start-up."""
-    try:
-        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
-            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-            alive = float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
-        return time.perf_counter() - max(0.0, alive)
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter()
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ app.add_typer(cache_app, name="cache")
 @command
 def cache_info(json_output: Json = False, debug: Debug = False) -> None:
     """Show where the cache is, its size and cap, and what it holds."""
-    from tlcli.cache import cache_entries, cache_root, max_bytes
+    from tlcli.features.store import cache_entries, max_bytes
+    from tlcli.paths import cache_root
 
     entries = cache_entries()
     facts = {
@@ -41,7 +42,8 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
 @command
 def cache_clear(debug: Debug = False) -> None:
     """Delete every cached feature (runs are not touched)."""
-    from tlcli.cache import cache_root, clear_cache
+    from tlcli.features.store import clear_cache
+    from tlcli.paths import cache_root
 
     freed = clear_cache()
     stdout.print(f"cleared {cache_root() / 'features'} ({freed / 1e6:.1f} MB)", highlight=False)

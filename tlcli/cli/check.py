@@ -27,7 +27,7 @@ def check_command(
 
     Exit 0: clean. 4: problems (unreadable files, duplicates, leakage). 2: unusable.
     """
-    from tlcli.check import check_dataset
+    from tlcli.data.problems import check_dataset
     from tlcli.errors import UserError
 
     if not 0 < val_split < 1:

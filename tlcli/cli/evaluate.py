@@ -33,7 +33,7 @@ def evaluate(
 ) -> None:
     """Evaluate a run's model; write a report into RUN_DIR/eval/."""
     _import_tensorflow(debug)
-    from tlcli.evaluate import evaluate as run_evaluation
+    from tlcli.evaluation.evaluate import evaluate as run_evaluation
 
     evaluation = run_evaluation(
         run_dir, data=data, split=split, top_k=top_k, batch_size=batch_size, fail_under=fail_under or [], fail_over=fail_over or [], reporter=_reporter(quiet or json_output, json_output)
@@ -46,7 +46,7 @@ def evaluate(
 
 
 def print_evaluation(evaluation) -> None:
-    from tlcli.evaluate import describe
+    from tlcli.evaluation.evaluate import describe
 
     m = evaluation.metrics
     table = Table(title=f"{m['dataset']['name']}: {m['dataset']['images']} images ({m['dataset']['source']})")

@@ -32,8 +32,8 @@ def predict(
 ) -> None:
     """Predict the labels of IMAGES with a run's model (exit 4 when some files cannot be read)."""
     from tlcli.errors import UserError
-    from tlcli.predict import FORMATS, format_predictions
-    from tlcli.predict import predict as run_prediction
+    from tlcli.inference.formats import FORMATS, format_predictions
+    from tlcli.inference.predict import predict as run_prediction
 
     fmt = output_format or _default_format(output)
     if fmt not in FORMATS:
@@ -46,7 +46,7 @@ def predict(
 
     result = run_prediction(images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=_reporter(quiet, False), on_run=announce)
     if output is not None:
-        from tlcli.runs import write_text_atomic
+        from tlcli.runs.atomic import write_text_atomic
 
         write_text_atomic(output, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
         if not quiet:
@@ -65,7 +65,7 @@ def _default_format(output: Path | None) -> str:
 
 
 def _table(result) -> Table:
-    from tlcli.predict import rows_for_table
+    from tlcli.inference.formats import rows_for_table
 
     table = Table(title=f"{len(result.predictions)} images, run {result.run_dir.name}")
     table.add_column("path", no_wrap=True, overflow="fold")  # the path is what scripts and people look up: keep it whole when it fits

@@ -22,7 +22,7 @@ def runs_command(
     debug: Debug = False,
 ) -> None:
     """List the runs in the runs folder."""
-    from tlcli.runs import list_runs
+    from tlcli.runs.listing import list_runs
 
     summaries = list_runs(runs_dir)
     if json_output:

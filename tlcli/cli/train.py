@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, process_started, stdout
+from tlcli.cli import ConfigFile, Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, stdout
 
 # ----------------------------------------------------------------------------- train / validate
 
@@ -37,20 +37,23 @@ def train(
     if device is not None and device not in ("auto", "cpu", "gpu"):
         raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
     _prepare_determinism(config if config is not None else resume / "config.yaml", set_ or [])
-    from tlcli.report_worker import ReportWorker
+    from tlcli.evaluation.worker import ReportWorker
+    from tlcli.system import process_started
 
     worker = ReportWorker.start()  # first: it loads the report's libraries while TensorFlow loads here
     _import_tensorflow(debug)
-    from tlcli.checkpoint import Interrupted
-    from tlcli.train import resume as resume_training
-    from tlcli.train import train as run_training
+    from tlcli.errors import Interrupted
+    from tlcli.training.api import RunOptions
+    from tlcli.training.api import resume as resume_training
+    from tlcli.training.api import train as run_training
 
     reporter = _reporter(quiet, json_output)
+    options = RunOptions(strict=strict, device=device, started=process_started(), report_worker=worker)  # training closes the worker
     try:
-        if resume is not None:  # training closes the worker
-            result = resume_training(resume, overrides=set_ or [], device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
+        if resume is not None:
+            result = resume_training(resume, overrides=set_ or [], reporter=reporter, options=options)
         else:
-            result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, device=device, reporter=reporter, strict=strict, started=process_started(), report_worker=worker)
+            result = run_training(config, overrides=set_ or [], runs_dir=runs_dir, reporter=reporter, options=options)
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
@@ -93,14 +96,14 @@ def _print_train_summary(result) -> None:
     table = Table(title="training summary", show_header=False)
     table.add_column("what")
     table.add_column("value")
-    best = metrics.get("best") or {}
+    best = metrics.best
     if best:
         table.add_row("best epoch", f"{best.get('epoch')} ({best.get('phase')})")
-    for key, value in metrics["final"].items():
+    for key, value in metrics.final.items():
         table.add_row(key, f"{value:.4f}")
-    table.add_row("epochs", str(metrics["epochs"]["total"]))
-    table.add_row("images", ", ".join(f"{k} {v}" for k, v in metrics["images"].items()))
-    table.add_row("wall time", f"{metrics['wall_time_s']:.1f} s")
+    table.add_row("epochs", str(metrics.epochs["total"]))
+    table.add_row("images", ", ".join(f"{k} {v}" for k, v in metrics.images.items()))
+    table.add_row("wall time", f"{metrics.wall_time_s:.1f} s")
     table.add_row("run folder", str(result.run_dir))
     stdout.print(table)
 
@@ -108,7 +111,7 @@ def _print_train_summary(result) -> None:
 @app.command()
 @command
 def validate(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    config: ConfigFile,
     set_: Sets = None,
     runs_dir: RunsDir = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config (all defaults filled in).")] = False,
@@ -116,35 +119,33 @@ def validate(
     debug: Debug = False,
 ) -> None:
     """Check CONFIG, its data folders and its base without training."""
-    from tlcli.config import ConfigError, config_problems, dump_config, parse_override, read_yaml, set_dotted
-    from tlcli.train import validate as run_validation
+    from tlcli.config.loading import dump_config
+
+    validation = _validated(config, set_ or [], runs_dir, debug)
+    if json_output:
+        _print_json(validation.to_dict(str(config)))
+        return
+    if print_config:
+        stdout.print(dump_config(validation.config), highlight=False, markup=False)
+    stdout.print(f"{config}: OK. {validation.splits.describe()}; base {validation.base}; {validation.devices}", highlight=False)
+
+
+def _validated(config: Path, overrides: list[str], runs_dir: Path | None, debug: bool):
+    """`tlcli.validate` on a config file, every schema problem printed (one line each) before the first is raised."""
+    from tlcli.config.loading import config_problems, parse_override, read_yaml, set_dotted
+    from tlcli.errors import ConfigError
+    from tlcli.training.api import validate as run_validation
 
     _import_tensorflow(debug)
     raw = read_yaml(config)
-    for override in set_ or []:
+    for override in overrides:
         set_dotted(raw, *parse_override(override))
     problems = config_problems(raw)
     if problems:
         for problem in problems[1:]:
             _error(problem)
         raise ConfigError("", problems[0])
-    prepared = run_validation(raw, runs_dir=runs_dir)
-    splits = prepared.splits
-    facts = {
-        "config": str(config),
-        "classes": splits.class_names,
-        "images": {split: len(getattr(splits, split)) for split in ("train", "val", "test")},
-        "sources": splits.sources,
-        "base": prepared.info.base_name,
-        "device": prepared.plan.describe(),
-        "warnings": splits.warnings,
-    }
-    if json_output:
-        _print_json(facts)
-        return
-    if print_config:
-        stdout.print(dump_config(prepared.config), highlight=False, markup=False)
-    stdout.print(f"{config}: OK. {splits.describe()}; base {prepared.info.base_name}; {prepared.plan.describe()}", highlight=False)
+    return run_validation(raw, runs_dir=runs_dir)
 
 
 # ----------------------------------------------------------------------------- helpers for configs
@@ -152,9 +153,30 @@ def validate(
 
 @app.command()
 @command
+def layers(
+    config: ConfigFile,
+    set_: Sets = None,
+    runs_dir: RunsDir = None,
+    debug: Debug = False,
+) -> None:
+    """Print the base's layers in Keras order (for base.trainable and fine_tune.unfreeze)."""
+    from tlcli.modeling import layers as names
+
+    validation = _validated(config, set_ or [], runs_dir, debug)
+    base_layers = validation.model.get_layer(names.BASE).layers
+    table = Table(title=f"{validation.base}: {len(base_layers)} layers")
+    for column in ("index", "from the top", "name", "type", "weights"):
+        table.add_column(column)
+    for index, layer in enumerate(base_layers):
+        table.add_row(str(index), str(len(base_layers) - index), layer.name, type(layer).__name__, str(sum(int(w.numpy().size) for w in layer.weights)))
+    stdout.print(table)
+
+
+@app.command()
+@command
 def bases(debug: Debug = False) -> None:
     """List the base model names a config can use."""
-    from tlcli.bases import base_names, preprocess_mode
+    from tlcli.modeling.bases import base_names, preprocess_mode
 
     table = Table(title="bases")
     table.add_column("name")
@@ -164,34 +186,11 @@ def bases(debug: Debug = False) -> None:
     stdout.print(table)
 
 
-@app.command()
-@command
-def layers(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
-    set_: Sets = None,
-    runs_dir: RunsDir = None,
-    debug: Debug = False,
-) -> None:
-    """Print the base's layers in Keras order (for base.trainable and fine_tune.unfreeze)."""
-    from tlcli.train import validate as run_validation
-
-    _import_tensorflow(debug)
-
-    prepared = run_validation(config, overrides=set_ or [], runs_dir=runs_dir)
-    base_layers = prepared.model.get_layer("base").layers
-    table = Table(title=f"{prepared.info.base_name}: {len(base_layers)} layers")
-    for column in ("index", "from the top", "name", "type", "weights"):
-        table.add_column(column)
-    for index, layer in enumerate(base_layers):
-        table.add_row(str(index), str(len(base_layers) - index), layer.name, type(layer).__name__, str(sum(int(w.numpy().size) for w in layer.weights)))
-    stdout.print(table)
-
-
 @app.command("config-reference")
 @command
 def config_reference(debug: Debug = False) -> None:
     """Print every config key with its default, as a Markdown table."""
-    from tlcli.config import reference_markdown
+    from tlcli.config.reference import reference_markdown
 
     sys.stdout.write(reference_markdown())
 

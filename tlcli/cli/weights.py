@@ -23,7 +23,7 @@ def weights_import(
     debug: Debug = False,
 ) -> None:
     """Copy a weights file into the Keras cache ($KERAS_HOME/models), so `weights: imagenet` works offline."""
-    from tlcli.weights import import_weights
+    from tlcli.modeling.weights import import_weights
 
     target = import_weights(file)
     stdout.print(f"imported {file.name} -> {target}", highlight=False)
@@ -33,13 +33,14 @@ def weights_import(
 @command
 def weights_list(json_output: Json = False, debug: Debug = False) -> None:
     """List the weights files in the Keras cache."""
-    from tlcli.weights import cache_folder, cached_weights
+    from tlcli.modeling.weights import cached_weights
+    from tlcli.paths import keras_weights_dir
 
     files = cached_weights()
     if json_output:
-        _print_json({"folder": str(cache_folder()), "files": [str(p) for p in files]})
+        _print_json({"folder": str(keras_weights_dir()), "files": [str(p) for p in files]})
         return
-    stdout.print(f"{cache_folder()}: {len(files)} file(s)", highlight=False)
+    stdout.print(f"{keras_weights_dir()}: {len(files)} file(s)", highlight=False)
     for path in files:
         stdout.print(f"  {path.name}  {path.stat().st_size / 1e6:.1f} MB", highlight=False)
 

@@ -1,0 +1,142 @@
+"""The package's shape: stages import one way, modules and functions stay small, the public API hides no module."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_image_folder, tiny_config
+
+PACKAGE = ROOT / "tlcli"
+
+# Lowest first: a module may import its own stage and any stage ranked below it, never one above.
+RANK = {
+    "tlcli.errors": 0,
+    "tlcli.paths": 0,
+    "tlcli.system": 0,
+    "tlcli.version": 0,
+    "tlcli.progress": 0,
+    "tlcli.config": 1,
+    "tlcli.data": 2,
+    "tlcli.runs": 3,
+    "tlcli.modeling": 4,
+    "tlcli.features": 5,
+    "tlcli.inference": 6,
+    "tlcli.evaluation": 7,
+    "tlcli.training": 8,
+    "tlcli.cli": 20,
+    "tlcli.__main__": 20,
+    "tlcli": 20,  # the package root re-exports the public API: nothing inside imports it
+}
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 80
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def stage_of(module: str) -> str:
+    candidates = [name for name in RANK if module == name or module.startswith(name + ".")]
+    return max(candidates, key=len)
+
+
+def imported_modules(tree: ast.AST, module: str) -> set[str]:
+    """Every tlcli module a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("tlcli")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tlcli"):
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None} if node.module == "tlcli" else set()
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_belongs_to_a_stage():
+    for path in SOURCES:
+        assert stage_of(module_name(path)) in RANK, path
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_import_climbs_the_rank_table(path):
+    module = module_name(path)
+    own = RANK[stage_of(module)]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    climbing = sorted(name for name in imported_modules(tree, module) if RANK[stage_of(name)] > own)
+    assert not climbing, f"{module} (rank {own}) imports {climbing}, which rank above it"
+
+
+def test_no_module_over_450_lines_and_no_function_over_80():
+    too_long = []
+    for path in SOURCES:
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n") + 1
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, too_long
+
+
+def test_at_least_five_stage_subpackages_besides_the_cli():
+    stages = [p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file() and p.name != "cli"]
+    assert len(stages) >= 5, stages
+
+
+def test_public_functions_do_not_hide_their_modules():
+    import tlcli
+
+    for stage in ("config", "data", "runs", "modeling", "features", "inference", "evaluation", "training"):
+        importlib.import_module(f"tlcli.{stage}")
+        assert inspect.ismodule(getattr(tlcli, stage)), stage
+    for name in ("train", "resume", "validate", "evaluate", "predict", "check_dataset", "list_runs", "load_config"):
+        assert callable(getattr(tlcli, name)) and not inspect.ismodule(getattr(tlcli, name)), name
+        assert inspect.getdoc(getattr(tlcli, name)), f"{name} has no docstring"
+
+
+def test_import_tlcli_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = "import sys, tlcli; print(sorted(m for m in ('keras', 'tensorflow', 'sklearn', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_paths_may_be_str_or_path(tmp_path):
+    from tlcli import list_runs, newest_run
+    from tlcli.errors import RunError
+
+    assert list_runs(str(tmp_path / "none")) == [] and list_runs(tmp_path / "none") == []
+    with pytest.raises(RunError, match="no completed run"):
+        newest_run(str(tmp_path))
+
+
+def test_validate_changes_no_global_state(tmp_path, monkeypatch):
+    """validate builds the model to check it, but sets no seed, precision policy, determinism or device visibility."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled has no public alias
+
+    from tlcli import validate
+
+    data = make_image_folder(tmp_path / "images", {"a": 4, "b": 4})
+    raw = tiny_config(data, tmp_path / "runs", runtime={"mixed_precision": "on", "deterministic": True, "device": "cpu"})
+    seeded = []
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda seed: seeded.append(seed))
+    policy, determinism, visible = keras.mixed_precision.global_policy().name, tf_config.is_op_determinism_enabled(), tf.config.get_visible_devices()
+    result = validate(raw)
+    assert result.base == "SmallCNN" and result.splits.class_names == ["a", "b"] and result.devices == "CPU, mixed precision"
+    assert keras.mixed_precision.global_policy().name == policy == "float32"
+    assert tf_config.is_op_determinism_enabled() == determinism
+    assert tf.config.get_visible_devices() == visible
+    assert seeded == []

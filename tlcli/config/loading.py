@@ -1,0 +1,160 @@
+"""Reading a config: YAML (safely), `--set` overrides by dotted path, validation, error text.
+
+Any problem becomes a one-line `ConfigError` that names the key path, with a
+did-you-mean for misspelled keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tlcli.config.schema import ExperimentConfig
+from tlcli.errors import ConfigError, did_you_mean
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config.
+
+    Args:
+        source: a YAML file path, or an already-parsed mapping.
+        overrides: `key.path=value` strings; values are parsed as YAML
+            (`3`, `0.5`, `[64, 64]`, `null`).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown, or a
+            value is invalid. The message names the key path.
+    """
+    raw = read_yaml(source) if not isinstance(source, dict) else copy.deepcopy(source)
+    for override in overrides:
+        key, value = parse_override(override)
+        set_dotted(raw, key, value)
+    return validate_config(raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("", f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path}: not a text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: the config must be a mapping of keys (data:, base:, ...), got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.epochs=3` -> ("train.epochs", 3)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError("--set", f"expected KEY.PATH=VALUE, got {text!r}")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: depth + 1]), f"is a value, not a section; cannot set {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(raw: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        key, message = describe_error(first)
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''}; run `tlcli validate` to list them)"
+        err = ConfigError(key, message)
+        err.all_problems = [": ".join(describe_error(e)) for e in exc.errors()]  # type: ignore[attr-defined]
+        raise err from None
+
+
+def config_problems(raw: dict[str, Any]) -> list[str]:
+    """Every schema problem of a raw config, one line each (empty when valid)."""
+    try:
+        ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        return [": ".join(p for p in describe_error(e) if p) for e in exc.errors()]
+    return []
+
+
+def describe_error(error: dict[str, Any]) -> tuple[str, str]:
+    """Turn one pydantic error into (dotted key, human message)."""
+    loc = [str(part) for part in error["loc"] if not _is_union_tag(part)]
+    key = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = did_you_mean(loc[-1], known)
+        hint = f", did you mean {close}?" if close else f" (known keys: {', '.join(known)})"
+        return key, f"unknown key{hint}"
+    if kind == "missing":
+        return key, "required key is missing"
+    value = error.get("input")
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    elif kind == "literal_error":
+        message = "must be " + message.removeprefix("Input should be ")
+    got = f" (got {value!r})" if not isinstance(value, (dict, list)) and kind not in ("value_error", "assertion_error") else ""
+    return key, message[0].lower() + message[1:] + got
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member it tried into the location, e.g. 'literal[...]' or 'int'.
+    return isinstance(part, str) and (part.startswith(("literal[", "function-", "tuple[", "dict[", "list[")) or part in ("int", "str", "float", "bool", "nullable"))
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = section_type(field.annotation)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def section_type(annotation: Any) -> Any:
+    """The BaseModel inside Optional[...] or list[...] annotations, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

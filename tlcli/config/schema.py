@@ -1,0 +1,225 @@
+"""The experiment config schema: the single source of truth for keys, defaults and validation.
+
+Loading (YAML, `--set`, error text) is `tlcli.config.loading`; the README's
+reference table is generated from these classes by `tlcli.config.reference`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Trainable = Union[Literal["auto", "none", "all"], int, str]
+Unfreeze = Union[Literal["all"], int, str]
+OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
+ScheduleName = Literal["constant", "cosine", "exponential"]
+
+
+def _layer_count(value: Any, minimum: int, words: str) -> Any:
+    """A number of layers must be at least `minimum`; names and keywords pass (they are checked against the built base)."""
+    if isinstance(value, int) and value < minimum:
+        raise ValueError(f"must be {words}, a number of layers >= {minimum}, or a layer name")
+    return value
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors, so a typo never silently falls back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Section):
+    """Random augmentation, as Keras preprocessing layers active only in training."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
+        "none", description="Random flips (`keras.layers.RandomFlip` mode)."
+    )
+    rotation: float = Field(0.0, ge=0, le=1, description="Random rotation, as a fraction of a full turn (0.1 = up to 36 degrees).")
+    zoom: float = Field(0.0, ge=0, lt=1, description="Random zoom in or out, as a fraction of the image size.")
+    translation: float = Field(0.0, ge=0, lt=1, description="Random shift, as a fraction of height and width.")
+    contrast: float = Field(0.0, ge=0, le=1, description="Random contrast factor.")
+    flip_features: bool = Field(
+        True,
+        description="When flips are the only augmentation and the base is frozen, compute the features of each training image and of its flipped copy once, and let the `RandomFlip` layer's own draws pick one per image per epoch (the same training as on flipped images, without running the base every epoch); `false` flips the images every epoch.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any((self.rotation, self.zoom, self.translation, self.contrast))
+
+    @property
+    def flips_only(self) -> str | None:
+        """The flip mode when flips are the only augmentation (they can be precomputed), else None."""
+        if self.flip == "none" or any((self.rotation, self.zoom, self.translation, self.contrast)):
+            return None
+        return self.flip
+
+
+class DataConfig(_Section):
+    """Where the images are and how they are fed to the model."""
+
+    dir: Path | None = Field(
+        None,
+        description="A folder of class folders, or a parent holding `train/` plus `val/` or `validation/` (and optionally `test/`). Relative paths are relative to the working directory.",
+    )
+    train_dir: Path | None = Field(None, description="Explicit training folder (overrides what `dir` detects).")
+    val_dir: Path | None = Field(None, description="Explicit validation folder (overrides what `dir` detects).")
+    test_dir: Path | None = Field(None, description="Explicit test folder (overrides what `dir` detects).")
+    val_split: float = Field(
+        0.2, gt=0, lt=1, description="Fraction held out for validation when there is no validation folder; chosen per file by a hash of its relative path, so adding images never reshuffles existing ones."
+    )
+    image_size: tuple[int, int] = Field((224, 224), description="Height and width the images are resized to (one number for square).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per batch.")
+    color_mode: Literal["rgb", "grayscale"] = Field(
+        "rgb", description="`grayscale` trains on one channel (replicated to three for bases that need RGB)."
+    )
+    shuffle: bool = Field(True, description="Shuffle the training images every epoch.")
+    on_bad_file: Literal["skip", "fail"] = Field("skip", description="What to do with a file that cannot be decoded: skip it (and list it in the run) or stop.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation (training only).")
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1 or max(value) > 4096:
+            raise ValueError(f"must be between 1 and 4096 pixels, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_data(self) -> DataConfig:
+        if self.dir is None and self.train_dir is None:
+            raise ValueError("set data.dir (or data.train_dir) to your image folder")
+        return self
+
+
+class BaseModelConfig(_Section):
+    """The pretrained base: a keras.applications model, the built-in SmallCNN, or an earlier run's model."""
+
+    name: str = Field("MobileNetV2", description="A `keras.applications` model name (e.g. `MobileNet`, `EfficientNetB0`, `ResNet50`) or `SmallCNN` (built in, for images under 32 px). Ignored when `run` is set.")
+    weights: str = Field("imagenet", description="`imagenet`, `none` (random init), or a path to a weights file for this base.")
+    run: str | None = Field(None, description="Use an earlier run's model (without its head) as the base: a run folder, or a run name (the newest completed run of that name in the runs folder).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Extra constructor arguments for the base, e.g. `{alpha: 0.25}` for MobileNet.")
+    trainable: Trainable = Field(
+        "auto",
+        description="Which base layers train in the first phase: `none` (frozen), `all`, an integer N (the last N layers, in Keras layer order), or a layer name (that layer and all after it). `auto` = `none` for pretrained weights, `all` for `weights: none`.",
+    )
+
+    @field_validator("trainable")
+    @classmethod
+    def _non_negative(cls, value: Trainable) -> Trainable:
+        return _layer_count(value, minimum=0, words="none, all")
+
+    @property
+    def pretrained(self) -> bool:
+        """True when the base starts from learned weights (BatchNorm then stays in inference mode)."""
+        return self.run is not None or self.weights != "none"
+
+
+class DenseLayerConfig(_Section):
+    units: int = Field(..., ge=1, description="Units of this dense layer.")
+    activation: str = Field("relu", description="Keras activation name.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after this layer.")
+
+
+class HeadConfig(_Section):
+    """The new classification head put on top of the base."""
+
+    pooling: Literal["avg", "max", "flatten"] = Field("avg", description="How the base's feature map becomes a vector.")
+    dense: list[DenseLayerConfig] = Field(default_factory=list, description="Optional hidden layers, each `{units, activation, dropout}`.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the output layer.")
+    activation: Literal["softmax", "sigmoid"] = Field("softmax", description="`softmax` over all classes, or `sigmoid` (a single unit; two classes only).")
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int | None = Field(None, ge=1, description="Stop after this many epochs without improvement of `monitor`; off when unset.")
+    monitor: str = Field("val_loss", description="Metric watched for early stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class OptimizerConfig(_Section):
+    """Keys shared by the training and fine-tuning phases."""
+
+    optimizer: OptimizerName = Field("adam", description="`adam`, `adamw`, `sgd` or `rmsprop`.")
+    optimizer_args: dict[str, Any] = Field(default_factory=dict, description="Extra optimizer arguments, e.g. `{weight_decay: 0.01}` or `{momentum: 0.9}`.")
+    schedule: ScheduleName = Field("constant", description="Learning-rate schedule: `constant`, `cosine` (decays to 0 over the phase) or `exponential`.")
+    schedule_args: dict[str, Any] = Field(default_factory=dict, description="Schedule arguments: `alpha` for cosine; `decay_rate` (per epoch, default 0.9) for exponential.")
+
+
+class TrainConfig(OptimizerConfig):
+    """The first phase: the head (and any trainable base layers) on the new data."""
+
+    epochs: int = Field(10, ge=1, description="Epochs of the first phase.")
+    learning_rate: float = Field(1e-3, gt=0, description="Initial learning rate.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for the cross-entropy loss.")
+    top_k: int = Field(0, ge=0, description="Also report top-k accuracy for this k (0 = off; capped at the number of classes).")
+    class_weight: Union[Literal["none", "auto"], dict[str, float]] = Field(
+        "none", description="`auto` weights classes inversely to their image counts; or a map `{class: weight}`."
+    )
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping (off by default).")
+    monitor: str = Field("val_accuracy", description="Metric that picks the best epoch; its weights are kept when `restore_best` is on.")
+    restore_best: bool = Field(True, description="End each phase with the weights of its best epoch.")
+
+
+class FineTuneConfig(OptimizerConfig):
+    """The optional second phase: unfreeze the top of the base and train at a lower rate."""
+
+    epochs: int = Field(10, ge=1, description="Epochs of the fine-tuning phase.")
+    unfreeze: Unfreeze = Field(20, description="Base layers to unfreeze: an integer N (the last N), a layer name (from it on), or `all`.")
+    learning_rate: float = Field(1e-5, gt=0, description="Initial learning rate of the fine-tuning phase.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping for this phase.")
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _positive(cls, value: Unfreeze) -> Unfreeze:
+        return _layer_count(value, minimum=1, words="all")
+
+
+class RuntimeConfig(_Section):
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="`auto` uses every visible GPU (MirroredStrategy when more than one), else the CPU.")
+    mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="`auto` = on for GPUs with compute capability 7.0 or newer.")
+    deterministic: bool = Field(False, description="TensorFlow op determinism: same config and seed give the same metrics on the same machine (slower).")
+
+
+class OutputConfig(_Section):
+    runs_dir: Path = Field(Path("runs"), description="Folder that receives the run folders (`--runs-dir` overrides).")
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: what `tlcli train` reads."""
+
+    name: str = Field("experiment", description="Run name: the suffix of the run folder, and how `base.run` finds the newest run.")
+    seed: int = Field(42, ge=0, description="Seed for splits, shuffling, initialisation and augmentation.")
+    data: DataConfig = Field(..., description="The images.")
+    base: BaseModelConfig = Field(default_factory=BaseModelConfig, description="The pretrained base.")
+    head: HeadConfig = Field(default_factory=HeadConfig, description="The new head.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The first phase.")
+    fine_tune: FineTuneConfig | None = Field(None, description="The optional fine-tuning phase (absent = no second phase).")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Devices and numerics.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where runs go.")
+    cache: Literal["auto", "memory", "off"] = Field(
+        "auto",
+        description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`); `memory` does the same without the disk cache; `off` trains the full model on decoded images every epoch.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ExperimentConfig:
+        if self.fine_tune is not None and not self.base.pretrained and self.base.trainable in ("auto", "all"):
+            raise ValueError("fine_tune: the base already trains fully (weights: none); remove fine_tune or freeze the base")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-friendly values (paths as strings, tuples as lists)."""
+        return self.model_dump(mode="json")

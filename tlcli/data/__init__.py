@@ -1,0 +1,36 @@
+"""Stage 2, the data: listing files (`listing`, `splits`), decoding them once (`images`,
+`screening`, `decoded`), batches for Keras (`batches`), and what is wrong with a
+folder (`problems`, the analysis behind `tlcli check`)."""
+
+from tlcli.data.batches import ArrayBatches, array_batches, class_weights, encode_targets, make_dataset
+from tlcli.data.decoded import DecodedImages, ScreenedSplit, SkippedFile, decode_samples
+from tlcli.data.images import ImageDecodeError, ImageInfo, decode_image
+from tlcli.data.listing import collect_images, list_class_files
+from tlcli.data.problems import CheckReport, DataProblems, check_dataset, find_problems
+from tlcli.data.splits import DataSplits, Sample, discover_splits, hash_split, split_bucket
+
+__all__ = [
+    "ArrayBatches",
+    "CheckReport",
+    "DataProblems",
+    "DataSplits",
+    "DecodedImages",
+    "ImageDecodeError",
+    "ImageInfo",
+    "Sample",
+    "ScreenedSplit",
+    "SkippedFile",
+    "array_batches",
+    "check_dataset",
+    "class_weights",
+    "collect_images",
+    "decode_image",
+    "decode_samples",
+    "discover_splits",
+    "encode_targets",
+    "find_problems",
+    "hash_split",
+    "list_class_files",
+    "make_dataset",
+    "split_bucket",
+]

@@ -1,0 +1,168 @@
+"""From a data folder to the listed files of each split (nothing is decoded here).
+
+`discover_splits` finds the train / validation / test folders and lists the
+image files of every class. Without a validation folder, a `val_split`
+fraction of the training files is held out, chosen by a hash of each file's
+relative path, so adding images never moves existing ones between splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tlcli.config.schema import DataConfig
+from tlcli.data.listing import list_class_files
+from tlcli.errors import DataError
+
+VALIDATION_FOLDER_NAMES = ("val", "validation", "valid")
+TEST_FOLDER_NAMES = ("test",)
+TRAIN_FOLDER_NAMES = ("train", "training")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file and its class index; `relpath` is relative to its split folder."""
+
+    path: Path
+    label: int
+    relpath: str
+
+
+@dataclass
+class DataSplits:
+    """The listed (not yet decoded) files of each split, and where they came from."""
+
+    class_names: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    warnings: list[str] = field(default_factory=list)
+
+    def listed(self) -> list[tuple[str, list[Sample]]]:
+        """(split, samples) for train, val, and test when there is one."""
+        return [(split, getattr(self, split)) for split in SPLITS if split != "test" or self.test]
+
+    def counts(self, split: str) -> dict[str, int]:
+        counter = Counter(sample.label for sample in getattr(self, split))
+        return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}
+
+    def describe(self) -> str:
+        parts = [f"{len(self.class_names)} classes", f"train {len(self.train)} ({self.sources['train']})", f"val {len(self.val)} ({self.sources['val']})"]
+        if self.test:
+            parts.append(f"test {len(self.test)} ({self.sources['test']})")
+        return ", ".join(parts)
+
+
+def discover_splits(config: DataConfig, seed: int = 0) -> DataSplits:
+    """Find the splits of `config` and list their files.
+
+    `data.dir` is either a folder of class folders, or a parent holding
+    `train/` plus `val/` / `validation/` (and optionally `test/`). Explicit
+    `train_dir` / `val_dir` / `test_dir` win. Without a validation folder, a
+    `val_split` fraction of the training files is held out, chosen by a hash
+    of each file's relative path (stable as the folder grows; `seed` is not
+    used, on purpose).
+
+    Raises:
+        DataError: a folder is missing, has fewer than two classes, a class has
+            no images, or validation/test hold a class training does not.
+    """
+    train_dir, val_dir, test_dir, sources = _locate_folders(config)
+    ignored: list[tuple[str, str]] = []
+    train_files = list_class_files(train_dir, _key_for(config, "train"), ignored)
+    class_names = sorted(train_files)
+    if len(class_names) < 2:
+        found = f"only class '{class_names[0]}'" if class_names else "no class folders"
+        raise DataError(f"{_key_for(config, 'train')}: {train_dir} has {found}; a classifier needs at least two class folders with images")
+    empty = [name for name in class_names if not train_files[name]]
+    if empty:
+        raise DataError(f"{_key_for(config, 'train')}: class folder '{empty[0]}' in {train_dir} has no images; add images or remove the folder")
+    index = {name: i for i, name in enumerate(class_names)}
+    train = [Sample(path, index[name], rel) for name in class_names for path, rel in train_files[name]]
+    warnings: list[str] = []
+    if val_dir is not None:
+        val = _split_samples(val_dir, _key_for(config, "val"), index, ignored)
+    else:
+        train, val = hash_split(train, config.val_split)
+        sources["val"] = f"{config.val_split:.0%} of train by file hash"
+    test = _split_samples(test_dir, _key_for(config, "test"), index, ignored) if test_dir is not None else []
+    splits = DataSplits(class_names, train, val, test, sources, ignored, warnings)
+    for split in ("train", "val"):
+        missing = [name for name, count in splits.counts(split).items() if count == 0]
+        if missing:
+            warnings.append(f"{split} has no images of class {', '.join(missing)}")
+    if not val:
+        raise DataError(f"{_key_for(config, 'val')}: no validation images; add a val/ folder or raise data.val_split")
+    return splits
+
+
+def _key_for(config: DataConfig, split: str) -> str:
+    explicit = getattr(config, f"{split}_dir")
+    return f"data.{split}_dir" if explicit is not None else "data.dir"
+
+
+def _locate_folders(config: DataConfig) -> tuple[Path, Path | None, Path | None, dict[str, str]]:
+    root = config.dir
+    train_dir = val_dir = test_dir = None
+    sources: dict[str, str] = {}
+    if root is not None:
+        if not root.is_dir():
+            raise DataError(f"data.dir: folder not found: {root}")
+        train_dir = _child(root, TRAIN_FOLDER_NAMES)
+        if train_dir is not None:
+            val_dir = _child(root, VALIDATION_FOLDER_NAMES)
+            test_dir = _child(root, TEST_FOLDER_NAMES)
+        else:
+            train_dir = root
+    for split in SPLITS:
+        explicit = getattr(config, f"{split}_dir")
+        if explicit is not None:
+            if not explicit.is_dir():
+                raise DataError(f"data.{split}_dir: folder not found: {explicit}")
+            if split == "train":
+                train_dir = explicit
+            elif split == "val":
+                val_dir = explicit
+            else:
+                test_dir = explicit
+    for split, folder in (("train", train_dir), ("val", val_dir), ("test", test_dir)):
+        if folder is not None:
+            sources[split] = str(folder)
+    assert train_dir is not None
+    return train_dir, val_dir, test_dir, sources
+
+
+def _child(root: Path, names: Sequence[str]) -> Path | None:
+    by_lower = {entry.name.lower(): entry for entry in root.iterdir() if entry.is_dir()}
+    for name in names:
+        if name in by_lower:
+            return by_lower[name]
+    return None
+
+
+def _split_samples(folder: Path, key: str, index: dict[str, int], ignored: list[tuple[str, str]]) -> list[Sample]:
+    files = list_class_files(folder, key, ignored)
+    unknown = [name for name in files if name not in index]
+    if unknown:
+        raise DataError(f"{key}: class folder '{unknown[0]}' in {folder} is not a training class ({', '.join(index)}); rename or remove it")
+    return [Sample(path, index[name], rel) for name in sorted(files) for path, rel in files[name]]
+
+
+def hash_split(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Split by a hash of each relative path: a file's side never changes as files are added."""
+    train, val = [], []
+    for sample in samples:
+        (val if split_bucket(sample.relpath) < fraction else train).append(sample)
+    return train, val
+
+
+def split_bucket(relpath: str) -> float:
+    digest = hashlib.sha1(relpath.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

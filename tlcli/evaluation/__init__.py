@@ -1,0 +1,26 @@
+"""Stage 7, evaluation: figures (`metrics`), quality gates (`gates`), pictures (`plots`), the eval
+folder (`report`), `evaluate` (`evaluate`), the end-of-training report (`training_report`) and
+the process that draws it (`worker`)."""
+
+from tlcli.evaluation.evaluate import describe, evaluate, folder_samples, split_samples
+from tlcli.evaluation.gates import Gate, parse_gates
+from tlcli.evaluation.metrics import compute_metrics
+from tlcli.evaluation.report import Evaluation, write_evaluation
+from tlcli.evaluation.training_report import ReportJob, write_report_files, write_training_report
+from tlcli.evaluation.worker import ReportWorker
+
+__all__ = [
+    "Evaluation",
+    "Gate",
+    "ReportJob",
+    "ReportWorker",
+    "compute_metrics",
+    "describe",
+    "evaluate",
+    "folder_samples",
+    "parse_gates",
+    "split_samples",
+    "write_evaluation",
+    "write_report_files",
+    "write_training_report",
+]

@@ -1,0 +1,24 @@
+"""Stage 5, frozen features: where the model is cut (`cut`), extraction (`extract`) and the
+on-disk store with its cache-key recipe (`store`)."""
+
+from tlcli.features.cut import Cut, bridge, cut_bytes, extractor_for, find_cut, flip_pixels, run_in_batches, trainable_part
+from tlcli.features.extract import FeatureSet, extract_features
+from tlcli.features.store import FeatureStore, cache_entries, clear_cache, enforce_cap, store_for
+
+__all__ = [
+    "Cut",
+    "FeatureSet",
+    "FeatureStore",
+    "bridge",
+    "cache_entries",
+    "clear_cache",
+    "cut_bytes",
+    "enforce_cap",
+    "extract_features",
+    "extractor_for",
+    "find_cut",
+    "flip_pixels",
+    "run_in_batches",
+    "store_for",
+    "trainable_part",
+]

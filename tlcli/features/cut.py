@@ -1,0 +1,142 @@
+"""Train only what trains: split the model where its frozen part ends.
+
+Most of transfer learning's time goes into pushing the same images through
+the same frozen layers every epoch. When a phase freezes the whole base (or
+all but its top N layers) and has no random augmentation, tlcli computes the
+frozen part's output once per image (`extract_features`, cached on disk by
+`tlcli.features.store`) and fits only the trainable part on those features. The
+trainable part reuses the model's own layer objects, so training it trains
+the full model, which is what gets saved.
+
+A cut is possible where exactly one tensor crosses it; with skip connections
+across the cut (ResNet, EfficientNet blocks) `find_cut` says why not, and the
+phase trains the full model on decoded images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tlcli.modeling import layers as names
+from tlcli.modeling.freezing import first_trainable_index
+
+POOL = names.POOL
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a phase's frozen part ends: after the head's pooling, or after base layer `index`."""
+
+    kind: str  # "pool" or "layer"
+    index: int | None = None
+    name: str = POOL
+
+    @property
+    def label(self) -> str:
+        return "pool" if self.kind == "pool" else f"layer:{self.name}"
+
+
+def find_cut(model, spec: Any, key: str) -> tuple[Cut | None, str]:
+    """The cut for a phase whose base trains as `spec`, or (None, why not)."""
+    import keras
+
+    base = model.get_layer(names.BASE)
+    layers = base.layers
+    start = first_trainable_index(layers, spec, key)
+    if start >= len(layers):
+        return Cut("pool"), "the whole base is frozen"
+    if start <= 1:
+        return None, "the whole base trains"
+    last_frozen = layers[start - 1]
+    try:
+        keras.Model(last_frozen.output, base.output)
+    except ValueError:
+        return None, f"more than one tensor crosses the cut after {last_frozen.name} (skip connections)"
+    return Cut("layer", start - 1, last_frozen.name), f"frozen below {layers[start].name}"
+
+
+def _preprocess(model, x):
+    """Re-apply the model's own layers between its input and the base (augmentation excluded)."""
+    for layer in model.layers[1:]:
+        if layer.name == names.BASE:
+            return x
+        if layer.name == names.AUGMENTATION:
+            continue
+        x = layer([x, x, x]) if layer.name == names.TO_RGB else layer(x)
+    raise ValueError("model has no base layer")
+
+
+def _head(model, x, start_after: str):
+    """Re-apply the head layers that follow `start_after` (a chain, by construction)."""
+    names = [layer.name for layer in model.layers]
+    for layer in model.layers[names.index(start_after) + 1 :]:
+        x = layer(x)
+    return x
+
+
+def extractor_for(model, cut: Cut):
+    """Raw uint8 pixels -> the frozen part's output at `cut` (inference only)."""
+    import keras
+
+    base = model.get_layer(names.BASE)
+    # Decoded pixels go in as bytes and are cast inside: measured 4.7 s instead
+    # of 5.5 s for 3,000 images at 224 px (a quarter of the data to copy in).
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8")
+    x = _preprocess(model, keras.ops.cast(inputs, "float32"))
+    if cut.kind == "pool":
+        x = model.get_layer(POOL)(base(x))
+    else:
+        x = keras.Model(base.input, base.layers[cut.index].output)(x)
+    return keras.Model(inputs, x, name="frozen_part")
+
+
+def cut_bytes(model, cut: Cut) -> int:
+    """Bytes of one image's float32 features at `cut`."""
+    base = model.get_layer(names.BASE)
+    shape = model.get_layer(POOL).output.shape[1:] if cut.kind == "pool" else base.layers[cut.index].output.shape[1:]
+    return 4 * int(np.prod(shape))
+
+
+def trainable_part(model, cut: Cut):
+    """Features at `cut` -> predictions, sharing the model's layers (and so its weights)."""
+    import keras
+
+    base = model.get_layer(names.BASE)
+    if cut.kind == "pool":
+        inputs = keras.Input(model.get_layer(POOL).output.shape[1:])
+        return keras.Model(inputs, _head(model, inputs, POOL), name="trainable_part")
+    cut_tensor = base.layers[cut.index].output
+    inputs = keras.Input(cut_tensor.shape[1:])
+    x = keras.Model(cut_tensor, base.output)(inputs)
+    return keras.Model(inputs, _head(model, x, names.BASE), name="trainable_part")
+
+
+def bridge(model, cut: Cut, to: Cut | None = None):
+    """Features at a layer cut -> features at a later cut (default: the pool cut, to train the head first)."""
+    import keras
+
+    base = model.get_layer(names.BASE)
+    cut_tensor = base.layers[cut.index].output
+    inputs = keras.Input(cut_tensor.shape[1:])
+    if to is not None and to.kind == "layer":
+        return keras.Model(inputs, keras.Model(cut_tensor, base.layers[to.index].output)(inputs), name="bridge")
+    x = model.get_layer(POOL)(keras.Model(cut_tensor, base.output)(inputs))
+    return keras.Model(inputs, x, name="bridge")
+
+
+def run_in_batches(part, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inference of `part` over an array, in batches (no tf.data overhead)."""
+    outputs = [np.asarray(part.predict_on_batch(features[i : i + batch_size])) for i in range(0, len(features), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), dtype="float32")
+
+
+def flip_pixels(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """What `keras.layers.RandomFlip(mode)` makes of (..., height, width, channels) pixels when it flips."""
+    if mode in ("horizontal", "horizontal_and_vertical"):
+        pixels = pixels[..., :, ::-1, :]
+    if mode in ("vertical", "horizontal_and_vertical"):
+        pixels = pixels[..., ::-1, :, :]
+    return np.ascontiguousarray(pixels)

@@ -1,0 +1,52 @@
+"""Prediction output formats: `json`, `jsonl` and `csv` for scripts, rows for the table people read (README "tlcli predict")."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Iterable
+
+from tlcli.errors import UserError
+from tlcli.inference.predict import PredictResult
+
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def format_predictions(result: PredictResult, fmt: str) -> str:
+    """The text of `json`, `jsonl` or `csv` output (`table` is drawn by the CLI)."""
+    if fmt == "json":
+        return json.dumps(result.to_dict(), indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(p.to_dict()) + "\n" for p in result.predictions)
+    if fmt == "csv":
+        return _csv_text(result)
+    raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def csv_header(top_k: int) -> list[str]:
+    header = ["path", "label", "confidence"]
+    for rank in range(2, top_k + 1):
+        header += [f"label_{rank}", f"probability_{rank}"]
+    return header + ["error"]
+
+
+def _csv_text(result: PredictResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_header(result.top_k))
+    for p in result.predictions:
+        cells: list[Any] = [p.path]
+        for rank in range(result.top_k):
+            cells += [p.top[rank][0], f"{p.top[rank][1]:.6f}"] if rank < len(p.top) else ["", ""]
+        writer.writerow(cells + [p.error or ""])
+    return buffer.getvalue()
+
+
+def rows_for_table(result: PredictResult) -> Iterable[tuple[str, str, str, str]]:
+    """(path, label or "error", confidence, the other top-k or the error's reason) for a human-readable table."""
+    for p in result.predictions:
+        if p.error is not None:
+            yield p.path, "error", "", p.error
+        else:
+            yield p.path, p.label or "", f"{p.confidence:.3f}", ", ".join(f"{label} {prob:.3f}" for label, prob in p.top[1:])

@@ -1,0 +1,201 @@
+"""`predict`: image files in, top-k labels out, through the run's own model.
+
+Images are decoded with `tlcli.data.images.decode_image` at the run's image size
+and channels (the same decoding as training) in a thread pool, a bounded
+window ahead of inference, and fed to the model in batches as 0-255 float32
+pixels; the model holds its own preprocessing. A file that cannot be read or
+decoded becomes an error entry and the others go on.
+
+Output formats (`tlcli.inference.formats`), documented in the README:
+
+- `jsonl`: one object per image: `{"path", "label", "confidence", "top_k":
+  [{"label", "probability"}...], "error"}`; errors have `label` and
+  `confidence` null, `top_k` empty and `error` set.
+- `json`: one document `{"run_dir", "labels", "top_k", "count", "errors",
+  "predictions": [the objects above]}`.
+- `csv`: `path,label,confidence,label_2,probability_2,...,error`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from tlcli.data.images import ImageDecodeError, decode_image
+from tlcli.data.listing import collect_images
+from tlcli.data.prefetch import bounded_map
+from tlcli.errors import PartialSuccess, UserError
+from tlcli.inference.probabilities import predict_probabilities
+from tlcli.modeling.build import load_run_model
+from tlcli.progress import Reporter
+from tlcli.runs.folder import newest_run, require_model, resolve_run
+from tlcli.runs.records import read_labels, read_model_info
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result for one file: its top-k (label, probability), or why it failed."""
+
+    path: str
+    top: tuple[tuple[str, float], ...] = ()
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    @property
+    def confidence(self) -> float | None:
+        return self.top[0][1] if self.top else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "confidence": self.confidence,
+            "top_k": [{"label": label, "probability": p} for label, p in self.top],
+            "error": self.error,
+        }
+
+
+@dataclass
+class PredictResult:
+    """What `predict` returns: the run used and one `Prediction` per input file, in input order."""
+
+    run_dir: Path
+    class_names: list[str]
+    top_k: int
+    predictions: list[Prediction] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Prediction]:
+        return [p for p in self.predictions if p.error is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "labels": self.class_names,
+            "top_k": self.top_k,
+            "count": len(self.predictions),
+            "errors": len(self.errors),
+            "predictions": [p.to_dict() for p in self.predictions],
+        }
+
+    def raise_for_errors(self) -> None:
+        """Raise `PartialSuccess` when some files could not be predicted."""
+        bad = self.errors
+        if bad:
+            done = len(self.predictions) - len(bad)
+            raise PartialSuccess(
+                f"{len(bad)} of {len(self.predictions)} files could not be read or decoded (see their error entries, e.g. {bad[0].path}: {bad[0].error}); {done} predicted"
+            )
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def resolve_predict_run(run: str | Path | None, runs_dir: str | Path) -> Path:
+    """`run` (a folder or run name), else the newest completed run in `runs_dir`, with a model.
+
+    Raises:
+        RunError: no such run, or a run folder without a model (exit 2).
+    """
+    run_dir = resolve_run(run, Path(runs_dir)) if run is not None else newest_run(Path(runs_dir))
+    require_model(run_dir)
+    return run_dir
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def predict(
+    images: Sequence[str | Path],
+    *,
+    run: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    top_k: int = 3,
+    batch_size: int = 32,
+    workers: int | None = None,
+    reporter: Reporter | None = None,
+    on_run: Callable[[Path], None] | None = None,
+) -> PredictResult:
+    """Predict the top-k labels of image files with a run's model.
+
+    Args:
+        images: files, folders (searched recursively) and globs.
+        run: a run folder or run name (default: the newest completed run).
+        runs_dir: where to look for runs.
+        top_k: labels per image (capped at the number of classes).
+        batch_size: images per model call.
+        workers: decoding threads (default: CPU count, at most 8).
+        reporter: receives progress.
+        on_run: called with the run folder once it is chosen (before the model loads).
+
+    Returns:
+        One `Prediction` per file, in input order; unreadable files carry an
+        error instead of labels (call `raise_for_errors` to turn them into exit 4).
+
+    Raises:
+        UserError: bad arguments, or a path or glob matching nothing.
+        RunError: no run, or a run without a model.
+    """
+    if top_k < 1:
+        raise UserError(f"--top-k: must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
+    reporter = reporter or Reporter()
+    paths = collect_images(images)
+    run_dir = resolve_predict_run(run, runs_dir)
+    if on_run is not None:
+        on_run(run_dir)
+    class_names = read_labels(run_dir)
+    info = read_model_info(run_dir)
+    k = min(top_k, len(class_names))
+    model = load_run_model(run_dir)
+    binary = info.binary
+
+    predictions: list[Prediction] = []
+    batch_paths: list[Path] = []
+    batch_pixels: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch_pixels:
+            probabilities = predict_probabilities(model, np.stack(batch_pixels), batch_size, binary)
+            for path, row in zip(batch_paths, probabilities):
+                order = np.argsort(-row, kind="stable")[:k]
+                predictions.append(Prediction(str(path), tuple((class_names[i], round(float(row[i]), 6)) for i in order)))
+        batch_paths.clear()
+        batch_pixels.clear()
+
+    with reporter.task("predicting", len(paths)) as advance:
+        for done, (path, result) in enumerate(decode_stream(paths, info.image_size, info.channels, workers, window=2 * batch_size), start=1):
+            if isinstance(result, str):
+                predictions.append(Prediction(str(path), error=result))
+            else:
+                batch_paths.append(path)
+                batch_pixels.append(result)
+                if len(batch_pixels) == batch_size:
+                    flush()
+            advance(done)
+        flush()
+    # Errors are recorded as they come while their batch is still filling: restore input order.
+    index_of = {str(p): i for i, p in enumerate(paths)}
+    predictions.sort(key=lambda p: index_of[p.path])
+    return PredictResult(run_dir, class_names, k, predictions)
+
+
+def decode_stream(paths: Sequence[Path], size: tuple[int, int], channels: int, workers: int | None, window: int) -> Iterator[tuple[Path, np.ndarray | str]]:
+    """(path, pixels or error reason) in input order, decoding at most `window` files ahead (`bounded_map`)."""
+
+    def one(path: Path) -> np.ndarray | str:
+        try:
+            return decode_image(path, size, channels)[0]
+        except ImageDecodeError as exc:
+            return exc.reason
+        except Exception as exc:  # one odd file must not stop the others
+            return f"cannot decode ({type(exc).__name__}: {str(exc)[:120]})"
+
+    return bounded_map(one, paths, window=window, workers=workers)

@@ -1,0 +1,150 @@
+"""Build the Keras model: raw pixels -> augmentation -> preprocessing -> base -> head.
+
+The model is one `keras.Model` whose parts are named layers, so later stages
+can find them: `augmentation` (training only), `to_rgb` (grayscale input on an
+RGB base), `preprocess` (the family's `preprocess_input` as built-in layers),
+`base` (a nested model: the part that transfers), then `head_*` layers and
+`predictions`. Everything is a built-in Keras layer, so `model.keras` loads
+with `keras.models.load_model` in safe mode, and takes 0-255 pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlcli.config.schema import AugmentConfig, ExperimentConfig, HeadConfig
+from tlcli.errors import ConfigError, RunError
+from tlcli.modeling import bases
+from tlcli.modeling import layers as names
+from tlcli.runs.folder import require_model
+from tlcli.runs.records import ModelInfo, read_model_info
+
+
+@dataclass(frozen=True)
+class SourceBase:
+    """A base taken from an earlier run's model."""
+
+    layer: Any  # the keras.Model named "base"
+    info: ModelInfo
+    run_dir: str
+
+
+def build_model(config: ExperimentConfig, num_classes: int, source: SourceBase | None = None):
+    """Assemble the full model for `config` (not compiled).
+
+    Args:
+        num_classes: number of class folders found.
+        source: an earlier run's base, when `base.run` is set.
+
+    Returns:
+        (model, ModelInfo).
+
+    Raises:
+        ConfigError: the base cannot take the image size, a sigmoid head has
+            more than two classes, a weights file is missing or does not fit.
+    """
+    import keras
+
+    height, width = config.data.image_size
+    channels = 1 if config.data.color_mode == "grayscale" else 3
+    if source is not None:
+        base, base_name, mode, pretrained = source.layer, source.info.base_name, source.info.preprocess, True
+        _check_source_shape(source, (height, width))
+        base_channels = source.info.channels if base_name == bases.SMALL_CNN else 3
+    else:
+        base_name, pretrained = config.base.name, config.base.pretrained
+        bases.check_base_name(base_name)
+        mode = bases.preprocess_mode(base_name)
+        base_channels = 3 if bases.needs_rgb(base_name) else channels
+        base = bases.build_base(base_name, config.base.weights, (height, width, base_channels), config.base.args)
+
+    inputs = keras.Input((height, width, channels), name=names.INPUT)
+    x = inputs
+    augmentation = augmentation_layers(config.data.augment, config.seed)
+    if augmentation is not None:
+        x = augmentation(x)
+    if channels == 1 and base_channels == 3:
+        x = keras.layers.Concatenate(name=names.TO_RGB)([x, x, x])
+    elif channels == 3 and base_channels == 1:
+        raise ConfigError("data.color_mode", f"the base from {source.run_dir if source else 'this run'} was trained on grayscale images; set data.color_mode: grayscale")
+    for layer in bases.preprocessing_layers(mode, names.PREPROCESS):
+        x = layer(x)
+    x = base(x)
+    outputs = head_layers(x, config.head, num_classes)
+    model = keras.Model(inputs, outputs, name="tlcli")
+    info = ModelInfo(base_name, mode, (height, width), channels, config.head.activation, pretrained, len(base.layers))
+    return model, info
+
+
+def _check_source_shape(source: SourceBase, size: tuple[int, int]) -> None:
+    if tuple(size) != tuple(source.info.image_size):
+        h, w = source.info.image_size
+        raise ConfigError("data.image_size", f"the base from {source.run_dir} was built for {h}x{w} images; set data.image_size: [{h}, {w}]")
+
+
+def augmentation_layers(augment: AugmentConfig, seed: int):
+    """A `keras.Sequential` of random layers (identity at inference), or None."""
+    import keras
+
+    if not augment.enabled:
+        return None
+    random_layers = []
+    if augment.flip != "none":
+        random_layers.append(keras.layers.RandomFlip(augment.flip, seed=seed))
+    if augment.rotation:
+        random_layers.append(keras.layers.RandomRotation(augment.rotation, seed=seed + 1))
+    if augment.zoom:
+        random_layers.append(keras.layers.RandomZoom(augment.zoom, seed=seed + 2))
+    if augment.translation:
+        random_layers.append(keras.layers.RandomTranslation(augment.translation, augment.translation, seed=seed + 3))
+    if augment.contrast:
+        random_layers.append(keras.layers.RandomContrast(augment.contrast, seed=seed + 4))
+    return keras.Sequential(random_layers, name=names.AUGMENTATION)
+
+
+def head_layers(x, head: HeadConfig, num_classes: int):
+    import keras
+
+    if head.activation == "sigmoid" and num_classes != 2:
+        raise ConfigError("head.activation", f"sigmoid is for exactly two classes, found {num_classes}; use softmax")
+    pooling = {
+        "avg": keras.layers.GlobalAveragePooling2D(name=names.POOL),
+        "max": keras.layers.GlobalMaxPooling2D(name=names.POOL),
+        "flatten": keras.layers.Flatten(name=names.POOL),
+    }[head.pooling]
+    x = pooling(x)
+    for index, dense in enumerate(head.dense, start=1):
+        try:
+            x = keras.layers.Dense(dense.units, activation=dense.activation, name=f"head_dense{index}")(x)
+        except ValueError as exc:
+            raise ConfigError(f"head.dense.{index - 1}.activation", f"unknown activation {dense.activation!r} ({exc})") from None
+        if dense.dropout:
+            x = keras.layers.Dropout(dense.dropout, name=f"head_dropout{index}")(x)
+    if head.dropout:
+        x = keras.layers.Dropout(head.dropout, name="head_dropout")(x)
+    units = 1 if head.activation == "sigmoid" else num_classes
+    # float32 output keeps the softmax stable under mixed precision.
+    return keras.layers.Dense(units, activation=head.activation, dtype="float32", name=names.OUTPUT)(x)
+
+
+def load_run_model(run_dir: Path):
+    """Load a run's model with Keras safe mode on (nothing custom to register).
+
+    Raises:
+        RunError: no model.keras, or one that does not load.
+    """
+    import keras
+
+    model_path = require_model(Path(run_dir))
+    try:
+        return keras.models.load_model(model_path, safe_mode=True, compile=False)
+    except Exception as exc:
+        raise RunError(f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def source_base(run_dir: Path) -> SourceBase:
+    """An earlier run's base (for `base.run`), with what its model.json says about it."""
+    model = load_run_model(run_dir)
+    return SourceBase(model.get_layer(names.BASE), read_model_info(run_dir), str(run_dir))

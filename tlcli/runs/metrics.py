@@ -1,0 +1,109 @@
+"""`metrics.json`: a run's final figures, as one typed record that writes and reads the file.
+
+Written last by training, so a run with `metrics.json` is complete. Its keys
+are documented in the README ("The run folder"); this class is the only
+place that defines them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tlcli.errors import RunError
+from tlcli.runs.atomic import read_json, write_json_atomic
+
+
+@dataclass
+class CacheUse:
+    """How the run's single pass over the files went: frozen features (from the cache or computed) or decoded images."""
+
+    mode: str  # "features" or "images"
+    cut: str | None = None
+    hits: int = 0
+    extracted: int = 0
+    seconds: float = 0.0
+    key: str | None = None
+    folder: str | None = None
+    saved_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.mode == "images":
+            return {"mode": "images"}
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Metrics:
+    """Everything `metrics.json` holds."""
+
+    final: dict[str, float]  # loss and metrics on val (and test), with the weights that were saved
+    best: dict[str, Any]  # the best epoch's history row by `train.monitor` ({} when no epoch ran)
+    epochs: dict[str, int]  # {"total": n, "<phase>": n, ...}
+    images: dict[str, int]  # per split, and "skipped"
+    cache: CacheUse
+    wall_time_s: float
+    timings_s: dict[str, float]
+    peak_memory_mb: float
+    resumes: int = 0
+    images_per_second: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "final": self.final,
+            "best": self.best,
+            "epochs": self.epochs,
+            "resumes": self.resumes,
+            "images": self.images,
+            "cache": self.cache.to_dict(),
+            "wall_time_s": self.wall_time_s,
+            "timings_s": self.timings_s,
+            "images_per_second": self.images_per_second,
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path) -> Metrics:
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: damaged (expected an object of metrics)")
+        try:
+            cache = CacheUse(**{k: v for k, v in (data.get("cache") or {"mode": "images"}).items() if k in {f.name for f in fields(CacheUse)}})
+            return cls(
+                final=dict(data.get("final") or {}),
+                best=dict(data.get("best") or {}),
+                epochs=dict(data.get("epochs") or {}),
+                images=dict(data.get("images") or {}),
+                cache=cache,
+                wall_time_s=float(data.get("wall_time_s") or 0.0),
+                timings_s=dict(data.get("timings_s") or {}),
+                peak_memory_mb=float(data.get("peak_memory_mb") or 0.0),
+                resumes=int(data.get("resumes") or 0),
+                images_per_second=data.get("images_per_second"),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RunError(f"{path}: damaged ({exc})") from None
+
+    def write(self, run_dir: Path) -> None:
+        write_json_atomic(Path(run_dir) / "metrics.json", self.to_dict())
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Metrics:
+        path = Path(run_dir) / "metrics.json"
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{path}: missing or unreadable ({type(exc).__name__}); the run has not completed") from None
+        return cls.from_dict(data, path)
+
+
+@dataclass
+class TrainResult:
+    """What `train` and `resume` return (and `tlcli train --json` prints)."""
+
+    run_dir: Path
+    metrics: Metrics
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "status": "completed", "skipped_files": len(self.skipped), **self.metrics.to_dict()}

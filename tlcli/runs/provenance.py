@@ -1,0 +1,124 @@
+"""Provenance in the run folder: the exact splits, the dataset's fingerprint, the environment.
+
+`splits/<split>.csv` lists every file of a split (path, relpath, label); resume
+and evaluation read them back with `read_split`. `dataset.json` holds the
+fingerprint (a hash of every readable image's split, relative path and
+content), per-split class counts and where the splits came from. `env.json`
+holds versions, devices, seed, git state and the command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from tlcli.data.decoded import ScreenedSplit
+from tlcli.data.splits import DataSplits
+from tlcli.errors import RunError
+from tlcli.runs.atomic import read_json, write_csv_atomic, write_json_atomic
+from tlcli.version import __version__
+
+SPLIT_COLUMNS = ["path", "relpath", "label"]
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One line of `splits/<split>.csv`."""
+
+    path: str
+    relpath: str
+    label: str
+
+
+def write_splits(run_dir: Path, splits: DataSplits) -> None:
+    for split, samples in splits.listed():
+        write_csv_atomic(run_dir / "splits" / f"{split}.csv", SPLIT_COLUMNS, ((s.path, s.relpath, splits.class_names[s.label]) for s in samples))
+
+
+def read_split(run_dir: Path, split: str) -> list[SplitRow] | None:
+    """The rows of `splits/<split>.csv`, or None when the run has no such split.
+
+    Raises:
+        RunError: the file is not a split file.
+    """
+    path = Path(run_dir) / "splits" / f"{split}.csv"
+    if not path.is_file():
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+        return [SplitRow(row["path"], row.get("relpath") or Path(row["path"]).name, row["label"]) for row in rows]
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, csv.Error) as exc:
+        raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def dataset_fingerprint(rows: Iterable[tuple[str, str, str]]) -> str:
+    """dataset.json's `fingerprint`: a hash of (split, relative path, content hash) of every readable image, per split by path."""
+    fingerprint = hashlib.sha256()
+    for split, relpath, content_hash in rows:
+        fingerprint.update(f"{split}\0{relpath}\0{content_hash}\n".encode())
+    return fingerprint.hexdigest()
+
+
+def fingerprint_rows(screened: dict[str, ScreenedSplit]) -> list[tuple[str, str, str]]:
+    return [
+        (split, sample.relpath, content_hash)
+        for split, kept in screened.items()
+        for sample, content_hash in sorted(zip(kept.samples, kept.content_hashes), key=lambda pair: pair[0].relpath)
+    ]
+
+
+def write_dataset_record(run_dir: Path, splits: DataSplits, screened: dict[str, ScreenedSplit]) -> None:
+    record = {
+        "fingerprint": dataset_fingerprint(fingerprint_rows(screened)),
+        "class_names": splits.class_names,
+        "sources": splits.sources,
+        "counts": {split: {name: int((kept.labels == i).sum()) for i, name in enumerate(splits.class_names)} for split, kept in screened.items()},
+        "ignored_files": [{"path": p, "reason": r} for p, r in splits.ignored],
+    }
+    write_json_atomic(run_dir / "dataset.json", record)
+
+
+def recorded_fingerprint(run_dir: Path) -> str | None:
+    """The fingerprint in dataset.json, or None when the run stopped before its first pass over the files."""
+    try:
+        return str(read_json(Path(run_dir) / "dataset.json")["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def environment(devices: dict[str, Any], seed: int) -> dict[str, Any]:
+    """env.json: versions, devices, seed, git state and the command line."""
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "tlcli": __version__,
+        "devices": devices,
+        "seed": seed,
+        "git": git_state(Path.cwd()),
+        "command": sys.argv,
+    }
+
+
+def git_state(folder: Path) -> dict[str, Any] | None:
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,55 @@
+"""Facts about this process and machine that several stages need: one reader of each."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+
+def process_start_ticks(pid: Any) -> int | None:
+    """A process's start time in clock ticks since boot (Linux `/proc/<pid>/stat`), or None.
+
+    Tells a reused pid apart from the process that wrote a record, and dates this process's start.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def process_started() -> float:
+    """`time.perf_counter()` at this process's start (Linux), so timings include Python and TensorFlow start-up."""
+    ticks = process_start_ticks(os.getpid())
+    try:
+        with open("/proc/uptime") as uptime:
+            alive = float(uptime.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")  # type: ignore[operator]
+        return time.perf_counter() - max(0.0, alive)
+    except (OSError, ValueError, IndexError, TypeError):
+        return time.perf_counter()
+
+
+def process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory (ru_maxrss), in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def cpu_workers() -> int:
+    """Threads for decoding: the CPU count, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))

@@ -1,0 +1,136 @@
+"""The public training API: `train`, `resume` and `validate`.
+
+Everything that can be wrong with the user's input (config, data folders,
+base name, weights, layer names, optimizer arguments) is checked in
+`prepare` before a run folder exists, so a user error leaves no trace. Once
+the run folder exists, any failure marks it `failed` with the reason, Ctrl-C
+marks it `interrupted`, and earlier runs are never touched
+(`tlcli.runs.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from tlcli.config.schema import ExperimentConfig
+from tlcli.errors import RunError
+from tlcli.progress import Reporter
+from tlcli.runs.metrics import TrainResult
+from tlcli.training.options import RunOptions
+from tlcli.training.prepare import Validation, validate
+
+__all__ = ["RunOptions", "TrainResult", "Validation", "resume", "train", "validate"]
+
+
+def train(
+    config: ExperimentConfig | str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    runs_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    options: RunOptions | None = None,
+) -> TrainResult:
+    """Train a model as `config` describes and write a new run folder.
+
+    Example:
+        >>> from tlcli import load_config, train
+        >>> result = train(load_config("configs/quickstart/source.yaml"))
+        >>> result.metrics.final["val_accuracy"]
+
+    Args:
+        config: an `ExperimentConfig`, or the path of a YAML config.
+        overrides: `key.path=value` strings applied before validation.
+        runs_dir: where run folders go (default: `output.runs_dir`).
+        reporter: receives progress; the default only logs.
+        options: `RunOptions` (strict data checks, device, start time, report worker).
+
+    Returns:
+        The run folder and its metrics (`TrainResult`).
+
+    Raises:
+        ConfigError, DataError: bad input; nothing was written.
+        TrainingError: training failed; the run folder is marked failed.
+        Interrupted: Ctrl-C; the run folder is marked interrupted.
+    """
+    from tlcli.runs.folder import RunLock, create_run_dir
+    from tlcli.runs.lifecycle import recording_outcome
+    from tlcli.runs.records import start_run
+    from tlcli.training.prepare import prepare
+    from tlcli.training.session import Session, train_in_run
+
+    options = options or RunOptions()
+    reporter = reporter or Reporter()
+    with options.report_worker or contextlib.nullcontext():
+        prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=options.device, reporter=reporter)
+        run_dir = create_run_dir(prepared.runs_dir, prepared.config.name)
+        with RunLock(run_dir), recording_outcome(run_dir):
+            start_run(run_dir, prepared.config.name)
+            reporter.info(f"run folder: {run_dir}")
+            return train_in_run(Session(prepared, run_dir, reporter, options))
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    reporter: Reporter | None = None,
+    options: RunOptions | None = None,
+) -> TrainResult:
+    """Continue a run from its last completed epoch, or extend a finished one.
+
+    The run's own config.yaml is used. `overrides` may only change epoch
+    counts and early-stopping patience (`tlcli.training.resume_checks.RESUMABLE_KEYS`);
+    raising the epochs of the last phase that ran extends a finished run (an
+    early-stopped phase restarts its patience). The run folder keeps its
+    name; run.json records the resume.
+
+    Raises:
+        RunError: not a run folder, an incompatible run format, a run still
+            running, or a completed run with nothing to add.
+        ConfigError: an override that cannot change on resume.
+        TrainingError, Interrupted: as `train`.
+    """
+    from tlcli.runs.folder import RunLock
+    from tlcli.runs.records import read_run_record
+
+    options = options or RunOptions()
+    reporter = reporter or Reporter()
+    run_dir = Path(run_dir)
+    with options.report_worker or contextlib.nullcontext():
+        if not run_dir.is_dir():
+            raise RunError(f"--resume: {run_dir}: run folder not found")
+        read_run_record(run_dir)  # refuses non-runs and other run-format versions
+        with RunLock(run_dir):
+            return _resume_locked(run_dir, list(overrides), reporter, options)
+
+
+def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, options: RunOptions) -> TrainResult:
+    from tlcli.config.loading import load_config, parse_override, read_yaml
+    from tlcli.runs.checkpoints import newest_state
+    from tlcli.runs.folder import is_complete
+    from tlcli.runs.lifecycle import recording_outcome
+    from tlcli.runs.records import read_run_record, resume_run
+    from tlcli.training import resume_checks as checks
+    from tlcli.training.phases import phase_epochs
+    from tlcli.training.prepare import prepare
+    from tlcli.training.session import Session, train_in_run
+
+    record = read_run_record(run_dir)
+    if record.is_live():
+        raise RunError(f"{run_dir} is still running (pid {record.pid}); stop that process first or wait for it")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir}: no config.yaml (the run was stopped before it began); start a new run instead")
+    raw = read_yaml(run_dir / "config.yaml")
+    state = newest_state(run_dir)
+    checks.check_overrides([parse_override(text) for text in overrides], raw, state, run_dir)
+    config = load_config(raw, overrides)
+    if state is not None and record.status == "completed" and is_complete(run_dir) and checks.nothing_left(config, state):
+        raise RunError(f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {state.phase}.epochs=N (N > {phase_epochs(config, state.phase)})")
+    prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
+    checks.check_same_splits(prepared.splits, run_dir)
+    checks.check_same_contents(prepared.splits, run_dir)
+    with recording_outcome(run_dir):
+        resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
+        reporter.info(f"resuming run folder: {run_dir}")
+        return train_in_run(Session(prepared, run_dir, reporter, options, resuming=True))

@@ -1,0 +1,226 @@
+"""Keras callbacks of a training run: best weights, live progress, history.csv, resumable
+checkpoints and early stopping, Ctrl-C, validation on cached features.
+
+Kept in their own module so that `import tlcli` does not import Keras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import keras
+
+from tlcli.errors import Interrupted
+from tlcli.progress import Reporter
+from tlcli.runs.atomic import write_csv_atomic
+from tlcli.runs.checkpoints import CheckpointState, EarlyStopState, write_checkpoint
+
+
+def monitor_mode(monitor: str) -> str:
+    """Losses improve downwards, everything else upwards."""
+    return "min" if "loss" in monitor else "max"
+
+
+def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str) -> bool:
+    if not candidate or monitor not in candidate:
+        return False
+    if not current:
+        return True
+    if monitor_mode(monitor) == "min":
+        return candidate[monitor] < current[monitor]
+    return candidate[monitor] > current[monitor]
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the best epoch of a phase (by `monitor`)."""
+
+    def __init__(self, monitor: str, phase: str, offset: int, best: dict[str, Any] | None = None, weights=None, epochs_run: int = 0):
+        super().__init__()
+        self.monitor, self.phase, self.offset = monitor, phase, offset
+        self.weights = weights
+        self.best: dict[str, Any] = dict(best or {})
+        self.epochs_run = epochs_run
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.epochs_run = epoch + 1 - self.offset
+        row = {"epoch": epoch + 1, "phase": self.phase, **{k: round(float(v), 6) for k, v in logs.items() if k != "learning_rate"}}
+        if is_better(row, self.best, self.monitor):
+            self.best = row
+            self.weights = self.model.get_weights()
+
+
+class KerasProgress(keras.callbacks.Callback):
+    def __init__(self, reporter: Reporter, phase: str, offset: int, epochs: int, steps: int):
+        super().__init__()
+        self.reporter, self.phase, self.offset, self.epochs, self.steps = reporter, phase, offset, epochs, steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.reporter.epoch_begin(epoch + 1 - self.offset, self.epochs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.reporter.batch_end(batch + 1, logs or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.reporter.epoch_end(self.phase, epoch + 1 - self.offset, self.epochs, {k: float(v) for k, v in (logs or {}).items()})
+
+
+class HistoryRecorder:
+    """history.csv: one row per epoch of every phase, rewritten atomically each epoch."""
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
+        self.path = path
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        if rows is not None:  # resuming: the rows of the checkpoint, none of a discarded partial epoch
+            self._write()
+
+    def for_phase(self, phase: str, offset: int):
+        recorder = self
+
+        class _PhaseHistory(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                row = {"epoch": epoch + 1, "phase": phase, "phase_epoch": epoch + 1 - offset}
+                row.update({k: float(v) for k, v in (logs or {}).items()})
+                row["learning_rate"] = float(self.model.optimizer.learning_rate)
+                row["seconds"] = round(time.perf_counter() - self._start, 3)
+                recorder.append(row)
+
+        return _PhaseHistory()
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        write_csv_atomic(self.path, columns, ([r.get(c, "") for c in columns] for r in self.rows))
+
+    def epochs_per_phase(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row["phase"]] = counts.get(row["phase"], 0) + 1
+        return counts
+
+
+class FeatureValidation(keras.callbacks.Callback):
+    """Validation through the trainable part on cached features, instead of the full model on images.
+
+    Used when a phase trains on images (random augmentation) but its base is
+    frozen below a cut: validation images are never augmented, so their
+    features at the cut do not change during the phase. Put first in the
+    callback list: it writes `val_*` into the epoch logs the others read.
+    """
+
+    def __init__(self, part, features, targets, loss, metrics, batch_size: int = 256):
+        super().__init__()
+        self.part, self.features, self.targets = part, features, targets
+        self.loss, self.metrics, self.batch_size = loss, metrics, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        from tlcli.features.cut import run_in_batches
+
+        outputs = run_in_batches(self.part, self.features, self.batch_size)
+        logs["val_loss"] = float(self.loss(self.targets, outputs))
+        for metric in self.metrics:
+            metric.reset_state()
+            metric.update_state(self.targets, outputs)
+            logs[f"val_{metric.name}"] = float(metric.result())
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping whose wait and best survive a resume."""
+
+    def __init__(self, *args, resume_state: EarlyStopState | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume_state = resume_state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.resume_state is not None:
+            self.wait = self.resume_state.wait
+            self.best = float(self.resume_state.best) if self.resume_state.best is not None else None
+
+    def state(self) -> EarlyStopState:
+        return EarlyStopState(int(self.wait), float(self.best) if self.best is not None else None)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Writes a resumable checkpoint at the end of every epoch (keep it last among the callbacks)."""
+
+    def __init__(self, run_dir: Path, full_model, plan, offset: int, history: HistoryRecorder, keeper: BestWeights, early_stopping, run_best: dict, best_file: Path | None):
+        super().__init__()
+        self.run_dir, self.full_model, self.plan, self.offset = run_dir, full_model, plan, offset
+        self.history, self.keeper, self.early_stopping = history, keeper, early_stopping
+        self.run_best, self.best_file = run_best, best_file
+
+    def on_epoch_end(self, epoch, logs=None):
+        phase_epoch = epoch + 1 - self.offset
+        phase_epochs = self.plan.phase.epochs
+        stopped = bool(getattr(self.model, "stop_training", False))
+        new_best = bool(self.keeper.best) and self.keeper.best.get("epoch") == epoch + 1
+        state = CheckpointState(
+            epoch=epoch + 1,
+            phase=self.plan.phase.name,
+            phase_index=self.plan.index,
+            phase_epoch=phase_epoch,
+            phase_epochs=phase_epochs,
+            stopped_early=stopped and phase_epoch < phase_epochs,
+            phase_best=self.keeper.best,
+            run_best=self.run_best,
+            early_stopping=self.early_stopping.state() if self.early_stopping is not None else None,
+            history=self.history.rows,
+        )
+        written = write_checkpoint(self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file)
+        if (written / "best.weights.npz").is_file():
+            self.best_file = written / "best.weights.npz"
+
+
+class StopOnSigint(keras.callbacks.Callback):
+    """Ctrl-C stops after the current batch (the partial epoch is discarded); a second Ctrl-C stops at once."""
+
+    def __init__(self, reporter=None):
+        super().__init__()
+        self.requested = False
+        self.reporter = reporter
+
+    def _check(self, *args, **kwargs):
+        if self.requested:
+            raise Interrupted("interrupted by Ctrl-C")
+
+    on_train_batch_end = _check
+    on_test_batch_end = _check
+    on_epoch_begin = _check
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopOnSigint]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            if self.requested:
+                raise Interrupted("interrupted by Ctrl-C")
+            self.requested = True
+            if self.reporter is not None:
+                with contextlib.suppress(Exception):
+                    self.reporter.warn("Ctrl-C: stopping after this batch (again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if self.requested:
+            raise Interrupted("interrupted by Ctrl-C")

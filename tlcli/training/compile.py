@@ -1,0 +1,83 @@
+"""What each phase compiles: optimizer and learning-rate schedule, loss, metrics; and the metric names monitors may watch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tlcli.config.schema import ExperimentConfig
+from tlcli.errors import ConfigError, did_you_mean
+from tlcli.training.phases import Phase
+
+
+def make_optimizer(phase: Phase, steps_per_epoch: int):
+    """The phase's Keras optimizer, with its schedule decaying over the phase's epochs.
+
+    Raises:
+        ConfigError: `optimizer_args` or `schedule_args` that the optimizer or schedule does not take.
+    """
+    import keras
+
+    opt = phase.optimizer
+    key = phase.name
+    rate: Any = phase.learning_rate
+    args = dict(opt.schedule_args)
+    try:
+        if opt.schedule == "cosine":
+            rate = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=max(1, steps_per_epoch * phase.epochs), **args)
+        elif opt.schedule == "exponential":
+            rate = keras.optimizers.schedules.ExponentialDecay(phase.learning_rate, decay_steps=max(1, steps_per_epoch), decay_rate=args.pop("decay_rate", 0.9), **args)
+    except TypeError as exc:
+        raise ConfigError(f"{key}.schedule_args", f"not accepted by the {opt.schedule} schedule ({exc})") from None
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    try:
+        return classes[opt.optimizer](learning_rate=rate, **opt.optimizer_args)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}.optimizer_args", f"not accepted by {opt.optimizer} ({exc})") from None
+
+
+def make_loss(config: ExperimentConfig):
+    import keras
+
+    if config.head.activation == "sigmoid":
+        return keras.losses.BinaryCrossentropy(label_smoothing=config.train.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
+
+
+def make_metrics(config: ExperimentConfig, num_classes: int) -> list:
+    import keras
+
+    if config.head.activation == "sigmoid":
+        return [keras.metrics.BinaryAccuracy(name="accuracy")]
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if config.train.top_k:
+        k = min(config.train.top_k, num_classes)
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=k, name=top_k_name(k, num_classes)))
+    return metrics
+
+
+def top_k_name(k: int, num_classes: int) -> str:
+    return f"top{min(k, num_classes)}_accuracy"
+
+
+def epoch_metric_names(config: ExperimentConfig, num_classes: int) -> set[str]:
+    """The figures every epoch's logs hold (training and `val_`): what monitors may name."""
+    names = {"loss", "accuracy"}
+    if config.train.top_k:
+        names.add(top_k_name(config.train.top_k, num_classes))
+    return names | {f"val_{name}" for name in names}
+
+
+def check_monitors(config: ExperimentConfig, num_classes: int) -> None:
+    """Every monitor must name a figure the epochs record.
+
+    Raises:
+        ConfigError: an unknown metric, with a did-you-mean.
+    """
+    names = epoch_metric_names(config, num_classes)
+    checks = [("train.monitor", config.train.monitor), ("train.early_stopping.monitor", config.train.early_stopping.monitor)]
+    if config.fine_tune is not None:
+        checks.append(("fine_tune.early_stopping.monitor", config.fine_tune.early_stopping.monitor))
+    for key, value in checks:
+        if value not in names:
+            close = did_you_mean(value, sorted(names), cutoff=0.6)
+            raise ConfigError(key, f"unknown metric {value!r}" + (f", did you mean {close}?" if close else f" (known: {', '.join(sorted(names))})"))

@@ -1,0 +1,147 @@
+"""What each phase fits: the full model on decoded images, or its trainable part on features.
+
+Training's single pass over the files leaves either decoded images
+(`ImageInputs`) or the frozen part's features at the extraction cut
+(`FeatureInputs`); both give a phase its model, data and validation the same
+way, and derive the features of any other cut from what they hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from tlcli.config.schema import ExperimentConfig
+from tlcli.data.batches import ArrayBatches, encode_targets, make_dataset
+from tlcli.data.decoded import DecodedImages, ScreenedSplit
+from tlcli.features.cut import Cut, bridge, extractor_for, flip_pixels, run_in_batches, trainable_part
+from tlcli.features.extract import FeatureSet
+from tlcli.inference.probabilities import to_class_probabilities
+from tlcli.modeling import layers as names
+from tlcli.training.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
+from tlcli.training.phases import PhasePlan, flip_mode
+
+
+class PhaseInputs:
+    """The splits as training's pass left them, and the features each cut needs (computed once per cut)."""
+
+    sets: dict[str, ScreenedSplit]
+
+    def __init__(self, model, config: ExperimentConfig, num_classes: int):
+        self.model, self.config, self.num_classes = model, config, num_classes
+        self.binary = config.head.activation == "sigmoid"
+        self._features: dict[tuple[str, str, bool], np.ndarray] = {}
+        # Phases on features with augmentation on are the ones the plan allowed: flips only.
+        self.flip = flip_mode(config)
+
+    def features(self, cut: Cut, split: str, flipped: bool = False) -> np.ndarray:
+        """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`)."""
+        key = (cut.label, split, flipped)
+        if key not in self._features:
+            self._features[key] = self._compute(cut, split, flipped)
+        return self._features[key]
+
+    def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0):
+        raise NotImplementedError(f"{type(self).__name__} holds no decoded images")
+
+    def arrays(self, cut: Cut, split: str, shuffle: bool, first_epoch: int = 0) -> ArrayBatches:
+        """The features of `split` at `cut` and how they are batched."""
+        config = self.config
+        return ArrayBatches(self.features(cut, split), self.sets[split].labels, config.data.batch_size, self.num_classes, self.binary, shuffle, config.seed, first_epoch)
+
+    def dataset(self, cut: Cut | None, split: str, shuffle: bool, first_epoch: int = 0):
+        return self.image_dataset(split, shuffle, first_epoch) if cut is None else self.arrays(cut, split, shuffle, first_epoch).dataset()
+
+    def in_memory(self, cut: Cut | None, first_epoch: int = 0) -> ArrayBatches | None:
+        """The training features as arrays for `fit_in_memory` (with the flipped copies' when flips augment)."""
+        if cut is None:
+            return None
+        data = self.arrays(cut, "train", self.config.data.shuffle, first_epoch)
+        if self.flip:  # the plan checked that both copies fit
+            return dataclasses.replace(data, flipped=self.features(cut, "train", flipped=True), flip_layer=self.model.get_layer(names.AUGMENTATION).layers[0])
+        return data if data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES else None  # else Keras's fit over batches streamed from the array
+
+    def for_phase(self, plan: PhasePlan, first_epoch: int = 0):
+        """The model to fit and its data; `first_epoch` (in the phase) sets where shuffling resumes.
+
+        The validation dataset is None when the phase can validate on features
+        at `val_cut` (see `feature_validation`): one inference call per epoch
+        instead of Keras's evaluate loop (measured: 75 ms an epoch on 1,000
+        cats-vs-dogs validation features).
+        """
+        cut = plan.cut
+        fitted = self.model if cut is None else trainable_part(self.model, cut)
+        val_ds = self.dataset(cut, "val", False) if plan.val_cut is None else None
+        train = self.in_memory(cut, first_epoch) or self.dataset(cut, "train", self.config.data.shuffle, first_epoch)
+        return fitted, train, val_ds
+
+    def targets(self, split: str) -> np.ndarray:
+        return np.asarray(encode_targets(self.sets[split].labels, self.num_classes, self.binary))
+
+    def feature_validation(self, val_cut: Cut, loss, metrics):
+        """A callback that validates through the trainable part on validation features."""
+        from tlcli.training.callbacks import FeatureValidation
+
+        return FeatureValidation(trainable_part(self.model, val_cut), self.features(val_cut, "val"), self.targets("val"), loss, metrics)
+
+    def evaluate(self, cut: Cut | None, loss, metrics) -> tuple[dict[str, float], dict[str, Any]]:
+        """Final loss/metrics and class probabilities on val (and test), with the final weights.
+
+        One inference pass per split; loss and metrics come from its outputs,
+        so the saved model is not recompiled for evaluation.
+        """
+        fitted = self.model if cut is None else trainable_part(self.model, cut)
+        final: dict[str, float] = {}
+        probabilities: dict[str, Any] = {}
+        for split in ("val", "test"):
+            if split not in self.sets or not len(self.sets[split]):
+                continue
+            if cut is None:
+                outputs = np.asarray(fitted.predict(self.dataset(None, split, False), verbose=0), dtype="float32")
+            else:
+                outputs = np.asarray(run_in_batches(fitted, self.features(cut, split)), dtype="float32")
+            targets = self.targets(split)
+            final[f"{split}_loss"] = round(float(loss(targets, outputs)), 6)
+            for metric in metrics:
+                metric.reset_state()
+                metric.update_state(targets, outputs)
+                final[f"{split}_{metric.name}"] = round(float(metric.result()), 6)
+            probabilities[split] = to_class_probabilities(outputs, self.binary)
+        return final, probabilities
+
+
+class ImageInputs(PhaseInputs):
+    """The pass decoded the images: phases on images train the full model; features are one inference pass per cut."""
+
+    def __init__(self, model, sets: dict[str, DecodedImages], config: ExperimentConfig, num_classes: int):
+        super().__init__(model, config, num_classes)
+        self.sets = sets
+
+    def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
+        images = self.sets[split].images
+        return run_in_batches(extractor_for(self.model, cut), flip_pixels(images, self.flip) if flipped else images)
+
+    def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0):
+        config = self.config
+        return make_dataset(self.sets[split], batch_size=config.data.batch_size, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=config.seed, first_epoch=first_epoch)
+
+
+class FeatureInputs(PhaseInputs):
+    """The pass extracted features at `extraction_cut`: every phase trains on them or on features derived from them."""
+
+    def __init__(self, model, sets: dict[str, FeatureSet], extraction_cut: Cut, config: ExperimentConfig, num_classes: int):
+        super().__init__(model, config, num_classes)
+        self.sets, self.extraction_cut = sets, extraction_cut
+
+    def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
+        source = self.sets[split]
+        held = source.flipped if flipped else source.features
+        if cut == self.extraction_cut:
+            return held
+        # A phase cut above the extraction cut (e.g. the head-first phase of a fine-tuned run).
+        return run_in_batches(bridge(self.model, self.extraction_cut, cut), held)

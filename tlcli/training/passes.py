@@ -1,0 +1,83 @@
+"""Training's single pass over the files, and what it records in the run folder.
+
+When every phase can train on frozen features, the pass extracts them (from
+the feature cache where it has them); else it decodes the images once and
+keeps them. Either way it is also the screening pass: the files it skips and
+the problems `tlcli check` would report come from it, without a second pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlcli.data.decoded import DecodedImages, ScreenedSplit, decode_samples
+from tlcli.data.problems import find_problems
+from tlcli.errors import DataError, TrainingError
+from tlcli.features.cut import Cut, extractor_for
+from tlcli.features.extract import FeatureSet, extract_features
+from tlcli.features.store import store_for
+from tlcli.progress import Reporter
+from tlcli.runs.atomic import write_json_atomic
+from tlcli.runs.metrics import CacheUse
+from tlcli.runs.provenance import write_dataset_record
+from tlcli.training.phases import flip_mode
+from tlcli.training.prepare import Prepared
+
+EXTRACTION_BATCH = 64
+
+
+def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[dict[str, FeatureSet], CacheUse]:
+    """Frozen features of every split at `cut`, from the feature cache where it has them."""
+    config = prepared.config
+    extractor = extractor_for(prepared.model, cut)
+    store = store_for(config, prepared.info, prepared.model, cut) if config.cache == "auto" else None
+    sets = {}
+    for split, samples in prepared.splits.listed():
+        with reporter.task(f"features {split}", len(samples)) as advance:
+            flip = flip_mode(config) if split == "train" else None
+            sets[split] = extract_features(
+                samples, extractor, store, size=config.data.image_size, channels=prepared.info.channels, batch_size=EXTRACTION_BATCH, on_bad_file=config.data.on_bad_file, progress=advance, flip=flip
+            )
+    hits = sum(s.hits for s in sets.values())
+    extracted = sum(s.extracted for s in sets.values())
+    seconds = sum(s.seconds for s in sets.values())
+    use = CacheUse("features", cut=cut.label, hits=hits, extracted=extracted, seconds=round(seconds, 3))
+    if store is not None:
+        per_image = store.seconds_per_image()
+        use.key, use.folder, use.saved_s = store.key, str(store.folder), round(hits * per_image, 1) if per_image and hits else 0.0
+        store.finish(seconds / extracted if extracted else None)
+    reporter.info(f"features ({cut.label}): {hits} from cache, {extracted} computed in {seconds:.1f} s" + (f", about {use.saved_s:.0f} s saved" if use.saved_s else ""))
+    return sets, use
+
+
+def decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedImages]:
+    config = prepared.config
+    decoded = {}
+    for split, samples in prepared.splits.listed():
+        with reporter.task(f"decoding {split}", len(samples)) as advance:
+            decoded[split] = decode_samples(samples, config.data.image_size, prepared.info.channels, on_bad_file=config.data.on_bad_file, progress=advance)
+    return decoded
+
+
+def record_pass(run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit], reporter: Reporter, *, strict: bool) -> list[dict[str, str]]:
+    """Write what the pass found (skipped_files.json, data_problems.json, dataset.json); returns the skipped files.
+
+    Raises:
+        DataError: `strict` is on and the data has problems.
+        TrainingError: a split has no readable image left.
+    """
+    skipped = [{"path": s.path, "reason": s.reason, "split": split} for split, kept in sets.items() for s in kept.skipped]
+    write_json_atomic(run_dir / "skipped_files.json", skipped)
+    if skipped:
+        reporter.warn(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+    problems = find_problems(prepared.splits, sets)  # duplicates and leakage, from this same pass
+    write_json_atomic(run_dir / "data_problems.json", problems.to_dict())
+    for line in problems.warnings():
+        reporter.warn(line)
+    if strict and problems.count:
+        raise DataError(f"--strict: the data has problems ({problems.summary()}); they are listed in {run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict")
+    write_dataset_record(run_dir, prepared.splits, sets)
+    for split in ("train", "val"):
+        if len(sets[split]) == 0:
+            raise TrainingError(f"no readable {split} images left after skipping {len(sets[split].skipped)} unreadable files")
+    return skipped
