@@ -121,12 +121,19 @@ def test_evaluate_prints_the_per_class_table_and_headline(cli, trained):
 
 
 def test_evaluations_never_overwrite_each_other(trained):
-    from tlcli.evaluation.report import create_eval_dir
+    from tlcli.runs.folder import publish_stamped_dir, staged_dir
 
     now = datetime(2030, 1, 2, 3, 4, 5)
-    first, second, third = (create_eval_dir(trained, "val", now) for _ in range(3))
-    assert [first.name, second.name, third.name] == ["20300102-030405-val", "20300102-030405-val-2", "20300102-030405-val-3"]
-    for folder in (first, second, third):
+    published = []
+    for index in range(3):
+        with staged_dir(trained / "eval", "val") as staged:
+            (staged / "metrics.json").write_text(str(index))
+            published.append(publish_stamped_dir(staged, trained / "eval", "val", now))
+    assert [p.name for p in published] == ["20300102-030405-val", "20300102-030405-val-2", "20300102-030405-val-3"]
+    assert [(p / "metrics.json").read_text() for p in published] == ["0", "1", "2"]  # none overwrote another
+    assert not [p for p in (trained / "eval").iterdir() if p.name.startswith(".")]  # no staging folder left
+    for folder in published:
+        (folder / "metrics.json").unlink()
         folder.rmdir()
 
 

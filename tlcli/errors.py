@@ -45,6 +45,10 @@ class DataError(UserError):
     """The data folder is missing, empty or unusable."""
 
 
+class UnusableData(DataError):
+    """Training's pass over the files left a class without a readable image: exit 2, and the new run folder is removed."""
+
+
 class RunError(UserError):
     """A run folder is missing, incomplete or of an unknown format."""
 

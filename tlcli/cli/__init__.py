@@ -11,6 +11,7 @@ JSON document on stdout for scripts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
-from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, TlcliError
+from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, TlcliError
 
 app = typer.Typer(
     name="tlcli",
@@ -45,31 +46,56 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override
 
 
 def command(function: Callable) -> Callable:
-    """Run a command with tlcli's error contract: one line, documented exit code."""
+    """Run a command with tlcli's error contract: one line on stderr, the documented exit code, and with
+    `--json` (or `--format json|jsonl`) a JSON document on stdout on every exit."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = bool(kwargs.get("debug")) or os.environ.get("TLCLI_DEBUG") == "1"
+        as_json = bool(kwargs.get("json_output")) or kwargs.get("output_format") in ("json", "jsonl")
         _quiet_libraries(debug)
+        _printed.clear()
         try:
             return function(*args, **kwargs)
         except TlcliError as exc:
             if debug:
                 stderr.print_exception()
-            _error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            _error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            fail(str(exc), exc.exit_code, as_json, extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None)
+        except KeyboardInterrupt as exc:
+            fail("interrupted", EXIT_INTERRUPTED, as_json, extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None)
         except typer.Exit:
             raise
+        except OSError as exc:
+            if debug:
+                raise
+            fail(describe_os_error(exc), EXIT_USER_ERROR if exc.errno in USER_OS_ERRORS else EXIT_FAILURE, as_json)
         except Exception as exc:
             if debug:
                 raise
-            _error(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for the traceback)")
-            raise typer.Exit(EXIT_FAILURE) from None
+            fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for the traceback)", EXIT_FAILURE, as_json)
 
     return wrapper
+
+
+# Errors of the machine or the user's paths, not of tlcli: one line naming the path, exit 2.
+USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP}
+
+
+def describe_os_error(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full while writing {where} ({exc.strerror}); free some space and run the command again"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"path too long for the filesystem: {str(where)[:120]}...; use a shorter name or folder"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def fail(message: str, code: int, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print the error (stderr; and a JSON document on stdout when the command speaks JSON and printed none) and exit."""
+    _error(message)
+    if as_json and not _printed:
+        _print_json({"error": message, "exit_code": code, **(extra or {})})
+    raise typer.Exit(code) from None
 
 
 def _error(message: str) -> None:
@@ -137,8 +163,17 @@ def _reporter(quiet: bool, json_output: bool):
     return Reporter() if quiet else RichReporter(stderr)
 
 
+_printed: list[bool] = []  # set once the command has printed its own JSON document
+
+
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    print_document(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_document(text: str) -> None:
+    """Write the command's machine-readable output on stdout (an error then adds no second document)."""
+    sys.stdout.write(text)
+    _printed.append(True)
 
 
 # One module per command group, in the order `tlcli --help` lists them.
@@ -152,13 +187,47 @@ def _register_commands() -> None:
         importlib.import_module(f"tlcli.cli.{name}")  # each registers its commands on `app`
 
 
-def main() -> None:
+def run(argv: list[str]) -> int:
+    """Run `tlcli ARGV...` and return its exit code (usage errors included: one line, exit 2, JSON with `--json`)."""
     _register_commands()
     try:
-        app()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        result = app(args=argv, prog_name="tlcli", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except _usage_errors() as exc:
+        context = getattr(exc, "ctx", None)
+        message = exc.format_message() + (f" (see `{context.command_path} --help`)" if context is not None else "")
+        _error(message)
+        if "--json" in argv or _format_after(argv) in ("json", "jsonl") or any(a.startswith("--format=json") for a in argv):
+            _print_json({"error": message, "exit_code": exc.exit_code})
+        return exc.exit_code
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage errors: Typer vendors its own click (0.17+), older Typer uses click itself."""
+    found: list[type[Exception]] = [typer.TyperException] if hasattr(typer, "TyperException") else []
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _format_after(argv: list[str]) -> str | None:
+    for flag in ("--format", "-f"):
+        if flag in argv[:-1]:
+            return argv[argv.index(flag) + 1]
+    return None
+
+
+def main() -> None:
+    code = run(sys.argv[1:])
     # Every file tlcli writes is complete and renamed by now; skipping the
     # interpreter's teardown saves TensorFlow's ~1.5 s of destructors.
     sys.stdout.flush()

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tlcli.cli import Debug, Json, Quiet, _error, _print_json, _reporter, app, command, stdout
+from tlcli.config.schema import DEFAULT_MAX_FILE_MB
 
 SHOWN = 20  # files listed per section in the table view; --json has them all
 
@@ -19,6 +20,7 @@ def check_command(
     data_dir: Annotated[Path, typer.Argument(help="A folder of class folders, or a parent of train/ and val/ (as data.dir).")],
     val_split: Annotated[float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")] = 0.2,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")] = False,
+    max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")] = DEFAULT_MAX_FILE_MB,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -32,7 +34,9 @@ def check_command(
 
     if not 0 < val_split < 1:
         raise UserError(f"--val-split: must be between 0 and 1, got {val_split}")
-    report = check_dataset(data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output))
+    if not max_file_mb > 0:
+        raise UserError(f"--max-file-mb: must be above 0, got {max_file_mb}")
+    report = check_dataset(data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output), max_file_mb=max_file_mb)
     if json_output:
         _print_json(report.to_dict())
     elif not quiet:

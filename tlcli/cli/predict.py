@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tlcli.cli import Debug, Quiet, _import_tensorflow, _reporter, app, command, stderr, stdout
+from tlcli.cli import Debug, Quiet, _import_tensorflow, _reporter, app, command, print_document, stderr, stdout
 
 
 @app.command()
@@ -54,7 +54,7 @@ def predict(
     elif fmt == "table":
         (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(_table(result))  # piped: no 80-column squeeze
     else:
-        sys.stdout.write(format_predictions(result, fmt))
+        print_document(format_predictions(result, fmt))
     result.raise_for_errors()
 
 

@@ -40,4 +40,8 @@ def runs_command(
         best = f"{s.best_val_accuracy:.4f}" if s.best_val_accuracy is not None else "-"
         table.add_row(s.path.name, s.name, s.started.replace("T", " ")[:16], s.base, best, s.status, str(s.resumes))
     # Piped output is read by people later or by grep: do not squeeze it to 80 columns.
-    (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(table)
+    console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)
+    console.print(table)
+    for s in summaries:
+        if s.problem:
+            console.print(f"{s.path.name}: {s.problem}", highlight=False, markup=False)

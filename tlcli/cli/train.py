@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import ConfigFile, Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, stdout
+from tlcli.cli import ConfigFile, Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, fail, stdout
 
 # ----------------------------------------------------------------------------- train / validate
 
@@ -59,8 +59,8 @@ def train(
             raise
         import shlex
 
-        _error(f"interrupted; the run is kept at its last completed epoch. resume with: tlcli train --resume {shlex.quote(str(exc.run_dir))}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        message = f"interrupted; the run is kept at its last completed epoch. resume with: tlcli train --resume {shlex.quote(str(exc.run_dir))}"
+        fail(message, EXIT_INTERRUPTED, json_output, extra={"run_dir": str(exc.run_dir)})
     if json_output:
         _print_json(result.to_dict())
     elif not quiet:
@@ -77,14 +77,14 @@ def _prepare_determinism(config_path: Path, overrides: list[str]) -> None:
     if "tensorflow" in sys.modules:
         return
     try:
-        import yaml
+        from tlcli.config.loading import parse_override, read_yaml
 
-        raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+        raw = read_yaml(config_path)  # the guarded reader: a hostile file fails there, not here
         deterministic = bool((raw.get("runtime") or {}).get("deterministic"))
         for override in overrides:
-            key, _, value = override.partition("=")
-            if key.strip() == "runtime.deterministic":
-                deterministic = bool(yaml.safe_load(value))
+            key, value = parse_override(override)
+            if key == "runtime.deterministic":
+                deterministic = bool(value)
     except Exception:  # noqa: BLE001
         return
     if deterministic:

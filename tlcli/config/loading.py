@@ -38,19 +38,103 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     return validate_config(raw)
 
 
+# A config is a few hundred values; YAML aliases can make a tiny file expand into
+# gigabytes (a "billion laughs"), so the node graph is measured before it is built.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 100_000
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark: Any):
+        self.key, self.problem_mark = key, mark
+        super().__init__(f"duplicate key {key!r}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error, not last-one-wins."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` may be overridden on purpose
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parse YAML text safely: no Python objects, no duplicate keys, no alias bombs.
+
+    Raises:
+        ConfigError: naming `where` (a file or `--set`), the line, and the problem.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"{where}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few kilobytes")
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_CONFIG_VALUES:
+            raise ConfigError("", f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat whole sections); refused, write the values out")
+        return loader.construct_document(node)
+    except _DuplicateKey as exc:
+        raise ConfigError("", f"{where} line {exc.problem_mark.line + 1}: key {exc.key!r} is given twice; keep one") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("", f"{where}{line}: not valid YAML ({problem})") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the node graph becomes once every alias is expanded (stops counting past the bound; a cycle is unbounded)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value if isinstance(node, yaml.SequenceNode) else []
+        if done:
+            on_path.discard(id(node))
+            sizes[id(node)] = min(MAX_CONFIG_VALUES + 1, 1 + sum(sizes[id(child)] for child in children))
+            continue
+        if id(node) in on_path:
+            return MAX_CONFIG_VALUES + 1  # an alias inside its own anchor: endless
+        on_path.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                return MAX_CONFIG_VALUES + 1
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a mapping (see `safe_yaml`).
+
+    Raises:
+        ConfigError: missing, not text, not valid or not a mapping, with the file named.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError("", f"{path}{where}: not valid YAML ({problem})") from None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError("", f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few kilobytes")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError("", f"{path}: not a text file") from None
+    data = safe_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -64,10 +148,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
         raise ConfigError("--set", f"expected KEY.PATH=VALUE, got {text!r}")
+    if not value.strip():
+        return key, ""
     try:
-        return key, yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        return key, value
+        return key, safe_yaml(value, f"--set {key}")
+    except ConfigError as exc:
+        if "expands to" in str(exc) or "given twice" in str(exc) or "larger than" in str(exc):
+            raise
+        return key, value  # not YAML: the text itself (the schema then says whether it fits)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

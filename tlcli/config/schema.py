@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Trainable = Union[Literal["auto", "none", "all"], int, str]
 Unfreeze = Union[Literal["all"], int, str]
+DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
 ScheduleName = Literal["constant", "cosine", "exponential"]
 
@@ -77,6 +78,16 @@ class DataConfig(_Section):
     )
     shuffle: bool = Field(True, description="Shuffle the training images every epoch.")
     on_bad_file: Literal["skip", "fail"] = Field("skip", description="What to do with a file that cannot be decoded: skip it (and list it in the run) or stop.")
+    max_file_mb: float = Field(
+        DEFAULT_MAX_FILE_MB,
+        gt=0,
+        le=100_000,
+        description="Files larger than this many megabytes are skipped unread, as unreadable (so a huge or endless file can never exhaust memory); only regular files are read at all (a FIFO, a device or a socket named like an image is unreadable).",
+    )
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 1_000_000)
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation (training only).")
 
     @field_validator("image_size", mode="before")
@@ -202,9 +213,9 @@ class ExperimentConfig(_Section):
     fine_tune: FineTuneConfig | None = Field(None, description="The optional fine-tuning phase (absent = no second phase).")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Devices and numerics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where runs go.")
-    cache: Literal["auto", "memory", "off"] = Field(
+    cache: Literal["auto", "disk", "memory", "off"] = Field(
         "auto",
-        description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`); `memory` does the same without the disk cache; `off` trains the full model on decoded images every epoch.",
+        description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`; if that folder cannot be used, one warning and the features stay in memory); `disk` the same, but an unusable cache folder is an error (exit 2) before anything starts; `memory` never uses the disk cache; `off` trains the full model on decoded images every epoch.",
     )
 
     @field_validator("name")

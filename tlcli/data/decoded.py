@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tlcli.data.images import ImageDecodeError, ImageInfo, decode_image
+from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, ImageInfo, decode_image
 from tlcli.data.screening import Loaded, ScreenedFiles
 from tlcli.data.splits import Sample
 from tlcli.errors import DataError
@@ -77,6 +77,7 @@ def decode_samples(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     use_cache: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DecodedImages:
     """Decode `samples` once, in parallel, skipping files that fail.
 
@@ -90,6 +91,7 @@ def decode_samples(
             go to a temporary file (default: 4 GiB or 40% of free memory).
         progress: called with the number of files done after each file.
         use_cache: read and update the screening cache.
+        max_bytes: larger files are skipped unread (`data.max_file_mb`).
 
     Raises:
         DataError: a file failed and on_bad_file is "fail".
@@ -107,7 +109,7 @@ def decode_samples(
     skipped: list[SkippedFile] = []
 
     def load(path: Path) -> Loaded:
-        pixels, info = decode_image(path, size, channels)
+        pixels, info = decode_image(path, size, channels, max_bytes)
         return Loaded(info, pixels, info.content_hash)
 
     with ScreenedFiles([s.path for s in samples], load, use_cache=use_cache, workers=workers, progress=progress) as files:

@@ -32,6 +32,8 @@ def export_digits(out_dir: str | Path, target_train_per_class: int = 10, source_
     if target_train_per_class < 1:
         raise UserError("--target-train-per-class: must be at least 1")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give a folder to write the digits into")
     digits = load_digits()
     images = np.clip(digits.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)
     seen = {d: 0 for d in range(10)}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tlcli.config.schema import DEFAULT_MAX_FILE_MB
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
+DEFAULT_MAX_BYTES = int(DEFAULT_MAX_FILE_MB * 1_000_000)  # files larger are refused unread (`data.max_file_mb`)
 
 # Bump when decoding changes what a file yields: screening caches (tlcli.data.screening)
 # keyed on it then re-decode instead of trusting an old verdict.
@@ -109,13 +115,14 @@ def extension_matches(path: str | Path, image_format: str) -> bool:
     return Path(path).suffix.lower() in _FORMAT_EXTENSIONS.get(image_format, {Path(path).suffix.lower()})
 
 
-def decode_image(path: str | Path, size: tuple[int, int], channels: int = 3) -> tuple[np.ndarray, ImageInfo]:
+def decode_image(path: str | Path, size: tuple[int, int], channels: int = 3, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, ImageInfo]:
     """Read, decode and resize one image file.
 
     Args:
         path: the image file.
         size: (height, width) of the result.
         channels: 3 for RGB, 1 for grayscale.
+        max_bytes: files larger than this are refused unread (`data.max_file_mb`).
 
     Returns:
         A uint8 array of shape (height, width, channels), and what was found.
@@ -124,19 +131,39 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int = 3) -> 
         ImageDecodeError: the file is empty, not an image, truncated, corrupt,
             too large, or cannot be read; its `reason` says which.
     """
-    return decode_bytes(read_image_file(path), size, channels)
+    return decode_bytes(read_image_file(path, max_bytes), size, channels)
 
 
-def read_image_file(path: str | Path) -> bytes:
+def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The bytes of an image file: the one place every command reads an image from disk.
 
+    Only a regular file is read (checked with `stat` before `open`: opening a
+    FIFO already blocks, and a device such as /dev/zero never ends), and only
+    up to `max_bytes`, so no file can hang a command or exhaust its memory.
+
     Raises:
-        ImageDecodeError: the file cannot be read (not remembered by screening: it may come back).
+        ImageDecodeError: not a regular file, larger than `max_bytes`, or
+            unreadable (not remembered by screening: each may change without
+            the file's size or date changing, or depends on the cap).
     """
     try:
-        return Path(path).read_bytes()
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(f"not a regular file ({_file_kind(info.st_mode)})", cacheable=False)
+        if info.st_size > max_bytes:
+            raise ImageDecodeError(f"file too large ({info.st_size / 1e6:.1f} MB; the limit is data.max_file_mb = {max_bytes / 1e6:g})", cacheable=False)
+        with open(path, "rb") as stream:
+            data = stream.read(max_bytes + 1)
     except OSError as exc:
         raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", cacheable=False) from None
+    if len(data) > max_bytes:  # it grew after the stat
+        raise ImageDecodeError(f"file too large (over data.max_file_mb = {max_bytes / 1e6:g} MB)", cacheable=False)
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3, content_hash: str | None = None) -> tuple[np.ndarray, ImageInfo]:

@@ -1,7 +1,10 @@
 """Listing image files: class folders for training and checking, files/folders/globs for predicting.
 
 One walker (`walk_files`) serves both, so every command sees the same files
-in the same order.
+in the same order. It follows symlinks (a dataset assembled from folders one
+cannot modify is a folder of links) but enters each real folder once, by
+device and inode: a link back up the tree (a loop) or a second link to a
+folder already listed is skipped and said, never walked again.
 """
 
 from __future__ import annotations
@@ -15,12 +18,56 @@ from tlcli.data.images import IMAGE_EXTENSIONS, is_image_candidate
 from tlcli.errors import DataError, UserError
 
 
-def walk_files(folder: Path) -> Iterator[Path]:
-    """Every file under `folder`, sorted, following symlinks; hidden folders are not entered."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
+def walk_files(folder: Path, seen: set[tuple[int, int]] | None = None, skipped: list[tuple[str, str]] | None = None) -> Iterator[Path]:
+    """Every file under `folder`, sorted, following symlinks, each real folder entered once.
+
+    Args:
+        seen: (device, inode) of the folders already walked (shared across calls, so a link from
+            one class folder into another is not walked twice); updated.
+        skipped: receives (path, why) for every link the walk did not enter.
+    """
+    seen = set() if seen is None else seen
+    skipped = skipped if skipped is not None else []
+    try:
+        identity = os.stat(folder)
+    except OSError as exc:
+        skipped.append((str(folder), f"link not followed ({exc.strerror or exc})"))
+        return
+    if (identity.st_dev, identity.st_ino) in seen:
+        skipped.append((str(folder), "link to a folder already listed (a loop or a second link), not walked again"))
+        return
+    seen.add((identity.st_dev, identity.st_ino))
+    yield from _walk(Path(folder), seen, skipped)
+
+
+def _walk(folder: Path, seen: set[tuple[int, int]], skipped: list[tuple[str, str]]) -> Iterator[Path]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append((str(folder), f"folder not readable ({exc.strerror or exc})"))
+        return
+    folders = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()  # follows links; a dangling or looping link is not a folder
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            yield Path(entry.path)
+        elif not entry.name.startswith("."):
+            folders.append(entry)
+    for entry in folders:
+        try:
+            identity = entry.stat()
+        except OSError as exc:  # ELOOP: a link to itself
+            skipped.append((entry.path, f"link not followed ({exc.strerror or exc})"))
+            continue
+        key = (identity.st_dev, identity.st_ino)
+        if key in seen:
+            skipped.append((entry.path, "link to a folder already listed (a loop or a second link), not walked again"))
+            continue
+        seen.add(key)
+        yield from _walk(Path(entry.path), seen, skipped)
 
 
 def list_class_files(folder: Path, key: str, ignored: list[tuple[str, str]] | None = None) -> dict[str, list[tuple[Path, str]]]:
@@ -32,19 +79,21 @@ def list_class_files(folder: Path, key: str, ignored: list[tuple[str, str]] | No
     """
     if not folder.is_dir():
         raise DataError(f"{key}: folder not found: {folder}")
+    ignored = ignored if ignored is not None else []
+    root = os.stat(folder)
+    seen = {(root.st_dev, root.st_ino)}
     classes: dict[str, list[tuple[Path, str]]] = {}
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            if ignored is not None:
-                ignored.append((str(entry), "file outside any class folder"))
+            ignored.append((str(entry), "file outside any class folder"))
             continue
         files: list[tuple[Path, str]] = []
-        for path in walk_files(entry):
+        for path in walk_files(entry, seen, ignored):
             if is_image_candidate(path):
                 files.append((path.absolute(), path.relative_to(folder).as_posix()))
-            elif ignored is not None:
+            else:
                 ignored.append((str(path), "hidden file" if path.name.startswith(".") else "not an image extension"))
         classes[entry.name] = files
     return classes

@@ -21,6 +21,7 @@ from tlcli.data.decoded import ScreenedSplit
 from tlcli.data.images import ImageInfo, extension_matches
 from tlcli.data.splits import SPLITS, DataSplits, Sample, discover_splits
 from tlcli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USER_ERROR
+
 SMALL_IMAGE_PX = 32  # keras.applications bases need at least this; smaller images are upscaled a lot
 FEW_IMAGES = 10  # a class with fewer images (all splits) is near-empty
 
@@ -194,6 +195,7 @@ def check_dataset(
     use_cache: bool = True,
     workers: int | None = None,
     reporter=None,
+    max_file_mb: float | None = None,
 ) -> CheckReport:
     """Screen every file of a data folder and report what training would find.
 
@@ -204,6 +206,7 @@ def check_dataset(
         use_cache: use the screening cache (files seen before, unchanged,
             are not decoded again).
         reporter: a `tlcli.progress.Reporter` for the decoding progress.
+        max_file_mb: larger files are unreadable (as `data.max_file_mb`; default its default).
 
     Returns:
         A `CheckReport`; its `exit_code` is 0 (clean), 4 (problems) or 2
@@ -218,10 +221,11 @@ def check_dataset(
     from tlcli.progress import Reporter
 
     reporter = reporter or Reporter()
-    splits = discover_splits(DataConfig(dir=Path(data_dir), val_split=val_split))
+    config = DataConfig(dir=Path(data_dir), val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {}))
+    splits = discover_splits(config)
     samples = [(split, sample) for split in SPLITS for sample in getattr(splits, split)]
     with reporter.task("checking images", len(samples)) as advance:
-        screening = screen_files([s.path for _, s in samples], use_cache=use_cache, workers=workers, progress=advance)
+        screening = screen_files([s.path for _, s in samples], use_cache=use_cache, workers=workers, progress=advance, max_bytes=config.max_bytes)
     verdicts = [(split, sample, screening.verdicts[str(sample.path)]) for split, sample in samples]
     report = _report(splits, verdicts, str(Path(data_dir).absolute()))
     report.cache = {"cached": screening.cached, "decoded": screening.decoded}
@@ -308,9 +312,18 @@ def _report(splits: DataSplits, entries: Sequence[tuple[str, Sample, ImageInfo |
         total = sum(counts[split][name] for split in present)
         if total < FEW_IMAGES:
             report.small_classes.append({"class": name, "images": total, "by_split": {split: counts[split][name] for split in present}})
-    no_train = [name for name, n in train.items() if n == 0]
-    if no_train:
-        report.unusable = f"class '{no_train[0]}' has no readable training image; training needs at least one per class"
-    elif sum(counts["val"].values()) == 0:
-        report.unusable = "no readable validation image; training needs at least one"
+    report.unusable = unusable_reason(train, sum(counts["val"].values()))
     return report
+
+
+def unusable_reason(train_counts: dict[str, int], val_images: int) -> str | None:
+    """Why training cannot use the readable images (a class without one, or no validation image), else None.
+
+    `tlcli check` (exit 2) and training's own pass (exit 2, no run folder left) give the same verdict.
+    """
+    no_train = [name for name, n in train_counts.items() if n == 0]
+    if no_train:
+        return f"class '{no_train[0]}' has no readable training image; training needs at least one per class"
+    if val_images == 0:
+        return "no readable validation image; training needs at least one"
+    return None

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
-from tlcli.data.images import DECODER_VERSION, ImageDecodeError, ImageInfo, decode_image
+from tlcli.data.images import DECODER_VERSION, DEFAULT_MAX_BYTES, ImageDecodeError, ImageInfo, decode_image
 from tlcli.data.prefetch import bounded_map
 from tlcli.paths import cache_root
 
@@ -220,7 +220,9 @@ class Screening:
     decoded: int = 0
 
 
-def screen_files(paths: Sequence[str | Path], *, use_cache: bool = True, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Screening:
+def screen_files(
+    paths: Sequence[str | Path], *, use_cache: bool = True, workers: int | None = None, progress: Callable[[int], None] | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Screening:
     """Decode every file not already screened (in parallel) and return all verdicts (`tlcli check`).
 
     Args:
@@ -230,7 +232,7 @@ def screen_files(paths: Sequence[str | Path], *, use_cache: bool = True, workers
     """
 
     def verdict_only(path: Path) -> Loaded:
-        return Loaded(decode_image(path, SCREEN_SIZE, 3)[1])
+        return Loaded(decode_image(path, SCREEN_SIZE, 3, max_bytes)[1])
 
     with ScreenedFiles(paths, verdict_only, use_cache=use_cache, known_good=True, workers=workers, progress=progress) as files:
         result = Screening(cached=files.cached, decoded=len(files.paths) - files.cached)

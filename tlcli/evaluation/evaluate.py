@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from tlcli.data.decoded import decode_samples
+from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.listing import list_class_files
 from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError, UserError
@@ -27,7 +26,7 @@ from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
 from tlcli.runs.provenance import read_split
-from tlcli.runs.records import read_labels, read_model_info, read_run_record
+from tlcli.runs.records import read_labels, read_model_info, read_run_config, read_run_record
 
 
 def evaluate(
@@ -76,15 +75,17 @@ def evaluate(
         raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k: must be at least 1, got {top_k}")
-    k = top_k or _run_top_k(run_dir) or DEFAULT_TOP_K
+    config = read_run_config(run_dir)
+    k = top_k or (config.train.top_k if config else 0) or DEFAULT_TOP_K
     gates = parse_gates(fail_under) + parse_gates(fail_over, over=True)
     check_gate_keys(gates, metric_keys(class_names, k))
 
     name, samples, source = _what_to_evaluate(run_dir, data, split, class_names)
+    model = load_run_model(run_dir, class_names)  # before any work: a damaged run fails in one line
     reporter.info(f"evaluating {run_dir} on {len(samples)} images ({source})")
 
     with reporter.task("decoding", len(samples)) as advance:
-        decoded = decode_samples(samples, info.image_size, info.channels, on_bad_file="skip", progress=advance)
+        decoded = decode_samples(samples, info.image_size, info.channels, on_bad_file="skip", progress=advance, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES)
     skipped = [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
     if skipped:
         reporter.warn(
@@ -93,7 +94,6 @@ def evaluate(
     if not len(decoded):
         raise DataError(f"{source}: none of the {len(samples)} images could be decoded; nothing to evaluate")
 
-    model = load_run_model(run_dir)
     probabilities = predict_probabilities(model, decoded.images, batch_size, info.binary)
     return write_evaluation(
         run_dir,
@@ -167,12 +167,7 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
     return samples, ignored
 
 
-def _run_top_k(run_dir: Path) -> int:
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-        return int((config.get("train") or {}).get("top_k") or 0)
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return 0
+
 
 
 def describe(evaluation: Evaluation) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tlcli.evaluation.gates import Gate, gate_failures
 from tlcli.evaluation.metrics import compute_metrics
 from tlcli.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
 from tlcli.runs.atomic import write_csv_atomic, write_json_atomic
-from tlcli.runs.folder import create_stamped_dir
+from tlcli.runs.folder import publish_stamped_dir, staged_dir
 
 DEFAULT_TOP_K = 5  # k of the top-k accuracy when neither the run nor the command says
 
@@ -58,17 +58,9 @@ class Evaluation:
             raise GateFailed("quality gate failed: " + "; ".join(self.gate_failures) + f" (report in {self.eval_dir})")
 
 
-def create_eval_dir(run_dir: Path, name: str, now: datetime | None = None) -> Path:
-    """Make `run_dir/eval/<stamp>-<name>/`; never returns a folder that existed (suffix -2, -3...).
-
-    Raises:
-        UserError: the run folder is not writable.
-    """
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "data"
-    try:
-        return create_stamped_dir(run_dir / "eval", slug, now)
-    except OSError as exc:
-        raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable") from None
+def eval_slug(name: str) -> str:
+    """The dataset name as a folder-name suffix."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "data"
 
 
 def write_evaluation(
@@ -111,16 +103,20 @@ def write_evaluation(
         "skipped_files": list(skipped),
     }
     failures = gate_failures(metrics, gates)
-    eval_dir = create_eval_dir(Path(run_dir), name)
-    write_json_atomic(eval_dir / "metrics.json", metrics)
-    write_predictions_csv(eval_dir / "predictions.csv", probabilities, labels, paths, class_names)
-    matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
-    write_csv_atomic(
-        eval_dir / "confusion_matrix.csv", ["true \\ predicted", *class_names], ([name_, *row] for name_, row in zip(class_names, matrix.tolist()))
-    )
-    plot_confusion_matrix(matrix, class_names, eval_dir / "confusion_matrix.png")
-    plot_reliability(metrics["calibration"], eval_dir / "reliability.png")
-    plot_mistakes(probabilities, labels, paths, class_names, images, eval_dir / "mistakes.png")
+    parent = Path(run_dir) / "eval"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable") from None
+    with staged_dir(parent, eval_slug(name)) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
+        write_json_atomic(staged / "metrics.json", metrics)
+        write_predictions_csv(staged / "predictions.csv", probabilities, labels, paths, class_names)
+        matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
+        write_csv_atomic(staged / "confusion_matrix.csv", ["true \\ predicted", *class_names], ([name_, *row] for name_, row in zip(class_names, matrix.tolist())))
+        plot_confusion_matrix(matrix, class_names, staged / "confusion_matrix.png")
+        plot_reliability(metrics["calibration"], staged / "reliability.png")
+        plot_mistakes(probabilities, labels, paths, class_names, images, staged / "mistakes.png")
+        eval_dir = publish_stamped_dir(staged, parent, eval_slug(name))
     return Evaluation(eval_dir, metrics, failures)
 
 

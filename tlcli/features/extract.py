@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tlcli.data.decoded import ScreenedSplit, SkippedFile, bad_file
-from tlcli.data.images import ImageDecodeError, decode_bytes, read_image_file
+from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_bytes, read_image_file
 from tlcli.data.screening import Loaded, ScreenedFiles
 from tlcli.data.splits import Sample
 from tlcli.features.cut import flip_pixels
@@ -53,6 +53,7 @@ def extract_features(
     workers: int | None = None,
     use_screening_cache: bool = True,
     flip: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FeatureSet:
     """Decode each image once (or find it in `store`) and run the frozen part (`extractor`).
 
@@ -65,7 +66,7 @@ def extract_features(
     run = _Extraction(samples, extractor, store, batch_size, [None] if flip is None else [None, flip])
 
     def load(path: Path) -> Loaded:
-        data = read_image_file(path)
+        data = read_image_file(path, max_bytes)
         content_hash = hashlib.sha256(data).hexdigest()
         if not run.missing(content_hash):
             return Loaded(None, content_hash=content_hash)  # read in bulk from the store below

@@ -10,15 +10,19 @@ cut, the decoder and cache versions). Features are stored per image but written 
 image by the hash of its bytes. So a second run on the same data and base
 reads a few files instead of one per image and skips extraction, and changing
 one image, the weights or the image size misses. A pack's `.txt` is written
-last and atomically, so a pack is complete or invisible; a damaged pack is
-ignored (its images are recomputed). When the cache grows over its cap
+last and atomically (fsynced, then renamed), so a pack is complete or
+invisible; it starts with the sha256 of the pack's array file, checked on
+every read, so a damaged pack (truncated, emptied, or other bytes of the same
+size) is dropped and its images recomputed, and never changes a figure. When the cache grows over its cap
 (`$TLCLI_CACHE_MAX_GB`, default 10), the least recently used model keys are
 removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,10 +38,11 @@ from tlcli.data.images import DECODER_VERSION
 from tlcli.features.cut import Cut
 from tlcli.modeling import layers as names
 from tlcli.paths import cache_root
-from tlcli.runs.atomic import atomic_path, write_text_atomic
+from tlcli.runs.atomic import write_bytes_atomic, write_text_atomic
 from tlcli.runs.records import ModelInfo
 
-CACHE_VERSION = 2  # 2: packs of rows instead of one .npy per image
+CACHE_VERSION = 3  # 2: packs of rows instead of one .npy per image; 3: packs carry a checksum
+CHECKSUM_PREFIX = "sha256:"
 DEFAULT_MAX_GB = 10.0
 # Rows per pack: large enough that reading a dataset's features is a few file
 # reads (3,000 per-image files took 0.9 s to look up, 3 packs a few ms), small
@@ -94,13 +99,21 @@ def store_for(config: ExperimentConfig, info: ModelInfo, model, cut: Cut) -> Fea
 
 
 class FeatureStore:
-    """Per-image features for one model key, by content hash: `lookup` what is stored, `add` what was computed."""
+    """Per-image features for one model key, by content hash: `index` what is stored, `add` what was computed.
+
+    Every pack is verified when read (its listing holds the sha256 of its
+    array file): a pack that fails, for any reason, is dropped and its images
+    recomputed, and `damaged` counts it. A cache that cannot be written is
+    given up for the rest of the run with one `problems` line; training goes on.
+    """
 
     def __init__(self, key: str, describe: dict[str, Any], root: Path | None = None):
         self.key = key
         self.folder = (root or cache_root()) / "features" / key
         self.describe = describe
         self.writes = 0
+        self.damaged = 0
+        self.problems: list[str] = []
         self._index: dict[str, tuple[np.ndarray, int]] | None = None
         self._pending: list[tuple[str, np.ndarray]] = []
 
@@ -108,20 +121,21 @@ class FeatureStore:
     def packs(self) -> Path:
         return self.folder / "packs"
 
+    @property
+    def writable(self) -> bool:
+        return not self.problems
+
     def index(self, shape: tuple[int, ...] | None = None) -> dict[str, tuple[np.ndarray, int]]:
-        """Content hash -> (memory-mapped pack, row), over every readable pack (of row shape `shape`)."""
+        """Content hash -> (pack, row), over every pack that verifies (of row shape `shape`)."""
         if self._index is None:
             self._index = {}
             for listing in sorted(self.packs.glob("[!.]*.txt")) if self.packs.is_dir() else []:  # not a pack being written
-                try:
-                    hashes = listing.read_text().split()
-                    rows = np.load(listing.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
-                    usable = rows.shape[0] == len(hashes) and (shape is None or tuple(rows.shape[1:]) == tuple(shape))
-                except (OSError, ValueError):
-                    usable = False
-                if not usable:  # damaged: drop it; its images are recomputed and stored again
-                    listing.unlink(missing_ok=True)
-                    listing.with_suffix(".npy").unlink(missing_ok=True)
+                rows, hashes = _read_pack(listing, shape)
+                if rows is None:  # damaged: drop it; its images are recomputed and stored again
+                    self.damaged += 1
+                    for path in (listing, listing.with_suffix(".npy")):
+                        with contextlib.suppress(OSError):
+                            path.unlink()
                     continue
                 for row, content_hash in enumerate(hashes):
                     self._index[content_hash] = (rows, row)
@@ -129,23 +143,28 @@ class FeatureStore:
 
     def add(self, content_hash: str, value: np.ndarray) -> None:
         """Queue one image's features; a pack is written every `PACK_ROWS` images and by `flush`."""
+        if not self.writable:
+            return
         self._pending.append((content_hash, np.array(value, copy=True)))
         if len(self._pending) >= PACK_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending or not self.writable:
             return
         hashes = [h for h, _ in self._pending]
-        values = np.stack([v for _, v in self._pending])
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(np.stack([v for _, v in self._pending])), allow_pickle=False)
         self._pending = []
         digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32]
         name = f"{digest}-{len(hashes)}"  # `cache_entries` counts images from the names alone
-        rows_path, listing = self.packs / f"{name}.npy", self.packs / f"{name}.txt"
-        with atomic_path(rows_path) as temporary:
-            with open(temporary, "wb") as stream:
-                np.save(stream, np.ascontiguousarray(values), allow_pickle=False)
-        write_text_atomic(listing, "\n".join(hashes) + "\n")  # last: the pack now exists for readers
+        data = buffer.getvalue()
+        try:
+            write_bytes_atomic(self.packs / f"{name}.npy", data)
+            write_text_atomic(self.packs / f"{name}.txt", f"{CHECKSUM_PREFIX}{hashlib.sha256(data).hexdigest()}\n" + "\n".join(hashes) + "\n")  # last: the pack now exists
+        except OSError as exc:
+            self.problems.append(f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on without it")
+            return
         self.writes += len(hashes)
 
     def seconds_per_image(self) -> float | None:
@@ -155,12 +174,47 @@ class FeatureStore:
     def finish(self, seconds_per_image: float | None) -> None:
         """Write what is queued, record metadata (and the extraction speed, for 'time saved'); enforce the size cap."""
         self.flush()
+        if not self.writable:
+            return
         meta = _read_meta(self.folder) or {"created": time.time(), **self.describe}
         if seconds_per_image is not None and self.writes:
             meta["seconds_per_image"] = seconds_per_image
         meta["last_used"] = time.time()
-        write_text_atomic(self.folder / "meta.json", json.dumps(meta, indent=2, default=str))
-        enforce_cap(keep=self.key)
+        try:
+            write_text_atomic(self.folder / "meta.json", json.dumps(meta, indent=2, default=str))
+            enforce_cap(keep=self.key)
+        except OSError as exc:
+            self.problems.append(f"the feature cache {self.folder} cannot be written ({exc.strerror or exc})")
+
+
+def _read_pack(listing: Path, shape: tuple[int, ...] | None) -> tuple[np.ndarray | None, list[str]]:
+    """A pack's rows and hashes when its array file matches the checksum in its listing, else (None, [])."""
+    try:
+        lines = listing.read_text(encoding="ascii").split()
+        if not lines or not lines[0].startswith(CHECKSUM_PREFIX):
+            return None, []
+        data = listing.with_suffix(".npy").read_bytes()
+        if hashlib.sha256(data).hexdigest() != lines[0][len(CHECKSUM_PREFIX) :]:
+            return None, []
+        rows = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception:  # noqa: BLE001 - any damage (truncation, zero bytes, bad header, other bytes) means: recompute
+        return None, []
+    hashes = lines[1:]
+    if rows.ndim < 1 or rows.shape[0] != len(hashes) or (shape is not None and tuple(rows.shape[1:]) != tuple(shape)):
+        return None, []
+    return rows, hashes
+
+
+def probe_cache(root: Path | None = None) -> str | None:
+    """Why the disk cache under `root` cannot be used (not creatable, not a folder, not writable), or None when it can."""
+    folder = (root or cache_root()) / "features"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(folder / ".probe", b"")
+        (folder / ".probe").unlink()
+    except OSError as exc:
+        return f"{exc.strerror or exc}: {exc.filename or folder}"
+    return None
 
 
 def _read_meta(folder: Path) -> dict[str, Any] | None:

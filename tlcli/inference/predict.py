@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from tlcli.data.images import ImageDecodeError, decode_image
+from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_image
 from tlcli.data.listing import collect_images
 from tlcli.data.prefetch import bounded_map
 from tlcli.errors import PartialSuccess, UserError
@@ -32,7 +32,7 @@ from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import newest_run, require_model, resolve_run
-from tlcli.runs.records import read_labels, read_model_info
+from tlcli.runs.records import read_labels, read_model_info, read_run_config
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,9 @@ def predict(
         on_run(run_dir)
     class_names = read_labels(run_dir)
     info = read_model_info(run_dir)
+    config = read_run_config(run_dir)
     k = min(top_k, len(class_names))
-    model = load_run_model(run_dir)
+    model = load_run_model(run_dir, class_names)
     binary = info.binary
 
     predictions: list[Prediction] = []
@@ -171,7 +172,7 @@ def predict(
         batch_pixels.clear()
 
     with reporter.task("predicting", len(paths)) as advance:
-        for done, (path, result) in enumerate(decode_stream(paths, info.image_size, info.channels, workers, window=2 * batch_size), start=1):
+        for done, (path, result) in enumerate(decode_stream(paths, info.image_size, info.channels, workers, window=2 * batch_size, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES), start=1):
             if isinstance(result, str):
                 predictions.append(Prediction(str(path), error=result))
             else:
@@ -187,12 +188,12 @@ def predict(
     return PredictResult(run_dir, class_names, k, predictions)
 
 
-def decode_stream(paths: Sequence[Path], size: tuple[int, int], channels: int, workers: int | None, window: int) -> Iterator[tuple[Path, np.ndarray | str]]:
+def decode_stream(paths: Sequence[Path], size: tuple[int, int], channels: int, workers: int | None, window: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[Path, np.ndarray | str]]:
     """(path, pixels or error reason) in input order, decoding at most `window` files ahead (`bounded_map`)."""
 
     def one(path: Path) -> np.ndarray | str:
         try:
-            return decode_image(path, size, channels)[0]
+            return decode_image(path, size, channels, max_bytes)[0]
         except ImageDecodeError as exc:
             return exc.reason
         except Exception as exc:  # one odd file must not stop the others

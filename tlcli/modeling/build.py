@@ -129,19 +129,28 @@ def head_layers(x, head: HeadConfig, num_classes: int):
     return keras.layers.Dense(units, activation=head.activation, dtype="float32", name=names.OUTPUT)(x)
 
 
-def load_run_model(run_dir: Path):
+def load_run_model(run_dir: Path, class_names: list[str] | None = None):
     """Load a run's model with Keras safe mode on (nothing custom to register).
 
+    Args:
+        class_names: the run's labels.json; when given, the model's outputs must match them.
+
     Raises:
-        RunError: no model.keras, or one that does not load.
+        RunError: no model.keras, one that does not load, or outputs that do not match the labels.
     """
     import keras
 
     model_path = require_model(Path(run_dir))
     try:
-        return keras.models.load_model(model_path, safe_mode=True, compile=False)
+        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:
         raise RunError(f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if class_names is not None:
+        units = int(model.output_shape[-1])
+        expected = 1 if len(class_names) == 2 and read_model_info(Path(run_dir)).binary else len(class_names)
+        if units != expected:
+            raise RunError(f"{Path(run_dir) / 'labels.json'}: lists {len(class_names)} classes but model.keras has {units} outputs; the run folder is damaged")
+    return model
 
 
 def source_base(run_dir: Path) -> SourceBase:

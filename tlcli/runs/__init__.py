@@ -3,7 +3,16 @@ its records (`records`: run.json, model.json, labels.json; `metrics`: metrics.js
 resumable checkpoints (`checkpoints`), provenance (`provenance`), how a run ends
 (`lifecycle`) and `tlcli runs` (`listing`)."""
 
-from tlcli.runs.atomic import atomic_folder, atomic_path, read_json, save_model_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from tlcli.runs.atomic import (
+    atomic_folder,
+    atomic_path,
+    read_json,
+    save_model_atomic,
+    write_bytes_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from tlcli.runs.folder import RUN_FILES, RunLock, create_run_dir, create_stamped_dir, is_complete, newest_run, require_model, resolve_run
 from tlcli.runs.listing import RunSummary, list_runs, summarize_run
 from tlcli.runs.metrics import CacheUse, Metrics, TrainResult

@@ -9,11 +9,17 @@ the README ("The run folder"); `RUN_FILES` names them here.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from tlcli.errors import RunError, UserError
+from tlcli.runs.atomic import fsync_dir, fsync_file
 from tlcli.runs.listing import list_runs
 from tlcli.runs.records import read_run_record
 
@@ -38,22 +44,58 @@ RUN_FILES = {
 }
 
 
+def _stamped_names(parent: Path, name: str, now: datetime | None) -> Iterator[Path]:
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        yield parent / (f"{stamp}-{name}" if attempt == 1 else f"{stamp}-{name}-{attempt}")
+    raise FileExistsError(errno.EEXIST, f"too many folders named {name} in the same second", str(parent))
+
+
 def create_stamped_dir(parent: Path, name: str, now: datetime | None = None) -> Path:
     """Make `parent/YYYYMMDD-HHMMSS-<name>/` exclusively (`-2`, `-3`... when taken): never one that existed.
 
     Raises:
         OSError: `parent` cannot be created or written (FileExistsError after 999 taken names).
     """
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        candidate = parent / (f"{stamp}-{name}" if attempt == 1 else f"{stamp}-{name}-{attempt}")
+    for candidate in _stamped_names(parent, name, now):
         try:
             candidate.mkdir()
             return candidate
         except FileExistsError:
             continue
-    raise FileExistsError(f"too many folders named {name} in the same second")
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def staged_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A hidden folder in `parent` to build a folder's files in; removed if the block fails. Publish it with `publish_stamped_dir`."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staged = parent / f".{name}.{uuid.uuid4().hex[:8]}.partial"
+    staged.mkdir()
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already once published
+
+
+def publish_stamped_dir(staged: Path, parent: Path, name: str, now: datetime | None = None) -> Path:
+    """Rename a complete staged folder to the first free `parent/YYYYMMDD-HHMMSS-<name>[-N]/`: it appears whole or not at all, never over another."""
+    for path in staged.iterdir():
+        if path.is_file():
+            fsync_file(path)
+    for candidate in _stamped_names(parent, name, now):
+        if candidate.exists():
+            continue
+        try:
+            os.rename(staged, candidate)  # onto a folder another process published meanwhile: ENOTEMPTY, try the next name
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise
+        fsync_dir(parent)
+        return candidate
+    raise AssertionError("unreachable")
 
 
 def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
@@ -110,7 +152,7 @@ def newest_run(runs_dir: Path, name: str | None = None) -> Path:
     Raises:
         RunError: there is none.
     """
-    candidates = [s for s in list_runs(runs_dir) if s.status == "completed" and is_complete(s.path) and (name is None or s.name == name)]
+    candidates = [s for s in list_runs(runs_dir) if s.status == "completed" and s.problem is None and is_complete(s.path) and (name is None or s.name == name)]
     if not candidates:
         what = f"no completed run named {name!r}" if name else "no completed run"
         raise RunError(f"{what} in {runs_dir}; train one with `tlcli train CONFIG`, or pass --run RUN_DIR")

@@ -23,35 +23,45 @@ class RunSummary:
     best_val_accuracy: float | None
     val_accuracy: float | None
     resumes: int = 0
+    problem: str | None = None  # why the folder's records cannot be read (status "damaged")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
 
 
 def list_runs(runs_dir: str | Path) -> list[RunSummary]:
-    """Every run folder under `runs_dir`, oldest first; unreadable folders are left out."""
+    """Every run folder under `runs_dir`, oldest first.
+
+    A folder without run.json is not a run and is left out; a run whose
+    run.json is damaged is listed with status `damaged` and the reason, so
+    one edited file never hides the other runs.
+    """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
     summaries = []
-    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (run_dir / "run.json").exists():
+            continue
         try:
             summaries.append(summarize_run(run_dir))
-        except RunError:
-            continue
+        except RunError as exc:
+            summaries.append(RunSummary(run_dir, run_dir.name, "", "damaged", "?", None, None, problem=str(exc)))
     return sorted(summaries, key=lambda s: (s.started, s.path.name))
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
     record = read_run_record(run_dir)
     try:
-        metrics: Metrics | None = Metrics.read(run_dir)
-    except RunError:
-        metrics = None
+        metrics: Metrics | None = Metrics.read(run_dir) if (run_dir / "metrics.json").exists() else None
+    except RunError as exc:
+        metrics, problem = None, str(exc)
+    else:
+        problem = None
     try:
-        base = read_model_info(run_dir).base_name
-    except RunError:
-        base = "?"
+        base = read_model_info(run_dir).base_name if (run_dir / "model.json").exists() else "?"
+    except RunError as exc:
+        base, problem = "?", problem or str(exc)
     return RunSummary(
         path=run_dir,
         name=record.name,
@@ -61,4 +71,5 @@ def summarize_run(run_dir: Path) -> RunSummary:
         best_val_accuracy=metrics.best.get("val_accuracy") if metrics else None,
         val_accuracy=metrics.final.get("val_accuracy") if metrics else None,
         resumes=len(record.resumes),
+        problem=problem,
     )

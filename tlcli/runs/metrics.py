@@ -27,6 +27,7 @@ class CacheUse:
     key: str | None = None
     folder: str | None = None
     saved_s: float | None = None
+    damaged_packs: int | None = None  # packs that failed their checksum, dropped and recomputed
 
     def to_dict(self) -> dict[str, Any]:
         if self.mode == "images":

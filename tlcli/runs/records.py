@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tlcli.errors import RunError
+from tlcli.config.schema import ExperimentConfig
+from tlcli.errors import RunError, TlcliError
 from tlcli.runs.atomic import read_json, write_json_atomic
 from tlcli.system import process_alive, process_start_ticks
 from tlcli.version import __version__
@@ -173,6 +174,19 @@ def read_model_info(run_dir: Path) -> ModelInfo:
         return ModelInfo.from_dict(read_json(path))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RunError(f"{path}: missing or unreadable ({type(exc).__name__}); the run folder is incomplete") from None
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig | None:
+    """The run's resolved config.yaml, or None when it is missing or no longer validates (a run of an older tlcli)."""
+    from tlcli.config.loading import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return load_config(path)
+    except TlcliError:
+        return None
 
 
 def read_labels(run_dir: Path) -> list[str]:

@@ -11,10 +11,11 @@ marks it `interrupted`, and earlier runs are never touched
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 from tlcli.config.schema import ExperimentConfig
-from tlcli.errors import RunError
+from tlcli.errors import RunError, UnusableData
 from tlcli.progress import Reporter
 from tlcli.runs.metrics import TrainResult
 from tlcli.training.options import RunOptions
@@ -64,10 +65,15 @@ def train(
     with options.report_worker or contextlib.nullcontext():
         prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=options.device, reporter=reporter)
         run_dir = create_run_dir(prepared.runs_dir, prepared.config.name)
-        with RunLock(run_dir), recording_outcome(run_dir):
-            start_run(run_dir, prepared.config.name)
-            reporter.info(f"run folder: {run_dir}")
-            return train_in_run(Session(prepared, run_dir, reporter, options))
+        try:
+            with RunLock(run_dir), recording_outcome(run_dir):
+                start_run(run_dir, prepared.config.name)
+                reporter.info(f"run folder: {run_dir}")
+                return train_in_run(Session(prepared, run_dir, reporter, options))
+        except UnusableData:
+            # Found by the pass over the files, which runs inside the folder (so it can resume); nothing was trained.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 def resume(
@@ -129,7 +135,7 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
         raise RunError(f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {state.phase}.epochs=N (N > {phase_epochs(config, state.phase)})")
     prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
     checks.check_same_splits(prepared.splits, run_dir)
-    checks.check_same_contents(prepared.splits, run_dir)
+    checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)
     with recording_outcome(run_dir):
         resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
         reporter.info(f"resuming run folder: {run_dir}")

@@ -7,6 +7,7 @@ Kept in their own module so that `import tlcli` does not import Keras.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any, Iterator
 
 import keras
 
-from tlcli.errors import Interrupted
+from tlcli.errors import Interrupted, TrainingError
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_csv_atomic
 from tlcli.runs.checkpoints import CheckpointState, EarlyStopState, write_checkpoint
@@ -185,6 +186,31 @@ class EpochCheckpoint(keras.callbacks.Callback):
         written = write_checkpoint(self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file)
         if (written / "best.weights.npz").is_file():
             self.best_file = written / "best.weights.npz"
+
+
+# A loss this many times the phase's first epoch's (or not a number at all) means the run diverged.
+DIVERGENCE_FACTOR = 1000.0
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop the run with the reason when the training loss is NaN or infinite, or has grown past
+    `DIVERGENCE_FACTOR` times the phase's first epoch's (the run is then marked failed, exit 1)."""
+
+    def __init__(self, phase: str, first_loss: float | None = None, factor: float = DIVERGENCE_FACTOR):
+        super().__init__()
+        self.phase, self.first_loss, self.factor = phase, first_loss, factor
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        hint = "lower the learning rate (or check the data), then start a new run"
+        if not math.isfinite(loss):
+            raise TrainingError(f"training diverged: the {self.phase} loss is {loss} at epoch {epoch + 1}; {hint}")
+        if self.first_loss is None:
+            self.first_loss = loss
+        elif self.first_loss > 0 and loss > self.factor * self.first_loss:
+            raise TrainingError(f"training diverged: the {self.phase} loss grew from {self.first_loss:.4g} to {loss:.4g} (over {self.factor:g}x) by epoch {epoch + 1}; {hint}")
 
 
 class StopOnSigint(keras.callbacks.Callback):

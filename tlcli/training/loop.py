@@ -12,7 +12,17 @@ from tlcli.modeling.freezing import set_base_trainable
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.checkpoints import Checkpoint, EarlyStopState
-from tlcli.training.callbacks import BestWeights, EpochCheckpoint, HistoryRecorder, KerasProgress, ResumableEarlyStopping, StopOnSigint, is_better, monitor_mode
+from tlcli.training.callbacks import (
+    BestWeights,
+    EpochCheckpoint,
+    HistoryRecorder,
+    KerasProgress,
+    ResumableEarlyStopping,
+    StopOnDivergence,
+    StopOnSigint,
+    is_better,
+    monitor_mode,
+)
 from tlcli.training.compile import make_loss, make_metrics, make_optimizer
 from tlcli.training.fit_in_memory import fit_in_memory
 from tlcli.training.inputs import PhaseInputs
@@ -128,6 +138,8 @@ def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt
         stop = phase.early_stopping
         early = ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor), resume_state=point.early_stopping)
         callbacks.append(early)
+    first = next((float(row["loss"]) for row in fitting.history.rows if row.get("phase") == phase.name and "loss" in row), None)
+    callbacks.append(StopOnDivergence(phase.name, first))  # before the checkpoint: a diverged epoch is not kept
     # Last: it records what the callbacks above decided this epoch (history row, best, early stop).
     callbacks.append(EpochCheckpoint(fitting.run_dir, fitting.model, plan, fitting.offset, fitting.history, keeper, early, fitting.best, point.best_file))
     return callbacks

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlcli.data.decoded import DecodedImages, ScreenedSplit, decode_samples
-from tlcli.data.problems import find_problems
-from tlcli.errors import DataError, TrainingError
+from tlcli.data.problems import find_problems, unusable_reason
+from tlcli.errors import DataError, UnusableData
 from tlcli.features.cut import Cut, extractor_for
 from tlcli.features.extract import FeatureSet, extract_features
 from tlcli.features.store import store_for
@@ -30,13 +30,22 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
     """Frozen features of every split at `cut`, from the feature cache where it has them."""
     config = prepared.config
     extractor = extractor_for(prepared.model, cut)
-    store = store_for(config, prepared.info, prepared.model, cut) if config.cache == "auto" else None
+    store = store_for(config, prepared.info, prepared.model, cut) if prepared.disk_cache else None
     sets = {}
     for split, samples in prepared.splits.listed():
         with reporter.task(f"features {split}", len(samples)) as advance:
             flip = flip_mode(config) if split == "train" else None
             sets[split] = extract_features(
-                samples, extractor, store, size=config.data.image_size, channels=prepared.info.channels, batch_size=EXTRACTION_BATCH, on_bad_file=config.data.on_bad_file, progress=advance, flip=flip
+                samples,
+                extractor,
+                store,
+                size=config.data.image_size,
+                channels=prepared.info.channels,
+                batch_size=EXTRACTION_BATCH,
+                on_bad_file=config.data.on_bad_file,
+                progress=advance,
+                flip=flip,
+                max_bytes=config.data.max_bytes,
             )
     hits = sum(s.hits for s in sets.values())
     extracted = sum(s.extracted for s in sets.values())
@@ -46,6 +55,11 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
         per_image = store.seconds_per_image()
         use.key, use.folder, use.saved_s = store.key, str(store.folder), round(hits * per_image, 1) if per_image and hits else 0.0
         store.finish(seconds / extracted if extracted else None)
+        use.damaged_packs = store.damaged
+        if store.damaged:
+            reporter.warn(f"the feature cache had {store.damaged} damaged pack{'s' if store.damaged > 1 else ''} (failed the checksum); dropped, and their images recomputed")
+        for problem in store.problems:
+            reporter.warn(problem)
     reporter.info(f"features ({cut.label}): {hits} from cache, {extracted} computed in {seconds:.1f} s" + (f", about {use.saved_s:.0f} s saved" if use.saved_s else ""))
     return sets, use
 
@@ -55,7 +69,7 @@ def decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedIm
     decoded = {}
     for split, samples in prepared.splits.listed():
         with reporter.task(f"decoding {split}", len(samples)) as advance:
-            decoded[split] = decode_samples(samples, config.data.image_size, prepared.info.channels, on_bad_file=config.data.on_bad_file, progress=advance)
+            decoded[split] = decode_samples(samples, config.data.image_size, prepared.info.channels, on_bad_file=config.data.on_bad_file, progress=advance, max_bytes=config.data.max_bytes)
     return decoded
 
 
@@ -64,7 +78,7 @@ def record_pass(run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit
 
     Raises:
         DataError: `strict` is on and the data has problems.
-        TrainingError: a split has no readable image left.
+        UnusableData: a class has no readable training image, or validation none at all.
     """
     skipped = [{"path": s.path, "reason": s.reason, "split": split} for split, kept in sets.items() for s in kept.skipped]
     write_json_atomic(run_dir / "skipped_files.json", skipped)
@@ -77,7 +91,8 @@ def record_pass(run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit
     if strict and problems.count:
         raise DataError(f"--strict: the data has problems ({problems.summary()}); they are listed in {run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict")
     write_dataset_record(run_dir, prepared.splits, sets)
-    for split in ("train", "val"):
-        if len(sets[split]) == 0:
-            raise TrainingError(f"no readable {split} images left after skipping {len(sets[split].skipped)} unreadable files")
+    names = prepared.splits.class_names
+    reason = unusable_reason({name: int((sets["train"].labels == i).sum()) for i, name in enumerate(names)}, len(sets["val"]))
+    if reason is not None:
+        raise UnusableData(f"{reason} (the unreadable files are listed by `tlcli check {prepared.splits.sources['train']}`)")
     return skipped

@@ -18,6 +18,8 @@ from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.batches import check_class_weight
 from tlcli.data.splits import DataSplits, discover_splits
+from tlcli.errors import ConfigError
+from tlcli.features.store import probe_cache
 from tlcli.modeling import layers as names
 from tlcli.modeling.bases import check_base_name
 from tlcli.modeling.build import build_model, source_base
@@ -42,6 +44,7 @@ class Prepared:
     info: ModelInfo
     runs_dir: Path
     source_run: Path | None = None
+    disk_cache: bool = False  # frozen features go to the disk cache (`cache: auto|disk` and the folder is usable)
 
     @property
     def num_classes(self) -> int:
@@ -106,10 +109,27 @@ def prepare(config, *, overrides=(), runs_dir=None, device: str | None = None, r
     strategy = _apply_runtime(config, plan) if apply_runtime else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model, info = build_model(config, len(splits.class_names), source_base(source_run) if source_run else None)
-    prepared = Prepared(config, splits, plan, strategy, model, info, runs_dir, source_run)
+    prepared = Prepared(config, splits, plan, strategy, model, info, runs_dir, source_run, _disk_cache(config, reporter))
     _check_built(prepared)
     reporter.info(f"device: {plan.describe()}")
     return prepared
+
+
+def _disk_cache(config: ExperimentConfig, reporter: Reporter) -> bool:
+    """Whether the disk feature cache is used; `cache: disk` with an unusable folder is an error before any work.
+
+    Raises:
+        ConfigError: `cache: disk` and the cache folder cannot be written.
+    """
+    if config.cache not in ("auto", "disk"):
+        return False
+    problem = probe_cache()
+    if problem is None:
+        return True
+    if config.cache == "disk":
+        raise ConfigError("cache", f"disk: the feature cache cannot be used ({problem}); point TLCLI_CACHE_DIR at a writable folder, or set cache: auto to train without it")
+    reporter.warn(f"the feature cache cannot be used ({problem}); features stay in memory for this run (set TLCLI_CACHE_DIR to a writable folder)")
+    return False
 
 
 def _apply_runtime(config: ExperimentConfig, plan: DevicePlan):

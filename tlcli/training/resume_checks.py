@@ -66,7 +66,7 @@ def check_same_splits(splits: DataSplits, run_dir: Path) -> None:
             raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files); resuming would train on other data, start a new run")
 
 
-def check_same_contents(splits: DataSplits, run_dir: Path) -> None:
+def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> None:
     """Same file names are not enough: an image edited in place would change the run too.
 
     Hashes the files (a fraction of a second for thousands of photos) and
@@ -87,7 +87,7 @@ def check_same_contents(splits: DataSplits, run_dir: Path) -> None:
 
     def content_hash(path) -> str:
         try:
-            return hashlib.sha256(read_image_file(path)).hexdigest()
+            return hashlib.sha256(read_image_file(path, max_bytes)).hexdigest()
         except ImageDecodeError:
             return ""
 
