@@ -79,14 +79,16 @@ def split_folder(tmp_path) -> Path:
 
 
 def tiny_config(data_dir: Path, runs_dir: Path, **sections) -> dict:
-    """A fast config: SmallCNN from scratch on 16 px images, 2 epochs."""
+    """A fast config: SmallCNN from scratch on 16 px images, 2 epochs, everything pinned (no selection grid, no probe:
+    each costs a scikit-learn import; tests of those mechanisms turn them on)."""
     config = {
         "name": "tiny",
         "seed": 3,
         "data": {"dir": str(data_dir), "image_size": 16, "batch_size": 8},
         "base": {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}},
-        "train": {"epochs": 2, "learning_rate": 0.01},
+        "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0},
         "output": {"runs_dir": str(runs_dir)},
+        "probe": "off",
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

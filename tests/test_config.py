@@ -21,7 +21,10 @@ def test_defaults_are_filled_in():
     assert config.data.image_size == (224, 224)
     assert config.base.name == "MobileNetV2" and config.base.trainable == "auto"
     assert config.fine_tune is None
-    assert config.train.epochs == 10
+    assert config.train.epochs == "auto" and config.train.max_epochs == 200 and config.train.l2 == "auto" and config.head.dropout == "auto"
+    assert config.train.best_monitor == "val_loss" and load_config({**BASE, "train": {"epochs": 10}}).train.best_monitor == "val_accuracy"
+    fine_tune = load_config({**BASE, "fine_tune": {}}).fine_tune
+    assert (fine_tune.unfreeze, fine_tune.learning_rate, fine_tune.epochs, fine_tune.max_epochs) == (40, 1e-4, "auto", 30)
 
 
 def test_misspelled_key_names_path_and_suggests():

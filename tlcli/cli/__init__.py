@@ -112,6 +112,8 @@ def _quiet_libraries(debug: bool) -> None:
     # echo every log line to the terminal even with --quiet.
     logging.getLogger("tlcli").setLevel(logging.INFO)
     logging.getLogger("tlcli").propagate = debug
+    if not debug:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes and the like: not for people running tlcli
 
 
 def _import_tensorflow(debug: bool) -> None:

@@ -92,15 +92,29 @@ def _prepare_determinism(config_path: Path, overrides: list[str]) -> None:
 
 
 def _print_train_summary(result) -> None:
+    """The figures people should trust first first: an untouched split, then the ones that chose something (marked)."""
     metrics = result.metrics
     table = Table(title="training summary", show_header=False)
     table.add_column("what")
     table.add_column("value")
+    order = sorted(metrics.final, key=lambda key: (not key.startswith(f"{metrics.untouched_split}_"), key))
+    for key in order:
+        split = key.split("_", 1)[0]
+        meaning = metrics.figures.get(split, "")
+        mark = "" if meaning in ("", "untouched") else f"  ({meaning.split(':')[0]})"
+        table.add_row(key + ("  (untouched)" if meaning == "untouched" else mark), f"{metrics.final[key]:.4f}")
+    probe = metrics.linear_probe or {}
+    if "val_accuracy" in probe:
+        shown = f"val {probe['val_accuracy']:.4f}" + (f", test {probe['test_accuracy']:.4f}" if probe.get("test_accuracy") is not None else "")
+        table.add_row("linear probe (reference)", f"{shown}  (C={probe['C']:g}, fitted on train)")
+    elif probe.get("skipped"):
+        table.add_row("linear probe (reference)", f"skipped: {probe['skipped']}")
     best = metrics.best
     if best:
         table.add_row("best epoch", f"{best.get('epoch')} ({best.get('phase')})")
-    for key, value in metrics.final.items():
-        table.add_row(key, f"{value:.4f}")
+    for phase, outcome in metrics.phases.items():
+        if outcome.get("kept") == "start":
+            table.add_row(f"{phase}", "ended no better than it started: its starting weights were kept")
     table.add_row("epochs", str(metrics.epochs["total"]))
     table.add_row("images", ", ".join(f"{k} {v}" for k, v in metrics.images.items()))
     table.add_row("wall time", f"{metrics.wall_time_s:.1f} s")

@@ -26,6 +26,19 @@ def _layer_count(value: Any, minimum: int, words: str) -> Any:
     return value
 
 
+def _epoch_count(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        raise ValueError(f"must be auto or a number of epochs >= 1, got {value}")
+    return value
+
+
+def _auto_or(value: Any, kinds: tuple[type, ...], what: str) -> Any:
+    """One clear error for a key that is `auto` or a value of `kinds` (pydantic would report each alternative)."""
+    if value == "auto" or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+        return value
+    raise ValueError(f"must be auto or {what}, got {value!r}")
+
+
 class _Section(BaseModel):
     # Unknown keys are errors, so a typo never silently falls back to a default.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -143,7 +156,21 @@ class HeadConfig(_Section):
 
     pooling: Literal["avg", "max", "flatten"] = Field("avg", description="How the base's feature map becomes a vector.")
     dense: list[DenseLayerConfig] = Field(default_factory=list, description="Optional hidden layers, each `{units, activation, dropout}`.")
-    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the output layer.")
+    dropout: Union[Literal["auto"], float] = Field(
+        "auto", description="Dropout before the output layer. `auto`: 0 when the head's L2 penalty is chosen on the validation split (`train.l2: auto`: the penalty regularises), else 0.2."
+    )
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _dropout_kind(cls, value):
+        return _auto_or(value, (int, float), "a rate in [0, 1)")
+
+    @field_validator("dropout")
+    @classmethod
+    def _rate(cls, value):
+        if not isinstance(value, str) and not 0 <= value < 1:
+            raise ValueError(f"must be auto or a rate in [0, 1), got {value}")
+        return value
     activation: Literal["softmax", "sigmoid"] = Field("softmax", description="`softmax` over all classes, or `sigmoid` (a single unit; two classes only).")
 
 
@@ -165,30 +192,91 @@ class OptimizerConfig(_Section):
 class TrainConfig(OptimizerConfig):
     """The first phase: the head (and any trainable base layers) on the new data."""
 
-    epochs: int = Field(10, ge=1, description="Epochs of the first phase.")
+    epochs: Union[Literal["auto"], int] = Field(
+        "auto",
+        description="Epochs of the first phase. `auto`: on cached features (seconds per hundred epochs), until the validation loss has not improved for `early_stopping.patience` epochs (default 10), at most `max_epochs`, the best epoch's weights kept; on decoded images, 10. A number trains exactly that many (with early stopping only if its `patience` is set).",
+    )
+    max_epochs: int = Field(200, ge=1, description="With `epochs: auto`, the most epochs the phase runs (raise it with `--resume RUN --set train.max_epochs=N` to extend a run).")
     learning_rate: float = Field(1e-3, gt=0, description="Initial learning rate.")
+    l2: Union[Literal["auto"], float] = Field(
+        "auto",
+        description="L2 penalty on the head's kernels (l2 * sum(w**2) added to the loss). `auto`: on cached features with a linear head (no `head.dense`, no label smoothing), chosen on the validation split: the head is fitted exactly (a logistic regression, L-BFGS) at each penalty of a built-in grid and the one with the lowest validation loss is kept and used as the head's starting weights (`selection.json`); elsewhere 0.",
+    )
+    refit: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description="After the last phase, fit the head again on train + validation at the chosen penalty (and the epochs training added to it), as scikit-learn's `refit=True` does: the model learns from every labelled image. With fine-tuning, the head is refitted on the fine-tuned base's features, after fine-tuning chose its epochs on validation. `auto` = on whenever the penalty was chosen; validation figures are then in-sample, and marked so.",
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for the cross-entropy loss.")
     top_k: int = Field(0, ge=0, description="Also report top-k accuracy for this k (0 = off; capped at the number of classes).")
     class_weight: Union[Literal["none", "auto"], dict[str, float]] = Field(
         "none", description="`auto` weights classes inversely to their image counts; or a map `{class: weight}`."
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping (off by default).")
-    monitor: str = Field("val_accuracy", description="Metric that picks the best epoch; its weights are kept when `restore_best` is on.")
+    monitor: str = Field(
+        "auto", description="Metric that picks the best epoch; its weights are kept when `restore_best` is on. `auto`: `val_loss` with `epochs: auto` (the figure the epochs are counted on), else `val_accuracy`."
+    )
     restore_best: bool = Field(True, description="End each phase with the weights of its best epoch.")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs_kind(cls, value):
+        return _auto_or(value, (int,), "a number of epochs")
+
+    @field_validator("l2", mode="before")
+    @classmethod
+    def _l2_kind(cls, value):
+        return _auto_or(value, (int, float), "a penalty >= 0")
+
+    @field_validator("refit", mode="before")
+    @classmethod
+    def _refit_kind(cls, value):
+        return _auto_or(value, (bool,), "true or false")
+
+    @field_validator("epochs")
+    @classmethod
+    def _some_epochs(cls, value):
+        return _epoch_count(value)
+
+    @field_validator("l2")
+    @classmethod
+    def _non_negative_l2(cls, value):
+        if not isinstance(value, str) and value < 0:
+            raise ValueError(f"must be auto or a penalty >= 0, got {value}")
+        return value
+
+    @property
+    def best_monitor(self) -> str:
+        """`monitor` with `auto` resolved."""
+        if self.monitor != "auto":
+            return self.monitor
+        return "val_loss" if self.epochs == "auto" else "val_accuracy"
 
 
 class FineTuneConfig(OptimizerConfig):
     """The optional second phase: unfreeze the top of the base and train at a lower rate."""
 
-    epochs: int = Field(10, ge=1, description="Epochs of the fine-tuning phase.")
-    unfreeze: Unfreeze = Field(20, description="Base layers to unfreeze: an integer N (the last N), a layer name (from it on), or `all`.")
-    learning_rate: float = Field(1e-5, gt=0, description="Initial learning rate of the fine-tuning phase.")
+    epochs: Union[Literal["auto"], int] = Field(
+        "auto", description="Epochs of the fine-tuning phase; `auto` as `train.epochs: auto` (until the validation loss has not improved for `early_stopping.patience` epochs, default 10, at most `max_epochs`; on decoded images at most 10)."
+    )
+    max_epochs: int = Field(30, ge=1, description="With `epochs: auto`, the most epochs the phase runs.")
+    unfreeze: Unfreeze = Field(40, description="Base layers to unfreeze: an integer N (the last N), a layer name (from it on), or `all`. The default and the learning rate's were measured (benchmarks/QUALITY.md).")
+    learning_rate: float = Field(1e-4, gt=0, description="Initial learning rate of the fine-tuning phase.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping for this phase.")
 
     @field_validator("unfreeze")
     @classmethod
     def _positive(cls, value: Unfreeze) -> Unfreeze:
         return _layer_count(value, minimum=1, words="all")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs_kind(cls, value):
+        return _auto_or(value, (int,), "a number of epochs")
+
+    @field_validator("epochs")
+    @classmethod
+    def _some_epochs(cls, value):
+        return _epoch_count(value)
 
 
 class RuntimeConfig(_Section):
@@ -213,6 +301,10 @@ class ExperimentConfig(_Section):
     fine_tune: FineTuneConfig | None = Field(None, description="The optional fine-tuning phase (absent = no second phase).")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Devices and numerics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where runs go.")
+    probe: Literal["auto", "off"] = Field(
+        "auto",
+        description="The linear-probe reference: a logistic regression on the cached features (penalty chosen on validation), reported beside the trained model in the summary and metrics.json, so a recipe worse than the probe shows at once. `off` skips it (about a second); runs without cached features skip it and say why.",
+    )
     cache: Literal["auto", "disk", "memory", "off"] = Field(
         "auto",
         description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`; if that folder cannot be used, one warning and the features stay in memory); `disk` the same, but an unusable cache folder is an error (exit 2) before anything starts; `memory` never uses the disk cache; `off` trains the full model on decoded images every epoch.",

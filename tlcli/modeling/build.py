@@ -72,7 +72,7 @@ def build_model(config: ExperimentConfig, num_classes: int, source: SourceBase |
     for layer in bases.preprocessing_layers(mode, names.PREPROCESS):
         x = layer(x)
     x = base(x)
-    outputs = head_layers(x, config.head, num_classes)
+    outputs = head_layers(x, config.head, num_classes, l2=0.0 if config.train.l2 == "auto" else config.train.l2)
     model = keras.Model(inputs, outputs, name="tlcli")
     info = ModelInfo(base_name, mode, (height, width), channels, config.head.activation, pretrained, len(base.layers))
     return model, info
@@ -104,7 +104,15 @@ def augmentation_layers(augment: AugmentConfig, seed: int):
     return keras.Sequential(random_layers, name=names.AUGMENTATION)
 
 
-def head_layers(x, head: HeadConfig, num_classes: int):
+DEFAULT_DROPOUT = 0.2  # `head.dropout: auto` when the head's penalty is not chosen on validation
+
+
+def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0):
+    """Pooling, optional hidden layers, dropout and the output layer; `l2` penalises every kernel.
+
+    With `head.dropout: auto` the dropout layer is always built (at 0.2) so that
+    `set_head_regularisation` can set its rate once the penalty is chosen.
+    """
     import keras
 
     if head.activation == "sigmoid" and num_classes != 2:
@@ -117,16 +125,32 @@ def head_layers(x, head: HeadConfig, num_classes: int):
     x = pooling(x)
     for index, dense in enumerate(head.dense, start=1):
         try:
-            x = keras.layers.Dense(dense.units, activation=dense.activation, name=f"head_dense{index}")(x)
+            x = keras.layers.Dense(dense.units, activation=dense.activation, kernel_regularizer=_penalty(l2), name=f"head_dense{index}")(x)
         except ValueError as exc:
             raise ConfigError(f"head.dense.{index - 1}.activation", f"unknown activation {dense.activation!r} ({exc})") from None
         if dense.dropout:
             x = keras.layers.Dropout(dense.dropout, name=f"head_dropout{index}")(x)
-    if head.dropout:
-        x = keras.layers.Dropout(head.dropout, name="head_dropout")(x)
+    if head.dropout == "auto" or head.dropout:
+        x = keras.layers.Dropout(DEFAULT_DROPOUT if head.dropout == "auto" else head.dropout, name=names.DROPOUT)(x)
     units = 1 if head.activation == "sigmoid" else num_classes
     # float32 output keeps the softmax stable under mixed precision.
-    return keras.layers.Dense(units, activation=head.activation, dtype="float32", name=names.OUTPUT)(x)
+    return keras.layers.Dense(units, activation=head.activation, dtype="float32", kernel_regularizer=_penalty(l2), name=names.OUTPUT)(x)
+
+
+def _penalty(l2: float):
+    import keras
+
+    return keras.regularizers.L2(l2) if l2 else None
+
+
+def set_head_regularisation(model, l2: float, dropout: float | None) -> None:
+    """Give the head's kernels the penalty `l2` (saved with the model) and its dropout layer the rate `dropout` (None: leave it)."""
+    for layer in model.layers:
+        if layer.name == names.OUTPUT or layer.name.startswith("head_dense"):
+            layer.kernel_regularizer = _penalty(l2)
+            layer.kernel.regularizer = layer.kernel_regularizer
+        elif layer.name == names.DROPOUT and dropout is not None:
+            layer.rate = float(dropout)
 
 
 def load_run_model(run_dir: Path, class_names: list[str] | None = None):

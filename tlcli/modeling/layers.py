@@ -10,4 +10,5 @@ TO_RGB = "to_rgb"  # grayscale input replicated for a base that needs RGB
 PREPROCESS = "preprocess"  # the base family's preprocess_input, as built-in layers
 BASE = "base"  # the nested base model: the part that transfers
 POOL = "head_pool"  # the head's pooling: where a frozen base's features are taken
+DROPOUT = "head_dropout"  # dropout before the output layer
 OUTPUT = "predictions"  # the output layer (float32, softmax or sigmoid)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tlcli.runs.atomic import atomic_folder
+from tlcli.runs.atomic import atomic_folder, atomic_path
 
 CHECKPOINT_FORMAT = 1
 KEEP = 2
@@ -70,6 +70,7 @@ class CheckpointState:
     run_best: dict[str, Any] = field(default_factory=dict)
     early_stopping: EarlyStopState | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    phase_start: dict[str, Any] = field(default_factory=dict)  # validation figures of the weights the phase started from
 
     @property
     def offset(self) -> int:
@@ -96,6 +97,7 @@ class CheckpointState:
             run_best=dict(data.get("run_best") or {}),
             early_stopping=EarlyStopState(int(stop.get("wait") or 0), stop.get("best")) if stop else None,
             history=list(data.get("history") or []),
+            phase_start=dict(data.get("phase_start") or {}),
         )
 
 
@@ -241,13 +243,23 @@ def write_checkpoint(run_dir: Path, model, fitted, state: CheckpointState, best_
             except OSError:
                 shutil.copyfile(best_from, temporary / "best.weights.npz")
         seeds = [np.asarray(v.numpy()) for v in seed_variables(model)]
-        optimizer = [np.asarray(v.numpy()) for v in fitted.optimizer.variables] if fitted.optimizer is not None else []
+        optimizer = [np.asarray(v.numpy()) for v in fitted.optimizer.variables] if getattr(fitted, "optimizer", None) is not None else []
         with open(temporary / "arrays.npz", "wb") as stream:
             np.savez(stream, **{f"seed_{i}": a for i, a in enumerate(seeds)}, **{f"opt_{i}": a for i, a in enumerate(optimizer)})
         (temporary / "state.json").write_text(state.to_json(len(seeds), len(optimizer)), encoding="utf-8")
     for old in checkpoint_dirs(run_dir)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def phase_start_file(run_dir: Path, phase_index: int) -> Path:
+    """The full model's weights when phase `phase_index` began (kept for the whole phase, for its rollback)."""
+    return Path(run_dir) / FOLDER / f"start-{phase_index}.weights.npz"
+
+
+def save_phase_start(run_dir: Path, phase_index: int, model) -> None:
+    with atomic_path(phase_start_file(run_dir, phase_index)) as temporary:
+        save_weights(model, temporary)
 
 
 def drop_newer_than(run_dir: Path, epoch: int) -> None:

@@ -24,6 +24,8 @@ class RunSummary:
     val_accuracy: float | None
     resumes: int = 0
     problem: str | None = None  # why the folder's records cannot be read (status "damaged")
+    estimate: float | None = None  # the final accuracy people should trust first: on test when there is one
+    estimate_on: str | None = None  # "test", "val", or "val (selection)" / "val (in-sample)" when val chose something
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -72,4 +74,16 @@ def summarize_run(run_dir: Path) -> RunSummary:
         val_accuracy=metrics.final.get("val_accuracy") if metrics else None,
         resumes=len(record.resumes),
         problem=problem,
+        **_estimate(metrics),
     )
+
+
+def _estimate(metrics: Metrics | None) -> dict[str, Any]:
+    if metrics is None:
+        return {}
+    split = "test" if "test_accuracy" in metrics.final else "val"
+    if f"{split}_accuracy" not in metrics.final:
+        return {}
+    meaning = metrics.figures.get(split, "untouched" if split == "test" else "")
+    on = split if meaning in ("", "untouched") else f"{split} ({meaning.split(':')[0]})"
+    return {"estimate": metrics.final[f"{split}_accuracy"], "estimate_on": on}

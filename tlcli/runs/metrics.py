@@ -49,9 +49,19 @@ class Metrics:
     peak_memory_mb: float
     resumes: int = 0
     images_per_second: float | None = None
+    selection: dict[str, Any] | None = None  # the head's penalty chosen on validation: the grid's figures and the choice
+    linear_probe: dict[str, Any] | None = None  # the logistic-regression reference on the cached features, or why it was skipped
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, best epoch, and which was kept
+    figures: dict[str, str] = field(default_factory=dict)  # per split: "untouched", or what it was used to choose
+
+    @property
+    def untouched_split(self) -> str | None:
+        """The split whose figures are an honest estimate (test when there is one, else val when nothing was chosen on it)."""
+        return next((split for split in ("test", "val") if self.figures.get(split) == "untouched"), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "figures": self.figures,
             "final": self.final,
             "best": self.best,
             "epochs": self.epochs,
@@ -62,6 +72,9 @@ class Metrics:
             "timings_s": self.timings_s,
             "images_per_second": self.images_per_second,
             "peak_memory_mb": self.peak_memory_mb,
+            "linear_probe": self.linear_probe,
+            "selection": self.selection,
+            "phases": self.phases,
         }
 
     @classmethod
@@ -81,6 +94,10 @@ class Metrics:
                 peak_memory_mb=float(data.get("peak_memory_mb") or 0.0),
                 resumes=int(data.get("resumes") or 0),
                 images_per_second=data.get("images_per_second"),
+                selection=data.get("selection"),
+                linear_probe=data.get("linear_probe"),
+                phases=dict(data.get("phases") or {}),
+                figures=dict(data.get("figures") or {}),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"{path}: damaged ({exc})") from None

@@ -118,7 +118,7 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     from tlcli.runs.lifecycle import recording_outcome
     from tlcli.runs.records import read_run_record, resume_run
     from tlcli.training import resume_checks as checks
-    from tlcli.training.phases import phase_epochs
+    from tlcli.training.phases import epochs_key
     from tlcli.training.prepare import prepare
     from tlcli.training.session import Session, train_in_run
 
@@ -132,7 +132,7 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     checks.check_overrides([parse_override(text) for text in overrides], raw, state, run_dir)
     config = load_config(raw, overrides)
     if state is not None and record.status == "completed" and is_complete(run_dir) and checks.nothing_left(config, state):
-        raise RunError(f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {state.phase}.epochs=N (N > {phase_epochs(config, state.phase)})")
+        raise RunError(f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {epochs_key(config, state.phase)}=N (N > {checks.planned_epochs(config, state)})")
     prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
     checks.check_same_splits(prepared.splits, run_dir)
     checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)

@@ -160,11 +160,11 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Writes a resumable checkpoint at the end of every epoch (keep it last among the callbacks)."""
 
-    def __init__(self, run_dir: Path, full_model, plan, offset: int, history: HistoryRecorder, keeper: BestWeights, early_stopping, run_best: dict, best_file: Path | None):
+    def __init__(self, run_dir: Path, full_model, plan, offset: int, history: HistoryRecorder, keeper: BestWeights, early_stopping, run_best: dict, best_file: Path | None, start: dict | None = None):
         super().__init__()
         self.run_dir, self.full_model, self.plan, self.offset = run_dir, full_model, plan, offset
         self.history, self.keeper, self.early_stopping = history, keeper, early_stopping
-        self.run_best, self.best_file = run_best, best_file
+        self.run_best, self.best_file, self.start = run_best, best_file, start or {}
 
     def on_epoch_end(self, epoch, logs=None):
         phase_epoch = epoch + 1 - self.offset
@@ -182,6 +182,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             run_best=self.run_best,
             early_stopping=self.early_stopping.state() if self.early_stopping is not None else None,
             history=self.history.rows,
+            phase_start=self.start,
         )
         written = write_checkpoint(self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file)
         if (written / "best.weights.npz").is_file():

@@ -74,7 +74,7 @@ def check_monitors(config: ExperimentConfig, num_classes: int) -> None:
         ConfigError: an unknown metric, with a did-you-mean.
     """
     names = epoch_metric_names(config, num_classes)
-    checks = [("train.monitor", config.train.monitor), ("train.early_stopping.monitor", config.train.early_stopping.monitor)]
+    checks = [("train.monitor", config.train.best_monitor), ("train.early_stopping.monitor", config.train.early_stopping.monitor)]
     if config.fine_tune is not None:
         checks.append(("fine_tune.early_stopping.monitor", config.fine_tune.early_stopping.monitor))
     for key, value in checks:

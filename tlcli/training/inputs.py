@@ -33,12 +33,18 @@ class PhaseInputs:
         self.model, self.config, self.num_classes = model, config, num_classes
         self.binary = config.head.activation == "sigmoid"
         self._features: dict[tuple[str, str, bool], np.ndarray] = {}
+        self._parts: dict[str, Any] = {}  # inference through the trainable part, one model per cut (no retracing)
         # Phases on features with augmentation on are the ones the plan allowed: flips only.
         self.flip = flip_mode(config)
 
-    def features(self, cut: Cut, split: str, flipped: bool = False) -> np.ndarray:
-        """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`)."""
+    def features(self, cut: Cut, split: str, flipped: bool = False, fresh: bool = False) -> np.ndarray:
+        """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`).
+
+        Computed once per cut; `fresh` computes them again with the current weights (after fine-tuning changed the layers below `cut`).
+        """
         key = (cut.label, split, flipped)
+        if fresh:
+            return self._compute(cut, split, flipped)
         if key not in self._features:
             self._features[key] = self._compute(cut, split, flipped)
         return self._features[key]
@@ -95,24 +101,33 @@ class PhaseInputs:
         One inference pass per split; loss and metrics come from its outputs,
         so the saved model is not recompiled for evaluation.
         """
-        fitted = self.model if cut is None else trainable_part(self.model, cut)
         final: dict[str, float] = {}
         probabilities: dict[str, Any] = {}
         for split in ("val", "test"):
             if split not in self.sets or not len(self.sets[split]):
                 continue
-            if cut is None:
-                outputs = np.asarray(fitted.predict(self.dataset(None, split, False), verbose=0), dtype="float32")
-            else:
-                outputs = np.asarray(run_in_batches(fitted, self.features(cut, split)), dtype="float32")
-            targets = self.targets(split)
-            final[f"{split}_loss"] = round(float(loss(targets, outputs)), 6)
-            for metric in metrics:
-                metric.reset_state()
-                metric.update_state(targets, outputs)
-                final[f"{split}_{metric.name}"] = round(float(metric.result()), 6)
+            outputs = self.outputs(cut, split)
+            final |= self.figures(split, outputs, loss, metrics)
             probabilities[split] = to_class_probabilities(outputs, self.binary)
         return final, probabilities
+
+    def outputs(self, cut: Cut | None, split: str) -> np.ndarray:
+        """The model's outputs on `split` with the current weights, from features at `cut` (None: from the images)."""
+        if cut is None:
+            return np.asarray(self.model.predict(self.dataset(None, split, False), verbose=0), dtype="float32")
+        if cut.label not in self._parts:
+            self._parts[cut.label] = trainable_part(self.model, cut)
+        return np.asarray(run_in_batches(self._parts[cut.label], self.features(cut, split)), dtype="float32")
+
+    def figures(self, split: str, outputs: np.ndarray, loss, metrics) -> dict[str, float]:
+        """`{split}_loss` (the data loss, no penalty) and `{split}_<metric>` of these outputs."""
+        targets = self.targets(split)
+        found = {f"{split}_loss": round(float(loss(targets, outputs)), 6)}
+        for metric in metrics:
+            metric.reset_state()
+            metric.update_state(targets, outputs)
+            found[f"{split}_{metric.name}"] = round(float(metric.result()), 6)
+        return found
 
 
 class ImageInputs(PhaseInputs):

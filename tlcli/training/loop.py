@@ -11,7 +11,7 @@ from tlcli.data.batches import ArrayBatches
 from tlcli.modeling.freezing import set_base_trainable
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
-from tlcli.runs.checkpoints import Checkpoint, EarlyStopState
+from tlcli.runs.checkpoints import Checkpoint, CheckpointState, EarlyStopState
 from tlcli.training.callbacks import (
     BestWeights,
     EpochCheckpoint,
@@ -60,6 +60,11 @@ class Fitting:
     best: dict[str, Any] = field(default_factory=dict)
     offset: int = 0  # epochs done in the run before the current phase
     session_epochs: int = 0  # epochs run by this process (for images per second)
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, its best, which was kept
+
+    @property
+    def monitor(self) -> str:
+        return self.config.train.best_monitor
 
 
 def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | None) -> None:
@@ -68,10 +73,10 @@ def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | 
     for plan in plans[start_index:]:
         at = restored if restored is not None and plan.index == start_index else None
         if at is not None and _phase_is_over(at, plan):
-            _end_as_uninterrupted(fitting, at)
+            _end_as_uninterrupted(fitting, at, plan)
             continue
-        ran, phase_best = _fit_phase(fitting, plan, at)
-        if is_better(phase_best, fitting.best, fitting.config.train.monitor):
+        ran, phase_best = _exact_phase(fitting, plan) if plan.exact else _fit_phase(fitting, plan, at)
+        if is_better(phase_best, fitting.best, fitting.monitor):
             fitting.best = phase_best
         fitting.session_epochs += ran - (at.state.phase_epoch if at else 0)
         fitting.offset += ran
@@ -83,11 +88,12 @@ def _phase_is_over(at: Checkpoint, plan: PhasePlan) -> bool:
     return at.state.phase_epoch >= plan.phase.epochs or (at.state.stopped_early and not extended)
 
 
-def _end_as_uninterrupted(fitting: Fitting, at: Checkpoint) -> None:
+def _end_as_uninterrupted(fitting: Fitting, at: Checkpoint, plan: PhasePlan) -> None:
     if fitting.config.train.restore_best and at.best_weights_file is not None:
         checkpoints.load_weights(fitting.model, at.best_weights_file)
-    if is_better(at.state.phase_best, fitting.best, fitting.config.train.monitor):
+    if is_better(at.state.phase_best, fitting.best, fitting.monitor):
         fitting.best = at.state.phase_best
+    _keep_the_better(fitting, plan, at.state.phase_start, at.state.phase_best)
     fitting.offset += at.state.phase_epoch
 
 
@@ -101,10 +107,11 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
     fitted.compile(optimizer=make_optimizer(phase, fitting.steps), loss=make_loss(config), metrics=make_metrics(config, fitting.inputs.num_classes), steps_per_execution=per_call)
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
+    start = at.state.phase_start if at is not None else _start_of(fitting, plan)
     validation = fitting.inputs.feature_validation(plan.val_cut, make_loss(config), make_metrics(config, fitting.inputs.num_classes)) if val_data is None else None
-    keeper = BestWeights(config.train.monitor, phase.name, fitting.offset, best=point.best, weights=point.best_weights, epochs_run=point.done)
+    keeper = BestWeights(fitting.monitor, phase.name, fitting.offset, best=point.best, weights=point.best_weights, epochs_run=point.done)
     interrupt = StopOnSigint(reporter)
-    callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point)
+    callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point, start)
     reporter.phase_start(phase.name, phase.epochs, fitting.steps)
     try:
         with interrupt.installed():
@@ -117,10 +124,53 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
         reporter.phase_end(phase.name)
     if config.train.restore_best and keeper.weights is not None:
         fitted.set_weights(keeper.weights)
+    _keep_the_better(fitting, plan, start, keeper.best)
     return keeper.epochs_run, keeper.best
 
 
-def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt: StopOnSigint, validation, point: ResumePoint) -> list:
+def _exact_phase(fitting: Fitting, plan: PhasePlan) -> tuple[int, dict[str, Any]]:
+    """The head the selection fitted exactly (`tlcli.training.selection`), recorded as the phase's one epoch: a history row and a checkpoint."""
+    config, inputs = fitting.config, fitting.inputs
+    loss, metrics = make_loss(config), make_metrics(config, inputs.num_classes)
+    figures = {key.removeprefix("train_"): value for key, value in inputs.figures("train", inputs.outputs(plan.cut, "train"), loss, metrics).items()}
+    figures |= inputs.figures("val", inputs.outputs(plan.val_cut, "val"), loss, metrics)
+    best = {"epoch": fitting.offset + 1, "phase": plan.phase.name, **figures}
+    fitting.history.append({"epoch": best["epoch"], "phase": plan.phase.name, "phase_epoch": 1, **figures, "learning_rate": 0.0, "seconds": 0.0, "fit": "exact"})
+    state = CheckpointState(epoch=best["epoch"], phase=plan.phase.name, phase_index=plan.index, phase_epoch=1, phase_epochs=1, phase_best=best, run_best=fitting.best, history=fitting.history.rows)
+    checkpoints.write_checkpoint(fitting.run_dir, fitting.model, fitting.model, state, "current")
+    fitting.outcomes[plan.phase.name] = {"start": {}, "best": best, "kept": "best"}
+    fitting.reporter.epoch_end(plan.phase.name, 1, 1, figures)
+    return 1, best
+
+
+def rolls_back(plan: PhasePlan) -> bool:
+    """Phases that start from trained weights (fine-tuning; a head started from its exact fit) keep them if they end worse."""
+    return plan.index > 0 or plan.select_head
+
+
+def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
+    """The validation figures of the weights the phase starts from (saved with them, for the rollback), or {}."""
+    if not rolls_back(plan):
+        return {}
+    config = fitting.config
+    outputs = fitting.inputs.outputs(plan.val_cut if plan.val_cut is not None else plan.cut, "val")
+    figures = fitting.inputs.figures("val", outputs, make_loss(config), make_metrics(config, fitting.inputs.num_classes))
+    checkpoints.save_phase_start(fitting.run_dir, plan.index, fitting.model)
+    return {"epoch": fitting.offset, "phase": plan.phase.name, **figures}
+
+
+def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], best: dict[str, Any]) -> None:
+    """End the phase with its starting weights when none of its epochs beat them on validation (and say so)."""
+    worse = bool(start) and not is_better(best, start, fitting.monitor)
+    fitting.outcomes[plan.phase.name] = {"start": start, "best": best, "kept": "start" if worse else "best"}
+    if not worse:
+        return
+    checkpoints.load_weights(fitting.model, checkpoints.phase_start_file(fitting.run_dir, plan.index))
+    shown = fitting.monitor
+    fitting.reporter.warn(f"phase {plan.phase.name} ended no better on validation than it started ({shown} {best.get(shown, float('nan')):.4f} at best, {start[shown]:.4f} at its start): kept the weights it started from")
+
+
+def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt: StopOnSigint, validation, point: ResumePoint, start: dict[str, Any]) -> list:
     import keras
 
     phase = plan.phase
@@ -141,7 +191,7 @@ def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt
     first = next((float(row["loss"]) for row in fitting.history.rows if row.get("phase") == phase.name and "loss" in row), None)
     callbacks.append(StopOnDivergence(phase.name, first))  # before the checkpoint: a diverged epoch is not kept
     # Last: it records what the callbacks above decided this epoch (history row, best, early stop).
-    callbacks.append(EpochCheckpoint(fitting.run_dir, fitting.model, plan, fitting.offset, fitting.history, keeper, early, fitting.best, point.best_file))
+    callbacks.append(EpochCheckpoint(fitting.run_dir, fitting.model, plan, fitting.offset, fitting.history, keeper, early, fitting.best, point.best_file, start))
     return callbacks
 
 

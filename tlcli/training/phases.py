@@ -10,6 +10,7 @@ thin part that inspects the model), in the shape of
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,18 @@ from tlcli.features.cut import Cut, cut_bytes, find_cut
 from tlcli.modeling.freezing import trainable_spec
 from tlcli.training.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
 
+AUTO_PATIENCE = 10  # `epochs: auto` on cached features: epochs without a better validation loss before stopping
+AUTO_IMAGE_EPOCHS = 10  # `epochs: auto` on decoded images (each epoch runs the base): at most this many...
+AUTO_IMAGE_PATIENCE = 3  # ...stopping after this many without a better validation loss
+
 
 @dataclass(frozen=True)
 class Phase:
-    """One `fit`: the first phase (`train`) or the fine-tuning phase (`fine_tune`)."""
+    """One `fit`: the first phase (`train`) or the fine-tuning phase (`fine_tune`).
+
+    `epochs` is the most the phase runs: the config's number, or with
+    `epochs: auto` the maximum the plan resolves (`auto` True).
+    """
 
     name: str
     epochs: int
@@ -30,18 +39,44 @@ class Phase:
     trainable: Any
     trainable_key: str
     early_stopping: EarlyStoppingConfig
+    auto: bool = False
 
 
 def phases_of(config: ExperimentConfig) -> list[Phase]:
-    phases = [Phase("train", config.train.epochs, config.train.learning_rate, config.train, trainable_spec(config), "base.trainable", config.train.early_stopping)]
+    """The phases as the config writes them (`auto` epochs at their maximum; `plan_phases` resolves them)."""
+    train, phases = config.train, []
+    phases.append(Phase("train", _most(train), train.learning_rate, train, trainable_spec(config), "base.trainable", train.early_stopping, train.epochs == "auto"))
     if config.fine_tune is not None:
         ft = config.fine_tune
-        phases.append(Phase("fine_tune", ft.epochs, ft.learning_rate, ft, ft.unfreeze, "fine_tune.unfreeze", ft.early_stopping))
+        phases.append(Phase("fine_tune", _most(ft), ft.learning_rate, ft, ft.unfreeze, "fine_tune.unfreeze", ft.early_stopping, ft.epochs == "auto"))
     return phases
 
 
-def phase_epochs(config: ExperimentConfig, phase: str) -> int:
-    return config.train.epochs if phase == "train" else config.fine_tune.epochs  # type: ignore[union-attr]
+def _most(section) -> int:
+    return section.max_epochs if section.epochs == "auto" else section.epochs
+
+
+def phase_section(config: ExperimentConfig, phase: str):
+    return config.train if phase == "train" else config.fine_tune
+
+
+def epochs_key(config: ExperimentConfig, phase: str) -> str:
+    """The key that extends a phase: `max_epochs` for `epochs: auto`, else `epochs`."""
+    return f"{phase}.max_epochs" if phase_section(config, phase).epochs == "auto" else f"{phase}.epochs"
+
+
+def resolve_auto(phase: Phase, on_features: bool) -> tuple[Phase, str]:
+    """`epochs: auto` made concrete: until the validation loss stops improving (cheap on features, capped on images)."""
+    if not phase.auto:
+        return phase, ""
+    stop = phase.early_stopping
+    if on_features:
+        patience, epochs = stop.patience or AUTO_PATIENCE, phase.epochs
+    else:
+        patience, epochs = stop.patience or AUTO_IMAGE_PATIENCE, min(phase.epochs, AUTO_IMAGE_EPOCHS)
+    early = stop.model_copy(update={"patience": patience, "monitor": stop.monitor})
+    why = f"epochs auto: until {early.monitor} has not improved for {patience} epochs, at most {epochs}"
+    return dataclasses.replace(phase, epochs=epochs, early_stopping=early), why
 
 
 def flip_mode(config: ExperimentConfig) -> str | None:
@@ -61,13 +96,22 @@ class CutOption:
 
 @dataclass(frozen=True)
 class PhasePlan:
-    """How one phase trains: on features at `cut`, or (cut None) the full model on images; it validates on features at `val_cut` when set."""
+    """How one phase trains: on features at `cut`, or (cut None) the full model on images; it validates on features at `val_cut` when set.
+
+    `select_head`: the head's L2 penalty is chosen on validation before the
+    phase (`tlcli.training.selection`), or `no_selection` says why not;
+    `refit`: the head is fitted again on train + validation after it.
+    """
 
     phase: Phase
     index: int
     cut: Cut | None
     val_cut: Cut | None
     why: str
+    select_head: bool = False
+    no_selection: str = ""
+    refit: bool = False
+    exact: bool = False  # the head is the exact fit itself (one "epoch"): `epochs: auto` with a selected head
 
     def describe(self) -> str:
         how = "training on cached features" if self.cut else "training the full model on decoded images"
@@ -104,8 +148,42 @@ def plan_phases(config: ExperimentConfig, phases: list[Phase], options: list[Cut
                 cut, why = None, "the features of the images and their flipped copies would not fit in memory; validation uses cached features"
             else:
                 why += f"; random flips ({flip}) pick each image's features or its flipped copy's"
-        plans.append(PhasePlan(phase, index, cut, option.cut, why))
+        phase, auto_why = resolve_auto(phase, cut is not None)
+        plans.append(PhasePlan(phase, index, cut, option.cut, f"{why}; {auto_why}" if auto_why else why))
+    return _with_selection(config, plans)
+
+
+def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[PhasePlan]:
+    """Whether the first phase chooses the head's penalty on validation (and refits), and why not."""
+    first = plans[0]
+    reasons = [
+        (config.train.l2 != "auto", "train.l2 is set"),
+        (first.cut is None or first.cut.kind != "pool", "the first phase does not train the head alone on cached features"),
+        (bool(config.head.dense), "the head has hidden layers (head.dense)"),
+        (config.train.label_smoothing > 0, "label smoothing is on"),
+    ]
+    why_not = next((why for failed, why in reasons if failed), "")
+    if why_not:
+        plans[0] = dataclasses.replace(first, no_selection=why_not)
+        return plans
+    refit = config.train.refit is not False
+    exact = first.phase.auto  # the exact fit is the converged head: Adam epochs after it only fit the validation noise
+    phase = dataclasses.replace(first.phase, epochs=1) if exact else first.phase
+    why = f"{first.why.split('; epochs auto')[0]}; the head is fitted exactly at the penalty chosen on validation" if exact else first.why
+    plans[0] = dataclasses.replace(first, phase=phase, why=why, select_head=True, refit=refit, exact=exact)
     return plans
+
+
+def unselect(config: ExperimentConfig, plan: PhasePlan, why: str) -> PhasePlan:
+    """The first phase's plan when its penalty could not be chosen after all: trained as the config says, `why` recorded."""
+    phase, _ = resolve_auto(phases_of(config)[0], plan.cut is not None)
+    return dataclasses.replace(plan, phase=phase, select_head=False, exact=False, refit=False, no_selection=why)
+
+
+def plan_run(model, config: ExperimentConfig, train_images: int) -> list[PhasePlan]:
+    """`plan_phases` over what this model allows."""
+    phases = phases_of(config)
+    return plan_phases(config, phases, cut_options(model, config, phases), train_images)
 
 
 def extraction_cut(plans: list[PhasePlan]) -> Cut | None:

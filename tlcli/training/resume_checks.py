@@ -16,11 +16,13 @@ from tlcli.errors import ConfigError, RunError
 from tlcli.runs.checkpoints import CheckpointState
 from tlcli.runs.provenance import dataset_fingerprint, read_split, recorded_fingerprint
 from tlcli.system import cpu_workers
-from tlcli.training.phases import phase_epochs, phases_of
+from tlcli.training.phases import phase_section, phases_of
 
 RESUMABLE_KEYS = (
     "train.epochs",
     "fine_tune.epochs",
+    "train.max_epochs",
+    "fine_tune.max_epochs",
     "train.early_stopping.patience",
     "fine_tune.early_stopping.patience",
     "train.early_stopping.min_delta",
@@ -36,7 +38,7 @@ def check_overrides(parsed: list[tuple[str, Any]], raw: dict, state: CheckpointS
         phase = key.split(".")[0]
         if phase == "fine_tune" and not raw.get("fine_tune"):
             raise ConfigError(key, "this run has no fine-tuning phase, and a phase cannot be added on resume")
-        if state is None or not key.endswith(".epochs"):
+        if state is None or not key.endswith(("epochs", "max_epochs")):
             continue
         if phase == "train" and state.phase != "train":
             raise ConfigError(key, f"phase train is over (the run went on to {state.phase}); extend {state.phase}.epochs instead")
@@ -49,9 +51,17 @@ def nothing_left(config: ExperimentConfig, state: CheckpointState) -> bool:
     names = [phase.name for phase in phases_of(config)]
     if state.phase != names[-1]:
         return False
-    epochs = phase_epochs(config, state.phase)
+    epochs = planned_epochs(config, state)
     extended = epochs > state.phase_epochs
     return state.phase_epoch >= epochs or (state.stopped_early and not extended)
+
+
+def planned_epochs(config: ExperimentConfig, state: CheckpointState) -> int:
+    """The most epochs the checkpoint's phase may now run: its `epochs`, or for `auto` what the run planned, unless `max_epochs` was raised."""
+    section = phase_section(config, state.phase)
+    if section.epochs != "auto":
+        return section.epochs
+    return max(state.phase_epochs, section.max_epochs)
 
 
 def check_same_splits(splits: DataSplits, run_dir: Path) -> None:

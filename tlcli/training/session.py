@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tlcli.config.loading import dump_config
 from tlcli.data.batches import class_weights
 from tlcli.progress import Reporter
@@ -45,27 +47,32 @@ def train_in_run(session: Session) -> TrainResult:
     from tlcli.training.callbacks import HistoryRecorder
     from tlcli.training.compile import make_loss, make_metrics
     from tlcli.training.loop import Fitting, fit_phases
-    from tlcli.training.phases import cut_options, phases_of, plan_phases
+    from tlcli.training.phases import plan_run, unselect
 
     prepared, reporter, run_dir = session.prepared, session.reporter, session.run_dir
     config = prepared.config
     timings = {"startup": round(time.perf_counter() - session.options.start_time(), 3)}
     _write_inputs(session)
-    phases = phases_of(config)
-    plans = plan_phases(config, phases, cut_options(prepared.model, config, phases), len(prepared.splits.train))
+    plans = plan_run(prepared.model, config, len(prepared.splits.train))
     for plan in plans:
         reporter.info(plan.describe())
     inputs, cache_use, skipped = _single_pass(session, plans, timings)
+    weights = class_weights(inputs.sets["train"].labels, prepared.num_classes, config.train.class_weight, prepared.splits.class_names)
+    selection, probe = _choose(session, inputs, plans[0], weights, timings)
+    if plans[0].select_head and not (selection is not None and selection.selected):
+        plans[0] = unselect(config, plans[0], selection.why if selection is not None else "no features for the head")
+        reporter.info(plans[0].describe() + f" (the head's penalty was not chosen: {plans[0].no_selection})")
     clock = time.perf_counter()
     restored = _restore(session) if session.resuming else None
     history = HistoryRecorder(run_dir / "history.csv", rows=restored.state.history if restored else ([] if session.resuming else None))
     steps = -(-len(inputs.sets["train"]) // config.data.batch_size)
-    weights = class_weights(inputs.sets["train"].labels, prepared.num_classes, config.train.class_weight, prepared.splits.class_names)
     fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained)
     if restored is not None:
         fitting.best, fitting.offset = dict(restored.state.run_best), restored.state.offset
     with prepared.scope():
         fit_phases(fitting, plans, restored)
+        if selection is not None and selection.refit:
+            _refit(fitting, plans, selection)
         final, probabilities = inputs.evaluate(plans[-1].cut or plans[-1].val_cut, make_loss(config), make_metrics(config, prepared.num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
     _save_and_report(session, inputs, probabilities["val"], timings)
@@ -80,9 +87,77 @@ def train_in_run(session: Session) -> TrainResult:
         timings_s=timings,
         images_per_second=round(len(inputs.sets["train"]) * fitting.session_epochs / timings["train"], 1) if timings["train"] else None,
         peak_memory_mb=peak_memory_mb(),
+        selection=selection.to_dict() if selection is not None and selection.selected else None,
+        linear_probe=probe,
+        phases=fitting.outcomes,
+        figures=_what_figures_mean(inputs, plans, selection),
     )
     metrics.write(run_dir)  # last: a run with metrics.json is complete
     return TrainResult(run_dir, metrics, skipped)
+
+
+def _choose(session: Session, inputs, plan, weights, timings: dict[str, float]):
+    """The linear probe (and, when the plan selects the head, its penalty and starting weights); selection.json records them.
+
+    Returns the selection (or None) and the probe record of metrics.json.
+    """
+    from tlcli.training.inputs import FeatureInputs
+    from tlcli.training.selection import choose_head
+
+    config, reporter = session.prepared.config, session.reporter
+    if not isinstance(inputs, FeatureInputs) and not plan.select_head:  # selecting needs only the head's features, an inference pass
+        return None, {"skipped": f"no cached features ({plan.why})"}
+    if config.probe == "off" and not plan.select_head:
+        return None, {"skipped": "probe: off"}
+    clock = time.perf_counter()
+    selection = choose_head(inputs, plan, weights)
+    timings["select"] = round(time.perf_counter() - clock, 3)
+    chosen = selection.chosen
+    probe = {"C": chosen.C, "val_accuracy": chosen.val_accuracy, "val_loss": chosen.val_loss, "test_accuracy": selection.test_accuracy, "seconds": round(selection.seconds, 3)}
+    reporter.info(f"linear probe: validation accuracy {chosen.val_accuracy:.4f} at C={chosen.C:g}" + (f"; {selection.why}" if selection.why else ""))
+    if selection.selected:
+        write_json_atomic(session.run_dir / "selection.json", selection.to_dict())
+    return selection, probe
+
+
+def _refit(fitting, plans, selection) -> None:
+    """The head fitted again on train + validation at the chosen penalty (after fine-tuning, on the fine-tuned base's features);
+    without fine-tuning, then as many epochs as training added to its start."""
+    from tlcli.data.batches import ArrayBatches
+    from tlcli.features.cut import Cut, trainable_part
+    from tlcli.training.compile import make_loss, make_metrics, make_optimizer
+    from tlcli.training.fit_in_memory import fit_in_memory
+    from tlcli.training.selection import probe_splits, refit_head
+
+    inputs, config, plan = fitting.inputs, fitting.config, plans[0]
+    fine_tuned = len(plans) > 1
+    refit_head(inputs, selection, fitting.class_weight, fresh=fine_tuned)
+    outcome = fitting.outcomes.get(plan.phase.name, {})
+    added = int(outcome["best"].get("epoch", 0)) - int(outcome["start"].get("epoch", 0)) if outcome.get("kept") == "best" and outcome.get("start") and not fine_tuned else 0
+    if added > 0:
+        data = probe_splits(inputs)
+        x, y = (np.concatenate([data["train"][i], data["val"][i]]) for i in (0, 1))
+        part = trainable_part(inputs.model, Cut("pool"))
+        part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config), metrics=make_metrics(config, inputs.num_classes))
+        fit_in_memory(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), epochs=added, class_weight=fitting.class_weight)
+    selection.refit_epochs = added
+    write_json_atomic(fitting.run_dir / "selection.json", selection.to_dict())
+    fitting.reporter.info(f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample")
+
+
+def _what_figures_mean(inputs, plans, selection) -> dict[str, str]:
+    """Which splits' figures chose something (in-sample, optimistic) and which are untouched estimates."""
+    used = ["the best epoch"] if inputs.config.train.restore_best else []
+    if any(plan.phase.early_stopping.patience for plan in plans):
+        used.append("when to stop")
+    if selection is not None and selection.selected:
+        used.append("the head's penalty")
+    meaning = {"val": "selection: it chose " + ", ".join(used) if used else "untouched"}
+    if selection is not None and selection.refit:
+        meaning["val"] = "in-sample: the head was refitted on it" + (f" (it also chose {', '.join(used)})" if used else "")
+    if "test" in inputs.sets and len(inputs.sets["test"]):
+        meaning["test"] = "untouched"
+    return meaning
 
 
 def _write_inputs(session: Session) -> None:
