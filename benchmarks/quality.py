@@ -84,10 +84,9 @@ class Quality:
         data = self.layout(dataset)
         config = self.work / "smallest.yaml"
         config.write_text("base: {name: MobileNet, args: {alpha: 0.25}}\ndata: {dir: .}\n")
-        env = {**self.env, "TLCLI_CACHE_DIR": str(self.work / "cache" / f"{self.sequence}")}
-        if tree is not None:
-            env["PYTHONPATH"] = str(tree)
-        command = [self.python, "-c", "from tlcli.cli import main; main()", "train", str(config), "--json", "--quiet", "--runs-dir", str(self.work / "runs"), "--set", f"data.dir={data}", "--set", f"seed={seed}"]
+        # -P: no current folder on sys.path, so PYTHONPATH alone says which tlcli runs (this checkout, or the one before).
+        env = {**self.env, "TLCLI_CACHE_DIR": str(self.work / "cache" / f"{self.sequence}"), "PYTHONPATH": str(tree or REPO)}
+        command = [self.python, "-P", "-c", "from tlcli.cli import main; main()", "train", str(config), "--json", "--quiet", "--runs-dir", str(self.work / "runs"), "--set", f"data.dir={data}", "--set", f"seed={seed}"]
         for override in sets:
             command += ["--set", override]
         return self._record(dataset, seed, label, command, env, lambda out: (out or {}).get("final", {}).get("test_accuracy"))

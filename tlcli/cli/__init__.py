@@ -42,6 +42,24 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on s
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder holding run folders (default: the config's output.runs_dir, else ./runs).")]
 ConfigFile = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
+Columns = Annotated[Optional[list[str]], typer.Option("--column", help="A manifest's column names, as data.columns: path=file, label=class, split=fold (repeatable).")]
+
+
+def parse_columns(specs: list[str] | None) -> dict[str, str]:
+    """`--column path=file` -> {"path": "file"}.
+
+    Raises:
+        UserError: not ROLE=NAME, or a role other than path, label, split.
+    """
+    from tlcli.errors import UserError
+
+    columns = {}
+    for spec in specs or []:
+        role, sep, name = spec.partition("=")
+        if not sep or role.strip() not in ("path", "label", "split") or not name.strip():
+            raise UserError(f"--column: expected path=NAME, label=NAME or split=NAME, got {spec!r}")
+        columns[role.strip()] = name.strip()
+    return columns
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.epochs=3 (repeatable).")]
 
 

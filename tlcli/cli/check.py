@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, Quiet, _error, _print_json, _reporter, app, command, stdout
+from tlcli.cli import Columns, Debug, Json, Quiet, _error, _print_json, _reporter, app, command, parse_columns, stdout
 from tlcli.config.schema import DEFAULT_MAX_FILE_MB
 
 SHOWN = 20  # files listed per section in the table view; --json has them all
@@ -17,7 +17,9 @@ SHOWN = 20  # files listed per section in the table view; --json has them all
 @app.command("check")
 @command
 def check_command(
-    data_dir: Annotated[Path, typer.Argument(help="A folder of class folders, or a parent of train/ and val/ (as data.dir).")],
+    data_dir: Annotated[Optional[Path], typer.Argument(help="A folder of class folders, or a parent of train/ and val/ (as data.dir); or a CSV manifest (as data.manifest).")] = None,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="A CSV/TSV manifest of paths and labels (instead of DATA_DIR).")] = None,
+    column: Columns = None,
     val_split: Annotated[float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")] = 0.2,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")] = False,
     max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")] = DEFAULT_MAX_FILE_MB,
@@ -32,11 +34,16 @@ def check_command(
     from tlcli.data.problems import check_dataset
     from tlcli.errors import UserError
 
+    if (data_dir is None) == (manifest is None):
+        raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
+    data_dir = data_dir or manifest
+    if manifest is not None and not manifest.is_file():
+        raise UserError(f"--manifest: file not found: {manifest}")
     if not 0 < val_split < 1:
         raise UserError(f"--val-split: must be between 0 and 1, got {val_split}")
     if not max_file_mb > 0:
         raise UserError(f"--max-file-mb: must be above 0, got {max_file_mb}")
-    report = check_dataset(data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output), max_file_mb=max_file_mb)
+    report = check_dataset(data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output), max_file_mb=max_file_mb, columns=parse_columns(column))
     if json_output:
         _print_json(report.to_dict())
     elif not quiet:
@@ -76,7 +83,8 @@ def _print_report(report) -> None:
 
     problems = report.problems
     sections = [
-        ("unreadable files (training skips them)", [f"{rel(f.path)}: {f.reason}" for f in problems.unreadable], "red"),
+        ("bad manifest rows (training skips them)", [f"row {b.row}: {b.path + ': ' if b.path else ''}{b.problem}" for b in problems.bad_rows], "red"),
+        ("unreadable files (training skips them)", [f"{'row ' + str(f.row) + ': ' if f.row else ''}{rel(f.path)}: {f.reason}" for f in problems.unreadable], "red"),
         ("exact duplicates", [f"{', '.join(k.replace('_', ' ') for k in g.kinds)}: " + " = ".join(where(f) for f in g.files) for g in problems.duplicates], "red"),
         ("classes with fewer than 10 images", [f"{c['class']}: {c['images']}" for c in report.small_classes], "yellow"),
         ("content does not match the extension", [f"{rel(m['path'])}: {m['format']} named {m['extension']}" for m in report.extension_mismatches], "yellow"),

@@ -8,14 +8,15 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, _print_json, _reporter, app, command, stdout
+from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, _print_json, _reporter, app, command, parse_columns, stdout
 
 
 @app.command()
 @command
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run folder (see `tlcli runs`).")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this folder of class folders instead of the run's test/val files.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this folder of class folders, or CSV manifest, instead of the run's test/val files.")] = None,
+    column: Columns = None,
     split: Annotated[Optional[str], typer.Option("--split", help="val or test (default: test when the run had one, else val).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="k of the top-k accuracy (default: the run's train.top_k, else 5).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
@@ -36,7 +37,15 @@ def evaluate(
     from tlcli.evaluation.evaluate import evaluate as run_evaluation
 
     evaluation = run_evaluation(
-        run_dir, data=data, split=split, top_k=top_k, batch_size=batch_size, fail_under=fail_under or [], fail_over=fail_over or [], reporter=_reporter(quiet or json_output, json_output)
+        run_dir,
+        data=data,
+        split=split,
+        top_k=top_k,
+        batch_size=batch_size,
+        fail_under=fail_under or [],
+        fail_over=fail_over or [],
+        reporter=_reporter(quiet or json_output, json_output),
+        columns=parse_columns(column),
     )
     if json_output:
         _print_json(evaluation.to_dict())

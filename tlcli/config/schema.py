@@ -71,6 +71,14 @@ class AugmentConfig(_Section):
         return self.flip
 
 
+class ManifestColumns(_Section):
+    """Which columns of `data.manifest` hold what."""
+
+    path: str = Field("path", min_length=1, description="The column of image paths.")
+    label: str = Field("label", min_length=1, description="The column of class names.")
+    split: str = Field("split", min_length=1, description="The optional column of splits (`train`, `val`, `test`).")
+
+
 class DataConfig(_Section):
     """Where the images are and how they are fed to the model."""
 
@@ -81,6 +89,12 @@ class DataConfig(_Section):
     train_dir: Path | None = Field(None, description="Explicit training folder (overrides what `dir` detects).")
     val_dir: Path | None = Field(None, description="Explicit validation folder (overrides what `dir` detects).")
     test_dir: Path | None = Field(None, description="Explicit test folder (overrides what `dir` detects).")
+    manifest: Path | None = Field(
+        None,
+        description="Instead of folders: a CSV (or TSV) file with a path column (relative to the manifest's folder, or absolute) and a label column, and optionally a split column (`train`, `val`, `test`; empty or absent = the hash split, on the path as written).",
+    )
+    columns: ManifestColumns = Field(default_factory=lambda: ManifestColumns(), description="The manifest's column names.")
+    delimiter: Literal["auto", ",", "\t", ";", "|"] = Field("auto", description="The manifest's delimiter: `auto` = tab for `.tsv`, else what the header line uses (comma, tab, semicolon or pipe).")
     val_split: float = Field(
         0.2, gt=0, lt=1, description="Fraction held out for validation when there is no validation folder; chosen per file by a hash of its relative path, so adding images never reshuffles existing ones."
     )
@@ -117,8 +131,11 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _has_data(self) -> DataConfig:
-        if self.dir is None and self.train_dir is None:
-            raise ValueError("set data.dir (or data.train_dir) to your image folder")
+        folders = [key for key in ("dir", "train_dir", "val_dir", "test_dir") if getattr(self, key) is not None]
+        if self.manifest is not None and folders:
+            raise ValueError(f"data.manifest and data.{folders[0]} exclude each other: the manifest lists every file and its split")
+        if self.dir is None and self.train_dir is None and self.manifest is None:
+            raise ValueError("set data.dir (or data.train_dir) to your image folder, or data.manifest to a CSV of paths and labels")
         return self
 
 

@@ -99,19 +99,28 @@ def list_class_files(folder: Path, key: str, ignored: list[tuple[str, str]] | No
     return classes
 
 
-def collect_images(specs: Sequence[str | Path]) -> list[Path]:
-    """Expand files, folders (recursively, image extensions only) and globs, keeping order, without duplicates.
+def collect_images(specs: Sequence[str | Path]) -> dict[Path, str]:
+    """Expand files, folders (recursively, image extensions only), globs and CSV manifests, keeping order, without duplicates.
 
     A file named explicitly (or matched by a glob) is always tried, whatever
     its extension; inside folders only image files count, hidden ones left out.
+    A manifest (`.csv`, `.tsv`) stands for the files of its `path` column.
+
+    Returns:
+        {file to read: how the output names it}: the path as given, or as the manifest writes it.
 
     Raises:
         UserError: nothing given, or a path or glob that matches no image.
     """
+    from tlcli.data.manifest import is_manifest, read_paths
+
     if not specs:
-        raise UserError("no images given; pass image files, folders or globs")
-    found: dict[Path, None] = {}
+        raise UserError("no images given; pass image files, folders, globs or a CSV manifest")
+    found: dict[Path, str] = {}
     for spec in specs:
+        if is_manifest(spec):
+            found.update({path: written for written, path in read_paths(Path(spec)) if path not in found})
+            continue
         text = os.path.expanduser(str(spec))
         path = Path(text)
         if path.exists():
@@ -125,9 +134,9 @@ def collect_images(specs: Sequence[str | Path]) -> list[Path]:
         before = len(found)
         for match in matches:
             if match.is_dir():
-                found.update(dict.fromkeys(p for p in walk_files(match) if is_image_candidate(p)))
-            else:
-                found[match] = None
+                found.update({p: str(p) for p in walk_files(match) if is_image_candidate(p) and p not in found})
+            elif match not in found:
+                found[match] = str(match)
         if len(found) == before and not any(m.is_file() for m in matches):
             raise UserError(f"{spec}: no image files in it ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return list(found)
+    return found

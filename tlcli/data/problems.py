@@ -60,6 +60,7 @@ class UnreadableFile:
     split: str
     label: str
     reason: str
+    row: int | None = None  # its manifest row, when the data is a manifest
 
 
 @dataclass
@@ -77,16 +78,18 @@ class DataProblems:
 
     unreadable: list[UnreadableFile] = field(default_factory=list)
     duplicates: list[DuplicateGroup] = field(default_factory=list)
+    bad_rows: list = field(default_factory=list)  # a manifest's skipped rows (`tlcli.data.manifest.BadRow`)
 
     def of_kind(self, kind: str) -> list[DuplicateGroup]:
         return [group for group in self.duplicates if kind in group.kinds]
 
     @property
     def count(self) -> int:
-        return len(self.unreadable) + len(self.duplicates)
+        return len(self.unreadable) + len(self.duplicates) + len(self.bad_rows)
 
     def counts(self) -> dict[str, int]:
         return {
+            "bad_rows": len(self.bad_rows),
             "unreadable": len(self.unreadable),
             WITHIN_CLASS: len(self.of_kind(WITHIN_CLASS)),
             CONFLICTING_LABELS: len(self.of_kind(CONFLICTING_LABELS)),
@@ -97,6 +100,7 @@ class DataProblems:
         """`3 unreadable files, 1 leaked duplicate` (empty when there is nothing)."""
         counts = self.counts()
         names = {
+            "bad_rows": ("bad manifest row", "bad manifest rows"),
             "unreadable": ("unreadable file", "unreadable files"),
             WITHIN_CLASS: ("set of duplicates within a class", "sets of duplicates within a class"),
             CONFLICTING_LABELS: ("duplicate with conflicting labels", "duplicates with conflicting labels"),
@@ -123,6 +127,7 @@ class DataProblems:
     def to_dict(self) -> dict[str, Any]:
         return {
             "counts": self.counts(),
+            "bad_rows": [asdict(b) for b in self.bad_rows],
             "unreadable": [asdict(f) for f in self.unreadable],
             "duplicates": [{"content_hash": g.content_hash, "kinds": g.kinds, "files": [asdict(f) for f in g.files]} for g in self.duplicates],
         }
@@ -196,13 +201,16 @@ def check_dataset(
     workers: int | None = None,
     reporter=None,
     max_file_mb: float | None = None,
+    columns: dict[str, str] | None = None,
 ) -> CheckReport:
-    """Screen every file of a data folder and report what training would find.
+    """Screen every file of a data folder (or manifest) and report what training would find.
 
     Args:
         data_dir: a folder of class folders, or a parent of `train/`, `val/`
-            (and `test/`), detected as `data.dir` is in a config.
+            (and `test/`), detected as `data.dir` is in a config; or a CSV/TSV
+            manifest of paths and labels (as `data.manifest`).
         val_split: the hold-out fraction when there is no validation folder.
+        columns: a manifest's column names (`{"path": ..., "label": ..., "split": ...}`), as `data.columns`.
         use_cache: use the screening cache (files seen before, unchanged,
             are not decoded again).
         reporter: a `tlcli.progress.Reporter` for the decoding progress.
@@ -221,7 +229,10 @@ def check_dataset(
     from tlcli.progress import Reporter
 
     reporter = reporter or Reporter()
-    config = DataConfig(dir=Path(data_dir), val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {}))
+    from tlcli.data.manifest import is_manifest
+
+    where = {"manifest": Path(data_dir), "columns": columns or {}} if is_manifest(data_dir) else {"dir": Path(data_dir)}
+    config = DataConfig(**where, val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {}))
     splits = discover_splits(config)
     samples = [(split, sample) for split in SPLITS for sample in getattr(splits, split)]
     with reporter.task("checking images", len(samples)) as advance:
@@ -252,12 +263,12 @@ def _entries_from_pass(splits: DataSplits, screened: dict[str, ScreenedSplit]) -
 
 
 def _problems(splits: DataSplits, entries: Iterable[FileVerdict]) -> DataProblems:
-    problems = DataProblems()
+    problems = DataProblems(bad_rows=list(splits.bad_rows))
     by_hash: dict[str, list[FileRef]] = defaultdict(list)
     for entry in entries:
         label = splits.class_names[entry.sample.label]
         if entry.unreadable is not None:
-            problems.unreadable.append(UnreadableFile(str(entry.sample.path), entry.split, label, entry.unreadable))
+            problems.unreadable.append(UnreadableFile(str(entry.sample.path), entry.split, label, entry.unreadable, entry.sample.row))
         else:
             by_hash[entry.content_hash].append(FileRef(str(entry.sample.path), entry.split, label))
     for content_hash, files in by_hash.items():

@@ -26,11 +26,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Sample:
-    """One image file and its class index; `relpath` is relative to its split folder."""
+    """One image file and its class index; `relpath` is relative to its split folder (a manifest's path as written).
+
+    `row`: the file's row in the manifest it came from (None for class folders).
+    """
 
     path: Path
     label: int
     relpath: str
+    row: int | None = None
 
 
 @dataclass
@@ -44,6 +48,7 @@ class DataSplits:
     sources: dict[str, str] = field(default_factory=dict)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     warnings: list[str] = field(default_factory=list)
+    bad_rows: list = field(default_factory=list)  # a manifest's skipped rows (`tlcli.data.manifest.BadRow`)
 
     def listed(self) -> list[tuple[str, list[Sample]]]:
         """(split, samples) for train, val, and test when there is one."""
@@ -74,6 +79,8 @@ def discover_splits(config: DataConfig, seed: int = 0) -> DataSplits:
         DataError: a folder is missing, has fewer than two classes, a class has
             no images, or validation/test hold a class training does not.
     """
+    if config.manifest is not None:
+        return manifest_splits(config)
     train_dir, val_dir, test_dir, sources = _locate_folders(config)
     ignored: list[tuple[str, str]] = []
     train_files = list_class_files(train_dir, _key_for(config, "train"), ignored)
@@ -166,3 +173,41 @@ def hash_split(samples: list[Sample], fraction: float) -> tuple[list[Sample], li
 def split_bucket(relpath: str) -> float:
     digest = hashlib.sha1(relpath.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def manifest_splits(config: DataConfig) -> DataSplits:
+    """The splits of a CSV manifest (`tlcli.data.manifest`): its split column, else the hash split of the path as written.
+
+    Within a split, files are ordered by class then path, as class folders list them.
+
+    Raises:
+        DataError: what `read_manifest` raises; fewer than two training classes; a label in val/test that train lacks.
+    """
+    from tlcli.data.manifest import read_manifest
+
+    manifest = read_manifest(config)
+    where = str(manifest.source)
+    listed = {split: [row for row in manifest.rows if row.split == split] for split in SPLITS}
+    unsplit = [row for row in manifest.rows if not row.split]
+    held = {row.row for row in unsplit if split_bucket(row.written) < config.val_split} if not listed["val"] else set()
+    listed["train"] += [row for row in unsplit if row.row not in held]
+    listed["val"] += [row for row in unsplit if row.row in held]
+    class_names = sorted({row.label for row in listed["train"]})
+    if len(class_names) < 2:
+        raise DataError(f"data.manifest: {where} has {'only label ' + repr(class_names[0]) if class_names else 'no training rows'}; a classifier needs at least two labels")
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = {}
+    for split, rows in listed.items():
+        unknown = next((row for row in rows if row.label not in index), None)
+        if unknown is not None:
+            raise DataError(f"data.manifest: row {unknown.row} of {where} labels a {split} file {unknown.label!r}, which no training row has ({', '.join(class_names)})")
+        samples[split] = sorted((Sample(row.path, index[row.label], row.written, row.row) for row in rows), key=lambda s: (s.label, s.relpath))
+    sources = {split: f"{where} (split column)" if any(row.split == split for row in manifest.rows) else where for split in SPLITS if samples[split]}
+    if held:
+        sources["val"] = f"{config.val_split:.0%} of {where} by path hash"
+    splits = DataSplits(class_names, samples["train"], samples["val"], samples["test"], sources, bad_rows=manifest.bad)
+    if manifest.bad:
+        splits.warnings.append(f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}")
+    if not splits.val:
+        raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
+    return splits

@@ -39,12 +39,14 @@ def evaluate(
     fail_under: Sequence[str] = (),
     fail_over: Sequence[str] = (),
     reporter: Reporter | None = None,
+    columns: dict[str, str] | None = None,
 ) -> Evaluation:
     """Evaluate a run's model and write a new evaluation folder in the run.
 
     Args:
         run_dir: the run folder.
-        data: a folder of class folders to evaluate on instead of the run's own split.
+        data: a folder of class folders, or a CSV manifest (every usable row), to evaluate on instead of the run's own split.
+        columns: the manifest's column names, as `data.columns`.
         split: `val` or `test` (default: test when the run had one, else val).
         top_k: k of the top-k accuracy (default: the run's `train.top_k`, else 5;
             capped at the number of classes).
@@ -80,13 +82,13 @@ def evaluate(
     gates = parse_gates(fail_under) + parse_gates(fail_over, over=True)
     check_gate_keys(gates, metric_keys(class_names, k))
 
-    name, samples, source = _what_to_evaluate(run_dir, data, split, class_names)
+    name, samples, source, bad_rows = _what_to_evaluate(run_dir, data, split, class_names, columns)
     model = load_run_model(run_dir, class_names)  # before any work: a damaged run fails in one line
     reporter.info(f"evaluating {run_dir} on {len(samples)} images ({source})")
 
     with reporter.task("decoding", len(samples)) as advance:
         decoded = decode_samples(samples, info.image_size, info.channels, on_bad_file="skip", progress=advance, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES)
-    skipped = [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
+    skipped = bad_rows + [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
     if skipped:
         reporter.warn(
             f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
@@ -110,15 +112,19 @@ def evaluate(
     )
 
 
-def _what_to_evaluate(run_dir: Path, data: str | Path | None, split: str | None, class_names: list[str]) -> tuple[str, list[Sample], str]:
-    """(dataset name, its files, where they came from): `data`, else the run's `split` (default test when it had one, else val)."""
+def _what_to_evaluate(run_dir: Path, data: str | Path | None, split: str | None, class_names: list[str], columns: dict[str, str] | None) -> tuple[str, list[Sample], str, list[dict[str, str]]]:
+    """(dataset name, its files, where they came from, bad manifest rows): `data` (a folder or a manifest), else the run's `split`
+    (default test when it had one, else val)."""
+    from tlcli.data.manifest import is_manifest
+
     if data is not None:
         if split is not None:
             raise UserError("--split and --data exclude each other: --split picks one of the run's own splits")
-        samples, _ = folder_samples(Path(data), class_names)
-        return Path(data).absolute().name, samples, str(Path(data).absolute())
+        data = Path(data)
+        samples, bad = manifest_samples(data, class_names, columns) if is_manifest(data) else (folder_samples(data, class_names)[0], [])
+        return (data.stem if is_manifest(data) else data.absolute().name), samples, str(data.absolute()), bad
     name = split or ("test" if read_split(run_dir, "test") else "val")
-    return name, split_samples(run_dir, name, class_names), f"splits/{name}.csv"
+    return name, split_samples(run_dir, name, class_names), f"splits/{name}.csv", []
 
 
 def split_samples(run_dir: Path, split: str, class_names: list[str]) -> list[Sample]:
@@ -165,6 +171,26 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
     if not samples:
         raise DataError(f"--data: no images in class folders under {folder}")
     return samples, ignored
+
+
+def manifest_samples(manifest: Path, class_names: list[str], columns: dict[str, str] | None = None) -> tuple[list[Sample], list[dict[str, str]]]:
+    """Every usable row of a manifest (whatever its split), labelled by the run's class names; and its bad rows.
+
+    Raises:
+        DataError: what reading the manifest raises, or a label the run does not know (its row named).
+    """
+    from tlcli.config.schema import DataConfig
+    from tlcli.data.manifest import read_manifest
+
+    read = read_manifest(DataConfig(manifest=manifest, columns=columns or {}), key="--data")
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = next((row for row in read.rows if row.label not in index), None)
+    if unknown is not None:
+        raise DataError(f"--data: row {unknown.row} of {manifest} labels {unknown.written} {unknown.label!r}, not a class of the run ({', '.join(class_names)})")
+    samples = [Sample(row.path, index[row.label], row.written, row.row) for row in read.rows]
+    if not samples:
+        raise DataError(f"--data: no usable rows in {manifest}")
+    return samples, [{"path": b.path, "reason": f"row {b.row}: {b.problem}"} for b in read.bad]
 
 
 

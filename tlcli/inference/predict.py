@@ -147,7 +147,8 @@ def predict(
     if batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
     reporter = reporter or Reporter()
-    paths = collect_images(images)
+    keys = collect_images(images)
+    paths = list(keys)
     run_dir = resolve_predict_run(run, runs_dir)
     if on_run is not None:
         on_run(run_dir)
@@ -167,14 +168,14 @@ def predict(
             probabilities = predict_probabilities(model, np.stack(batch_pixels), batch_size, binary)
             for path, row in zip(batch_paths, probabilities):
                 order = np.argsort(-row, kind="stable")[:k]
-                predictions.append(Prediction(str(path), tuple((class_names[i], round(float(row[i]), 6)) for i in order)))
+                predictions.append(Prediction(keys[path], tuple((class_names[i], round(float(row[i]), 6)) for i in order)))
         batch_paths.clear()
         batch_pixels.clear()
 
     with reporter.task("predicting", len(paths)) as advance:
         for done, (path, result) in enumerate(decode_stream(paths, info.image_size, info.channels, workers, window=2 * batch_size, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES), start=1):
             if isinstance(result, str):
-                predictions.append(Prediction(str(path), error=result))
+                predictions.append(Prediction(keys[path], error=result))
             else:
                 batch_paths.append(path)
                 batch_pixels.append(result)
@@ -183,7 +184,7 @@ def predict(
             advance(done)
         flush()
     # Errors are recorded as they come while their batch is still filling: restore input order.
-    index_of = {str(p): i for i, p in enumerate(paths)}
+    index_of = {keys[p]: i for i, p in enumerate(paths)}
     predictions.sort(key=lambda p: index_of[p.path])
     return PredictResult(run_dir, class_names, k, predictions)
 
