@@ -58,17 +58,24 @@ def read_split(run_dir: Path, split: str) -> list[SplitRow] | None:
         raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def dataset_fingerprint(rows: Iterable[tuple[str, str, str]]) -> str:
-    """dataset.json's `fingerprint`: a hash of (split, relative path, content hash) of every readable image, per split by path."""
+FINGERPRINT_VERSION = 2  # 2: the labels are part of it (a relabelled manifest is another dataset); 1: split, path, content
+
+
+def dataset_fingerprint(rows: Iterable[tuple[str, str, str, str]], version: int = FINGERPRINT_VERSION) -> str:
+    """dataset.json's `fingerprint`: a hash of (split, relative path, label, content hash) of every readable image, per split by path.
+
+    Version 1 (runs written before labels counted) leaves the label out.
+    """
     fingerprint = hashlib.sha256()
-    for split, relpath, content_hash in rows:
-        fingerprint.update(f"{split}\0{relpath}\0{content_hash}\n".encode())
+    for split, relpath, label, content_hash in rows:
+        fields = (split, relpath, label, content_hash) if version >= 2 else (split, relpath, content_hash)
+        fingerprint.update(("\0".join(fields) + "\n").encode())
     return fingerprint.hexdigest()
 
 
-def fingerprint_rows(screened: dict[str, ScreenedSplit]) -> list[tuple[str, str, str]]:
+def fingerprint_rows(class_names: list[str], screened: dict[str, ScreenedSplit]) -> list[tuple[str, str, str, str]]:
     return [
-        (split, sample.relpath, content_hash)
+        (split, sample.relpath, class_names[sample.label], content_hash)
         for split, kept in screened.items()
         for sample, content_hash in sorted(zip(kept.samples, kept.content_hashes), key=lambda pair: pair[0].relpath)
     ]
@@ -76,7 +83,8 @@ def fingerprint_rows(screened: dict[str, ScreenedSplit]) -> list[tuple[str, str,
 
 def write_dataset_record(run_dir: Path, splits: DataSplits, screened: dict[str, ScreenedSplit]) -> None:
     record = {
-        "fingerprint": dataset_fingerprint(fingerprint_rows(screened)),
+        "fingerprint": dataset_fingerprint(fingerprint_rows(splits.class_names, screened)),
+        "fingerprint_version": FINGERPRINT_VERSION,
         "class_names": splits.class_names,
         "sources": splits.sources,
         "counts": {split: {name: int((kept.labels == i).sum()) for i, name in enumerate(splits.class_names)} for split, kept in screened.items()},
@@ -85,11 +93,12 @@ def write_dataset_record(run_dir: Path, splits: DataSplits, screened: dict[str, 
     write_json_atomic(run_dir / "dataset.json", record)
 
 
-def recorded_fingerprint(run_dir: Path) -> str | None:
-    """The fingerprint in dataset.json, or None when the run stopped before its first pass over the files."""
+def recorded_fingerprint(run_dir: Path) -> tuple[str, int] | None:
+    """(fingerprint, version) from dataset.json, or None when the run stopped before its first pass over the files."""
     try:
-        return str(read_json(Path(run_dir) / "dataset.json")["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+        record = read_json(Path(run_dir) / "dataset.json")
+        return str(record["fingerprint"]), int(record.get("fingerprint_version", 1))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -73,7 +73,7 @@ def check_same_splits(splits: DataSplits, run_dir: Path) -> None:
         saved = sorted((row.relpath, row.label) for row in rows)
         now = sorted((s.relpath, splits.class_names[s.label]) for s in getattr(splits, split))
         if saved != now:
-            raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files); resuming would train on other data, start a new run")
+            raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files or labels); resuming would train on other data, start a new run")
 
 
 def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> None:
@@ -104,6 +104,8 @@ def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> No
     rows = []
     for split, samples in splits.listed():
         kept = sorted((s for s in samples if str(s.path) not in unreadable), key=lambda s: s.relpath)
-        rows += [(split, s.relpath, h) for s, (_, h) in zip(kept, bounded_map(content_hash, [s.path for s in kept], window=4 * cpu_workers()))]
-    if dataset_fingerprint(rows) != recorded:
-        raise RunError(f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes); resuming would train on other data, start a new run")
+        hashes = bounded_map(content_hash, [s.path for s in kept], window=4 * cpu_workers())
+        rows += [(split, s.relpath, splits.class_names[s.label], h) for s, (_, h) in zip(kept, hashes)]
+    fingerprint, version = recorded
+    if dataset_fingerprint(rows, version) != fingerprint:
+        raise RunError(f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes or other labels); resuming would train on other data, start a new run")
