@@ -26,7 +26,7 @@ from tlcli.config.schema import DataConfig
 from tlcli.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt")
+MANIFEST_SUFFIXES = (".csv", ".tsv")
 MAX_MANIFEST_BYTES = 512 * 1024**2  # a manifest of millions of rows is a few hundred MB at most
 
 
