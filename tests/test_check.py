@@ -65,7 +65,7 @@ def test_cli_check_json_and_exit_codes(cli, messy, image_folder):
     assert result.exit_code == 4, result.stderr
     document = json.loads(result.stdout)
     assert document["status"] == "problems" and document["exit_code"] == 4
-    assert document["problems"]["counts"] == {"unreadable": 3, WITHIN_CLASS: 0, CONFLICTING_LABELS: 0, LEAKAGE: 1}
+    assert document["problems"]["counts"] == {"bad_rows": 0, "unreadable": 3, WITHIN_CLASS: 0, CONFLICTING_LABELS: 0, LEAKAGE: 1}
     assert {u["path"] for u in document["problems"]["unreadable"]} == messy.unreadable_paths
     assert set(document) >= {"classes", "counts", "listed", "imbalance_ratio", "small_classes", "extension_mismatches", "conversions", "exif_rotated", "animated", "small_images", "ignored", "warnings", "cache"}
 
