@@ -20,6 +20,11 @@ def check_command(
     data_dir: Annotated[Optional[Path], typer.Argument(help="A folder of class folders, or a parent of train/ and val/ (as data.dir); or a CSV manifest (as data.manifest).")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="A CSV/TSV manifest of paths and labels (instead of DATA_DIR).")] = None,
     column: Columns = None,
+    multi_label: Annotated[bool, typer.Option("--multi-label", help="The manifest gives each image any number of labels (as data.multi_label).")] = False,
+    label_separator: Annotated[str, typer.Option("--label-separator", help="With --multi-label, what separates the labels in one cell (as data.label_separator).")] = "|",
+    label_columns: Annotated[
+        Optional[str], typer.Option("--label-columns", help="With --multi-label, one 0/1 column per class, comma-separated (as data.label_columns).", show_default=False)
+    ] = None,
     val_split: Annotated[float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")] = 0.2,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")] = False,
     max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")] = DEFAULT_MAX_FILE_MB,
@@ -43,7 +48,12 @@ def check_command(
         raise UserError(f"--val-split: must be between 0 and 1, got {val_split}")
     if not max_file_mb > 0:
         raise UserError(f"--max-file-mb: must be above 0, got {max_file_mb}")
-    report = check_dataset(data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output), max_file_mb=max_file_mb, columns=parse_columns(column))
+    if (label_columns is not None or label_separator != "|") and not multi_label:
+        raise UserError("--label-separator and --label-columns describe a multi-label manifest; add --multi-label")
+    labels = {"multi_label": True, "label_separator": label_separator, "label_columns": label_columns.split(",") if label_columns else None} if multi_label else None
+    report = check_dataset(
+        data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output), max_file_mb=max_file_mb, columns=parse_columns(column), labels=labels
+    )
     if json_output:
         _print_json(report.to_dict())
     elif not quiet:

@@ -58,21 +58,27 @@ def print_evaluation(evaluation) -> None:
     from tlcli.evaluation.evaluate import describe
 
     m = evaluation.metrics
+    multi = m.get("task") == "multi_label"
     table = Table(title=f"{m['dataset']['name']}: {m['dataset']['images']} images ({m['dataset']['source']})")
-    for column in ("class", "precision", "recall", "f1", "support"):
+    columns = ("class", "threshold", "precision", "recall", "f1", "AP", "support") if multi else ("class", "precision", "recall", "f1", "support")
+    for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in m["per_class"].items():
-        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        figures = [f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}"]
+        if multi:
+            figures = [f"{row['threshold']:.3f}", *figures, "-" if row["average_precision"] is None else f"{row['average_precision']:.3f}"]
+        table.add_row(name, *figures, str(row["support"]))
     table.add_section()
-    for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+    for key in ("micro_avg", "macro_avg", "weighted_avg", "samples_avg") if multi else ("macro_avg", "weighted_avg"):
         row = m[key]
-        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        figures = [f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}"]
+        table.add_row(key.replace("_", " "), *(["", *figures, "", ""] if multi else [*figures, str(row["support"])]))
     stdout.print(table)
     headline = Table(show_header=False, box=None)
     headline.add_column("what")
     headline.add_column("value", justify="right")
     for label, value in describe(evaluation).items():
-        headline.add_row(label, f"{value:.4f}")
+        headline.add_row(label, "-" if value is None else f"{value:.4f}")
     if m["dataset"]["skipped"]:
         headline.add_row("skipped files", str(m["dataset"]["skipped"]))
     stdout.print(headline)

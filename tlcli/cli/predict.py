@@ -69,9 +69,9 @@ def _table(result) -> Table:
 
     table = Table(title=f"{len(result.predictions)} images, run {result.run_dir.name}")
     table.add_column("path", no_wrap=True, overflow="fold")  # the path is what scripts and people look up: keep it whole when it fits
-    table.add_column("label", no_wrap=True)
-    table.add_column("confidence", justify="right", no_wrap=True)
-    table.add_column("other labels / error", overflow="fold")
+    table.add_column("labels" if result.multi_label else "label", no_wrap=True)
+    table.add_column("top probability" if result.multi_label else "confidence", justify="right", no_wrap=True)
+    table.add_column("top-k probabilities / error" if result.multi_label else "other labels / error", overflow="fold")
     for path, label, confidence, details in rows_for_table(result):
         table.add_row(path, label, confidence, details, style="red" if label == "error" and not confidence else None)
     return table

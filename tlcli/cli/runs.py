@@ -37,8 +37,9 @@ def runs_command(
         # The run folder is what `tlcli evaluate` and `--run` take: never cut it.
         table.add_column(column, no_wrap=column in ("run", "date", "status"), overflow="fold", justify="right" if column in ("best val acc", "accuracy (on)") else "left")
     for s in summaries:
-        best = f"{s.best_val_accuracy:.4f}" if s.best_val_accuracy is not None else "-"
-        estimate = f"{s.estimate:.4f} ({s.estimate_on})" if s.estimate is not None else "-"
+        unit = " mAP" if s.metric == "map" else ""  # a multi-label run's figures are mean average precision
+        best = f"{s.best_val:.4f}{unit}" if s.best_val is not None else "-"
+        estimate = f"{s.estimate:.4f}{unit} ({s.estimate_on})" if s.estimate is not None else "-"
         table.add_row(s.path.name, s.name, s.started.replace("T", " ")[:16], s.base, best, estimate, s.status, str(s.resumes))
     # Piped output is read by people later or by grep: do not squeeze it to 80 columns.
     console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)

@@ -106,6 +106,8 @@ def _print_train_summary(result) -> None:
     probe = metrics.linear_probe or {}
     if "val_accuracy" in probe:
         shown = f"val {probe['val_accuracy']:.4f}" + (f", test {probe['test_accuracy']:.4f}" if probe.get("test_accuracy") is not None else "")
+        if probe.get("val_map") is not None:  # multi-label: mean average precision
+            shown = f"val mAP {probe['val_map']:.4f}"
         table.add_row("linear probe (reference)", f"{shown}  (C={probe['C']:g}, fitted on train)")
     elif probe.get("skipped"):
         table.add_row("linear probe (reference)", f"skipped: {probe['skipped']}")

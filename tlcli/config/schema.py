@@ -95,6 +95,14 @@ class DataConfig(_Section):
     )
     columns: ManifestColumns = Field(default_factory=lambda: ManifestColumns(), description="The manifest's column names.")
     delimiter: Literal["auto", ",", "\t", ";", "|"] = Field("auto", description="The manifest's delimiter: `auto` = tab for `.tsv`, else what the header line uses (comma, tab, semicolon or pipe).")
+    multi_label: bool = Field(
+        False,
+        description="Each image has any number of labels (a manifest only: class folders give one label an image): a sigmoid per class, binary cross-entropy, multi-label metrics. Labels come from the label column, split by `label_separator` (an empty cell is an image with no label), or from `label_columns`.",
+    )
+    label_separator: str = Field("|", min_length=1, description="With `multi_label`, what separates the labels in one cell (`dog|person`).")
+    label_columns: list[str] | None = Field(
+        None, description="With `multi_label`, one 0/1 column per class instead of one label column: the classes are these columns, in this order."
+    )
     val_split: float = Field(
         0.2, gt=0, lt=1, description="Fraction held out for validation when there is no validation folder; chosen per file by a hash of its relative path, so adding images never reshuffles existing ones."
     )
@@ -132,6 +140,12 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _has_data(self) -> DataConfig:
         folders = [key for key in ("dir", "train_dir", "val_dir", "test_dir") if getattr(self, key) is not None]
+        if self.multi_label and self.manifest is None:
+            raise ValueError("data.multi_label: class folders give each image one label; list the images and their labels in a data.manifest")
+        if self.label_columns is not None and not self.multi_label:
+            raise ValueError("data.label_columns: one 0/1 column per class describes several labels an image; set data.multi_label: true")
+        if self.label_columns is not None and len(set(self.label_columns)) < 2:
+            raise ValueError("data.label_columns: name at least two distinct columns (one per class)")
         if self.manifest is not None and folders:
             raise ValueError(f"data.manifest and data.{folders[0]} exclude each other: the manifest lists every file and its split")
         if self.dir is None and self.train_dir is None and self.manifest is None:
@@ -176,6 +190,17 @@ class HeadConfig(_Section):
     dropout: Union[Literal["auto"], float] = Field(
         "auto", description="Dropout before the output layer. `auto`: 0 when the head's L2 penalty is chosen on the validation split (`train.l2: auto`: the penalty regularises), else 0.2."
     )
+    threshold: Union[Literal["per_class"], float] = Field(
+        0.5,
+        description="With `data.multi_label`, the probability above which a label is predicted; `per_class` chooses each class's threshold on the validation split (the best F1; recorded in model.json, and the validation figures marked as selection figures).",
+    )
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_kind(cls, value):
+        if value == "per_class" or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
+            return value
+        raise ValueError(f"must be per_class or a probability between 0 and 1, got {value!r}")
 
     @field_validator("dropout", mode="before")
     @classmethod
@@ -339,6 +364,17 @@ class ExperimentConfig(_Section):
         if self.fine_tune is not None and not self.base.pretrained and self.base.trainable in ("auto", "all"):
             raise ValueError("fine_tune: the base already trains fully (weights: none); remove fine_tune or freeze the base")
         return self
+
+    @property
+    def best_monitor(self) -> str:
+        """`train.monitor` with `auto` resolved: `val_loss` with `epochs: auto`, else `val_map` (multi-label) or `val_accuracy`."""
+        if self.train.monitor != "auto" or self.train.epochs == "auto" or not self.data.multi_label:
+            return self.train.best_monitor
+        return "val_map"
+
+    @property
+    def multi_label(self) -> bool:
+        return self.data.multi_label
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-friendly values (paths as strings, tuples as lists)."""

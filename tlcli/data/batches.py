@@ -82,7 +82,7 @@ def array_batches(
                 index = order[start : start + batch_size]
                 yield inputs[index], labels[index]
 
-        signature = (tf.TensorSpec((None, *inputs.shape[1:]), tf.as_dtype(inputs.dtype)), tf.TensorSpec((None,), tf.int32))
+        signature = (tf.TensorSpec((None, *inputs.shape[1:]), tf.as_dtype(inputs.dtype)), tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)))
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     steps = (n + batch_size - 1) // batch_size
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
@@ -136,16 +136,19 @@ class ArrayBatches:
 
 
 def encode_targets(labels, num_classes: int, binary: bool):
+    """Keras targets: one-hot rows for a softmax head, a (n, 1) column for a single sigmoid unit, 0/1 rows as they are for multi-label."""
     import tensorflow as tf
 
+    if len(labels.shape) == 2:  # multi-label: already one 0/1 column per class
+        return tf.cast(labels, tf.float32)
     if binary:
         return tf.cast(tf.expand_dims(labels, -1), tf.float32)
     return tf.one_hot(labels, num_classes, dtype=tf.float32)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, spec, class_names: list[str]) -> dict[int, float] | None:
-    """Keras `class_weight` from the config's `train.class_weight`."""
-    if spec == "none":
+    """Keras `class_weight` from the config's `train.class_weight` (None for multi-label: see `positive_weights`)."""
+    if spec == "none" or labels.ndim == 2:
         return None
     if spec == "auto":
         counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -153,6 +156,21 @@ def class_weights(labels: np.ndarray, num_classes: int, spec, class_names: list[
         return {i: float(w) for i, w in enumerate(weights)}
     check_class_weight(spec, class_names)
     return {i: float(spec.get(name, 1.0)) for i, name in enumerate(class_names)}
+
+
+def positive_weights(labels: np.ndarray, spec, class_names: list[str]) -> list[float] | None:
+    """Multi-label class weights, as the balancing factor of each class's positives (`BinaryFocalCrossentropy`'s alpha).
+
+    `auto` balances each class: its positives weigh the fraction of images without it (alpha = 1 - prevalence),
+    its negatives the rest; a map `{class: w}` gives positives w times the weight of negatives (alpha = w / (1 + w)).
+    """
+    if spec == "none" or labels.ndim != 2:
+        return None
+    if spec == "auto":
+        prevalence = labels.mean(axis=0) if len(labels) else np.full(len(class_names), 0.5)
+        return [float(np.clip(1.0 - p, 0.05, 0.95)) for p in prevalence]
+    check_class_weight(spec, class_names)
+    return [float(w / (1.0 + w)) for w in (spec.get(name, 1.0) for name in class_names)]
 
 
 def check_class_weight(spec, class_names: list[str]) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, ImageInfo, decode_image
 from tlcli.data.screening import Loaded, ScreenedFiles
-from tlcli.data.splits import Sample
+from tlcli.data.splits import Sample, label_array
 from tlcli.errors import DataError
 
 DEFAULT_MEMORY_BUDGET = 4 * 1024**3  # decoded images above this go to a temporary file
@@ -78,6 +78,7 @@ def decode_samples(
     workers: int | None = None,
     use_cache: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    num_classes: int | None = None,
 ) -> DecodedImages:
     """Decode `samples` once, in parallel, skipping files that fail.
 
@@ -92,6 +93,7 @@ def decode_samples(
         progress: called with the number of files done after each file.
         use_cache: read and update the screening cache.
         max_bytes: larger files are skipped unread (`data.max_file_mb`).
+        num_classes: the number of classes, needed for multi-label samples (their labels become 0/1 rows).
 
     Raises:
         DataError: a file failed and on_bad_file is "fail".
@@ -120,7 +122,7 @@ def decode_samples(
             images[len(kept)] = outcome.pixels
             kept.append(sample)
             infos.append(outcome.info)
-    labels = np.fromiter((s.label for s in kept), dtype=np.int32, count=len(kept))
+    labels = label_array(kept, num_classes)
     return DecodedImages(images=images[: len(kept)], labels=labels, samples=kept, infos=infos, content_hashes=[i.content_hash for i in infos], skipped=skipped, spill=spill)
 
 

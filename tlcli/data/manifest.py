@@ -32,13 +32,20 @@ MAX_MANIFEST_BYTES = 512 * 1024**2  # a manifest of millions of rows is a few hu
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One usable row: where the file is, its path as written (the hash split's key), its label and split ("" = hash split)."""
+    """One usable row: where the file is, its path as written (the hash split's key), its labels and split ("" = hash split).
+
+    A single-label manifest gives each row one label; a multi-label one any number, none included.
+    """
 
     row: int
     path: Path
     written: str
-    label: str
+    labels: tuple[str, ...]
     split: str
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
 
 
 @dataclass(frozen=True)
@@ -77,16 +84,16 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
     seen: dict[str, ManifestRow] = {}
     for number, record in _records(reader):
         written = (record.get(columns["path"]) or "").strip()
-        label = (record.get(columns["label"]) or "").strip()
         split = _split_of(record.get(columns["split"]) if columns["split"] else "", number, source, columns["split"])
         if not written:
             bad.append(BadRow(number, "", "no path"))
             continue
-        if not label:
-            bad.append(BadRow(number, written, "no label"))
+        labels = _labels_of(record, columns["label"], config)
+        if isinstance(labels, str):
+            bad.append(BadRow(number, written, labels))
             continue
         path = Path(written) if Path(written).is_absolute() else source.parent / written
-        row = ManifestRow(number, path.absolute(), Path(written).as_posix(), label, split)
+        row = ManifestRow(number, path.absolute(), Path(written).as_posix(), labels, split)
         if (earlier := seen.get(row.written)) is not None:
             bad.append(_listed_again(row, earlier))
             continue
@@ -117,9 +124,12 @@ def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, d
     header = [name.strip() for name in (reader.fieldnames or [])]
     reader.fieldnames = header
     columns = {"path": config.columns.path, "label": config.columns.label, "split": config.columns.split}
-    for role in ("path", "label"):
+    for role in ("path",) if config.label_columns else ("path", "label"):
         if columns[role] not in header:
             raise DataError(f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: {', '.join(header) or 'none'}); set data.columns.{role}")
+    missing = [name for name in config.label_columns or [] if name not in header]
+    if missing:
+        raise DataError(f"data.label_columns: the manifest {source} has no column {missing[0]!r} (its columns: {', '.join(header)})")
     if columns["split"] not in header:
         columns["split"] = ""  # optional: the hash split applies
     return reader, columns
@@ -171,7 +181,32 @@ def read_paths(source: Path, column: str = "path", delimiter: str = "auto") -> l
     return found
 
 
+TRUE, FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n")
+
+
+def _labels_of(record: dict, column: str, config: DataConfig) -> tuple[str, ...] | str:
+    """The row's labels, or the problem that makes it a bad row.
+
+    A multi-label cell is split by `label_separator`; an empty cell is an image
+    with no label (valid), a missing one (the row shorter than the header) is not.
+    """
+    if config.label_columns:
+        values = {name: (record.get(name) or "").strip().lower() for name in config.label_columns}
+        wrong = next((name for name, value in values.items() if value not in TRUE + FALSE), None)
+        if wrong is not None:
+            return f"column {wrong!r} is {record.get(wrong)!r}, not 0 or 1"
+        return tuple(name for name, value in values.items() if value in TRUE)
+    cell = record.get(column)
+    if not config.multi_label:
+        return (cell.strip(),) if cell and cell.strip() else "no label"
+    if cell is None:
+        return "no label cell (the row is shorter than the header; an empty cell means no label)"
+    return tuple(sorted({label.strip() for label in cell.split(config.label_separator) if label.strip()}))
+
+
 def _listed_again(row: ManifestRow, earlier: ManifestRow) -> BadRow:
-    if row.label != earlier.label:
-        return BadRow(row.row, row.written, f"listed again with another label ({row.label!r}; row {earlier.row} says {earlier.label!r})")
+    if row.labels != earlier.labels:
+        shown = "|".join(row.labels) if len(row.labels) != 1 else row.label
+        before = "|".join(earlier.labels) if len(earlier.labels) != 1 else earlier.label
+        return BadRow(row.row, row.written, f"listed again with another label ({shown!r}; row {earlier.row} says {before!r})")
     return BadRow(row.row, row.written, f"listed again (row {earlier.row}); the first row is used")

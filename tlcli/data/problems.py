@@ -202,6 +202,7 @@ def check_dataset(
     reporter=None,
     max_file_mb: float | None = None,
     columns: dict[str, str] | None = None,
+    labels: dict | None = None,
 ) -> CheckReport:
     """Screen every file of a data folder (or manifest) and report what training would find.
 
@@ -215,6 +216,7 @@ def check_dataset(
             are not decoded again).
         reporter: a `tlcli.progress.Reporter` for the decoding progress.
         max_file_mb: larger files are unreadable (as `data.max_file_mb`; default its default).
+        labels: a multi-label manifest's `data` keys: `{"multi_label": True, "label_separator": ..., "label_columns": [...]}`.
 
     Returns:
         A `CheckReport`; its `exit_code` is 0 (clean), 4 (problems) or 2
@@ -224,15 +226,21 @@ def check_dataset(
         DataError: the folder is missing, has fewer than two classes, or a
             class folder has no image files at all.
     """
+    from pydantic import ValidationError
+
     from tlcli.config.schema import DataConfig
     from tlcli.data.screening import screen_files
+    from tlcli.errors import UserError
     from tlcli.progress import Reporter
 
     reporter = reporter or Reporter()
     from tlcli.data.manifest import is_manifest
 
-    where = {"manifest": Path(data_dir), "columns": columns or {}} if is_manifest(data_dir) else {"dir": Path(data_dir)}
-    config = DataConfig(**where, val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {}))
+    where = {"manifest": Path(data_dir), "columns": columns or {}, **(labels or {})} if is_manifest(data_dir) else {"dir": Path(data_dir), **(labels or {})}
+    try:
+        config = DataConfig(**where, val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {}))
+    except ValidationError as exc:  # options that contradict each other (--multi-label on class folders)
+        raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     splits = discover_splits(config)
     samples = [(split, sample) for split in SPLITS for sample in getattr(splits, split)]
     with reporter.task("checking images", len(samples)) as advance:
@@ -266,7 +274,7 @@ def _problems(splits: DataSplits, entries: Iterable[FileVerdict]) -> DataProblem
     problems = DataProblems(bad_rows=list(splits.bad_rows))
     by_hash: dict[str, list[FileRef]] = defaultdict(list)
     for entry in entries:
-        label = splits.class_names[entry.sample.label]
+        label = splits.label_name(entry.sample.label)
         if entry.unreadable is not None:
             problems.unreadable.append(UnreadableFile(str(entry.sample.path), entry.split, label, entry.unreadable, entry.sample.row))
         else:
@@ -303,7 +311,8 @@ def _report(splits: DataSplits, entries: Sequence[tuple[str, Sample, ImageInfo |
     for split, sample, info in entries:
         if isinstance(info, str):
             continue
-        counts[split][splits.class_names[sample.label]] += 1
+        for index in sample.label if isinstance(sample.label, tuple) else (sample.label,):
+            counts[split][splits.class_names[index]] += 1
         path = str(sample.path)
         if not extension_matches(path, info.format):
             report.extension_mismatches.append({"path": path, "format": info.format, "extension": Path(path).suffix})

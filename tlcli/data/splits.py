@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from tlcli.config.schema import DataConfig
 from tlcli.data.listing import list_class_files
 from tlcli.errors import DataError
@@ -26,15 +28,28 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Sample:
-    """One image file and its class index; `relpath` is relative to its split folder (a manifest's path as written).
+    """One image file and its class index (a multi-label manifest: a tuple of class indices, maybe empty);
+    `relpath` is relative to its split folder (a manifest's path as written).
 
     `row`: the file's row in the manifest it came from (None for class folders).
     """
 
     path: Path
-    label: int
+    label: int | tuple[int, ...]
     relpath: str
     row: int | None = None
+
+
+def label_array(samples: Sequence[Sample], num_classes: int | None = None) -> np.ndarray:
+    """The labels of `samples` for Keras: (n,) int32 class indices, or for multi-label samples (n, classes) 0/1 uint8."""
+    if samples and isinstance(samples[0].label, tuple):
+        if num_classes is None:
+            raise ValueError("multi-label samples need the number of classes")
+        hot = np.zeros((len(samples), num_classes), dtype=np.uint8)
+        for row, sample in enumerate(samples):
+            hot[row, list(sample.label)] = 1
+        return hot
+    return np.fromiter((s.label for s in samples), dtype=np.int32, count=len(samples))
 
 
 @dataclass
@@ -49,13 +64,22 @@ class DataSplits:
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     warnings: list[str] = field(default_factory=list)
     bad_rows: list = field(default_factory=list)  # a manifest's skipped rows (`tlcli.data.manifest.BadRow`)
+    multi_label: bool = False
+    separator: str = "|"
+
+    def label_name(self, label: int | tuple[int, ...]) -> str:
+        """A sample's label as people and CSV files write it: the class name, or `a|b` (empty: no label)."""
+        if isinstance(label, tuple):
+            return self.separator.join(self.class_names[i] for i in label)
+        return self.class_names[label]
 
     def listed(self) -> list[tuple[str, list[Sample]]]:
         """(split, samples) for train, val, and test when there is one."""
         return [(split, getattr(self, split)) for split in SPLITS if split != "test" or self.test]
 
     def counts(self, split: str) -> dict[str, int]:
-        counter = Counter(sample.label for sample in getattr(self, split))
+        """Images of each class in `split` (multi-label: images that have the label)."""
+        counter = Counter(index for sample in getattr(self, split) for index in (sample.label if isinstance(sample.label, tuple) else (sample.label,)))
         return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}
 
     def describe(self) -> str:
@@ -192,22 +216,30 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     held = {row.row for row in unsplit if split_bucket(row.written) < config.val_split} if not listed["val"] else set()
     listed["train"] += [row for row in unsplit if row.row not in held]
     listed["val"] += [row for row in unsplit if row.row in held]
-    class_names = sorted({row.label for row in listed["train"]})
+    class_names = list(config.label_columns) if config.label_columns else sorted({label for row in listed["train"] for label in row.labels})
     if len(class_names) < 2:
         raise DataError(f"data.manifest: {where} has {'only label ' + repr(class_names[0]) if class_names else 'no training rows'}; a classifier needs at least two labels")
     index = {name: i for i, name in enumerate(class_names)}
     samples = {}
     for split, rows in listed.items():
-        unknown = next((row for row in rows if row.label not in index), None)
+        unknown = next(((row, label) for row in rows for label in row.labels if label not in index), None)
         if unknown is not None:
-            raise DataError(f"data.manifest: row {unknown.row} of {where} labels a {split} file {unknown.label!r}, which no training row has ({', '.join(class_names)})")
-        samples[split] = sorted((Sample(row.path, index[row.label], row.written, row.row) for row in rows), key=lambda s: (s.label, s.relpath))
+            hint = "; several labels an image? set data.multi_label: true" if not config.multi_label and config.label_separator in unknown[1] else ""
+            raise DataError(f"data.manifest: row {unknown[0].row} of {where} labels a {split} file {unknown[1]!r}, which no training row has ({', '.join(class_names)}){hint}")
+        samples[split] = sorted((Sample(row.path, _indices(row, index, config.multi_label), row.written, row.row) for row in rows), key=lambda s: (s.label, s.relpath))
     sources = {split: f"{where} (split column)" if any(row.split == split for row in manifest.rows) else where for split in SPLITS if samples[split]}
     if held:
         sources["val"] = f"{config.val_split:.0%} of {where} by path hash"
-    splits = DataSplits(class_names, samples["train"], samples["val"], samples["test"], sources, bad_rows=manifest.bad)
+    splits = DataSplits(class_names, samples["train"], samples["val"], samples["test"], sources, bad_rows=manifest.bad, multi_label=config.multi_label, separator=config.label_separator)
+    joined = next((name for name in class_names if config.label_separator in name), None) if not config.multi_label else None
+    if joined is not None:
+        splits.warnings.append(f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have several labels, set data.multi_label: true")
     if manifest.bad:
         splits.warnings.append(f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}")
     if not splits.val:
         raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
     return splits
+
+
+def _indices(row, index: dict[str, int], multi_label: bool) -> int | tuple[int, ...]:
+    return tuple(sorted(index[label] for label in row.labels)) if multi_label else index[row.label]

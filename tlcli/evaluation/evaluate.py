@@ -10,9 +10,11 @@ into a new `RUN_DIR/eval/<stamp>-<dataset>/` folder.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from tlcli.config.schema import DataConfig
 from tlcli.data.decoded import decode_samples
 from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.listing import list_class_files
@@ -20,6 +22,7 @@ from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError, UserError
 from tlcli.evaluation.gates import check_gate_keys, parse_gates
 from tlcli.evaluation.metrics import metric_keys
+from tlcli.evaluation.multilabel import multilabel_metric_keys
 from tlcli.evaluation.report import DEFAULT_TOP_K, Evaluation, write_evaluation
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
@@ -80,22 +83,14 @@ def evaluate(
     config = read_run_config(run_dir)
     k = top_k or (config.train.top_k if config else 0) or DEFAULT_TOP_K
     gates = parse_gates(fail_under) + parse_gates(fail_over, over=True)
-    check_gate_keys(gates, metric_keys(class_names, k))
+    check_gate_keys(gates, multilabel_metric_keys(class_names) if info.multi_label else metric_keys(class_names, k))
+    labelling = _Labelling(class_names, info.multi_label, config.data if config else None, columns)
 
-    name, samples, source, bad_rows = _what_to_evaluate(run_dir, data, split, class_names, columns)
+    name, samples, source, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     model = load_run_model(run_dir, class_names)  # before any work: a damaged run fails in one line
     reporter.info(f"evaluating {run_dir} on {len(samples)} images ({source})")
 
-    with reporter.task("decoding", len(samples)) as advance:
-        decoded = decode_samples(samples, info.image_size, info.channels, on_bad_file="skip", progress=advance, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES)
-    skipped = bad_rows + [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
-    if skipped:
-        reporter.warn(
-            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
-        )
-    if not len(decoded):
-        raise DataError(f"{source}: none of the {len(samples)} images could be decoded; nothing to evaluate")
-
+    decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, source, reporter)
     probabilities = predict_probabilities(model, decoded.images, batch_size, info.binary)
     return write_evaluation(
         run_dir,
@@ -109,26 +104,74 @@ def evaluate(
         source=source,
         skipped=skipped,
         gates=gates,
+        thresholds=info.thresholds,
+        separator=labelling.separator,
     )
 
 
-def _what_to_evaluate(run_dir: Path, data: str | Path | None, split: str | None, class_names: list[str], columns: dict[str, str] | None) -> tuple[str, list[Sample], str, list[dict[str, str]]]:
+def _decode(samples: list[Sample], bad_rows: list[dict[str, str]], num_classes: int, info, config, source: str, reporter: Reporter):
+    """The images decoded as in training, and the files that could not be used: a manifest's bad rows, then undecodable files (warned about once).
+
+    Raises:
+        DataError: none could be decoded.
+    """
+    with reporter.task("decoding", len(samples)) as advance:
+        decoded = decode_samples(
+            samples, info.image_size, info.channels, on_bad_file="skip", progress=advance, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES, num_classes=num_classes
+        )
+    skipped = bad_rows + [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
+    if skipped:
+        reporter.warn(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+    if not len(decoded):
+        raise DataError(f"{source}: none of the {len(samples)} images could be decoded; nothing to evaluate")
+    return decoded, skipped
+
+
+@dataclass(frozen=True)
+class _Labelling:
+    """How files to evaluate are labelled: the run's classes, and for a multi-label run its manifest settings."""
+
+    class_names: list[str]
+    multi_label: bool
+    data: DataConfig | None  # the run's data section (None for a run without config.yaml)
+    columns: dict[str, str] | None  # --column overrides for a manifest
+
+    @property
+    def separator(self) -> str:
+        return self.data.label_separator if self.data is not None else "|"
+
+
+def _what_to_evaluate(run_dir: Path, data: str | Path | None, split: str | None, labelling: _Labelling) -> tuple[str, list[Sample], str, list[dict[str, str]]]:
     """(dataset name, its files, where they came from, bad manifest rows): `data` (a folder or a manifest), else the run's `split`
     (default test when it had one, else val)."""
     from tlcli.data.manifest import is_manifest
 
+    class_names = labelling.class_names
     if data is not None:
         if split is not None:
             raise UserError("--split and --data exclude each other: --split picks one of the run's own splits")
         data = Path(data)
-        samples, bad = manifest_samples(data, class_names, columns) if is_manifest(data) else (folder_samples(data, class_names)[0], [])
-        return (data.stem if is_manifest(data) else data.absolute().name), samples, str(data.absolute()), bad
+        if is_manifest(data):
+            columns = ({} if labelling.data is None else labelling.data.columns.model_dump()) | (labelling.columns or {})  # the run's column names, unless --column
+            samples, bad = manifest_samples(data, class_names, columns, _manifest_settings(labelling))
+            return data.stem, samples, str(data.absolute()), bad
+        if labelling.multi_label:
+            raise UserError(f"--data {data}: class folders give each image one label; a multi-label run evaluates on a manifest (.csv/.tsv) listing each image's labels")
+        return data.absolute().name, folder_samples(data, class_names)[0], str(data.absolute()), []
     name = split or ("test" if read_split(run_dir, "test") else "val")
-    return name, split_samples(run_dir, name, class_names), f"splits/{name}.csv", []
+    return name, split_samples(run_dir, name, class_names, separator=labelling.separator if labelling.multi_label else None), f"splits/{name}.csv", []
 
 
-def split_samples(run_dir: Path, split: str, class_names: list[str]) -> list[Sample]:
-    """The files of `splits/<split>.csv` (columns path, relpath, label = class name).
+def _manifest_settings(labelling: _Labelling) -> dict:
+    """A multi-label run reads a manifest's labels as it did in training (separator, label columns)."""
+    if not labelling.multi_label or labelling.data is None:
+        return {"multi_label": labelling.multi_label}
+    return {"multi_label": True, "label_separator": labelling.data.label_separator, "label_columns": labelling.data.label_columns}
+
+
+def split_samples(run_dir: Path, split: str, class_names: list[str], separator: str | None = None) -> list[Sample]:
+    """The files of `splits/<split>.csv` (columns path, relpath, label = class name; multi-label runs
+    (`separator` given): the labels joined by it, empty for an image without labels).
 
     Raises:
         UserError: `split` is not val or test.
@@ -143,9 +186,12 @@ def split_samples(run_dir: Path, split: str, class_names: list[str]) -> list[Sam
     index = {name: i for i, name in enumerate(class_names)}
     samples = []
     for row in rows:
-        if row.label not in index:
-            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {row.label!r} is not in labels.json")
-        samples.append(Sample(Path(row.path), index[row.label], row.relpath))
+        names = [name for name in row.label.split(separator) if name] if separator is not None else [row.label]
+        unknown = next((name for name in names if name not in index), None)
+        if unknown is not None:
+            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {unknown!r} is not in labels.json")
+        label = tuple(sorted(index[name] for name in names)) if separator is not None else index[row.label]
+        samples.append(Sample(Path(row.path), label, row.relpath))
     if not samples:
         raise RunError(f"{run_dir}: splits/{split}.csv lists no files")
     return samples
@@ -173,21 +219,24 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
     return samples, ignored
 
 
-def manifest_samples(manifest: Path, class_names: list[str], columns: dict[str, str] | None = None) -> tuple[list[Sample], list[dict[str, str]]]:
+def manifest_samples(manifest: Path, class_names: list[str], columns: dict[str, str] | None = None, settings: dict | None = None) -> tuple[list[Sample], list[dict[str, str]]]:
     """Every usable row of a manifest (whatever its split), labelled by the run's class names; and its bad rows.
+
+    `settings`: more `data` keys to read it with (a multi-label run's `multi_label`, `label_separator`, `label_columns`).
 
     Raises:
         DataError: what reading the manifest raises, or a label the run does not know (its row named).
     """
-    from tlcli.config.schema import DataConfig
     from tlcli.data.manifest import read_manifest
 
-    read = read_manifest(DataConfig(manifest=manifest, columns=columns or {}), key="--data")
+    settings = settings or {}
+    read = read_manifest(DataConfig(manifest=manifest, columns=columns or {}, **settings), key="--data")
     index = {name: i for i, name in enumerate(class_names)}
-    unknown = next((row for row in read.rows if row.label not in index), None)
+    unknown = next(((row, label) for row in read.rows for label in row.labels if label not in index), None)
     if unknown is not None:
-        raise DataError(f"--data: row {unknown.row} of {manifest} labels {unknown.written} {unknown.label!r}, not a class of the run ({', '.join(class_names)})")
-    samples = [Sample(row.path, index[row.label], row.written, row.row) for row in read.rows]
+        raise DataError(f"--data: row {unknown[0].row} of {manifest} labels {unknown[0].written} {unknown[1]!r}, not a class of the run ({', '.join(class_names)})")
+    multi = settings.get("multi_label", False)
+    samples = [Sample(row.path, tuple(sorted(index[n] for n in row.labels)) if multi else index[row.label], row.written, row.row) for row in read.rows]
     if not samples:
         raise DataError(f"--data: no usable rows in {manifest}")
     return samples, [{"path": b.path, "reason": f"row {b.row}: {b.problem}"} for b in read.bad]
@@ -199,6 +248,15 @@ def manifest_samples(manifest: Path, class_names: list[str], columns: dict[str, 
 def describe(evaluation: Evaluation) -> dict[str, Any]:
     """The headline figures, in display order."""
     m = evaluation.metrics
+    if m.get("task") == "multi_label":
+        return {
+            "mAP": m["map"],
+            "micro F1": m["micro_avg"]["f1"],
+            "macro F1": m["macro_avg"]["f1"],
+            "subset accuracy": m["subset_accuracy"],
+            "Hamming loss": m["hamming_loss"],
+            "loss": m["loss"],
+        }
     top_key = next(key for key in m if key.startswith("top") and key.endswith("_accuracy"))
     return {
         "accuracy": m["accuracy"],

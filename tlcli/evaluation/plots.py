@@ -95,14 +95,35 @@ def plot_mistakes(probabilities, labels, paths, class_names, images, out_png: Pa
     that has gone since. Drawn with Pillow: a picture of pictures needs no
     axes, and matplotlib took 0.4 s to lay out and resample it (measured).
     """
-    from PIL import Image, ImageDraw
-
-    from tlcli.data.images import ImageDecodeError, decode_image
-
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     order = wrong[np.argsort(-confidence[wrong], kind="stable")][:shown]
+    captions = [f"{class_names[labels[i]]} -> {class_names[predicted[i]]} ({confidence[i]:.0%})" for i in order]
+    _picture_grid(order, captions, "most confident mistakes (true -> predicted)", paths, images, out_png)
+
+
+def plot_label_mistakes(probabilities, labels, thresholds, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN) -> None:
+    """Multi-label: the images whose wrong decisions are the most confident (a missed label scored near 0, a spurious one near 1)."""
+    predicted = probabilities >= np.asarray(thresholds)[None, :]
+    truth = np.asarray(labels) == 1
+    wrongness = np.where(predicted != truth, np.abs(probabilities - truth), 0.0)
+    worst = wrongness.max(axis=1)
+    order = np.flatnonzero(worst > 0)
+    order = order[np.argsort(-worst[order], kind="stable")][:shown]
+    captions = []
+    for i in order:
+        missed = [class_names[c] for c in np.flatnonzero(truth[i] & ~predicted[i])]
+        spurious = [class_names[c] for c in np.flatnonzero(predicted[i] & ~truth[i])]
+        captions.append(" ".join(part for part in ("-" + ",".join(missed) if missed else "", "+" + ",".join(spurious) if spurious else "") if part)[:40])
+    _picture_grid(order, captions, "most confident wrong labels (-missed +spurious)", paths, images, out_png)
+
+
+def _picture_grid(order, captions: list[str], title_text: str, paths, images, out_png: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    from tlcli.data.images import ImageDecodeError, decode_image
+
     font = _font(11)
     if len(order) == 0:
         canvas = Image.new("RGB", (440, 160), "white")
@@ -114,8 +135,8 @@ def plot_mistakes(probabilities, labels, paths, class_names, images, out_png: Pa
     tile, band, title, gap = MISTAKE_PIXELS, 34, 30, 8  # a caption band under each picture
     canvas = Image.new("RGB", (columns * (tile + gap) + gap, title + rows * (tile + band)), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((canvas.width // 2, title // 2), "most confident mistakes (true -> predicted)", fill="black", font=_font(14), anchor="mm")
-    for cell, index in enumerate(order):
+    draw.text((canvas.width // 2, title // 2), title_text, fill="black", font=_font(14), anchor="mm")
+    for cell, (index, caption) in enumerate(zip(order, captions)):
         top, left = title + (cell // columns) * (tile + band), gap + (cell % columns) * (tile + gap)
         try:
             pixels = decode_image(paths[index], (tile, tile), 3)[0]
@@ -123,9 +144,33 @@ def plot_mistakes(probabilities, labels, paths, class_names, images, out_png: Pa
             pixels = _tile(images[index], tile) if images is not None else None
         if pixels is not None:
             canvas.paste(Image.fromarray(pixels), (left, top))
-        caption = f"{class_names[labels[index]]} -> {class_names[predicted[index]]} ({confidence[index]:.0%})\n{Path(str(paths[index])).name[:24]}"
-        draw.multiline_text((left + tile // 2, top + tile + 3), caption, fill="black", font=font, anchor="ma", align="center")
+        draw.multiline_text((left + tile // 2, top + tile + 3), f"{caption}\n{Path(str(paths[index])).name[:24]}", fill="black", font=font, anchor="ma", align="center")
     _save_image(canvas, out_png)
+
+
+def plot_pr_curves(probabilities, labels, class_names, thresholds, out_png: Path, shown: int = 20) -> None:
+    """Each class's precision-recall curve (the `shown` most frequent classes), its average precision in the legend
+    and a dot where its threshold operates."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    labels = np.asarray(labels)
+    figure = new_figure(7, 6)
+    axes = figure.add_subplot()
+    classes = [c for c in np.argsort(-labels.sum(axis=0), kind="stable")[:shown] if labels[:, c].sum() > 0]
+    for c in classes:
+        precision, recall, _ = precision_recall_curve(labels[:, c], probabilities[:, c])
+        line = axes.step(recall, precision, where="post", label=f"{class_names[c]} (AP {average_precision_score(labels[:, c], probabilities[:, c]):.3f})")[0]
+        chosen = probabilities[:, c] >= thresholds[c]
+        hits = int((chosen & (labels[:, c] == 1)).sum())
+        axes.plot([hits / labels[:, c].sum()], [hits / chosen.sum() if chosen.sum() else 1.0], "o", color=line.get_color())
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_title("precision-recall per class (dot: the class's threshold)")
+    if classes:
+        axes.legend(loc="lower left", fontsize=8)
+    savefigure(figure, out_png)
 
 
 def _font(size: int):
@@ -169,7 +214,8 @@ def plot_curves(history_csv: Path, out_png: Path) -> bool:
 
     figure = new_figure(10, 4, margins={"left": 0.07, "right": 0.98, "bottom": 0.13, "top": 0.91, "wspace": 0.2})
     panels = figure.subplots(1, 2)
-    for axes, metric in zip(panels, ("loss", "accuracy")):
+    second = "accuracy" if "accuracy" in rows[0] else "map"  # multi-label runs: mean average precision
+    for axes, metric in zip(panels, ("loss", second)):
         for key, style in ((metric, "-o"), (f"val_{metric}", "-s")):
             values = [_float(r.get(key)) for r in rows]
             if any(v is not None for v in values):

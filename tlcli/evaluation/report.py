@@ -5,7 +5,8 @@ so a run's final validation report and a later evaluation look the same. An
 evaluation lives in `RUN_DIR/eval/<YYYYMMDD-HHMMSS>-<dataset>/`, a folder
 created exclusively (never reused), holding `metrics.json`,
 `predictions.csv`, `confusion_matrix.csv` / `.png`, `reliability.png` and
-`mistakes.png`. Every file is written atomically.
+`mistakes.png` (a multi-label run: `predictions.csv`, `per_class.csv`,
+`pr_curves.png`, `mistakes.png`; `tlcli.evaluation.multilabel`). Every file is written atomically.
 
 The figures come from `tlcli.evaluation.metrics`, the pictures from
 `tlcli.evaluation.plots`; scikit-learn and matplotlib are imported inside
@@ -25,6 +26,7 @@ import numpy as np
 from tlcli.errors import GateFailed, UserError
 from tlcli.evaluation.gates import Gate, gate_failures
 from tlcli.evaluation.metrics import compute_metrics
+from tlcli.evaluation.multilabel import compute_multilabel_metrics, write_multilabel_files
 from tlcli.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
 from tlcli.runs.atomic import write_csv_atomic, write_json_atomic
 from tlcli.runs.folder import publish_stamped_dir, staged_dir
@@ -76,6 +78,8 @@ def write_evaluation(
     source: str = "",
     skipped: Sequence[dict[str, str]] = (),
     gates: Sequence[Gate] = (),
+    thresholds: Sequence[float] | None = None,
+    separator: str = "|",
 ) -> Evaluation:
     """Compute the metrics of one evaluation and write its folder.
 
@@ -83,7 +87,7 @@ def write_evaluation(
         run_dir: the run folder; the evaluation goes into its `eval/`.
         name: dataset name, the suffix of the folder (`val`, `test`, a folder name).
         probabilities: (n, classes) predicted class probabilities.
-        labels: (n,) true class indices.
+        labels: (n,) true class indices; multi-label: (n, classes) 0/1 rows (with `probabilities` one sigmoid per class).
         paths: the n image files, in the same order.
         class_names: the run's labels.
         images: (n, h, w, c) uint8 pixels, for the picture of mistakes (optional).
@@ -91,15 +95,23 @@ def write_evaluation(
         source: where the images came from, recorded in metrics.json.
         skipped: files that could not be decoded ({path, reason}).
         gates: quality gates checked against the metrics.
+        thresholds: multi-label: each class's threshold (default 0.5).
+        separator: multi-label: what joins an image's labels in predictions.csv.
 
     Returns:
         The folder, the metrics, and the failed gates (not raised).
     """
+    multi = np.ndim(labels) == 2
+    if multi:
+        thresholds = list(thresholds) if thresholds is not None else [0.5] * len(class_names)
+        figures = compute_multilabel_metrics(probabilities, labels, class_names, thresholds)
+    else:
+        figures = compute_metrics(probabilities, labels, class_names, top_k)
     metrics = {
         "run_dir": str(Path(run_dir).absolute()),
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "dataset": {"name": name, "source": source, "images": int(len(labels)), "skipped": len(skipped)},
-        **compute_metrics(probabilities, labels, class_names, top_k),
+        **figures,
         "skipped_files": list(skipped),
     }
     failures = gate_failures(metrics, gates)
@@ -110,6 +122,9 @@ def write_evaluation(
         raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable") from None
     with staged_dir(parent, eval_slug(name)) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
         write_json_atomic(staged / "metrics.json", metrics)
+        if multi:
+            write_multilabel_files(staged, metrics, np.asarray(probabilities), np.asarray(labels), paths, class_names, separator, images)
+            return Evaluation(publish_stamped_dir(staged, parent, eval_slug(name)), metrics, failures)
         write_predictions_csv(staged / "predictions.csv", probabilities, labels, paths, class_names)
         matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
         write_csv_atomic(staged / "confusion_matrix.csv", ["true \\ predicted", *class_names], ([name_, *row] for name_, row in zip(class_names, matrix.tolist())))

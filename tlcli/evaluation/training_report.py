@@ -29,11 +29,13 @@ class ReportJob:
 
     run_dir: Path
     probabilities: np.ndarray  # (n, classes) class probabilities of the validation images
-    labels: np.ndarray
+    labels: np.ndarray  # (n,) class indices, or multi-label (n, classes) 0/1 rows
     paths: list[str]
     class_names: list[str]
     top_k: int = DEFAULT_TOP_K
     skipped: list[dict[str, str]] = field(default_factory=list)
+    thresholds: tuple[float, ...] | None = None  # multi-label: each class's threshold
+    separator: str = "|"  # multi-label: what joins an image's labels
 
     @classmethod
     def for_split(cls, run_dir: Path, split: ScreenedSplit, class_names: list[str], *, top_k: int, probabilities: np.ndarray) -> ReportJob:
@@ -62,6 +64,8 @@ def write_report_files(job: ReportJob, images: np.ndarray | None = None) -> Eval
         top_k=job.top_k,
         source="splits/val.csv (end of training)",
         skipped=job.skipped,
+        thresholds=job.thresholds,
+        separator=job.separator,
     )
 
 

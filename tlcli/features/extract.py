@@ -20,7 +20,7 @@ import numpy as np
 from tlcli.data.decoded import ScreenedSplit, SkippedFile, bad_file
 from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_bytes, read_image_file
 from tlcli.data.screening import Loaded, ScreenedFiles
-from tlcli.data.splits import Sample
+from tlcli.data.splits import Sample, label_array
 from tlcli.features.cut import flip_pixels
 
 
@@ -54,6 +54,7 @@ def extract_features(
     use_screening_cache: bool = True,
     flip: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    num_classes: int | None = None,
 ) -> FeatureSet:
     """Decode each image once (or find it in `store`) and run the frozen part (`extractor`).
 
@@ -63,7 +64,7 @@ def extract_features(
     Raises:
         DataError: a file cannot be used and `on_bad_file` is "fail".
     """
-    run = _Extraction(samples, extractor, store, batch_size, [None] if flip is None else [None, flip])
+    run = _Extraction(samples, extractor, store, batch_size, [None] if flip is None else [None, flip], num_classes)
 
     def load(path: Path) -> Loaded:
         data = read_image_file(path, max_bytes)
@@ -86,8 +87,9 @@ def extract_features(
 class _Extraction:
     """The state of one `extract_features` call: output rows, the batch being filled, what came from the store."""
 
-    def __init__(self, samples: Sequence[Sample], extractor, store, batch_size: int, variants: list[str | None]):
+    def __init__(self, samples: Sequence[Sample], extractor, store, batch_size: int, variants: list[str | None], num_classes: int | None):
         self.samples, self.extractor, self.store, self.batch_size, self.variants = samples, extractor, store, batch_size, variants
+        self.num_classes = num_classes
         shape = tuple(extractor.output_shape[1:])
         self.out = np.empty((len(variants), len(samples), *shape), dtype=np.float32)
         self.kept = np.zeros(len(samples), dtype=bool)
@@ -140,7 +142,7 @@ class _Extraction:
         return FeatureSet(
             features=rows(self.out[0]),
             flipped=None if len(self.variants) == 1 else rows(self.out[1]),
-            labels=np.fromiter((self.samples[i].label for i in positions), dtype=np.int32, count=len(positions)),
+            labels=label_array([self.samples[i] for i in positions], self.num_classes),
             samples=[self.samples[i] for i in positions],
             content_hashes=[self.hashes[i] for i in positions],
             skipped=self.skipped,

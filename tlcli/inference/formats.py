@@ -34,6 +34,12 @@ def csv_header(top_k: int) -> list[str]:
 def _csv_text(result: PredictResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    if result.multi_label:  # the labels, then one probability column per class
+        writer.writerow(["path", "labels", *result.class_names, "error"])
+        for p in result.predictions:
+            scores = [f"{value:.6f}" for _, value in p.scores] or [""] * len(result.class_names)
+            writer.writerow([p.path, result.separator.join(p.labels or ()), *scores, p.error or ""])
+        return buffer.getvalue()
     writer.writerow(csv_header(result.top_k))
     for p in result.predictions:
         cells: list[Any] = [p.path]
@@ -44,9 +50,12 @@ def _csv_text(result: PredictResult) -> str:
 
 
 def rows_for_table(result: PredictResult) -> Iterable[tuple[str, str, str, str]]:
-    """(path, label or "error", confidence, the other top-k or the error's reason) for a human-readable table."""
+    """(path, label or "error", confidence, the other top-k or the error's reason) for a human-readable table
+    (multi-label: the labels predicted, the highest probability, the top-k)."""
     for p in result.predictions:
         if p.error is not None:
             yield p.path, "error", "", p.error
+        elif p.multi_label:  # the labels predicted, then the probabilities of the top-k classes
+            yield p.path, ", ".join(p.labels or ()) or "(none)", f"{p.top[0][1]:.3f}", ", ".join(f"{label} {prob:.3f}" for label, prob in p.top)
         else:
             yield p.path, p.label or "", f"{p.confidence:.3f}", ", ".join(f"{label} {prob:.3f}" for label, prob in p.top[1:])

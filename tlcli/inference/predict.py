@@ -14,6 +14,12 @@ Output formats (`tlcli.inference.formats`), documented in the README:
 - `json`: one document `{"run_dir", "labels", "top_k", "count", "errors",
   "predictions": [the objects above]}`.
 - `csv`: `path,label,confidence,label_2,probability_2,...,error`.
+
+A multi-label run predicts every label whose probability reaches its class's
+threshold (model.json): `jsonl` objects are `{"path", "labels": [...],
+"probabilities": {class: p}, "top_k", "error"}`, `csv` is
+`path,labels,<one probability column per class>,error` with the labels joined
+by the run's separator.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class Prediction:
     path: str
     top: tuple[tuple[str, float], ...] = ()
     error: str | None = None
+    labels: tuple[str, ...] | None = None  # multi-label: every label at or above its threshold (maybe none)
+    scores: tuple[tuple[str, float], ...] = ()  # multi-label: every class's probability, in class order
+    multi_label: bool = False
 
     @property
     def label(self) -> str | None:
@@ -52,6 +61,14 @@ class Prediction:
         return self.top[0][1] if self.top else None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.multi_label:
+            return {
+                "path": self.path,
+                "labels": list(self.labels) if self.labels is not None else None,
+                "probabilities": dict(self.scores) if self.scores else None,
+                "top_k": [{"label": label, "probability": p} for label, p in self.top],
+                "error": self.error,
+            }
         return {
             "path": self.path,
             "label": self.label,
@@ -69,15 +86,23 @@ class PredictResult:
     class_names: list[str]
     top_k: int
     predictions: list[Prediction] = field(default_factory=list)
+    thresholds: tuple[float, ...] | None = None  # a multi-label run's (None: single-label)
+    separator: str = "|"  # a multi-label run's label separator (the csv's labels cell)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.thresholds is not None
 
     @property
     def errors(self) -> list[Prediction]:
         return [p for p in self.predictions if p.error is not None]
 
     def to_dict(self) -> dict[str, Any]:
+        task = {"task": "multi_label", "thresholds": dict(zip(self.class_names, self.thresholds))} if self.thresholds is not None else {}
         return {
             "run_dir": str(self.run_dir),
             "labels": self.class_names,
+            **task,
             "top_k": self.top_k,
             "count": len(self.predictions),
             "errors": len(self.errors),
@@ -158,6 +183,7 @@ def predict(
     k = min(top_k, len(class_names))
     model = load_run_model(run_dir, class_names)
     binary = info.binary
+    thresholds = (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
 
     predictions: list[Prediction] = []
     batch_paths: list[Path] = []
@@ -167,15 +193,14 @@ def predict(
         if batch_pixels:
             probabilities = predict_probabilities(model, np.stack(batch_pixels), batch_size, binary)
             for path, row in zip(batch_paths, probabilities):
-                order = np.argsort(-row, kind="stable")[:k]
-                predictions.append(Prediction(keys[path], tuple((class_names[i], round(float(row[i]), 6)) for i in order)))
+                predictions.append(_prediction(keys[path], row, class_names, k, thresholds))
         batch_paths.clear()
         batch_pixels.clear()
 
     with reporter.task("predicting", len(paths)) as advance:
         for done, (path, result) in enumerate(decode_stream(paths, info.image_size, info.channels, workers, window=2 * batch_size, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES), start=1):
             if isinstance(result, str):
-                predictions.append(Prediction(keys[path], error=result))
+                predictions.append(Prediction(keys[path], error=result, multi_label=thresholds is not None))
             else:
                 batch_paths.append(path)
                 batch_pixels.append(result)
@@ -186,7 +211,17 @@ def predict(
     # Errors are recorded as they come while their batch is still filling: restore input order.
     index_of = {keys[p]: i for i, p in enumerate(paths)}
     predictions.sort(key=lambda p: index_of[p.path])
-    return PredictResult(run_dir, class_names, k, predictions)
+    return PredictResult(run_dir, class_names, k, predictions, thresholds, config.data.label_separator if config else "|")
+
+
+def _prediction(key: str, row: np.ndarray, class_names: list[str], k: int, thresholds: tuple[float, ...] | None) -> Prediction:
+    """One image's top-k; a multi-label run's also every label at or above its threshold, and every class's probability."""
+    order = np.argsort(-row, kind="stable")[:k]
+    top = tuple((class_names[i], round(float(row[i]), 6)) for i in order)
+    if thresholds is None:
+        return Prediction(key, top)
+    on = tuple(name for name, p, t in zip(class_names, row, thresholds) if p >= t)
+    return Prediction(key, top, labels=on, scores=tuple((name, round(float(p), 6)) for name, p in zip(class_names, row)), multi_label=True)
 
 
 def decode_stream(paths: Sequence[Path], size: tuple[int, int], channels: int, workers: int | None, window: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[Path, np.ndarray | str]]:

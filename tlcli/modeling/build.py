@@ -72,9 +72,11 @@ def build_model(config: ExperimentConfig, num_classes: int, source: SourceBase |
     for layer in bases.preprocessing_layers(mode, names.PREPROCESS):
         x = layer(x)
     x = base(x)
-    outputs = head_layers(x, config.head, num_classes, l2=0.0 if config.train.l2 == "auto" else config.train.l2)
+    multi = config.data.multi_label
+    outputs = head_layers(x, config.head, num_classes, l2=0.0 if config.train.l2 == "auto" else config.train.l2, multi_label=multi)
     model = keras.Model(inputs, outputs, name="tlcli")
-    info = ModelInfo(base_name, mode, (height, width), channels, config.head.activation, pretrained, len(base.layers))
+    activation = "sigmoid" if multi else config.head.activation
+    info = ModelInfo(base_name, mode, (height, width), channels, activation, pretrained, len(base.layers), task="multi_label" if multi else "single_label")
     return model, info
 
 
@@ -107,7 +109,7 @@ def augmentation_layers(augment: AugmentConfig, seed: int):
 DEFAULT_DROPOUT = 0.2  # `head.dropout: auto` when the head's penalty is not chosen on validation
 
 
-def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0):
+def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0, multi_label: bool = False):
     """Pooling, optional hidden layers, dropout and the output layer; `l2` penalises every kernel.
 
     With `head.dropout: auto` the dropout layer is always built (at 0.2) so that
@@ -115,8 +117,8 @@ def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0):
     """
     import keras
 
-    if head.activation == "sigmoid" and num_classes != 2:
-        raise ConfigError("head.activation", f"sigmoid is for exactly two classes, found {num_classes}; use softmax")
+    if head.activation == "sigmoid" and num_classes != 2 and not multi_label:
+        raise ConfigError("head.activation", f"sigmoid is for exactly two classes, found {num_classes}; use softmax (or data.multi_label for several labels an image)")
     pooling = {
         "avg": keras.layers.GlobalAveragePooling2D(name=names.POOL),
         "max": keras.layers.GlobalMaxPooling2D(name=names.POOL),
@@ -132,9 +134,10 @@ def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0):
             x = keras.layers.Dropout(dense.dropout, name=f"head_dropout{index}")(x)
     if head.dropout == "auto" or head.dropout:
         x = keras.layers.Dropout(DEFAULT_DROPOUT if head.dropout == "auto" else head.dropout, name=names.DROPOUT)(x)
-    units = 1 if head.activation == "sigmoid" else num_classes
+    units = 1 if head.activation == "sigmoid" and not multi_label else num_classes
+    activation = "sigmoid" if multi_label else head.activation  # multi-label: one independent sigmoid per class
     # float32 output keeps the softmax stable under mixed precision.
-    return keras.layers.Dense(units, activation=head.activation, dtype="float32", kernel_regularizer=_penalty(l2), name=names.OUTPUT)(x)
+    return keras.layers.Dense(units, activation=activation, dtype="float32", kernel_regularizer=_penalty(l2), name=names.OUTPUT)(x)
 
 
 def _penalty(l2: float):

@@ -26,6 +26,8 @@ class RunSummary:
     problem: str | None = None  # why the folder's records cannot be read (status "damaged")
     estimate: float | None = None  # the final accuracy people should trust first: on test when there is one
     estimate_on: str | None = None  # "test", "val", or "val (selection)" / "val (in-sample)" when val chose something
+    metric: str = "accuracy"  # what best_val and estimate are: accuracy, or mAP ("map") for a multi-label run
+    best_val: float | None = None  # the best epoch's validation `metric`
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -71,6 +73,8 @@ def summarize_run(run_dir: Path) -> RunSummary:
         status=record.shown_status(),
         base=base,
         best_val_accuracy=metrics.best.get("val_accuracy") if metrics else None,
+        best_val=metrics.best.get(f"val_{_metric(metrics)}") if metrics else None,
+        metric=_metric(metrics),
         val_accuracy=metrics.final.get("val_accuracy") if metrics else None,
         resumes=len(record.resumes),
         problem=problem,
@@ -78,12 +82,18 @@ def summarize_run(run_dir: Path) -> RunSummary:
     )
 
 
+def _metric(metrics: Metrics | None) -> str:
+    """A multi-label run's headline is mAP (its epochs log `map`, not `accuracy`)."""
+    return "map" if metrics is not None and "val_map" in metrics.final else "accuracy"
+
+
 def _estimate(metrics: Metrics | None) -> dict[str, Any]:
     if metrics is None:
         return {}
-    split = "test" if "test_accuracy" in metrics.final else "val"
-    if f"{split}_accuracy" not in metrics.final:
+    metric = _metric(metrics)
+    split = "test" if f"test_{metric}" in metrics.final else "val"
+    if f"{split}_{metric}" not in metrics.final:
         return {}
     meaning = metrics.figures.get(split, "untouched" if split == "test" else "")
     on = split if meaning in ("", "untouched") else f"{split} ({meaning.split(':')[0]})"
-    return {"estimate": metrics.final[f"{split}_accuracy"], "estimate_on": on}
+    return {"estimate": metrics.final[f"{split}_{metric}"], "estimate_on": on}

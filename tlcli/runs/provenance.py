@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from tlcli.data.decoded import ScreenedSplit
 from tlcli.data.splits import DataSplits
 from tlcli.errors import RunError
@@ -38,7 +40,7 @@ class SplitRow:
 
 def write_splits(run_dir: Path, splits: DataSplits) -> None:
     for split, samples in splits.listed():
-        write_csv_atomic(run_dir / "splits" / f"{split}.csv", SPLIT_COLUMNS, ((s.path, s.relpath, splits.class_names[s.label]) for s in samples))
+        write_csv_atomic(run_dir / "splits" / f"{split}.csv", SPLIT_COLUMNS, ((s.path, s.relpath, splits.label_name(s.label)) for s in samples))
 
 
 def read_split(run_dir: Path, split: str) -> list[SplitRow] | None:
@@ -73,9 +75,9 @@ def dataset_fingerprint(rows: Iterable[tuple[str, str, str, str]], version: int 
     return fingerprint.hexdigest()
 
 
-def fingerprint_rows(class_names: list[str], screened: dict[str, ScreenedSplit]) -> list[tuple[str, str, str, str]]:
+def fingerprint_rows(splits: DataSplits, screened: dict[str, ScreenedSplit]) -> list[tuple[str, str, str, str]]:
     return [
-        (split, sample.relpath, class_names[sample.label], content_hash)
+        (split, sample.relpath, splits.label_name(sample.label), content_hash)
         for split, kept in screened.items()
         for sample, content_hash in sorted(zip(kept.samples, kept.content_hashes), key=lambda pair: pair[0].relpath)
     ]
@@ -83,14 +85,21 @@ def fingerprint_rows(class_names: list[str], screened: dict[str, ScreenedSplit])
 
 def write_dataset_record(run_dir: Path, splits: DataSplits, screened: dict[str, ScreenedSplit]) -> None:
     record = {
-        "fingerprint": dataset_fingerprint(fingerprint_rows(splits.class_names, screened)),
+        "fingerprint": dataset_fingerprint(fingerprint_rows(splits, screened)),
         "fingerprint_version": FINGERPRINT_VERSION,
         "class_names": splits.class_names,
         "sources": splits.sources,
-        "counts": {split: {name: int((kept.labels == i).sum()) for i, name in enumerate(splits.class_names)} for split, kept in screened.items()},
+        "counts": {split: class_counts(kept.labels, splits.class_names) for split, kept in screened.items()},
         "ignored_files": [{"path": p, "reason": r} for p, r in splits.ignored],
     }
     write_json_atomic(run_dir / "dataset.json", record)
+
+
+def class_counts(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
+    """Images of each class in a label array (multi-label 0/1 rows: images that have the class)."""
+    if labels.ndim == 2:
+        return {name: int(labels[:, i].sum()) for i, name in enumerate(class_names)}
+    return {name: int((labels == i).sum()) for i, name in enumerate(class_names)}
 
 
 def recorded_fingerprint(run_dir: Path) -> tuple[str, int] | None:

@@ -142,21 +142,33 @@ class ModelInfo:
     activation: str
     pretrained: bool
     base_layers: int
+    task: str = "single_label"  # or "multi_label": one sigmoid per class, any number of labels an image
+    thresholds: tuple[float, ...] | None = None  # multi-label: the probability above which each class is predicted
 
     @property
     def binary(self) -> bool:
         """A single sigmoid unit for two classes (its output is the second class's probability)."""
-        return self.activation == "sigmoid"
+        return self.activation == "sigmoid" and self.task != "multi_label"
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["image_size"] = list(self.image_size)
+        if self.thresholds is None:
+            del data["thresholds"]  # single-label runs read as before
+        else:
+            data["thresholds"] = list(self.thresholds)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         fields["image_size"] = tuple(int(v) for v in fields["image_size"])
+        if fields.get("thresholds") is not None:
+            fields["thresholds"] = tuple(float(t) for t in fields["thresholds"])
         fields["channels"] = int(fields["channels"])
         fields.setdefault("activation", "softmax")
         fields.setdefault("preprocess", "none")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import ConfigError, did_you_mean
 from tlcli.training.phases import Phase
@@ -35,17 +37,35 @@ def make_optimizer(phase: Phase, steps_per_epoch: int):
         raise ConfigError(f"{key}.optimizer_args", f"not accepted by {opt.optimizer} ({exc})") from None
 
 
-def make_loss(config: ExperimentConfig):
+def make_loss(config: ExperimentConfig, alpha: list[float] | None = None):
+    """The phase's loss. Multi-label with class weights: binary cross-entropy whose positives of class c weigh alpha[c]
+    and negatives 1 - alpha[c] (Keras's `BinaryFocalCrossentropy` with gamma 0: built in, nothing to register).
+
+    Keras saves that alpha array in a form its loader does not turn back into an array, so the model is
+    saved compiled with `saved_loss` instead (see `tlcli.training.session`).
+    """
     import keras
 
-    if config.head.activation == "sigmoid":
-        return keras.losses.BinaryCrossentropy(label_smoothing=config.train.label_smoothing)
-    return keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
+    smoothing = config.train.label_smoothing
+    if config.multi_label and alpha is not None:  # an array: Keras computes 1 - alpha, which a list cannot do
+        return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=np.asarray(alpha, dtype="float32"), gamma=0.0, label_smoothing=smoothing, name="binary_crossentropy")
+    if config.head.activation == "sigmoid" or config.multi_label:
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+
+def saved_loss(config: ExperimentConfig):
+    """The loss model.keras is compiled with: the phase's loss without class weights, which every Keras loader reads back."""
+    return make_loss(config, None)
 
 
 def make_metrics(config: ExperimentConfig, num_classes: int) -> list:
     import keras
 
+    if config.multi_label:
+        # `map`: area under each class's precision-recall curve, averaged over classes (Keras's estimate of mAP during training;
+        # evaluation reports scikit-learn's average precision).
+        return [keras.metrics.BinaryAccuracy(name="binary_accuracy"), keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes, name="map")]
     if config.head.activation == "sigmoid":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -61,6 +81,8 @@ def top_k_name(k: int, num_classes: int) -> str:
 
 def epoch_metric_names(config: ExperimentConfig, num_classes: int) -> set[str]:
     """The figures every epoch's logs hold (training and `val_`): what monitors may name."""
+    if config.multi_label:
+        return {name for base in ("loss", "binary_accuracy", "map") for name in (base, f"val_{base}")}
     names = {"loss", "accuracy"}
     if config.train.top_k:
         names.add(top_k_name(config.train.top_k, num_classes))
@@ -74,7 +96,7 @@ def check_monitors(config: ExperimentConfig, num_classes: int) -> None:
         ConfigError: an unknown metric, with a did-you-mean.
     """
     names = epoch_metric_names(config, num_classes)
-    checks = [("train.monitor", config.train.best_monitor), ("train.early_stopping.monitor", config.train.early_stopping.monitor)]
+    checks = [("train.monitor", config.best_monitor), ("train.early_stopping.monitor", config.train.early_stopping.monitor)]
     if config.fine_tune is not None:
         checks.append(("fine_tune.early_stopping.monitor", config.fine_tune.early_stopping.monitor))
     for key, value in checks:

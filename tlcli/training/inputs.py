@@ -31,7 +31,7 @@ class PhaseInputs:
 
     def __init__(self, model, config: ExperimentConfig, num_classes: int):
         self.model, self.config, self.num_classes = model, config, num_classes
-        self.binary = config.head.activation == "sigmoid"
+        self.binary = config.head.activation == "sigmoid" and not config.multi_label  # one sigmoid unit for two classes
         self._features: dict[tuple[str, str, bool], np.ndarray] = {}
         self._parts: dict[str, Any] = {}  # inference through the trainable part, one model per cut (no retracing)
         # Phases on features with augmentation on are the ones the plan allowed: flips only.

@@ -61,10 +61,11 @@ class Fitting:
     offset: int = 0  # epochs done in the run before the current phase
     session_epochs: int = 0  # epochs run by this process (for images per second)
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, its best, which was kept
+    alpha: list[float] | None = None  # multi-label class weights: each class's positives' weight in the loss
 
     @property
     def monitor(self) -> str:
-        return self.config.train.best_monitor
+        return self.config.best_monitor
 
 
 def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | None) -> None:
@@ -105,10 +106,10 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else ""))
     fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done)
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
-    fitted.compile(optimizer=make_optimizer(phase, fitting.steps), loss=make_loss(config), metrics=make_metrics(config, fitting.inputs.num_classes), steps_per_execution=per_call)
+    fitted.compile(optimizer=make_optimizer(phase, fitting.steps), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, fitting.inputs.num_classes), steps_per_execution=per_call)
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
-    validation = fitting.inputs.feature_validation(plan.val_cut, make_loss(config), make_metrics(config, fitting.inputs.num_classes)) if val_data is None else None
+    validation = fitting.inputs.feature_validation(plan.val_cut, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes)) if val_data is None else None
     keeper = BestWeights(fitting.monitor, phase.name, fitting.offset, best=point.best, weights=point.best_weights, epochs_run=point.done)
     interrupt = StopOnSigint(reporter)
     callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point, start)
@@ -131,7 +132,7 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
 def _exact_phase(fitting: Fitting, plan: PhasePlan) -> tuple[int, dict[str, Any]]:
     """The head the selection fitted exactly (`tlcli.training.selection`), recorded as the phase's one epoch: a history row and a checkpoint."""
     config, inputs = fitting.config, fitting.inputs
-    loss, metrics = make_loss(config), make_metrics(config, inputs.num_classes)
+    loss, metrics = make_loss(config, fitting.alpha), make_metrics(config, inputs.num_classes)
     figures = {key.removeprefix("train_"): value for key, value in inputs.figures("train", inputs.outputs(plan.cut, "train"), loss, metrics).items()}
     figures |= inputs.figures("val", inputs.outputs(plan.val_cut, "val"), loss, metrics)
     best = {"epoch": fitting.offset + 1, "phase": plan.phase.name, **figures}
@@ -154,7 +155,7 @@ def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
         return {}
     config = fitting.config
     outputs = fitting.inputs.outputs(plan.val_cut if plan.val_cut is not None else plan.cut, "val")
-    figures = fitting.inputs.figures("val", outputs, make_loss(config), make_metrics(config, fitting.inputs.num_classes))
+    figures = fitting.inputs.figures("val", outputs, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes))
     checkpoints.save_phase_start(fitting.run_dir, plan.index, fitting.model)
     return {"epoch": fitting.offset, "phase": plan.phase.name, **figures}
 

@@ -19,7 +19,7 @@ from tlcli.features.store import store_for
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_json_atomic
 from tlcli.runs.metrics import CacheUse
-from tlcli.runs.provenance import write_dataset_record
+from tlcli.runs.provenance import class_counts, write_dataset_record
 from tlcli.training.phases import flip_mode
 from tlcli.training.prepare import Prepared
 
@@ -46,6 +46,7 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
                 progress=advance,
                 flip=flip,
                 max_bytes=config.data.max_bytes,
+                num_classes=prepared.num_classes,
             )
     hits = sum(s.hits for s in sets.values())
     extracted = sum(s.extracted for s in sets.values())
@@ -69,7 +70,9 @@ def decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedIm
     decoded = {}
     for split, samples in prepared.splits.listed():
         with reporter.task(f"decoding {split}", len(samples)) as advance:
-            decoded[split] = decode_samples(samples, config.data.image_size, prepared.info.channels, on_bad_file=config.data.on_bad_file, progress=advance, max_bytes=config.data.max_bytes)
+            decoded[split] = decode_samples(
+                samples, config.data.image_size, prepared.info.channels, on_bad_file=config.data.on_bad_file, progress=advance, max_bytes=config.data.max_bytes, num_classes=prepared.num_classes
+            )
     return decoded
 
 
@@ -92,7 +95,7 @@ def record_pass(run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit
         raise DataError(f"--strict: the data has problems ({problems.summary()}); they are listed in {run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict")
     write_dataset_record(run_dir, prepared.splits, sets)
     names = prepared.splits.class_names
-    reason = unusable_reason({name: int((sets["train"].labels == i).sum()) for i, name in enumerate(names)}, len(sets["val"]))
+    reason = unusable_reason(class_counts(sets["train"].labels, names), len(sets["val"]))
     if reason is not None:
         raise UnusableData(f"{reason} (the unreadable files are listed by `tlcli check {prepared.splits.sources['train']}`)")
     return skipped

@@ -71,7 +71,7 @@ def check_same_splits(splits: DataSplits, run_dir: Path) -> None:
         if rows is None:
             continue
         saved = sorted((row.relpath, row.label) for row in rows)
-        now = sorted((s.relpath, splits.class_names[s.label]) for s in getattr(splits, split))
+        now = sorted((s.relpath, splits.label_name(s.label)) for s in getattr(splits, split))
         if saved != now:
             raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files or labels); resuming would train on other data, start a new run")
 
@@ -105,7 +105,7 @@ def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> No
     for split, samples in splits.listed():
         kept = sorted((s for s in samples if str(s.path) not in unreadable), key=lambda s: s.relpath)
         hashes = bounded_map(content_hash, [s.path for s in kept], window=4 * cpu_workers())
-        rows += [(split, s.relpath, splits.class_names[s.label], h) for s, (_, h) in zip(kept, hashes)]
+        rows += [(split, s.relpath, splits.label_name(s.label), h) for s, (_, h) in zip(kept, hashes)]
     fingerprint, version = recorded
     if dataset_fingerprint(rows, version) != fingerprint:
         raise RunError(f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes or other labels); resuming would train on other data, start a new run")

@@ -37,7 +37,8 @@ class ProbeFit:
     C: float
     l2: float  # the same penalty for the Keras head: l2 * sum(kernel**2) added to the mean loss
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float  # multi-label: the fraction of (image, class) decisions right at 0.5
+    val_map: float | None = None  # multi-label: mean over classes of the average precision
 
 
 @dataclass
@@ -52,7 +53,7 @@ class HeadSelection:
     seconds: float = 0.0
     test_accuracy: float | None = None  # the probe at the chosen penalty on the test split, when there is one
     refit_epochs: int = 0  # epochs trained after the refit (as many as training added to the exact start)
-    models: dict[float, Any] = field(default_factory=dict, repr=False)  # C -> fitted LogisticRegression (not saved)
+    models: dict[float, Probe] = field(default_factory=dict, repr=False)  # C -> the fitted probe (not saved)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,57 +68,109 @@ class HeadSelection:
         }
 
 
-def fit_probes(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int, class_weight: dict[int, float] | None, grid=PENALTY_GRID) -> HeadSelection:
+@dataclass
+class Probe:
+    """A fitted linear head: one multinomial logistic regression, or (multi-label) one binary one per class.
+
+    A multi-label class that the training split shows only present (or only
+    absent) cannot be fitted; it gets a constant logit instead.
+    """
+
+    num_classes: int
+    multi: bool
+    models: list[Any]  # scikit-learn LogisticRegression, or (multi-label) a float: the constant logit of an unfittable class
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        if self.multi:
+            columns = [m.predict_proba(x)[:, 1] if not isinstance(m, float) else np.full(len(x), 1 / (1 + np.exp(-m))) for m in self.models]
+            return np.stack(columns, axis=1)
+        model = self.models[0]
+        full = np.zeros((len(x), self.num_classes))  # a class missing from the training split gets 0
+        full[:, model.classes_] = model.predict_proba(x)
+        return full / np.maximum(full.sum(axis=1, keepdims=True), 1e-12)
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coef, intercept) with one row per output logit.
+
+        Raises:
+            ValueError: a single-label probe that did not see every class (a class absent from the training split).
+        """
+        if self.multi:
+            rows = [(m.coef_[0], m.intercept_[0]) if not isinstance(m, float) else (None, m) for m in self.models]
+            width = next(len(c) for c, _ in rows if c is not None)
+            coef = np.stack([c if c is not None else np.zeros(width) for c, _ in rows])
+            return coef.astype("float32"), np.array([b for _, b in rows], dtype="float32")
+        model = self.models[0]
+        if len(model.classes_) != self.num_classes:
+            raise ValueError(f"the training split holds {len(model.classes_)} of the {self.num_classes} classes")
+        return np.asarray(model.coef_, dtype="float32"), np.asarray(model.intercept_, dtype="float32")
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight: dict[int, float] | None = None, alpha: list[float] | None = None) -> Probe:
+    """The linear head fitted exactly at penalty C: single-label `y` (n,) with Keras-style class weights, multi-label `y` (n, k) with each class's positive weight `alpha`."""
+    from sklearn.linear_model import LogisticRegression
+
+    if y.ndim == 1:
+        return Probe(num_classes, False, [LogisticRegression(C=C, max_iter=PROBE_MAX_ITER, class_weight=class_weight).fit(x, y)])
+    models: list[Any] = []
+    for c in range(y.shape[1]):
+        column = y[:, c].astype(int)
+        if column.min() == column.max():
+            prevalence = np.clip(column.mean(), 1e-3, 1 - 1e-3)
+            models.append(float(np.log(prevalence / (1 - prevalence))))
+            continue
+        weight = None if alpha is None else np.where(column == 1, alpha[c], 1 - alpha[c])
+        models.append(LogisticRegression(C=C, max_iter=PROBE_MAX_ITER).fit(x, column, sample_weight=weight))
+    return Probe(num_classes, True, models)
+
+
+def score(probabilities: np.ndarray, y: np.ndarray, alpha: list[float] | None = None) -> dict[str, float]:
+    """Loss (the head's loss: cross-entropy, multi-label weighted by `alpha` as the Keras loss is) and accuracy; mAP for multi-label."""
+    from sklearn.metrics import average_precision_score, log_loss
+
+    if y.ndim == 1:
+        return {"loss": float(log_loss(y, probabilities, labels=list(range(probabilities.shape[1])))), "accuracy": float((probabilities.argmax(1) == y).mean())}
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    if alpha is not None:
+        a = np.asarray(alpha)[None, :]
+        losses = losses * np.where(y == 1, a, 1 - a)
+    present = [c for c in range(y.shape[1]) if 0 < y[:, c].sum()]
+    average_precision = float(np.mean([average_precision_score(y[:, c], probabilities[:, c]) for c in present])) if present else float("nan")
+    return {"loss": float(losses.mean()), "accuracy": float(((probabilities >= 0.5) == (y == 1)).mean()), "map": average_precision}
+
+
+def fit_probes(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int, class_weight: dict[int, float] | None, grid=PENALTY_GRID, alpha: list[float] | None = None) -> HeadSelection:
     """Fit the linear head exactly at every penalty of `grid`; choose the lowest validation loss.
 
     Returns a selection with `selected` False: the caller decides whether the penalty is used or only reported.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-
     started = time.perf_counter()
     fits, models = [], {}
-    labels = list(range(num_classes))
     for C in grid:
-        model = LogisticRegression(C=C, max_iter=PROBE_MAX_ITER, class_weight=class_weight).fit(train_x, train_y)
-        probabilities = _all_classes(model, model.predict_proba(val_x), num_classes)
-        fits.append(ProbeFit(C, l2=1.0 / (2.0 * C * len(train_x)), val_loss=round(float(log_loss(val_y, probabilities, labels=labels)), 6), val_accuracy=round(float((probabilities.argmax(1) == val_y).mean()), 6)))
-        models[C] = model
+        probe = fit_probe(train_x, train_y, C, num_classes, class_weight, alpha)
+        figures = score(probe.probabilities(val_x), val_y, alpha)
+        fits.append(ProbeFit(C, l2=1.0 / (2.0 * C * len(train_x)), val_loss=round(figures["loss"], 6), val_accuracy=round(figures["accuracy"], 6), val_map=round(figures["map"], 6) if "map" in figures else None))
+        models[C] = probe
     chosen = min(fits, key=lambda fit: (fit.val_loss, -fit.C))
     return HeadSelection(fits, chosen, selected=False, seconds=time.perf_counter() - started, models=models)
 
 
-def refit_probe(selection: HeadSelection, x: np.ndarray, y: np.ndarray, class_weight: dict[int, float] | None):
-    """The chosen penalty fitted again on `x` (train + validation), as scikit-learn's refit=True does."""
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=selection.chosen.C, max_iter=PROBE_MAX_ITER, class_weight=class_weight).fit(x, y)
+def probe_accuracy(probe: Probe, x: np.ndarray, y: np.ndarray) -> float:
+    return round(score(probe.probabilities(x), y)["accuracy"], 6)
 
 
-def probe_accuracy(model, x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    return round(float((_all_classes(model, model.predict_proba(x), num_classes).argmax(1) == y).mean()), 6)
-
-
-def _all_classes(model, probabilities: np.ndarray, num_classes: int) -> np.ndarray:
-    """Probabilities over every class (a class missing from the training split gets 0)."""
-    full = np.zeros((len(probabilities), num_classes))
-    full[:, model.classes_] = probabilities
-    return full / np.maximum(full.sum(axis=1, keepdims=True), 1e-12)
-
-
-def warm_start(output_layer, probe, num_classes: int, binary: bool) -> None:
+def warm_start(output_layer, probe: Probe, binary: bool) -> None:
     """Give the head's output layer the probe's solution: the same logits, so the same probabilities.
 
     Raises:
         ValueError: the probe did not see every class (a class absent from the training split).
     """
-    coef, intercept = np.asarray(probe.coef_, dtype="float32"), np.asarray(probe.intercept_, dtype="float32")
-    if len(probe.classes_) != num_classes:
-        raise ValueError(f"the training split holds {len(probe.classes_)} of the {num_classes} classes")
+    coef, intercept = probe.weights()
     kernel, bias = [np.array(w) for w in output_layer.get_weights()]
     if binary:  # one sigmoid unit: the probe's logit
         kernel[:, 0], bias[0] = coef[0], intercept[0]
-    elif num_classes == 2:  # softmax over two: logits -z/2 and z/2 give sigmoid(z)
+    elif probe.num_classes == 2 and not probe.multi:  # softmax over two: logits -z/2 and z/2 give sigmoid(z)
         kernel[:, 0], kernel[:, 1], bias[0], bias[1] = -coef[0] / 2, coef[0] / 2, -intercept[0] / 2, intercept[0] / 2
     else:
         kernel[:], bias[:] = coef.T, intercept
@@ -127,8 +180,14 @@ def warm_start(output_layer, probe, num_classes: int, binary: bool) -> None:
 # ----------------------------------------------------------------------------- in a run
 
 
-def head_penalty(fit: ProbeFit, num_classes: int, binary: bool) -> float:
-    """The Keras penalty that makes the head's objective the probe's: a two-class softmax splits the probe's weights in halves (see `warm_start`)."""
+def head_penalty(fit: ProbeFit, num_classes: int, binary: bool, multi_label: bool = False) -> float:
+    """The Keras penalty that makes the head's objective the probe's.
+
+    A two-class softmax splits the probe's weights in halves (see `warm_start`);
+    a multi-label head's loss is the mean over its k classes of each class's probe loss, so its penalty is 1/k of each probe's.
+    """
+    if multi_label:
+        return fit.l2 / num_classes
     return 2 * fit.l2 if num_classes == 2 and not binary else fit.l2
 
 
@@ -140,32 +199,32 @@ def probe_splits(inputs, fresh: bool = False) -> dict[str, tuple[np.ndarray, np.
     return {split: (inputs.features(pool, split, fresh=fresh), inputs.sets[split].labels) for split in ("train", "val", "test") if split in inputs.sets and len(inputs.sets[split])}
 
 
-def choose_head(inputs, plan, class_weight: dict[int, float] | None) -> HeadSelection:
+def choose_head(inputs, plan, class_weight: dict[int, float] | None, alpha: list[float] | None = None) -> HeadSelection:
     """The probe's fits; when the plan selects the head, its penalty and starting weights go into the model."""
     from tlcli.modeling import layers as names
     from tlcli.modeling.build import set_head_regularisation
 
     data = probe_splits(inputs)
     (train_x, train_y), (val_x, val_y) = data["train"], data["val"]
-    selection = fit_probes(train_x, train_y, val_x, val_y, inputs.num_classes, class_weight)
+    selection = fit_probes(train_x, train_y, val_x, val_y, inputs.num_classes, class_weight, alpha=alpha)
     if "test" in data:
-        selection.test_accuracy = probe_accuracy(selection.models[selection.chosen.C], *data["test"], inputs.num_classes)
+        selection.test_accuracy = probe_accuracy(selection.models[selection.chosen.C], *data["test"])
     if not plan.select_head:
         selection.why = plan.no_selection
         return selection
     model, config = inputs.model, inputs.config
     try:
-        warm_start(model.get_layer(names.OUTPUT), selection.models[selection.chosen.C], inputs.num_classes, inputs.binary)
+        warm_start(model.get_layer(names.OUTPUT), selection.models[selection.chosen.C], inputs.binary)
     except ValueError as exc:
         selection.why = f"not selected: {exc}"
         return selection
-    set_head_regularisation(model, head_penalty(selection.chosen, inputs.num_classes, inputs.binary), 0.0 if config.head.dropout == "auto" else None)
+    set_head_regularisation(model, head_penalty(selection.chosen, inputs.num_classes, inputs.binary, config.multi_label), 0.0 if config.head.dropout == "auto" else None)
     selection.selected, selection.refit = True, plan.refit
     selection.why = f"penalty C={selection.chosen.C:g} (lowest validation loss of {len(selection.grid)} exact fits); the head starts from that fit"
     return selection
 
 
-def refit_head(inputs, selection: HeadSelection, class_weight: dict[int, float] | None, fresh: bool = False) -> None:
+def refit_head(inputs, selection: HeadSelection, class_weight: dict[int, float] | None, fresh: bool = False, alpha: list[float] | None = None) -> None:
     """The chosen penalty fitted again on train + validation; the head takes that solution (scikit-learn's refit=True).
 
     `fresh`: on the features of the base as it is now (fine-tuning changed it since the penalty was chosen).
@@ -175,5 +234,5 @@ def refit_head(inputs, selection: HeadSelection, class_weight: dict[int, float] 
     data = probe_splits(inputs, fresh=fresh)
     x = np.concatenate([data["train"][0], data["val"][0]])
     y = np.concatenate([data["train"][1], data["val"][1]])
-    probe = refit_probe(selection, x, y, class_weight)
-    warm_start(inputs.model.get_layer(names.OUTPUT), probe, inputs.num_classes, inputs.binary)
+    probe = fit_probe(x, y, selection.chosen.C, inputs.num_classes, class_weight, alpha)  # scikit-learn's refit=True
+    warm_start(inputs.model.get_layer(names.OUTPUT), probe, inputs.binary)

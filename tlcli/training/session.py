@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlcli.config.loading import dump_config
-from tlcli.data.batches import class_weights
+from tlcli.data.batches import class_weights, positive_weights
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.atomic import save_model_atomic, write_json_atomic, write_text_atomic
@@ -58,7 +58,8 @@ def train_in_run(session: Session) -> TrainResult:
         reporter.info(plan.describe())
     inputs, cache_use, skipped = _single_pass(session, plans, timings)
     weights = class_weights(inputs.sets["train"].labels, prepared.num_classes, config.train.class_weight, prepared.splits.class_names)
-    selection, probe = _choose(session, inputs, plans[0], weights, timings)
+    alpha = positive_weights(inputs.sets["train"].labels, config.train.class_weight, prepared.splits.class_names)
+    selection, probe = _choose(session, inputs, plans[0], (weights, alpha), timings)
     if plans[0].select_head and not (selection is not None and selection.selected):
         plans[0] = unselect(config, plans[0], selection.why if selection is not None else "no features for the head")
         reporter.info(plans[0].describe() + f" (the head's penalty was not chosen: {plans[0].no_selection})")
@@ -66,15 +67,20 @@ def train_in_run(session: Session) -> TrainResult:
     restored = _restore(session) if session.resuming else None
     history = HistoryRecorder(run_dir / "history.csv", rows=restored.state.history if restored else ([] if session.resuming else None))
     steps = -(-len(inputs.sets["train"]) // config.data.batch_size)
-    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained)
+    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained, alpha=alpha)
     if restored is not None:
         fitting.best, fitting.offset = dict(restored.state.run_best), restored.state.offset
+    cut = plans[-1].cut or plans[-1].val_cut
     with prepared.scope():
         fit_phases(fitting, plans, restored)
-        if selection is not None and selection.refit:
+        refit = selection is not None and selection.refit
+        held_out = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))[1]["val"] if config.multi_label and refit else None
+        if refit:
             _refit(fitting, plans, selection)
-        final, probabilities = inputs.evaluate(plans[-1].cut or plans[-1].val_cut, make_loss(config), make_metrics(config, prepared.num_classes))
+        final, probabilities = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
+    if config.multi_label:  # thresholds from validation probabilities the model was not fitted on (those before a refit)
+        _set_thresholds(session, inputs.sets["val"].labels, held_out if held_out is not None else probabilities["val"])
     _save_and_report(session, inputs, probabilities["val"], timings)
     metrics = Metrics(
         final=final,
@@ -96,8 +102,10 @@ def train_in_run(session: Session) -> TrainResult:
     return TrainResult(run_dir, metrics, skipped)
 
 
-def _choose(session: Session, inputs, plan, weights, timings: dict[str, float]):
-    """The linear probe (and, when the plan selects the head, its penalty and starting weights); selection.json records them.
+def _choose(session: Session, inputs, plan, weights: tuple, timings: dict[str, float]):
+    """`weights`: the class weights of single-label and multi-label losses (`class_weights`, `positive_weights`).
+
+    The linear probe (and, when the plan selects the head, its penalty and starting weights); selection.json records them.
 
     Returns the selection (or None) and the probe record of metrics.json.
     """
@@ -110,11 +118,14 @@ def _choose(session: Session, inputs, plan, weights, timings: dict[str, float]):
     if config.probe == "off" and not plan.select_head:
         return None, {"skipped": "probe: off"}
     clock = time.perf_counter()
-    selection = choose_head(inputs, plan, weights)
+    selection = choose_head(inputs, plan, *weights)
     timings["select"] = round(time.perf_counter() - clock, 3)
     chosen = selection.chosen
     probe = {"C": chosen.C, "val_accuracy": chosen.val_accuracy, "val_loss": chosen.val_loss, "test_accuracy": selection.test_accuracy, "seconds": round(selection.seconds, 3)}
-    reporter.info(f"linear probe: validation accuracy {chosen.val_accuracy:.4f} at C={chosen.C:g}" + (f"; {selection.why}" if selection.why else ""))
+    if chosen.val_map is not None:
+        probe["val_map"] = chosen.val_map
+    shown = f"validation mAP {chosen.val_map:.4f}" if chosen.val_map is not None else f"validation accuracy {chosen.val_accuracy:.4f}"
+    reporter.info(f"linear probe: {shown} at C={chosen.C:g}" + (f"; {selection.why}" if selection.why else ""))
     if selection.selected:
         write_json_atomic(session.run_dir / "selection.json", selection.to_dict())
     return selection, probe
@@ -131,18 +142,33 @@ def _refit(fitting, plans, selection) -> None:
 
     inputs, config, plan = fitting.inputs, fitting.config, plans[0]
     fine_tuned = len(plans) > 1
-    refit_head(inputs, selection, fitting.class_weight, fresh=fine_tuned)
+    refit_head(inputs, selection, fitting.class_weight, fresh=fine_tuned, alpha=fitting.alpha)
     outcome = fitting.outcomes.get(plan.phase.name, {})
     added = int(outcome["best"].get("epoch", 0)) - int(outcome["start"].get("epoch", 0)) if outcome.get("kept") == "best" and outcome.get("start") and not fine_tuned else 0
     if added > 0:
         data = probe_splits(inputs)
         x, y = (np.concatenate([data["train"][i], data["val"][i]]) for i in (0, 1))
         part = trainable_part(inputs.model, Cut("pool"))
-        part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config), metrics=make_metrics(config, inputs.num_classes))
+        part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
         fit_in_memory(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), epochs=added, class_weight=fitting.class_weight)
     selection.refit_epochs = added
     write_json_atomic(fitting.run_dir / "selection.json", selection.to_dict())
     fitting.reporter.info(f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample")
+
+
+def _set_thresholds(session: Session, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    """Multi-label: each class's threshold (`head.threshold`, or chosen on validation by the best F1), recorded in model.json."""
+    from dataclasses import replace
+
+    from tlcli.evaluation.multilabel import choose_thresholds
+
+    prepared = session.prepared
+    threshold = prepared.config.head.threshold
+    chosen = choose_thresholds(probabilities, labels) if threshold == "per_class" else (float(threshold),) * prepared.num_classes
+    prepared.info = replace(prepared.info, thresholds=chosen)
+    prepared.info.write(session.run_dir)
+    if threshold == "per_class":
+        session.reporter.info("thresholds chosen on validation (best F1 per class): " + ", ".join(f"{name} {t:.3f}" for name, t in zip(prepared.splits.class_names, chosen)))
 
 
 def _what_figures_mean(inputs, plans, selection) -> dict[str, str]:
@@ -152,6 +178,8 @@ def _what_figures_mean(inputs, plans, selection) -> dict[str, str]:
         used.append("when to stop")
     if selection is not None and selection.selected:
         used.append("the head's penalty")
+    if inputs.config.multi_label and inputs.config.head.threshold == "per_class":
+        used.append("the thresholds")
     meaning = {"val": "selection: it chose " + ", ".join(used) if used else "untouched"}
     if selection is not None and selection.refit:
         meaning["val"] = "in-sample: the head was refitted on it" + (f" (it also chose {', '.join(used)})" if used else "")
@@ -210,9 +238,14 @@ def _save_and_report(session: Session, inputs, val_probabilities, timings: dict[
 
     prepared, run_dir = session.prepared, session.run_dir
     job = ReportJob.for_split(run_dir, inputs.sets["val"], prepared.splits.class_names, top_k=prepared.config.train.top_k, probabilities=val_probabilities)
+    job.thresholds, job.separator = prepared.info.thresholds, prepared.splits.separator
     worker = session.options.report_worker
     worker = worker if worker is not None and worker.submit(job) else None
     clock = time.perf_counter()
+    if prepared.config.multi_label and prepared.model.compiled:  # class weights' alpha array does not load back (`saved_loss`)
+        from tlcli.training.compile import make_metrics, saved_loss
+
+        prepared.model.compile(optimizer=prepared.model.optimizer, loss=saved_loss(prepared.config), metrics=make_metrics(prepared.config, prepared.num_classes))
     save_model_atomic(prepared.model, run_dir / "model.keras")
     timings["save"] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
