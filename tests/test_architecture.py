@@ -27,6 +27,7 @@ RANK = {
     "tlcli.inference": 6,
     "tlcli.evaluation": 7,
     "tlcli.training": 8,
+    "tlcli.export": 9,
     "tlcli.cli": 20,
     "tlcli.__main__": 20,
     "tlcli": 20,  # the package root re-exports the public API: nothing inside imports it

@@ -1,0 +1,107 @@
+"""The run's own images for export: training images to calibrate int8, validation images for the parity gate.
+
+Both come from the files the run recorded (`splits/<split>.csv`) and are
+decoded exactly as training decoded them (`decode_samples` at the run's image
+size and channels). A split larger than the limit is cut to a seeded subset,
+kept in file order, so the same limit picks the same files every time (and
+`--verify` re-checks on the images the export was checked on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcli.data.decoded import DecodedImages, decode_samples
+from tlcli.data.images import DEFAULT_MAX_BYTES
+from tlcli.data.splits import Sample
+from tlcli.errors import DataError, RunError
+from tlcli.progress import Reporter
+from tlcli.runs.provenance import read_split
+from tlcli.runs.records import ModelInfo, read_run_config
+
+SUBSET_SEED = 0  # fixed: the subset is a property of the run's files, not of the session
+
+
+@dataclass
+class SplitImages:
+    """Decoded images of one of the run's splits (a seeded subset when it has more than `requested`)."""
+
+    split: str
+    requested: int
+    listed: int  # files in the split
+    decoded: DecodedImages
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.decoded.images
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.decoded.labels
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "file": f"splits/{self.split}.csv",
+            "requested": self.requested,
+            "listed": self.listed,
+            "images": len(self.decoded),
+            "seed": SUBSET_SEED,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.decoded.skipped],
+        }
+
+
+def split_samples(run_dir: Path, split: str, class_names: list[str]) -> list[Sample]:
+    """Every file of `splits/<split>.csv`, labelled by the run's class indices.
+
+    Raises:
+        RunError: the split file is missing or names a class the run does not have.
+    """
+    rows = read_split(run_dir, split)
+    if rows is None:
+        raise RunError(f"{run_dir}: no splits/{split}.csv; the run folder is incomplete")
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = []
+    for row in rows:
+        if row.label not in index:
+            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {row.label!r} is not in labels.json")
+        samples.append(Sample(Path(row.path), index[row.label], row.relpath))
+    return samples
+
+
+def subset(samples: list[Sample], limit: int) -> list[Sample]:
+    """`limit` of `samples`, a seeded choice kept in file order (all of them when there are no more)."""
+    if len(samples) <= limit:
+        return list(samples)
+    chosen = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(samples), size=limit, replace=False))
+    return [samples[i] for i in chosen]
+
+
+def load_split_images(run_dir: Path, split: str, class_names: list[str], info: ModelInfo, limit: int, reporter: Reporter | None = None) -> SplitImages:
+    """Decode up to `limit` of the run's `split` files as training did; unreadable files are skipped (and listed).
+
+    Raises:
+        RunError: no such split file.
+        DataError: none of the chosen files can be decoded.
+    """
+    reporter = reporter or Reporter()
+    samples = split_samples(run_dir, split, class_names)
+    chosen = subset(samples, limit)
+    config = read_run_config(run_dir)
+    max_bytes = config.data.max_bytes if config else DEFAULT_MAX_BYTES
+    with reporter.task(f"decoding {split} images", len(chosen)) as advance:
+        decoded = decode_samples(chosen, info.image_size, info.channels, on_bad_file="skip", use_cache=False, progress=advance, max_bytes=max_bytes)
+    if chosen and not len(decoded):
+        raise DataError(
+            f"{run_dir}/splits/{split}.csv: none of the {len(chosen)} chosen images can be decoded (e.g. {decoded.skipped[0].path}: {decoded.skipped[0].reason})"
+        )
+    if not chosen:
+        raise RunError(f"{run_dir}: splits/{split}.csv lists no files")
+    return SplitImages(split, limit, len(samples), decoded)

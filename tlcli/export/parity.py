@@ -1,0 +1,73 @@
+"""The parity figures of an artifact against the run's Keras model, and its gate's verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tlcli.export.formats import OPTIONS, Gate
+
+
+@dataclass(frozen=True)
+class Parity:
+    """An artifact's outputs on the parity images, compared with the Keras model's.
+
+    agreement: share of images whose top-1 class is Keras's top-1 class.
+    max_difference / mean_difference: over every image and class, |p_artifact - p_keras|.
+    keras_accuracy / accuracy: top-1 accuracy against the labels, of Keras and of the artifact.
+    seconds: wall time of the artifact's runtime over the images (batches of 32).
+    """
+
+    images: int
+    agreement: float
+    max_difference: float
+    mean_difference: float
+    keras_accuracy: float
+    accuracy: float
+    seconds: float
+
+    @property
+    def accuracy_drop(self) -> float:
+        """Accuracy points (0-100) lost against Keras (negative when the artifact does better)."""
+        return 100.0 * (self.keras_accuracy - self.accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "accuracy_drop": round(self.accuracy_drop, 4)}
+
+
+def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, seconds: float) -> Parity:
+    """Parity of `probabilities` against the Keras model's `reference` ((n, classes) each) on images labelled `labels`."""
+    reference = np.asarray(reference, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if reference.shape != probabilities.shape:
+        raise ValueError(f"outputs of shape {probabilities.shape}, the Keras model's are {reference.shape}")
+    if not len(reference):
+        raise ValueError("no parity images")
+    difference = np.abs(probabilities - reference)
+    keras_top, top = reference.argmax(axis=1), probabilities.argmax(axis=1)
+    return Parity(
+        images=len(reference),
+        agreement=float((keras_top == top).mean()),
+        max_difference=float(difference.max()),
+        mean_difference=float(difference.mean()),
+        keras_accuracy=float((keras_top == labels).mean()),
+        accuracy=float((top == labels).mean()),
+        seconds=round(float(seconds), 4),
+    )
+
+
+def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
+    """One line per figure of `parity` on the wrong side of `gate`, naming the format and how to change the threshold."""
+    failures = []
+    if gate.min_agreement is not None and parity.agreement < gate.min_agreement:
+        failures.append(f"{name}: top-1 agreement {parity.agreement:.4f} < {gate.min_agreement:g} ({OPTIONS['min_agreement']} {name}=X)")
+    if gate.max_difference is not None and parity.max_difference > gate.max_difference:
+        failures.append(f"{name}: max probability difference {parity.max_difference:.3g} > {gate.max_difference:g} ({OPTIONS['max_difference']} {name}=X)")
+    if gate.max_accuracy_drop is not None and parity.accuracy_drop > gate.max_accuracy_drop:
+        failures.append(
+            f"{name}: accuracy {parity.accuracy:.4f} is {parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "
+            f"(> {gate.max_accuracy_drop:g}; {OPTIONS['max_accuracy_drop']} {name}=X)"
+        )
+    return failures
