@@ -23,6 +23,9 @@ def train(
     runs_dir: RunsDir = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or gpu (overrides runtime.device).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop (exit 2) on any data problem `tlcli check` reports: unreadable files, duplicates, leakage.")] = False,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Train as a cluster of N local worker processes (MultiWorkerMirroredStrategy, one TF_CONFIG each); data.batch_size stays the global batch.")
+    ] = None,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -36,6 +39,11 @@ def train(
         raise UserError("--runs-dir: not with --resume (the run stays in its folder)")
     if device is not None and device not in ("auto", "cpu", "gpu"):
         raise UserError(f"--device: expected auto, cpu or gpu, got {device!r}")
+    if workers is not None:
+        from tlcli.training.launcher import launch
+
+        args = _worker_args(config, resume, set_ or [], runs_dir, device, strict, json_output, quiet, debug)
+        raise typer.Exit(launch(args, workers, resume=resume))
     _prepare_determinism(config if config is not None else resume / "config.yaml", set_ or [])
     from tlcli.evaluation.worker import ReportWorker
     from tlcli.system import process_started
@@ -65,6 +73,19 @@ def train(
         _print_json(result.to_dict())
     elif not quiet:
         _print_train_summary(result)
+
+
+def _worker_args(config, resume, sets, runs_dir, device, strict, json_output, quiet, debug) -> list[str]:  # noqa: PLR0913  (the command's own options, passed on)
+    """The `tlcli train` arguments of every worker: this command's, without --workers (paths absolute: workers may start elsewhere)."""
+    args = ["train", str(Path(config).absolute())] if config is not None else ["train", "--resume", str(Path(resume).absolute())]
+    for override in sets:
+        args += ["--set", override]
+    if runs_dir is not None:
+        args += ["--runs-dir", str(Path(runs_dir).absolute())]
+    if device is not None:
+        args += ["--device", device]
+    args += [flag for flag, on in (("--strict", strict), ("--json", json_output), ("--quiet", quiet), ("--debug", debug)) if on]
+    return args
 
 
 def _prepare_determinism(config_path: Path, overrides: list[str]) -> None:
@@ -119,6 +140,8 @@ def _print_train_summary(result) -> None:
             table.add_row(f"{phase}", "ended no better than it started: its starting weights were kept")
     table.add_row("epochs", str(metrics.epochs["total"]))
     table.add_row("images", ", ".join(f"{k} {v}" for k, v in metrics.images.items()))
+    if metrics.devices.get("description"):
+        table.add_row("devices", metrics.devices["description"])
     table.add_row("wall time", f"{metrics.wall_time_s:.1f} s")
     table.add_row("run folder", str(result.run_dir))
     stdout.print(table)

@@ -325,6 +325,14 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="`auto` uses every visible GPU (MirroredStrategy when more than one), else the CPU.")
     mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="`auto` = on for GPUs with compute capability 7.0 or newer.")
     deterministic: bool = Field(False, description="TensorFlow op determinism: same config and seed give the same metrics on the same machine (slower).")
+    collective_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Several machines (`TF_CONFIG`): a collective operation (gradients, the feature exchange) that waits longer than this fails the run, so a dead or stalled worker stops the others within this bound. Raise it when an epoch's slowest step is longer.",
+    )
+    worker_start_timeout_s: float = Field(
+        300.0, gt=0, description="Several machines: how long a worker waits for every worker of the cluster to join before it gives up (exit 1, one line, nothing written)."
+    )
 
 
 class OutputConfig(_Section):

@@ -129,8 +129,32 @@ def bridge(model, cut: Cut, to: Cut | None = None):
 
 def run_in_batches(part, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Inference of `part` over an array, in batches (no tf.data overhead)."""
-    outputs = [np.asarray(part.predict_on_batch(features[i : i + batch_size])) for i in range(0, len(features), batch_size)]
+    outputs = [predict_rows(part, features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), dtype="float32")
+
+
+def across_replicas(model) -> bool:
+    """The model was built under a strategy of several replicas (its Keras predict functions are distributed)."""
+    strategy = getattr(model, "_distribute_strategy", None)
+    return strategy is not None and int(getattr(strategy, "num_replicas_in_sync", 1)) > 1
+
+
+def predict_rows(model, rows: np.ndarray) -> np.ndarray:
+    """The model's outputs on these rows, in this process.
+
+    Keras's `predict_on_batch` (a compiled function) except for a model built under a strategy of several replicas:
+    there Keras gives the batch to every replica (and, across workers, takes each worker's batch as its shard of one
+    global batch) and returns every replica's rows, so the model is called directly (one compiled function per model).
+    """
+    import tensorflow as tf
+
+    if not across_replicas(model):
+        return np.asarray(model.predict_on_batch(rows))
+    call = getattr(model, "_tlcli_local_call", None)
+    if call is None:
+        call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        model._tlcli_local_call = call
+    return np.asarray(call(tf.constant(rows, dtype=tf.float32)))
 
 
 def flip_pixels(pixels: np.ndarray, mode: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from tlcli.data.decoded import ScreenedSplit, SkippedFile, bad_file
 from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_bytes, read_image_file
 from tlcli.data.screening import Loaded, ScreenedFiles
 from tlcli.data.splits import Sample, label_array
-from tlcli.features.cut import flip_pixels
+from tlcli.features.cut import flip_pixels, predict_rows
 
 
 @dataclass(kw_only=True)
@@ -119,7 +119,7 @@ class _Extraction:
         if not self.pending:
             return
         # predict_on_batch runs a compiled function: about 2x faster than an eager call, and half the memory.
-        values = np.asarray(self.extractor.predict_on_batch(np.stack(self.pending_pixels)))
+        values = predict_rows(self.extractor, np.stack(self.pending_pixels))
         for (index, variant), value in zip(self.pending, values):
             self.out[variant, index] = value
             self.computed[index] = True

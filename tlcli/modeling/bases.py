@@ -157,12 +157,14 @@ def needs_rgb(name: str) -> bool:
     return name != SMALL_CNN
 
 
-def small_cnn(input_shape: tuple[int, int, int], filters: int = 32, blocks: int | None = None, dropout: float = 0.0):
+def small_cnn(input_shape: tuple[int, int, int], filters: int = 32, blocks: int | None = None, dropout: float = 0.0, batch_norm: bool = True):
     """A small convolutional base for tiny images (e.g. 8x8 digits), where keras.applications need at least 32 px.
 
     Args:
         filters: width of the first block; each later block doubles it.
         blocks: conv blocks, each halving the size (default: up to 3, as the size allows).
+        batch_norm: normalise after each convolution (off: each replica of a distributed run then computes
+            exactly what one device would, since batch statistics are per replica).
     """
     import math
 
@@ -176,8 +178,9 @@ def small_cnn(input_shape: tuple[int, int, int], filters: int = 32, blocks: int 
     for block in range(blocks):
         units = filters * 2**block
         for repeat in range(2):
-            x = keras.layers.Conv2D(units, 3, padding="same", use_bias=False, name=f"block{block + 1}_conv{repeat + 1}")(x)
-            x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block + 1}_bn{repeat + 1}")(x)  # settles within a few small epochs
+            x = keras.layers.Conv2D(units, 3, padding="same", use_bias=not batch_norm, name=f"block{block + 1}_conv{repeat + 1}")(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block + 1}_bn{repeat + 1}")(x)  # settles within a few small epochs
             x = keras.layers.ReLU(name=f"block{block + 1}_relu{repeat + 1}")(x)
         if min(x.shape[1], x.shape[2]) >= 2:
             x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool")(x)

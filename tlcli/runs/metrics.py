@@ -53,6 +53,7 @@ class Metrics:
     linear_probe: dict[str, Any] | None = None  # the logistic-regression reference on the cached features, or why it was skipped
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, best epoch, and which was kept
     figures: dict[str, str] = field(default_factory=dict)  # per split: "untouched", or what it was used to choose
+    devices: dict[str, Any] = field(default_factory=dict)  # where it trained: strategy, replicas, workers and their hosts (as env.json)
 
     @property
     def untouched_split(self) -> str | None:
@@ -75,6 +76,7 @@ class Metrics:
             "linear_probe": self.linear_probe,
             "selection": self.selection,
             "phases": self.phases,
+            "devices": self.devices,
         }
 
     @classmethod
@@ -98,6 +100,7 @@ class Metrics:
                 linear_probe=data.get("linear_probe"),
                 phases=dict(data.get("phases") or {}),
                 figures=dict(data.get("figures") or {}),
+                devices=dict(data.get("devices") or {}),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"{path}: damaged ({exc})") from None

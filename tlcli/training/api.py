@@ -18,6 +18,8 @@ from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError, UnusableData
 from tlcli.progress import Reporter
 from tlcli.runs.metrics import TrainResult
+from tlcli.training.cluster import peers_lost, worker_copy, worker_scratch
+from tlcli.training.launcher import tell_launcher
 from tlcli.training.options import RunOptions
 from tlcli.training.prepare import Validation, validate
 
@@ -62,11 +64,13 @@ def train(
 
     options = options or RunOptions()
     reporter = reporter or Reporter()
-    with options.report_worker or contextlib.nullcontext():
+    with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=options.device, reporter=reporter)
-        run_dir = create_run_dir(prepared.runs_dir, prepared.config.name)
+        run_dir = create_run_dir(prepared.runs_dir if scratch is None else scratch, prepared.config.name)  # only the chief writes the run folder
+        if scratch is None:
+            tell_launcher(run_dir)
         try:
-            with RunLock(run_dir), recording_outcome(run_dir):
+            with RunLock(run_dir), recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
                 start_run(run_dir, prepared.config.name)
                 reporter.info(f"run folder: {run_dir}")
                 return train_in_run(Session(prepared, run_dir, reporter, options))
@@ -103,10 +107,12 @@ def resume(
     options = options or RunOptions()
     reporter = reporter or Reporter()
     run_dir = Path(run_dir)
-    with options.report_worker or contextlib.nullcontext():
+    with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         if not run_dir.is_dir():
             raise RunError(f"--resume: {run_dir}: run folder not found")
         read_run_record(run_dir)  # refuses non-runs and other run-format versions
+        if scratch is not None:  # another worker: resume a copy, taken before the cluster forms (so before the chief writes)
+            run_dir = worker_copy(run_dir, scratch)
         with RunLock(run_dir):
             return _resume_locked(run_dir, list(overrides), reporter, options)
 
@@ -136,7 +142,7 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
     checks.check_same_splits(prepared.splits, run_dir)
     checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)
-    with recording_outcome(run_dir):
+    with recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
         resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
         reporter.info(f"resuming run folder: {run_dir}")
         return train_in_run(Session(prepared, run_dir, reporter, options, resuming=True))

@@ -90,7 +90,7 @@ class HistoryRecorder:
             def on_epoch_end(self, epoch, logs=None):
                 row = {"epoch": epoch + 1, "phase": phase, "phase_epoch": epoch + 1 - offset}
                 row.update({k: float(v) for k, v in (logs or {}).items()})
-                row["learning_rate"] = float(self.model.optimizer.learning_rate)
+                row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # a distributed variable has no float()
                 row["seconds"] = round(time.perf_counter() - self._start, 3)
                 recorder.append(row)
 
@@ -131,9 +131,10 @@ class FeatureValidation(keras.callbacks.Callback):
         if logs is None:
             return
         from tlcli.features.cut import run_in_batches
+        from tlcli.training.compile import mean_loss
 
         outputs = run_in_batches(self.part, self.features, self.batch_size)
-        logs["val_loss"] = float(self.loss(self.targets, outputs))
+        logs["val_loss"] = mean_loss(self.loss, self.targets, outputs)
         for metric in self.metrics:
             metric.reset_state()
             metric.update_state(self.targets, outputs)

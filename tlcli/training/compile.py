@@ -59,6 +59,17 @@ def saved_loss(config: ExperimentConfig):
     return make_loss(config, None)
 
 
+def mean_loss(loss, targets, outputs) -> float:
+    """The loss of these outputs, averaged over the images, as one process computes it.
+
+    Calling a Keras loss under a `tf.distribute` scope divides it by the number of replicas (each replica's share
+    of a global batch); figures computed on the host from a whole split use the per-image values instead.
+    """
+    import keras
+
+    return float(keras.ops.convert_to_numpy(keras.ops.mean(loss.call(keras.ops.convert_to_tensor(targets), keras.ops.convert_to_tensor(outputs)))))
+
+
 def make_metrics(config: ExperimentConfig, num_classes: int) -> list:
     import keras
 

@@ -16,10 +16,11 @@ import numpy as np
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.batches import ArrayBatches, encode_targets, make_dataset
 from tlcli.data.decoded import DecodedImages, ScreenedSplit
-from tlcli.features.cut import Cut, bridge, extractor_for, flip_pixels, run_in_batches, trainable_part
+from tlcli.features.cut import Cut, across_replicas, bridge, extractor_for, flip_pixels, run_in_batches, trainable_part
 from tlcli.features.extract import FeatureSet
 from tlcli.inference.probabilities import to_class_probabilities
 from tlcli.modeling import layers as names
+from tlcli.training.compile import mean_loss
 from tlcli.training.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
 from tlcli.training.phases import PhasePlan, flip_mode
 
@@ -72,19 +73,39 @@ class PhaseInputs:
             return dataclasses.replace(data, flipped=self.features(cut, "train", flipped=True), flip_layer=self.model.get_layer(names.AUGMENTATION).layers[0])
         return data if data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES else None  # else Keras's fit over batches streamed from the array
 
-    def for_phase(self, plan: PhasePlan, first_epoch: int = 0):
+    def for_phase(self, plan: PhasePlan, first_epoch: int = 0, arrays: bool = False):
         """The model to fit and its data; `first_epoch` (in the phase) sets where shuffling resumes.
 
         The validation dataset is None when the phase can validate on features
-        at `val_cut` (see `feature_validation`): one inference call per epoch
+        at `val_cut` (see `validation`): one inference call per epoch
         instead of Keras's evaluate loop (measured: 75 ms an epoch on 1,000
-        cats-vs-dogs validation features).
+        cats-vs-dogs validation features). `arrays` (several replicas): the
+        training data as `ArrayBatches` of features or images, validated by `validation`.
         """
         cut = plan.cut
         fitted = self.model if cut is None else trainable_part(self.model, cut)
+        if arrays:
+            return fitted, self.train_arrays(cut, first_epoch), None
         val_ds = self.dataset(cut, "val", False) if plan.val_cut is None else None
         train = self.in_memory(cut, first_epoch) or self.dataset(cut, "train", self.config.data.shuffle, first_epoch)
         return fitted, train, val_ds
+
+    def train_arrays(self, cut: Cut | None, first_epoch: int = 0) -> ArrayBatches:
+        """The training split as arrays: features at `cut` (with flipped copies when flips augment), or the decoded images."""
+        if cut is not None:
+            return self.in_memory(cut, first_epoch) or self.arrays(cut, "train", self.config.data.shuffle, first_epoch)
+        config = self.config
+        return ArrayBatches(self.sets["train"].images, self.sets["train"].labels, config.data.batch_size, self.num_classes, self.binary, config.data.shuffle, config.seed, first_epoch)
+
+    def validation(self, plan: PhasePlan, loss, metrics):
+        """The callback that writes the `val_*` figures: through the trainable part on validation features (at `val_cut`,
+        else the phase's cut), or through the full model on the validation images."""
+        from tlcli.training.callbacks import FeatureValidation
+
+        cut = plan.val_cut or plan.cut
+        if cut is not None:
+            return self.feature_validation(cut, loss, metrics)
+        return FeatureValidation(self.model, self.sets["val"].images, self.targets("val"), loss, metrics)
 
     def targets(self, split: str) -> np.ndarray:
         return np.asarray(encode_targets(self.sets[split].labels, self.num_classes, self.binary))
@@ -113,6 +134,8 @@ class PhaseInputs:
 
     def outputs(self, cut: Cut | None, split: str) -> np.ndarray:
         """The model's outputs on `split` with the current weights, from features at `cut` (None: from the images)."""
+        if cut is None and across_replicas(self.model):  # Keras's predict would give every replica the images
+            return np.asarray(run_in_batches(self.model, self.sets[split].images, self.config.data.batch_size), dtype="float32")
         if cut is None:
             return np.asarray(self.model.predict(self.dataset(None, split, False), verbose=0), dtype="float32")
         if cut.label not in self._parts:
@@ -122,7 +145,7 @@ class PhaseInputs:
     def figures(self, split: str, outputs: np.ndarray, loss, metrics) -> dict[str, float]:
         """`{split}_loss` (the data loss, no penalty) and `{split}_<metric>` of these outputs."""
         targets = self.targets(split)
-        found = {f"{split}_loss": round(float(loss(targets, outputs)), 6)}
+        found = {f"{split}_loss": round(mean_loss(loss, targets, outputs), 6)}
         for metric in metrics:
             metric.reset_state()
             metric.update_state(targets, outputs)

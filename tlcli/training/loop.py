@@ -24,6 +24,7 @@ from tlcli.training.callbacks import (
     monitor_mode,
 )
 from tlcli.training.compile import make_loss, make_metrics, make_optimizer
+from tlcli.training.distributed import fit_distributed, is_distributed
 from tlcli.training.fit_in_memory import fit_in_memory
 from tlcli.training.inputs import PhaseInputs
 from tlcli.training.phases import PhasePlan
@@ -62,6 +63,7 @@ class Fitting:
     session_epochs: int = 0  # epochs run by this process (for images per second)
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, its best, which was kept
     alpha: list[float] | None = None  # multi-label class weights: each class's positives' weight in the loss
+    strategy: Any = None  # the tf.distribute strategy; several replicas train with `fit_distributed`
 
     @property
     def monitor(self) -> str:
@@ -104,12 +106,13 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     done = at.state.phase_epoch if at else 0
     trainable = set_base_trainable(fitting.model, phase.trainable, pretrained=fitting.pretrained, key=phase.trainable_key)
     reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else ""))
-    fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done)
+    distributed = is_distributed(fitting.strategy)
+    fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done, arrays=distributed)
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
     fitted.compile(optimizer=make_optimizer(phase, fitting.steps), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, fitting.inputs.num_classes), steps_per_execution=per_call)
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
-    validation = fitting.inputs.feature_validation(plan.val_cut, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes)) if val_data is None else None
+    validation = fitting.inputs.validation(plan, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes)) if val_data is None else None
     keeper = BestWeights(fitting.monitor, phase.name, fitting.offset, best=point.best, weights=point.best_weights, epochs_run=point.done)
     interrupt = StopOnSigint(reporter)
     callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point, start)
@@ -117,7 +120,9 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     try:
         with interrupt.installed():
             epochs, initial = fitting.offset + phase.epochs, fitting.offset + point.done
-            if isinstance(train_data, ArrayBatches):  # the in-memory fast path
+            if distributed:  # several replicas (Keras's fit fails across workers: `tlcli.training.distributed`)
+                fit_distributed(fitted, train_data, fitting.strategy, epochs=epochs, initial_epoch=initial, class_weight=fitting.class_weight, callbacks=callbacks)
+            elif isinstance(train_data, ArrayBatches):  # the in-memory fast path
                 fit_in_memory(fitted, train_data, epochs=epochs, initial_epoch=initial, class_weight=fitting.class_weight, callbacks=callbacks)
             else:  # the dataset shuffles itself
                 fitted.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial, class_weight=fitting.class_weight, callbacks=callbacks, verbose=0, shuffle=False)

@@ -20,6 +20,7 @@ from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_json_atomic
 from tlcli.runs.metrics import CacheUse
 from tlcli.runs.provenance import class_counts, write_dataset_record
+from tlcli.training.distributed import gather_feature_sets, worker_share
 from tlcli.training.phases import flip_mode
 from tlcli.training.prepare import Prepared
 
@@ -32,7 +33,9 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
     extractor = extractor_for(prepared.model, cut)
     store = store_for(config, prepared.info, prepared.model, cut) if prepared.disk_cache else None
     sets = {}
-    for split, samples in prepared.splits.listed():
+    worker, workers = worker_share(prepared.strategy)
+    for split, listed in prepared.splits.listed():
+        samples = listed[worker::workers]  # several workers: each extracts its share, then they exchange them
         with reporter.task(f"features {split}", len(samples)) as advance:
             flip = flip_mode(config) if split == "train" else None
             sets[split] = extract_features(
@@ -48,6 +51,8 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
                 max_bytes=config.data.max_bytes,
                 num_classes=prepared.num_classes,
             )
+        if workers > 1:
+            sets[split] = gather_feature_sets(prepared.strategy, sets[split], listed, prepared.num_classes)
     hits = sum(s.hits for s in sets.values())
     extracted = sum(s.extracted for s in sets.values())
     seconds = sum(s.seconds for s in sets.values())

@@ -10,6 +10,7 @@ changing anything global (devices, seeds, mixed precision).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tlcli.features.store import probe_cache
 from tlcli.modeling import layers as names
 from tlcli.modeling.bases import check_base_name
 from tlcli.modeling.build import build_model, source_base
-from tlcli.modeling.devices import DevicePlan, apply_device_plan, enable_determinism, plan_devices, visible_gpus
+from tlcli.modeling.devices import DevicePlan, apply_device_plan, cluster_from_env, enable_determinism, logical_cpus_from_env, plan_devices, visible_gpus
 from tlcli.modeling.freezing import first_trainable_index
 from tlcli.progress import Reporter
 from tlcli.runs.folder import resolve_run
@@ -105,8 +106,10 @@ def prepare(config, *, overrides=(), runs_dir=None, device: str | None = None, r
     reporter.info(f"data: {splits.describe()}")
     for warning in splits.warnings:
         reporter.warn(warning)
-    plan = plan_devices(config.runtime.device, config.runtime.mixed_precision, visible_gpus())
+    plan = plan_devices(config.runtime.device, config.runtime.mixed_precision, visible_gpus(), cluster_from_env(), logical_cpus_from_env())
     strategy = _apply_runtime(config, plan) if apply_runtime else None
+    if strategy is not None:
+        plan = dataclasses.replace(plan, replicas=int(strategy.num_replicas_in_sync))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model, info = build_model(config, len(splits.class_names), source_base(source_run) if source_run else None)
     prepared = Prepared(config, splits, plan, strategy, model, info, runs_dir, source_run, _disk_cache(config, reporter))
@@ -135,7 +138,7 @@ def _disk_cache(config: ExperimentConfig, reporter: Reporter) -> bool:
 def _apply_runtime(config: ExperimentConfig, plan: DevicePlan):
     import keras
 
-    strategy = apply_device_plan(plan)
+    strategy = apply_device_plan(plan, config.runtime.collective_timeout_s, config.runtime.worker_start_timeout_s)
     keras.utils.set_random_seed(config.seed)
     if config.runtime.deterministic:
         enable_determinism(config.seed)

@@ -27,6 +27,7 @@ from tlcli.runs.metrics import Metrics, TrainResult
 from tlcli.runs.provenance import environment, write_splits
 from tlcli.runs.records import read_run_record
 from tlcli.system import peak_memory_mb
+from tlcli.training.distributed import broadcast_weights
 from tlcli.training.options import RunOptions
 from tlcli.training.prepare import Prepared
 
@@ -65,9 +66,10 @@ def train_in_run(session: Session) -> TrainResult:
         reporter.info(plans[0].describe() + f" (the head's penalty was not chosen: {plans[0].no_selection})")
     clock = time.perf_counter()
     restored = _restore(session) if session.resuming else None
+    broadcast_weights(prepared.strategy, prepared.model)  # several workers: all start from the chief's weights (exact fit, checkpoint)
     history = HistoryRecorder(run_dir / "history.csv", rows=restored.state.history if restored else ([] if session.resuming else None))
     steps = -(-len(inputs.sets["train"]) // config.data.batch_size)
-    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained, alpha=alpha)
+    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained, alpha=alpha, strategy=prepared.strategy)
     if restored is not None:
         fitting.best, fitting.offset = dict(restored.state.run_best), restored.state.offset
     cut = plans[-1].cut or plans[-1].val_cut
@@ -77,6 +79,7 @@ def train_in_run(session: Session) -> TrainResult:
         held_out = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))[1]["val"] if config.multi_label and refit else None
         if refit:
             _refit(fitting, plans, selection)
+            broadcast_weights(prepared.strategy, prepared.model)
         final, probabilities = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
     if config.multi_label:  # thresholds from validation probabilities the model was not fitted on (those before a refit)
@@ -97,6 +100,7 @@ def train_in_run(session: Session) -> TrainResult:
         linear_probe=probe,
         phases=fitting.outcomes,
         figures=_what_figures_mean(inputs, plans, selection),
+        devices={**prepared.plan.to_dict(), "description": prepared.plan.describe()},
     )
     metrics.write(run_dir)  # last: a run with metrics.json is complete
     return TrainResult(run_dir, metrics, skipped)
@@ -137,7 +141,7 @@ def _refit(fitting, plans, selection) -> None:
     from tlcli.data.batches import ArrayBatches
     from tlcli.features.cut import Cut, trainable_part
     from tlcli.training.compile import make_loss, make_metrics, make_optimizer
-    from tlcli.training.fit_in_memory import fit_in_memory
+    from tlcli.training.distributed import fit_arrays
     from tlcli.training.selection import probe_splits, refit_head
 
     inputs, config, plan = fitting.inputs, fitting.config, plans[0]
@@ -150,7 +154,7 @@ def _refit(fitting, plans, selection) -> None:
         x, y = (np.concatenate([data["train"][i], data["val"][i]]) for i in (0, 1))
         part = trainable_part(inputs.model, Cut("pool"))
         part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
-        fit_in_memory(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), epochs=added, class_weight=fitting.class_weight)
+        fit_arrays(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), fitting.strategy, epochs=added, class_weight=fitting.class_weight)
     selection.refit_epochs = added
     write_json_atomic(fitting.run_dir / "selection.json", selection.to_dict())
     fitting.reporter.info(f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample")
@@ -246,6 +250,8 @@ def _save_and_report(session: Session, inputs, val_probabilities, timings: dict[
         from tlcli.training.compile import make_metrics, saved_loss
 
         prepared.model.compile(optimizer=prepared.model.optimizer, loss=saved_loss(prepared.config), metrics=make_metrics(prepared.config, prepared.num_classes))
+    if not prepared.plan.chief:  # another worker of a cluster: its folder is scratch, the chief saves and reports
+        return
     save_model_atomic(prepared.model, run_dir / "model.keras")
     timings["save"] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()

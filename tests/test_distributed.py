@@ -1,0 +1,210 @@
+"""Several replicas (issue 15): MirroredStrategy over two logical CPUs, `--workers 2` (MultiWorkerMirroredStrategy over
+local processes), a killed worker, a worker that never starts, resume.
+
+Every run is a `python -m tlcli` process (TensorFlow's devices and its cluster are per process). The model has
+neither BatchNorm nor dropout and determinism is on, so replicas must agree with one device: the stated tolerance
+is 1e-4 relative on every loss and the same accuracies.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder, write_config
+
+from tlcli.errors import UserError
+from tlcli.modeling.devices import cluster_from_env, plan_devices
+
+TOLERANCE = 1e-4
+pytestmark = pytest.mark.timeout(600)
+
+
+def tlcli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tlcli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def train_json(config: Path, runs: Path, *extra, env: dict | None = None) -> dict:
+    done = tlcli("train", config, "--runs-dir", runs, "--json", "--quiet", *extra, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def history(run_dir: str | Path) -> list[dict]:
+    with open(Path(run_dir) / "history.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def assert_same_training(a: dict, b: dict) -> None:
+    """Same figures within the tolerance, epoch by epoch and at the end."""
+    rows_a, rows_b = history(a["run_dir"]), history(b["run_dir"])
+    assert [(r["phase"], r["epoch"]) for r in rows_a] == [(r["phase"], r["epoch"]) for r in rows_b]
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ("loss", "val_loss"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=TOLERANCE), (key, ra, rb)
+        assert float(ra["val_accuracy"]) == float(rb["val_accuracy"])
+    assert a["final"]["val_loss"] == pytest.approx(b["final"]["val_loss"], rel=TOLERANCE)
+    assert a["final"]["val_accuracy"] == b["final"]["val_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Data, a source run whose frozen base the two-phase config fine-tunes, and the configs."""
+    root = tmp_path_factory.mktemp("distributed")
+    data = root / "data"
+    make_image_folder(data / "train", {"a": 20, "b": 20, "c": 20}, seed=1)
+    make_image_folder(data / "val", {"a": 6, "b": 6, "c": 6}, seed=2)
+    common = {"seed": 3, "data": {"dir": str(data), "image_size": 16, "batch_size": 10}, "head": {"dropout": 0.0}, "probe": "off", "runtime": {"deterministic": True, "collective_timeout_s": 20}}
+    scratch_base = {"name": "SmallCNN", "weights": "none", "args": {"filters": 4, "blocks": 2, "batch_norm": False}}
+    source = write_config(root / "source.yaml", {**common, "name": "source", "base": scratch_base, "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0}})
+    source_run = train_json(source, root / "source-runs")["run_dir"]
+    phases = {**common, "name": "phases", "base": {"run": source_run, "trainable": "none"}, "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0}, "fine_tune": {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001}}
+    long = {**common, "name": "long", "base": scratch_base, "train": {"epochs": 10, "learning_rate": 0.01, "l2": 0.0, "early_stopping": {"patience": 100}}}
+    return {
+        "root": root,
+        "features": write_config(root / "features.yaml", phases),
+        "images": write_config(root / "images.yaml", {**phases, "cache": "off"}),
+        "long": write_config(root / "long.yaml", long),
+    }
+
+
+@pytest.fixture(scope="module")
+def one_device(setup):
+    root = setup["root"]
+    return {kind: train_json(setup[kind], root / f"one-{kind}") for kind in ("features", "images")}
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def test_tf_config_names_the_cluster_and_this_worker():
+    spec = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}
+    cluster = cluster_from_env({"TF_CONFIG": json.dumps(spec)})
+    assert cluster.workers == ("a:1", "b:2", "c:3") and cluster.index == 2 and not cluster.chief
+    assert cluster_from_env({"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}})}) is None  # one worker: no cluster
+    assert cluster_from_env({}) is None
+    for bad, expected in (("{", "not a cluster spec"), (json.dumps({"cluster": {"worker": ["a:1", "b:2"], "ps": ["p:1"]}, "task": {"type": "worker", "index": 0}}), "chief and worker tasks only"), (json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}), "not in the cluster")):
+        with pytest.raises(UserError, match=expected):
+            cluster_from_env({"TF_CONFIG": bad})
+    plan = plan_devices("auto", "auto", [], cluster)
+    assert plan.strategy == "multi_worker" and plan.replicas == 3 and plan.worker_index == 2
+    assert plan.to_dict()["hosts"] == ["a", "b", "c"] and "MultiWorkerMirroredStrategy over 3 workers" in plan.describe()
+    logical = plan_devices("auto", "auto", [], logical_cpus=2)
+    assert logical.strategy == "mirrored" and logical.replicas == 2 and logical.chief
+
+
+# ----------------------------------------------------------------------------- several devices of one machine
+
+
+@pytest.mark.parametrize("kind", ["features", "images"])
+def test_two_logical_cpus_train_both_phases_as_one_device(setup, one_device, kind):
+    mirrored = train_json(setup[kind], setup["root"] / f"mirrored-{kind}", env={"TLCLI_LOGICAL_CPUS": "2"})
+    assert mirrored["devices"]["strategy"] == "mirrored" and mirrored["devices"]["replicas"] == 2
+    assert mirrored["cache"]["mode"] == ("features" if kind == "features" else "images")
+    assert {row["phase"] for row in history(mirrored["run_dir"])} == {"train", "fine_tune"}
+    assert_same_training(mirrored, one_device[kind])
+    env = json.loads((Path(mirrored["run_dir"]) / "env.json").read_text())
+    assert env["devices"]["logical_cpus"] == 2
+
+
+@pytest.mark.parametrize("resume_on", ["2", ""], ids=["two-replicas", "one-device"])
+def test_a_two_replica_run_resumes_from_its_checkpoints(setup, one_device, resume_on):
+    """The checkpoints of a two-replica run resume on two replicas, and on one device (the replica count may change)."""
+    root = setup["root"]
+    first = train_json(setup["images"], root / f"mirrored-resume-{resume_on or 1}", "--set", "fine_tune.epochs=1", env={"TLCLI_LOGICAL_CPUS": "2"})
+    resumed = tlcli("train", "--resume", first["run_dir"], "--set", "fine_tune.epochs=2", "--json", "--quiet", env={"TLCLI_LOGICAL_CPUS": resume_on})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_training(json.loads(resumed.stdout), one_device["images"])
+
+
+# ----------------------------------------------------------------------------- several workers
+
+
+@pytest.mark.parametrize("kind", ["features", "images"])
+def test_two_workers_train_both_phases_as_one_process_and_only_the_chief_writes(setup, one_device, kind):
+    runs = setup["root"] / f"workers-{kind}"
+    cluster = train_json(setup[kind], runs, "--workers", "2")
+    assert cluster["devices"]["strategy"] == "multi_worker" and cluster["devices"]["replicas"] == 2 and cluster["devices"]["worker_index"] == 0
+    assert_same_training(cluster, one_device[kind])
+    assert [p.name for p in runs.iterdir()] == [Path(cluster["run_dir"]).name]  # one run folder: the chief's
+    run = Path(cluster["run_dir"])
+    assert (run / "model.keras").is_file() and (run / "workers" / "1.log").is_file()
+    env = json.loads((run / "env.json").read_text())
+    assert len(env["devices"]["workers"]) == 2 and env["devices"]["hosts"] == ["localhost"]
+    if kind == "features":
+        assert cluster["cache"]["hits"] + cluster["cache"]["extracted"] == 78  # every file's features, exchanged between the workers
+
+
+def _worker_pid(launcher: subprocess.Popen, index: int) -> int | None:
+    """The launcher's child whose TF_CONFIG names task `index`."""
+    children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True, timeout=10).stdout.split()
+    for child in children:
+        if f'"index": {index}}}'.encode() in Path(f"/proc/{child}/environ").read_bytes():
+            return int(child)
+    return None
+
+
+def _launch_and_wait_for_two_epochs(setup, runs: Path) -> subprocess.Popen:
+    launcher = subprocess.Popen([sys.executable, "-m", "tlcli", "train", setup["long"], "--runs-dir", runs, "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and launcher.poll() is None and not any(len(history(run)) >= 2 for run in runs.glob("*") if (run / "history.csv").is_file()):
+        time.sleep(0.2)
+    return launcher
+
+
+def test_a_killed_worker_fails_the_run_within_the_bound_and_resume_completes_it(setup):
+    runs = setup["root"] / "killed"
+    launcher = _launch_and_wait_for_two_epochs(setup, runs)
+    try:
+        worker = _worker_pid(launcher, 1)
+        assert worker is not None, "the second worker is not running"
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = launcher.communicate(timeout=60)
+        ended = time.monotonic() - killed
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 1 and ended < 10, (ended, stderr[-2000:])  # README: within 10 s under --workers
+    assert "worker 1 of 2 was killed by signal 9" in stderr.strip().splitlines()[-1]
+    (run,) = runs.iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and "worker 1" in record["error"]
+    resumed = tlcli("train", "--resume", run, "--workers", "2", "--json", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["epochs"]["total"] == 10 and json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))  # contiguous: the partial epoch was dropped
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(setup, signum):
+    runs = setup["root"] / f"stopped-{signum.name}"
+    launcher = _launch_and_wait_for_two_epochs(setup, runs)
+    try:
+        workers = [_worker_pid(launcher, index) for index in (0, 1)]
+        assert None not in workers, "the workers are not running"
+        launcher.send_signal(signum)  # to the launcher alone: it must pass the stop on
+        _, stderr = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130, stderr[-2000:]
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+    (run,) = runs.iterdir()
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_worker_that_never_starts_does_not_hang_the_chief(setup):
+    from tlcli.training.launcher import free_ports
+
+    spec = {"cluster": {"worker": [f"localhost:{port}" for port in free_ports(2)]}, "task": {"type": "worker", "index": 0}}
+    started = time.monotonic()
+    done = tlcli("train", setup["long"], "--runs-dir", setup["root"] / "alone", "--set", "runtime.worker_start_timeout_s=3", env={"TF_CONFIG": json.dumps(spec)}, timeout=120)
+    assert done.returncode == 1 and time.monotonic() - started < 60
+    assert done.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG: not every worker of the cluster joined within 3 s")
+    assert not (setup["root"] / "alone").exists()  # nothing written

@@ -1,0 +1,208 @@
+"""`tlcli train --workers N`: a cluster of N local worker processes, as several machines would run it.
+
+Each process is `python -m tlcli train ...` with its own `TF_CONFIG` (workers
+on free localhost ports), so it takes the same multi-worker path as a machine
+of a real cluster. The chief's (worker 0's) output is this command's output;
+the other workers write to log files, copied into `RUN_DIR/workers/<i>.log`
+when the cluster ends. When any worker exits before the chief, the others are
+ended within `GRACE_S` seconds (TensorFlow would wait for the dead peer until
+a collective times out, and cannot be interrupted while it waits); the run is
+marked failed (or interrupted, after Ctrl-C) and this command exits with the
+chief's code, 1 after a lost worker, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
+
+CLUSTER_DIR_ENV = "TLCLI_CLUSTER_DIR"  # where the chief tells the launcher its run folder
+GRACE_S = 5.0  # how long workers get to end on their own once one has gone, before they are killed
+POLL_S = 0.2
+
+
+@dataclass
+class Cluster:
+    """The worker processes of one `--workers` run."""
+
+    folder: Path  # the launcher's scratch: worker logs, the chief's run folder name
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def chief(self) -> subprocess.Popen:
+        return self.processes[0]
+
+    def run_dir(self) -> Path | None:
+        marker = self.folder / "run_dir"
+        return Path(marker.read_text().strip()) if marker.is_file() else None
+
+
+def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
+    """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module docstring)."""
+    if workers < 2:
+        raise UserError(f"--workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)")
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="tlcli-cluster-")))
+    ports = free_ports(workers)
+    try:
+        for index in range(workers):
+            _start(cluster, args, ports, index)
+        code, why = _watch(cluster)
+        run_dir = resume if resume is not None else cluster.run_dir()
+        if why is not None:
+            _end_all(cluster)
+            _mark(run_dir, "interrupted" if code == EXIT_INTERRUPTED else "failed", why)
+            hint = f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, continue it with: tlcli train --resume {run_dir} --workers {workers}" if run_dir else ""
+            print(f"error: {why}{hint}", file=sys.stderr, flush=True)
+        _keep_logs(cluster, run_dir)
+        return code
+    finally:
+        _end_all(cluster)
+        shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out (free a moment ago; TensorFlow binds them right after)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> None:
+    spec = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+    env = {**os.environ, "TF_CONFIG": json.dumps(spec), CLUSTER_DIR_ENV: str(cluster.folder)}
+    command = [sys.executable, "-m", "tlcli", *args]
+    if index == 0:  # the chief speaks for the cluster: its progress and summary are this command's
+        cluster.processes.append(subprocess.Popen(command, env=env, preexec_fn=_end_with_parent))
+        cluster.logs.append(Path())
+        return
+    log = cluster.folder / f"worker-{index}.log"
+    with open(log, "wb") as stream:
+        cluster.processes.append(subprocess.Popen(command, env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent))
+    cluster.logs.append(log)
+
+
+def _end_with_parent() -> None:
+    """In the worker, before exec: on Linux, a SIGTERM when the launcher dies (even by SIGKILL), so no worker outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _watch(cluster: Cluster) -> tuple[int, str | None]:
+    """Wait for the chief; returns its exit code and, when the launcher had to end the cluster, why."""
+    interrupted = {"now": False}
+
+    def forward(signum, frame):  # Ctrl-C: every worker stops after its current batch, as one process would
+        interrupted["now"] = True
+        for process in cluster.processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+
+    # SIGTERM (a scheduler, a CI timeout, `kill`) ends the cluster as Ctrl-C does, rather than orphaning the workers.
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            if cluster.chief.poll() is not None:
+                return cluster.chief.returncode, None
+            lost = next(((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if p.poll() is not None), None)
+            if interrupted["now"]:
+                return _after_ctrl_c(cluster)
+            if lost is not None:
+                return _after_loss(cluster, *lost)
+            time.sleep(POLL_S)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _after_ctrl_c(cluster: Cluster) -> tuple[int, str | None]:
+    if _wait(cluster.chief, GRACE_S * 2) is not None:
+        return cluster.chief.returncode, None
+    return EXIT_INTERRUPTED, "interrupted by Ctrl-C (the chief did not stop in time and was ended)"
+
+
+def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | None]:
+    """A worker other than the chief exited first: a finished cluster's workers end together, so this one failed
+    (unless the chief ends on its own right after: a bad config fails every worker at once, and the chief says why)."""
+    if _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None:
+        return cluster.chief.returncode, None
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    tail = _tail(cluster.logs[index])
+    return EXIT_FAILURE, f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; the other workers were stopped"
+
+
+def _wait(process: subprocess.Popen, seconds: float) -> int | None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return process.wait(seconds)
+    return None
+
+
+def _end_all(cluster: Cluster) -> None:
+    """Terminate what still runs; kill what has not ended after `GRACE_S` (a worker blocked in a collective ignores SIGTERM)."""
+    running = [p for p in cluster.processes if p.poll() is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+    deadline = time.monotonic() + GRACE_S
+    for process in running:
+        if _wait(process, max(0.0, deadline - time.monotonic())) is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+
+
+def _mark(run_dir: Path | None, status: str, why: str) -> None:
+    """The chief could not record how the run ended (it was ended while blocked): record it for it."""
+    from tlcli.runs.records import finish_run, read_run_record
+
+    if run_dir is None or not (run_dir / "run.json").is_file():
+        return
+    with contextlib.suppress(Exception):
+        if read_run_record(run_dir).status == "running":
+            finish_run(run_dir, status, why)
+
+
+def _keep_logs(cluster: Cluster, run_dir: Path | None) -> None:
+    if run_dir is None or not run_dir.is_dir():
+        return
+    folder = run_dir / "workers"
+    folder.mkdir(exist_ok=True)
+    for index, log in enumerate(cluster.logs[1:], 1):
+        if log.is_file():
+            shutil.copyfile(log, folder / f"{index}.log")
+
+
+def _tail(log: Path) -> str:
+    """The last `error:` line of a worker's log, if it wrote one."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
+        return lines[-1].removeprefix("error:").strip()[:200] if lines else ""
+    return ""
+
+
+def tell_launcher(run_dir: Path) -> None:
+    """The chief names its run folder to the launcher that started it (if one did)."""
+    folder = os.environ.get(CLUSTER_DIR_ENV)
+    if folder and Path(folder).is_dir():
+        with contextlib.suppress(OSError):
+            (Path(folder) / "run_dir").write_text(str(Path(run_dir).absolute()))
