@@ -263,3 +263,199 @@ def test_options_are_checked_before_any_work(cli, run3):
         assert out.exit_code == 2 and message in out.stderr, (args, out.stderr)
     out = cli("export")
     assert out.exit_code == 2 and "--verify EXPORT_DIR" in out.stderr
+
+
+# ----------------------------------------------------------------------------- predict and evaluate with an artifact
+
+
+def top1_labels(text: str, fmt: str) -> dict[str, str]:
+    """path -> top-1 label, read back from `tlcli predict` output of any format (table: the plain-text table)."""
+    import csv
+    import io
+
+    if fmt == "jsonl":
+        return {row["path"]: row["label"] for row in map(json.loads, text.splitlines())}
+    if fmt == "json":
+        return {row["path"]: row["label"] for row in json.loads(text)["predictions"]}
+    if fmt == "csv":
+        return {row["path"]: row["label"] for row in csv.DictReader(io.StringIO(text))}
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    return {row[0]: row[1] for row in rows}
+
+
+def formatted(result, fmt: str) -> str:
+    from tlcli.cli.predict import _table_text
+    from tlcli.inference.formats import format_predictions
+
+    return _table_text(result) if fmt == "table" else format_predictions(result, fmt)
+
+
+def test_predicting_with_each_exported_format_gives_the_runs_labels_in_every_output_format(run3, exported):
+    from tlcli import predict
+    from tlcli.export import predict_artifact
+
+    val = run3.parent.parent / "data" / "val"
+    by_run = predict([val], run=run3, top_k=2)
+    assert len(by_run.predictions) == 21 and not by_run.errors
+    for name in FORMATS:
+        result = predict_artifact([val], exported.export_dir / FILES[name], top_k=2)
+        assert result.model["format"] == name and result.model["path"] == str((exported.export_dir / FILES[name]).absolute())
+        assert result.run_dir == run3.resolve() and result.class_names == ["a", "b", "c"] and result.top_k == 2
+        assert json.loads(formatted(result, "json"))["model"]["runtime"] == {"saved_model": "tensorflow", "onnx": "onnxruntime"}.get(name, "ai_edge_litert")
+        for fmt in ("jsonl", "json", "csv", "table"):
+            assert top1_labels(formatted(result, fmt), fmt) == top1_labels(formatted(by_run, fmt), fmt), (name, fmt)
+
+
+def test_predict_model_on_the_command_line(cli, run3, exported):
+    val = run3.parent.parent / "data" / "val"
+    expected = cli("predict", val, "--run", run3, "-f", "csv", "--quiet")
+    out = cli("predict", val, "--model", exported.export_dir / "model-int8.tflite", "-f", "csv")
+    assert out.exit_code == 0 and f"using tflite-int8 model {exported.export_dir / 'model-int8.tflite'}" in out.stderr
+    assert top1_labels(out.stdout, "csv") == top1_labels(expected.stdout, "csv")
+    table = cli("predict", val, "--model", exported.export_dir / "saved_model", "-f", "table", "--quiet")
+    assert table.exit_code == 0 and "21 images, saved_model model saved_model" in table.stdout
+    several = cli("predict", val, "--model", exported.export_dir)
+    assert several.exit_code == 2 and len(several.stderr.strip().splitlines()) == 1 and "holds several formats" in several.stderr
+    both = cli("predict", val, "--model", exported.export_dir / "model.onnx", "--run", run3)
+    assert both.exit_code == 2 and "--model and --run exclude each other" in both.stderr
+
+
+def test_evaluate_model_writes_the_full_report_and_names_the_artifact(cli, run3, exported):
+    trained = json.loads(next((run3 / "eval").glob("*-val/metrics.json")).read_text())  # the run's own final validation report
+    for name in ("onnx", "tflite-int8"):
+        out = cli("evaluate", run3, "--model", exported.export_dir / FILES[name], "--split", "val", "--json")
+        assert out.exit_code == 0, out.stderr
+        document = json.loads(out.stdout)
+        eval_dir = Path(document["eval_dir"])
+        assert eval_dir.parent == run3 / "eval" and eval_dir.name.endswith(f"-val-{name}")
+        assert {"metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "reliability.png", "mistakes.png"} <= {
+            p.name for p in eval_dir.iterdir()
+        }
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        assert metrics["model"] == {"path": str((exported.export_dir / FILES[name]).absolute()), "format": name, "runtime": document["model"]["runtime"]}
+        assert metrics["dataset"]["images"] == trained["dataset"]["images"] == 21 and metrics["accuracy"] == pytest.approx(
+            exported.record["formats"][name]["parity"]["accuracy"], abs=1e-6
+        )
+    assert metrics["accuracy"] <= 1 and "model" not in trained
+    onnx = json.loads(next((run3 / "eval").glob("*-val-onnx/metrics.json")).read_text())
+    assert onnx["accuracy"] == trained["accuracy"] and onnx["confusion_matrix"] == trained["confusion_matrix"]
+
+
+def test_evaluate_model_refuses_an_artifact_of_other_classes(cli, run3, binary_run, tmp_path):
+    from tlcli.export import export_run
+
+    other = export_run(binary_run, ["onnx"], out=tmp_path / "binary")
+    before = sorted(p.name for p in (run3 / "eval").iterdir())
+    out = cli("evaluate", run3, "--model", other.export_dir / "model.onnx")
+    assert out.exit_code == 2 and len(out.stderr.strip().splitlines()) == 1 and "takes 32x32x3 images, classes cats, dogs; the run" in out.stderr
+    assert sorted(p.name for p in (run3 / "eval").iterdir()) == before  # refused before any report is begun
+
+
+# ----------------------------------------------------------------------------- multi-label
+
+
+ML_CLASSES = ("blue", "green", "red")
+
+
+def squares(labels: tuple[str, ...], rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """Dark noise with one bright square per label, each colour in its own corner: any subset is drawable."""
+    image = rng.integers(0, 50, size=(size, size, 3), dtype=np.uint8)
+    corners = {"red": (0, 0), "green": (0, size // 2), "blue": (size // 2, 0)}
+    for name in labels:
+        top, left = corners[name]
+        image[top : top + size // 2, left : left + size // 2, ("red", "green", "blue").index(name)] = 235
+    return image
+
+
+@pytest.fixture(scope="module")
+def ml_run(tmp_path_factory) -> Path:
+    """A tiny multi-label run: every subset of three labels (the empty one included), thresholds 0.4 for every class."""
+    from conftest import write_image
+
+    from tlcli import load_config, train
+
+    root = tmp_path_factory.mktemp("export-multilabel")
+    rng = np.random.default_rng(0)
+    subsets = [tuple(name for bit, name in enumerate(ML_CLASSES) if mask >> bit & 1) for mask in range(8)]
+    lines = ["path,labels"]
+    for i in range(64):
+        write_image(root / "img" / f"{i:03d}.png", squares(subsets[i % 8], rng))
+        lines.append(f"img/{i:03d}.png,{'|'.join(subsets[i % 8])}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    raw = tiny_config(root, root / "runs", head={"threshold": 0.4}, train={"epochs": 6, "learning_rate": 0.01, "l2": 0.0})
+    raw["data"] = {"manifest": str(root / "labels.csv"), "multi_label": True, "columns": {"label": "labels"}, "image_size": 16, "batch_size": 8}
+    return train(load_config(raw)).run_dir
+
+
+@pytest.fixture(scope="module")
+def ml_exported(ml_run):
+    from tlcli.export import export_run
+
+    return export_run(ml_run, ["tflite", "tflite-int8", "onnx"], gates=LOOSE)
+
+
+def test_a_multi_label_run_is_exported_with_per_label_parity(ml_run, ml_exported):
+    from tlcli.export.images import load_split_images
+    from tlcli.runs.records import read_model_info
+
+    record = json.loads((ml_exported.export_dir / "export.json").read_text())
+    assert record["task"] == "multi_label" and record["class_names"] == list(ML_CLASSES) and record["label_separator"] == "|"
+    assert record["thresholds"] == dict.fromkeys(ML_CLASSES, 0.4) and "threshold" in record["model"]["output"]
+    assert (ml_exported.export_dir / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    val = load_split_images(ml_run, "val", list(ML_CLASSES), read_model_info(ml_run), 500)
+    assert val.labels.shape == (len(val), 3) and record["parity_images"]["images"] == len(val) > 5
+    for name in ("tflite", "tflite-int8", "onnx"):
+        entry = record["formats"][name]
+        assert entry["outputs"][0]["shape"] == [None, 3]
+        parity = entry["parity"]
+        assert 0 <= parity["image_agreement"] <= parity["agreement"] <= 1 and 0 <= parity["accuracy"] <= 1
+    for name in ("tflite", "onnx"):  # the default float gates, per label
+        assert record["formats"][name]["gate"]["min_agreement"] == 0.995 and record["formats"][name]["passed"]
+        assert record["formats"][name]["parity"]["agreement"] == record["formats"][name]["parity"]["image_agreement"] == 1.0
+    assert record["formats"]["onnx"]["parity"]["keras_accuracy"] > 0.8
+
+
+def test_multi_label_artifacts_predict_and_evaluate_like_the_run(cli, ml_run, ml_exported):
+    from tlcli import predict
+    from tlcli.export import predict_artifact
+
+    images = ml_run.parent.parent / "img"
+    by_run = {p.path: p.labels for p in predict([images], run=ml_run).predictions}
+    for name in ("tflite", "onnx"):
+        result = predict_artifact([images], ml_exported.export_dir / FILES[name])
+        assert result.multi_label and result.thresholds == (0.4, 0.4, 0.4) and {p.path: p.labels for p in result.predictions} == by_run
+    out = cli("predict", images, "--model", ml_exported.export_dir / "model.onnx", "-f", "csv", "--quiet")
+    header, *rows = out.stdout.splitlines()
+    assert out.exit_code == 0 and header == "path,labels,blue,green,red,error" and len(rows) == 64
+    out = cli("evaluate", ml_run, "--model", ml_exported.export_dir / "model.tflite", "--json")
+    assert out.exit_code == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    assert metrics["task"] == "multi_label" and metrics["model"]["format"] == "tflite" and metrics["per_class"]["red"]["threshold"] == 0.4
+    assert {"per_class.csv", "pr_curves.png"} <= {p.name for p in Path(metrics["eval_dir"]).iterdir()}
+
+
+def test_verify_checks_a_multi_label_exports_thresholds(ml_exported, tmp_path):
+    from tlcli.export import verify_export
+
+    assert verify_export(ml_exported.export_dir, formats=["onnx"]).passed
+    copy = shutil.copytree(ml_exported.export_dir, tmp_path / "copied")
+    record = json.loads((copy / "export.json").read_text())
+    record["thresholds"]["red"] = 0.9
+    (copy / "export.json").write_text(json.dumps(record))
+    result = verify_export(copy, formats=["onnx"])
+    assert not result.passed and any("thresholds differ" in line for line in result.failures)
+
+
+def test_multi_label_parity_counts_decisions_at_the_thresholds():
+    from tlcli.export.parity import compare, gate_failures
+
+    reference = np.array([[0.9, 0.2, 0.45], [0.1, 0.8, 0.7]])
+    artifact = np.array([[0.9, 0.2, 0.55], [0.1, 0.8, 0.7]])  # one decision of six flips (image 0, class 2 at 0.5)
+    labels = np.array([[1, 0, 0], [0, 1, 1]])
+    parity = compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.5])
+    assert parity.agreement == pytest.approx(5 / 6) and parity.image_agreement == 0.5 and parity.max_difference == pytest.approx(0.1)
+    assert parity.keras_accuracy == 1.0 and parity.accuracy == pytest.approx(5 / 6) and parity.to_dict()["image_agreement"] == 0.5
+    assert compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.6]).agreement == 1.0  # at 0.6 neither gives red
+    (line,) = gate_failures("onnx", parity, Gate(min_agreement=0.9))
+    assert line.startswith("onnx: per-label agreement 0.8333 < 0.9")
+    assert "image_agreement" not in compare(reference, artifact, np.array([0, 1]), 0.1).to_dict()

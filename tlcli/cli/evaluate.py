@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +16,10 @@ from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, _print_js
 @command
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run folder (see `tlcli runs`).")],
+    model: Annotated[
+        Optional[Path],
+        typer.Option("--model", help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) instead of its model.keras."),
+    ] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this folder of class folders, or CSV manifest, instead of the run's test/val files.")] = None,
     column: Columns = None,
     split: Annotated[Optional[str], typer.Option("--split", help="val or test (default: test when the run had one, else val).")] = None,
@@ -32,10 +37,15 @@ def evaluate(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Evaluate a run's model; write a report into RUN_DIR/eval/."""
-    _import_tensorflow(debug)
-    from tlcli.evaluation.evaluate import evaluate as run_evaluation
+    """Evaluate a run's model (or an exported artifact of it, --model); write a report into RUN_DIR/eval/."""
+    if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
+        _import_tensorflow(debug)
+    if model is not None:
+        from tlcli.export.artifacts import evaluate_artifact
 
+        run_evaluation = functools.partial(evaluate_artifact, model=model)
+    else:
+        from tlcli.evaluation.evaluate import evaluate as run_evaluation
     evaluation = run_evaluation(
         run_dir,
         data=data,
@@ -82,4 +92,6 @@ def print_evaluation(evaluation) -> None:
     if m["dataset"]["skipped"]:
         headline.add_row("skipped files", str(m["dataset"]["skipped"]))
     stdout.print(headline)
+    if m.get("model"):
+        stdout.print(f"model: {m['model']['path']} ({m['model']['format']}, {m['model']['runtime']})", highlight=False)
     stdout.print(f"report: {evaluation.eval_dir}", highlight=False)

@@ -80,11 +80,15 @@ def export(
 
 
 def print_export(result) -> None:
-    """The parity table, one row per format (agreement: top-1 with Keras); a failed gate's details follow as the error line (exit 3)."""
+    """The parity table, one row per format (agreement: top-1 with Keras, or per label for a multi-label run); a failed gate's
+    details follow as the error line (exit 3)."""
     images = result.record.get("parity_images") or {}
     keras = next((entry.parity.keras_accuracy for entry in result.formats if entry.parity), None)
-    title = f"{'verified' if result.verified else 'exported'} {result.export_dir}\n{images.get('images', '?')} validation images" + (
-        f", Keras accuracy {keras:.4f}" if keras is not None else ""
+    multi = result.record.get("task") == "multi_label"  # agreement and accuracy are then per (image, class) decision
+    title = (
+        f"{'verified' if result.verified else 'exported'} {result.export_dir}\n{images.get('images', '?')} validation images"
+        + (f", Keras {'per-label ' if multi else ''}accuracy {keras:.4f}" if keras is not None else "")
+        + (", agreement per label at the run's thresholds" if multi else "")
     )
     table = Table(title=title)
     for column in ("format", "size", "export", "agreement", "max |dp|", "accuracy", "gate"):

@@ -19,6 +19,10 @@ from tlcli.cli import Debug, Quiet, _import_tensorflow, _reporter, app, command,
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) and globs.", show_default=False)],
     run: Annotated[Optional[str], typer.Option("--run", help="Run folder or run name (default: the newest completed run in --runs-dir).")] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option("--model", help="Predict with an exported artifact instead (a SavedModel folder, .tflite or .onnx file; see `tlcli export`)."),
+    ] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")] = Path("runs"),
     top_k: Annotated[int, typer.Option("--top-k", help="Labels per image (capped at the number of classes).")] = 3,
     output_format: Annotated[
@@ -30,21 +34,18 @@ def predict(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Predict the labels of IMAGES with a run's model (exit 4 when some files cannot be read)."""
+    """Predict the labels of IMAGES with a run's model, or an exported one (exit 4 when some files cannot be read)."""
     from tlcli.errors import UserError
     from tlcli.inference.formats import FORMATS, format_predictions
-    from tlcli.inference.predict import predict as run_prediction
 
     fmt = output_format or _default_format(output)
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    _import_tensorflow(debug)
-
-    def announce(run_dir: Path) -> None:
-        if not quiet:
-            stderr.print(f"using run {run_dir}" + ("" if run else f" (newest completed run in {runs_dir})"), highlight=False)
-
-    result = run_prediction(images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=_reporter(quiet, False), on_run=announce)
+    if model is not None and run is not None:
+        raise UserError("--model and --run exclude each other: --model predicts with an exported artifact, --run with a run's model.keras")
+    if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
+        _import_tensorflow(debug)
+    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet)
     if output is not None:
         from tlcli.runs.atomic import write_text_atomic
 
@@ -58,6 +59,26 @@ def predict(
     result.raise_for_errors()
 
 
+def _predict(images: list[str], run: str | None, runs_dir: Path, model: Path | None, top_k: int, batch_size: int, quiet: bool):
+    """The library call, saying on stderr which run or artifact predicts."""
+    reporter = _reporter(quiet, False)
+    if model is not None:
+        from tlcli.export.artifacts import predict_artifact
+
+        def announce_model(source) -> None:
+            if not quiet:
+                stderr.print(f"using {source.described['format']} model {source.described['path']}", highlight=False)
+
+        return predict_artifact(images, model, top_k=top_k, batch_size=batch_size, reporter=reporter, on_model=announce_model)
+    from tlcli.inference.predict import predict as run_prediction
+
+    def announce(run_dir: Path) -> None:
+        if not quiet:
+            stderr.print(f"using run {run_dir}" + ("" if run else f" (newest completed run in {runs_dir})"), highlight=False)
+
+    return run_prediction(images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=reporter, on_run=announce)
+
+
 def _default_format(output: Path | None) -> str:
     if output is not None:
         return {".json": "json", ".csv": "csv", ".txt": "table"}.get(output.suffix.lower(), "jsonl")
@@ -67,7 +88,8 @@ def _default_format(output: Path | None) -> str:
 def _table(result) -> Table:
     from tlcli.inference.formats import rows_for_table
 
-    table = Table(title=f"{len(result.predictions)} images, run {result.run_dir.name}")
+    by = f"{result.model['format']} model {Path(result.model['path']).name}" if result.model else f"run {result.run_dir.name}"
+    table = Table(title=f"{len(result.predictions)} images, {by}")
     table.add_column("path", no_wrap=True, overflow="fold")  # the path is what scripts and people look up: keep it whole when it fits
     table.add_column("labels" if result.multi_label else "label", no_wrap=True)
     table.add_column("top probability" if result.multi_label else "confidence", justify="right", no_wrap=True)

@@ -24,6 +24,7 @@ from tlcli.evaluation.gates import check_gate_keys, parse_gates
 from tlcli.evaluation.metrics import metric_keys
 from tlcli.evaluation.multilabel import multilabel_metric_keys
 from tlcli.evaluation.report import DEFAULT_TOP_K, Evaluation, write_evaluation
+from tlcli.inference.predict import ModelSource
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
@@ -43,8 +44,9 @@ def evaluate(
     fail_over: Sequence[str] = (),
     reporter: Reporter | None = None,
     columns: dict[str, str] | None = None,
+    source: ModelSource | None = None,
 ) -> Evaluation:
-    """Evaluate a run's model and write a new evaluation folder in the run.
+    """Evaluate a run's model (or another model of the run, `source`) and write a new evaluation folder in the run.
 
     Args:
         run_dir: the run folder.
@@ -60,6 +62,8 @@ def evaluate(
         fail_over: the same, failing when the metric is above NUMBER (for
             figures where lower is better: `loss`, `calibration.ece`).
         reporter: receives progress.
+        source: a model to evaluate instead of model.keras (an exported artifact, `tlcli.export.evaluate_artifact`);
+            its `described` becomes metrics.json's `model`, and its format ends the folder's name.
 
     Returns:
         The evaluation folder and its metrics (call `raise_for_gates()` to
@@ -86,12 +90,13 @@ def evaluate(
     check_gate_keys(gates, multilabel_metric_keys(class_names) if info.multi_label else metric_keys(class_names, k))
     labelling = _Labelling(class_names, info.multi_label, config.data if config else None, columns)
 
-    name, samples, source, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
-    model = load_run_model(run_dir, class_names)  # before any work: a damaged run fails in one line
-    reporter.info(f"evaluating {run_dir} on {len(samples)} images ({source})")
+    name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
+    probabilities_of = _probabilities_of(run_dir, class_names, info, source)  # before any work: a damaged run fails in one line
+    described = source.described if source is not None else None
+    reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
-    decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, source, reporter)
-    probabilities = predict_probabilities(model, decoded.images, batch_size, info.binary)
+    decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, origin, reporter)
+    probabilities = probabilities_of(decoded.images, batch_size)
     return write_evaluation(
         run_dir,
         name=name,
@@ -101,12 +106,39 @@ def evaluate(
         class_names=class_names,
         images=decoded.images,
         top_k=k,
-        source=source,
+        source=origin,
         skipped=skipped,
         gates=gates,
         thresholds=info.thresholds,
         separator=labelling.separator,
+        model=described,
     )
+
+
+def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None):
+    """`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here)."""
+    if source is not None:
+        check_source(source, run_dir, class_names, info)
+        return source.probabilities
+    model = load_run_model(run_dir, class_names)
+    return lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary)
+
+
+def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:
+    return f"{described.get('path')} ({described.get('format')})" if described else str(run_dir)
+
+
+def check_source(source: ModelSource, run_dir: Path, class_names: list[str], info) -> None:
+    """Raises UserError unless `source` takes the run's images (size, channels) and gives its classes, in order:
+    the files are decoded at the run's size and scored against its labels, so another model's answers would be noise."""
+    takes, expected = (tuple(source.image_size), source.channels, list(source.class_names)), (tuple(info.image_size), info.channels, list(class_names))
+    if takes != expected:
+        what = (source.described or {}).get("path", "the model")
+
+        def shape(t) -> str:
+            return f"{t[0][0]}x{t[0][1]}x{t[1]} images, classes {', '.join(t[2])}"
+
+        raise UserError(f"{what}: takes {shape(takes)}; the run {run_dir}: {shape(expected)}")
 
 
 def _decode(samples: list[Sample], bad_rows: list[dict[str, str]], num_classes: int, info, config, source: str, reporter: Reporter):

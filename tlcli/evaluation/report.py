@@ -80,6 +80,7 @@ def write_evaluation(
     gates: Sequence[Gate] = (),
     thresholds: Sequence[float] | None = None,
     separator: str = "|",
+    model: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Compute the metrics of one evaluation and write its folder.
 
@@ -97,6 +98,8 @@ def write_evaluation(
         gates: quality gates checked against the metrics.
         thresholds: multi-label: each class's threshold (default 0.5).
         separator: multi-label: what joins an image's labels in predictions.csv.
+        model: the model evaluated when it is not the run's model.keras (an exported artifact's
+            {"path", "format", ...}): recorded as metrics.json's `model`, its format appended to the folder's name.
 
     Returns:
         The folder, the metrics, and the failed gates (not raised).
@@ -111,27 +114,29 @@ def write_evaluation(
         "run_dir": str(Path(run_dir).absolute()),
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "dataset": {"name": name, "source": source, "images": int(len(labels)), "skipped": len(skipped)},
+        **({"model": dict(model)} if model is not None else {}),
         **figures,
         "skipped_files": list(skipped),
     }
     failures = gate_failures(metrics, gates)
     parent = Path(run_dir) / "eval"
+    slug = eval_slug(name if model is None else f"{name}-{model.get('format', 'model')}")  # an artifact's report is named apart from model.keras's
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable") from None
-    with staged_dir(parent, eval_slug(name)) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
+    with staged_dir(parent, slug) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
         write_json_atomic(staged / "metrics.json", metrics)
         if multi:
             write_multilabel_files(staged, metrics, np.asarray(probabilities), np.asarray(labels), paths, class_names, separator, images)
-            return Evaluation(publish_stamped_dir(staged, parent, eval_slug(name)), metrics, failures)
+            return Evaluation(publish_stamped_dir(staged, parent, slug), metrics, failures)
         write_predictions_csv(staged / "predictions.csv", probabilities, labels, paths, class_names)
         matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
         write_csv_atomic(staged / "confusion_matrix.csv", ["true \\ predicted", *class_names], ([name_, *row] for name_, row in zip(class_names, matrix.tolist())))
         plot_confusion_matrix(matrix, class_names, staged / "confusion_matrix.png")
         plot_reliability(metrics["calibration"], staged / "reliability.png")
         plot_mistakes(probabilities, labels, paths, class_names, images, staged / "mistakes.png")
-        eval_dir = publish_stamped_dir(staged, parent, eval_slug(name))
+        eval_dir = publish_stamped_dir(staged, parent, slug)
     return Evaluation(eval_dir, metrics, failures)
 
 

@@ -32,7 +32,7 @@ from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import fsync_dir, fsync_file, write_json_atomic, write_text_atomic
 from tlcli.runs.folder import publish_stamped_dir, require_model, staged_dir
-from tlcli.runs.records import ModelInfo, RunRecord, now_iso, read_labels, read_model_info, read_run_record
+from tlcli.runs.records import ModelInfo, RunRecord, now_iso, read_labels, read_model_info, read_run_config, read_run_record
 
 DEFAULT_CALIBRATION_IMAGES = 300
 DEFAULT_PARITY_IMAGES = 500
@@ -128,10 +128,14 @@ def require_completed(run_dir: Path) -> RunRecord:
 
 
 def _task(info: ModelInfo) -> str:
-    task = getattr(info, "task", "single_label")
-    if task != "single_label":
-        raise UserError(f"tlcli export handles single-label runs; this run's task is {task}")
-    return task
+    if info.task not in ("single_label", "multi_label"):
+        raise UserError(f"tlcli export handles single-label and multi-label runs; this run's task is {info.task}")
+    return info.task
+
+
+def run_thresholds(info: ModelInfo, class_names: list[str]) -> tuple[float, ...] | None:
+    """A multi-label run's per-class thresholds (0.5 where model.json has none), which its parity decisions use; else None."""
+    return (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
 
 
 def _figures(gates: GateSpec | None) -> dict[str, dict[str, Any]]:
@@ -148,11 +152,13 @@ def _figures(gates: GateSpec | None) -> dict[str, dict[str, Any]]:
 
 
 def _record_head(run_dir: Path, record: RunRecord, class_names: list[str], info: ModelInfo, task: str, names: Sequence[str]) -> dict[str, Any]:
+    thresholds = run_thresholds(info, class_names)
     return {
         "format_version": EXPORT_FORMAT_VERSION,
         "created": now_iso(),
         "task": task,
         "class_names": list(class_names),
+        **({"thresholds": dict(zip(class_names, thresholds)), "label_separator": _separator(run_dir)} if thresholds is not None else {}),
         "labels_file": LABELS_FILE,
         "run": {"dir": str(run_dir.resolve()), "name": record.name, "started": record.started, "model_sha256": file_sha256(run_dir / "model.keras")},
         "model": {
@@ -161,10 +167,21 @@ def _record_head(run_dir: Path, record: RunRecord, class_names: list[str], info:
             "channels": info.channels,
             "activation": info.activation,
             "input": "raw 0-255 pixels, float32 (uint8 for tflite-int8), batch of any size; preprocessing is inside the model",
-            "output": "p of class 1 (a sigmoid unit; class 0 is 1 - p)" if info.binary else "class probabilities (softmax), in labels.txt order",
+            "output": _output_text(info),
         },
         "versions": versions(list(names)),
     }
+
+
+def _output_text(info: ModelInfo) -> str:
+    if info.multi_label:
+        return "one probability per class (a sigmoid each), in labels.txt order; a label is given at or above its class's threshold (thresholds)"
+    return "p of class 1 (a sigmoid unit; class 0 is 1 - p)" if info.binary else "class probabilities (softmax), in labels.txt order"
+
+
+def _separator(run_dir: Path) -> str:
+    config = read_run_config(run_dir)
+    return config.data.label_separator if config else "|"
 
 
 def _write_and_check(model, staged: Path, names, table, calibration, parity, reference, info, reporter) -> list[FormatResult]:
@@ -217,7 +234,7 @@ def check_format(name: str, path: Path, gate: Gate, parity: SplitImages, referen
     started = time.perf_counter()
     try:
         probabilities = artifact.predict_probabilities(parity.images, BATCH)
-        result.parity = compare(reference, probabilities, parity.labels, time.perf_counter() - started)
+        result.parity = compare(reference, probabilities, parity.labels, time.perf_counter() - started, run_thresholds(info, artifact.class_names))
     except Exception as exc:  # a runtime refusing the artifact is what the check is for
         result.failures.append(f"{name}: fails to run ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
         return result
@@ -230,7 +247,7 @@ def _describe(result: FormatResult) -> str:
         return f"{result.format}: {'; '.join(result.failures)}"
     p = result.parity
     verdict = "passed" if result.passed else "FAILED"
-    return f"{result.format}: {result.bytes / 1e6:.2f} MB, top-1 agreement {p.agreement:.4f}, max |dp| {p.max_difference:.2g}, accuracy {p.accuracy:.4f} (Keras {p.keras_accuracy:.4f}): {verdict}"
+    return f"{result.format}: {result.bytes / 1e6:.2f} MB, {'per-label' if p.multi_label else 'top-1'} agreement {p.agreement:.4f}, max |dp| {p.max_difference:.2g}, accuracy {p.accuracy:.4f} (Keras {p.keras_accuracy:.4f}): {verdict}"
 
 
 def _publish(staged: Path, parent: Path, label: str, out: Path | None) -> Path:
@@ -327,6 +344,9 @@ def _folder_problems(export_dir: Path, record: dict[str, Any], run_dir: Path, cl
         problems.append(f"{LABELS_FILE}: {'missing' if written is None else 'lists ' + ', '.join(written)}; the run's classes are {', '.join(class_names)}")
     if record.get("class_names") != class_names:
         problems.append(f"{EXPORT_RECORD}: class_names differ from the run's labels.json ({', '.join(class_names)})")
+    thresholds = run_thresholds(read_model_info(run_dir), class_names)
+    if thresholds is not None and record.get("thresholds") != dict(zip(class_names, thresholds)):
+        problems.append(f"{EXPORT_RECORD}: thresholds differ from the run's model.json ({', '.join(f'{n} {t:g}' for n, t in zip(class_names, thresholds))})")
     recorded = (record.get("run") or {}).get("model_sha256")
     if recorded and recorded != file_sha256(run_dir / "model.keras"):
         warnings.append(

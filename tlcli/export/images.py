@@ -41,6 +41,7 @@ class SplitImages:
 
     @property
     def labels(self) -> np.ndarray:
+        """(n,) class indices; a multi-label run's (n, classes) 0/1 rows."""
         return self.decoded.labels
 
     def __len__(self) -> int:
@@ -58,8 +59,9 @@ class SplitImages:
         }
 
 
-def split_samples(run_dir: Path, split: str, class_names: list[str]) -> list[Sample]:
-    """Every file of `splits/<split>.csv`, labelled by the run's class indices.
+def split_samples(run_dir: Path, split: str, class_names: list[str], separator: str | None = None) -> list[Sample]:
+    """Every file of `splits/<split>.csv`, labelled by the run's class indices (a multi-label run, `separator`
+    given: the tuple of its labels' indices, from the cell that joins them, empty for an image without labels).
 
     Raises:
         RunError: the split file is missing or names a class the run does not have.
@@ -70,9 +72,12 @@ def split_samples(run_dir: Path, split: str, class_names: list[str]) -> list[Sam
     index = {name: i for i, name in enumerate(class_names)}
     samples = []
     for row in rows:
-        if row.label not in index:
-            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {row.label!r} is not in labels.json")
-        samples.append(Sample(Path(row.path), index[row.label], row.relpath))
+        names = [name for name in row.label.split(separator) if name] if separator is not None else [row.label]
+        unknown = next((name for name in names if name not in index), None)
+        if unknown is not None:
+            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {unknown!r} is not in labels.json")
+        label = tuple(sorted(index[name] for name in names)) if separator is not None else index[row.label]
+        samples.append(Sample(Path(row.path), label, row.relpath))
     return samples
 
 
@@ -92,12 +97,22 @@ def load_split_images(run_dir: Path, split: str, class_names: list[str], info: M
         DataError: none of the chosen files can be decoded.
     """
     reporter = reporter or Reporter()
-    samples = split_samples(run_dir, split, class_names)
-    chosen = subset(samples, limit)
     config = read_run_config(run_dir)
+    separator = (config.data.label_separator if config else "|") if info.multi_label else None
+    samples = split_samples(run_dir, split, class_names, separator)
+    chosen = subset(samples, limit)
     max_bytes = config.data.max_bytes if config else DEFAULT_MAX_BYTES
     with reporter.task(f"decoding {split} images", len(chosen)) as advance:
-        decoded = decode_samples(chosen, info.image_size, info.channels, on_bad_file="skip", use_cache=False, progress=advance, max_bytes=max_bytes)
+        decoded = decode_samples(
+            chosen,
+            info.image_size,
+            info.channels,
+            on_bad_file="skip",
+            use_cache=False,
+            progress=advance,
+            max_bytes=max_bytes,
+            num_classes=len(class_names) if info.multi_label else None,  # multi-label labels become 0/1 rows
+        )
     if chosen and not len(decoded):
         raise DataError(
             f"{run_dir}/splits/{split}.csv: none of the {len(chosen)} chosen images can be decoded (e.g. {decoded.skipped[0].path}: {decoded.skipped[0].reason})"

@@ -1,9 +1,15 @@
-"""The parity figures of an artifact against the run's Keras model, and its gate's verdict."""
+"""The parity figures of an artifact against the run's Keras model, and its gate's verdict.
+
+Single-label: an image agrees when both give the same top-1 class. Multi-label: each (image, class) is a
+decision, a label given when its probability reaches the class's threshold (the run's); agreement is the share
+of decisions that agree, accuracy the share that match the labels (1 - Hamming loss), and `image_agreement`
+the share of images whose every decision agrees.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -14,10 +20,13 @@ from tlcli.export.formats import OPTIONS, Gate
 class Parity:
     """An artifact's outputs on the parity images, compared with the Keras model's.
 
-    agreement: share of images whose top-1 class is Keras's top-1 class.
+    agreement: share of images whose top-1 class is Keras's top-1 class (multi-label: of (image, class) decisions
+        at the thresholds that are Keras's decisions).
     max_difference / mean_difference: over every image and class, |p_artifact - p_keras|.
-    keras_accuracy / accuracy: top-1 accuracy against the labels, of Keras and of the artifact.
+    keras_accuracy / accuracy: top-1 accuracy against the labels, of Keras and of the artifact (multi-label: the
+        share of decisions that match the labels).
     seconds: wall time of the artifact's runtime over the images (batches of 32).
+    image_agreement: multi-label only: the share of images whose every decision is Keras's.
     """
 
     images: int
@@ -27,6 +36,11 @@ class Parity:
     keras_accuracy: float
     accuracy: float
     seconds: float
+    image_agreement: float | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.image_agreement is not None
 
     @property
     def accuracy_drop(self) -> float:
@@ -34,11 +48,19 @@ class Parity:
         return 100.0 * (self.keras_accuracy - self.accuracy)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "accuracy_drop": round(self.accuracy_drop, 4)}
+        data = {**asdict(self), "accuracy_drop": round(self.accuracy_drop, 4)}
+        if data["image_agreement"] is None:
+            del data["image_agreement"]  # single-label records stay as they were
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
-def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, seconds: float) -> Parity:
-    """Parity of `probabilities` against the Keras model's `reference` ((n, classes) each) on images labelled `labels`."""
+def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, seconds: float, thresholds: Sequence[float] | None = None) -> Parity:
+    """Parity of `probabilities` against the Keras model's `reference` ((n, classes) each) on images labelled `labels`
+    ((n,) class indices; multi-label, `thresholds` given: (n, classes) 0/1 rows)."""
     reference = np.asarray(reference, dtype=np.float64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if reference.shape != probabilities.shape:
@@ -46,6 +68,8 @@ def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
     if not len(reference):
         raise ValueError("no parity images")
     difference = np.abs(probabilities - reference)
+    if thresholds is not None:
+        return _compare_decisions(reference, probabilities, np.asarray(labels), np.asarray(thresholds, dtype=np.float64), difference, seconds)
     keras_top, top = reference.argmax(axis=1), probabilities.argmax(axis=1)
     return Parity(
         images=len(reference),
@@ -58,16 +82,33 @@ def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
     )
 
 
+def _compare_decisions(reference, probabilities, labels, thresholds, difference, seconds: float) -> Parity:
+    """Multi-label parity: every (image, class) decision at the class's threshold, as `predict` and `evaluate` make it."""
+    keras_on, on = reference >= thresholds[None, :], probabilities >= thresholds[None, :]
+    truth = labels.astype(bool)
+    return Parity(
+        images=len(reference),
+        agreement=float((keras_on == on).mean()),
+        max_difference=float(difference.max()),
+        mean_difference=float(difference.mean()),
+        keras_accuracy=float((keras_on == truth).mean()),
+        accuracy=float((on == truth).mean()),
+        seconds=round(float(seconds), 4),
+        image_agreement=float((keras_on == on).all(axis=1).mean()),
+    )
+
+
 def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
     """One line per figure of `parity` on the wrong side of `gate`, naming the format and how to change the threshold."""
     failures = []
+    what = "per-label agreement" if parity.multi_label else "top-1 agreement"
     if gate.min_agreement is not None and parity.agreement < gate.min_agreement:
-        failures.append(f"{name}: top-1 agreement {parity.agreement:.4f} < {gate.min_agreement:g} ({OPTIONS['min_agreement']} {name}=X)")
+        failures.append(f"{name}: {what} {parity.agreement:.4f} < {gate.min_agreement:g} ({OPTIONS['min_agreement']} {name}=X)")
     if gate.max_difference is not None and parity.max_difference > gate.max_difference:
         failures.append(f"{name}: max probability difference {parity.max_difference:.3g} > {gate.max_difference:g} ({OPTIONS['max_difference']} {name}=X)")
     if gate.max_accuracy_drop is not None and parity.accuracy_drop > gate.max_accuracy_drop:
         failures.append(
-            f"{name}: accuracy {parity.accuracy:.4f} is {parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "
+            f"{name}: {'per-label accuracy' if parity.multi_label else 'accuracy'} {parity.accuracy:.4f} is {parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "
             f"(> {gate.max_accuracy_drop:g}; {OPTIONS['max_accuracy_drop']} {name}=X)"
         )
     return failures

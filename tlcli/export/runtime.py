@@ -157,6 +157,9 @@ RUNNERS = {"saved_model": _SavedModelRunner, "tflite": _TFLiteRunner, "onnx": _O
 class ExportedModel:
     """An exported artifact with its class names: `predict_probabilities(uint8 images) -> (n, classes)`.
 
+    `task` is export.json's (single_label when there is none beside the artifact); a multi-label artifact's
+    `thresholds` and `separator` come from it too.
+
     Args:
         path: a SavedModel folder, a `.tflite` or `.onnx` file, or an export folder holding one artifact
             (with several, `format` picks one: saved_model, tflite, tflite-fp16, tflite-int8, onnx).
@@ -190,11 +193,13 @@ class ExportedModel:
             raise UserError(f"{self.path}: input of shape {shape}, expected (batch, height, width, channels)")
         self.image_size: tuple[int, int] = (int(shape[1]), int(shape[2]))
         self.channels = int(shape[3])
+        self.task = str(self.record.get("task", "single_label"))
         units = self.outputs[0].shape[-1]
-        self.binary = units == 1 and len(self.class_names) == 2
+        self.binary = units == 1 and len(self.class_names) == 2 and self.task != "multi_label"
         if units is not None and units != len(self.class_names) and not self.binary:
             raise UserError(f"{self.path}: {units} outputs but {len(self.class_names)} class names; the export folder is damaged")
-        self.task = str(self.record.get("task", "single_label"))
+        self.thresholds = _thresholds(self.record, self.class_names, self.path) if self.task == "multi_label" else None
+        self.separator = str(self.record.get("label_separator") or "|")
 
     def predict_probabilities(self, images_uint8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(n, classes) class probabilities of (n, height, width, channels) 0-255 pixels at the artifact's size.
@@ -259,6 +264,19 @@ def _format_of(path: Path, record: dict[str, Any]) -> str | None:
         if isinstance(entry, dict) and entry.get("file") == path.name and name in FILES:
             return name
     return None
+
+
+def _thresholds(record: dict[str, Any], class_names: list[str], path: Path) -> tuple[float, ...]:
+    """A multi-label export's per-class thresholds, from export.json, in class order.
+
+    Raises:
+        UserError: export.json lacks a class's threshold (written by hand, or damaged).
+    """
+    thresholds = record.get("thresholds")
+    missing = [name for name in class_names if not isinstance(thresholds, dict) or not isinstance(thresholds.get(name), (int, float))]
+    if missing:
+        raise UserError(f"{path}: a multi-label model, but {EXPORT_RECORD} gives no threshold for {missing[0]!r}; export the run again")
+    return tuple(float(thresholds[name]) for name in class_names)
 
 
 def _class_names(folders: list[Path], record: dict[str, Any], path: Path) -> list[str]:

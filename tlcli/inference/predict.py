@@ -80,14 +80,15 @@ class Prediction:
 
 @dataclass
 class PredictResult:
-    """What `predict` returns: the run used and one `Prediction` per input file, in input order."""
+    """What `predict` returns: the run used (or the exported model) and one `Prediction` per input file, in input order."""
 
-    run_dir: Path
+    run_dir: Path | None  # None: an exported model whose run is not known
     class_names: list[str]
     top_k: int
     predictions: list[Prediction] = field(default_factory=list)
     thresholds: tuple[float, ...] | None = None  # a multi-label run's (None: single-label)
     separator: str = "|"  # a multi-label run's label separator (the csv's labels cell)
+    model: dict[str, Any] | None = None  # an exported model's {"path", "format", "runtime"} (None: the run's model.keras)
 
     @property
     def multi_label(self) -> bool:
@@ -100,7 +101,8 @@ class PredictResult:
     def to_dict(self) -> dict[str, Any]:
         task = {"task": "multi_label", "thresholds": dict(zip(self.class_names, self.thresholds))} if self.thresholds is not None else {}
         return {
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+            **({"model": dict(self.model)} if self.model is not None else {}),
             "labels": self.class_names,
             **task,
             "top_k": self.top_k,
@@ -119,7 +121,28 @@ class PredictResult:
             )
 
 
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What prediction and evaluation need of a model, whatever runs it: the run's Keras model here, an exported
+    artifact in its own runtime from `tlcli.export` (which ranks above this stage, so it hands this object down).
+
+    `probabilities(images, batch_size)` maps (n, height, width, channels) uint8 pixels to (n, classes) class
+    probabilities (a multi-label model: one sigmoid per class). `described` is what a result records about it:
+    None for a run's own model.keras, else e.g. {"path", "format", "runtime"}.
+    """
+
+    run_dir: Path | None  # the run the model came from (None: not known)
+    class_names: list[str]
+    image_size: tuple[int, int]
+    channels: int
+    probabilities: Callable[[np.ndarray, int], np.ndarray]
+    thresholds: tuple[float, ...] | None = None  # multi-label: each class's threshold (None: single-label)
+    separator: str = "|"  # multi-label: what joins an image's labels
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger files are unreadable unread (the run's data.max_file_mb)
+    described: dict[str, Any] | None = None
 
 
 def resolve_predict_run(run: str | Path | None, runs_dir: str | Path) -> Path:
@@ -131,6 +154,29 @@ def resolve_predict_run(run: str | Path | None, runs_dir: str | Path) -> Path:
     run_dir = resolve_run(run, Path(runs_dir)) if run is not None else newest_run(Path(runs_dir))
     require_model(run_dir)
     return run_dir
+
+
+def run_source(run_dir: Path) -> ModelSource:
+    """The run's model.keras as a `ModelSource` (loaded once, here).
+
+    Raises:
+        RunError: damaged run records, or labels that do not match the model's outputs.
+    """
+    class_names = read_labels(run_dir)
+    info = read_model_info(run_dir)
+    config = read_run_config(run_dir)
+    model = load_run_model(run_dir, class_names)
+    thresholds = (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
+    return ModelSource(
+        run_dir,
+        class_names,
+        info.image_size,
+        info.channels,
+        lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary),
+        thresholds,
+        config.data.label_separator if config else "|",
+        config.data.max_bytes if config else DEFAULT_MAX_BYTES,
+    )
 
 
 # ----------------------------------------------------------------------------- inference
@@ -167,38 +213,49 @@ def predict(
         UserError: bad arguments, or a path or glob matching nothing.
         RunError: no run, or a run without a model.
     """
+    check_predict_options(top_k, batch_size)
+    keys = collect_images(images)
+    run_dir = resolve_predict_run(run, runs_dir)
+    if on_run is not None:
+        on_run(run_dir)
+    return predict_with(run_source(run_dir), keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
+
+
+def check_predict_options(top_k: int, batch_size: int) -> None:
+    """Raises UserError for a --top-k or --batch-size below 1 (before any work)."""
     if top_k < 1:
         raise UserError(f"--top-k: must be at least 1, got {top_k}")
     if batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
-    reporter = reporter or Reporter()
-    keys = collect_images(images)
-    paths = list(keys)
-    run_dir = resolve_predict_run(run, runs_dir)
-    if on_run is not None:
-        on_run(run_dir)
-    class_names = read_labels(run_dir)
-    info = read_model_info(run_dir)
-    config = read_run_config(run_dir)
-    k = min(top_k, len(class_names))
-    model = load_run_model(run_dir, class_names)
-    binary = info.binary
-    thresholds = (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
 
+
+def predict_with(
+    source: ModelSource, keys: dict[Path, str], *, top_k: int = 3, batch_size: int = 32, workers: int | None = None, reporter: Reporter | None = None
+) -> PredictResult:
+    """Predict the files of `keys` (path -> the path as the user wrote it; `collect_images`) with any model.
+
+    Decoding (at the source's size and channels, as in training) runs a bounded window ahead of inference;
+    unreadable files become error entries. Returns one `Prediction` per file, in input order.
+    """
+    reporter = reporter or Reporter()
+    paths = list(keys)
+    class_names, thresholds = source.class_names, source.thresholds
+    k = min(top_k, len(class_names))
     predictions: list[Prediction] = []
     batch_paths: list[Path] = []
     batch_pixels: list[np.ndarray] = []
 
     def flush() -> None:
         if batch_pixels:
-            probabilities = predict_probabilities(model, np.stack(batch_pixels), batch_size, binary)
+            probabilities = source.probabilities(np.stack(batch_pixels), batch_size)
             for path, row in zip(batch_paths, probabilities):
                 predictions.append(_prediction(keys[path], row, class_names, k, thresholds))
         batch_paths.clear()
         batch_pixels.clear()
 
+    decoded = decode_stream(paths, source.image_size, source.channels, workers, window=2 * batch_size, max_bytes=source.max_bytes)
     with reporter.task("predicting", len(paths)) as advance:
-        for done, (path, result) in enumerate(decode_stream(paths, info.image_size, info.channels, workers, window=2 * batch_size, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES), start=1):
+        for done, (path, result) in enumerate(decoded, start=1):
             if isinstance(result, str):
                 predictions.append(Prediction(keys[path], error=result, multi_label=thresholds is not None))
             else:
@@ -211,7 +268,7 @@ def predict(
     # Errors are recorded as they come while their batch is still filling: restore input order.
     index_of = {keys[p]: i for i, p in enumerate(paths)}
     predictions.sort(key=lambda p: index_of[p.path])
-    return PredictResult(run_dir, class_names, k, predictions, thresholds, config.data.label_separator if config else "|")
+    return PredictResult(source.run_dir, class_names, k, predictions, thresholds, source.separator, source.described)
 
 
 def _prediction(key: str, row: np.ndarray, class_names: list[str], k: int, thresholds: tuple[float, ...] | None) -> Prediction:

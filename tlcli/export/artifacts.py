@@ -1,0 +1,120 @@
+"""Predicting and evaluating with an exported artifact, as with the run's own model.
+
+`predict_artifact` runs a SavedModel folder, a `.tflite` or an `.onnx` file
+(`ExportedModel`, its own runtime) through `tlcli.inference.predict`'s
+decoding, batching and output: the same `PredictResult`, the same formats.
+`evaluate_artifact` scores one on a run's splits (or `data`) with
+`tlcli.evaluation.evaluate`'s full report, metrics.json recording which
+artifact and format. Both hand the lower stages a `ModelSource`: this stage
+ranks above inference and evaluation, so they never import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tlcli.data.listing import collect_images
+from tlcli.errors import UserError
+from tlcli.evaluation.evaluate import check_source, evaluate
+from tlcli.evaluation.report import Evaluation
+from tlcli.export.formats import RUNTIMES
+from tlcli.export.runtime import EXPORT_RECORD, ExportedModel
+from tlcli.inference.predict import ModelSource, PredictResult, check_predict_options, predict_with
+from tlcli.progress import Reporter
+from tlcli.runs.records import read_labels, read_model_info
+
+
+def artifact_source(model: str | Path, *, threads: int | None = None, reporter: Reporter | None = None) -> ModelSource:
+    """An exported artifact, loaded in its runtime, as the `ModelSource` prediction and evaluation take.
+
+    Args:
+        model: a SavedModel folder, a `.tflite` or `.onnx` file (with labels.txt / export.json beside it),
+            or an export folder holding exactly one artifact.
+        threads: CPU threads for the runtime (default: the runtime's own choice).
+
+    Raises:
+        UserError: not an artifact, an export folder holding several (name one), no class names beside it,
+            an artifact that does not load, or the runtime not installed (one line, exit 2).
+    """
+    artifact = ExportedModel(model, threads=threads)
+    if not artifact.record:
+        # Nothing tells a sigmoid-per-class output from a softmax one but export.json's task: say what is assumed.
+        (reporter or Reporter()).warn(f"{artifact.path}: no {EXPORT_RECORD} beside it; taken as a single-label model of the classes in labels.txt")
+    return source_of(artifact)
+
+
+def source_of(artifact: ExportedModel) -> ModelSource:
+    """`artifact` as a `ModelSource`: its classes, size, thresholds, and what a result records of it."""
+    run = artifact.record.get("run") if isinstance(artifact.record.get("run"), dict) else {}
+    return ModelSource(
+        run_dir=Path(run["dir"]) if isinstance(run.get("dir"), str) else None,
+        class_names=list(artifact.class_names),
+        image_size=artifact.image_size,
+        channels=artifact.channels,
+        probabilities=artifact.predict_probabilities,
+        thresholds=artifact.thresholds,
+        separator=artifact.separator,
+        described={"path": str(Path(artifact.path).absolute()), "format": artifact.format, "runtime": RUNTIMES[artifact.format]},
+    )
+
+
+def predict_artifact(
+    images: Sequence[str | Path],
+    model: str | Path,
+    *,
+    top_k: int = 3,
+    batch_size: int = 32,
+    workers: int | None = None,
+    threads: int | None = None,
+    reporter: Reporter | None = None,
+    on_model: Callable[[ModelSource], None] | None = None,
+) -> PredictResult:
+    """Predict the labels of image files with an exported artifact, exactly as `tlcli.predict` does with a run.
+
+    Images are decoded as in training at the artifact's own size and channels; a multi-label artifact
+    (export.json `task: multi_label`) gives every label at or above its threshold. The result's
+    `model` is {"path", "format", "runtime"}; its `run_dir` is the run export.json names (None without one).
+
+    Args:
+        images: files, folders (searched recursively) and globs.
+        model: see `artifact_source`.
+        on_model: called with the loaded model before any image is decoded.
+
+    Raises:
+        UserError: bad options, a path or glob matching nothing, or what `artifact_source` raises.
+    """
+    check_predict_options(top_k, batch_size)
+    keys = collect_images(images)
+    source = artifact_source(model, threads=threads, reporter=reporter)
+    if on_model is not None:
+        on_model(source)
+    return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
+
+
+def evaluate_artifact(run_dir: str | Path, model: str | Path, *, threads: int | None = None, reporter: Reporter | None = None, **options: Any) -> Evaluation:
+    """Evaluate an exported artifact on a run's files (its test or val split, or `data`) with the full report.
+
+    The report is `tlcli.evaluate`'s, in a new `RUN_DIR/eval/<stamp>-<dataset>-<format>/`; metrics.json adds
+    `model` ({"path", "format", "runtime"}). A multi-label run's decisions use the run's thresholds.
+
+    Args:
+        options: `tlcli.evaluate`'s keywords (data, split, top_k, batch_size, fail_under, fail_over, columns).
+
+    Raises:
+        UserError: an artifact of other classes, image size, channels or task than the run's, or what
+            `artifact_source` and `tlcli.evaluate` raise.
+    """
+    reporter = reporter or Reporter()
+    run_dir = Path(run_dir)
+    info = read_model_info(run_dir)
+    artifact = ExportedModel(model, threads=threads)  # loaded once, checked against the run before any decoding
+    if artifact.record and artifact.task != info.task:  # without export.json the artifact cannot say: the run's task it is
+        raise UserError(
+            f"{artifact.path}: a {artifact.task.replace('_', '-')} model, the run {run_dir} is {info.task.replace('_', '-')}; evaluate it on its own run"
+        )
+    source = source_of(artifact)
+    check_source(source, run_dir, read_labels(run_dir), info)  # before the warning below: a wrong model is one line
+    if source.run_dir is not None and source.run_dir.resolve() != run_dir.resolve():
+        reporter.warn(f"{artifact.path} was exported from {source.run_dir}; evaluating it on the files of {run_dir}")
+    return evaluate(run_dir, source=source, reporter=reporter, **options)
