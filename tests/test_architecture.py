@@ -28,6 +28,7 @@ RANK = {
     "tlcli.evaluation": 7,
     "tlcli.training": 8,
     "tlcli.export": 9,
+    "tlcli.tuning": 10,
     "tlcli.cli": 20,
     "tlcli.__main__": 20,
     "tlcli": 20,  # the package root re-exports the public API: nothing inside imports it

@@ -23,6 +23,7 @@ from tlcli.runs.folder import newest_run
 from tlcli.runs.listing import RunSummary, list_runs
 from tlcli.runs.metrics import Metrics, TrainResult
 from tlcli.training.api import RunOptions, Validation, resume, train, validate
+from tlcli.tuning.api import TuneResult, resume_tune, tune
 from tlcli.version import __version__
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "TlcliError",
     "TrainResult",
     "TrainingError",
+    "TuneResult",
     "UserError",
     "Validation",
     "__version__",
@@ -53,6 +55,8 @@ __all__ = [
     "newest_run",
     "predict",
     "resume",
+    "resume_tune",
     "train",
+    "tune",
     "validate",
 ]

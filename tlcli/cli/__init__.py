@@ -197,7 +197,7 @@ def print_document(text: str) -> None:
 
 
 # One module per command group, in the order `tlcli --help` lists them.
-COMMAND_MODULES = ("train", "evaluate", "predict", "export", "check", "runs", "cache", "weights", "datasets")
+COMMAND_MODULES = ("train", "tune", "evaluate", "predict", "export", "check", "runs", "cache", "weights", "datasets")
 
 
 def _register_commands() -> None:

@@ -21,12 +21,16 @@ def runs_command(
     json_output: Json = False,
     debug: Debug = False,
 ) -> None:
-    """List the runs in the runs folder."""
-    from tlcli.runs.listing import list_runs
+    """List the runs in the runs folder (and, after them, its studies: `tlcli tune` folders)."""
+    from tlcli.runs.listing import list_runs, list_studies
 
     summaries = list_runs(runs_dir)
     if json_output:
         _print_json([s.to_dict() for s in summaries])
+        return
+    studies = list_studies(runs_dir)
+    if not summaries and studies:
+        _print_studies(studies, runs_dir)
         return
     if not summaries:
         # An empty table looks like a bug; say where we looked and what to do.
@@ -45,5 +49,23 @@ def runs_command(
     console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)
     console.print(table)
     for s in summaries:
+        if s.problem:
+            console.print(f"{s.path.name}: {s.problem}", highlight=False, markup=False)
+    if studies:
+        _print_studies(studies, runs_dir)
+
+
+def _print_studies(studies, runs_dir: Path) -> None:
+    """Tune folders are studies, not runs: their own table (the JSON list stays runs only)."""
+    table = Table(title=f"studies in {runs_dir} (tlcli tune)")
+    for column in ("tune folder", "study", "date", "trials", "best", "status"):
+        table.add_column(column, no_wrap=column in ("tune folder", "date", "status"), overflow="fold", justify="right" if column in ("trials", "best") else "left")
+    for s in studies:
+        best = f"{s.best_value:.4f} {s.metric} (trial {s.best_trial})" if s.best_value is not None else "-"
+        trials = f"{s.finished}/{s.target}" if s.target else str(s.finished)
+        table.add_row(s.path.name, s.study, s.started.replace("T", " ")[:16], trials, best, s.status)
+    console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)
+    console.print(table)
+    for s in studies:
         if s.problem:
             console.print(f"{s.path.name}: {s.problem}", highlight=False, markup=False)

@@ -12,6 +12,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tlcli.config.search import TuneConfig, check_tune
+
 Trainable = Union[Literal["auto", "none", "all"], int, str]
 Unfreeze = Union[Literal["all"], int, str]
 DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
@@ -355,6 +357,7 @@ class ExperimentConfig(_Section):
         "auto",
         description="The linear-probe reference: a logistic regression on the cached features (penalty chosen on validation), reported beside the trained model in the summary and metrics.json, so a recipe worse than the probe shows at once. `off` skips it (about a second); runs without cached features skip it and say why.",
     )
+    tune: Union[TuneConfig, None] = Field(None, description="The hyperparameter search of `tlcli tune` (absent = none); `tlcli train` ignores it.")
     cache: Literal["auto", "disk", "memory", "off"] = Field(
         "auto",
         description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`; if that folder cannot be used, one warning and the features stay in memory); `disk` the same, but an unusable cache folder is an error (exit 2) before anything starts; `memory` never uses the disk cache; `off` trains the full model on decoded images every epoch.",
@@ -371,6 +374,8 @@ class ExperimentConfig(_Section):
     def _cross_checks(self) -> ExperimentConfig:
         if self.fine_tune is not None and not self.base.pretrained and self.base.trainable in ("auto", "all"):
             raise ValueError("fine_tune: the base already trains fully (weights: none); remove fine_tune or freeze the base")
+        if self.tune is not None:
+            check_tune(self)
         return self
 
     @property

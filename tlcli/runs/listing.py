@@ -1,4 +1,4 @@
-"""`tlcli runs`: one summary line per run folder."""
+"""`tlcli runs`: one summary line per run folder, and one per study (tune folder)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
         return []
     summaries = []
     for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (run_dir / "run.json").exists():
+        if not (run_dir / "run.json").exists() or is_tune_folder(run_dir):
             continue
         try:
             summaries.append(summarize_run(run_dir))
@@ -97,3 +97,60 @@ def _estimate(metrics: Metrics | None) -> dict[str, Any]:
     meaning = metrics.figures.get(split, "untouched" if split == "test" else "")
     on = split if meaning in ("", "untouched") else f"{split} ({meaning.split(':')[0]})"
     return {"estimate": metrics.final[f"{split}_{metric}"], "estimate_on": on}
+
+
+# A tune folder (`tlcli tune`: runs/<stamp>-<name>-tune/) holds a study, not a run: it has tune.json and no run.json.
+TUNE_RECORD = "tune.json"
+
+
+def is_tune_folder(path: Path) -> bool:
+    return (path / TUNE_RECORD).is_file()
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One line of `tlcli runs` for a tune folder: a study, never a damaged run."""
+
+    path: Path
+    study: str
+    started: str
+    status: str
+    metric: str
+    direction: str
+    finished: int
+    target: int | None
+    best_value: float | None
+    best_trial: int | None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def list_studies(runs_dir: str | Path) -> list[StudySummary]:
+    """Every tune folder under `runs_dir`, oldest first (a damaged tune.json is listed with the reason)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_tune_folder(p)):
+        found.append(summarize_study(path))
+    return sorted(found, key=lambda s: (s.started, s.path.name))
+
+
+def summarize_study(path: Path) -> StudySummary:
+    from tlcli.runs.atomic import read_json
+    from tlcli.system import process_alive
+
+    try:
+        record = read_json(path / TUNE_RECORD)
+        trials, best = record.get("trials") or {}, record.get("best") or {}
+        status = str(record.get("status", "?"))
+        if status == "running" and record.get("pid") and not process_alive(int(record["pid"])):
+            status = "interrupted"
+        return StudySummary(
+            path, str(record["study"]), str(record.get("started", "")), status, str(record.get("metric", "")), str(record.get("direction", "")),
+            int(trials.get("finished", 0)), trials.get("target"), best.get("value"), best.get("number"),
+        )
+    except Exception as exc:  # noqa: BLE001  (an edited or half-copied tune.json: say so, list the rest)
+        return StudySummary(path, path.name, "", "damaged", "", "", 0, None, None, None, problem=f"{path / TUNE_RECORD}: damaged ({type(exc).__name__})")

@@ -1,0 +1,206 @@
+"""Issue 17's benchmark: `tlcli tune` on cached features, against the defaults it starts from.
+
+    python benchmarks/tune.py                                  # both datasets (about 15 minutes on 2 cores)
+    python benchmarks/tune.py --datasets hymenoptera --trials 20
+
+For hymenoptera and cats_and_dogs_filtered (../shared) in the train/test layout of
+`benchmarks/quality.py` (the dataset's validation folder is `test/`, never seen by
+tlcli, which holds out 20% of `train/` by file hash for its validation split), with
+MobileNet alpha 0.25 and its real ImageNet weights (imported with `tlcli weights
+import` into a temporary KERAS_HOME), each step a separate process:
+
+1. `tlcli tune` with `--trials 50 --train-best` on an empty feature cache: the one
+   extraction and the 50 head trials are timed apart (tune.json `timings_s`), then
+   best.yaml is trained (seed 1, the study's);
+2. best.yaml again with seeds 2 and 3 (`--set seed=N`);
+3. the defaults (`base` and `data.dir` only, as in quality.py) with seeds 1, 2, 3.
+
+Targets: 50 trials after the extraction in at most 120 s; the median test accuracy of
+best.yaml over the 3 seeds at least the defaults'. Writes benchmarks/TUNE.md and
+benchmarks/tune.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import describe_machine, measure  # noqa: E402  (the speed benchmark's measuring, unchanged)
+
+SHARED = REPO.parent / "shared"
+DATASETS = {"hymenoptera": ("train", "val"), "cats_and_dogs_filtered": ("train", "validation")}
+WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+TRIALS_TARGET_S = 120.0
+TIMEOUT = 3600
+# The search: the head's optimisation and regularisation, on the validation loss (a proper score: on 50 to 400
+# validation images, accuracy moves in steps of 0.25-2 points, and the best of 50 trials by accuracy is mostly luck).
+TUNE_SECTION = {
+    "metric": "val_loss",
+    "trials": 50,
+    "pruner": "median",
+    "space": {
+        "train.learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+        "train.l2": {"low": 1.0e-5, "high": 1.0e-1, "log": True},
+        "head.dropout": {"low": 0.0, "high": 0.5},
+        "data.batch_size": [32, 64, 128],
+        "train.optimizer": ["adam", "adamw"],
+    },
+}
+
+
+class Benchmark:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        (HERE / "work").mkdir(exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="tune-", dir=HERE / "work"))
+        self.env = {**os.environ, "KERAS_HOME": str(self.work / "keras_home"), "TF_CPP_MIN_LOG_LEVEL": "3", "MPLCONFIGDIR": str(self.work / "mpl"), "PYTHONPATH": str(REPO)}
+        self.results: dict = {"machine": describe_machine(), "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
+        self.sequence = 0
+        imported = subprocess.run(self.tlcli("weights", "import", str(args.weights)), env=self.env, capture_output=True, text=True, timeout=300)
+        if imported.returncode != 0:
+            raise SystemExit(f"tlcli weights import failed: {imported.stderr[-2000:]}")
+
+    def tlcli(self, *args: str) -> list[str]:
+        # -P: no current folder on sys.path, so PYTHONPATH alone says which tlcli runs (this checkout).
+        return [sys.executable, "-P", "-c", "from tlcli.cli import main; main()", *args]
+
+    def layout(self, name: str) -> Path:
+        """`<work>/data/<name>/{train,test}`: links to the shared dataset's train and validation folders."""
+        train, val = DATASETS[name]
+        folder = self.work / "data" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for link, target in (("train", train), ("test", val)):
+            if not (folder / link).exists():
+                (folder / link).symlink_to(self.args.data / name / target)
+        return folder
+
+    def run(self, label: str, command: list[str], cache: Path) -> dict:
+        self.sequence += 1
+        return measure(command, {**self.env, "TLCLI_CACHE_DIR": str(cache)}, self.work / "logs", f"{self.sequence:03d}-{label}", TIMEOUT)
+
+    def dataset(self, name: str) -> dict:
+        import yaml
+
+        data, cache = self.layout(name), self.work / "cache" / name  # an empty feature cache: the study's extraction is cold
+        runs = self.work / "runs" / name
+        short = "cats" if name.startswith("cats") else "hymenoptera"
+        config = self.work / f"{short}.yaml"
+        config.write_text(yaml.safe_dump({"name": short, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "data": {"dir": str(data)}, "tune": {**TUNE_SECTION, "trials": self.args.trials}}, sort_keys=False))
+        started = time.perf_counter()
+        study = self.run(f"{short}-tune", self.tlcli("tune", str(config), "--train-best", "--json", "--quiet", "--runs-dir", str(runs), "--set", "seed=1"), cache)
+        wall = round(time.perf_counter() - started, 1)
+        out = study["output"] or {}
+        if study["returncode"] != 0 or not out.get("best_config"):
+            raise SystemExit(f"{name}: tlcli tune failed: {study.get('error')}")
+        row = {"tune": {k: out.get(k) for k in ("tune_dir", "metric", "direction", "kind", "trials", "best", "baseline", "timings_s", "extraction")}, "tune_wall_s": wall, "tune_peak_mb": study["peak_rss_mb"]}
+        best_runs = [{"seed": 1, "test_accuracy": out["train_best"]["final"].get("test_accuracy"), "val_accuracy": out["train_best"]["final"].get("val_accuracy")}]
+        for seed in (2, 3):
+            retrained = self.run(f"{short}-best-{seed}", self.tlcli("train", out["best_config"], "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"), cache)
+            final = (retrained["output"] or {}).get("final", {})
+            best_runs.append({"seed": seed, "test_accuracy": final.get("test_accuracy"), "val_accuracy": final.get("val_accuracy")})
+        defaults = []
+        smallest = self.work / f"{short}-defaults.yaml"
+        smallest.write_text(yaml.safe_dump({"name": f"{short}-defaults", "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "data": {"dir": str(data)}}, sort_keys=False))
+        for seed in (1, 2, 3):
+            trained = self.run(f"{short}-defaults-{seed}", self.tlcli("train", str(smallest), "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"), cache)
+            final = (trained["output"] or {}).get("final", {})
+            defaults.append({"seed": seed, "test_accuracy": final.get("test_accuracy"), "val_accuracy": final.get("val_accuracy"), "wall_s": trained["wall_s"]})
+        row |= {"best_yaml": best_runs, "defaults": defaults}
+        print(f"[{dt.datetime.now():%H:%M:%S}] {name}: extraction {out['timings_s'].get('extract')} s, {out['trials']['finished']} trials {out['timings_s'].get('trials')} s; "
+              f"best.yaml test {[r['test_accuracy'] for r in best_runs]}, defaults {[r['test_accuracy'] for r in defaults]}", flush=True)
+        return row
+
+    def plan(self) -> None:
+        for name in self.args.datasets:
+            self.results["datasets"][name] = self.dataset(name)
+            self.write()
+
+    def write(self) -> None:
+        (self.args.out_dir / "tune.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        (self.args.out_dir / "TUNE.md").write_text(render(self.results))
+
+
+def _median(rows: list[dict]) -> float | None:
+    values = [r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None]
+    return statistics.median(values) if values else None
+
+
+def render(report: dict) -> str:
+    machine = report["machine"]
+    lines = [
+        "# Tuning benchmark: `tlcli tune` on cached features",
+        "",
+        "Issue 17. Generated by `python benchmarks/tune.py` (see its docstring). MobileNet alpha 0.25 with real ImageNet weights, 224 px; the",
+        "dataset's validation folder is the test split, never seen by tlcli (it holds out 20% of `train/` for validation by file hash).",
+        f"The search ({report['args'].get('trials')} trials, trial 0 = the defaults as written, median pruner, on `val_loss`): `{json.dumps(TUNE_SECTION['space'])}`.",
+        "",
+        f"- Started {report['started']}; machine: {machine.get('cpu')}, {machine.get('cores')} cores; TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}; tlcli git {machine.get('git', {}).get('commit')}",
+        "- Extraction: the one pass of the frozen base over every image (train, val, test) on an empty feature cache. Trials: the study's loop after it (tune.json `timings_s.trials`).",
+        "",
+        "## Targets",
+        "",
+        "| dataset | check | measured | target | result |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    details = []
+    for name, row in report["datasets"].items():
+        tune, times = row["tune"], row["tune"]["timings_s"]
+        best, base = _median(row["best_yaml"]), _median(row["defaults"])
+        lines.append(f"| {name} | {tune['trials']['finished']} trials after the extraction | {times['trials']:.1f} s | <= {TRIALS_TARGET_S:.0f} s | {'met' if times['trials'] <= TRIALS_TARGET_S else 'missed'} |")
+        if best is not None and base is not None:
+            lines.append(f"| {name} | best.yaml test accuracy, median of 3 seeds, against the defaults' | {best:.4f} vs {base:.4f} | >= | {'met' if best >= base else 'missed'} |")
+        counts = tune["trials"]
+        details += [
+            f"## {name}",
+            "",
+            f"- Extraction {times['extract']:.1f} s ({tune['extraction'].get('extracted')} images computed, {tune['extraction'].get('hits')} from the cache); {counts['finished']} trials in {times['trials']:.1f} s "
+            f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed); the whole `tlcli tune --train-best` process {row['tune_wall_s']:.0f} s, peak memory {row['tune_peak_mb']} MB.",
+            f"- Trial 0 (the defaults, pinned: the penalty chosen once, no refit): {tune['metric']} {tune['baseline']['value']:.4f}. Best: trial {tune['best']['number']}, {tune['metric']} {tune['best']['value']:.4f}, "
+            f"{tune['best']['epochs']} epochs, parameters `{json.dumps(tune['best']['params'])}`.",
+            "",
+            "| config | seed | test accuracy | validation accuracy |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, runs in (("best.yaml", row["best_yaml"]), ("defaults", row["defaults"])):
+            for r in runs:
+                details.append(f"| {label} | {r['seed']} | {_fmt(r['test_accuracy'])} | {_fmt(r['val_accuracy'])} |")
+        details += [f"| best.yaml | median | {_fmt(best)} | |", f"| defaults | median | {_fmt(base)} | |", ""]
+    return "\n".join(lines + [""] + details) + "\n"
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--data", type=Path, default=SHARED / "datasets")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--out-dir", type=Path, default=HERE)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, tune folders, logs)")
+    args = parser.parse_args()
+    bench = Benchmark(args)
+    try:
+        bench.plan()
+    finally:
+        if not args.keep:
+            shutil.rmtree(bench.work, ignore_errors=True)
+    print((args.out_dir / "TUNE.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

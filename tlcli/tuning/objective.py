@@ -1,0 +1,257 @@
+"""What one trial trains: a head on the study's cached features, in memory, or (when the search needs it) a whole run.
+
+`HeadTrials` holds the one extraction every trial shares. A trial builds a
+fresh head from `tlcli.modeling.build.head_layers` on an input shaped like
+the base's output, takes its trainable part after the pooling (the same cut
+training uses), compiles it with training's own optimizer, loss and metrics,
+and fits it with `tlcli.training.fit_in_memory` and training's callbacks
+(validation on features, best weights, early stopping for `epochs: auto`,
+divergence); a last callback reports the figure to Optuna every epoch and
+prunes. No run folder, model file or plot is written. `full_trial` trains
+as `tlcli train` does (fine-tuning, augmentation), in a scratch folder that is
+removed afterwards, pruned through the progress events training emits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcli.config.schema import ExperimentConfig
+from tlcli.data.batches import ArrayBatches, class_weights, encode_targets, positive_weights
+from tlcli.errors import TrainingError
+from tlcli.features.cut import Cut, trainable_part
+from tlcli.modeling import layers as names
+from tlcli.modeling.build import head_layers
+from tlcli.progress import Reporter
+from tlcli.training.compile import make_loss, make_metrics, make_optimizer
+from tlcli.training.fit_in_memory import fit_in_memory
+from tlcli.training.phases import phases_of, resolve_auto
+from tlcli.training.prepare import Prepared
+
+POOL = Cut("pool")
+
+
+@dataclass
+class TrialOutcome:
+    """A finished trial: its value (the metric at the epoch training keeps), epochs run, and the kept epoch's figures."""
+
+    value: float
+    epochs: int
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+class Reports:
+    """A trial's per-epoch figures, sent to the study by a background thread.
+
+    Each `trial.report` and `trial.should_prune` is a round trip to the storage (about 6 ms each on SQLite,
+    measured; more over a network), which would cost a head trial more than its epochs. The thread reports
+    every epoch in order and asks the pruner after the newest one it has; training learns of a prune at its
+    next epoch. `close` waits until every report is stored, so the study never misses an epoch.
+    """
+
+    def __init__(self, trial, metric: str):
+        import queue
+
+        self.trial, self.metric = trial, metric
+        self.pruned: str | None = None
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=f"tlcli-trial-{trial.number}-reports", daemon=True)
+        self._thread.start()
+
+    def put(self, step: int, value: Any) -> None:
+        """Queue one epoch's figure; raises TrialPruned once the pruner has said so (after every report is stored)."""
+        import optuna
+
+        if value is not None and np.isfinite(value):
+            self._queue.put((step, float(value)))
+        if self.pruned is not None or self.error is not None:
+            self.close()
+            raise optuna.TrialPruned(self.pruned)
+
+    def _work(self) -> None:
+        import queue
+
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while batch[-1] is not None:
+                    batch.append(self._queue.get_nowait())  # what training queued meanwhile
+            try:
+                for item in batch:
+                    if item is None:
+                        return
+                    self.trial.report(item[1], item[0])
+                step, value = batch[-1]
+                if self.pruned is None and self.trial.should_prune():  # once after the newest figure
+                    self.pruned = f"pruned at epoch {step} ({self.metric} {value:.4f})"
+            except BaseException as exc:  # noqa: BLE001  (raised in the training thread by close)
+                self.error = exc
+                return
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def pruning_callback(reports: Reports):
+    """A Keras callback that queues `reports.metric` after every epoch and stops the trial once the study prunes it."""
+    import keras
+
+    class ReportToStudy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            reports.put(epoch + 1, (logs or {}).get(reports.metric))
+
+    return ReportToStudy()
+
+
+def fast_validation(part, features: np.ndarray, targets: np.ndarray, loss, metrics):
+    """Training's validation on cached features (`tlcli.training.callbacks.FeatureValidation`: the same loss and metrics on
+    the whole validation split), as one compiled call per epoch instead of batched predictions and eager metrics."""
+    import keras
+    import tensorflow as tf
+
+    x, y = tf.constant(features, tf.float32), tf.constant(targets, tf.float32)
+
+    @tf.function
+    def evaluate():
+        outputs = part(x, training=False)
+        figures = {"val_loss": loss(y, outputs)}
+        for metric in metrics:
+            metric.reset_state()
+            metric.update_state(y, outputs)
+            figures[f"val_{metric.name}"] = metric.result()
+        return figures
+
+    class Validate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs.update({key: float(value) for key, value in evaluate().items()})
+
+    return Validate()
+
+
+class HeadTrials:
+    """Trials that train only the head, on the features of the study's one extraction (`tlcli.training.inputs.FeatureInputs`)."""
+
+    def __init__(self, prepared: Prepared, inputs):
+        self.prepared, self.inputs = prepared, inputs
+        self.feature_shape = tuple(prepared.model.get_layer(names.BASE).output.shape[1:])
+        self.train_x = inputs.features(POOL, "train")
+        self.flipped = inputs.features(POOL, "train", flipped=True) if inputs.flip else None
+        self.val_x = inputs.features(POOL, "val")
+        self._penalty: float | None | bool = False  # not chosen yet
+
+    def penalty(self) -> float | None:
+        """`train.l2: auto` made concrete once for the study: the penalty training's selection would choose (exact fits on
+        the training split, the lowest validation loss; `tlcli.training.selection`), or None when it cannot choose."""
+        if self._penalty is False:
+            from tlcli.training.selection import fit_probes, head_penalty
+
+            config, inputs = self.prepared.config, self.inputs
+            names_, labels = self.prepared.splits.class_names, inputs.sets["train"].labels
+            weights = class_weights(labels, inputs.num_classes, config.train.class_weight, names_)
+            alpha = positive_weights(labels, config.train.class_weight, names_)
+            try:
+                chosen = fit_probes(self.train_x, labels, self.val_x, inputs.sets["val"].labels, inputs.num_classes, weights, alpha=alpha).chosen
+                self._penalty = head_penalty(chosen, inputs.num_classes, inputs.binary, config.multi_label)
+            except ValueError:  # e.g. a class absent from the training split
+                self._penalty = None
+        return self._penalty  # type: ignore[return-value]
+
+    def run(self, trial, config: ExperimentConfig, metric: str) -> TrialOutcome:
+        """Fit a new head as `config` says (its `auto` values pinned), reporting `metric` every epoch."""
+        import keras
+
+        from tlcli.training.callbacks import BestWeights, ResumableEarlyStopping, StopOnDivergence, monitor_mode
+
+        keras.utils.set_random_seed(config.seed)
+        inputs, n = self.inputs, self.inputs.num_classes
+        binary = config.head.activation == "sigmoid" and not config.multi_label
+        labels, names_ = inputs.sets["train"].labels, self.prepared.splits.class_names
+        weights = class_weights(labels, n, config.train.class_weight, names_)
+        alpha = positive_weights(labels, config.train.class_weight, names_)
+        phase, _ = resolve_auto(phases_of(config)[0], on_features=True)
+        with self.prepared.scope():
+            x = keras.Input(self.feature_shape)
+            stand_in = keras.layers.Identity(name=names.BASE)(x)  # the base's place: the trial's head is cut after its pooling, as training cuts
+            part = trainable_part(keras.Model(x, head_layers(stand_in, config.head, n, l2=float(config.train.l2), multi_label=config.multi_label)), POOL)
+            steps = -(-len(labels) // config.data.batch_size)
+            part.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config, alpha), metrics=make_metrics(config, n))
+            targets = encode_targets(inputs.sets["val"].labels, n, binary)
+            callbacks: list[Any] = [fast_validation(part, self.val_x, np.asarray(targets), make_loss(config, alpha), make_metrics(config, n))]
+            keeper = BestWeights(config.best_monitor, phase.name, 0)
+            callbacks.append(keeper)
+            stop = phase.early_stopping
+            if stop.patience:
+                callbacks.append(ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor)))
+            history = keras.callbacks.History()
+            reports = Reports(trial, metric)
+            callbacks += [StopOnDivergence(phase.name), history, pruning_callback(reports)]
+            flip_layer = self.prepared.model.get_layer(names.AUGMENTATION).layers[0] if self.flipped is not None else None
+            data = ArrayBatches(self.train_x, labels, config.data.batch_size, n, binary, config.data.shuffle, config.seed, flipped=self.flipped, flip_layer=flip_layer)
+            try:
+                fit_in_memory(part, data, epochs=phase.epochs, class_weight=weights, callbacks=callbacks)
+            finally:
+                reports.close()
+        kept = keeper.best if config.train.restore_best and keeper.best else _last(history)
+        return TrialOutcome(float(kept[metric]), keeper.epochs_run, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"})
+
+
+def _last(history) -> dict[str, Any]:
+    logs = {key: values[-1] for key, values in history.history.items() if values}
+    return {**{k: round(float(v), 6) for k, v in logs.items()}, "epoch": len(next(iter(history.history.values()), []))}
+
+
+class PruningReporter(Reporter):
+    """Training's progress events of a full-model trial, turned into the trial's reports (and pruning); nothing is drawn."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric, self.step = trial, metric, 0
+
+    def info(self, message: str) -> None:  # the trial's own run lines: to the log only
+        super().info(f"trial {self.trial.number}: {message}")
+
+    def epoch_end(self, phase: str, epoch: int, epochs: int, logs: dict[str, Any]) -> None:
+        import optuna
+
+        super().epoch_end(phase, epoch, epochs, logs)
+        self.step += 1
+        value = logs.get(self.metric)
+        if value is None or not np.isfinite(value):
+            return
+        self.trial.report(float(value), self.step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {self.step} ({self.metric} {float(value):.4f})")
+
+
+def full_trial(trial, config: ExperimentConfig, metric: str, scratch: Path) -> TrialOutcome:
+    """Train `config` as `tlcli train` would, in `scratch` (removed afterwards), reporting `metric` every epoch."""
+    import optuna
+
+    from tlcli.training.api import train
+
+    folder = scratch / f"trial-{trial.number}"
+    try:
+        result = train(config, runs_dir=folder, reporter=PruningReporter(trial, metric))
+    except TrainingError as exc:
+        if isinstance(exc.__cause__, optuna.TrialPruned):
+            raise exc.__cause__ from None
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    best = result.metrics.best
+    if metric not in best:
+        raise TrainingError(f"trial {trial.number}: the run recorded no {metric}")
+    return TrialOutcome(float(best[metric]), int(result.metrics.epochs.get("total", 0)), {k: v for k, v in best.items() if k.startswith("val_") or k == "epoch"})
