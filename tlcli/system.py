@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 
 def process_start_ticks(pid: Any) -> int | None:
@@ -53,3 +54,18 @@ def peak_memory_mb() -> float:
 def cpu_workers() -> int:
     """Threads for decoding: the CPU count, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block: TensorFlow, its converters and runtimes print from C++
+    straight to it (oneDNN and CUDA probing, XNNPACK, absl), where no Python logging setting reaches."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

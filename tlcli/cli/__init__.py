@@ -145,15 +145,10 @@ def _import_tensorflow(debug: bool) -> None:
     if debug:
         import_keras()
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import_keras()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    from tlcli.system import native_stderr_silenced
+
+    with native_stderr_silenced():
+        import_keras()
 
 
 # Keras imports these at start-up only to offer its scikit-learn wrappers and

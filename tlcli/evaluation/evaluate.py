@@ -29,7 +29,7 @@ from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
-from tlcli.runs.provenance import read_split
+from tlcli.runs.provenance import labelled_split, read_split
 from tlcli.runs.records import read_labels, read_model_info, read_run_config, read_run_record
 
 
@@ -211,19 +211,10 @@ def split_samples(run_dir: Path, split: str, class_names: list[str], separator: 
     """
     if split not in ("val", "test"):
         raise UserError(f"--split: expected val or test, got {split!r}")
-    rows = read_split(run_dir, split)
-    if rows is None:
+    samples = labelled_split(run_dir, split, class_names, separator)
+    if samples is None:
         hint = "; the run had no test set, use --split val" if split == "test" else "; the run folder is incomplete"
         raise RunError(f"{run_dir}: no splits/{split}.csv{hint}")
-    index = {name: i for i, name in enumerate(class_names)}
-    samples = []
-    for row in rows:
-        names = [name for name in row.label.split(separator) if name] if separator is not None else [row.label]
-        unknown = next((name for name in names if name not in index), None)
-        if unknown is not None:
-            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {unknown!r} is not in labels.json")
-        label = tuple(sorted(index[name] for name in names)) if separator is not None else index[row.label]
-        samples.append(Sample(Path(row.path), label, row.relpath))
     if not samples:
         raise RunError(f"{run_dir}: splits/{split}.csv lists no files")
     return samples

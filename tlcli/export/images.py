@@ -20,7 +20,7 @@ from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError
 from tlcli.progress import Reporter
-from tlcli.runs.provenance import read_split
+from tlcli.runs.provenance import labelled_split
 from tlcli.runs.records import ModelInfo, read_run_config
 
 SUBSET_SEED = 0  # fixed: the subset is a property of the run's files, not of the session
@@ -66,18 +66,9 @@ def split_samples(run_dir: Path, split: str, class_names: list[str], separator: 
     Raises:
         RunError: the split file is missing or names a class the run does not have.
     """
-    rows = read_split(run_dir, split)
-    if rows is None:
+    samples = labelled_split(run_dir, split, class_names, separator)
+    if samples is None:
         raise RunError(f"{run_dir}: no splits/{split}.csv; the run folder is incomplete")
-    index = {name: i for i, name in enumerate(class_names)}
-    samples = []
-    for row in rows:
-        names = [name for name in row.label.split(separator) if name] if separator is not None else [row.label]
-        unknown = next((name for name in names if name not in index), None)
-        if unknown is not None:
-            raise RunError(f"{run_dir / 'splits' / f'{split}.csv'}: label {unknown!r} is not in labels.json")
-        label = tuple(sorted(index[name] for name in names)) if separator is not None else index[row.label]
-        samples.append(Sample(Path(row.path), label, row.relpath))
     return samples
 
 

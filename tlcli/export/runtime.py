@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +24,7 @@ from tlcli.errors import UserError
 from tlcli.export.formats import FILES
 from tlcli.inference.probabilities import to_class_probabilities
 from tlcli.runs.atomic import read_json
+from tlcli.system import native_stderr_silenced
 
 EXPORT_RECORD = "export.json"
 LABELS_FILE = "labels.txt"
@@ -37,15 +37,8 @@ def quiet_native_logs() -> Iterator[None]:
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with native_stderr_silenced():
+        yield
 
 
 @dataclass(frozen=True)

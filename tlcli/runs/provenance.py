@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from tlcli.data.decoded import ScreenedSplit
-from tlcli.data.splits import DataSplits
+from tlcli.data.splits import DataSplits, Sample
 from tlcli.errors import RunError
 from tlcli.runs.atomic import read_json, write_csv_atomic, write_json_atomic
 from tlcli.version import __version__
@@ -58,6 +58,28 @@ def read_split(run_dir: Path, split: str) -> list[SplitRow] | None:
         return [SplitRow(row["path"], row.get("relpath") or Path(row["path"]).name, row["label"]) for row in rows]
     except (OSError, UnicodeDecodeError, KeyError, TypeError, csv.Error) as exc:
         raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def labelled_split(run_dir: Path, split: str, class_names: list[str], separator: str | None = None) -> list[Sample] | None:
+    """The files of `splits/<split>.csv` labelled by the run's class indices (multi-label, `separator` given: the
+    sorted tuple of the indices its cell joins, empty for an image without labels), or None without that split.
+
+    Raises:
+        RunError: the file is unreadable or names a class the run does not have.
+    """
+    rows = read_split(run_dir, split)
+    if rows is None:
+        return None
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = []
+    for row in rows:
+        names = [name for name in row.label.split(separator) if name] if separator is not None else [row.label]
+        unknown = next((name for name in names if name not in index), None)
+        if unknown is not None:
+            raise RunError(f"{Path(run_dir) / 'splits' / f'{split}.csv'}: label {unknown!r} is not in labels.json")
+        label = tuple(sorted(index[name] for name in names)) if separator is not None else index[row.label]
+        samples.append(Sample(Path(row.path), label, row.relpath))
+    return samples
 
 
 FINGERPRINT_VERSION = 2  # 2: the labels are part of it (a relabelled manifest is another dataset); 1: split, path, content
