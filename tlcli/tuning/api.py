@@ -265,7 +265,7 @@ def _share_extraction(run: _Study, reporter: Reporter) -> None:
     if prepared.config.train.l2 == "auto":
         run.penalty = run.heads.penalty()
         shown = f"{run.penalty:.3g}" if run.penalty is not None else "none (0)"
-        reporter.info(f"train.l2: auto is the penalty chosen once for the study on validation: {shown}; a linear head starts from its exact fit, as in a run, and no trial refits")
+        reporter.info(f"train.l2: auto is the penalty chosen once for the study on validation: {shown}; trials start from scratch with it, without a refit")
 
 
 def _trial_zero(run: _Study, reporter: Reporter) -> dict[str, Any]:
@@ -351,24 +351,12 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
         result.best = _summary(best)
         values = run.space.from_params(best.params)
         name = f"{run.config.name[:59]}-best"
-        config = run.space.config_for(values, {**best_pins(run, best.user_attrs.get("pins", {})), "probe": run.config.probe, "name": name})
+        config = run.space.config_for(values, {**best.user_attrs.get("pins", {}), "probe": run.config.probe, "name": name})
         result.best_config = files.write_best(run.tune_dir, config)
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
     result.pid = None
     _write_record(run)
-
-
-def best_pins(run: _Study, pinned: dict[str, Any]) -> dict[str, Any]:
-    """The best trial's pins for best.yaml. When the trial's penalty is the one `train.l2: auto` chose (the space left
-    it alone), best.yaml keeps the config's automatic penalty, dropout and refit instead: training it chooses the same
-    penalty, then refits on train + validation as the defaults do (scikit-learn's `refit=True` after a search), so
-    the best config learns from every labelled image. A trial itself never refits: it is scored on validation."""
-    config, searched = run.config, set(run.space.keys)
-    if config.train.l2 != "auto" or "train.l2" in searched or config.train.refit is False or pinned.get("train.l2") != run.penalty or run.penalty is None:
-        return pinned
-    kept = {"train.l2", "train.refit"} | ({"head.dropout"} if "head.dropout" not in searched else set())
-    return {key: value for key, value in pinned.items() if key not in kept}
 
 
 def _summary(trial) -> dict[str, Any]:

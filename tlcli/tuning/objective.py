@@ -152,7 +152,6 @@ class HeadTrials:
         self.flipped = inputs.features(POOL, "train", flipped=True) if inputs.flip else None
         self.val_x = inputs.features(POOL, "val")
         self._penalty: float | None | bool = False  # not chosen yet
-        self._probe: Any = None  # the exact fit at that penalty: where a linear head at it starts, as in a run
 
     def penalty(self) -> float | None:
         """`train.l2: auto` made concrete once for the study: the penalty training's selection would choose (exact fits on
@@ -165,9 +164,8 @@ class HeadTrials:
             weights = class_weights(labels, inputs.num_classes, config.train.class_weight, names_)
             alpha = positive_weights(labels, config.train.class_weight, names_)
             try:
-                selection = fit_probes(self.train_x, labels, self.val_x, inputs.sets["val"].labels, inputs.num_classes, weights, alpha=alpha)
-                self._penalty = head_penalty(selection.chosen, inputs.num_classes, inputs.binary, config.multi_label)
-                self._probe = selection.models[selection.chosen.C]
+                chosen = fit_probes(self.train_x, labels, self.val_x, inputs.sets["val"].labels, inputs.num_classes, weights, alpha=alpha).chosen
+                self._penalty = head_penalty(chosen, inputs.num_classes, inputs.binary, config.multi_label)
             except ValueError:  # e.g. a class absent from the training split
                 self._penalty = None
         return self._penalty  # type: ignore[return-value]
@@ -189,7 +187,6 @@ class HeadTrials:
             x = keras.Input(self.feature_shape)
             stand_in = keras.layers.Identity(name=names.BASE)(x)  # the base's place: the trial's head is cut after its pooling, as training cuts
             part = trainable_part(keras.Model(x, head_layers(stand_in, config.head, n, l2=float(config.train.l2), multi_label=config.multi_label)), POOL)
-            self._warm_start(part, config, binary)
             steps = -(-len(labels) // config.data.batch_size)
             part.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config, alpha), metrics=make_metrics(config, n))
             targets = encode_targets(inputs.sets["val"].labels, n, binary)
@@ -210,16 +207,6 @@ class HeadTrials:
                 reports.close()
         kept = keeper.best if config.train.restore_best and keeper.best else _last(history)
         return TrialOutcome(float(kept[metric]), keeper.epochs_run, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"})
-
-
-    def _warm_start(self, part, config: ExperimentConfig, binary: bool) -> None:
-        """A linear head at the study's chosen penalty starts from its exact fit, as a run's head does after selection."""
-        if self._probe is None or config.head.dense or self._penalty is None or float(config.train.l2) != self._penalty:
-            return
-        from tlcli.training.selection import warm_start
-
-        with contextlib.suppress(ValueError):  # a class the probe never saw: start from scratch
-            warm_start(part.get_layer(names.OUTPUT), self._probe, binary)
 
 
 def _last(history) -> dict[str, Any]:
