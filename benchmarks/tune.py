@@ -66,7 +66,7 @@ class Benchmark:
         (HERE / "work").mkdir(exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="tune-", dir=HERE / "work"))
         self.env = {**os.environ, "KERAS_HOME": str(self.work / "keras_home"), "TF_CPP_MIN_LOG_LEVEL": "3", "MPLCONFIGDIR": str(self.work / "mpl"), "PYTHONPATH": str(REPO)}
-        self.results: dict = {"machine": describe_machine(), "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
+        self.results: dict = {"machine": describe_machine(sys.executable), "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
         self.sequence = 0
         imported = subprocess.run(self.tlcli("weights", "import", str(args.weights)), env=self.env, capture_output=True, text=True, timeout=300)
         if imported.returncode != 0:
