@@ -26,6 +26,7 @@ RANK = {
     "tlcli.features": 5,
     "tlcli.inference": 6,
     "tlcli.evaluation": 7,
+    "tlcli.tracking": 7.5,
     "tlcli.training": 8,
     "tlcli.export": 9,
     "tlcli.tuning": 10,

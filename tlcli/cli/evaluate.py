@@ -46,6 +46,7 @@ def evaluate(
         run_evaluation = functools.partial(evaluate_artifact, model=model)
     else:
         from tlcli.evaluation.evaluate import evaluate as run_evaluation
+    reporter = _reporter(quiet or json_output, json_output)
     evaluation = run_evaluation(
         run_dir,
         data=data,
@@ -54,9 +55,12 @@ def evaluate(
         batch_size=batch_size,
         fail_under=fail_under or [],
         fail_over=fail_over or [],
-        reporter=_reporter(quiet or json_output, json_output),
+        reporter=reporter,
         columns=parse_columns(column),
     )
+    from tlcli.tracking.runs import log_evaluation
+
+    log_evaluation(run_dir, evaluation, reporter)  # a tracked run: its figures go to the run's MLflow run too (never fails the command)
     if json_output:
         _print_json(evaluation.to_dict())
     elif not quiet:

@@ -26,6 +26,11 @@ def train(
     workers: Annotated[
         Optional[int], typer.Option("--workers", help="Train as a cluster of N local worker processes (MultiWorkerMirroredStrategy, one TF_CONFIG each); data.batch_size stays the global batch.")
     ] = None,
+    mlflow: Annotated[
+        Optional[str],
+        typer.Option("--mlflow", flag_value="", metavar="[URI]", help="Log the run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI."),
+    ] = None,
+    strict_tracking: Annotated[bool, typer.Option("--strict-tracking", help="An MLflow store that cannot be reached is an error (exit 2) at start-up, instead of one warning and training untracked.")] = False,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -43,6 +48,7 @@ def train(
         from tlcli.training.launcher import launch
 
         args = _worker_args(config, resume, set_ or [], runs_dir, device, strict, json_output, quiet, debug)
+        args += (["--mlflow", mlflow] if mlflow else ["--mlflow"] if mlflow is not None else []) + (["--strict-tracking"] if strict_tracking else [])
         raise typer.Exit(launch(args, workers, resume=resume))
     _prepare_determinism(config if config is not None else resume / "config.yaml", set_ or [])
     from tlcli.evaluation.worker import ReportWorker
@@ -56,7 +62,10 @@ def train(
     from tlcli.training.api import train as run_training
 
     reporter = _reporter(quiet, json_output)
-    options = RunOptions(strict=strict, device=device, started=process_started(), report_worker=worker)  # training closes the worker
+    from tlcli.tracking import TrackingRequest
+
+    tracking = TrackingRequest(mlflow_uri=mlflow, strict=strict_tracking)
+    options = RunOptions(strict=strict, device=device, started=process_started(), report_worker=worker, tracking=tracking)  # training closes the worker
     try:
         if resume is not None:
             result = resume_training(resume, overrides=set_ or [], reporter=reporter, options=options)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tlcli.config.schema import ExperimentConfig
+from tlcli.config.schema import ExperimentConfig, redact_uri
 from tlcli.errors import ConfigError, did_you_mean
 
 
@@ -245,4 +245,9 @@ def section_type(annotation: Any) -> Any:
 
 
 def dump_config(config: ExperimentConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    """The resolved config as YAML, never with a tracking URI's password (it goes into run folders)."""
+    data = config.to_dict()
+    mlflow = data["tracking"]["mlflow"]
+    if mlflow and mlflow.get("tracking_uri"):
+        mlflow["tracking_uri"] = redact_uri(mlflow["tracking_uri"])
+    return yaml.safe_dump(data, sort_keys=False)

@@ -337,6 +337,28 @@ class RuntimeConfig(_Section):
     )
 
 
+def redact_uri(uri: str) -> str:
+    """A URL without the password of its `user:password@` part (run folders are shared; MLflow also reads MLFLOW_TRACKING_PASSWORD)."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", r"\1@", uri)
+
+
+class MlflowConfig(_Section):
+    """Experiment tracking in MLflow (README "Experiment tracking: MLflow")."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="The MLflow tracking URI (`http://host:5000`, `sqlite:///mlruns.db`, `file:./mlruns`); unset: `$MLFLOW_TRACKING_URI`, else `sqlite:///mlruns.db` in the working directory. A password in it is never written into the run folder (use `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`).",
+    )
+    experiment: str | None = Field(None, description="The MLflow experiment the runs go to (created when missing); unset: the config's `name`.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags set on every MLflow run of this config.")
+
+
+class TrackingConfig(_Section):
+    """Where runs are tracked besides their run folder (off unless a tracker is configured)."""
+
+    mlflow: MlflowConfig | None = Field(None, description="Log every run (params, per-epoch metrics, artifacts, model) to MLflow; `{}` turns it on with the defaults. Also on with `tlcli train --mlflow [URI]` or `$MLFLOW_TRACKING_URI`.")
+
+
 class OutputConfig(_Section):
     runs_dir: Path = Field(Path("runs"), description="Folder that receives the run folders (`--runs-dir` overrides).")
 
@@ -353,6 +375,7 @@ class ExperimentConfig(_Section):
     fine_tune: FineTuneConfig | None = Field(None, description="The optional fine-tuning phase (absent = no second phase).")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Devices and numerics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where runs go.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking (MLflow); off by default.")
     probe: Literal["auto", "off"] = Field(
         "auto",
         description="The linear-probe reference: a logistic regression on the cached features (penalty chosen on validation), reported beside the trained model in the summary and metrics.json, so a recipe worse than the probe shows at once. `off` skips it (about a second); runs without cached features skip it and say why.",

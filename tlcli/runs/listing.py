@@ -28,6 +28,7 @@ class RunSummary:
     estimate_on: str | None = None  # "test", "val", or "val (selection)" / "val (in-sample)" when val chose something
     metric: str = "accuracy"  # what best_val and estimate are: accuracy, or mAP ("map") for a multi-label run
     best_val: float | None = None  # the best epoch's validation `metric`
+    mlflow_run_id: str | None = None  # the run's MLflow run (`tlcli train --mlflow`), when tracked
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -77,6 +78,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         metric=_metric(metrics),
         val_accuracy=metrics.final.get("val_accuracy") if metrics else None,
         resumes=len(record.resumes),
+        mlflow_run_id=record.mlflow_run_id,
         problem=problem,
         **_estimate(metrics),
     )

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from tlcli.config.schema import redact_uri
 from tlcli.data.decoded import ScreenedSplit
 from tlcli.data.splits import DataSplits, Sample
 from tlcli.errors import RunError
@@ -149,7 +150,7 @@ def environment(devices: dict[str, Any], seed: int) -> dict[str, Any]:
         "devices": devices,
         "seed": seed,
         "git": git_state(Path.cwd()),
-        "command": sys.argv,
+        "command": [redact_uri(arg) for arg in sys.argv],  # a tracking URI's password stays out of the run folder
     }
 
 

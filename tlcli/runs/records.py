@@ -55,11 +55,19 @@ class RunRecord:
     error: str | None = None
     tlcli_version: str = __version__
     resumes: tuple[ResumeEntry, ...] = ()
+    tracking: dict[str, Any] | None = None  # {"mlflow": {run_id, experiment_id, tracking_uri (no password), failed}}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["resumes"] = [asdict(r) for r in self.resumes]
+        if self.tracking is None:
+            del data["tracking"]  # untracked runs read as before
         return data
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        mlflow = (self.tracking or {}).get("mlflow") or {}
+        return mlflow.get("run_id") if isinstance(mlflow, dict) else None
 
     @classmethod
     def from_dict(cls, data: Any, path: Path) -> RunRecord:
@@ -75,6 +83,8 @@ class RunRecord:
             record = cls(**{k: v for k, v in data.items() if k in known}, resumes=resumes)
         except TypeError as exc:
             raise RunError(f"{path}: damaged ({exc}); restore it or remove the run folder") from None
+        if record.tracking is not None and not isinstance(record.tracking, dict):
+            raise RunError(f"{path}: damaged (tracking is not an object); restore it or remove the run folder")
         if record.status not in STATUSES or not isinstance(record.name, str):
             raise RunError(f"{path}: damaged (status {record.status!r}); restore it or remove the run folder")
         return record
@@ -119,6 +129,14 @@ def resume_run(run_dir: Path, from_epoch: int, phase: str | None, overrides: lis
     pid = os.getpid()
     entry = ResumeEntry(now_iso(), pid, __version__, from_epoch, phase, list(overrides), record.status)
     record = dataclasses.replace(record, status="running", pid=pid, pid_started=process_start_ticks(pid), finished=None, error=None, resumes=(*record.resumes, entry))
+    record.write(run_dir)
+    return record
+
+
+def record_tracking(run_dir: Path, tracking: dict[str, Any]) -> RunRecord:
+    """Where the run is tracked (and whether tracking failed), merged into run.json's `tracking`."""
+    record = read_run_record(run_dir)
+    record = dataclasses.replace(record, tracking={**(record.tracking or {}), **tracking})
     record.write(run_dir)
     return record
 

@@ -66,6 +66,7 @@ def train(
     reporter = reporter or Reporter()
     with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=options.device, reporter=reporter)
+        _check_tracking(prepared, options)
         run_dir = create_run_dir(prepared.runs_dir if scratch is None else scratch, prepared.config.name)  # only the chief writes the run folder
         if scratch is None:
             tell_launcher(run_dir)
@@ -73,7 +74,8 @@ def train(
             with RunLock(run_dir), recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
                 start_run(run_dir, prepared.config.name)
                 reporter.info(f"run folder: {run_dir}")
-                return train_in_run(Session(prepared, run_dir, reporter, options))
+                with _tracked(run_dir, prepared, options, reporter) as tracking:
+                    return train_in_run(Session(prepared, run_dir, reporter, options, tracking=tracking))
         except UnusableData:
             # Found by the pass over the files, which runs inside the folder (so it can resume); nothing was trained.
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -142,7 +144,29 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
     checks.check_same_splits(prepared.splits, run_dir)
     checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)
+    _check_tracking(prepared, options)
     with recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
         resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
         reporter.info(f"resuming run folder: {run_dir}")
-        return train_in_run(Session(prepared, run_dir, reporter, options, resuming=True))
+        with _tracked(run_dir, prepared, options, reporter, overrides) as tracking:
+            return train_in_run(Session(prepared, run_dir, reporter, options, resuming=True, tracking=tracking))
+
+
+def _check_tracking(prepared, options: RunOptions) -> None:
+    """`--strict-tracking`: an unusable tracking store is exit 2 before anything starts (the chief checks)."""
+    from tlcli.tracking import resolve
+
+    request = options.tracking
+    if request is None or not request.strict or not prepared.plan.chief:
+        return
+    settings = resolve(prepared.config, request)
+    if settings is not None:
+        from tlcli.tracking.client import check_reachable
+
+        check_reachable(settings)
+
+
+def _tracked(run_dir: Path, prepared, options: RunOptions, reporter: Reporter, overrides: list[str] | None = None):
+    from tlcli.tracking.runs import tracked_run
+
+    return tracked_run(run_dir, prepared.config, options.tracking, reporter, chief=prepared.plan.chief, device=prepared.plan.describe(), overrides=overrides)

@@ -190,6 +190,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.best_file = written / "best.weights.npz"
 
 
+class TrackEpochs(keras.callbacks.Callback):
+    """Each epoch's history row to the run's MLflow run (put after `EpochCheckpoint`: logged once it is on disk)."""
+
+    def __init__(self, tracking, history: HistoryRecorder):
+        super().__init__()
+        self.tracking, self.history = tracking, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.history.rows:
+            self.tracking.log_epoch(self.history.rows[-1])
+
+
 # A loss this many times the phase's first epoch's (or not a number at all) means the run diverged.
 DIVERGENCE_FACTOR = 1000.0
 

@@ -20,6 +20,7 @@ from tlcli.training.callbacks import (
     ResumableEarlyStopping,
     StopOnDivergence,
     StopOnSigint,
+    TrackEpochs,
     is_better,
     monitor_mode,
 )
@@ -64,6 +65,7 @@ class Fitting:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, its best, which was kept
     alpha: list[float] | None = None  # multi-label class weights: each class's positives' weight in the loss
     strategy: Any = None  # the tf.distribute strategy; several replicas train with `fit_distributed`
+    tracking: Any = None  # `tlcli.tracking.runs.RunTracking`: each epoch goes to MLflow once its checkpoint is on disk
 
     @property
     def monitor(self) -> str:
@@ -144,6 +146,8 @@ def _exact_phase(fitting: Fitting, plan: PhasePlan) -> tuple[int, dict[str, Any]
     fitting.history.append({"epoch": best["epoch"], "phase": plan.phase.name, "phase_epoch": 1, **figures, "learning_rate": 0.0, "seconds": 0.0, "fit": "exact"})
     state = CheckpointState(epoch=best["epoch"], phase=plan.phase.name, phase_index=plan.index, phase_epoch=1, phase_epochs=1, phase_best=best, run_best=fitting.best, history=fitting.history.rows)
     checkpoints.write_checkpoint(fitting.run_dir, fitting.model, fitting.model, state, "current")
+    if fitting.tracking is not None:
+        fitting.tracking.log_epoch(fitting.history.rows[-1])
     fitting.outcomes[plan.phase.name] = {"start": {}, "best": best, "kept": "best"}
     fitting.reporter.epoch_end(plan.phase.name, 1, 1, figures)
     return 1, best
@@ -198,6 +202,8 @@ def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt
     callbacks.append(StopOnDivergence(phase.name, first))  # before the checkpoint: a diverged epoch is not kept
     # Last: it records what the callbacks above decided this epoch (history row, best, early stop).
     callbacks.append(EpochCheckpoint(fitting.run_dir, fitting.model, plan, fitting.offset, fitting.history, keeper, early, fitting.best, point.best_file, start))
+    if fitting.tracking is not None:  # after the checkpoint: MLflow never has an epoch the run folder could lose
+        callbacks.append(TrackEpochs(fitting.tracking, fitting.history))
     return callbacks
 
 

@@ -20,12 +20,15 @@ class RunOptions:
         report_worker: a started `tlcli.evaluation.ReportWorker` that draws
             the final validation report in another process (default: drawn
             in this one); training closes it, whatever happens.
+        tracking: a `tlcli.tracking.TrackingRequest` (`--mlflow [URI]`, `--strict-tracking`); the config's
+            `tracking:` section and `$MLFLOW_TRACKING_URI` turn tracking on without it.
     """
 
     strict: bool = False
     device: str | None = None
     started: float | None = None
     report_worker: Any = None
+    tracking: Any = None
     _now: float = field(default_factory=time.perf_counter, repr=False)
 
     def start_time(self) -> float:

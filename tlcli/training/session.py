@@ -41,6 +41,7 @@ class Session:
     reporter: Reporter
     options: RunOptions
     resuming: bool = False
+    tracking: Any = None  # a `tlcli.tracking.runs.RunTracking`: this run's MLflow run (None: not tracked)
 
 
 def train_in_run(session: Session) -> TrainResult:
@@ -69,7 +70,10 @@ def train_in_run(session: Session) -> TrainResult:
     broadcast_weights(prepared.strategy, prepared.model)  # several workers: all start from the chief's weights (exact fit, checkpoint)
     history = HistoryRecorder(run_dir / "history.csv", rows=restored.state.history if restored else ([] if session.resuming else None))
     steps = -(-len(inputs.sets["train"]) // config.data.batch_size)
-    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained, alpha=alpha, strategy=prepared.strategy)
+    if session.tracking is not None:  # a resume: epochs checkpointed but not yet in MLflow (its log stopped, or the process did)
+        for row in history.rows:
+            session.tracking.log_epoch(row)
+    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained, alpha=alpha, strategy=prepared.strategy, tracking=session.tracking)
     if restored is not None:
         fitting.best, fitting.offset = dict(restored.state.run_best), restored.state.offset
     cut = plans[-1].cut or plans[-1].val_cut
@@ -103,6 +107,8 @@ def train_in_run(session: Session) -> TrainResult:
         devices={**prepared.plan.to_dict(), "description": prepared.plan.describe()},
     )
     metrics.write(run_dir)  # last: a run with metrics.json is complete
+    if session.tracking is not None:
+        session.tracking.log_completed(metrics, prepared.model)
     return TrainResult(run_dir, metrics, skipped)
 
 

@@ -307,8 +307,11 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
     study, result = run.study, run.result
     progress.start(run.total, count(study), result.kind)
     clock = time.perf_counter()
+    from tlcli.tracking import suspended
+
     try:
-        loop = run_trials(study, _objective(run), total=run.total, timeout=run.timeout, progress=progress, warn=reporter.warn)
+        with suspended():  # MLflow: the trials are the study's nested runs (`_finish`), not runs of their own
+            loop = run_trials(study, _objective(run), total=run.total, timeout=run.timeout, progress=progress, warn=reporter.warn)
     except BaseException as exc:
         result.status = "failed"
         with contextlib.suppress(Exception):
@@ -357,6 +360,9 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
     result.pid = None
     _write_record(run)
+    from tlcli.tracking.studies import track_study
+
+    track_study(run.config, run.tune_dir, study, result.to_dict(), reporter)  # when tracking is on: a parent run, a nested run per trial
 
 
 def _summary(trial) -> dict[str, Any]:
