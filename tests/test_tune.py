@@ -295,6 +295,26 @@ def test_two_processes_at_once_share_one_study(source, tmp_path, shared_storage)
     assert len({out["tune_dir"] for out in outputs}) == 2  # each process its own tune folder
 
 
+def test_processes_that_open_a_fresh_postgresql_database_together_all_get_the_storage(postgres):
+    """Optuna creates its tables on first use; processes racing on a fresh database lost with a unique violation."""
+    import psycopg2
+
+    admin = psycopg2.connect(postgres)
+    admin.autocommit = True
+    code = "import sys; from tlcli.tuning.study import open_storage; open_storage(sys.argv[1])"
+    try:
+        for round_ in range(3):
+            name = f"race{round_}_{os.getpid()}"
+            with admin.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE {name}")
+            url = postgres.rsplit("/", 1)[0] + f"/{name}"
+            racers = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True, env=environment()) for _ in range(4)]
+            errors = [racer.communicate(timeout=SUBPROCESS_TIMEOUT)[1] for racer in racers]
+            assert [racer.returncode for racer in racers] == [0, 0, 0, 0], [e[-500:] for e in errors if e]
+    finally:
+        admin.close()
+
+
 def _wait_for_a_trial(database: Path, process: subprocess.Popen, deadline: float) -> None:
     while time.monotonic() < deadline and process.poll() is None:
         if database.is_file():

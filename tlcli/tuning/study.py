@@ -55,7 +55,6 @@ def open_storage(url: str):
     Raises:
         UserError: an unknown kind of URL, a missing database driver, or a server that cannot be reached.
     """
-    import optuna
 
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
@@ -72,14 +71,35 @@ def open_storage(url: str):
     if scheme not in RDB_SCHEMES:
         raise UserError(f"--storage: expected an RDB URL (postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE) or journal:PATH, got {redact(url)!r}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
-            return optuna.storages.RDBStorage(_with_driver(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None)
+        return _rdb_storage(url, scheme)
     except ImportError:
         raise UserError(f"--storage {redact(url)}: no database driver for it is installed (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql and write mysql+pymysql://)") from None
     except Exception as exc:  # SQLAlchemy's OperationalError and the like: the server, not tlcli
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--storage {redact(url)}: cannot open the study storage ({first[:200]})") from None
+
+
+def _rdb_storage(url: str, scheme: str, attempts: int = 6):
+    """Optuna's RDBStorage, which creates its tables on first use. Processes that start together on a fresh
+    database race to create them (PostgreSQL: a unique violation on pg_type; elsewhere "already exists"): the
+    loser retries once the winner's tables are there."""
+    import random
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
+                return optuna.storages.RDBStorage(_with_driver(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None)
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            racing = isinstance(exc, IntegrityError) or "already exists" in str(exc) or "duplicate" in str(exc).lower()
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))  # noqa: S311  (spreading retries, not security)
+    raise AssertionError("unreachable")
 
 
 def _with_driver(url: str) -> str:
