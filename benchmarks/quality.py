@@ -35,10 +35,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from run import describe_machine, measure  # noqa: E402  (the speed benchmark's measuring, unchanged)
+from run import TRAIN_TEST, describe_machine, measure, train_test_layout  # noqa: E402  (the speed benchmark's measuring, unchanged)
 
 SHARED = REPO.parent / "shared"
-DATASETS = {"hymenoptera": ("train", "val"), "cats_and_dogs_filtered": ("train", "validation")}
+DATASETS = TRAIN_TEST
 WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 BEFORE = "5d4d794"  # the last commit before issue 12's defaults
 SWEEP_UNFREEZE = ("10", "20", "40", "all")
@@ -71,14 +71,7 @@ class Quality:
         return tree
 
     def layout(self, name: str) -> Path:
-        """`<work>/data/<name>/{train,test}`: links to the shared dataset's train and validation folders."""
-        train, val = DATASETS[name]
-        folder = self.work / "data" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for link, target in (("train", train), ("test", val)):
-            if not (folder / link).exists():
-                (folder / link).symlink_to(self.args.data / name / target)
-        return folder
+        return train_test_layout(self.work, self.args.data, name)
 
     def tlcli(self, dataset: str, seed: int, label: str, sets: list[str], tree: Path | None = None) -> dict:
         data = self.layout(dataset)

@@ -396,6 +396,22 @@ def read_all(folder: Path) -> None:
                     pass
 
 
+# The train/test layout of the quality and tuning benchmarks: each shared dataset's training folder, and its
+# validation folder as an untouched test split (tlcli holds out its own validation split from train/).
+TRAIN_TEST = {"hymenoptera": ("train", "val"), "cats_and_dogs_filtered": ("train", "validation")}
+
+
+def train_test_layout(work: Path, data_root: Path, name: str) -> Path:
+    """`<work>/data/<name>/{train,test}`: links to the shared dataset's train and validation folders."""
+    train, val = TRAIN_TEST[name]
+    folder = work / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for link, target in (("train", train), ("test", val)):
+        if not (folder / link).exists():
+            (folder / link).symlink_to(data_root / name / target)
+    return folder
+
+
 def describe_machine(python: str) -> dict:
     cpu = "unknown"
     try:

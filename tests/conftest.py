@@ -54,6 +54,17 @@ def class_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray
     return image
 
 
+# Multi-label images (tests/test_multilabel.py, tests/test_export.py): red, green and blue squares in their own corners.
+def label_squares(labels: tuple[str, ...], rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """Dark noise with one bright square per label, each colour in its own corner: any subset is drawable."""
+    image = rng.integers(0, 50, size=(size, size, 3), dtype=np.uint8)
+    corners = {"red": (0, 0), "green": (0, size // 2), "blue": (size // 2, 0)}
+    for name in labels:
+        top, left = corners[name]
+        image[top : top + size // 2, left : left + size // 2, ("red", "green", "blue").index(name)] = 235
+    return image
+
+
 def make_image_folder(root: Path, classes: dict[str, int], size: int = 16, seed: int = 0, suffix: str = ".png") -> Path:
     """root/<class>/<class>_<i><suffix>, `classes` maps class name -> image count."""
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image_folder, tiny_config
+from conftest import label_squares, make_image_folder, tiny_config
 
 from tlcli.export.formats import FILES, FORMATS, Gate
 
@@ -357,16 +357,6 @@ def test_evaluate_model_refuses_an_artifact_of_other_classes(cli, run3, binary_r
 ML_CLASSES = ("blue", "green", "red")
 
 
-def squares(labels: tuple[str, ...], rng: np.random.Generator, size: int = 16) -> np.ndarray:
-    """Dark noise with one bright square per label, each colour in its own corner: any subset is drawable."""
-    image = rng.integers(0, 50, size=(size, size, 3), dtype=np.uint8)
-    corners = {"red": (0, 0), "green": (0, size // 2), "blue": (size // 2, 0)}
-    for name in labels:
-        top, left = corners[name]
-        image[top : top + size // 2, left : left + size // 2, ("red", "green", "blue").index(name)] = 235
-    return image
-
-
 @pytest.fixture(scope="module")
 def ml_run(tmp_path_factory) -> Path:
     """A tiny multi-label run: every subset of three labels (the empty one included), thresholds 0.4 for every class."""
@@ -379,7 +369,7 @@ def ml_run(tmp_path_factory) -> Path:
     subsets = [tuple(name for bit, name in enumerate(ML_CLASSES) if mask >> bit & 1) for mask in range(8)]
     lines = ["path,labels"]
     for i in range(64):
-        write_image(root / "img" / f"{i:03d}.png", squares(subsets[i % 8], rng))
+        write_image(root / "img" / f"{i:03d}.png", label_squares(subsets[i % 8], rng))
         lines.append(f"img/{i:03d}.png,{'|'.join(subsets[i % 8])}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     raw = tiny_config(root, root / "runs", head={"threshold": 0.4}, train={"epochs": 6, "learning_rate": 0.01, "l2": 0.0})

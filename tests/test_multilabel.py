@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_config, write_image
+from conftest import label_squares, tiny_config, write_image
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss, precision_score, recall_score
 
 from tlcli import evaluate, load_config, predict, resume, train
@@ -21,16 +21,6 @@ from tlcli.evaluation.multilabel import choose_thresholds, compute_multilabel_me
 from tlcli.training.selection import ProbeFit, fit_probe, head_penalty, warm_start
 
 CLASSES = ("blue", "green", "red")
-
-
-def squares(labels: tuple[str, ...], rng: np.random.Generator, size: int = 16) -> np.ndarray:
-    """Dark noise with one bright square per label, each colour in its own corner: any subset is drawable."""
-    image = rng.integers(0, 50, size=(size, size, 3), dtype=np.uint8)
-    corners = {"red": (0, 0), "green": (0, size // 2), "blue": (size // 2, 0)}
-    for name in labels:
-        top, left = corners[name]
-        image[top : top + size // 2, left : left + size // 2, ("red", "green", "blue").index(name)] = 235
-    return image
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
@@ -51,7 +41,7 @@ def pool(tmp_path_factory):
     joined, columns = [], []
     for i in range(64):
         labels = subsets[i % 8]
-        write_image(root / "img" / f"{i:03d}.png", squares(labels, rng))
+        write_image(root / "img" / f"{i:03d}.png", label_squares(labels, rng))
         joined.append({"path": f"img/{i:03d}.png", "labels": "|".join(labels)})
         columns.append({"path": f"img/{i:03d}.png", **{name: int(name in labels) for name in CLASSES}})
     return root, write_rows(root / "joined.csv", joined), write_rows(root / "columns.csv", columns)
@@ -104,7 +94,7 @@ def test_both_label_forms_list_the_same_images_with_the_same_label_sets(pool):
 def test_an_empty_cell_is_valid_a_missing_cell_or_a_bad_flag_is_a_bad_row(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(6):
-        write_image(tmp_path / f"{i}.png", squares(("red",), rng))
+        write_image(tmp_path / f"{i}.png", label_squares(("red",), rng))
     cells = tmp_path / "cells.csv"
     cells.write_text("path,labels\n0.png,red|green\n1.png,\n2.png\n3.png,green\n4.png, red | green \n5.png,red\n")
     read = read_manifest(DataConfig(manifest=cells, multi_label=True, columns={"label": "labels"}))
