@@ -126,6 +126,12 @@ class ArrayBatches:
     def order(self, epoch: int) -> np.ndarray:
         return visiting_order(len(self.inputs), self.shuffle, self.seed, epoch)
 
+    def sample_weights(self, class_weight: dict[int, float] | None) -> np.ndarray | None:
+        """Each image's weight from its class's, as Keras turns `class_weight` into sample weights (None: unweighted)."""
+        if class_weight is None:
+            return None
+        return np.array([class_weight.get(int(label), 1.0) for label in self.labels], dtype=np.float32)
+
     def dataset(self):
         """The same batches as a `tf.data.Dataset`, for Keras's `fit` (`array_batches`; no flipped copies)."""
         if self.flipped is not None:

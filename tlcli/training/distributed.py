@@ -73,19 +73,19 @@ class _StepFunction:
 
         self.model, self.data, self.strategy = model, data, strategy
         self.targets = np.asarray(encode_targets(data.labels, data.num_classes, data.binary), dtype=np.float32)
-        self.weights = np.array([class_weight.get(int(label), 1.0) for label in data.labels], dtype=np.float32) if class_weight else np.ones(len(data.labels), dtype=np.float32)
+        weights = data.sample_weights(class_weight or None)
+        self.weights = weights if weights is not None else np.ones(len(data.labels), dtype=np.float32)
         self.order: np.ndarray | None = None
         self.flips: np.ndarray | None = None
         self.count = replicas(strategy)
         with strategy.scope():
             _build(model, data.inputs[: data.batch_size], self.targets[: data.batch_size])
-        spec = (
+        self.spec = (
             tf.TensorSpec((None, *data.inputs.shape[1:]), tf.float32),
             tf.TensorSpec((None, *self.targets.shape[1:]), tf.float32),
             tf.TensorSpec((None,), tf.float32),
             tf.TensorSpec((), tf.float32),
         )
-        self.spec = spec
         self.run = tf.function(self._global_step)
 
     def epoch(self, order: np.ndarray, epoch: int, callback_list) -> dict[str, float]:

@@ -35,9 +35,8 @@ def fit_in_memory(model, data: ArrayBatches, *, epochs: int, initial_epoch: int 
     table = data.inputs if data.flipped is None else np.concatenate([data.inputs, data.flipped])
     inputs = tf.constant(table, dtype=tf.float32)
     targets = tf.constant(encode_targets(data.labels, data.num_classes, data.binary))
-    weights = None
-    if class_weight is not None:  # as Keras turns class_weight into sample weights
-        weights = tf.constant(np.array([class_weight.get(int(label), 1.0) for label in data.labels], dtype=np.float32))
+    weights = data.sample_weights(class_weight)
+    weights = None if weights is None else tf.constant(weights)
     _build(model, inputs[: data.batch_size], targets[: data.batch_size])
     run_steps = _compiled_steps(model, inputs, targets, weights, data.batch_size, data.flip_layer if data.flipped is not None else None)
 
