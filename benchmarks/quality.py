@@ -95,7 +95,7 @@ class Quality:
 
     def _record(self, dataset: str, seed: int, label: str, command: list[str], env: dict, accuracy) -> dict:
         self.sequence += 1
-        run = measure(command, env, self.work / "logs", f"{self.sequence:03d}-{dataset}-{label}-{seed}", TIMEOUT)
+        run = measure(command, env, self.work / "logs", f"{self.sequence:03d}-{dataset}-{label.replace('/', '-')}-{seed}", TIMEOUT)
         row = {"dataset": dataset, "seed": seed, "config": label, "wall_s": run["wall_s"], "peak_mb": run["peak_rss_mb"], "test_accuracy": accuracy(run["output"]), "returncode": run["returncode"], "error": run.get("error")}
         if label.startswith(("smallest", "fine_tune", "sweep")) and run["output"]:
             out = run["output"]

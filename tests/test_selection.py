@@ -157,3 +157,44 @@ def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch
     without_time = [{k: v for k, v in m.selection.items() if k != "seconds"} for m in (resumed.metrics, reference.metrics)]
     assert resumed.metrics.final == reference.metrics.final and without_time[0] == without_time[1]
     assert [(r["epoch"], r["phase"]) for r in history(run_dir)] == [(r["epoch"], r["phase"]) for r in history(reference.run_dir)]
+
+
+def test_a_pinned_recipe_refits_on_train_and_validation_for_the_epochs_validation_chose(source, monkeypatch):
+    from tlcli.errors import Interrupted
+    from tlcli.runs.listing import list_runs
+    from tlcli.runs.metrics import Metrics
+    from tlcli.training import callbacks
+
+    pinned = {"l2": 0.001, "early_stopping": {"patience": 3}}
+    held = train(load_config(defaults(source, "recipe-held-out", train=pinned)))  # refit: auto, nothing chosen: no refit
+    raw = defaults(source, "recipe-refit", train={**pinned, "refit": True})
+    refitted = train(load_config(raw))
+    assert held.metrics.refit is None and held.metrics.figures["val"].startswith("selection")
+    record = Metrics.read(refitted.run_dir).refit
+    assert record["how"] == "recipe" and record["epochs"] == held.metrics.best["epoch"] == refitted.metrics.best["epoch"]
+    assert record["images"] == refitted.metrics.images["train"] + refitted.metrics.images["val"]
+    assert refitted.metrics.figures["val"].startswith("in-sample") and refitted.metrics.figures["test"] == "untouched"
+    untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in history(r.run_dir)] for r in (refitted, held)]
+    assert untimed[0] == untimed[1]  # the same epochs chose the count; the refit is not an epoch of the run
+    assert refitted.metrics.final["val_loss"] < held.metrics.final["val_loss"]  # it has learned the validation images
+
+    # Killed before the refit: the resumed run refits from the head as built, to the same model.
+    original = callbacks.EpochCheckpoint.on_epoch_end
+
+    def stop(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise Interrupted("simulated Ctrl-C")
+
+    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_epoch_end", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config({**raw, "name": "recipe-killed"}))
+    monkeypatch.undo()
+    run_dir = next(s.path for s in list_runs(source[2] / "runs") if s.status == "interrupted")
+    resumed = resume(run_dir)
+    assert resumed.metrics.refit["epochs"] == record["epochs"]
+    assert resumed.metrics.final == pytest.approx(refitted.metrics.final, abs=1e-6)
+
+    # A recipe the refit cannot replay (fine-tuning) says so and keeps validation held out.
+    tuned = train(load_config(defaults(source, "recipe-fine-tuned", train={"l2": 0.001, "epochs": 2, "refit": True}, fine_tune={"unfreeze": 4, "epochs": 1})))
+    assert tuned.metrics.refit is None and tuned.metrics.figures["val"].startswith("selection")

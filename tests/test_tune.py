@@ -112,9 +112,12 @@ def test_best_yaml_is_a_complete_config_that_trains(finished):
     assert best.tune is None and best.name == "study-best"
     params = result.best["params"]
     assert best.train.learning_rate == pytest.approx(params["train.learning_rate"]) and best.train.optimizer == params["train.optimizer"]
-    assert best.train.refit is False and isinstance(best.train.l2, float) and isinstance(best.head.dropout, float)  # the trial's pins
+    assert isinstance(best.train.l2, float) and isinstance(best.head.dropout, float)  # the trial's pins
+    assert best.train.refit is True  # the winning recipe then learns from the validation images too
     trained = result.train_best
     assert trained is not None and trained.run_dir.parent == runs_dir and (trained.run_dir / "model.keras").is_file()
+    assert trained.metrics.refit["how"] == "recipe" and trained.metrics.refit["epochs"] == trained.metrics.best["epoch"]
+    assert trained.metrics.figures["val"].startswith("in-sample")
     assert trained.metrics.final["val_accuracy"] == pytest.approx(result.best["value"], abs=0.2)  # the same recipe, a full run
     assert json.loads((result.tune_dir / "tune.json").read_text())["train_best"]["run_dir"] == str(trained.run_dir)
 

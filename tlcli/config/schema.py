@@ -248,7 +248,7 @@ class TrainConfig(OptimizerConfig):
     )
     refit: Union[Literal["auto"], bool] = Field(
         "auto",
-        description="After the last phase, fit the head again on train + validation at the chosen penalty (and the epochs training added to it), as scikit-learn's `refit=True` does: the model learns from every labelled image. With fine-tuning, the head is refitted on the fine-tuned base's features, after fine-tuning chose its epochs on validation. `auto` = on whenever the penalty was chosen; validation figures are then in-sample, and marked so.",
+        description="After the last phase, fit the head again on train + validation, as scikit-learn's `refit=True` does: the model learns from every labelled image. With a chosen penalty (`train.l2: auto`), at that penalty (and the epochs training added to it); with fine-tuning, on the fine-tuned base's features, after fine-tuning chose its epochs on validation. `true` with a pinned recipe (a set `train.l2`, `head.dense`; `tlcli tune`'s best.yaml) retrains the head from its initial weights on train + validation for the epoch count validation chose (a head trained alone on cached features, no augmentation). `auto` = on whenever the penalty was chosen; validation figures are then in-sample, and marked so.",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for the cross-entropy loss.")
     top_k: int = Field(0, ge=0, description="Also report top-k accuracy for this k (0 = off; capped at the number of classes).")

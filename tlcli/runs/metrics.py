@@ -54,6 +54,7 @@ class Metrics:
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, best epoch, and which was kept
     figures: dict[str, str] = field(default_factory=dict)  # per split: "untouched", or what it was used to choose
     devices: dict[str, Any] = field(default_factory=dict)  # where it trained: strategy, replicas, workers and their hosts (as env.json)
+    refit: dict[str, Any] | None = None  # a pinned recipe retrained on train + validation: its epochs, images, seconds
 
     @property
     def untouched_split(self) -> str | None:
@@ -77,6 +78,7 @@ class Metrics:
             "selection": self.selection,
             "phases": self.phases,
             "devices": self.devices,
+            "refit": self.refit,
         }
 
     @classmethod
@@ -101,6 +103,7 @@ class Metrics:
                 phases=dict(data.get("phases") or {}),
                 figures=dict(data.get("figures") or {}),
                 devices=dict(data.get("devices") or {}),
+                refit=data.get("refit"),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"{path}: damaged ({exc})") from None

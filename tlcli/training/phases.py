@@ -100,7 +100,9 @@ class PhasePlan:
 
     `select_head`: the head's L2 penalty is chosen on validation before the
     phase (`tlcli.training.selection`), or `no_selection` says why not;
-    `refit`: the head is fitted again on train + validation after it.
+    `refit`: the head is fitted again on train + validation after it: at the chosen penalty
+    (`select_head`), or with a pinned recipe retrained for the epochs validation chose; `no_refit`
+    says why `train.refit: true` could not be honoured.
     """
 
     phase: Phase
@@ -111,6 +113,7 @@ class PhasePlan:
     select_head: bool = False
     no_selection: str = ""
     refit: bool = False
+    no_refit: str = ""
     exact: bool = False  # the head is the exact fit itself (one "epoch"): `epochs: auto` with a selected head
 
     def describe(self) -> str:
@@ -164,7 +167,9 @@ def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[Ph
     ]
     why_not = next((why for failed, why in reasons if failed), "")
     if why_not:
-        plans[0] = dataclasses.replace(first, no_selection=why_not)
+        no_refit = _no_recipe_refit(config, plans) if config.train.refit is True else ""
+        refit = config.train.refit is True and not no_refit
+        plans[0] = dataclasses.replace(first, no_selection=why_not, refit=refit, no_refit=no_refit)
         return plans
     refit = config.train.refit is not False
     exact = first.phase.auto  # the exact fit is the converged head: Adam epochs after it only fit the validation noise
@@ -172,6 +177,18 @@ def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[Ph
     why = f"{first.why.split('; epochs auto')[0]}; the head is fitted exactly at the penalty chosen on validation" if exact else first.why
     plans[0] = dataclasses.replace(first, phase=phase, why=why, select_head=True, refit=refit, exact=exact)
     return plans
+
+
+def _no_recipe_refit(config: ExperimentConfig, plans: list[PhasePlan]) -> str:
+    """Why a pinned recipe cannot be retrained on train + validation ("" when it can): the refit replays the head's
+    epochs on the cached pooled features, so it needs a single phase that trains exactly those."""
+    if len(plans) > 1:
+        return "the run fine-tunes (a refit retrains the head alone)"
+    if plans[0].cut is None or plans[0].cut.kind != "pool":
+        return "the phase does not train the head alone on cached features"
+    if config.data.augment.enabled:
+        return "augmentation is on (a refit trains on the cached features as they are)"
+    return ""
 
 
 def unselect(config: ExperimentConfig, plan: PhasePlan, why: str) -> PhasePlan:

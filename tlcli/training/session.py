@@ -65,6 +65,10 @@ def train_in_run(session: Session) -> TrainResult:
     if plans[0].select_head and not (selection is not None and selection.selected):
         plans[0] = unselect(config, plans[0], selection.why if selection is not None else "no features for the head")
         reporter.info(plans[0].describe() + f" (the head's penalty was not chosen: {plans[0].no_selection})")
+    recipe_refit = plans[0].refit and not plans[0].select_head
+    if plans[0].no_refit:
+        reporter.warn(f"train.refit: true is not done: {plans[0].no_refit}; validation figures stay held out")
+    initial = _head_weights(prepared.model) if recipe_refit else None  # before a resume loads a checkpoint: the head as built
     clock = time.perf_counter()
     restored = _restore(session) if session.resuming else None
     broadcast_weights(prepared.strategy, prepared.model)  # several workers: all start from the chief's weights (exact fit, checkpoint)
@@ -79,10 +83,14 @@ def train_in_run(session: Session) -> TrainResult:
     cut = plans[-1].cut or plans[-1].val_cut
     with prepared.scope():
         fit_phases(fitting, plans, restored)
-        refit = selection is not None and selection.refit
+        refit = (selection is not None and selection.refit) or recipe_refit
         held_out = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))[1]["val"] if config.multi_label and refit else None
-        if refit:
+        refitted = None
+        if recipe_refit:
+            refitted = _refit_recipe(fitting, plans[0], initial)
+        elif refit:
             _refit(fitting, plans, selection)
+        if refit:
             broadcast_weights(prepared.strategy, prepared.model)
         final, probabilities = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))
     timings["train"] = round(time.perf_counter() - clock, 3)
@@ -103,7 +111,8 @@ def train_in_run(session: Session) -> TrainResult:
         selection=selection.to_dict() if selection is not None and selection.selected else None,
         linear_probe=probe,
         phases=fitting.outcomes,
-        figures=_what_figures_mean(inputs, plans, selection),
+        figures=_what_figures_mean(inputs, plans, selection, refit),
+        refit=refitted,
         devices={**prepared.plan.to_dict(), "description": prepared.plan.describe()},
     )
     metrics.write(run_dir)  # last: a run with metrics.json is complete
@@ -166,6 +175,37 @@ def _refit(fitting, plans, selection) -> None:
     fitting.reporter.info(f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample")
 
 
+def _head_weights(model) -> list:
+    from tlcli.features.cut import Cut, trainable_part
+
+    return trainable_part(model, Cut("pool")).get_weights()
+
+
+def _refit_recipe(fitting, plan, initial: list) -> dict[str, Any]:
+    """A pinned recipe trained again from the head as built, on train + validation, for as many epochs as validation
+    chose (the best epoch kept, else every epoch run): scikit-learn's `refit=True` for a head trained by epochs."""
+    from tlcli.data.batches import ArrayBatches
+    from tlcli.features.cut import Cut, trainable_part
+    from tlcli.training.compile import make_loss, make_metrics, make_optimizer
+    from tlcli.training.distributed import fit_arrays
+    from tlcli.training.selection import probe_splits
+
+    inputs, config = fitting.inputs, fitting.config
+    outcome = fitting.outcomes.get(plan.phase.name, {})
+    best_epoch = int(outcome.get("best", {}).get("epoch", 0))
+    epochs = best_epoch if config.train.restore_best and best_epoch else fitting.offset
+    data = probe_splits(inputs)
+    x, y = (np.concatenate([data["train"][i], data["val"][i]]) for i in (0, 1))
+    part = trainable_part(inputs.model, Cut("pool"))
+    part.set_weights(initial)
+    steps = -(-len(x) // config.data.batch_size)
+    part.compile(optimizer=make_optimizer(plan.phase, steps), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
+    clock = time.perf_counter()
+    fit_arrays(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), fitting.strategy, epochs=epochs, class_weight=fitting.class_weight)
+    fitting.reporter.info(f"refitted the recipe on train + validation ({len(x)} images) for {epochs} epochs, the count validation chose: validation figures are now in-sample")
+    return {"how": "recipe", "epochs": epochs, "images": len(x), "seconds": round(time.perf_counter() - clock, 3)}
+
+
 def _set_thresholds(session: Session, labels: np.ndarray, probabilities: np.ndarray) -> None:
     """Multi-label: each class's threshold (`head.threshold`, or chosen on validation by the best F1), recorded in model.json."""
     from dataclasses import replace
@@ -181,7 +221,7 @@ def _set_thresholds(session: Session, labels: np.ndarray, probabilities: np.ndar
         session.reporter.info("thresholds chosen on validation (best F1 per class): " + ", ".join(f"{name} {t:.3f}" for name, t in zip(prepared.splits.class_names, chosen)))
 
 
-def _what_figures_mean(inputs, plans, selection) -> dict[str, str]:
+def _what_figures_mean(inputs, plans, selection, refit: bool) -> dict[str, str]:
     """Which splits' figures chose something (in-sample, optimistic) and which are untouched estimates."""
     used = ["the best epoch"] if inputs.config.train.restore_best else []
     if any(plan.phase.early_stopping.patience for plan in plans):
@@ -191,7 +231,7 @@ def _what_figures_mean(inputs, plans, selection) -> dict[str, str]:
     if inputs.config.multi_label and inputs.config.head.threshold == "per_class":
         used.append("the thresholds")
     meaning = {"val": "selection: it chose " + ", ".join(used) if used else "untouched"}
-    if selection is not None and selection.refit:
+    if refit:
         meaning["val"] = "in-sample: the head was refitted on it" + (f" (it also chose {', '.join(used)})" if used else "")
     if "test" in inputs.sets and len(inputs.sets["test"]):
         meaning["test"] = "untouched"

@@ -354,7 +354,10 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
         result.best = _summary(best)
         values = run.space.from_params(best.params)
         name = f"{run.config.name[:59]}-best"
-        config = run.space.config_for(values, {**best.user_attrs.get("pins", {}), "probe": run.config.probe, "name": name})
+        # The trial's recipe, then (a head on cached features) retrained on train + validation for the epochs it chose:
+        # a trial is scored on validation so it cannot learn from it, the config it wins does.
+        refit = run.result.kind == "head" and run.config.train.refit is not False
+        config = run.space.config_for(values, {**best.user_attrs.get("pins", {}), "train.refit": refit, "probe": run.config.probe, "name": name})
         result.best_config = files.write_best(run.tune_dir, config)
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
