@@ -61,7 +61,7 @@ class TuneResult:
         data |= {"tune_dir": str(self.tune_dir), "best_config": str(self.best_config) if self.best_config else None}
         if self.train_best is not None:
             result = self.train_best
-            data["train_best"] = {"run_dir": str(result.run_dir), "final": result.metrics.final, "figures": result.metrics.figures}
+            data["train_best"] = {"run_dir": str(result.run_dir), "final": result.metrics.final, "figures": result.metrics.figures, "refit": result.metrics.refit}
         return data
 
 
