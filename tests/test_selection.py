@@ -134,13 +134,12 @@ def test_the_probe_is_skipped_with_the_reason(source):
     assert images.metrics.selection is None
 
 
-def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch):
+def interrupted_after_epoch_2(source, monkeypatch, raw: dict) -> Path:
+    """`raw` trained until a simulated Ctrl-C right after epoch 2's checkpoint; the interrupted run folder."""
     from tlcli.errors import Interrupted
     from tlcli.runs.listing import list_runs
     from tlcli.training import callbacks
 
-    raw = defaults(source, "resumable", fine_tune={"unfreeze": 4, "epochs": 3, "learning_rate": 0.001})
-    reference = train(load_config(raw))
     original = callbacks.EpochCheckpoint.on_epoch_end
 
     def stop(self, epoch, logs=None):
@@ -152,7 +151,13 @@ def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         train(load_config(raw))
     monkeypatch.undo()
-    run_dir = next(s.path for s in list_runs(source[2] / "runs") if s.status == "interrupted")
+    return next(s.path for s in list_runs(source[2] / "runs") if s.status == "interrupted" and s.path.name.endswith(raw["name"]))
+
+
+def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch):
+    raw = defaults(source, "resumable", fine_tune={"unfreeze": 4, "epochs": 3, "learning_rate": 0.001})
+    reference = train(load_config(raw))
+    run_dir = interrupted_after_epoch_2(source, monkeypatch, raw)
     resumed = resume(run_dir)
     without_time = [{k: v for k, v in m.selection.items() if k != "seconds"} for m in (resumed.metrics, reference.metrics)]
     assert resumed.metrics.final == reference.metrics.final and without_time[0] == without_time[1]
@@ -160,10 +165,7 @@ def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch
 
 
 def test_a_pinned_recipe_refits_on_train_and_validation_for_the_epochs_validation_chose(source, monkeypatch):
-    from tlcli.errors import Interrupted
-    from tlcli.runs.listing import list_runs
     from tlcli.runs.metrics import Metrics
-    from tlcli.training import callbacks
 
     pinned = {"l2": 0.001, "early_stopping": {"patience": 3}}
     held = train(load_config(defaults(source, "recipe-held-out", train=pinned)))  # refit: auto, nothing chosen: no refit
@@ -179,18 +181,7 @@ def test_a_pinned_recipe_refits_on_train_and_validation_for_the_epochs_validatio
     assert refitted.metrics.final["val_loss"] < held.metrics.final["val_loss"]  # it has learned the validation images
 
     # Killed before the refit: the resumed run refits from the head as built, to the same model.
-    original = callbacks.EpochCheckpoint.on_epoch_end
-
-    def stop(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch + 1 == 2:
-            raise Interrupted("simulated Ctrl-C")
-
-    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_epoch_end", stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config({**raw, "name": "recipe-killed"}))
-    monkeypatch.undo()
-    run_dir = next(s.path for s in list_runs(source[2] / "runs") if s.status == "interrupted")
+    run_dir = interrupted_after_epoch_2(source, monkeypatch, {**raw, "name": "recipe-killed"})
     resumed = resume(run_dir)
     assert resumed.metrics.refit["epochs"] == record["epochs"]
     assert resumed.metrics.final == pytest.approx(refitted.metrics.final, abs=1e-6)

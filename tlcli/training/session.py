@@ -153,23 +153,15 @@ def _choose(session: Session, inputs, plan, weights: tuple, timings: dict[str, f
 def _refit(fitting, plans, selection) -> None:
     """The head fitted again on train + validation at the chosen penalty (after fine-tuning, on the fine-tuned base's features);
     without fine-tuning, then as many epochs as training added to its start."""
-    from tlcli.data.batches import ArrayBatches
-    from tlcli.features.cut import Cut, trainable_part
-    from tlcli.training.compile import make_loss, make_metrics, make_optimizer
-    from tlcli.training.distributed import fit_arrays
-    from tlcli.training.selection import probe_splits, refit_head
+    from tlcli.training.selection import refit_head
 
-    inputs, config, plan = fitting.inputs, fitting.config, plans[0]
+    inputs, plan = fitting.inputs, plans[0]
     fine_tuned = len(plans) > 1
     refit_head(inputs, selection, fitting.class_weight, fresh=fine_tuned, alpha=fitting.alpha)
     outcome = fitting.outcomes.get(plan.phase.name, {})
     added = int(outcome["best"].get("epoch", 0)) - int(outcome["start"].get("epoch", 0)) if outcome.get("kept") == "best" and outcome.get("start") and not fine_tuned else 0
     if added > 0:
-        data = probe_splits(inputs)
-        x, y = (np.concatenate([data["train"][i], data["val"][i]]) for i in (0, 1))
-        part = trainable_part(inputs.model, Cut("pool"))
-        part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
-        fit_arrays(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), fitting.strategy, epochs=added, class_weight=fitting.class_weight)
+        _train_head_on_all(fitting, plan, added)
     selection.refit_epochs = added
     write_json_atomic(fitting.run_dir / "selection.json", selection.to_dict())
     fitting.reporter.info(f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample")
@@ -184,6 +176,17 @@ def _head_weights(model) -> list:
 def _refit_recipe(fitting, plan, initial: list) -> dict[str, Any]:
     """A pinned recipe trained again from the head as built, on train + validation, for as many epochs as validation
     chose (the best epoch kept, else every epoch run): scikit-learn's `refit=True` for a head trained by epochs."""
+    best_epoch = int(fitting.outcomes.get(plan.phase.name, {}).get("best", {}).get("epoch", 0))
+    epochs = best_epoch if fitting.config.train.restore_best and best_epoch else fitting.offset
+    clock = time.perf_counter()
+    images = _train_head_on_all(fitting, plan, epochs, start=initial)
+    fitting.reporter.info(f"refitted the recipe on train + validation ({images} images) for {epochs} epochs, the count validation chose: validation figures are now in-sample")
+    return {"how": "recipe", "epochs": epochs, "images": images, "seconds": round(time.perf_counter() - clock, 3)}
+
+
+def _train_head_on_all(fitting, plan, epochs: int, start: list | None = None) -> int:
+    """The head (the pool cut's trainable part) trained `epochs` epochs on train + validation with the phase's optimizer,
+    from `start` weights when given, else from its current ones; returns the images it trained on."""
     from tlcli.data.batches import ArrayBatches
     from tlcli.features.cut import Cut, trainable_part
     from tlcli.training.compile import make_loss, make_metrics, make_optimizer
@@ -191,19 +194,14 @@ def _refit_recipe(fitting, plan, initial: list) -> dict[str, Any]:
     from tlcli.training.selection import probe_splits
 
     inputs, config = fitting.inputs, fitting.config
-    outcome = fitting.outcomes.get(plan.phase.name, {})
-    best_epoch = int(outcome.get("best", {}).get("epoch", 0))
-    epochs = best_epoch if config.train.restore_best and best_epoch else fitting.offset
     data = probe_splits(inputs)
     x, y = (np.concatenate([data["train"][i], data["val"][i]]) for i in (0, 1))
     part = trainable_part(inputs.model, Cut("pool"))
-    part.set_weights(initial)
-    steps = -(-len(x) // config.data.batch_size)
-    part.compile(optimizer=make_optimizer(plan.phase, steps), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
-    clock = time.perf_counter()
+    if start is not None:
+        part.set_weights(start)
+    part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
     fit_arrays(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), fitting.strategy, epochs=epochs, class_weight=fitting.class_weight)
-    fitting.reporter.info(f"refitted the recipe on train + validation ({len(x)} images) for {epochs} epochs, the count validation chose: validation figures are now in-sample")
-    return {"how": "recipe", "epochs": epochs, "images": len(x), "seconds": round(time.perf_counter() - clock, 3)}
+    return len(x)
 
 
 def _set_thresholds(session: Session, labels: np.ndarray, probabilities: np.ndarray) -> None:
