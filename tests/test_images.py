@@ -199,3 +199,26 @@ def test_unexpected_pillow_errors_never_escape(monkeypatch):
     monkeypatch.setattr(Image.Image, "load", broken_load)
     with pytest.raises(ImageDecodeError, match="corrupt image \\(IndexError"):
         decode_bytes(data, (8, 8))
+
+
+def test_a_file_is_read_whole_even_when_it_grows_after_the_stat(tmp_path, monkeypatch):
+    """read_image_file asks for the size stat reported (not a cap-sized buffer per file), then for what the file grew by, up to the cap."""
+    import os
+
+    from tlcli.data import images
+
+    path = tmp_path / "growing.png"
+    data = encode(Image.fromarray(halves()), "PNG")
+    path.write_bytes(data)
+    assert images.read_image_file(path, max_bytes=len(data)) == data  # exactly the cap: accepted
+    real_stat = os.stat
+
+    def stat_before_the_last_write(target, *args, **kwargs):  # the file as stat saw it, before a writer appended to it
+        seen = real_stat(target, *args, **kwargs)
+        return os.stat_result((seen.st_mode, seen.st_ino, seen.st_dev, seen.st_nlink, seen.st_uid, seen.st_gid, 10, seen.st_atime, seen.st_mtime, seen.st_ctime))
+
+    monkeypatch.setattr(images.os, "stat", stat_before_the_last_write)
+    assert images.read_image_file(path) == data
+    with pytest.raises(ImageDecodeError, match="file too large \\(over data.max_file_mb") as caught:
+        images.read_image_file(path, max_bytes=len(data) - 1)
+    assert not caught.value.cacheable

@@ -153,7 +153,11 @@ def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
         if info.st_size > max_bytes:
             raise ImageDecodeError(f"file too large ({info.st_size / 1e6:.1f} MB; the limit is data.max_file_mb = {max_bytes / 1e6:g})", cacheable=False)
         with open(path, "rb") as stream:
-            data = stream.read(max_bytes + 1)
+            # Ask for the size stat saw (read(n) allocates n bytes up front: a cap-sized buffer per file
+            # costs more than the reading), then for whatever the file grew by since, up to the cap.
+            data = stream.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                data += stream.read(max_bytes + 1 - len(data))
     except OSError as exc:
         raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", cacheable=False) from None
     if len(data) > max_bytes:  # it grew after the stat

@@ -185,8 +185,18 @@ class ScreenedFiles:
         except ImageDecodeError as exc:
             return exc
 
+    def _answered(self, path: str | Path) -> bool:
+        """The cache alone answers for this path: `_one` opens nothing."""
+        verdict = self.known.get(str(path))
+        return isinstance(verdict, str) or (self.known_good and verdict is not None)
+
     def __iter__(self) -> Iterator[tuple[Path, Loaded | ImageDecodeError]]:
-        for done, (path, outcome) in enumerate(bounded_map(self._one, self.paths, window=self.window, workers=self.workers), start=1):
+        # A warm cache answers every path: a thread pool would only add its hand-off (about 0.2 ms a file).
+        if all(self._answered(path) for path in self.paths):
+            outcomes: Iterable = ((path, self._one(path)) for path in self.paths)
+        else:
+            outcomes = bounded_map(self._one, self.paths, window=self.window, workers=self.workers)
+        for done, (path, outcome) in enumerate(outcomes, start=1):
             self._learn(str(path), outcome)
             yield Path(path), outcome
             if self.progress is not None:
