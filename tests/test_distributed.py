@@ -9,6 +9,7 @@ is 1e-4 relative on every loss and the same accuracies.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -130,7 +131,9 @@ def test_a_two_replica_run_resumes_from_its_checkpoints(setup, one_device, resum
 @pytest.mark.parametrize("kind", ["features", "images"])
 def test_two_workers_train_both_phases_as_one_process_and_only_the_chief_writes(setup, one_device, kind):
     runs = setup["root"] / f"workers-{kind}"
-    cluster = train_json(setup[kind], runs, "--workers", "2")
+    store = f"sqlite:///{setup['root'] / 'mlflow.db'}"
+    tracked = kind == "features" and importlib.util.find_spec("mlflow") is not None  # and only the chief logs to MLflow
+    cluster = train_json(setup[kind], runs, "--workers", "2", *(["--mlflow", store] if tracked else []))
     assert cluster["devices"]["strategy"] == "multi_worker" and cluster["devices"]["replicas"] == 2 and cluster["devices"]["worker_index"] == 0
     assert_same_training(cluster, one_device[kind])
     assert [p.name for p in runs.iterdir()] == [Path(cluster["run_dir"]).name]  # one run folder: the chief's
@@ -140,6 +143,14 @@ def test_two_workers_train_both_phases_as_one_process_and_only_the_chief_writes(
     assert len(env["devices"]["workers"]) == 2 and env["devices"]["hosts"] == ["localhost"]
     if kind == "features":
         assert cluster["cache"]["hits"] + cluster["cache"]["extracted"] == 78  # every file's features, exchanged between the workers
+    if tracked:
+        import mlflow
+
+        client = mlflow.MlflowClient(store)
+        logged = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        record = json.loads((run / "run.json").read_text())
+        assert [r.info.run_id for r in logged] == [record["tracking"]["mlflow"]["run_id"]] and logged[0].info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(logged[0].info.run_id, "val_loss")) == [int(row["epoch"]) for row in history(run)]  # each epoch once
 
 
 def _worker_pid(launcher: subprocess.Popen, index: int) -> int | None:

@@ -257,6 +257,31 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tracked_run, stor
     assert any(a.path == "trials.csv" for a in client.list_artifacts(parents[0].info.run_id))
 
 
+@pytest.mark.timeout(180)
+def test_tune_mlflow_logs_the_study_and_the_train_best_run_without_a_tracking_section(tracked_run, store, data, tmp_path):
+    """`tlcli tune --mlflow URI` is `tlcli train --mlflow URI` for a study: the flag alone turns tracking on, for --train-best's run too."""
+    pytest.importorskip("optuna")
+    from typer.testing import CliRunner
+
+    from tlcli.cli import app
+
+    raw = tiny_config(data, tmp_path / "runs", name="flagged")
+    raw["base"] = {"run": str(tracked_run), "trainable": "none"}
+    raw["train"] = {"learning_rate": 0.01, "epochs": 2}
+    raw["tune"] = {"trials": 2, "space": {"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}}}
+    result = CliRunner().invoke(app, ["tune", str(write_config(tmp_path / "study.yaml", raw)), "--mlflow", store, "--train-best", "--json", "--quiet"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    client = mlflow.MlflowClient(store)
+    study_runs = client.search_runs([client.get_experiment_by_name("flagged").experiment_id])
+    parents = [r for r in study_runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.run_name for r in parents] == [Path(out["tune_dir"]).name]
+    assert sum("mlflow.parentRunId" in r.data.tags for r in study_runs) == 2
+    best_run = Path(out["train_best"]["run_dir"])
+    logged = client.search_runs([client.get_experiment_by_name("flagged-best").experiment_id])
+    assert [r.info.run_id for r in logged] == [mlflow_run_id(best_run)] and logged[0].info.status == "FINISHED"
+
+
 def test_nothing_imports_mlflow_until_tracking_is_on():
     code = "import sys, tlcli, tlcli.cli, tlcli.tracking.runs, tlcli.tracking.studies, tlcli.training.api; assert 'mlflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

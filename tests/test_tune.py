@@ -70,6 +70,43 @@ def environment() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+@pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
+def test_a_trials_fast_validation_gives_the_figures_training_validation_gives(multi_label, tmp_path):
+    """Trials validate in one compiled call (`fast_validation`); a run validates with `FeatureValidation`: same figures, every epoch."""
+    import keras
+    import numpy as np
+
+    from tlcli.training.callbacks import FeatureValidation
+    from tlcli.training.compile import make_loss, make_metrics
+    from tlcli.tuning.objective import fast_validation
+
+    data = make_image_folder(tmp_path / "data", {"a": 2, "b": 2, "c": 2}, seed=1)
+    raw = tiny_config(data, tmp_path / "runs")
+    if multi_label:
+        manifest = tmp_path / "data" / "labels.csv"
+        manifest.write_text("path,labels\n" + "".join(f"{p.relative_to(data)},{p.parent.name}|c\n" for p in sorted(data.rglob("*.png"))))
+        raw["data"] = {**raw["data"], "dir": None, "manifest": str(manifest), "multi_label": True, "columns": {"label": "labels"}}
+    config = load_config(raw)
+    assert config.multi_label is multi_label
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 16)).astype("float32")  # not a multiple of FeatureValidation's batch: its last batch is short
+    targets = (rng.random((300, 3)) < 0.4).astype("float32") if multi_label else np.eye(3, dtype="float32")[rng.integers(0, 3, 300)]
+    inputs = keras.Input((16,))
+    part = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid" if multi_label else "softmax")(inputs))
+    alpha = [0.3, 0.5, 0.7] if multi_label else None
+    reference = FeatureValidation(part, features, targets, make_loss(config, alpha), make_metrics(config, 3))
+    fast = fast_validation(part, features, targets, make_loss(config, alpha), make_metrics(config, 3))
+    for epoch in range(2):
+        if epoch:
+            part.set_weights([w + rng.normal(scale=0.5, size=w.shape).astype("float32") for w in part.get_weights()])  # as an epoch of training would
+        expected, got = {}, {}
+        reference.on_epoch_end(epoch, expected)
+        fast.on_epoch_end(epoch, got)
+        assert sorted(got) == sorted(expected) and len(expected) >= 2
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
 # ----------------------------------------------------------------------------- one study, in this process
 
 

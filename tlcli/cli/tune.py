@@ -60,6 +60,10 @@ def tune_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH (default: study.db in the tune folder).")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="The study's name in the storage (default: the config's name); an existing study is joined.")] = None,
     train_best: Annotated[bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")] = False,
+    mlflow: Annotated[
+        Optional[str],
+        typer.Option("--mlflow", flag_value="", metavar="[URI]", help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI."),
+    ] = None,
     set_: Sets = None,
     runs_dir: RunsDir = None,
     json_output: Json = False,
@@ -83,15 +87,17 @@ def tune_command(
 
     _require_optuna()
     _import_tensorflow(debug)
+    from tlcli.tracking import TrackingRequest
     from tlcli.tuning import resume_tune, tune
 
     reporter = _reporter(quiet, json_output)
     progress = StudyProgress() if quiet else RichStudyProgress(stderr)
+    tracking = TrackingRequest(mlflow_uri=mlflow) if mlflow is not None else None
     try:
         if resume is not None:
-            result = resume_tune(resume, trials=trials, timeout=timeout, storage=storage, train_best=train_best, reporter=reporter, progress=progress)
+            result = resume_tune(resume, trials=trials, timeout=timeout, storage=storage, train_best=train_best, reporter=reporter, progress=progress, tracking=tracking)
         else:
-            result = tune(config, overrides=set_ or [], trials=trials, timeout=timeout, storage=storage, study=study, runs_dir=runs_dir, train_best=train_best, reporter=reporter, progress=progress)
+            result = tune(config, overrides=set_ or [], trials=trials, timeout=timeout, storage=storage, study=study, runs_dir=runs_dir, train_best=train_best, reporter=reporter, progress=progress, tracking=tracking)
     except Interrupted as exc:
         if exc.run_dir is None:
             raise

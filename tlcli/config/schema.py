@@ -356,7 +356,7 @@ class MlflowConfig(_Section):
 class TrackingConfig(_Section):
     """Where runs are tracked besides their run folder (off unless a tracker is configured)."""
 
-    mlflow: MlflowConfig | None = Field(None, description="Log every run (params, per-epoch metrics, artifacts, model) to MLflow; `{}` turns it on with the defaults. Also on with `tlcli train --mlflow [URI]` or `$MLFLOW_TRACKING_URI`.")
+    mlflow: MlflowConfig | None = Field(None, description="Log every run (params, per-epoch metrics, artifacts, model) to MLflow; `{}` turns it on with the defaults. Also on with `tlcli train --mlflow [URI]` (and `tlcli tune --mlflow [URI]`) or `$MLFLOW_TRACKING_URI`.")
 
 
 class OutputConfig(_Section):

@@ -18,17 +18,17 @@ from tlcli.progress import Reporter
 from tlcli.runs.atomic import read_json, write_json_atomic
 from tlcli.tracking.client import Tracker, connect, continue_run, flatten, numeric, start_run
 from tlcli.tracking.runs import failure_warning
-from tlcli.tracking.settings import resolve
+from tlcli.tracking.settings import TrackingRequest, resolve
 
 RECORD = "mlflow.json"
 STUDY_FILES = (".csv", ".yaml", ".json", ".png", ".html")
 
 
-def track_study(config: ExperimentConfig, tune_dir: Path, study, result: dict[str, Any], reporter: Reporter) -> str | None:
+def track_study(config: ExperimentConfig, tune_dir: Path, study, result: dict[str, Any], reporter: Reporter, request: TrackingRequest | None = None) -> str | None:
     """Log the study (`result`: tune.json's content) and its trials; the parent run id, or None when tracking is off or failed."""
     tune_dir = Path(tune_dir)
     recorded = _read(tune_dir)
-    settings = resolve(config, None, recorded.get("tracking_uri"))
+    settings = resolve(config, request, recorded.get("tracking_uri"))
     if settings is None:
         return None
     tracker = connect(settings, on_failure=failure_warning(reporter, "the tune folder is written as always"))

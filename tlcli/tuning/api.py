@@ -26,6 +26,7 @@ from tlcli.errors import ConfigError, Interrupted, TlcliError, UserError
 from tlcli.progress import Reporter
 from tlcli.runs.metrics import TrainResult
 from tlcli.runs.records import now_iso
+from tlcli.tracking.settings import TrackingRequest
 from tlcli.tuning import folder as files
 from tlcli.tuning.space import SearchSpace, pins
 from tlcli.tuning.study import StudyProgress, count, create_or_join, make_pruner, open_storage, redact, run_trials
@@ -80,6 +81,7 @@ class _Study:
     heads: Any = None  # HeadTrials, for kind "head"
     penalty: float | None = None
     study: Any = None  # the optuna.Study
+    tracking: TrackingRequest | None = None  # `--mlflow [URI]`
 
 
 def _require_optuna() -> None:
@@ -107,6 +109,7 @@ def tune(
     train_best: bool = False,
     reporter: Reporter | None = None,
     progress: StudyProgress | None = None,
+    tracking: TrackingRequest | None = None,
 ) -> TuneResult:
     """Search the config's `tune.space` with Optuna and write a tune folder `runs/<stamp>-<name>-tune/`.
 
@@ -130,6 +133,8 @@ def tune(
         study: the study's name in the storage (default: the config's name); a process naming an existing
             study joins it.
         train_best: then train `best.yaml` into a normal run folder.
+        tracking: `--mlflow [URI]` (`tlcli.tracking.TrackingRequest`): log the study, its trials and the
+            `train_best` run to MLflow there (also on with the config's `tracking.mlflow` or $MLFLOW_TRACKING_URI).
 
     Raises:
         ConfigError, DataError, UserError: bad input; nothing was written.
@@ -151,6 +156,7 @@ def tune(
     with RunLock(tune_dir):
         try:
             run = _begin(prepared, tune_dir, trials, timeout, storage, study or prepared.config.name, reporter)
+            run.tracking = tracking
         except BaseException:
             shutil.rmtree(tune_dir, ignore_errors=True)  # nothing was searched yet: leave no trace
             raise
@@ -166,6 +172,7 @@ def resume_tune(
     train_best: bool = False,
     reporter: Reporter | None = None,
     progress: StudyProgress | None = None,
+    tracking: TrackingRequest | None = None,
 ) -> TuneResult:
     """Continue the study of a tune folder (after Ctrl-C, a kill, or to add trials with a higher `trials`).
 
@@ -190,6 +197,7 @@ def resume_tune(
         total = trials if trials is not None else int((record.get("trials") or {}).get("target") or config.tune.trials)
         url = storage or (files.default_storage_url(tune_dir) if record.get("storage_url_default") else record["storage"])
         run = _begin(prepared, tune_dir, total, timeout, url, record["study"], reporter)
+        run.tracking = tracking
         reporter.info(f"resuming study {record['study']} in {tune_dir}")
         return _search(run, reporter, progress, train_best)
 
@@ -323,10 +331,10 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
     if loop.interrupted:
         raise _interrupted(run)
     if train_best and result.best_config is not None:
-        from tlcli.training.api import train
+        from tlcli.training.api import RunOptions, train
 
         reporter.info(f"training the best trial's config: {result.best_config}")
-        result.train_best = train(result.best_config, runs_dir=run.prepared.runs_dir, reporter=reporter)
+        result.train_best = train(result.best_config, runs_dir=run.prepared.runs_dir, reporter=reporter, options=RunOptions(tracking=run.tracking))
         _write_record(run)
     return result
 
@@ -365,7 +373,7 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     _write_record(run)
     from tlcli.tracking.studies import track_study
 
-    track_study(run.config, run.tune_dir, study, result.to_dict(), reporter)  # when tracking is on: a parent run, a nested run per trial
+    track_study(run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking)  # when tracking is on: a parent run, a nested run per trial
 
 
 def _summary(trial) -> dict[str, Any]:
