@@ -101,7 +101,7 @@ class Benchmark:
         out = study["output"] or {}
         if study["returncode"] != 0 or not out.get("best_config"):
             raise SystemExit(f"{name}: tlcli tune failed: {study.get('error')}")
-        row = {"tune": {k: out.get(k) for k in ("tune_dir", "metric", "direction", "kind", "trials", "best", "baseline", "timings_s", "extraction")}, "tune_wall_s": wall, "tune_peak_mb": study["peak_rss_mb"]}
+        row = {"tune": {k: out.get(k) for k in ("tune_dir", "metric", "direction", "kind", "folds", "trials", "best", "baseline", "timings_s", "extraction")}, "tune_wall_s": wall, "tune_peak_mb": study["peak_rss_mb"]}
         best_runs = [_figures(1, out["train_best"])]
         for seed in (2, 3):
             retrained = self.run(f"{short}-best-{seed}", self.tlcli("train", out["best_config"], "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"), cache)
@@ -174,7 +174,9 @@ def render(report: dict) -> str:
             f"- Trial 0 (the defaults, pinned: the penalty chosen once, no refit): {tune['metric']} {tune['baseline']['value']:.4f}. Best: trial {tune['best']['number']}, {tune['metric']} {tune['best']['value']:.4f}, "
             f"{tune['best']['epochs']} epochs, parameters `{json.dumps(tune['best']['params'])}`.",
             "",
-            "best.yaml trains the best trial's recipe, choosing its epochs on validation, then retrains it on train + validation for that many (`train.refit: true`); "
+            (f"Trials are scored by {tune['folds']}-fold cross-validation over train + validation (`tune.folds: auto`: under 1,000 images); best.yaml trains the best trial's recipe for its folds' median epoch count, "
+             if (tune.get("folds") or 1) > 1 else "Trials are scored on the validation split (`tune.folds: auto`: 1,000 images or more); best.yaml trains the best trial's recipe, choosing its epochs on validation, ")
+            + "then retrains it on train + validation for that many (`train.refit: true`); "
             "the defaults fit the head exactly at the penalty chosen on validation and refit it on train + validation. Both runs' validation figures are therefore in-sample.",
             "",
             "| config | seed | test accuracy | validation accuracy (in-sample) | refit epochs |",

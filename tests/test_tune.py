@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import make_image_folder, tiny_config, write_config
@@ -57,6 +58,7 @@ def study_config(source, runs_dir: Path, **tune) -> dict:
             "train.optimizer": ["adam", "sgd"],
             "head.dense": {"choices": {"none": [], "small": [{"units": 8}]}},
         },
+        "folds": 1,  # scored on the validation split; the cross-validation test turns folds on
         **tune,
     }
     return raw
@@ -168,6 +170,46 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
     assert [Path(r["path"]).name for r in json.loads(cli("runs", "--runs-dir", runs_dir, "--json").stdout)] == [result.train_best.run_dir.name]
 
 
+def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
+    """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
+    from tlcli import tune
+
+    raw = study_config(source, tmp_path / "runs", trials=3, folds="auto", metric="val_loss", space={"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}})
+    result = tune(load_config(raw), train_best=True)
+    assert result.folds == 5 and json.loads((result.tune_dir / "tune.json").read_text())["folds"] == 5  # 72 images: under auto's 1,000
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{result.tune_dir / 'study.db'}")
+    for trial in study.trials:
+        folds = trial.user_attrs["figures"]["folds"]
+        assert trial.user_attrs["folds"] == 5 and len(folds) == 5 and len(set(folds)) > 1  # five different held-out folds
+        assert trial.value == pytest.approx(sum(folds) / 5, abs=1e-5)
+        assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))  # the first fold's epochs, for the pruner
+    best = load_config(result.best_config)
+    assert best.train.epochs == result.best["epochs"] and best.train.restore_best is False and best.train.refit is True
+    assert result.train_best.metrics.refit["epochs"] == result.best["epochs"]  # trained, then refitted, for the folds' median
+    x = np.arange(72) % 3
+    splits = tune_heads_splits(x, 5)
+    assert sorted(np.concatenate([held for _, held in splits]).tolist()) == list(range(72))  # every image held out exactly once
+    assert all(sorted(np.bincount(x[held], minlength=3)) in ([4, 5, 5], [5, 5, 5], [4, 4, 5]) for _, held in splits)  # stratified
+
+
+def tune_heads_splits(labels, k: int):
+    from tlcli.tuning.objective import HeadTrials
+
+    heads = HeadTrials.__new__(HeadTrials)  # only the split logic: no features needed
+    heads.folds, heads._splits = k, {}
+    return heads.splits(labels, seed=0)
+
+
+def test_folds_auto_cross_validates_small_sets_only():
+    from tlcli.tuning.objective import AUTO_FOLDS_BELOW, resolve_folds
+
+    assert resolve_folds("auto", AUTO_FOLDS_BELOW - 1, flips=False)[0] == 5
+    assert resolve_folds("auto", AUTO_FOLDS_BELOW, flips=False) == (1, f"on the validation split ({AUTO_FOLDS_BELOW} training + validation images: enough)")
+    assert resolve_folds(3, 5000, flips=False)[0] == 3 and resolve_folds(1, 10, flips=False)[0] == 1
+    assert resolve_folds(10, 4, flips=False)[0] == 4  # never more folds than images
+    assert resolve_folds("auto", 100, flips=True)[0] == 1  # the flipped copies exist for the training split only
+
+
 def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
     """A learning rate that learns nothing falls behind trial 0 at the same epoch: the median pruner stops it early."""
     from tlcli import tune
@@ -198,6 +240,7 @@ def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
         ({"space": {"data.batch_size": {"low": 8.5, "high": 32}}}, "tune.space.data.batch_size: cannot take 8.5"),
         ({"space": {"train.learning_rate": {"low": 0.1, "high": 0.01}}}, "low (0.1) must be below high (0.01)"),
         ({"space": {"train.learning_rate": [0.01]}, "metric": "accuracy"}, "tune.metric: 'accuracy' is not a per-epoch validation figure, did you mean val_accuracy?"),
+        ({"space": {"train.learning_rate": [0.01]}, "folds": 0}, "tune.folds: expected auto or a number of folds >= 1"),
         ({"space": {"train.learning_rate": [0.01]}, "metric": "test_accuracy"}, "tune.metric: 'test_accuracy' is not a per-epoch validation figure"),
     ],
 )

@@ -177,10 +177,12 @@ def _refit_recipe(fitting, plan, initial: list) -> dict[str, Any]:
     """A pinned recipe trained again from the head as built, on train + validation, for as many epochs as validation
     chose (the best epoch kept, else every epoch run): scikit-learn's `refit=True` for a head trained by epochs."""
     best_epoch = int(fitting.outcomes.get(plan.phase.name, {}).get("best", {}).get("epoch", 0))
-    epochs = best_epoch if fitting.config.train.restore_best and best_epoch else fitting.offset
+    chosen = fitting.config.train.restore_best and best_epoch
+    epochs = best_epoch if chosen else fitting.offset
     clock = time.perf_counter()
     images = _train_head_on_all(fitting, plan, epochs, start=initial)
-    fitting.reporter.info(f"refitted the recipe on train + validation ({images} images) for {epochs} epochs, the count validation chose: validation figures are now in-sample")
+    why = "the count validation chose" if chosen else "every epoch the recipe ran (train.restore_best: false)"
+    fitting.reporter.info(f"refitted the recipe on train + validation ({images} images) for {epochs} epochs, {why}: validation figures are now in-sample")
     return {"how": "recipe", "epochs": epochs, "images": images, "seconds": round(time.perf_counter() - clock, 3)}
 
 

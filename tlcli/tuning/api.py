@@ -52,6 +52,7 @@ class TuneResult:
     best_config: Path | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     extraction: dict[str, Any] | None = None
+    folds: int = 1  # head trials' scoring: 1, the validation split; k, k-fold cross-validation over train + validation
     plots: dict[str, str] = field(default_factory=dict)
     started: str = ""
     pid: int | None = None
@@ -221,7 +222,7 @@ def _begin(prepared, tune_dir: Path, trials: int | None, timeout: float | None, 
     if kind == "head":
         _share_extraction(run, reporter)
     else:
-        reporter.warn(f"trials train the full model ({why}): each costs what a run costs")
+        reporter.warn(f"trials train the full model ({why}): each costs what a run costs" + ("; they are scored on the validation split (tune.folds is for head trials)" if tune.folds not in ("auto", 1) else ""))
     result.timings_s["extract"] = round(time.perf_counter() - clock, 3)
     trial_zero = _trial_zero(run, reporter)
     storage_ = open_storage(url)
@@ -258,7 +259,7 @@ def _share_extraction(run: _Study, reporter: Reporter) -> None:
     from tlcli.runs.provenance import class_counts
     from tlcli.training.inputs import FeatureInputs
     from tlcli.training.passes import extract_splits
-    from tlcli.tuning.objective import HeadTrials
+    from tlcli.tuning.objective import HeadTrials, resolve_folds
 
     prepared = run.prepared
     features, cache_use = extract_splits(prepared, Cut("pool"), reporter)
@@ -270,6 +271,9 @@ def _share_extraction(run: _Study, reporter: Reporter) -> None:
         raise UnusableData(reason)
     run.result.extraction = cache_use.to_dict() | {"skipped": skipped}
     run.heads = HeadTrials(prepared, FeatureInputs(prepared.model, features, Cut("pool"), prepared.config, prepared.num_classes))
+    run.heads.folds, how = resolve_folds(prepared.config.tune.folds, len(features["train"]) + len(features["val"]), run.heads.flipped is not None)
+    run.result.folds = run.heads.folds
+    reporter.info(f"trials are scored {how}")
     if prepared.config.train.l2 == "auto":
         run.penalty = run.heads.penalty()
         shown = f"{run.penalty:.3g}" if run.penalty is not None else "none (0)"
@@ -304,6 +308,7 @@ def _objective(run: _Study):
             trial.set_user_attr("error", str(exc))
             raise
         trial.set_user_attr("epochs", outcome.epochs)
+        trial.set_user_attr("folds", run.result.folds)
         trial.set_user_attr("figures", outcome.figures)
         return outcome.value
 
@@ -365,7 +370,9 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
         # The trial's recipe, then (a head on cached features) retrained on train + validation for the epochs it chose:
         # a trial is scored on validation so it cannot learn from it, the config it wins does.
         refit = run.result.kind == "head" and run.config.train.refit is not False
-        config = run.space.config_for(values, {**best.user_attrs.get("pins", {}), "train.refit": refit, "probe": run.config.probe, "name": name})
+        # Cross-validated, the trial's epochs are its folds' median: best.yaml trains that many (validation on one split would choose again, noisily).
+        epochs = {"train.epochs": int(best.user_attrs["epochs"]), "train.restore_best": False} if best.user_attrs.get("folds", 1) > 1 and best.user_attrs.get("epochs") else {}
+        config = run.space.config_for(values, {**best.user_attrs.get("pins", {}), **epochs, "train.refit": refit, "probe": run.config.probe, "name": name})
         result.best_config = files.write_best(run.tune_dir, config)
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)

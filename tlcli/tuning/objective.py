@@ -142,6 +142,21 @@ def fast_validation(part, features: np.ndarray, targets: np.ndarray, loss, metri
     return Validate()
 
 
+# `tune.folds: auto`: cross-validate when the training and validation splits hold fewer images than this.
+AUTO_FOLDS, AUTO_FOLDS_BELOW = 5, 1000
+
+
+def resolve_folds(folds: str | int, images: int, flips: bool) -> tuple[int, str]:
+    """How a head study scores its trials (`tune.folds` made concrete for `images` training + validation images), and why."""
+    if flips:
+        return 1, "on the validation split (random flips' copies are cached for the training split only)"
+    k = (AUTO_FOLDS if images < AUTO_FOLDS_BELOW else 1) if folds == "auto" else int(folds)
+    k = min(k, images)
+    if k == 1:
+        return 1, "on the validation split" + (f" ({images} training + validation images: enough)" if folds == "auto" else "")
+    return k, f"by {k}-fold cross-validation over the {images} training + validation images" + (f" (tune.folds auto: fewer than {AUTO_FOLDS_BELOW})" if folds == "auto" else "")
+
+
 class HeadTrials:
     """Trials that train only the head, on the features of the study's one extraction (`tlcli.training.inputs.FeatureInputs`)."""
 
@@ -152,6 +167,8 @@ class HeadTrials:
         self.flipped = inputs.features(POOL, "train", flipped=True) if inputs.flip else None
         self.val_x = inputs.features(POOL, "val")
         self._penalty: float | None | bool = False  # not chosen yet
+        self.folds = 1  # how trials are scored (`resolve_folds`): 1, on the validation split; k, by k-fold cross-validation
+        self._splits: dict[int, list] = {}  # seed -> the folds
 
     def penalty(self) -> float | None:
         """`train.l2: auto` made concrete once for the study: the penalty training's selection would choose (exact fits on
@@ -171,15 +188,43 @@ class HeadTrials:
         return self._penalty  # type: ignore[return-value]
 
     def run(self, trial, config: ExperimentConfig, metric: str) -> TrialOutcome:
-        """Fit a new head as `config` says (its `auto` values pinned), reporting `metric` every epoch."""
+        """Fit a new head as `config` says (its `auto` values pinned), reporting `metric` every epoch (of the first fold)."""
+        inputs = self.inputs
+        if self.folds == 1:
+            kept, epochs = self._fit(trial, config, metric, (self.train_x, inputs.sets["train"].labels), (self.val_x, inputs.sets["val"].labels), self.flipped)
+            return TrialOutcome(float(kept[metric]), epochs, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"})
+        x = np.concatenate([self.train_x, self.val_x])
+        y = np.concatenate([inputs.sets["train"].labels, inputs.sets["val"].labels])
+        folds = [self._fit(trial if index == 0 else None, config, metric, (x[fit], y[fit]), (x[held], y[held])) for index, (fit, held) in enumerate(self.splits(y, config.seed))]
+        figures = {key: round(float(np.mean([kept[key] for kept, _ in folds])), 6) for key in folds[0][0] if key.startswith("val_")}
+        epochs = int(np.median([epochs for _, epochs in folds]))
+        return TrialOutcome(figures[metric], epochs, figures | {"epoch": epochs, "folds": [round(float(kept[metric]), 6) for kept, _ in folds]})
+
+    def splits(self, labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The `folds` (fit rows, held-out rows) of the training + validation images: stratified by class (multi-label: plain k-fold)."""
+        import warnings
+
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if seed not in self._splits:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a class with fewer images than folds is simply absent from some folds
+                splitter = StratifiedKFold(self.folds, shuffle=True, random_state=seed) if labels.ndim == 1 else KFold(self.folds, shuffle=True, random_state=seed)
+                self._splits[seed] = list(splitter.split(np.zeros((len(labels), 1)), labels))
+        return self._splits[seed]
+
+    def _fit(self, trial, config: ExperimentConfig, metric: str, fit: tuple, held: tuple, flipped: np.ndarray | None = None) -> tuple[dict[str, Any], int]:
+        """One head fitted on `fit` (features, labels) and stopped on `held`: the kept epoch's figures and the epochs it ran.
+        With a `trial`, every epoch's `metric` goes to the study, which may prune it."""
         import keras
 
         from tlcli.training.callbacks import BestWeights, ResumableEarlyStopping, StopOnDivergence, monitor_mode
 
         keras.utils.set_random_seed(config.seed)
-        inputs, n = self.inputs, self.inputs.num_classes
+        (train_x, labels), (val_x, val_labels) = fit, held
+        n = self.inputs.num_classes
         binary = config.head.activation == "sigmoid" and not config.multi_label
-        labels, names_ = inputs.sets["train"].labels, self.prepared.splits.class_names
+        names_ = self.prepared.splits.class_names
         weights = class_weights(labels, n, config.train.class_weight, names_)
         alpha = positive_weights(labels, config.train.class_weight, names_)
         phase, _ = resolve_auto(phases_of(config)[0], on_features=True)
@@ -189,24 +234,25 @@ class HeadTrials:
             part = trainable_part(keras.Model(x, head_layers(stand_in, config.head, n, l2=float(config.train.l2), multi_label=config.multi_label)), POOL)
             steps = -(-len(labels) // config.data.batch_size)
             part.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config, alpha), metrics=make_metrics(config, n))
-            targets = encode_targets(inputs.sets["val"].labels, n, binary)
-            callbacks: list[Any] = [fast_validation(part, self.val_x, np.asarray(targets), make_loss(config, alpha), make_metrics(config, n))]
+            targets = encode_targets(val_labels, n, binary)
+            callbacks: list[Any] = [fast_validation(part, val_x, np.asarray(targets), make_loss(config, alpha), make_metrics(config, n))]
             keeper = BestWeights(config.best_monitor, phase.name, 0)
             callbacks.append(keeper)
             stop = phase.early_stopping
             if stop.patience:
                 callbacks.append(ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor)))
             history = keras.callbacks.History()
-            reports = Reports(trial, metric)
-            callbacks += [StopOnDivergence(phase.name), history, pruning_callback(reports)]
-            flip_layer = self.prepared.model.get_layer(names.AUGMENTATION).layers[0] if self.flipped is not None else None
-            data = ArrayBatches(self.train_x, labels, config.data.batch_size, n, binary, config.data.shuffle, config.seed, flipped=self.flipped, flip_layer=flip_layer)
+            reports = Reports(trial, metric) if trial is not None else None
+            callbacks += [StopOnDivergence(phase.name), history] + ([pruning_callback(reports)] if reports is not None else [])
+            flip_layer = self.prepared.model.get_layer(names.AUGMENTATION).layers[0] if flipped is not None else None
+            data = ArrayBatches(train_x, labels, config.data.batch_size, n, binary, config.data.shuffle, config.seed, flipped=flipped, flip_layer=flip_layer)
             try:
                 fit_in_memory(part, data, epochs=phase.epochs, class_weight=weights, callbacks=callbacks)
             finally:
-                reports.close()
+                if reports is not None:
+                    reports.close()
         kept = keeper.best if config.train.restore_best and keeper.best else _last(history)
-        return TrialOutcome(float(kept[metric]), keeper.epochs_run, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"})
+        return kept, keeper.epochs_run
 
 
 def _last(history) -> dict[str, Any]:
