@@ -173,6 +173,7 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
 def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
     """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
     from tlcli import tune
+    from tlcli.tuning.objective import fold_splits
 
     raw = study_config(source, tmp_path / "runs", trials=3, folds="auto", metric="val_loss", space={"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}})
     result = tune(load_config(raw), train_best=True)
@@ -187,17 +188,9 @@ def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_t
     assert best.train.epochs == result.best["epochs"] and best.train.restore_best is False and best.train.refit is True
     assert result.train_best.metrics.refit["epochs"] == result.best["epochs"]  # trained, then refitted, for the folds' median
     x = np.arange(72) % 3
-    splits = tune_heads_splits(x, 5)
+    splits = fold_splits(x, 5, seed=0)
     assert sorted(np.concatenate([held for _, held in splits]).tolist()) == list(range(72))  # every image held out exactly once
     assert all(sorted(np.bincount(x[held], minlength=3)) in ([4, 5, 5], [5, 5, 5], [4, 4, 5]) for _, held in splits)  # stratified
-
-
-def tune_heads_splits(labels, k: int):
-    from tlcli.tuning.objective import HeadTrials
-
-    heads = HeadTrials.__new__(HeadTrials)  # only the split logic: no features needed
-    heads.folds, heads._splits = k, {}
-    return heads.splits(labels, seed=0)
 
 
 def test_folds_auto_cross_validates_small_sets_only():

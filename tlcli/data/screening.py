@@ -172,28 +172,30 @@ class ScreenedFiles:
     @property
     def cached(self) -> int:
         """How many verdicts came from the cache without opening the file."""
-        return sum(1 for v in self.known.values() if self.known_good or isinstance(v, str))
+        return sum(1 for v in self.known.values() if self._from_cache(v) is not None)
 
-    def _one(self, path: str | Path) -> Loaded | ImageDecodeError:
-        verdict = self.known.get(str(path))
+    def _from_cache(self, verdict: Verdict | None) -> Loaded | ImageDecodeError | None:
+        """What the cache alone says of a file (None: the file must be opened)."""
         if isinstance(verdict, str):
             return ImageDecodeError(verdict)
         if self.known_good and verdict is not None:
             return Loaded(verdict, content_hash=verdict.content_hash)
+        return None
+
+    def _one(self, path: str | Path) -> Loaded | ImageDecodeError:
+        cached = self._from_cache(self.known.get(str(path)))
+        if cached is not None:
+            return cached
         try:
             return self.load(Path(path))
         except ImageDecodeError as exc:
             return exc
 
-    def _answered(self, path: str | Path) -> bool:
-        """The cache alone answers for this path: `_one` opens nothing."""
-        verdict = self.known.get(str(path))
-        return isinstance(verdict, str) or (self.known_good and verdict is not None)
-
     def __iter__(self) -> Iterator[tuple[Path, Loaded | ImageDecodeError]]:
+        answers = [self._from_cache(self.known.get(str(path))) for path in self.paths]
         # A warm cache answers every path: a thread pool would only add its hand-off (about 0.2 ms a file).
-        if all(self._answered(path) for path in self.paths):
-            outcomes: Iterable = ((path, self._one(path)) for path in self.paths)
+        if all(answer is not None for answer in answers):
+            outcomes: Iterable = zip(self.paths, answers)
         else:
             outcomes = bounded_map(self._one, self.paths, window=self.window, workers=self.workers)
         for done, (path, outcome) in enumerate(outcomes, start=1):

@@ -157,6 +157,18 @@ def resolve_folds(folds: str | int, images: int, flips: bool) -> tuple[int, str]
     return k, f"by {k}-fold cross-validation over the {images} training + validation images" + (f" (tune.folds auto: fewer than {AUTO_FOLDS_BELOW})" if folds == "auto" else "")
 
 
+def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`folds` (fit rows, held-out rows) pairs over `labels`: stratified by class (multi-label: plain k-fold)."""
+    import warnings
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class with fewer images than folds is simply absent from some folds
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if labels.ndim == 1 else KFold(folds, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros((len(labels), 1)), labels))
+
+
 class HeadTrials:
     """Trials that train only the head, on the features of the study's one extraction (`tlcli.training.inputs.FeatureInputs`)."""
 
@@ -201,16 +213,9 @@ class HeadTrials:
         return TrialOutcome(figures[metric], epochs, figures | {"epoch": epochs, "folds": [round(float(kept[metric]), 6) for kept, _ in folds]})
 
     def splits(self, labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The `folds` (fit rows, held-out rows) of the training + validation images: stratified by class (multi-label: plain k-fold)."""
-        import warnings
-
-        from sklearn.model_selection import KFold, StratifiedKFold
-
+        """The study's folds for a trial's seed (`fold_splits`), drawn once per seed."""
         if seed not in self._splits:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a class with fewer images than folds is simply absent from some folds
-                splitter = StratifiedKFold(self.folds, shuffle=True, random_state=seed) if labels.ndim == 1 else KFold(self.folds, shuffle=True, random_state=seed)
-                self._splits[seed] = list(splitter.split(np.zeros((len(labels), 1)), labels))
+            self._splits[seed] = fold_splits(labels, self.folds, seed)
         return self._splits[seed]
 
     def _fit(self, trial, config: ExperimentConfig, metric: str, fit: tuple, held: tuple, flipped: np.ndarray | None = None) -> tuple[dict[str, Any], int]:
