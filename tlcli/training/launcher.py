@@ -143,8 +143,10 @@ def _after_ctrl_c(cluster: Cluster) -> tuple[int, str | None]:
 
 def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | None]:
     """A worker other than the chief exited first: a finished cluster's workers end together, so this one failed
-    (unless the chief ends on its own right after: a bad config fails every worker at once, and the chief says why)."""
-    if _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None:
+    (unless it exited by itself and the chief ends on its own right after: a bad config fails every worker at once,
+    and the chief says why). A worker killed by a signal is the cause even when the chief's next collective fails at once."""
+    chief_ended = _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None
+    if chief_ended and code >= 0:
         return cluster.chief.returncode, None
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     tail = _tail(cluster.logs[index])
