@@ -39,13 +39,19 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data_dir", type=Path, help="folder holding train/ and validation/ (class folders inside)")
     p.add_argument("--train-dir", type=Path, help="explicit training folder (default DATA_DIR/train)")
-    p.add_argument("--val-dir", type=Path, help="explicit validation folder (default DATA_DIR/validation, else DATA_DIR/val)")
+    p.add_argument(
+        "--val-dir", type=Path, help="explicit validation folder (default DATA_DIR/validation, else DATA_DIR/val)"
+    )
     p.add_argument("--epochs", type=int, default=10, help="epochs with the base frozen")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the frozen phase (Keras default)")
+    p.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="Adam learning rate of the frozen phase (Keras default)"
+    )
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning (0 = none)")
     p.add_argument("--fine-tune-layers", type=int, default=30, help="last N base layers to unfreeze")
     p.add_argument("--fine-tune-lr", type=float, default=1e-5)
-    p.add_argument("--fine-tune-optimizer", choices=("rmsprop", "adam"), default="rmsprop", help="the tutorial uses RMSprop")
+    p.add_argument(
+        "--fine-tune-optimizer", choices=("rmsprop", "adam"), default="rmsprop", help="the tutorial uses RMSprop"
+    )
     p.add_argument("--flip", action="store_true", help="RandomFlip('horizontal') on the training images")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
@@ -70,10 +76,16 @@ def main(argv=None) -> int:
 
     clock = time.perf_counter()
     train_dir = args.train_dir or args.data_dir / "train"
-    val_dir = args.val_dir or next((args.data_dir / n for n in ("validation", "val") if (args.data_dir / n).is_dir()), args.data_dir / "validation")
+    val_dir = args.val_dir or next(
+        (args.data_dir / n for n in ("validation", "val") if (args.data_dir / n).is_dir()), args.data_dir / "validation"
+    )
     size = (args.image_size, args.image_size)
-    train_ds = keras.utils.image_dataset_from_directory(train_dir, shuffle=True, batch_size=args.batch_size, image_size=size, seed=args.seed, verbose=False)
-    val_ds = keras.utils.image_dataset_from_directory(val_dir, shuffle=False, batch_size=args.batch_size, image_size=size, verbose=False)
+    train_ds = keras.utils.image_dataset_from_directory(
+        train_dir, shuffle=True, batch_size=args.batch_size, image_size=size, seed=args.seed, verbose=False
+    )
+    val_ds = keras.utils.image_dataset_from_directory(
+        val_dir, shuffle=False, batch_size=args.batch_size, image_size=size, verbose=False
+    )
     class_names = train_ds.class_names
     counts = {"train": len(train_ds.file_paths), "val": len(val_ds.file_paths)}
     if len(class_names) != 2:
@@ -83,7 +95,9 @@ def main(argv=None) -> int:
     val_ds = val_ds.prefetch(buffer_size=autotune)
 
     shape = size + (3,)
-    base_model = keras.applications.MobileNet(alpha=args.alpha, include_top=False, weights="imagenet", input_shape=shape)
+    base_model = keras.applications.MobileNet(
+        alpha=args.alpha, include_top=False, weights="imagenet", input_shape=shape
+    )
     base_model.trainable = False
 
     inputs = keras.Input(shape=shape)
@@ -124,7 +138,9 @@ def main(argv=None) -> int:
             optimizer = keras.optimizers.Adam(learning_rate=args.fine_tune_lr)
         compile_(optimizer)
         total = args.epochs + args.fine_tune_epochs
-        history_fine = model.fit(train_ds, epochs=total, initial_epoch=len(history.epoch), validation_data=val_ds, verbose=0)
+        history_fine = model.fit(
+            train_ds, epochs=total, initial_epoch=len(history.epoch), validation_data=val_ds, verbose=0
+        )
         val_history += list(history_fine.history["val_accuracy"])
         timings["fine_tune"] = round(time.perf_counter() - clock, 3)
 

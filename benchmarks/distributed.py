@@ -42,7 +42,10 @@ BASE = {"name": "MobileNet", "weights": "imagenet", "args": {"alpha": 0.25}, "tr
 # process and the figures agree only within noise. Without it (and with determinism) they can agree figure for figure.
 HEAD = {"dropout": 0.0}
 CONFIGS = {
-    "cached": {"train": {"epochs": 10, "learning_rate": 0.001, "l2": 0.0001, "early_stopping": {"patience": 100}}, "cache": "memory"},
+    "cached": {
+        "train": {"epochs": 10, "learning_rate": 0.001, "l2": 0.0001, "early_stopping": {"patience": 100}},
+        "cache": "memory",
+    },
     "fine-tune": {
         "train": {"epochs": 1, "learning_rate": 0.001, "l2": 0.0001},
         "fine_tune": {"unfreeze": 20, "epochs": 1, "learning_rate": 0.0001},
@@ -55,7 +58,12 @@ def config_for(name: str, runs: Path) -> dict:
     return {
         "name": name,
         "seed": 1,
-        "data": {"train_dir": str(DATA / "train"), "val_dir": str(DATA / "validation"), "image_size": 224, "batch_size": 32},
+        "data": {
+            "train_dir": str(DATA / "train"),
+            "val_dir": str(DATA / "validation"),
+            "image_size": 224,
+            "batch_size": 32,
+        },
         "base": BASE,
         "head": HEAD,
         "probe": "off",
@@ -66,14 +74,23 @@ def config_for(name: str, runs: Path) -> dict:
 
 
 def run(config: Path, env: dict, workers: int) -> dict:
-    command = [sys.executable, "-m", "tlcli", "train", str(config), "--json", "--quiet"] + (["--workers", str(workers)] if workers > 1 else [])
+    command = [sys.executable, "-m", "tlcli", "train", str(config), "--json", "--quiet"] + (
+        ["--workers", str(workers)] if workers > 1 else []
+    )
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
     result = json.loads(done.stdout)
-    return {"workers": workers, "wall_s": round(seconds, 1), "val_accuracy": result["final"]["val_accuracy"], "val_loss": result["final"]["val_loss"], "timings_s": result["timings_s"], "devices": result["devices"]["description"]}
+    return {
+        "workers": workers,
+        "wall_s": round(seconds, 1),
+        "val_accuracy": result["final"]["val_accuracy"],
+        "val_loss": result["final"]["val_loss"],
+        "timings_s": result["timings_s"],
+        "devices": result["devices"]["description"],
+    }
 
 
 def main() -> int:
@@ -85,7 +102,12 @@ def main() -> int:
         print(f"needs {WEIGHTS} and {DATA}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="tlcli-distributed-"))
-    env = {**os.environ, "KERAS_HOME": str(work / "keras"), "TLCLI_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(work / "keras"),
+        "TLCLI_CACHE_DIR": str(work / "cache"),
+        "PYTHONPATH": str(REPO),
+    }
     (work / "keras" / "models").mkdir(parents=True)
     shutil.copy(WEIGHTS, work / "keras" / "models" / WEIGHTS.name)
     results = {}
@@ -107,7 +129,9 @@ def main() -> int:
     for name, rows in results.items():
         for r in rows:
             passed = r["timings_s"].get("extract", r["timings_s"].get("decode", 0.0))
-            lines.append(f"| {name} | {r['workers']} | {r['wall_s']} | {passed} | {r['timings_s'].get('train')} | {r['val_accuracy']:.4f} | {r['val_loss']:.4f} |")
+            lines.append(
+                f"| {name} | {r['workers']} | {r['wall_s']} | {passed} | {r['timings_s'].get('train')} | {r['val_accuracy']:.4f} | {r['val_loss']:.4f} |"
+            )
     lines += ["", "Configs: " + "; ".join(f"`{name}`: {json.dumps(CONFIGS[name])}" for name in args.configs), ""]
     args.out.write_text("\n".join(lines))
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -41,7 +41,13 @@ def calibration_sweep(run_dir: Path, counts: list[int]) -> list[dict]:
     rows = []
     for count in counts:
         with tempfile.TemporaryDirectory() as folder:
-            result = export_run(run_dir, ["tflite-int8"], out=Path(folder) / "out", calibration_images=count, gates={"tflite-int8": Gate()})
+            result = export_run(
+                run_dir,
+                ["tflite-int8"],
+                out=Path(folder) / "out",
+                calibration_images=count,
+                gates={"tflite-int8": Gate()},
+            )
             calibrated = result.record["calibration_images"]["images"]
             rows.append({"requested": count, "calibration_images": calibrated, **result.formats[0].parity.to_dict()})
     return rows
@@ -52,7 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--latency-images", type=int, default=50)
     p.add_argument("--calibration-images", type=int, default=300)
-    p.add_argument("--int8-calibration", default="", help="comma-separated calibration sizes to re-export tflite-int8 with")
+    p.add_argument(
+        "--int8-calibration", default="", help="comma-separated calibration sizes to re-export tflite-int8 with"
+    )
     p.add_argument("--json", type=Path, dest="json_path")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -97,7 +105,9 @@ def main(argv=None) -> int:
         "failures": result.failures,
     }
     if args.int8_calibration:
-        document["int8_calibration"] = calibration_sweep(args.run_dir, [int(n) for n in args.int8_calibration.split(",")])
+        document["int8_calibration"] = calibration_sweep(
+            args.run_dir, [int(n) for n in args.int8_calibration.split(",")]
+        )
     print_table(document)
     text = json.dumps(document, indent=2)
     if args.json_path:
@@ -107,7 +117,9 @@ def main(argv=None) -> int:
 
 
 def print_table(document: dict) -> None:
-    print("| format | size | export time | latency / image | top-1 agreement | max abs prob. diff | accuracy (Keras) | default gate |")
+    print(
+        "| format | size | export time | latency / image | top-1 agreement | max abs prob. diff | accuracy (Keras) | default gate |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for row in document["rows"]:
         size = f"{row['bytes'] / 1e6:.2f} MB"

@@ -84,7 +84,9 @@ def make_data(folder: Path, per_class: int, size: int, quick: bool) -> str:
 
 
 def run_cli(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(tlcli_command() + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        tlcli_command() + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def make_config(work: Path, data: Path, env: dict, args) -> tuple[Path, str]:
@@ -102,7 +104,12 @@ def make_config(work: Path, data: Path, env: dict, args) -> tuple[Path, str]:
         "output": {"runs_dir": str(work / "runs")},
     }
     if args.quick:  # no pretrained base to download or train: a frozen, randomly initialised SmallCNN, then its top layers fine-tuned
-        config["base"] = {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}, "trainable": "none"}
+        config["base"] = {
+            "name": "SmallCNN",
+            "weights": "none",
+            "args": {"filters": 8, "blocks": 2},
+            "trainable": "none",
+        }
         config["fine_tune"]["unfreeze"] = 3
         base = "SmallCNN (random, frozen, then its top fine-tuned)"
     elif MOBILENET.is_file():
@@ -139,7 +146,13 @@ def make_config(work: Path, data: Path, env: dict, args) -> tuple[Path, str]:
 def start(config: Path, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Path, float]:
     """Start training; return the process, its run folder and when run.json appeared."""
     before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
-    process = subprocess.Popen(tlcli_command() + ["train", str(config), "--runs-dir", str(runs_dir), "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        tlcli_command() + ["train", str(config), "--runs-dir", str(runs_dir), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if runs_dir.is_dir():
@@ -147,7 +160,9 @@ def start(config: Path, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Pa
             if new:
                 return process, new[0], time.monotonic()
         if process.poll() is not None:
-            raise SystemExit(f"training exited with {process.returncode} before creating a run folder: {process.stderr.read().strip()}")
+            raise SystemExit(
+                f"training exited with {process.returncode} before creating a run folder: {process.stderr.read().strip()}"
+            )
         time.sleep(0.005)
     process.kill()
     raise SystemExit("no run folder after 300 s")
@@ -175,7 +190,13 @@ def baseline(config: Path, env: dict, runs_dir: Path) -> dict:
         raise SystemExit(f"the uninterrupted run failed ({process.returncode}): {process.stderr.read().strip()}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = history_rows(run_dir)
-    return {"run_dir": str(run_dir), "seconds_after_run_json": round(total, 2), "epoch_ends": [round(t, 2) for t in ends], "metrics": metrics, "history": [(int(r["epoch"]), r["phase"]) for r in rows]}
+    return {
+        "run_dir": str(run_dir),
+        "seconds_after_run_json": round(total, 2),
+        "epoch_ends": [round(t, 2) for t in ends],
+        "metrics": metrics,
+        "history": [(int(r["epoch"]), r["phase"]) for r in rows],
+    }
 
 
 def where(run_dir: Path) -> str:
@@ -212,7 +233,9 @@ def check_run(run_dir: Path, reference: dict) -> dict:
     rows = history_rows(run_dir)
     epochs = [int(r["epoch"]) for r in rows]
     out["history_contiguous"] = epochs == list(range(1, len(epochs) + 1))
-    out["history_like_reference"] = [(int(r["epoch"]), r["phase"]) for r in rows] == [tuple(x) for x in reference["history"]]
+    out["history_like_reference"] = [(int(r["epoch"]), r["phase"]) for r in rows] == [
+        tuple(x) for x in reference["history"]
+    ]
     final = metrics.get("final", {})
     out["val_accuracy"] = final.get("val_accuracy")
     out["val_loss"] = final.get("val_loss")
@@ -224,7 +247,9 @@ def check_run(run_dir: Path, reference: dict) -> dict:
     return out
 
 
-def trial(index: int, moment: tuple[int, float], config: Path, env: dict, runs_dir: Path, reference: dict, deterministic: bool) -> dict:
+def trial(
+    index: int, moment: tuple[int, float], config: Path, env: dict, runs_dir: Path, reference: dict, deterministic: bool
+) -> dict:
     """Kill `moment[1]` seconds after the run's `moment[0]`-th epoch ended (0: after run.json appeared)."""
     after_epochs, delay = moment
     process, run_dir, t0 = start(config, env, runs_dir)
@@ -241,7 +266,14 @@ def trial(index: int, moment: tuple[int, float], config: Path, env: dict, runs_d
         os.kill(process.pid, signal.SIGKILL)
     killed_at = time.monotonic() - t0
     process.wait()
-    result = {"trial": index, "after_epoch": after_epochs, "delay_s": round(delay, 2), "kill_s": round(killed_at, 2), "killed": not finished_first, "killed_in": where(run_dir) if not finished_first else "finished before the kill"}
+    result = {
+        "trial": index,
+        "after_epoch": after_epochs,
+        "delay_s": round(delay, 2),
+        "kill_s": round(killed_at, 2),
+        "killed": not finished_first,
+        "killed_in": where(run_dir) if not finished_first else "finished before the kill",
+    }
     result["history_rows_at_kill"] = len(history_rows(run_dir))
     if finished_first:
         result |= check_run(run_dir, reference)
@@ -256,7 +288,14 @@ def trial(index: int, moment: tuple[int, float], config: Path, env: dict, runs_d
         record = json.loads((run_dir / "run.json").read_text())
         result["resumed_from_epoch"] = (record.get("resumes") or [{}])[-1].get("from_epoch")
         result |= check_run(run_dir, reference)
-    checks = [result.get("resume_exit") in (0, None), result["status"] == "completed", result["model_loads"] is True, result["metrics_loads"] is True, result["history_contiguous"], result["history_like_reference"]]
+    checks = [
+        result.get("resume_exit") in (0, None),
+        result["status"] == "completed",
+        result["model_loads"] is True,
+        result["metrics_loads"] is True,
+        result["history_contiguous"],
+        result["history_like_reference"],
+    ]
     if deterministic:
         checks += [result["same_val_accuracy"]]
     result["ok"] = all(checks)
@@ -287,13 +326,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary folder)")
-    parser.add_argument("--quick", action="store_true", help="generated 32 px images and a SmallCNN base (the CI version)")
-    parser.add_argument("--cache", default=None, choices=["auto", "memory", "off"], help="train on cached features (auto; memory with --quick) or on images (off)")
+    parser.add_argument(
+        "--quick", action="store_true", help="generated 32 px images and a SmallCNN base (the CI version)"
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        choices=["auto", "memory", "off"],
+        help="train on cached features (auto; memory with --quick) or on images (off)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="epochs per phase (default 6, 3 with --quick)")
     parser.add_argument("--size", type=int, default=None, help="image size (default 64, 32 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    parser.add_argument("--no-determinism", action="store_true", help="runtime.deterministic off (then final metrics are not compared)")
-    parser.add_argument("--cost", action="store_true", help="also time an uninterrupted run with determinism off (its cost)")
+    parser.add_argument(
+        "--no-determinism", action="store_true", help="runtime.deterministic off (then final metrics are not compared)"
+    )
+    parser.add_argument(
+        "--cost", action="store_true", help="also time an uninterrupted run with determinism off (its cost)"
+    )
     args = parser.parse_args(argv)
     args.epochs = args.epochs or (3 if args.quick else 6)
     args.size = args.size or (32 if args.quick else 64)
@@ -307,18 +357,33 @@ def main(argv: list[str] | None = None) -> int:
     Path(env["KERAS_HOME"]).mkdir(parents=True, exist_ok=True)
     data_note = make_data(work / "data", 20, args.size, args.quick)
     config, base = make_config(work, work / "data", env, args)
-    print(f"work folder: {work}\ndata: {data_note}; base: {base}; cache: {args.cache}; {args.epochs}+{args.epochs} epochs at {args.size} px; deterministic: {not args.no_determinism}", flush=True)
+    print(
+        f"work folder: {work}\ndata: {data_note}; base: {base}; cache: {args.cache}; {args.epochs}+{args.epochs} epochs at {args.size} px; deterministic: {not args.no_determinism}",
+        flush=True,
+    )
 
     reference = baseline(config, env, work / "reference-runs")
     final = reference["metrics"]["final"]
-    print(f"uninterrupted: {len(reference['history'])} epochs, val_accuracy {final['val_accuracy']}, val_loss {final['val_loss']}, {reference['seconds_after_run_json']} s after run.json; epoch ends at {reference['epoch_ends']}", flush=True)
+    print(
+        f"uninterrupted: {len(reference['history'])} epochs, val_accuracy {final['val_accuracy']}, val_loss {final['val_loss']}, {reference['seconds_after_run_json']} s after run.json; epoch ends at {reference['epoch_ends']}",
+        flush=True,
+    )
     if args.quick:  # no second run: every run computes its features afresh (cache: memory), so timelines match
         again, repeat_equal = reference, None
     else:
         again = baseline(config, env, work / "reference-runs")
         repeat_equal = again["metrics"]["final"] == reference["metrics"]["final"]
         print(f"a second uninterrupted run gives the same final metrics: {repeat_equal}", flush=True)
-    results = {"config": str(config), "base": base, "data": data_note, "cache": args.cache, "deterministic": not args.no_determinism, "reference": reference, "repeat_equal": repeat_equal, "trials": []}
+    results = {
+        "config": str(config),
+        "base": base,
+        "data": data_note,
+        "cache": args.cache,
+        "deterministic": not args.no_determinism,
+        "reference": reference,
+        "repeat_equal": repeat_equal,
+        "trials": [],
+    }
     if args.cost:
         import yaml
 
@@ -327,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         other = work / "config-other-determinism.yaml"
         other.write_text(yaml.safe_dump(raw))
         timings = {}
-        for label, path in (("on" if not args.no_determinism else "off", config), ("off" if not args.no_determinism else "on", other)):
+        for label, path in (
+            ("on" if not args.no_determinism else "off", config),
+            ("off" if not args.no_determinism else "on", other),
+        ):
             walls = []
             for _ in range(2):
                 done = run_cli(["train", path, "--json", "--quiet", "--runs-dir", work / "cost-runs"], env)
@@ -341,13 +409,20 @@ def main(argv: list[str] | None = None) -> int:
     for index, moment in enumerate(moments(args.trials, again, rng), 1):
         outcome = trial(index, moment, config, env, work / "runs", reference, not args.no_determinism)
         results["trials"].append(outcome)
-        print(json.dumps({k: outcome[k] for k in ("trial", "kill_s", "killed_in", "resume_exit", "val_accuracy", "ok")}), flush=True)
+        print(
+            json.dumps({k: outcome[k] for k in ("trial", "kill_s", "killed_in", "resume_exit", "val_accuracy", "ok")}),
+            flush=True,
+        )
 
     print()
-    print("| trial | kill (s after run.json) | killed during | resumed from epoch | resume exit | history ok | model.keras loads | metrics.json loads | val_accuracy | = uninterrupted | ok |")
+    print(
+        "| trial | kill (s after run.json) | killed during | resumed from epoch | resume exit | history ok | model.keras loads | metrics.json loads | val_accuracy | = uninterrupted | ok |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["trials"]:
-        print(f"| {r['trial']} | {r['kill_s']} | {r['killed_in']} | {r.get('resumed_from_epoch', '-')} | {r.get('resume_exit')} | {r['history_contiguous'] and r['history_like_reference']} | {r['model_loads'] is True} | {r['metrics_loads'] is True} | {r['val_accuracy']} | {r['same_val_accuracy']} | {'yes' if r['ok'] else 'NO'} |")
+        print(
+            f"| {r['trial']} | {r['kill_s']} | {r['killed_in']} | {r.get('resumed_from_epoch', '-')} | {r.get('resume_exit')} | {r['history_contiguous'] and r['history_like_reference']} | {r['model_loads'] is True} | {r['metrics_loads'] is True} | {r['val_accuracy']} | {r['same_val_accuracy']} | {'yes' if r['ok'] else 'NO'} |"
+        )
     passed = sum(r["ok"] for r in results["trials"])
     print(f"\n{passed}/{len(results['trials'])} trials passed; uninterrupted val_accuracy {final['val_accuracy']}")
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str))

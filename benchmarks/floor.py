@@ -52,10 +52,14 @@ def main(argv=None) -> int:
 
     clock = time.perf_counter()
     train_dir = args.train_dir or args.data_dir / "train"
-    val_dir = args.val_dir or next((args.data_dir / n for n in ("validation", "val") if (args.data_dir / n).is_dir()), args.data_dir / "validation")
+    val_dir = args.val_dir or next(
+        (args.data_dir / n for n in ("validation", "val") if (args.data_dir / n).is_dir()), args.data_dir / "validation"
+    )
     images = {}
     for split, folder in (("train", train_dir), ("val", val_dir)):
-        ds = keras.utils.image_dataset_from_directory(folder, shuffle=False, batch_size=args.batch_size, image_size=size, verbose=False)
+        ds = keras.utils.image_dataset_from_directory(
+            folder, shuffle=False, batch_size=args.batch_size, image_size=size, verbose=False
+        )
         ds = ds.map(lambda x, y: x).prefetch(tf.data.AUTOTUNE)
         features = model.predict(ds, verbose=0)
         images[split] = int(features.shape[0])

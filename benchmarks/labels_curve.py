@@ -31,7 +31,14 @@ CONFIGS = REPO / "configs" / "quickstart"
 
 
 def tlcli(args: list[str], env: dict[str, str]) -> dict:
-    done = subprocess.run([sys.executable, "-P", "-c", "from tlcli.cli import main; main()", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", "from tlcli.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=1800,
+    )
     if done.returncode != 0:
         raise SystemExit(f"tlcli {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return json.loads(done.stdout) if done.stdout.strip().startswith(("{", "[")) else {}
@@ -44,7 +51,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", type=Path, default=HERE)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="labels-", dir=HERE / "work" if (HERE / "work").is_dir() else None))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TLCLI_CACHE_DIR": str(work / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3", "MPLCONFIGDIR": str(work / "mpl")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TLCLI_CACHE_DIR": str(work / "cache"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "MPLCONFIGDIR": str(work / "mpl"),
+    }
     common = ["--json", "--quiet", "--runs-dir", str(work / "runs"), "--set", "runtime.deterministic=true"]
     rows = []
     for labels in args.labels:
@@ -52,18 +65,49 @@ def main(argv=None) -> int:
         tlcli(["datasets", "digits", str(data), "--target-train-per-class", str(labels)], env)
         for seed in args.seeds:
             seeded = [*common, "--set", f"seed={seed}"]
-            source = tlcli(["train", str(CONFIGS / "source.yaml"), *seeded, "--set", f"data.dir={data / 'source'}", "--set", f"name=source-{labels}-{seed}"], env)
-            for recipe, config, extra in (("transfer", "target.yaml", ["--set", f"base.run={source['run_dir']}"]), ("scratch", "target-scratch.yaml", [])):
-                result = tlcli(["train", str(CONFIGS / config), *seeded, *extra, "--set", f"data.dir={data / 'target'}"], env)
-                rows.append({"labels": labels, "seed": seed, "recipe": recipe, "val_accuracy": result["final"]["val_accuracy"], "wall_s": result["wall_time_s"], "train_images": result["images"]["train"]})
-                print(f"{labels:3} labels  seed {seed}  {recipe:8}  val {result['final']['val_accuracy']:.4f}  {result['wall_time_s']:.1f} s", flush=True)
+            source = tlcli(
+                [
+                    "train",
+                    str(CONFIGS / "source.yaml"),
+                    *seeded,
+                    "--set",
+                    f"data.dir={data / 'source'}",
+                    "--set",
+                    f"name=source-{labels}-{seed}",
+                ],
+                env,
+            )
+            for recipe, config, extra in (
+                ("transfer", "target.yaml", ["--set", f"base.run={source['run_dir']}"]),
+                ("scratch", "target-scratch.yaml", []),
+            ):
+                result = tlcli(
+                    ["train", str(CONFIGS / config), *seeded, *extra, "--set", f"data.dir={data / 'target'}"], env
+                )
+                rows.append(
+                    {
+                        "labels": labels,
+                        "seed": seed,
+                        "recipe": recipe,
+                        "val_accuracy": result["final"]["val_accuracy"],
+                        "wall_s": result["wall_time_s"],
+                        "train_images": result["images"]["train"],
+                    }
+                )
+                print(
+                    f"{labels:3} labels  seed {seed}  {recipe:8}  val {result['final']['val_accuracy']:.4f}  {result['wall_time_s']:.1f} s",
+                    flush=True,
+                )
     write(rows, args.out_dir)
     return 0
 
 
 def write(rows: list[dict], out_dir: Path) -> None:
     labels = sorted({r["labels"] for r in rows})
-    table = ["| labels a class | transfer, median (range) | from scratch, median (range) | transfer - scratch |", "| ---: | --- | --- | ---: |"]
+    table = [
+        "| labels a class | transfer, median (range) | from scratch, median (range) | transfer - scratch |",
+        "| ---: | --- | --- | ---: |",
+    ]
     medians = {}
     for n in labels:
         cells = []
@@ -71,7 +115,9 @@ def write(rows: list[dict], out_dir: Path) -> None:
             values = [r["val_accuracy"] for r in rows if r["labels"] == n and r["recipe"] == recipe]
             medians[(n, recipe)] = statistics.median(values)
             cells.append(f"{medians[(n, recipe)]:.3f} ({min(values):.3f}-{max(values):.3f})")
-        table.append(f"| {n} | {cells[0]} | {cells[1]} | {(medians[(n, 'transfer')] - medians[(n, 'scratch')]) * 100:+.1f} pt |")
+        table.append(
+            f"| {n} | {cells[0]} | {cells[1]} | {(medians[(n, 'transfer')] - medians[(n, 'scratch')]) * 100:+.1f} pt |"
+        )
     text = [
         "# Where transfer pays: labels a class against accuracy",
         "",

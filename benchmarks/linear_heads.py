@@ -44,18 +44,42 @@ def main(argv=None) -> int:
     config = load_config({"data": {"dir": str(args.data_dir)}, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}})
     prepared = prepare(config, reporter=Reporter())
     sets, _ = extract_splits(prepared, Cut("pool"), Reporter())
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = ((sets[s].features, sets[s].labels) for s in ("train", "val", "test"))
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+        (sets[s].features, sets[s].labels) for s in ("train", "val", "test")
+    )
     n, names = prepared.num_classes, prepared.splits.class_names
     all_x, all_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
-    on_train, on_all = class_weights(train_y, n, config.train.class_weight, names), class_weights(all_y, n, config.train.class_weight, names)
+    on_train, on_all = (
+        class_weights(train_y, n, config.train.class_weight, names),
+        class_weights(all_y, n, config.train.class_weight, names),
+    )
     rows = []
     for C in sorted(set(FINE_GRID) | set(PENALTY_GRID)):
         val = score(fit_probe(train_x, train_y, C, n, on_train).probabilities(val_x), val_y)
         test = score(fit_probe(all_x, all_y, C, n, on_all).probabilities(test_x), test_y)
-        rows.append({"C": C, "val_loss": round(val["loss"], 4), "val_accuracy": round(val["accuracy"], 4), "test_accuracy": round(test["accuracy"], 4), "in_defaults_grid": C in PENALTY_GRID})
+        rows.append(
+            {
+                "C": C,
+                "val_loss": round(val["loss"], 4),
+                "val_accuracy": round(val["accuracy"], 4),
+                "test_accuracy": round(test["accuracy"], 4),
+                "in_defaults_grid": C in PENALTY_GRID,
+            }
+        )
     chosen = min((r for r in rows if r["in_defaults_grid"]), key=lambda r: (r["val_loss"], -r["C"]))
     best = max(rows, key=lambda r: r["test_accuracy"])
-    print(json.dumps({"images": {"train": len(train_x), "val": len(val_x), "test": len(test_x)}, "defaults_C": chosen["C"], "defaults_test_accuracy": chosen["test_accuracy"], "best_test_accuracy": best["test_accuracy"], "rows": rows}), flush=True)
+    print(
+        json.dumps(
+            {
+                "images": {"train": len(train_x), "val": len(val_x), "test": len(test_x)},
+                "defaults_C": chosen["C"],
+                "defaults_test_accuracy": chosen["test_accuracy"],
+                "best_test_accuracy": best["test_accuracy"],
+                "rows": rows,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

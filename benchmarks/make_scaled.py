@@ -38,7 +38,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 
 
 def source_listing(src: Path) -> list[tuple[str, int]]:
-    return sorted((str(p.relative_to(src)), p.stat().st_size) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        (str(p.relative_to(src)), p.stat().st_size)
+        for p in src.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def listing_digest(listing) -> str:

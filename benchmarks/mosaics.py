@@ -49,12 +49,20 @@ def make_mosaics(source: Path, out: Path, per_pair: dict[str, int] | None = None
     rows = []
     (out / "images").mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
-        photos = {name: sorted(p for p in (source / split / name).iterdir() if p.is_file()) for name in ("ants", "bees")}
+        photos = {
+            name: sorted(p for p in (source / split / name).iterdir() if p.is_file()) for name in ("ants", "bees")
+        }
         count = (per_pair or {}).get(split) or min(len(v) for v in photos.values()) // 2
-        queues = {side: {name: list(rng.permutation(len(files))) for name, files in photos.items()} for side in ("left", "right")}
+        queues = {
+            side: {name: list(rng.permutation(len(files))) for name, files in photos.items()}
+            for side in ("left", "right")
+        }
         for pair in PAIRS:
             for i in range(count):
-                halves = [photos[name][queues[side][name].pop() % len(photos[name])] for side, name in zip(("left", "right"), pair)]
+                halves = [
+                    photos[name][queues[side][name].pop() % len(photos[name])]
+                    for side, name in zip(("left", "right"), pair)
+                ]
                 canvas = Image.new("RGB", (2 * SIDE, SIDE))
                 for x, path in zip((0, SIDE), halves):
                     with Image.open(path) as photo:
@@ -76,7 +84,12 @@ def mosaic_config(manifest: Path, runs_dir: Path, seed: int = 1, **extra) -> dic
     config = {
         "name": f"mosaics-seed{seed}",
         "seed": seed,
-        "data": {"manifest": str(manifest), "multi_label": True, "columns": {"label": "labels"}, "image_size": [SIDE, 2 * SIDE]},
+        "data": {
+            "manifest": str(manifest),
+            "multi_label": True,
+            "columns": {"label": "labels"},
+            "image_size": [SIDE, 2 * SIDE],
+        },
         "base": {"name": "MobileNet", "weights": "imagenet", "args": {"alpha": 0.25}},
         "head": {"threshold": "per_class"},
         "train": {"refit": False},
@@ -104,7 +117,9 @@ def main() -> int:
     from tlcli import load_config, train
 
     results = []
-    for seed in args.seeds:  # each seed draws other photo pairs (the fit itself is exact: the same mosaics give the same model)
+    for seed in (
+        args.seeds
+    ):  # each seed draws other photo pairs (the fit itself is exact: the same mosaics give the same model)
         manifest = make_mosaics(HYMENOPTERA, work / f"mosaics-{seed}", seed=seed)
         started = time.perf_counter()
         result = train(load_config(mosaic_config(manifest, work / "runs", seed)))
@@ -137,8 +152,14 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r['seed']} | {r['val_map']:.4f} | {r['micro_f1']:.4f} | {r['macro_f1']:.4f} | {r['subset_accuracy']:.4f} | {r['hamming_loss']:.4f} | {r['probe_val_map'] or float('nan'):.4f} | {r['seconds']} |")
-    lines += ["", f"Validation figures are {results[0]['figures']}: the thresholds (and the head's penalty) were chosen on them.", ""]
+        lines.append(
+            f"| {r['seed']} | {r['val_map']:.4f} | {r['micro_f1']:.4f} | {r['macro_f1']:.4f} | {r['subset_accuracy']:.4f} | {r['hamming_loss']:.4f} | {r['probe_val_map'] or float('nan'):.4f} | {r['seconds']} |"
+        )
+    lines += [
+        "",
+        f"Validation figures are {results[0]['figures']}: the thresholds (and the head's penalty) were chosen on them.",
+        "",
+    ]
     args.out.write_text("\n".join(lines))
     (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)

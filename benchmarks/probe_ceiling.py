@@ -42,17 +42,34 @@ def main(argv=None) -> int:
     from tlcli.training.prepare import prepare
 
     # train/ and test/ as tlcli lists them; its validation hold-out is joined back: the ceiling sees the whole training folder.
-    config = load_config({"data": {"dir": str(args.data_dir)}, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "cache": "memory"})
+    config = load_config(
+        {"data": {"dir": str(args.data_dir)}, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "cache": "memory"}
+    )
     prepared = prepare(config, reporter=Reporter())
     sets, _ = extract_splits(prepared, Cut("pool"), Reporter())
-    x, y = np.concatenate([sets["train"].features, sets["val"].features]), np.concatenate([sets["train"].labels, sets["val"].labels])
+    x, y = (
+        np.concatenate([sets["train"].features, sets["val"].features]),
+        np.concatenate([sets["train"].labels, sets["val"].labels]),
+    )
     test_x, test_y = sets["test"].features, sets["test"].labels
     order = np.random.default_rng(args.seed).permutation(len(x))
     held, fitted = order[: len(x) // 5], order[len(x) // 5 :]
     scores = {C: LogisticRegression(C=C, max_iter=5000).fit(x[fitted], y[fitted]).score(x[held], y[held]) for C in CS}
     best = max(CS, key=lambda C: (scores[C], -C))
     accuracy = LogisticRegression(C=best, max_iter=5000).fit(x, y).score(test_x, test_y)
-    print(json.dumps({"test_accuracy": round(float(accuracy), 6), "C": best, "holdout_accuracy": {str(C): round(s, 4) for C, s in scores.items()}, "images": {"train": len(x), "test": len(test_x)}, "wall_time_s": round(time.perf_counter() - STARTED, 3), "peak_memory_mb": peak_memory_mb()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "test_accuracy": round(float(accuracy), 6),
+                "C": best,
+                "holdout_accuracy": {str(C): round(s, 4) for C, s in scores.items()},
+                "images": {"train": len(x), "test": len(test_x)},
+                "wall_time_s": round(time.perf_counter() - STARTED, 3),
+                "peak_memory_mb": peak_memory_mb(),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

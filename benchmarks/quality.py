@@ -46,7 +46,13 @@ BEFORE = "5d4d794"  # the last commit before issue 12's defaults
 # augmentation: random horizontal flips, which keep the frozen head's phase on cached features, as precomputed flipped
 # features), each with every seed; then the exploratory settings tried beside it (higher rates, a longer phase), seed 1 only.
 # The default `fine_tune: {}` (40, 1e-4, no flips) is the `fine_tune` row of the main runs.
-SWEEP_GRID = tuple((unfreeze, rate, flip, "") for flip in (False, True) for unfreeze in ("10", "20", "40", "all") for rate in ("1.0e-5", "1.0e-4") if (unfreeze, rate, flip) != ("40", "1.0e-4", False))
+SWEEP_GRID = tuple(
+    (unfreeze, rate, flip, "")
+    for flip in (False, True)
+    for unfreeze in ("10", "20", "40", "all")
+    for rate in ("1.0e-5", "1.0e-4")
+    if (unfreeze, rate, flip) != ("40", "1.0e-4", False)
+)
 SWEEP_EXTRA = (
     ("40", "3.0e-4", False, ""),
     ("40", "3.0e-4", True, ""),
@@ -74,13 +80,23 @@ class Quality:
         keras_home = self.work / "keras_home" / "models"
         keras_home.mkdir(parents=True)
         shutil.copyfile(self.args.weights, keras_home / self.args.weights.name)
-        env = {**os.environ, "KERAS_HOME": str(keras_home.parent), "TF_CPP_MIN_LOG_LEVEL": "3", "MPLCONFIGDIR": str(self.work / "mpl")}
+        env = {
+            **os.environ,
+            "KERAS_HOME": str(keras_home.parent),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "MPLCONFIGDIR": str(self.work / "mpl"),
+        }
         env.pop("PYTHONPATH", None)
         return env
 
     def _before_tree(self) -> Path:
         tree = self.work / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), self.args.before], check=True, capture_output=True, text=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), self.args.before],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return tree
 
     def layout(self, name: str) -> Path:
@@ -91,30 +107,88 @@ class Quality:
         config = self.work / "smallest.yaml"
         config.write_text("base: {name: MobileNet, args: {alpha: 0.25}}\ndata: {dir: .}\n")
         # -P: no current folder on sys.path, so PYTHONPATH alone says which tlcli runs (this checkout, or the one before).
-        env = {**self.env, "TLCLI_CACHE_DIR": str(self.work / "cache" / f"{self.sequence}"), "PYTHONPATH": str(tree or REPO)}
-        command = [self.python, "-P", "-c", "from tlcli.cli import main; main()", "train", str(config), "--json", "--quiet", "--runs-dir", str(self.work / "runs"), "--set", f"data.dir={data}", "--set", f"seed={seed}"]
+        env = {
+            **self.env,
+            "TLCLI_CACHE_DIR": str(self.work / "cache" / f"{self.sequence}"),
+            "PYTHONPATH": str(tree or REPO),
+        }
+        command = [
+            self.python,
+            "-P",
+            "-c",
+            "from tlcli.cli import main; main()",
+            "train",
+            str(config),
+            "--json",
+            "--quiet",
+            "--runs-dir",
+            str(self.work / "runs"),
+            "--set",
+            f"data.dir={data}",
+            "--set",
+            f"seed={seed}",
+        ]
         for override in sets:
             command += ["--set", override]
-        return self._record(dataset, seed, label, command, env, lambda out: (out or {}).get("final", {}).get("test_accuracy"))
+        return self._record(
+            dataset, seed, label, command, env, lambda out: (out or {}).get("final", {}).get("test_accuracy")
+        )
 
     def probe(self, dataset: str, seed: int) -> dict:
         command = [self.python, str(HERE / "probe_ceiling.py"), str(self.layout(dataset)), "--seed", str(seed)]
-        return self._record(dataset, seed, "probe", command, {**self.env, "TLCLI_CACHE_DIR": str(self.work / "cache" / "probe")}, lambda out: (out or {}).get("test_accuracy"))
+        return self._record(
+            dataset,
+            seed,
+            "probe",
+            command,
+            {**self.env, "TLCLI_CACHE_DIR": str(self.work / "cache" / "probe")},
+            lambda out: (out or {}).get("test_accuracy"),
+        )
 
     def keras(self, dataset: str, seed: int) -> dict:
         data = self.layout(dataset)
-        command = [self.python, str(HERE / "baseline_keras.py"), str(data), "--train-dir", str(data / "train"), "--val-dir", str(data / "test"), "--seed", str(seed)]
+        command = [
+            self.python,
+            str(HERE / "baseline_keras.py"),
+            str(data),
+            "--train-dir",
+            str(data / "train"),
+            "--val-dir",
+            str(data / "test"),
+            "--seed",
+            str(seed),
+        ]
         return self._record(dataset, seed, "keras", command, self.env, lambda out: (out or {}).get("val_accuracy"))
 
     def _record(self, dataset: str, seed: int, label: str, command: list[str], env: dict, accuracy) -> dict:
         self.sequence += 1
-        run = measure(command, env, self.work / "logs", f"{self.sequence:03d}-{dataset}-{label.replace('/', '-')}-{seed}", TIMEOUT)
-        row = {"dataset": dataset, "seed": seed, "config": label, "wall_s": run["wall_s"], "peak_mb": run["peak_rss_mb"], "test_accuracy": accuracy(run["output"]), "returncode": run["returncode"], "error": run.get("error")}
+        run = measure(
+            command, env, self.work / "logs", f"{self.sequence:03d}-{dataset}-{label.replace('/', '-')}-{seed}", TIMEOUT
+        )
+        row = {
+            "dataset": dataset,
+            "seed": seed,
+            "config": label,
+            "wall_s": run["wall_s"],
+            "peak_mb": run["peak_rss_mb"],
+            "test_accuracy": accuracy(run["output"]),
+            "returncode": run["returncode"],
+            "error": run.get("error"),
+        }
         if label.startswith(("smallest", "fine_tune", "sweep")) and run["output"]:
             out = run["output"]
-            row |= {"epochs": out.get("epochs"), "probe": out.get("linear_probe"), "timings_s": out.get("timings_s"), "val_accuracy": out.get("final", {}).get("val_accuracy")}
+            row |= {
+                "epochs": out.get("epochs"),
+                "probe": out.get("linear_probe"),
+                "timings_s": out.get("timings_s"),
+                "val_accuracy": out.get("final", {}).get("val_accuracy"),
+            }
         self.results.append(row)
-        print(f"[{dt.datetime.now():%H:%M:%S}] {dataset:24} {label:18} seed {seed}  test {row['test_accuracy']}  {row['wall_s']:.1f} s  {row['peak_mb']} MB" + (f"  ERROR {row['error'][-200:]}" if row["error"] else ""), flush=True)
+        print(
+            f"[{dt.datetime.now():%H:%M:%S}] {dataset:24} {label:18} seed {seed}  test {row['test_accuracy']}  {row['wall_s']:.1f} s  {row['peak_mb']} MB"
+            + (f"  ERROR {row['error'][-200:]}" if row["error"] else ""),
+            flush=True,
+        )
         self.write()
         return row
 
@@ -135,18 +209,29 @@ class Quality:
             self.sweep()
 
     def sweep(self) -> None:
-        settings = [(setting, self.args.seeds) for setting in SWEEP_GRID] + [(setting, self.args.seeds[:1]) for setting in SWEEP_EXTRA]
-        settings.sort(key=lambda item: item[0][0] == "all" and item[0][2])  # the slowest (every layer, flipped images each epoch) last
+        settings = [(setting, self.args.seeds) for setting in SWEEP_GRID] + [
+            (setting, self.args.seeds[:1]) for setting in SWEEP_EXTRA
+        ]
+        settings.sort(
+            key=lambda item: item[0][0] == "all" and item[0][2]
+        )  # the slowest (every layer, flipped images each epoch) last
         for dataset in self.args.sweep_datasets or self.args.datasets:
             for (unfreeze, rate, flip, extra), seeds in settings:
                 for seed in seeds:
                     keys = f"unfreeze: {unfreeze}, learning_rate: {rate}" + (f", {extra}" if extra else "")
                     sets = [f"fine_tune={{{keys}}}", f"data.augment.flip={'horizontal' if flip else 'none'}"]
-                    label = f"sweep {unfreeze} / {rate} / {'flips' if flip else 'none'}" + (f" / {extra}" if extra else "")
+                    label = f"sweep {unfreeze} / {rate} / {'flips' if flip else 'none'}" + (
+                        f" / {extra}" if extra else ""
+                    )
                     self.tlcli(dataset, seed, label, sets)
 
     def write(self) -> None:
-        report = {"machine": self.machine, "args": {k: str(v) for k, v in vars(self.args).items()}, "started": self.started, "runs": self.results}
+        report = {
+            "machine": self.machine,
+            "args": {k: str(v) for k, v in vars(self.args).items()},
+            "started": self.started,
+            "runs": self.results,
+        }
         if self.args.sweep_only:  # the other runs as they were measured, this sweep in place of any earlier one
             kept = json.loads((self.args.out_dir / "quality.json").read_text())
             kept["sweep"] = {"machine": self.machine, "started": self.started, "args": report["args"]}
@@ -187,7 +272,12 @@ def render(report: dict) -> str:
         rows = [r for r in runs if r["dataset"] == dataset and not r["config"].startswith("sweep")]
         if not rows:
             continue
-        lines += [f"## {dataset}", "", "| config | runs | test accuracy, median (range) | wall time, median | peak memory, median |", "| --- | ---: | --- | ---: | ---: |"]
+        lines += [
+            f"## {dataset}",
+            "",
+            "| config | runs | test accuracy, median (range) | wall time, median | peak memory, median |",
+            "| --- | ---: | --- | ---: | ---: |",
+        ]
         summaries = {}
         for config in ("smallest", "smallest@before", "fine_tune", "probe", "keras"):
             chosen = [r for r in rows if r["config"] == config]
@@ -195,20 +285,41 @@ def render(report: dict) -> str:
                 continue
             s = summaries[config] = summarize(chosen)
             accuracy = f"{s['median']:.4f} ({s['low']:.4f}-{s['high']:.4f})" if s["median"] is not None else "failed"
-            lines.append(f"| {config} | {s['n']} | {accuracy} | {_fmt(s['wall'], ' s')} | {_fmt(s['peak'], ' MB', 0)} |")
+            lines.append(
+                f"| {config} | {s['n']} | {accuracy} | {_fmt(s['wall'], ' s')} | {_fmt(s['peak'], ' MB', 0)} |"
+            )
         lines.append("")
-        targets += _targets(dataset, summaries) + _sweep_target(dataset, summaries, [r for r in runs if r["dataset"] == dataset and r["config"].startswith("sweep")])
+        targets += _targets(dataset, summaries) + _sweep_target(
+            dataset, summaries, [r for r in runs if r["dataset"] == dataset and r["config"].startswith("sweep")]
+        )
         probes = [r["probe"] for r in rows if r["config"] == "smallest" and r.get("probe")]
         if probes:
-            lines += [f"The run's own linear-probe reference (on its 80% training split, scored on its validation split): validation accuracy {probes[0].get('val_accuracy')}, test {probes[0].get('test_accuracy')}, {probes[0].get('seconds')} s.", ""]
+            lines += [
+                f"The run's own linear-probe reference (on its 80% training split, scored on its validation split): validation accuracy {probes[0].get('val_accuracy')}, test {probes[0].get('test_accuracy')}, {probes[0].get('seconds')} s.",
+                "",
+            ]
     if targets:
-        lines[7:7] = ["## Targets", "", "| dataset | check | measured | target | result |", "| --- | --- | ---: | ---: | --- |", *targets, ""]
+        lines[7:7] = [
+            "## Targets",
+            "",
+            "| dataset | check | measured | target | result |",
+            "| --- | --- | ---: | ---: | --- |",
+            *targets,
+            "",
+        ]
     sweep = [r for r in runs if r["config"].startswith("sweep")]
     if sweep:
         lines += _sweep_table(sweep, report.get("sweep") or report, runs)
-    lines += ["## Every run", "", "| dataset | config | seed | test accuracy | wall (s) | peak (MB) | status |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines += [
+        "## Every run",
+        "",
+        "| dataset | config | seed | test accuracy | wall (s) | peak (MB) | status |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in runs:
-        lines.append(f"| {r['dataset']} | {r['config']} | {r['seed']} | {r['test_accuracy'] if r['test_accuracy'] is not None else '-'} | {r['wall_s']} | {r['peak_mb']} | {'ok' if not r['error'] else 'failed'} |")
+        lines.append(
+            f"| {r['dataset']} | {r['config']} | {r['seed']} | {r['test_accuracy'] if r['test_accuracy'] is not None else '-'} | {r['wall_s']} | {r['peak_mb']} | {'ok' if not r['error'] else 'failed'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -216,13 +327,19 @@ def _targets(dataset: str, s: dict) -> list[str]:
     rows = []
     if "smallest" in s and "probe" in s and s["smallest"]["median"] is not None and s["probe"]["median"] is not None:
         gap = s["smallest"]["median"] - s["probe"]["median"]
-        rows.append(f"| {dataset} | smallest config >= the probe ceiling (medians) | {gap * 100:+.2f} pt | >= 0 pt | {'**PASS**' if gap >= 0 else '**FAIL**'} |")
+        rows.append(
+            f"| {dataset} | smallest config >= the probe ceiling (medians) | {gap * 100:+.2f} pt | >= 0 pt | {'**PASS**' if gap >= 0 else '**FAIL**'} |"
+        )
     if "fine_tune" in s and "probe" in s and s["fine_tune"]["median"] is not None and s["probe"]["median"] is not None:
         gap = s["fine_tune"]["median"] - s["probe"]["median"]
-        rows.append(f"| {dataset} | with the default fine_tune, >= 1 point above the ceiling | {gap * 100:+.2f} pt | >= +1 pt | {'**PASS**' if gap >= 0.01 else '**FAIL**'} |")
+        rows.append(
+            f"| {dataset} | with the default fine_tune, >= 1 point above the ceiling | {gap * 100:+.2f} pt | >= +1 pt | {'**PASS**' if gap >= 0.01 else '**FAIL**'} |"
+        )
     if "smallest" in s and "smallest@before" in s and s["smallest"]["wall"] and s["smallest@before"]["wall"]:
         ratio = s["smallest"]["wall"] / s["smallest@before"]["wall"]
-        rows.append(f"| {dataset} | smallest config wall time / the same config before issue 12 | {ratio:.2f}x | <= 1.3x | {'**PASS**' if ratio <= 1.3 else '**FAIL**'} |")
+        rows.append(
+            f"| {dataset} | smallest config wall time / the same config before issue 12 | {ratio:.2f}x | <= 1.3x | {'**PASS**' if ratio <= 1.3 else '**FAIL**'} |"
+        )
     return rows
 
 
@@ -230,11 +347,18 @@ def _sweep_target(dataset: str, s: dict, sweep: list[dict]) -> list[str]:
     """The issue's alternative to +1 point with the default fine_tune: a sweep showing that no setting gets there."""
     if not sweep or "probe" not in s or s["probe"]["median"] is None:
         return []
-    medians = {label: summarize([r for r in sweep if r["config"] == label]) for label in dict.fromkeys(r["config"] for r in sweep)}
-    label, best = max(((label, m) for label, m in medians.items() if m["median"] is not None), key=lambda item: item[1]["median"])
+    medians = {
+        label: summarize([r for r in sweep if r["config"] == label])
+        for label in dict.fromkeys(r["config"] for r in sweep)
+    }
+    label, best = max(
+        ((label, m) for label, m in medians.items() if m["median"] is not None), key=lambda item: item[1]["median"]
+    )
     gap = best["median"] - s["probe"]["median"]
     verdict = "**a setting gets there**" if gap >= 0.01 else "**shown: none gets there**"
-    return [f"| {dataset} | any of {len(medians)} swept fine_tune settings >= 1 point above the ceiling (best median: {label.removeprefix('sweep ')}, {best['n']} run{'s' if best['n'] != 1 else ''}) | {gap * 100:+.2f} pt | >= +1 pt | {verdict} |"]
+    return [
+        f"| {dataset} | any of {len(medians)} swept fine_tune settings >= 1 point above the ceiling (best median: {label.removeprefix('sweep ')}, {best['n']} run{'s' if best['n'] != 1 else ''}) | {gap * 100:+.2f} pt | >= +1 pt | {verdict} |"
+    ]
 
 
 def _sweep_table(sweep: list[dict], when: dict, runs: list[dict]) -> list[str]:
@@ -253,14 +377,24 @@ def _sweep_table(sweep: list[dict], when: dict, runs: list[dict]) -> list[str]:
             continue
         ceiling = summarize([r for r in runs if r["dataset"] == dataset and r["config"] == "probe"])["median"]
         default = summarize([r for r in runs if r["dataset"] == dataset and r["config"] == "fine_tune"])
-        lines += [f"### {dataset}", "", "| unfreeze / learning rate / flips | runs | test accuracy, median (range) | vs the ceiling | wall, median |", "| --- | ---: | --- | ---: | ---: |"]
-        groups = [("40 / 1.0e-4 / none (the default)", default)] + [(label.removeprefix("sweep "), summarize([r for r in rows if r["config"] == label])) for label in dict.fromkeys(r["config"] for r in rows)]
+        lines += [
+            f"### {dataset}",
+            "",
+            "| unfreeze / learning rate / flips | runs | test accuracy, median (range) | vs the ceiling | wall, median |",
+            "| --- | ---: | --- | ---: | ---: |",
+        ]
+        groups = [("40 / 1.0e-4 / none (the default)", default)] + [
+            (label.removeprefix("sweep "), summarize([r for r in rows if r["config"] == label]))
+            for label in dict.fromkeys(r["config"] for r in rows)
+        ]
         for label, s in groups:
             if s["median"] is None:
                 lines.append(f"| {label} | 0 | failed | | |")
                 continue
             gain = f"{(s['median'] - ceiling) * 100:+.1f} pt" if ceiling is not None else "-"
-            lines.append(f"| {label} | {s['n']} | {s['median']:.4f} ({s['low']:.4f}-{s['high']:.4f}) | {gain} | {_fmt(s['wall'], ' s')} |")
+            lines.append(
+                f"| {label} | {s['n']} | {s['median']:.4f} ({s['low']:.4f}-{s['high']:.4f}) | {gain} | {_fmt(s['wall'], ' s')} |"
+            )
         lines.append("")
     return lines
 
@@ -271,16 +405,29 @@ def _fmt(value, suffix="", digits=1) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="hymenoptera,cats_and_dogs_filtered", type=lambda s: [d for d in s.split(",") if d])
+    p.add_argument(
+        "--datasets", default="hymenoptera,cats_and_dogs_filtered", type=lambda s: [d for d in s.split(",") if d]
+    )
     p.add_argument("--seeds", default="1,2,3", type=lambda s: [int(x) for x in s.split(",") if x])
     p.add_argument("--data", type=Path, default=SHARED / "datasets")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--before", default=BEFORE, help="commit of the `smallest@before` runs ('' to skip)")
-    p.add_argument("--before-all", action="store_true", help="time `smallest@before` on every dataset (default: cats only)")
+    p.add_argument(
+        "--before-all", action="store_true", help="time `smallest@before` on every dataset (default: cats only)"
+    )
     p.add_argument("--no-keras", action="store_true", help="skip the plain Keras recipe")
     p.add_argument("--sweep", action="store_true", help="also the fine-tuning sweep")
-    p.add_argument("--sweep-only", action="store_true", help="only the fine-tuning sweep; the other runs stay as quality.json has them")
-    p.add_argument("--sweep-datasets", type=lambda s: [d for d in s.split(",") if d], default=None, help="the sweep's datasets (default: --datasets)")
+    p.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="only the fine-tuning sweep; the other runs stay as quality.json has them",
+    )
+    p.add_argument(
+        "--sweep-datasets",
+        type=lambda s: [d for d in s.split(",") if d],
+        default=None,
+        help="the sweep's datasets (default: --datasets)",
+    )
     p.add_argument("--out-dir", type=Path, default=HERE)
     args = p.parse_args(argv)
     unknown = [d for d in args.datasets if d not in DATASETS]
@@ -299,7 +446,9 @@ def main(argv=None) -> int:
     finally:
         bench.write()
         if bench.before_tree is not None:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(bench.before_tree)], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(bench.before_tree)], capture_output=True
+            )
     print(f"wrote {args.out_dir / 'QUALITY.md'}")
     return 1 if any(r["error"] for r in bench.results) else 0
 

@@ -244,7 +244,16 @@ class Bench:
             "42",
         ]
         if workload == "W2":
-            cmd += ["--fine-tune-epochs", str(self.ft_epochs), "--fine-tune-layers", "30", "--fine-tune-lr", "1e-5", "--fine-tune-optimizer", "rmsprop"]
+            cmd += [
+                "--fine-tune-epochs",
+                str(self.ft_epochs),
+                "--fine-tune-layers",
+                "30",
+                "--fine-tune-lr",
+                "1e-5",
+                "--fine-tune-optimizer",
+                "rmsprop",
+            ]
         if workload == "W4":
             cmd += ["--flip"]
         return cmd
@@ -289,7 +298,11 @@ class Bench:
         self.results.setdefault(key, {}).setdefault(side, []).append(result)
         acc = val_accuracy(side, result.get("output"))
         status = "ok" if "error" not in result else f"FAILED ({result['returncode']})"
-        print(f"{status}  {result['wall_s']:.1f} s  peak {result['peak_rss_mb']} MB" + (f"  val_acc {acc:.4f}" if acc is not None else ""), flush=True)
+        print(
+            f"{status}  {result['wall_s']:.1f} s  peak {result['peak_rss_mb']} MB"
+            + (f"  val_acc {acc:.4f}" if acc is not None else ""),
+            flush=True,
+        )
         if "error" in result:
             print("    " + result["error"].replace("\n", "\n    "), file=sys.stderr, flush=True)
         return result
@@ -324,7 +337,10 @@ class Bench:
             f"TensorFlow {self.machine['tensorflow']}, Keras {self.machine['keras']}",
             flush=True,
         )
-        print(f"data: {self.data}; epochs {self.epochs} (+{self.ft_epochs} fine-tuning in W2); {self.reps} repetitions; work folder {self.tmp}", flush=True)
+        print(
+            f"data: {self.data}; epochs {self.epochs} (+{self.ft_epochs} fine-tuning in W2); {self.reps} repetitions; work folder {self.tmp}",
+            flush=True,
+        )
         # Untimed warm-up: loads TensorFlow's libraries and the images into the page cache,
         # so the first measured process does not pay for a cold disk that later ones do not.
         print("warm-up (not measured) ...", flush=True)
@@ -336,7 +352,11 @@ class Bench:
             if not self.args.no_floor:
                 self.run_one("floor", "floor", self.floor_cmd(self.data), rep)
             if wanted & {"W1", "W3", "scale"}:
-                warm = (lambda cache, rep=rep: self.run_one("W3", "tlcli", self.tlcli_cmd("W3", self.data), rep, cache)) if "W3" in wanted else None
+                warm = (
+                    (lambda cache, rep=rep: self.run_one("W3", "tlcli", self.tlcli_cmd("W3", self.data), rep, cache))
+                    if "W3" in wanted
+                    else None
+                )
                 self.pair("W1", rep, self.data, with_baseline="W1" in wanted or "W3" in wanted, after_tlcli=warm)
             if "W2" in wanted:
                 self.pair("W2", rep, self.data)
@@ -438,14 +458,25 @@ def describe_machine(python: str) -> dict:
     probe = "import json, sys, tensorflow as tf, keras, numpy; import tlcli; print(json.dumps({'python': sys.version.split()[0], 'tensorflow': tf.__version__, 'keras': keras.__version__, 'numpy': numpy.__version__, 'tlcli': tlcli.__version__}))"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     try:
-        versions = json.loads(subprocess.run([python, "-c", probe], capture_output=True, text=True, env=env, timeout=300).stdout.strip().splitlines()[-1])
+        versions = json.loads(
+            subprocess.run([python, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         versions = {"python": platform.python_version(), "tensorflow": "?", "keras": "?", "numpy": "?", "tlcli": "?"}
     git = {}
     try:
-        git["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        git["commit"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         git["dirty"] = bool(
-            subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+            subprocess.run(
+                ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
         )
     except (OSError, subprocess.SubprocessError):
         pass
@@ -456,7 +487,9 @@ def describe_machine(python: str) -> dict:
         "logical_cpus": os.cpu_count(),
         "ram_gib": ram,
         "os": os_name,
-        "gpu": "none used (CPU only)" if not os.environ.get("CUDA_VISIBLE_DEVICES") else os.environ["CUDA_VISIBLE_DEVICES"],
+        "gpu": "none used (CPU only)"
+        if not os.environ.get("CUDA_VISIBLE_DEVICES")
+        else os.environ["CUDA_VISIBLE_DEVICES"],
         "git": git,
         **versions,
     }
@@ -510,7 +543,9 @@ def summarize(side: str, runs: list[dict]) -> dict:
         summary["timings_s"] = {k: median([(r["output"].get("timings_s") or {}).get(k) for r in ok]) for k in keys}
         summary["val_accuracy_last_epoch"] = median([r["output"].get("val_accuracy_last_epoch") for r in ok])
     elif side == "floor":
-        summary["timings_s"] = {k: median([r["output"]["timings_s"].get(k) for r in ok]) for k in ("startup", "build", "forward")}
+        summary["timings_s"] = {
+            k: median([r["output"]["timings_s"].get(k) for r in ok]) for k in ("startup", "build", "forward")
+        }
     return summary
 
 
@@ -526,7 +561,9 @@ def evaluate_targets(summaries: dict) -> list[dict]:
     for workload, check, limit in TARGETS:
         value = None
         if check == "tlcli / baseline wall time":
-            value = ratio(get(workload, "tlcli", "wall_s"), get(BASELINE_OF.get(workload, workload), "baseline", "wall_s"))
+            value = ratio(
+                get(workload, "tlcli", "wall_s"), get(BASELINE_OF.get(workload, workload), "baseline", "wall_s")
+            )
         elif check == "tlcli / floor wall time":
             value = ratio(get(workload, "tlcli", "wall_s"), get("floor", "floor", "wall_s"))
         elif check.startswith("val accuracy drop"):
@@ -544,7 +581,9 @@ def evaluate_targets(summaries: dict) -> list[dict]:
 
 
 def build_report(bench: Bench) -> dict:
-    summaries = {key: {side: summarize(side, runs) for side, runs in sides.items()} for key, sides in bench.results.items()}
+    summaries = {
+        key: {side: summarize(side, runs) for side, runs in sides.items()} for key, sides in bench.results.items()
+    }
     targets = evaluate_targets(summaries)
     measured = {row["workload"] for row in targets if row["status"] != "n/a"}
     targets = [row for row in targets if row["workload"] in set(bench.workloads) or row["workload"] in measured]
@@ -562,9 +601,13 @@ def build_report(bench: Bench) -> dict:
             "learning_rate": bench.args.learning_rate,
             "reps": bench.reps,
             "workloads": bench.workloads,
-            "memory_method": "GNU time %M (wait4 ru_maxrss of the child)" if GNU_TIME.exists() else "os.wait4 ru_maxrss of the child",
+            "memory_method": "GNU time %M (wait4 ru_maxrss of the child)"
+            if GNU_TIME.exists()
+            else "os.wait4 ru_maxrss of the child",
             "time_method": "time.perf_counter() around the whole child process",
-            "descriptions": {k: v.format(epochs=bench.epochs, ft_epochs=bench.ft_epochs) for k, v in DESCRIPTIONS.items()},
+            "descriptions": {
+                k: v.format(epochs=bench.epochs, ft_epochs=bench.ft_epochs) for k, v in DESCRIPTIONS.items()
+            },
         },
         "summaries": summaries,
         "targets": targets,
@@ -593,7 +636,11 @@ def render_targets_text(report: dict) -> str:
 def render_markdown(report: dict) -> str:
     m, s, sums = report["machine"], report["settings"], report["summaries"]
     out = []
-    title = "Benchmark results (QUICK smoke test: not representative)" if report["quick"] else "Benchmark results: tlcli against the plain Keras recipe"
+    title = (
+        "Benchmark results (QUICK smoke test: not representative)"
+        if report["quick"]
+        else "Benchmark results: tlcli against the plain Keras recipe"
+    )
     out += [f"# {title}", ""]
     out += [
         "Issue 5. Generated by `python benchmarks/run.py"
@@ -604,8 +651,17 @@ def render_markdown(report: dict) -> str:
         f"- Machine: {m['cpu']}; {m['cores']} cores usable ({m['logical_cpus']} logical CPUs); {m['ram_gib']} GiB RAM; {m['gpu']}",
         f"- OS: {m['os']}",
         f"- Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, NumPy {m['numpy']}, tlcli {m['tlcli']}"
-        + (f" (git {m['git'].get('commit')}{', uncommitted changes' if m['git'].get('dirty') else ''})" if m.get("git") else ""),
-        f"- Data: `{s['data']}`" + (f"; 4x set `{s['scaled_data']}` ({s['scaled_info']['train_files']} training files)" if s.get("scaled_info") else ""),
+        + (
+            f" (git {m['git'].get('commit')}{', uncommitted changes' if m['git'].get('dirty') else ''})"
+            if m.get("git")
+            else ""
+        ),
+        f"- Data: `{s['data']}`"
+        + (
+            f"; 4x set `{s['scaled_data']}` ({s['scaled_info']['train_files']} training files)"
+            if s.get("scaled_info")
+            else ""
+        ),
         f"- Settings: MobileNet alpha 0.25, ImageNet weights, 224 px, batch 32, {s['epochs']} epochs with the base frozen at learning rate {s['learning_rate']:g}"
         + f" (+{s['fine_tune_epochs']} fine-tuning epochs in W2); {s['reps']} repetition(s), medians reported",
         f"- Time: {s['time_method']}. Memory: peak RSS by {s['memory_method']}; both identical for every process."
@@ -616,8 +672,14 @@ def render_markdown(report: dict) -> str:
     out += ["## Targets", "", "| workload | check | measured | limit | result |", "| --- | --- | ---: | ---: | --- |"]
     for row in report["targets"]:
         unit = " pt" if "points" in row["check"] else "x"
-        out.append(f"| {row['workload']} | {row['check']} | {fmt(row['value'], 2, unit)} | {row['limit']:g}{unit} | **{row['status']}** |")
-    out += ["", "Accuracy drop = baseline's median val accuracy minus tlcli's, in points (negative: tlcli is higher).", ""]
+        out.append(
+            f"| {row['workload']} | {row['check']} | {fmt(row['value'], 2, unit)} | {row['limit']:g}{unit} | **{row['status']}** |"
+        )
+    out += [
+        "",
+        "Accuracy drop = baseline's median val accuracy minus tlcli's, in points (negative: tlcli is higher).",
+        "",
+    ]
 
     out += ["## Side by side (medians)", ""]
     out += [
@@ -629,7 +691,9 @@ def render_markdown(report: dict) -> str:
             continue
         b, t = sums[key].get("baseline", {}), sums[key].get("tlcli", {})
         b = sums.get(BASELINE_OF[key], {}).get("baseline", {}) if key in BASELINE_OF else b
-        label = s["descriptions"][key] + (f" (baseline column: {BASELINE_OF[key]}'s baseline)" if key in BASELINE_OF else "")
+        label = s["descriptions"][key] + (
+            f" (baseline column: {BASELINE_OF[key]}'s baseline)" if key in BASELINE_OF else ""
+        )
         out.append(
             f"| {key} | {label} | {fmt(b.get('wall_s'))} | {fmt(t.get('wall_s'))} | {fmt(ratio(t.get('wall_s'), b.get('wall_s')), 3)} | "
             f"{fmt(b.get('val_accuracy'), 4)} | {fmt(t.get('val_accuracy'), 4)} | {fmt(b.get('peak_rss_mb'), 0)} | {fmt(t.get('peak_rss_mb'), 0)} |"
@@ -652,7 +716,9 @@ def render_markdown(report: dict) -> str:
                 keys.append(k)
     if keys:
         out += [
-            "| workload | " + " | ".join(keys) + " | in-process total (`wall_time_s`) | process wall | outside tlcli's clock | self-reported peak (MB) |",
+            "| workload | "
+            + " | ".join(keys)
+            + " | in-process total (`wall_time_s`) | process wall | outside tlcli's clock | self-reported peak (MB) |",
             "| --- |" + " ---: |" * (len(keys) + 4),
         ]
         for key in ("W1", "W2", "W3", "W4", "W4i", "scale"):
@@ -660,7 +726,11 @@ def render_markdown(report: dict) -> str:
             if not t:
                 continue
             cells = [fmt((t.get("timings_s") or {}).get(k)) for k in keys]
-            outside = t["wall_s"] - t["in_process_wall_s"] if t.get("wall_s") is not None and t.get("in_process_wall_s") is not None else None
+            outside = (
+                t["wall_s"] - t["in_process_wall_s"]
+                if t.get("wall_s") is not None and t.get("in_process_wall_s") is not None
+                else None
+            )
             out.append(
                 f"| {key} | "
                 + " | ".join(cells)
@@ -679,12 +749,19 @@ def render_markdown(report: dict) -> str:
             if k not in bkeys:
                 bkeys.append(k)
     if bkeys:
-        out += ["| workload | " + " | ".join(bkeys) + " | last-epoch val acc |", "| --- |" + " ---: |" * (len(bkeys) + 1)]
+        out += [
+            "| workload | " + " | ".join(bkeys) + " | last-epoch val acc |",
+            "| --- |" + " ---: |" * (len(bkeys) + 1),
+        ]
         for key in ("W1", "W2", "W4", "scale"):
             b = sums.get(key, {}).get("baseline")
             if not b:
                 continue
-            out.append(f"| {key} | " + " | ".join(fmt((b.get("timings_s") or {}).get(k)) for k in bkeys) + f" | {fmt(b.get('val_accuracy_last_epoch'), 4)} |")
+            out.append(
+                f"| {key} | "
+                + " | ".join(fmt((b.get("timings_s") or {}).get(k)) for k in bkeys)
+                + f" | {fmt(b.get('val_accuracy_last_epoch'), 4)} |"
+            )
         out += [""]
 
     out += [
@@ -716,20 +793,56 @@ def render_markdown(report: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--reps", type=int, default=None, help="repetitions per workload (default 3; 1 with --quick)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 1 rep, 2 epochs (+1 fine-tuning), a 200-image subset; writes under benchmarks/work/quick/")
-    p.add_argument("--quick-per-class", type=int, default=50, help="images per class and split in the --quick subset (default 50: 200 images)")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train/ and validation/ (default: ../shared/datasets/cats_and_dogs_filtered)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="MobileNet alpha 0.25 224 px no-top weights file, copied into a temporary KERAS_HOME")
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 rep, 2 epochs (+1 fine-tuning), a 200-image subset; writes under benchmarks/work/quick/",
+    )
+    p.add_argument(
+        "--quick-per-class",
+        type=int,
+        default=50,
+        help="images per class and split in the --quick subset (default 50: 200 images)",
+    )
+    p.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="folder with train/ and validation/ (default: ../shared/datasets/cats_and_dogs_filtered)",
+    )
+    p.add_argument(
+        "--weights",
+        default=str(DEFAULT_WEIGHTS),
+        help="MobileNet alpha 0.25 224 px no-top weights file, copied into a temporary KERAS_HOME",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs with the base frozen (default 10; 2 with --quick)")
-    p.add_argument("--fine-tune-epochs", type=int, default=None, help="W2's fine-tuning epochs (default 5; 1 with --quick)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate of the frozen phase, both sides (default 1e-3, Keras's Adam default; the issue's reference figure 0.955 matches it)")
-    p.add_argument("--scale-baseline", action="store_true", help="also run the baseline on the 4x set (adds about 3 x 6 minutes)")
+    p.add_argument(
+        "--fine-tune-epochs", type=int, default=None, help="W2's fine-tuning epochs (default 5; 1 with --quick)"
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="learning rate of the frozen phase, both sides (default 1e-3, Keras's Adam default; the issue's reference figure 0.955 matches it)",
+    )
+    p.add_argument(
+        "--scale-baseline", action="store_true", help="also run the baseline on the 4x set (adds about 3 x 6 minutes)"
+    )
     p.add_argument("--no-floor", action="store_true", help="skip the floor process")
     p.add_argument("--timeout", type=float, default=3600, help="seconds before a process is killed (default 3600)")
-    p.add_argument("--out-dir", default=None, help="where RESULTS.md and results.json go (default benchmarks/, or benchmarks/work/quick/ with --quick)")
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="where RESULTS.md and results.json go (default benchmarks/, or benchmarks/work/quick/ with --quick)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (run folders, logs, caches)")
     return p.parse_args(argv)
 

@@ -69,10 +69,27 @@ class Benchmark:
         self.args = args
         (HERE / "work").mkdir(exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="tune-", dir=HERE / "work"))
-        self.env = {**os.environ, "KERAS_HOME": str(self.work / "keras_home"), "TF_CPP_MIN_LOG_LEVEL": "3", "MPLCONFIGDIR": str(self.work / "mpl"), "PYTHONPATH": str(REPO)}
-        self.results: dict = {"machine": describe_machine(sys.executable), "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
+        self.env = {
+            **os.environ,
+            "KERAS_HOME": str(self.work / "keras_home"),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "MPLCONFIGDIR": str(self.work / "mpl"),
+            "PYTHONPATH": str(REPO),
+        }
+        self.results: dict = {
+            "machine": describe_machine(sys.executable),
+            "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "datasets": {},
+        }
         self.sequence = 0
-        imported = subprocess.run(self.tlcli("weights", "import", str(args.weights)), env=self.env, capture_output=True, text=True, timeout=300)
+        imported = subprocess.run(
+            self.tlcli("weights", "import", str(args.weights)),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if imported.returncode != 0:
             raise SystemExit(f"tlcli weights import failed: {imported.stderr[-2000:]}")
 
@@ -85,39 +102,115 @@ class Benchmark:
 
     def run(self, label: str, command: list[str], cache: Path) -> dict:
         self.sequence += 1
-        return measure(command, {**self.env, "TLCLI_CACHE_DIR": str(cache)}, self.work / "logs", f"{self.sequence:03d}-{label}", TIMEOUT)
+        return measure(
+            command,
+            {**self.env, "TLCLI_CACHE_DIR": str(cache)},
+            self.work / "logs",
+            f"{self.sequence:03d}-{label}",
+            TIMEOUT,
+        )
 
     def dataset(self, name: str) -> dict:
         import yaml
 
-        data, cache = self.layout(name), self.work / "cache" / name  # an empty feature cache: the study's extraction is cold
+        data, cache = (
+            self.layout(name),
+            self.work / "cache" / name,
+        )  # an empty feature cache: the study's extraction is cold
         runs = self.work / "runs" / name
         short = "cats" if name.startswith("cats") else "hymenoptera"
         config = self.work / f"{short}.yaml"
-        config.write_text(yaml.safe_dump({"name": short, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "data": {"dir": str(data)}, "tune": {**TUNE_SECTION, "trials": self.args.trials}}, sort_keys=False))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "name": short,
+                    "base": {"name": "MobileNet", "args": {"alpha": 0.25}},
+                    "data": {"dir": str(data)},
+                    "tune": {**TUNE_SECTION, "trials": self.args.trials},
+                },
+                sort_keys=False,
+            )
+        )
         started = time.perf_counter()
-        study = self.run(f"{short}-tune", self.tlcli("tune", str(config), "--train-best", "--json", "--quiet", "--runs-dir", str(runs), "--set", "seed=1"), cache)
+        study = self.run(
+            f"{short}-tune",
+            self.tlcli(
+                "tune", str(config), "--train-best", "--json", "--quiet", "--runs-dir", str(runs), "--set", "seed=1"
+            ),
+            cache,
+        )
         wall = round(time.perf_counter() - started, 1)
         out = study["output"] or {}
         if study["returncode"] != 0 or not out.get("best_config"):
             raise SystemExit(f"{name}: tlcli tune failed: {study.get('error')}")
-        row = {"tune": {k: out.get(k) for k in ("tune_dir", "metric", "direction", "kind", "folds", "trials", "best", "baseline", "timings_s", "extraction")}, "tune_wall_s": wall, "tune_peak_mb": study["peak_rss_mb"]}
+        row = {
+            "tune": {
+                k: out.get(k)
+                for k in (
+                    "tune_dir",
+                    "metric",
+                    "direction",
+                    "kind",
+                    "folds",
+                    "trials",
+                    "best",
+                    "baseline",
+                    "timings_s",
+                    "extraction",
+                )
+            },
+            "tune_wall_s": wall,
+            "tune_peak_mb": study["peak_rss_mb"],
+        }
         best_runs = [_figures(1, out["train_best"])]
         for seed in (2, 3):
-            retrained = self.run(f"{short}-best-{seed}", self.tlcli("train", out["best_config"], "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"), cache)
+            retrained = self.run(
+                f"{short}-best-{seed}",
+                self.tlcli(
+                    "train", out["best_config"], "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"
+                ),
+                cache,
+            )
             best_runs.append(_figures(seed, retrained["output"] or {}))
         defaults = []
         smallest = self.work / f"{short}-defaults.yaml"
-        smallest.write_text(yaml.safe_dump({"name": f"{short}-defaults", "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "data": {"dir": str(data)}}, sort_keys=False))
+        smallest.write_text(
+            yaml.safe_dump(
+                {
+                    "name": f"{short}-defaults",
+                    "base": {"name": "MobileNet", "args": {"alpha": 0.25}},
+                    "data": {"dir": str(data)},
+                },
+                sort_keys=False,
+            )
+        )
         for seed in (1, 2, 3):
-            trained = self.run(f"{short}-defaults-{seed}", self.tlcli("train", str(smallest), "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"), cache)
+            trained = self.run(
+                f"{short}-defaults-{seed}",
+                self.tlcli(
+                    "train", str(smallest), "--json", "--quiet", "--runs-dir", str(runs), "--set", f"seed={seed}"
+                ),
+                cache,
+            )
             final = (trained["output"] or {}).get("final", {})
-            defaults.append({"seed": seed, "test_accuracy": final.get("test_accuracy"), "val_accuracy": final.get("val_accuracy"), "wall_s": trained["wall_s"]})
+            defaults.append(
+                {
+                    "seed": seed,
+                    "test_accuracy": final.get("test_accuracy"),
+                    "val_accuracy": final.get("val_accuracy"),
+                    "wall_s": trained["wall_s"],
+                }
+            )
         row |= {"best_yaml": best_runs, "defaults": defaults}
-        heads = self.run(f"{short}-linear-heads", [sys.executable, "-P", str(HERE / "linear_heads.py"), str(data)], cache)
+        heads = self.run(
+            f"{short}-linear-heads", [sys.executable, "-P", str(HERE / "linear_heads.py"), str(data)], cache
+        )
         row["linear_heads"] = heads["output"] if heads["returncode"] == 0 else {"error": heads.get("error")}
-        print(f"[{dt.datetime.now():%H:%M:%S}] {name}: extraction {out['timings_s'].get('extract')} s, {out['trials']['finished']} trials {out['timings_s'].get('trials')} s; "
-              f"best.yaml test {[r['test_accuracy'] for r in best_runs]}, defaults {[r['test_accuracy'] for r in defaults]}", flush=True)
+        print(
+            f"[{dt.datetime.now():%H:%M:%S}] {name}: extraction {out['timings_s'].get('extract')} s, {out['trials']['finished']} trials {out['timings_s'].get('trials')} s; "
+            f"best.yaml test {[r['test_accuracy'] for r in best_runs]}, defaults {[r['test_accuracy'] for r in defaults]}",
+            flush=True,
+        )
         return row
 
     def plan(self) -> None:
@@ -133,7 +226,12 @@ class Benchmark:
 def _figures(seed: int, trained: dict) -> dict:
     """A best.yaml run's test and (in-sample, after its refit) validation accuracy, and its refit's epochs."""
     final = trained.get("final", {})
-    return {"seed": seed, "test_accuracy": final.get("test_accuracy"), "val_accuracy": final.get("val_accuracy"), "refit_epochs": (trained.get("refit") or {}).get("epochs")}
+    return {
+        "seed": seed,
+        "test_accuracy": final.get("test_accuracy"),
+        "val_accuracy": final.get("val_accuracy"),
+        "refit_epochs": (trained.get("refit") or {}).get("epochs"),
+    }
 
 
 def _median(rows: list[dict]) -> float | None:
@@ -162,9 +260,13 @@ def render(report: dict) -> str:
     for name, row in report["datasets"].items():
         tune, times = row["tune"], row["tune"]["timings_s"]
         best, base = _median(row["best_yaml"]), _median(row["defaults"])
-        lines.append(f"| {name} | {tune['trials']['finished']} trials after the extraction | {times['trials']:.1f} s | <= {TRIALS_TARGET_S:.0f} s | {'met' if times['trials'] <= TRIALS_TARGET_S else 'missed'} |")
+        lines.append(
+            f"| {name} | {tune['trials']['finished']} trials after the extraction | {times['trials']:.1f} s | <= {TRIALS_TARGET_S:.0f} s | {'met' if times['trials'] <= TRIALS_TARGET_S else 'missed'} |"
+        )
         if best is not None and base is not None:
-            lines.append(f"| {name} | best.yaml test accuracy, median of 3 seeds, against the defaults' | {best:.4f} vs {base:.4f} | >= | {'met' if best >= base else 'missed'} |")
+            lines.append(
+                f"| {name} | best.yaml test accuracy, median of 3 seeds, against the defaults' | {best:.4f} vs {base:.4f} | >= | {'met' if best >= base else 'missed'} |"
+            )
         counts = tune["trials"]
         details += [
             f"## {name}",
@@ -174,8 +276,11 @@ def render(report: dict) -> str:
             f"- Trial 0 (the defaults, pinned: the penalty chosen once, no refit): {tune['metric']} {tune['baseline']['value']:.4f}. Best: trial {tune['best']['number']}, {tune['metric']} {tune['best']['value']:.4f}, "
             f"{tune['best']['epochs']} epochs, parameters `{json.dumps(tune['best']['params'])}`.",
             "",
-            (f"Trials are scored by {tune['folds']}-fold cross-validation over train + validation (`tune.folds: auto`: under 1,000 images); best.yaml trains the best trial's recipe for its folds' median epoch count, "
-             if (tune.get("folds") or 1) > 1 else "Trials are scored on the validation split (`tune.folds: auto`: 1,000 images or more); best.yaml trains the best trial's recipe, choosing its epochs on validation, ")
+            (
+                f"Trials are scored by {tune['folds']}-fold cross-validation over train + validation (`tune.folds: auto`: under 1,000 images); best.yaml trains the best trial's recipe for its folds' median epoch count, "
+                if (tune.get("folds") or 1) > 1
+                else "Trials are scored on the validation split (`tune.folds: auto`: 1,000 images or more); best.yaml trains the best trial's recipe, choosing its epochs on validation, "
+            )
             + "then retrains it on train + validation for that many (`train.refit: true`); "
             "the defaults fit the head exactly at the penalty chosen on validation and refit it on train + validation. Both runs' validation figures are therefore in-sample.",
             "",
@@ -184,7 +289,9 @@ def render(report: dict) -> str:
         ]
         for label, runs in (("best.yaml", row["best_yaml"]), ("defaults", row["defaults"])):
             for r in runs:
-                details.append(f"| {label} | {r['seed']} | {_fmt(r['test_accuracy'])} | {_fmt(r['val_accuracy'])} | {r.get('refit_epochs') if r.get('refit_epochs') is not None else '-'} |")
+                details.append(
+                    f"| {label} | {r['seed']} | {_fmt(r['test_accuracy'])} | {_fmt(r['val_accuracy'])} | {r.get('refit_epochs') if r.get('refit_epochs') is not None else '-'} |"
+                )
         details += [f"| best.yaml | median | {_fmt(best)} | | |", f"| defaults | median | {_fmt(base)} | | |", ""]
         details += _linear_heads(row.get("linear_heads"))
     return "\n".join(lines + [""] + details) + "\n"
@@ -203,7 +310,10 @@ def _linear_heads(heads: dict | None) -> list[str]:
         "| C | validation loss (fit on train) | test accuracy (refit) |",
         "| ---: | ---: | ---: |",
     ]
-    lines += [f"| {r['C']:g}{' *' if r['in_defaults_grid'] else ''} | {r['val_loss']:.4f} | {r['test_accuracy']:.4f} |" for r in heads["rows"]]
+    lines += [
+        f"| {r['C']:g}{' *' if r['in_defaults_grid'] else ''} | {r['val_loss']:.4f} | {r['test_accuracy']:.4f} |"
+        for r in heads["rows"]
+    ]
     return lines + [""]
 
 

@@ -22,7 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # from the user's ~/.keras before any test imports Keras.
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tlcli-tests-keras-")
 
-needs_shared = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file() or not HYMENOPTERA.is_dir(), reason="../shared (real weights and datasets) is absent")
+needs_shared = pytest.mark.skipif(
+    not MOBILENET_WEIGHTS.is_file() or not HYMENOPTERA.is_dir(),
+    reason="../shared (real weights and datasets) is absent",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -66,7 +66,15 @@ def _save(path: Path, image: Image.Image, fmt: str, **options) -> str:
     return path.as_posix()
 
 
-def make_messy_folder(root: str | Path, source: str | Path | None = None, *, per_class: int = 20, val_per_class: int = 8, size: int = 64, seed: int = 0) -> MessyFolder:
+def make_messy_folder(
+    root: str | Path,
+    source: str | Path | None = None,
+    *,
+    per_class: int = 20,
+    val_per_class: int = 8,
+    size: int = 64,
+    seed: int = 0,
+) -> MessyFolder:
     """Write the messy folder under `root` (created) and describe it.
 
     Args:
@@ -83,7 +91,9 @@ def make_messy_folder(root: str | Path, source: str | Path | None = None, *, per
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             if source is not None:
-                files = sorted(p for p in (Path(source) / split / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:count]
+                files = sorted(
+                    p for p in (Path(source) / split / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg")
+                )[:count]
                 for file in files:
                     shutil.copyfile(file, folder / file.name)
             else:
@@ -96,7 +106,12 @@ def make_messy_folder(root: str | Path, source: str | Path | None = None, *, per
     def rel(path: Path) -> str:
         return path.relative_to(root).as_posix()
 
-    train_ants, train_bees, val_ants, val_bees = (root / "train" / "ants", root / "train" / "bees", root / "val" / "ants", root / "val" / "bees")
+    train_ants, train_bees, val_ants, val_bees = (
+        root / "train" / "ants",
+        root / "train" / "bees",
+        root / "val" / "ants",
+        root / "val" / "bees",
+    )
 
     # Unreadable: training skips them, check lists them with a reason.
     (train_ants / "empty.jpg").write_bytes(b"")
@@ -123,7 +138,13 @@ def make_messy_folder(root: str | Path, source: str | Path | None = None, *, per
     messy.readable["grayscale"] = rel(train_ants / "gray.jpg")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    _save(train_bees / "rotated.jpg", Image.fromarray(base(1)[:, : size * 3 // 4]), "JPEG", quality=90, exif=exif.tobytes())
+    _save(
+        train_bees / "rotated.jpg",
+        Image.fromarray(base(1)[:, : size * 3 // 4]),
+        "JPEG",
+        quality=90,
+        exif=exif.tobytes(),
+    )
     messy.readable["exif_rotated"] = rel(train_bees / "rotated.jpg")
     frames = [Image.fromarray(base(0)) for _ in range(3)]
     _save(train_ants / "animated.gif", frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
@@ -135,7 +156,11 @@ def make_messy_folder(root: str | Path, source: str | Path | None = None, *, per
     messy.readable["small"] = rel(val_bees / "tiny.png")
 
     # Leakage: a training image copied byte for byte into val.
-    original = sorted(p for p in train_ants.iterdir() if p.name.endswith(".jpg") and p.stat().st_size > 0 and p.name[0].isalnum() and "png" not in p.name)[0]
+    original = sorted(
+        p
+        for p in train_ants.iterdir()
+        if p.name.endswith(".jpg") and p.stat().st_size > 0 and p.name[0].isalnum() and "png" not in p.name
+    )[0]
     copy = val_ants / f"copy_of_{original.name}"
     shutil.copyfile(original, copy)
     messy.leak = (rel(original), rel(copy))

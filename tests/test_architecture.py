@@ -56,7 +56,15 @@ def imported_modules(tree: ast.AST, module: str) -> set[str]:
             found |= {alias.name for alias in node.names if alias.name.startswith("tlcli")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tlcli"):
             found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None} if node.module == "tlcli" else set()
+            found |= (
+                {
+                    f"{node.module}.{alias.name}"
+                    for alias in node.names
+                    if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None
+                }
+                if node.module == "tlcli"
+                else set()
+            )
     return found
 
 
@@ -85,8 +93,13 @@ def test_no_module_over_450_lines_and_no_function_over_80():
         if lines > MAX_MODULE_LINES:
             too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
-                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+            ):
+                too_long.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+                )
     assert not too_long, too_long
 
 
@@ -133,12 +146,22 @@ def test_validate_changes_no_global_state(tmp_path, monkeypatch):
     from tlcli import validate
 
     data = make_image_folder(tmp_path / "images", {"a": 4, "b": 4})
-    raw = tiny_config(data, tmp_path / "runs", runtime={"mixed_precision": "on", "deterministic": True, "device": "cpu"})
+    raw = tiny_config(
+        data, tmp_path / "runs", runtime={"mixed_precision": "on", "deterministic": True, "device": "cpu"}
+    )
     seeded = []
     monkeypatch.setattr(keras.utils, "set_random_seed", lambda seed: seeded.append(seed))
-    policy, determinism, visible = keras.mixed_precision.global_policy().name, tf_config.is_op_determinism_enabled(), tf.config.get_visible_devices()
+    policy, determinism, visible = (
+        keras.mixed_precision.global_policy().name,
+        tf_config.is_op_determinism_enabled(),
+        tf.config.get_visible_devices(),
+    )
     result = validate(raw)
-    assert result.base == "SmallCNN" and result.splits.class_names == ["a", "b"] and result.devices == "CPU, mixed precision"
+    assert (
+        result.base == "SmallCNN"
+        and result.splits.class_names == ["a", "b"]
+        and result.devices == "CPU, mixed precision"
+    )
     assert keras.mixed_precision.global_policy().name == policy == "float32"
     assert tf_config.is_op_determinism_enabled() == determinism
     assert tf.config.get_visible_devices() == visible

@@ -42,7 +42,9 @@ def data():
 
 def test_monitor_direction_and_comparison():
     assert monitor_mode("val_loss") == "min" and monitor_mode("val_accuracy") == "max"
-    assert is_better({"val_loss": 0.2}, {"val_loss": 0.3}, "val_loss") and not is_better({"val_loss": 0.4}, {"val_loss": 0.3}, "val_loss")
+    assert is_better({"val_loss": 0.2}, {"val_loss": 0.3}, "val_loss") and not is_better(
+        {"val_loss": 0.4}, {"val_loss": 0.3}, "val_loss"
+    )
     assert is_better({"val_accuracy": 0.9}, {}, "val_accuracy")  # anything beats nothing
     assert not is_better({}, {"val_accuracy": 0.1}, "val_accuracy") and not is_better({"loss": 1.0}, {}, "val_accuracy")
 
@@ -74,7 +76,12 @@ def test_history_csv_has_every_epoch_and_column(tmp_path, data):
     model.fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=[history.for_phase("fine_tune", 2)])
     with open(path, newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert [(r["epoch"], r["phase"], r["phase_epoch"]) for r in rows] == [("1", "train", "1"), ("2", "train", "2"), ("3", "fine_tune", "1"), ("4", "fine_tune", "2")]
+    assert [(r["epoch"], r["phase"], r["phase_epoch"]) for r in rows] == [
+        ("1", "train", "1"),
+        ("2", "train", "2"),
+        ("3", "fine_tune", "1"),
+        ("4", "fine_tune", "2"),
+    ]
     assert rows[0]["val_loss"] and rows[2]["val_loss"] == ""  # the union of the phases' columns
     assert float(rows[0]["learning_rate"]) == pytest.approx(0.05) and float(rows[0]["seconds"]) >= 0
     assert history.epochs_per_phase() == {"train": 2, "fine_tune": 2}
@@ -90,7 +97,9 @@ def test_feature_validation_writes_what_keras_evaluate_computes(data):
     logs = {"loss": 1.0}
     FeatureValidation(model, x[:10], y[:10], loss, metrics).on_epoch_end(0, logs)
     expected = model.evaluate(x[:10], y[:10], verbose=0, return_dict=True)
-    assert logs["val_loss"] == pytest.approx(expected["loss"], rel=1e-5) and logs["val_accuracy"] == pytest.approx(expected["accuracy"])
+    assert logs["val_loss"] == pytest.approx(expected["loss"], rel=1e-5) and logs["val_accuracy"] == pytest.approx(
+        expected["accuracy"]
+    )
 
 
 def test_early_stopping_resumes_its_wait_and_best():
@@ -124,9 +133,22 @@ def test_epoch_checkpoint_records_the_phase_state(tmp_path, data):
     keeper = BestWeights("val_accuracy", "train", offset=0)
     plan = PhasePlan(Phase("train", 3, 0.05, None, "all", "base.trainable", None), 0, None, None, "test")
     checkpoint = EpochCheckpoint(tmp_path, model, plan, 0, history, keeper, None, {}, None)
-    model.fit(x, y, validation_data=(x[:10], y[:10]), epochs=3, verbose=0, callbacks=[history.for_phase("train", 0), keeper, checkpoint])
+    model.fit(
+        x,
+        y,
+        validation_data=(x[:10], y[:10]),
+        epochs=3,
+        verbose=0,
+        callbacks=[history.for_phase("train", 0), keeper, checkpoint],
+    )
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["epoch-0003", "epoch-0002"]  # the last two are kept
     state = read_state(checkpoint_dirs(tmp_path)[0])
-    assert (state.epoch, state.phase, state.phase_epoch, state.phase_epochs, state.stopped_early) == (3, "train", 3, 3, False)
+    assert (state.epoch, state.phase, state.phase_epoch, state.phase_epochs, state.stopped_early) == (
+        3,
+        "train",
+        3,
+        3,
+        False,
+    )
     assert state.phase_best == keeper.best and len(state.history) == 3
     assert (checkpoint_dirs(tmp_path)[0] / "best.weights.npz").is_file()

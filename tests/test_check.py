@@ -50,7 +50,9 @@ def test_check_reports_every_kind_of_messy_file(messy):
     assert str(root / messy.readable["small"]) in {s["path"] for s in report.small_images}
     [group] = report.problems.duplicates
     assert group.kinds == [LEAKAGE] and {f.path for f in group.files} == paths(messy.leak, root)
-    assert {i["path"]: i["reason"] for i in report.ignored} == {str(root / rel): why for rel, why in messy.ignored.items()}
+    assert {i["path"]: i["reason"] for i in report.ignored} == {
+        str(root / rel): why for rel, why in messy.ignored.items()
+    }
     # Readable counts: 12 ordinary + specials per class; the nested, non-ASCII file counts for bees.
     assert report.counts["train"] == {"ants": 12 + 4, "bees": 12 + 4}
     assert report.counts["val"] == {"ants": 5 + 1, "bees": 5 + 1}
@@ -65,9 +67,29 @@ def test_cli_check_json_and_exit_codes(cli, messy, image_folder):
     assert result.exit_code == 4, result.stderr
     document = json.loads(result.stdout)
     assert document["status"] == "problems" and document["exit_code"] == 4
-    assert document["problems"]["counts"] == {"bad_rows": 0, "unreadable": 3, WITHIN_CLASS: 0, CONFLICTING_LABELS: 0, LEAKAGE: 1}
+    assert document["problems"]["counts"] == {
+        "bad_rows": 0,
+        "unreadable": 3,
+        WITHIN_CLASS: 0,
+        CONFLICTING_LABELS: 0,
+        LEAKAGE: 1,
+    }
     assert {u["path"] for u in document["problems"]["unreadable"]} == messy.unreadable_paths
-    assert set(document) >= {"classes", "counts", "listed", "imbalance_ratio", "small_classes", "extension_mismatches", "conversions", "exif_rotated", "animated", "small_images", "ignored", "warnings", "cache"}
+    assert set(document) >= {
+        "classes",
+        "counts",
+        "listed",
+        "imbalance_ratio",
+        "small_classes",
+        "extension_mismatches",
+        "conversions",
+        "exif_rotated",
+        "animated",
+        "small_images",
+        "ignored",
+        "warnings",
+        "cache",
+    }
 
     table = cli("check", messy.root)
     assert table.exit_code == 4
@@ -92,7 +114,9 @@ def test_cli_check_unusable_folders_exit_2_with_one_line(cli, tmp_path):
         (folder / "bad" / f"{i}.jpg").write_text("not an image")
     dead = cli("check", folder)
     assert dead.exit_code == 2
-    assert dead.stderr.strip().splitlines() == [f"error: {folder}: class 'bad' has no readable training image; training needs at least one per class"]
+    assert dead.stderr.strip().splitlines() == [
+        f"error: {folder}: class 'bad' has no readable training image; training needs at least one per class"
+    ]
     assert "Traceback" not in dead.stderr + dead.stdout
 
 
@@ -156,7 +180,10 @@ def test_training_decode_pass_fills_the_cache_and_skips_known_bad_files(messy, m
     from tlcli.config import DataConfig
 
     splits = data.discover_splits(DataConfig(dir=messy.root))
-    decoded = {"train": data.decode_samples(splits.train, (16, 16), 3), "val": data.decode_samples(splits.val, (16, 16), 3)}
+    decoded = {
+        "train": data.decode_samples(splits.train, (16, 16), 3),
+        "val": data.decode_samples(splits.val, (16, 16), 3),
+    }
     # check after a training pass: nothing to decode, and the same problems as training found
     report = check_dataset(messy.root)
     assert report.cache["decoded"] == 0
@@ -166,7 +193,9 @@ def test_training_decode_pass_fills_the_cache_and_skips_known_bad_files(messy, m
 
     opened = []
     real = decode_pass.decode_image
-    monkeypatch.setattr(decode_pass, "decode_image", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    monkeypatch.setattr(
+        decode_pass, "decode_image", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k)
+    )
     again = data.decode_samples(splits.train, (16, 16), 3)
     assert {s.path for s in again.skipped} == {p for p in messy.unreadable_paths if "/train/" in p}
     assert not set(opened) & messy.unreadable_paths  # known-bad files are not even opened
@@ -214,7 +243,9 @@ def test_train_strict_stops_on_problems_and_marks_the_run_failed(cli, messy, tmp
     result = cli("train", config, "--strict", "--quiet")
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()[-1:]
-    assert line.startswith("error: --strict: the data has problems (3 unreadable files, 1 image shared between splits (leakage))")
+    assert line.startswith(
+        "error: --strict: the data has problems (3 unreadable files, 1 image shared between splits (leakage))"
+    )
     [run_dir] = (tmp_path / "runs").iterdir()
     record = runs.read_json(run_dir / "run.json")
     assert record["status"] == "failed" and "--strict" in record["error"]
@@ -222,7 +253,11 @@ def test_train_strict_stops_on_problems_and_marks_the_run_failed(cli, messy, tmp
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_failure_marks_only_the_new_run_failed(image_folder, tmp_path, monkeypatch):
@@ -277,7 +312,13 @@ def test_messy_hymenoptera_check_train_and_predict(cli, tmp_path):
         assert words in reasons[str(root / rel)]
     assert [m["path"] for m in report["extension_mismatches"]] == [str(root / messy.readable["png_named_jpg"])]
     modes = {c["path"]: c["mode"] for c in report["conversions"]}
-    for role, mode in (("cmyk", "CMYK"), ("rgba", "RGBA"), ("png16", "I;16"), ("grayscale", "L"), ("animated_gif", "P")):
+    for role, mode in (
+        ("cmyk", "CMYK"),
+        ("rgba", "RGBA"),
+        ("png16", "I;16"),
+        ("grayscale", "L"),
+        ("animated_gif", "P"),
+    ):
         assert modes[str(root / messy.readable[role])] == mode
     assert report["exif_rotated"] == [str(root / messy.readable["exif_rotated"])]
     assert [a["path"] for a in report["animated"]] == [str(root / messy.readable["animated_gif"])]
@@ -286,7 +327,9 @@ def test_messy_hymenoptera_check_train_and_predict(cli, tmp_path):
     assert report["counts"]["train"]["bees"] == 20 + 4  # incl. the non-ASCII file in a nested folder
     assert report["problems"]["counts"]["unreadable"] == 3
 
-    config = tiny_config(root, tmp_path / "runs", name="messy", data={"image_size": 48, "batch_size": 16}, train={"epochs": 1})
+    config = tiny_config(
+        root, tmp_path / "runs", name="messy", data={"image_size": 48, "batch_size": 16}, train={"epochs": 1}
+    )
     trained = cli("train", write_config(tmp_path / "messy.yaml", config), "--json")
     assert trained.exit_code == 0, trained.stderr
     run_dir = Path(json.loads(trained.stdout)["run_dir"])

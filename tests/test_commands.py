@@ -44,7 +44,13 @@ def test_bases_lists_every_application_with_its_preprocessing(cli):
     result = cli("bases")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())
-    for name, mode in (("MobileNet", "tf"), ("ResNet50", "caffe"), ("DenseNet121", "torch"), ("EfficientNetB0", "none"), ("SmallCNN", "unit")):
+    for name, mode in (
+        ("MobileNet", "tf"),
+        ("ResNet50", "caffe"),
+        ("DenseNet121", "torch"),
+        ("EfficientNetB0", "none"),
+        ("SmallCNN", "unit"),
+    ):
         assert f"{name} {mode}" in text or f"{name} │ {mode}" in text, name
 
 
@@ -72,7 +78,12 @@ def test_cache_info_and_clear(cli, tmp_path, monkeypatch):
 
     info = json.loads(cli("cache", "info", "--json").stdout)
     [entry] = info["entries"]
-    assert entry["files"] == 12 and entry["base"] == "SmallCNN" and entry["cut"] == "pool" and entry["image_size"] == [16, 16]
+    assert (
+        entry["files"] == 12
+        and entry["base"] == "SmallCNN"
+        and entry["cut"] == "pool"
+        and entry["image_size"] == [16, 16]
+    )
     assert info["bytes"] > 0 and info["cap_bytes"] > info["bytes"]
     table = cli("cache", "info")
     assert table.exit_code == 0 and entry["key"][:12] in table.stdout and "1 model key(s)" in table.stdout

@@ -21,10 +21,23 @@ def test_defaults_are_filled_in():
     assert config.data.image_size == (224, 224)
     assert config.base.name == "MobileNetV2" and config.base.trainable == "auto"
     assert config.fine_tune is None
-    assert config.train.epochs == "auto" and config.train.max_epochs == 200 and config.train.l2 == "auto" and config.head.dropout == "auto"
-    assert config.train.best_monitor == "val_loss" and load_config({**BASE, "train": {"epochs": 10}}).train.best_monitor == "val_accuracy"
+    assert (
+        config.train.epochs == "auto"
+        and config.train.max_epochs == 200
+        and config.train.l2 == "auto"
+        and config.head.dropout == "auto"
+    )
+    assert (
+        config.train.best_monitor == "val_loss"
+        and load_config({**BASE, "train": {"epochs": 10}}).train.best_monitor == "val_accuracy"
+    )
     fine_tune = load_config({**BASE, "fine_tune": {}}).fine_tune
-    assert (fine_tune.unfreeze, fine_tune.learning_rate, fine_tune.epochs, fine_tune.max_epochs) == (40, 1e-4, "auto", 30)
+    assert (fine_tune.unfreeze, fine_tune.learning_rate, fine_tune.epochs, fine_tune.max_epochs) == (
+        40,
+        1e-4,
+        "auto",
+        30,
+    )
 
 
 def test_misspelled_key_names_path_and_suggests():
@@ -64,7 +77,9 @@ def test_fine_tune_on_a_base_trained_from_scratch_is_refused():
 
 
 def test_set_overrides_by_dotted_path_with_yaml_values():
-    config = load_config(BASE, ["train.epochs=3", "data.batch_size=16", "data.image_size=[64, 48]", "base.args.alpha=0.25"])
+    config = load_config(
+        BASE, ["train.epochs=3", "data.batch_size=16", "data.image_size=[64, 48]", "base.args.alpha=0.25"]
+    )
     assert config.train.epochs == 3
     assert config.data.batch_size == 16
     assert config.data.image_size == (64, 48)

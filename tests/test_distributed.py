@@ -29,7 +29,13 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def tlcli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tlcli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tlcli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def train_json(config: Path, runs: Path, *extra, env: dict | None = None) -> dict:
@@ -62,12 +68,32 @@ def setup(tmp_path_factory):
     data = root / "data"
     make_image_folder(data / "train", {"a": 20, "b": 20, "c": 20}, seed=1)
     make_image_folder(data / "val", {"a": 6, "b": 6, "c": 6}, seed=2)
-    common = {"seed": 3, "data": {"dir": str(data), "image_size": 16, "batch_size": 10}, "head": {"dropout": 0.0}, "probe": "off", "runtime": {"deterministic": True, "collective_timeout_s": 20}}
+    common = {
+        "seed": 3,
+        "data": {"dir": str(data), "image_size": 16, "batch_size": 10},
+        "head": {"dropout": 0.0},
+        "probe": "off",
+        "runtime": {"deterministic": True, "collective_timeout_s": 20},
+    }
     scratch_base = {"name": "SmallCNN", "weights": "none", "args": {"filters": 4, "blocks": 2, "batch_norm": False}}
-    source = write_config(root / "source.yaml", {**common, "name": "source", "base": scratch_base, "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0}})
+    source = write_config(
+        root / "source.yaml",
+        {**common, "name": "source", "base": scratch_base, "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0}},
+    )
     source_run = train_json(source, root / "source-runs")["run_dir"]
-    phases = {**common, "name": "phases", "base": {"run": source_run, "trainable": "none"}, "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0}, "fine_tune": {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001}}
-    long = {**common, "name": "long", "base": scratch_base, "train": {"epochs": 10, "learning_rate": 0.01, "l2": 0.0, "early_stopping": {"patience": 100}}}
+    phases = {
+        **common,
+        "name": "phases",
+        "base": {"run": source_run, "trainable": "none"},
+        "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0},
+        "fine_tune": {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001},
+    }
+    long = {
+        **common,
+        "name": "long",
+        "base": scratch_base,
+        "train": {"epochs": 10, "learning_rate": 0.01, "l2": 0.0, "early_stopping": {"patience": 100}},
+    }
     return {
         "root": root,
         "features": write_config(root / "features.yaml", phases),
@@ -89,14 +115,31 @@ def test_tf_config_names_the_cluster_and_this_worker():
     spec = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}
     cluster = cluster_from_env({"TF_CONFIG": json.dumps(spec)})
     assert cluster.workers == ("a:1", "b:2", "c:3") and cluster.index == 2 and not cluster.chief
-    assert cluster_from_env({"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}})}) is None  # one worker: no cluster
+    assert (
+        cluster_from_env(
+            {"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}})}
+        )
+        is None
+    )  # one worker: no cluster
     assert cluster_from_env({}) is None
-    for bad, expected in (("{", "not a cluster spec"), (json.dumps({"cluster": {"worker": ["a:1", "b:2"], "ps": ["p:1"]}, "task": {"type": "worker", "index": 0}}), "chief and worker tasks only"), (json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}), "not in the cluster")):
+    for bad, expected in (
+        ("{", "not a cluster spec"),
+        (
+            json.dumps({"cluster": {"worker": ["a:1", "b:2"], "ps": ["p:1"]}, "task": {"type": "worker", "index": 0}}),
+            "chief and worker tasks only",
+        ),
+        (
+            json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}),
+            "not in the cluster",
+        ),
+    ):
         with pytest.raises(UserError, match=expected):
             cluster_from_env({"TF_CONFIG": bad})
     plan = plan_devices("auto", "auto", [], cluster)
     assert plan.strategy == "multi_worker" and plan.replicas == 3 and plan.worker_index == 2
-    assert plan.to_dict()["hosts"] == ["a", "b", "c"] and "MultiWorkerMirroredStrategy over 3 workers" in plan.describe()
+    assert (
+        plan.to_dict()["hosts"] == ["a", "b", "c"] and "MultiWorkerMirroredStrategy over 3 workers" in plan.describe()
+    )
     logical = plan_devices("auto", "auto", [], logical_cpus=2)
     assert logical.strategy == "mirrored" and logical.replicas == 2 and logical.chief
 
@@ -119,8 +162,23 @@ def test_two_logical_cpus_train_both_phases_as_one_device(setup, one_device, kin
 def test_a_two_replica_run_resumes_from_its_checkpoints(setup, one_device, resume_on):
     """The checkpoints of a two-replica run resume on two replicas, and on one device (the replica count may change)."""
     root = setup["root"]
-    first = train_json(setup["images"], root / f"mirrored-resume-{resume_on or 1}", "--set", "fine_tune.epochs=1", env={"TLCLI_LOGICAL_CPUS": "2"})
-    resumed = tlcli("train", "--resume", first["run_dir"], "--set", "fine_tune.epochs=2", "--json", "--quiet", env={"TLCLI_LOGICAL_CPUS": resume_on})
+    first = train_json(
+        setup["images"],
+        root / f"mirrored-resume-{resume_on or 1}",
+        "--set",
+        "fine_tune.epochs=1",
+        env={"TLCLI_LOGICAL_CPUS": "2"},
+    )
+    resumed = tlcli(
+        "train",
+        "--resume",
+        first["run_dir"],
+        "--set",
+        "fine_tune.epochs=2",
+        "--json",
+        "--quiet",
+        env={"TLCLI_LOGICAL_CPUS": resume_on},
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_training(json.loads(resumed.stdout), one_device["images"])
 
@@ -134,7 +192,11 @@ def test_two_workers_train_both_phases_as_one_process_and_only_the_chief_writes(
     store = f"sqlite:///{setup['root'] / 'mlflow.db'}"
     tracked = kind == "features" and importlib.util.find_spec("mlflow") is not None  # and only the chief logs to MLflow
     cluster = train_json(setup[kind], runs, "--workers", "2", *(["--mlflow", store] if tracked else []))
-    assert cluster["devices"]["strategy"] == "multi_worker" and cluster["devices"]["replicas"] == 2 and cluster["devices"]["worker_index"] == 0
+    assert (
+        cluster["devices"]["strategy"] == "multi_worker"
+        and cluster["devices"]["replicas"] == 2
+        and cluster["devices"]["worker_index"] == 0
+    )
     assert_same_training(cluster, one_device[kind])
     assert [p.name for p in runs.iterdir()] == [Path(cluster["run_dir"]).name]  # one run folder: the chief's
     run = Path(cluster["run_dir"])
@@ -142,20 +204,28 @@ def test_two_workers_train_both_phases_as_one_process_and_only_the_chief_writes(
     env = json.loads((run / "env.json").read_text())
     assert len(env["devices"]["workers"]) == 2 and env["devices"]["hosts"] == ["localhost"]
     if kind == "features":
-        assert cluster["cache"]["hits"] + cluster["cache"]["extracted"] == 78  # every file's features, exchanged between the workers
+        assert (
+            cluster["cache"]["hits"] + cluster["cache"]["extracted"] == 78
+        )  # every file's features, exchanged between the workers
     if tracked:
         import mlflow
 
         client = mlflow.MlflowClient(store)
         logged = client.search_runs([e.experiment_id for e in client.search_experiments()])
         record = json.loads((run / "run.json").read_text())
-        assert [r.info.run_id for r in logged] == [record["tracking"]["mlflow"]["run_id"]] and logged[0].info.status == "FINISHED"
-        assert sorted(m.step for m in client.get_metric_history(logged[0].info.run_id, "val_loss")) == [int(row["epoch"]) for row in history(run)]  # each epoch once
+        assert [r.info.run_id for r in logged] == [record["tracking"]["mlflow"]["run_id"]] and logged[
+            0
+        ].info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(logged[0].info.run_id, "val_loss")) == [
+            int(row["epoch"]) for row in history(run)
+        ]  # each epoch once
 
 
 def _worker_pid(launcher: subprocess.Popen, index: int) -> int | None:
     """The launcher's child whose TF_CONFIG names task `index`."""
-    children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True, timeout=10).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True, timeout=10
+    ).stdout.split()
     for child in children:
         if f'"index": {index}}}'.encode() in Path(f"/proc/{child}/environ").read_bytes():
             return int(child)
@@ -163,9 +233,18 @@ def _worker_pid(launcher: subprocess.Popen, index: int) -> int | None:
 
 
 def _launch_and_wait_for_two_epochs(setup, runs: Path) -> subprocess.Popen:
-    launcher = subprocess.Popen([sys.executable, "-m", "tlcli", "train", setup["long"], "--runs-dir", runs, "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "tlcli", "train", setup["long"], "--runs-dir", runs, "--workers", "2", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and launcher.poll() is None and not any(len(history(run)) >= 2 for run in runs.glob("*") if (run / "history.csv").is_file()):
+    while (
+        time.monotonic() < deadline
+        and launcher.poll() is None
+        and not any(len(history(run)) >= 2 for run in runs.glob("*") if (run / "history.csv").is_file())
+    ):
         time.sleep(0.2)
     return launcher
 
@@ -189,7 +268,10 @@ def test_a_killed_worker_fails_the_run_within_the_bound_and_resume_completes_it(
     assert record["status"] == "failed" and "worker 1" in record["error"]
     resumed = tlcli("train", "--resume", run, "--workers", "2", "--json", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads(resumed.stdout)["epochs"]["total"] == 10 and json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert (
+        json.loads(resumed.stdout)["epochs"]["total"] == 10
+        and json.loads((run / "run.json").read_text())["status"] == "completed"
+    )
     assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))  # contiguous: the partial epoch was dropped
 
 
@@ -205,7 +287,11 @@ def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(
     finally:
         launcher.kill()
     assert launcher.returncode == 130, stderr[-2000:]
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+    assert not [
+        pid
+        for pid in workers
+        if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    ]
     (run,) = runs.iterdir()
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
@@ -213,9 +299,25 @@ def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(
 def test_a_worker_that_never_starts_does_not_hang_the_chief(setup):
     from tlcli.training.launcher import free_ports
 
-    spec = {"cluster": {"worker": [f"localhost:{port}" for port in free_ports(2)]}, "task": {"type": "worker", "index": 0}}
+    spec = {
+        "cluster": {"worker": [f"localhost:{port}" for port in free_ports(2)]},
+        "task": {"type": "worker", "index": 0},
+    }
     started = time.monotonic()
-    done = tlcli("train", setup["long"], "--runs-dir", setup["root"] / "alone", "--set", "runtime.worker_start_timeout_s=3", env={"TF_CONFIG": json.dumps(spec)}, timeout=120)
+    done = tlcli(
+        "train",
+        setup["long"],
+        "--runs-dir",
+        setup["root"] / "alone",
+        "--set",
+        "runtime.worker_start_timeout_s=3",
+        env={"TF_CONFIG": json.dumps(spec)},
+        timeout=120,
+    )
     assert done.returncode == 1 and time.monotonic() - started < 60
-    assert done.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG: not every worker of the cluster joined within 3 s")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: TF_CONFIG: not every worker of the cluster joined within 3 s")
+    )
     assert not (setup["root"] / "alone").exists()  # nothing written

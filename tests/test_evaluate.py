@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from conftest import make_image_folder, tiny_config
 
-REPORT_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "reliability.png", "mistakes.png")
+REPORT_FILES = (
+    "metrics.json",
+    "predictions.csv",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "reliability.png",
+    "mistakes.png",
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -106,7 +113,9 @@ def test_evaluate_defaults_to_the_test_set(cli, trained):
     assert metrics["accuracy"] == pytest.approx(trained_metrics["final"]["test_accuracy"], abs=0.005)
     assert set(metrics["per_class"]) == {"a", "b", "c"}
     assert sum(c["support"] for c in metrics["per_class"].values()) == 15
-    assert {"precision", "recall", "f1", "support"} <= set(metrics["macro_avg"]) and set(metrics["weighted_avg"]) == set(metrics["macro_avg"])
+    assert {"precision", "recall", "f1", "support"} <= set(metrics["macro_avg"]) and set(
+        metrics["weighted_avg"]
+    ) == set(metrics["macro_avg"])
     assert metrics["top3_accuracy"] == 1.0  # 3 classes: the true class is always in the top 3
     assert 0.0 <= metrics["calibration"]["ece"] <= 1.0
     assert sum(b["count"] for b in metrics["calibration"]["bins"]) == 15
@@ -157,7 +166,17 @@ def test_fail_under_exits_3_naming_the_metric_and_0_when_reachable(cli, trained)
     assert "precision" in result.stdout  # the report is still printed and written
 
     accuracy = evaluate_json(cli, trained, "--split", "val")["accuracy"]
-    result = cli("evaluate", trained, "--split", "val", "--fail-under", f"accuracy={accuracy}", "--fail-under", "per_class.a.support=1", "--json")
+    result = cli(
+        "evaluate",
+        trained,
+        "--split",
+        "val",
+        "--fail-under",
+        f"accuracy={accuracy}",
+        "--fail-under",
+        "per_class.a.support=1",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["accuracy"] == accuracy
 
@@ -171,10 +190,22 @@ def test_fail_under_on_a_nested_metric(cli, trained):
 
 def test_fail_over_gates_lower_is_better_figures(cli, trained):
     figures = evaluate_json(cli, trained, "--split", "val")
-    result = cli("evaluate", trained, "--split", "val", "--fail-over", "loss=0.0001", "--fail-over", "calibration.ece=100", "-q")
+    result = cli(
+        "evaluate", trained, "--split", "val", "--fail-over", "loss=0.0001", "--fail-over", "calibration.ece=100", "-q"
+    )
     assert result.exit_code == 3
     assert f"loss {figures['loss']:.4f} > 0.0001" in result.stderr and "calibration.ece" not in result.stderr
-    result = cli("evaluate", trained, "--split", "val", "--fail-over", f"loss={figures['loss'] + 1}", "--fail-under", "accuracy=0", "-q")
+    result = cli(
+        "evaluate",
+        trained,
+        "--split",
+        "val",
+        "--fail-over",
+        f"loss={figures['loss'] + 1}",
+        "--fail-under",
+        "accuracy=0",
+        "-q",
+    )
     assert result.exit_code == 0, result.stderr
 
 
@@ -256,7 +287,12 @@ def test_compute_metrics_by_hand():
     assert metrics["accuracy"] == 0.75
     assert metrics["top2_accuracy"] == 1.0
     assert metrics["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.7, 0.3, 0.6])), abs=1e-6)
-    assert metrics["per_class"]["y"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3, abs=1e-6), "support": 2}
+    assert metrics["per_class"]["y"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3, abs=1e-6),
+        "support": 2,
+    }
     assert metrics["per_class"]["x"]["precision"] == 0.5
     assert metrics["confusion_matrix"]["matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
     # Confidences 0.9, 0.7, 0.6, 0.6: bins (0.8, 0.9] -> 1/1 right, (0.6, 0.7] -> 1/1 right, (0.5, 0.6] -> 1/2 right.
@@ -307,7 +343,9 @@ def test_training_report_from_probabilities_without_images(tmp_path):
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    evaluation = write_training_report(ReportJob.for_split(run_dir, val, ["x", "y"], top_k=0, probabilities=probabilities), reporter=Reporter())
+    evaluation = write_training_report(
+        ReportJob.for_split(run_dir, val, ["x", "y"], top_k=0, probabilities=probabilities), reporter=Reporter()
+    )
     assert evaluation is not None and evaluation.metrics["accuracy"] == 0.5
     for name in REPORT_FILES:
         assert (evaluation.eval_dir / name).is_file(), name

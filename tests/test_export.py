@@ -17,7 +17,10 @@ from conftest import label_squares, make_image_folder, tiny_config
 from tlcli.export.formats import FILES, FORMATS, Gate
 
 # Tiny models are not what the int8 (and fp16) defaults are for: here they are loosened, and the figures only checked.
-LOOSE = {"tflite-int8": Gate(min_agreement=0.0, max_accuracy_drop=100.0), "tflite-fp16": Gate(min_agreement=0.9, max_difference=0.05)}
+LOOSE = {
+    "tflite-int8": Gate(min_agreement=0.0, max_accuracy_drop=100.0),
+    "tflite-fp16": Gate(min_agreement=0.9, max_difference=0.05),
+}
 FLOAT = ("saved_model", "tflite", "onnx")
 
 
@@ -29,7 +32,12 @@ def run3(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
     make_image_folder(root / "data" / "train", {"a": 20, "b": 20, "c": 20}, size=32, seed=1)
     make_image_folder(root / "data" / "val", {"a": 7, "b": 7, "c": 7}, size=32, seed=2)
-    config = tiny_config(root / "data", root / "runs", data={"image_size": 32, "augment": {"flip": "horizontal", "rotation": 0.05}}, train={"epochs": 4})
+    config = tiny_config(
+        root / "data",
+        root / "runs",
+        data={"image_size": 32, "augment": {"flip": "horizontal", "rotation": 0.05}},
+        train={"epochs": 4},
+    )
     return train(load_config(config)).run_dir
 
 
@@ -49,7 +57,9 @@ def binary_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export-binary")
     make_image_folder(root / "data" / "train", {"cats": 16, "dogs": 16}, size=32, seed=3)
     make_image_folder(root / "data" / "val", {"cats": 6, "dogs": 6}, size=32, seed=4)
-    config = tiny_config(root / "data", root / "runs", data={"image_size": 32}, head={"activation": "sigmoid"}, train={"epochs": 3})
+    config = tiny_config(
+        root / "data", root / "runs", data={"image_size": 32}, head={"activation": "sigmoid"}, train={"epochs": 3}
+    )
     return train(load_config(config)).run_dir
 
 
@@ -70,11 +80,17 @@ def test_every_format_is_written_recorded_and_reloaded(run3, exported):
 
     export_dir = exported.export_dir
     assert export_dir.parent == run3 / "export" and re.fullmatch(r"\d{8}-\d{6}-all", export_dir.name)
-    assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")], "the staging folder is gone once published"
+    assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")], (
+        "the staging folder is gone once published"
+    )
     assert sorted(p.name for p in export_dir.iterdir()) == sorted([*FILES.values(), "export.json", "labels.txt"])
     assert (export_dir / "labels.txt").read_text() == "a\nb\nc\n"
     record = json.loads((export_dir / "export.json").read_text())
-    assert record["task"] == "single_label" and record["class_names"] == ["a", "b", "c"] and record["run"]["dir"] == str(run3.resolve())
+    assert (
+        record["task"] == "single_label"
+        and record["class_names"] == ["a", "b", "c"]
+        and record["run"]["dir"] == str(run3.resolve())
+    )
     assert record["model"]["image_size"] == [32, 32] and record["model"]["channels"] == 3
     assert {"tlcli", "tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"} <= set(record["versions"])
     assert list(record["formats"]) == list(FORMATS)
@@ -86,11 +102,21 @@ def test_every_format_is_written_recorded_and_reloaded(run3, exported):
         assert tensor["dtype"] == ("uint8" if name == "tflite-int8" else "float32")
         assert entry["outputs"][0]["shape"] == [None, 3]
         model = ExportedModel(export_dir / FILES[name])
-        assert (model.format, model.class_names, model.image_size, model.channels) == (name, ["a", "b", "c"], (32, 32), 3)
-    assert record["formats"]["saved_model"]["signature"] == record["formats"]["tflite"]["signature"] == "serving_default"
+        assert (model.format, model.class_names, model.image_size, model.channels) == (
+            name,
+            ["a", "b", "c"],
+            (32, 32),
+            3,
+        )
+    assert (
+        record["formats"]["saved_model"]["signature"] == record["formats"]["tflite"]["signature"] == "serving_default"
+    )
     assert record["formats"]["saved_model"]["inputs"][0]["name"] == "image"
     # The generated images peak at 230: calibration is anchored so raw uint8 pixels go in unchanged.
-    assert record["formats"]["tflite-int8"]["inputs"][0]["scale"] == 1.0 and record["formats"]["tflite-int8"]["inputs"][0]["zero_point"] == 0
+    assert (
+        record["formats"]["tflite-int8"]["inputs"][0]["scale"] == 1.0
+        and record["formats"]["tflite-int8"]["inputs"][0]["zero_point"] == 0
+    )
     assert record["formats"]["tflite-int8"]["outputs"][0]["dtype"] == "uint8"
 
 
@@ -104,9 +130,18 @@ def test_parity_is_measured_on_the_runs_validation_files(run3, exported):
     assert record["calibration_images"]["range_anchored"] and record["calibration_images"]["pixel_range"][1] < 255
     for name in FORMATS:
         parity = record["formats"][name]["parity"]
-        assert parity["images"] == val and 0 <= parity["agreement"] <= 1 and 0 <= parity["accuracy"] <= 1 and parity["max_difference"] >= 0
+        assert (
+            parity["images"] == val
+            and 0 <= parity["agreement"] <= 1
+            and 0 <= parity["accuracy"] <= 1
+            and parity["max_difference"] >= 0
+        )
     for name in FLOAT:  # the default float gates hold: augmentation stayed out, preprocessing stayed in
-        assert record["formats"][name]["gate"] == {"min_agreement": 0.995, "max_difference": 0.001, "max_accuracy_drop": None}
+        assert record["formats"][name]["gate"] == {
+            "min_agreement": 0.995,
+            "max_difference": 0.001,
+            "max_accuracy_drop": None,
+        }
         assert record["formats"][name]["passed"] and record["formats"][name]["parity"]["max_difference"] < 1e-4
     assert record["formats"]["saved_model"]["parity"]["keras_accuracy"] > 0.8
     assert record["passed"] and exported.passed
@@ -195,11 +230,29 @@ def test_verify_fails_reordered_labels(cli, exported, tmp_path):
 def test_a_failed_gate_exits_3_and_still_publishes(cli, run3, exported, tmp_path):
     difference = exported.record["formats"]["tflite"]["parity"]["max_difference"]
     assert difference > 0  # TFLite's kernels are not TensorFlow's: never bit-identical
-    out = cli("export", run3, "--format", "tflite", "--out", tmp_path / "strict", "--max-difference", f"tflite={difference / 2}", "--json")
-    assert out.exit_code == 3 and "tflite: max probability difference" in out.stderr and "--max-difference tflite=X" in out.stderr
+    out = cli(
+        "export",
+        run3,
+        "--format",
+        "tflite",
+        "--out",
+        tmp_path / "strict",
+        "--max-difference",
+        f"tflite={difference / 2}",
+        "--json",
+    )
+    assert (
+        out.exit_code == 3
+        and "tflite: max probability difference" in out.stderr
+        and "--max-difference tflite=X" in out.stderr
+    )
     record = json.loads((tmp_path / "strict" / "export.json").read_text())
     assert not record["passed"] and record["failures"] and (tmp_path / "strict" / "model.tflite").is_file()
-    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == ["export.json", "labels.txt", "model.tflite"]  # the converter's SavedModel is gone
+    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == [
+        "export.json",
+        "labels.txt",
+        "model.tflite",
+    ]  # the converter's SavedModel is gone
     assert json.loads(out.stdout)["formats"]["tflite"]["passed"] is False
 
 
@@ -216,7 +269,10 @@ def test_an_export_never_overwrites_another(cli, run3, monkeypatch, tmp_path):
     first = export_run(run3, ["saved_model"], parity_images=5)
     written = (first.export_dir / "export.json").read_text()
     second = export_run(run3, ["saved_model"], parity_images=5)
-    assert (first.export_dir.name, second.export_dir.name) == ("20300102-030405-saved_model", "20300102-030405-saved_model-2")
+    assert (first.export_dir.name, second.export_dir.name) == (
+        "20300102-030405-saved_model",
+        "20300102-030405-saved_model-2",
+    )
     assert (first.export_dir / "export.json").read_text() == written and first.formats[0].parity.images == 5
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
@@ -225,13 +281,18 @@ def test_an_export_never_overwrites_another(cli, run3, monkeypatch, tmp_path):
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize(("module", "fmt"), [("onnxruntime", "onnx"), ("tf2onnx", "onnx"), ("ai_edge_litert", "tflite-int8")])
+@pytest.mark.parametrize(
+    ("module", "fmt"), [("onnxruntime", "onnx"), ("tf2onnx", "onnx"), ("ai_edge_litert", "tflite-int8")]
+)
 def test_a_missing_extra_is_one_line_before_any_work(cli, run3, monkeypatch, module, fmt):
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     before = sorted((run3 / "export").iterdir()) if (run3 / "export").exists() else []
     out = cli("export", run3, "--format", fmt)
     assert out.exit_code == 2
-    assert out.stderr.strip() == f'error: --format {fmt}: {module} is not installed; install the export extra: pip install "tlcli[export]"'
+    assert (
+        out.stderr.strip()
+        == f'error: --format {fmt}: {module} is not installed; install the export extra: pip install "tlcli[export]"'
+    )
     assert (sorted((run3 / "export").iterdir()) if (run3 / "export").exists() else []) == before
 
 
@@ -241,14 +302,22 @@ def test_a_run_that_is_not_completed_is_refused(cli, run3, tmp_path):
     copy = shutil.copytree(run3, tmp_path / "run", ignore=shutil.ignore_patterns("export"))
     dataclasses.replace(read_run_record(copy), status="failed", error="boom").write(copy)
     out = cli("export", copy)
-    assert out.exit_code == 2 and "the run is failed, not completed" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert (
+        out.exit_code == 2
+        and "the run is failed, not completed" in out.stderr
+        and len(out.stderr.strip().splitlines()) == 1
+    )
     assert not (copy / "export").exists()
 
 
 def test_options_are_checked_before_any_work(cli, run3):
     from tlcli.export.formats import parse_formats, parse_gate_overrides
 
-    assert parse_formats(None) == ("saved_model", "tflite") and parse_formats(["onnx,tflite"]) == ("tflite", "onnx") and parse_formats(["all"]) == FORMATS
+    assert (
+        parse_formats(None) == ("saved_model", "tflite")
+        and parse_formats(["onnx,tflite"]) == ("tflite", "onnx")
+        and parse_formats(["all"]) == FORMATS
+    )
     assert parse_gate_overrides(["all=0.9"], ["tflite=0.01"]) == {
         **{name: {"min_agreement": 0.9} for name in FORMATS},
         "tflite": {"min_agreement": 0.9, "max_difference": 0.01},
@@ -299,9 +368,14 @@ def test_predicting_with_each_exported_format_gives_the_runs_labels_in_every_out
     assert len(by_run.predictions) == 21 and not by_run.errors
     for name in FORMATS:
         result = predict_artifact([val], exported.export_dir / FILES[name], top_k=2)
-        assert result.model["format"] == name and result.model["path"] == str((exported.export_dir / FILES[name]).absolute())
+        assert result.model["format"] == name and result.model["path"] == str(
+            (exported.export_dir / FILES[name]).absolute()
+        )
         assert result.run_dir == run3.resolve() and result.class_names == ["a", "b", "c"] and result.top_k == 2
-        assert json.loads(formatted(result, "json"))["model"]["runtime"] == {"saved_model": "tensorflow", "onnx": "onnxruntime"}.get(name, "ai_edge_litert")
+        assert json.loads(formatted(result, "json"))["model"]["runtime"] == {
+            "saved_model": "tensorflow",
+            "onnx": "onnxruntime",
+        }.get(name, "ai_edge_litert")
         for fmt in ("jsonl", "json", "csv", "table"):
             assert top1_labels(formatted(result, fmt), fmt) == top1_labels(formatted(by_run, fmt), fmt), (name, fmt)
 
@@ -315,27 +389,42 @@ def test_predict_model_on_the_command_line(cli, run3, exported):
     table = cli("predict", val, "--model", exported.export_dir / "saved_model", "-f", "table", "--quiet")
     assert table.exit_code == 0 and "21 images, saved_model model saved_model" in table.stdout
     several = cli("predict", val, "--model", exported.export_dir)
-    assert several.exit_code == 2 and len(several.stderr.strip().splitlines()) == 1 and "holds several formats" in several.stderr
+    assert (
+        several.exit_code == 2
+        and len(several.stderr.strip().splitlines()) == 1
+        and "holds several formats" in several.stderr
+    )
     both = cli("predict", val, "--model", exported.export_dir / "model.onnx", "--run", run3)
     assert both.exit_code == 2 and "--model and --run exclude each other" in both.stderr
 
 
 def test_evaluate_model_writes_the_full_report_and_names_the_artifact(cli, run3, exported):
-    trained = json.loads(next((run3 / "eval").glob("*-val/metrics.json")).read_text())  # the run's own final validation report
+    trained = json.loads(
+        next((run3 / "eval").glob("*-val/metrics.json")).read_text()
+    )  # the run's own final validation report
     for name in ("onnx", "tflite-int8"):
         out = cli("evaluate", run3, "--model", exported.export_dir / FILES[name], "--split", "val", "--json")
         assert out.exit_code == 0, out.stderr
         document = json.loads(out.stdout)
         eval_dir = Path(document["eval_dir"])
         assert eval_dir.parent == run3 / "eval" and eval_dir.name.endswith(f"-val-{name}")
-        assert {"metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "reliability.png", "mistakes.png"} <= {
-            p.name for p in eval_dir.iterdir()
-        }
+        assert {
+            "metrics.json",
+            "predictions.csv",
+            "confusion_matrix.csv",
+            "confusion_matrix.png",
+            "reliability.png",
+            "mistakes.png",
+        } <= {p.name for p in eval_dir.iterdir()}
         metrics = json.loads((eval_dir / "metrics.json").read_text())
-        assert metrics["model"] == {"path": str((exported.export_dir / FILES[name]).absolute()), "format": name, "runtime": document["model"]["runtime"]}
-        assert metrics["dataset"]["images"] == trained["dataset"]["images"] == 21 and metrics["accuracy"] == pytest.approx(
-            exported.record["formats"][name]["parity"]["accuracy"], abs=1e-6
-        )
+        assert metrics["model"] == {
+            "path": str((exported.export_dir / FILES[name]).absolute()),
+            "format": name,
+            "runtime": document["model"]["runtime"],
+        }
+        assert metrics["dataset"]["images"] == trained["dataset"]["images"] == 21 and metrics[
+            "accuracy"
+        ] == pytest.approx(exported.record["formats"][name]["parity"]["accuracy"], abs=1e-6)
     assert metrics["accuracy"] <= 1 and "model" not in trained
     onnx = json.loads(next((run3 / "eval").glob("*-val-onnx/metrics.json")).read_text())
     assert onnx["accuracy"] == trained["accuracy"] and onnx["confusion_matrix"] == trained["confusion_matrix"]
@@ -347,7 +436,11 @@ def test_evaluate_model_refuses_an_artifact_of_other_classes(cli, run3, binary_r
     other = export_run(binary_run, ["onnx"], out=tmp_path / "binary")
     before = sorted(p.name for p in (run3 / "eval").iterdir())
     out = cli("evaluate", run3, "--model", other.export_dir / "model.onnx")
-    assert out.exit_code == 2 and len(out.stderr.strip().splitlines()) == 1 and "takes 32x32x3 images, classes cats, dogs; the run" in out.stderr
+    assert (
+        out.exit_code == 2
+        and len(out.stderr.strip().splitlines()) == 1
+        and "takes 32x32x3 images, classes cats, dogs; the run" in out.stderr
+    )
     assert sorted(p.name for p in (run3 / "eval").iterdir()) == before  # refused before any report is begun
 
 
@@ -372,8 +465,16 @@ def ml_run(tmp_path_factory) -> Path:
         write_image(root / "img" / f"{i:03d}.png", label_squares(subsets[i % 8], rng))
         lines.append(f"img/{i:03d}.png,{'|'.join(subsets[i % 8])}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    raw = tiny_config(root, root / "runs", head={"threshold": 0.4}, train={"epochs": 6, "learning_rate": 0.01, "l2": 0.0})
-    raw["data"] = {"manifest": str(root / "labels.csv"), "multi_label": True, "columns": {"label": "labels"}, "image_size": 16, "batch_size": 8}
+    raw = tiny_config(
+        root, root / "runs", head={"threshold": 0.4}, train={"epochs": 6, "learning_rate": 0.01, "l2": 0.0}
+    )
+    raw["data"] = {
+        "manifest": str(root / "labels.csv"),
+        "multi_label": True,
+        "columns": {"label": "labels"},
+        "image_size": 16,
+        "batch_size": 8,
+    }
     return train(load_config(raw)).run_dir
 
 
@@ -389,7 +490,11 @@ def test_a_multi_label_run_is_exported_with_per_label_parity(ml_run, ml_exported
     from tlcli.runs.records import read_model_info
 
     record = json.loads((ml_exported.export_dir / "export.json").read_text())
-    assert record["task"] == "multi_label" and record["class_names"] == list(ML_CLASSES) and record["label_separator"] == "|"
+    assert (
+        record["task"] == "multi_label"
+        and record["class_names"] == list(ML_CLASSES)
+        and record["label_separator"] == "|"
+    )
     assert record["thresholds"] == dict.fromkeys(ML_CLASSES, 0.4) and "threshold" in record["model"]["output"]
     assert (ml_exported.export_dir / "labels.txt").read_text() == "blue\ngreen\nred\n"
     val = load_split_images(ml_run, "val", list(ML_CLASSES), read_model_info(ml_run), 500)
@@ -401,7 +506,11 @@ def test_a_multi_label_run_is_exported_with_per_label_parity(ml_run, ml_exported
         assert 0 <= parity["image_agreement"] <= parity["agreement"] <= 1 and 0 <= parity["accuracy"] <= 1
     for name in ("tflite", "onnx"):  # the default float gates, per label
         assert record["formats"][name]["gate"]["min_agreement"] == 0.995 and record["formats"][name]["passed"]
-        assert record["formats"][name]["parity"]["agreement"] == record["formats"][name]["parity"]["image_agreement"] == 1.0
+        assert (
+            record["formats"][name]["parity"]["agreement"]
+            == record["formats"][name]["parity"]["image_agreement"]
+            == 1.0
+        )
     assert record["formats"]["onnx"]["parity"]["keras_accuracy"] > 0.8
 
 
@@ -413,14 +522,22 @@ def test_multi_label_artifacts_predict_and_evaluate_like_the_run(cli, ml_run, ml
     by_run = {p.path: p.labels for p in predict([images], run=ml_run).predictions}
     for name in ("tflite", "onnx"):
         result = predict_artifact([images], ml_exported.export_dir / FILES[name])
-        assert result.multi_label and result.thresholds == (0.4, 0.4, 0.4) and {p.path: p.labels for p in result.predictions} == by_run
+        assert (
+            result.multi_label
+            and result.thresholds == (0.4, 0.4, 0.4)
+            and {p.path: p.labels for p in result.predictions} == by_run
+        )
     out = cli("predict", images, "--model", ml_exported.export_dir / "model.onnx", "-f", "csv", "--quiet")
     header, *rows = out.stdout.splitlines()
     assert out.exit_code == 0 and header == "path,labels,blue,green,red,error" and len(rows) == 64
     out = cli("evaluate", ml_run, "--model", ml_exported.export_dir / "model.tflite", "--json")
     assert out.exit_code == 0, out.stderr
     metrics = json.loads(out.stdout)
-    assert metrics["task"] == "multi_label" and metrics["model"]["format"] == "tflite" and metrics["per_class"]["red"]["threshold"] == 0.4
+    assert (
+        metrics["task"] == "multi_label"
+        and metrics["model"]["format"] == "tflite"
+        and metrics["per_class"]["red"]["threshold"] == 0.4
+    )
     assert {"per_class.csv", "pr_curves.png"} <= {p.name for p in Path(metrics["eval_dir"]).iterdir()}
 
 
@@ -443,9 +560,19 @@ def test_multi_label_parity_counts_decisions_at_the_thresholds():
     artifact = np.array([[0.9, 0.2, 0.55], [0.1, 0.8, 0.7]])  # one decision of six flips (image 0, class 2 at 0.5)
     labels = np.array([[1, 0, 0], [0, 1, 1]])
     parity = compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.5])
-    assert parity.agreement == pytest.approx(5 / 6) and parity.image_agreement == 0.5 and parity.max_difference == pytest.approx(0.1)
-    assert parity.keras_accuracy == 1.0 and parity.accuracy == pytest.approx(5 / 6) and parity.to_dict()["image_agreement"] == 0.5
-    assert compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.6]).agreement == 1.0  # at 0.6 neither gives red
+    assert (
+        parity.agreement == pytest.approx(5 / 6)
+        and parity.image_agreement == 0.5
+        and parity.max_difference == pytest.approx(0.1)
+    )
+    assert (
+        parity.keras_accuracy == 1.0
+        and parity.accuracy == pytest.approx(5 / 6)
+        and parity.to_dict()["image_agreement"] == 0.5
+    )
+    assert (
+        compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.6]).agreement == 1.0
+    )  # at 0.6 neither gives red
     (line,) = gate_failures("onnx", parity, Gate(min_agreement=0.9))
     assert line.startswith("onnx: per-label agreement 0.8333 < 0.9")
     assert "image_agreement" not in compare(reference, artifact, np.array([0, 1]), 0.1).to_dict()

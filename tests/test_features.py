@@ -42,7 +42,9 @@ def test_cached_and_uncached_runs_give_the_same_model(tmp_path, image_folder, pr
     uncached = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3}, cache="off")))
     assert cached.metrics.cache.mode == "features" and cached.metrics.cache.cut == "pool"
     assert uncached.metrics.cache.mode == "images"
-    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-4, atol=1e-5
+    )
     assert cached.metrics.final["val_accuracy"] == pytest.approx(uncached.metrics.final["val_accuracy"])
     assert cached.metrics.final["val_loss"] == pytest.approx(uncached.metrics.final["val_loss"], rel=1e-4)
 
@@ -54,7 +56,9 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
     cached = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
     uncached = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune, cache="off")))
     assert cached.metrics.cache.cut.startswith("layer:")
-    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        predictions(cached.run_dir, probe), predictions(uncached.run_dir, probe), rtol=1e-3, atol=1e-4
+    )
     with open(cached.run_dir / "history.csv") as stream:
         assert sum(1 for line in stream) == 1 + 4
 
@@ -65,15 +69,31 @@ def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
     flip = {"augment": {"flip": mode}}
-    cached = train(load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4})))
-    on_images = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": mode, "flip_features": False}}, head={"dropout": 0.3}, train={"epochs": 4})))
+    cached = train(
+        load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4}))
+    )
+    on_images = train(
+        load_config(
+            target_config(
+                image_folder,
+                runs_dir,
+                data={"augment": {"flip": mode, "flip_features": False}},
+                head={"dropout": 0.3},
+                train={"epochs": 4},
+            )
+        )
+    )
     plain = train(load_config(target_config(image_folder, runs_dir, head={"dropout": 0.3}, train={"epochs": 4})))
     assert cached.metrics.cache.mode == "features" and on_images.metrics.cache.mode == "images"
-    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-4, atol=1e-5
+    )
     assert cached.metrics.final == pytest.approx(on_images.metrics.final, rel=1e-4)
     # The flips did something: without them the same run ends elsewhere.
     assert not np.allclose(predictions(cached.run_dir, probe), predictions(plain.run_dir, probe), rtol=1e-4, atol=1e-5)
-    again = train(load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4})))
+    again = train(
+        load_config(target_config(image_folder, runs_dir, data=flip, head={"dropout": 0.3}, train={"epochs": 4}))
+    )
     assert again.metrics.cache.extracted == 0  # both copies of every image come from the cache
     np.testing.assert_allclose(predictions(again.run_dir, probe), predictions(cached.run_dir, probe), rtol=1e-6)
 
@@ -82,10 +102,23 @@ def test_flips_with_fine_tuning_above_a_layer_cut(tmp_path, image_folder, probe)
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
     fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001}
-    cached = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical"}}, fine_tune=fine_tune)))
-    on_images = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical", "flip_features": False}}, fine_tune=fine_tune)))
+    cached = train(
+        load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical"}}, fine_tune=fine_tune))
+    )
+    on_images = train(
+        load_config(
+            target_config(
+                image_folder,
+                runs_dir,
+                data={"augment": {"flip": "vertical", "flip_features": False}},
+                fine_tune=fine_tune,
+            )
+        )
+    )
     assert cached.metrics.cache.cut.startswith("layer:") and on_images.metrics.cache.mode == "images"
-    np.testing.assert_allclose(predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        predictions(cached.run_dir, probe), predictions(on_images.run_dir, probe), rtol=1e-3, atol=1e-4
+    )
 
 
 def test_second_run_hits_the_cache_and_changes_invalidate_it(tmp_path, image_folder):
@@ -151,12 +184,16 @@ def test_other_weights_do_not_reuse_features(tmp_path, image_folder):
 def test_augmentation_and_skip_connections_fall_back_to_images(tmp_path, image_folder):
     runs_dir = tmp_path / "runs"
     source_run(tmp_path, image_folder)
-    augmented = train(load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "horizontal", "rotation": 0.1}})))
+    augmented = train(
+        load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "horizontal", "rotation": 0.1}}))
+    )
     assert augmented.metrics.cache.mode == "images"  # a rotation has no finite set of outcomes to precompute
     from tlcli.features import find_cut
     from tlcli.modeling.build import build_model
 
-    model, _ = build_model(load_config({"data": {"dir": "x", "image_size": 32}, "base": {"name": "ResNet50", "weights": "none"}}), 2)
+    model, _ = build_model(
+        load_config({"data": {"dir": "x", "image_size": 32}, "base": {"name": "ResNet50", "weights": "none"}}), 2
+    )
     cut, why = find_cut(model, 5, "fine_tune.unfreeze")
     assert cut is None and "skip connections" in why
     cut, _ = find_cut(model, "none", "base.trainable")

@@ -39,7 +39,10 @@ class Logs(keras.callbacks.Callback):
         self.epochs.append((epoch, {k: float(v) for k, v in logs.items()}))
 
 
-@pytest.mark.parametrize("activation, class_weight", [("softmax", None), ("softmax", {0: 1.0, 1: 3.0, 2: 0.5}), ("sigmoid", {0: 2.0, 1: 1.0})])
+@pytest.mark.parametrize(
+    "activation, class_weight",
+    [("softmax", None), ("softmax", {0: 1.0, 1: 3.0, 2: 0.5}), ("sigmoid", {0: 2.0, 1: 1.0})],
+)
 def test_same_weights_and_logs_as_keras_fit(activation, class_weight):
     rng = np.random.default_rng(0)
     num_classes = 2 if activation == "sigmoid" else 3
@@ -49,9 +52,24 @@ def test_same_weights_and_logs_as_keras_fit(activation, class_weight):
     spec = dict(batch_size=32, num_classes=num_classes, binary=binary, shuffle=True, seed=5, first_epoch=1)
 
     keras_model, keras_logs = _head(num_classes, activation), Logs()
-    keras_model.fit(array_batches(features, labels, **spec), epochs=5, initial_epoch=2, class_weight=class_weight, callbacks=[keras_logs], verbose=0, shuffle=False)
+    keras_model.fit(
+        array_batches(features, labels, **spec),
+        epochs=5,
+        initial_epoch=2,
+        class_weight=class_weight,
+        callbacks=[keras_logs],
+        verbose=0,
+        shuffle=False,
+    )
     ours, our_logs = _head(num_classes, activation), Logs()
-    fit_in_memory(ours, ArrayBatches(features, labels, **spec), epochs=5, initial_epoch=2, class_weight=class_weight, callbacks=[our_logs])
+    fit_in_memory(
+        ours,
+        ArrayBatches(features, labels, **spec),
+        epochs=5,
+        initial_epoch=2,
+        class_weight=class_weight,
+        callbacks=[our_logs],
+    )
 
     for expected, got in zip(keras_model.get_weights(), ours.get_weights()):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -72,5 +90,10 @@ def test_stop_training_from_a_callback_ends_after_that_epoch():
 
     rng = np.random.default_rng(1)
     model, logs = _head(3, "softmax"), Logs()
-    fit_in_memory(model, ArrayBatches(rng.normal(size=(40, 12)).astype("float32"), rng.integers(0, 3, 40).astype("int32"), 16, 3), epochs=10, callbacks=[StopAfterTwo(), logs])
+    fit_in_memory(
+        model,
+        ArrayBatches(rng.normal(size=(40, 12)).astype("float32"), rng.integers(0, 3, 40).astype("int32"), 16, 3),
+        epochs=10,
+        callbacks=[StopAfterTwo(), logs],
+    )
     assert [e for e, _ in logs.epochs] == [0, 1]

@@ -87,7 +87,11 @@ def add_endless_files(folder: Path) -> dict[str, str]:
     (folder / "cats" / "zero.jpg").symlink_to("/dev/zero")
     with open(folder / "cats" / "huge.png", "wb") as stream:
         stream.truncate(150_000_000)  # sparse: no disk used, 150 MB to a reader
-    return {str(fifo): "not a regular file (a FIFO)", str(folder / "cats" / "zero.jpg"): "not a regular file (a character device)", str(folder / "cats" / "huge.png"): "file too large (150.0 MB"}
+    return {
+        str(fifo): "not a regular file (a FIFO)",
+        str(folder / "cats" / "zero.jpg"): "not a regular file (a character device)",
+        str(folder / "cats" / "huge.png"): "file too large (150.0 MB",
+    }
 
 
 def test_fifos_devices_and_huge_files_are_unreadable_not_hangs(cli, world):
@@ -106,17 +110,26 @@ def test_fifos_devices_and_huge_files_are_unreadable_not_hangs(cli, world):
     predicted = cli("predict", *expected, data / "dogs", "--run", summary["run_dir"], "-f", "jsonl")
     assert predicted.exit_code == 4
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert [r["error"].split(" (")[0] for r in rows[:3]] == ["not a regular file", "not a regular file", "file too large"]
+    assert [r["error"].split(" (")[0] for r in rows[:3]] == [
+        "not a regular file",
+        "not a regular file",
+        "file too large",
+    ]
     assert all(r["label"] for r in rows[3:]) and len(rows) == 3 + 8
 
 
 def test_the_read_cap_is_a_config_key(cli, world):
     data = copy_data(world, "capped")
     big = data / "dogs" / "big.png"
-    big.write_bytes((data / "dogs" / "dogs_000.png").read_bytes() + b"\0" * 3_000_000)  # a valid PNG with trailing bytes
+    big.write_bytes(
+        (data / "dogs" / "dogs_000.png").read_bytes() + b"\0" * 3_000_000
+    )  # a valid PNG with trailing bytes
     assert cli("check", data, "--json", "--no-cache").exit_code == 0  # under the default cap
     capped = cli("check", data, "--json", "--no-cache", "--max-file-mb", "1")
-    assert capped.exit_code == 4 and "data.max_file_mb = 1" in json.loads(capped.stdout)["problems"]["unreadable"][0]["reason"]
+    assert (
+        capped.exit_code == 4
+        and "data.max_file_mb = 1" in json.loads(capped.stdout)["problems"]["unreadable"][0]["reason"]
+    )
     trained = cli("train", config_for(world, data, "capped", data={"max_file_mb": 1}), "--json", "--quiet")
     assert trained.exit_code == 0 and json.loads(trained.stdout)["skipped_files"] == 1
 
@@ -161,7 +174,15 @@ def test_symlinked_class_and_split_folders_stay_supported(cli, world):
 
 def source_and_target(world, name: str, **target_sections) -> Path:
     """A config whose frozen base (an earlier run's) trains on cached features."""
-    raw = tiny_config(world["data"], world["root"] / "runs", name=name, train={"epochs": 2}, head={"dropout": 0.0}, runtime={"deterministic": True}, **target_sections)
+    raw = tiny_config(
+        world["data"],
+        world["root"] / "runs",
+        name=name,
+        train={"epochs": 2},
+        head={"dropout": 0.0},
+        runtime={"deterministic": True},
+        **target_sections,
+    )
     raw["base"] = {"run": str(world["reference"]), "trainable": "none"}
     return write_config(world["root"] / f"{name}.yaml", raw)
 
@@ -183,7 +204,11 @@ def test_a_damaged_pack_never_changes_a_figure(cli, world, tmp_path, monkeypatch
     second = cli("train", config, "--json")
     assert second.exit_code == 0
     summary = json.loads(second.stdout)
-    assert summary["cache"]["damaged_packs"] == 1 and summary["cache"]["extracted"] == 16 and summary["final"] == first["final"]
+    assert (
+        summary["cache"]["damaged_packs"] == 1
+        and summary["cache"]["extracted"] == 16
+        and summary["final"] == first["final"]
+    )
     assert "damaged pack" in second.stderr
 
     packs_of(summary)[0].write_bytes(b"")  # zero bytes
@@ -211,7 +236,13 @@ def test_an_unusable_cache_folder_means_training_without_it(cli, world, tmp_path
 
 
 def unprivileged(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_a_read_only_cache_folder_for_an_unprivileged_user(tmp_path):
@@ -230,13 +261,23 @@ def test_a_read_only_cache_folder_for_an_unprivileged_user(tmp_path):
         for path in [shared, *shared.rglob("*")]:
             if path != cache:
                 os.chmod(path, 0o777 if path.is_dir() else 0o644)
-        env = {**os.environ, "TLCLI_CACHE_DIR": str(cache), "KERAS_HOME": str(shared / "keras"), "MPLCONFIGDIR": str(shared / "mpl"), "HOME": str(shared)}
+        env = {
+            **os.environ,
+            "TLCLI_CACHE_DIR": str(cache),
+            "KERAS_HOME": str(shared / "keras"),
+            "MPLCONFIGDIR": str(shared / "mpl"),
+            "HOME": str(shared),
+        }
         probe = unprivileged([sys.executable, "-c", "import tlcli"], env)
         if probe.returncode != 0:
-            pytest.skip(f"the test's interpreter or sources are not readable by an unprivileged user ({probe.stderr.strip().splitlines()[-1][:120]})")
+            pytest.skip(
+                f"the test's interpreter or sources are not readable by an unprivileged user ({probe.stderr.strip().splitlines()[-1][:120]})"
+            )
         tlcli = [sys.executable, "-c", "from tlcli.cli import main; main()"]
         refused = unprivileged([*tlcli, "train", str(config), "--quiet"], env)
-        assert refused.returncode == 2 and "cache: disk: the feature cache cannot be used" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and "cache: disk: the feature cache cannot be used" in refused.stderr, (
+            refused.stderr
+        )
         assert not list((shared / "runs").iterdir())
         allowed = unprivileged([*tlcli, "train", str(config), "--quiet", "--set", "cache=auto"], env)
         assert allowed.returncode == 0, allowed.stderr
@@ -273,7 +314,12 @@ def test_damaged_run_records_are_named_and_never_hide_other_runs(cli, world):
         table = cli("runs", "--runs-dir", world["root"] / "runs")
         assert table.exit_code == 0 and "damaged" in table.stdout and f"{bad_record.name}: " in table.stdout
 
-        for run_dir, words in ((bad_record, "run.json: damaged"), (bad_labels, "labels.json: damaged"), (bad_model, "model.json: missing or unreadable"), (wrong_labels, "lists 3 classes but model.keras has 2 outputs")):
+        for run_dir, words in (
+            (bad_record, "run.json: damaged"),
+            (bad_labels, "labels.json: damaged"),
+            (bad_model, "model.json: missing or unreadable"),
+            (wrong_labels, "lists 3 classes but model.keras has 2 outputs"),
+        ):
             evaluated = cli("evaluate", run_dir)
             assert evaluated.exit_code == 2 and words in one_line(evaluated), (run_dir.name, evaluated.stderr)
         predicted = cli("predict", world["data"] / "cats", "--run", wrong_labels)
@@ -308,7 +354,10 @@ def test_yaml_alias_bombs_and_duplicate_keys_are_refused(cli, world, tmp_path):
     twice = tmp_path / "twice.yaml"
     twice.write_text(f"data:\n  dir: {world['data']}\ntrain:\n  epochs: 1\ntrain:\n  epochs: 50\n")
     duplicate = cli("validate", twice)
-    assert duplicate.exit_code == 2 and one_line(duplicate) == f"error: {twice} line 5: key 'train' is given twice; keep one"
+    assert (
+        duplicate.exit_code == 2
+        and one_line(duplicate) == f"error: {twice} line 5: key 'train' is given twice; keep one"
+    )
     bad_set = cli("validate", config_for(world, world["data"], "setbomb"), "--set", "train.epochs=&a [*a]")
     assert bad_set.exit_code == 2 and "--set train.epochs" in one_line(bad_set)
 
@@ -324,13 +373,19 @@ def test_a_class_with_only_unreadable_files_is_exit_2_and_leaves_no_run_folder(c
     assert checked.exit_code == 2 and "class 'dogs' has no readable training image" in checked.stderr
     before = runs_now(world)
     trained = cli("train", config_for(world, data, "deadclass"), "--quiet")
-    assert trained.exit_code == 2 and one_line(trained).startswith("error: class 'dogs' has no readable training image; training needs at least one per class")
+    assert trained.exit_code == 2 and one_line(trained).startswith(
+        "error: class 'dogs' has no readable training image; training needs at least one per class"
+    )
     assert runs_now(world) == before
 
 
 def test_paths_too_long_and_digits_onto_a_file_are_exit_2(cli, world, tmp_path):
     long = "/tmp/" + "x" * 300
-    for args in (("check", long), ("train", config_for(world, world["data"], "longruns"), "--runs-dir", long), ("predict", long + "/a.jpg", "--run", world["reference"])):
+    for args in (
+        ("check", long),
+        ("train", config_for(world, world["data"], "longruns"), "--runs-dir", long),
+        ("predict", long + "/a.jpg", "--run", world["reference"]),
+    ):
         result = cli(*args)
         assert result.exit_code == 2, (args, result.stderr)
         assert one_line(result).startswith("error: ")
@@ -345,7 +400,9 @@ def small_disk(tmp_path):
     """A 1 MB tmpfs: a real full disk (skipped where mounting is not allowed)."""
     mount = tmp_path / "full"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:120]})")
     yield mount
@@ -397,10 +454,19 @@ def test_json_on_every_exit(cli, world, tmp_path):
         document = json.loads(result.stdout)
         if code:
             assert document["exit_code"] == code and document["error"] and document["error"] in result.stderr
-    for args in (("train", "--json", "--bogus"), ("check", "--json"), ("predict", "-f", "jsonl"), ("evaluate", "--json", world["reference"], "--top-k", "many")):
+    for args in (
+        ("train", "--json", "--bogus"),
+        ("check", "--json"),
+        ("predict", "-f", "jsonl"),
+        ("evaluate", "--json", world["reference"], "--top-k", "many"),
+    ):
         code, out, err = run_cli(*args)
         assert code == 2, (args, err)
-        assert json.loads(out)["exit_code"] == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (args, out, err)
+        assert json.loads(out)["exit_code"] == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (
+            args,
+            out,
+            err,
+        )
     code, out, err = run_cli("runs", "--runs-dir", world["root"] / "runs", "--json")
     assert code == 0 and isinstance(json.loads(out), list) and err == ""
 
@@ -429,23 +495,42 @@ def test_sigkilled_evaluations_leave_whole_reports_or_none(world):
     shutil.copytree(world["reference"], run_copy)
     command = [sys.executable, "-c", "from tlcli.cli import main; main()", "evaluate", str(run_copy), "--quiet"]
     for delay in (2.5, 3.0, 3.5, 30):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         try:
             process.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait()
-    required = {"metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "reliability.png", "mistakes.png"}
+    required = {
+        "metrics.json",
+        "predictions.csv",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "reliability.png",
+        "mistakes.png",
+    }
     published = [p for p in (run_copy / "eval").iterdir() if not p.name.startswith(".")]
     assert all(required <= {f.name for f in folder.iterdir()} for folder in published)
     assert len(published) >= 2  # the training report and the last, uninterrupted evaluation
 
 
 def test_a_diverging_run_stops_with_the_reason(cli, world):
-    config = config_for(world, world["data"], "diverges", train={"epochs": 5, "optimizer": "sgd", "learning_rate": 1.0e12}, cache="off")
+    config = config_for(
+        world, world["data"], "diverges", train={"epochs": 5, "optimizer": "sgd", "learning_rate": 1.0e12}, cache="off"
+    )
     result = cli("train", config, "--quiet")
     assert result.exit_code == 1 and "training diverged" in one_line(result)
-    [failed] = [p for p in (world["root"] / "runs").iterdir() if "training diverged" in ((json.loads((p / "run.json").read_text()).get("error") or "") if (p / "run.json").is_file() else "")]
+    [failed] = [
+        p
+        for p in (world["root"] / "runs").iterdir()
+        if "training diverged"
+        in ((json.loads((p / "run.json").read_text()).get("error") or "") if (p / "run.json").is_file() else "")
+    ]
     assert json.loads((failed / "run.json").read_text())["status"] == "failed"
     assert not (failed / "metrics.json").exists()
 
@@ -464,5 +549,14 @@ def test_written_files_honour_the_umask(cli, world, tmp_path, umask, mode):
     finally:
         os.umask(previous)
     report = next((run_dir / "eval").iterdir())
-    for path in (run_dir / "run.json", run_dir / "labels.json", run_dir / "metrics.json", run_dir / "splits" / "train.csv", run_dir / "model.keras", report / "metrics.json", report / "mistakes.png", out):
+    for path in (
+        run_dir / "run.json",
+        run_dir / "labels.json",
+        run_dir / "metrics.json",
+        run_dir / "splits" / "train.csv",
+        run_dir / "model.keras",
+        report / "metrics.json",
+        report / "mistakes.png",
+        out,
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path

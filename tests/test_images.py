@@ -61,16 +61,41 @@ def exif_rotated(orientation: int = 6) -> bytes:
 LUMA_RED, LUMA_BLUE = 81, 55  # ITU-R 601 luma of RED and BLUE
 READABLE = {
     "jpeg": (lambda: encode(Image.fromarray(halves()), "JPEG", quality=95), "JPEG", "RGB", (RED, BLUE, RED)),
-    "progressive jpeg": (lambda: encode(Image.fromarray(halves()), "JPEG", quality=95, progressive=True), "JPEG", "RGB", (RED, BLUE, RED)),
-    "cmyk jpeg": (lambda: encode(Image.fromarray(halves()).convert("CMYK"), "JPEG", quality=95), "JPEG", "CMYK", (RED, BLUE, RED)),
-    "grayscale jpeg": (lambda: encode(Image.fromarray(halves()).convert("L"), "JPEG", quality=95), "JPEG", "L", ((LUMA_RED,) * 3, (LUMA_BLUE,) * 3, (LUMA_RED,) * 3)),
+    "progressive jpeg": (
+        lambda: encode(Image.fromarray(halves()), "JPEG", quality=95, progressive=True),
+        "JPEG",
+        "RGB",
+        (RED, BLUE, RED),
+    ),
+    "cmyk jpeg": (
+        lambda: encode(Image.fromarray(halves()).convert("CMYK"), "JPEG", quality=95),
+        "JPEG",
+        "CMYK",
+        (RED, BLUE, RED),
+    ),
+    "grayscale jpeg": (
+        lambda: encode(Image.fromarray(halves()).convert("L"), "JPEG", quality=95),
+        "JPEG",
+        "L",
+        ((LUMA_RED,) * 3, (LUMA_BLUE,) * 3, (LUMA_RED,) * 3),
+    ),
     # Orientation 6 = rotate 90 degrees clockwise: the red left half becomes the top.
     "exif-rotated jpeg": (exif_rotated, "JPEG", "RGB", (RED, RED, BLUE)),
     "png": (lambda: encode(Image.fromarray(halves()), "PNG"), "PNG", "RGB", (RED, BLUE, RED)),
-    "grayscale png": (lambda: encode(Image.fromarray(halves()).convert("L"), "PNG"), "PNG", "L", ((LUMA_RED,) * 3, (LUMA_BLUE,) * 3, (LUMA_RED,) * 3)),
+    "grayscale png": (
+        lambda: encode(Image.fromarray(halves()).convert("L"), "PNG"),
+        "PNG",
+        "L",
+        ((LUMA_RED,) * 3, (LUMA_BLUE,) * 3, (LUMA_RED,) * 3),
+    ),
     "palette png": (lambda: encode(Image.fromarray(halves()).convert("P"), "PNG"), "PNG", "P", (RED, BLUE, RED)),
     "rgba png": (lambda: encode(with_alpha(), "PNG"), "PNG", "RGBA", (RED, BLUE, WHITE)),
-    "grayscale+alpha png": (lambda: encode(with_alpha().convert("LA"), "PNG"), "PNG", "LA", ((LUMA_RED,) * 3, (LUMA_BLUE,) * 3, WHITE)),
+    "grayscale+alpha png": (
+        lambda: encode(with_alpha().convert("LA"), "PNG"),
+        "PNG",
+        "LA",
+        ((LUMA_RED,) * 3, (LUMA_BLUE,) * 3, WHITE),
+    ),
     # 16 bits are scaled to 8 (80% -> 204, 20% -> 51), not clipped to 255.
     "16-bit png": (lambda: encode(sixteen_bit_ramp(), "PNG"), "PNG", "I;16", ((204,) * 3, (51,) * 3, (204,) * 3)),
     "16-bit tiff": (lambda: encode(sixteen_bit_ramp(), "TIFF"), "TIFF", "I;16", ((204,) * 3, (51,) * 3, (204,) * 3)),
@@ -100,7 +125,10 @@ def test_info_describes_the_file():
     assert info.frames == 2 and info.conversion == "palette expanded"
     assert decode_bytes(encode(sixteen_bit_ramp(), "PNG"), (8, 8))[1].conversion == "16-bit scaled to 8-bit"
     assert decode_bytes(encode(with_alpha(), "PNG"), (8, 8))[1].conversion == "transparency composited on white"
-    assert decode_bytes(encode(Image.fromarray(halves()).convert("CMYK"), "JPEG"), (8, 8))[1].conversion == "CMYK converted to RGB"
+    assert (
+        decode_bytes(encode(Image.fromarray(halves()).convert("CMYK"), "JPEG"), (8, 8))[1].conversion
+        == "CMYK converted to RGB"
+    )
     gray = decode_bytes(encode(Image.fromarray(halves()).convert("L"), "PNG"), (8, 8))[1]
     assert gray.conversion == "grayscale replicated to 3 channels" and gray.conversion_to(1) is None
     plain = decode_bytes(encode(Image.fromarray(halves()), "PNG"), (8, 8))[1]
@@ -112,7 +140,9 @@ def test_grayscale_is_replicated_to_three_channels_and_rgb_reduced_to_one():
     gray = encode(Image.fromarray(halves()).convert("L"), "PNG")
     rgb_pixels, _ = decode_bytes(gray, (20, 30), 3)
     assert rgb_pixels.shape == (20, 30, 3)
-    assert np.array_equal(rgb_pixels[..., 0], rgb_pixels[..., 1]) and np.array_equal(rgb_pixels[..., 1], rgb_pixels[..., 2])
+    assert np.array_equal(rgb_pixels[..., 0], rgb_pixels[..., 1]) and np.array_equal(
+        rgb_pixels[..., 1], rgb_pixels[..., 2]
+    )
     one, _ = decode_bytes(encode(Image.fromarray(halves()), "PNG"), (20, 30), 1)
     assert one.shape == (20, 30, 1) and abs(int(one[3, 3, 0]) - LUMA_RED) <= 2
 
@@ -124,7 +154,12 @@ def test_grayscale_input_is_replicated_to_rgb_inside_the_model():
     from tlcli.config import load_config
     from tlcli.modeling.build import build_model
 
-    config = load_config({"data": {"dir": ".", "image_size": 32, "color_mode": "grayscale"}, "base": {"name": "MobileNet", "weights": "none", "args": {"alpha": 0.25}}})
+    config = load_config(
+        {
+            "data": {"dir": ".", "image_size": 32, "color_mode": "grayscale"},
+            "base": {"name": "MobileNet", "weights": "none", "args": {"alpha": 0.25}},
+        }
+    )
     model, info = build_model(config, 2)
     assert model.input_shape == (None, 32, 32, 1) and info.channels == 1
     to_rgb = keras.Model(model.input, model.get_layer("to_rgb").output)
@@ -154,7 +189,10 @@ UNREADABLE = {
     "html error page": (b"<!DOCTYPE html><html><body>404</body></html>", "not an image"),
     "heic": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "unsupported format (HEIC)"),
     "pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + bytes(64), "unsupported format (PDF)"),
-    "svg": (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "unsupported format (SVG)"),
+    "svg": (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        "unsupported format (SVG)",
+    ),
     "random bytes": (np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes(), "not an image"),
 }
 
@@ -215,7 +253,20 @@ def test_a_file_is_read_whole_even_when_it_grows_after_the_stat(tmp_path, monkey
 
     def stat_before_the_last_write(target, *args, **kwargs):  # the file as stat saw it, before a writer appended to it
         seen = real_stat(target, *args, **kwargs)
-        return os.stat_result((seen.st_mode, seen.st_ino, seen.st_dev, seen.st_nlink, seen.st_uid, seen.st_gid, 10, seen.st_atime, seen.st_mtime, seen.st_ctime))
+        return os.stat_result(
+            (
+                seen.st_mode,
+                seen.st_ino,
+                seen.st_dev,
+                seen.st_nlink,
+                seen.st_uid,
+                seen.st_gid,
+                10,
+                seen.st_atime,
+                seen.st_mtime,
+                seen.st_ctime,
+            )
+        )
 
     monkeypatch.setattr(images.os, "stat", stat_before_the_last_write)
     assert images.read_image_file(path) == data

@@ -62,7 +62,10 @@ def test_transfer_from_real_imagenet_weights_beats_chance(cli, tmp_path, hymenop
 def test_missing_weights_offline_names_the_file_and_the_fix(cli, tmp_path, hymenoptera_subset):
     config = write_config(
         tmp_path / "c.yaml",
-        {"data": {"dir": str(hymenoptera_subset), "image_size": 96}, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}},
+        {
+            "data": {"dir": str(hymenoptera_subset), "image_size": 96},
+            "base": {"name": "MobileNet", "args": {"alpha": 0.25}},
+        },
     )
     result = cli("train", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2

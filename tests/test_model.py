@@ -28,7 +28,17 @@ def test_every_required_base_is_known():
     assert set(REQUIRED_BASES) <= set(bases.base_names())
 
 
-@pytest.mark.parametrize(("name", "module"), [("MobileNet", "mobilenet"), ("ResNet50", "resnet"), ("DenseNet121", "densenet"), ("VGG16", "vgg16"), ("EfficientNetB0", "efficientnet"), ("Xception", "xception")])
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("MobileNet", "mobilenet"),
+        ("ResNet50", "resnet"),
+        ("DenseNet121", "densenet"),
+        ("VGG16", "vgg16"),
+        ("EfficientNetB0", "efficientnet"),
+        ("Xception", "xception"),
+    ],
+)
 def test_built_in_preprocessing_equals_the_familys_preprocess_input(name, module):
     import keras
 
@@ -40,7 +50,9 @@ def test_built_in_preprocessing_equals_the_familys_preprocess_input(name, module
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "size"), [("MobileNetV2", 32), ("EfficientNetB0", 32), ("ResNet50", 32), ("VGG16", 32)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("MobileNetV2", 32), ("EfficientNetB0", 32), ("ResNet50", 32), ("VGG16", 32)]
+)
 def test_models_build_and_take_raw_pixels(name, size):
     model, info = build_model(config_for(name=name, size=size), 3)
     out = model.predict(np.full((1, size, size, 3), 128.0, dtype="float32"), verbose=0)
@@ -71,14 +83,25 @@ def test_missing_weights_file_is_named():
 
 
 def test_grayscale_is_replicated_for_rgb_bases():
-    config = load_config({"data": {"dir": "x", "image_size": 32, "color_mode": "grayscale"}, "base": {"name": "MobileNet", "weights": "none", "args": {"alpha": 0.25}}})
+    config = load_config(
+        {
+            "data": {"dir": "x", "image_size": 32, "color_mode": "grayscale"},
+            "base": {"name": "MobileNet", "weights": "none", "args": {"alpha": 0.25}},
+        }
+    )
     model, info = build_model(config, 2)
     assert model.input_shape == (None, 32, 32, 1) and info.channels == 1
     assert model.get_layer("to_rgb") is not None
 
 
 def test_sigmoid_head_needs_two_classes():
-    config = load_config({"data": {"dir": "x", "image_size": 32}, "base": {"name": "SmallCNN", "weights": "none"}, "head": {"activation": "sigmoid"}})
+    config = load_config(
+        {
+            "data": {"dir": "x", "image_size": 32},
+            "base": {"name": "SmallCNN", "weights": "none"},
+            "head": {"activation": "sigmoid"},
+        }
+    )
     model, _ = build_model(config, 2)
     assert model.output_shape == (None, 1)
     with pytest.raises(ConfigError, match="head.activation"):

@@ -10,7 +10,14 @@ import keras
 import numpy as np
 import pytest
 from conftest import label_squares, tiny_config, write_image
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss, precision_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    hamming_loss,
+    precision_score,
+    recall_score,
+)
 
 from tlcli import evaluate, load_config, predict, resume, train
 from tlcli.config.schema import DataConfig
@@ -49,7 +56,14 @@ def pool(tmp_path_factory):
 
 def multi_config(manifest: Path, runs_dir: Path, **sections) -> dict:
     raw = tiny_config(manifest.parent, runs_dir, **sections)
-    raw["data"] = {"manifest": str(manifest), "multi_label": True, "columns": {"label": "labels"}, "image_size": 16, "batch_size": 8, **sections.get("data", {})}
+    raw["data"] = {
+        "manifest": str(manifest),
+        "multi_label": True,
+        "columns": {"label": "labels"},
+        "image_size": 16,
+        "batch_size": 8,
+        **sections.get("data", {}),
+    }
     return raw
 
 
@@ -57,7 +71,16 @@ def multi_config(manifest: Path, runs_dir: Path, **sections) -> dict:
 def scratch(pool):
     """A SmallCNN trained from scratch on the joined-labels manifest (0.5 thresholds, each class's positives weighted by its rarity)."""
     root, joined, _ = pool
-    return train(load_config(multi_config(joined, root / "runs", name="scratch", train={"epochs": 4, "learning_rate": 0.01, "l2": 0.0, "class_weight": "auto"})))
+    return train(
+        load_config(
+            multi_config(
+                joined,
+                root / "runs",
+                name="scratch",
+                train={"epochs": 4, "learning_rate": 0.01, "l2": 0.0, "class_weight": "auto"},
+            )
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +122,10 @@ def test_an_empty_cell_is_valid_a_missing_cell_or_a_bad_flag_is_a_bad_row(tmp_pa
     cells.write_text("path,labels\n0.png,red|green\n1.png,\n2.png\n3.png,green\n4.png, red | green \n5.png,red\n")
     read = read_manifest(DataConfig(manifest=cells, multi_label=True, columns={"label": "labels"}))
     rows = {row.written: row.labels for row in read.rows}
-    assert rows["1.png"] == () and rows["4.png"] == rows["0.png"] == ("green", "red")  # spaces around labels are not part of them
+    assert rows["1.png"] == () and rows["4.png"] == rows["0.png"] == (
+        "green",
+        "red",
+    )  # spaces around labels are not part of them
     assert [(b.row, b.problem.split(" (")[0]) for b in read.bad] == [(4, "no label cell")]
     flags = tmp_path / "flags.csv"
     flags.write_text("path,red,green\n0.png,1,0\n1.png,yes,no\n2.png,2,0\n3.png,0,1\n")
@@ -129,16 +155,31 @@ def test_every_metric_equals_scikit_learns():
     m = compute_multilabel_metrics(probabilities, labels, ["a", "b", "c", "d"], thresholds)
     predicted = (probabilities >= thresholds).astype(int)
     for average in ("micro", "macro", "weighted", "samples"):
-        assert m[f"{average}_avg"]["f1"] == pytest.approx(f1_score(labels, predicted, average=average, zero_division=0), abs=1e-6)
-        assert m[f"{average}_avg"]["precision"] == pytest.approx(precision_score(labels, predicted, average=average, zero_division=0), abs=1e-6)
-        assert m[f"{average}_avg"]["recall"] == pytest.approx(recall_score(labels, predicted, average=average, zero_division=0), abs=1e-6)
+        assert m[f"{average}_avg"]["f1"] == pytest.approx(
+            f1_score(labels, predicted, average=average, zero_division=0), abs=1e-6
+        )
+        assert m[f"{average}_avg"]["precision"] == pytest.approx(
+            precision_score(labels, predicted, average=average, zero_division=0), abs=1e-6
+        )
+        assert m[f"{average}_avg"]["recall"] == pytest.approx(
+            recall_score(labels, predicted, average=average, zero_division=0), abs=1e-6
+        )
     ap = [average_precision_score(labels[:, c], probabilities[:, c]) for c in range(3)]
-    assert [m["per_class"][n]["average_precision"] for n in "abc"] == pytest.approx(ap, abs=1e-6) and m["per_class"]["d"]["average_precision"] is None
+    assert [m["per_class"][n]["average_precision"] for n in "abc"] == pytest.approx(ap, abs=1e-6) and m["per_class"][
+        "d"
+    ]["average_precision"] is None
     assert m["map"] == pytest.approx(np.mean(ap), abs=1e-6)
     assert m["subset_accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
     assert m["hamming_loss"] == pytest.approx(hamming_loss(labels, predicted), abs=1e-6)
-    assert m["loss"] == pytest.approx(float(keras.losses.binary_crossentropy(labels.astype("float32"), probabilities.astype("float32")).numpy().mean()), abs=1e-5)
-    assert [m["per_class"][n]["f1"] for n in "abcd"] == pytest.approx(f1_score(labels, predicted, average=None, zero_division=0), abs=1e-6)
+    assert m["loss"] == pytest.approx(
+        float(
+            keras.losses.binary_crossentropy(labels.astype("float32"), probabilities.astype("float32")).numpy().mean()
+        ),
+        abs=1e-5,
+    )
+    assert [m["per_class"][n]["f1"] for n in "abcd"] == pytest.approx(
+        f1_score(labels, predicted, average=None, zero_division=0), abs=1e-6
+    )
 
 
 def test_chosen_thresholds_reach_each_classes_best_f1():
@@ -147,7 +188,9 @@ def test_chosen_thresholds_reach_each_classes_best_f1():
     probabilities = np.clip(labels * 0.3 + rng.random((60, 3)) * 0.7, 0, 1)
     chosen = choose_thresholds(probabilities, labels)
     for c in range(2):
-        best = max(f1_score(labels[:, c], probabilities[:, c] >= t, zero_division=0) for t in np.unique(probabilities[:, c]))
+        best = max(
+            f1_score(labels[:, c], probabilities[:, c] >= t, zero_division=0) for t in np.unique(probabilities[:, c])
+        )
         assert f1_score(labels[:, c], probabilities[:, c] >= chosen[c]) == pytest.approx(best)
     assert chosen[2] == 0.5  # no positives to choose on
 
@@ -164,7 +207,9 @@ def test_the_probe_and_the_head_optimise_the_same_objective():
     warm_start(layer, probe, binary=False)
     assert np.asarray(layer(x)) == pytest.approx(probe.probabilities(x), abs=1e-5)
     penalty = head_penalty(ProbeFit(0.3, 1 / (2 * 0.3 * len(x)), 0.0, 0.0), 3, False, multi_label=True)
-    loss = keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=np.array(alpha, dtype="float32"), gamma=0.0)
+    loss = keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=True, alpha=np.array(alpha, dtype="float32"), gamma=0.0
+    )
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
@@ -183,19 +228,33 @@ def test_a_multi_label_run_records_its_task_thresholds_and_report(scratch):
     model = keras.models.load_model(run / "model.keras", safe_mode=True)  # nothing custom to register
     assert model.output_shape == (None, 3) and model.get_layer("predictions").activation.__name__ == "sigmoid"
     truth, guess = np.array([[1.0, 0.0, 1.0]]), np.array([[0.8, 0.1, 0.6]])
-    assert float(model.loss(truth, guess)) == pytest.approx(float(keras.losses.binary_crossentropy(truth, guess)[0]), rel=1e-5)  # its compiled loss loads back and works
+    assert float(model.loss(truth, guess)) == pytest.approx(
+        float(keras.losses.binary_crossentropy(truth, guess)[0]), rel=1e-5
+    )  # its compiled loss loads back and works
     assert {"val_map", "val_loss", "val_binary_accuracy"} <= set(scratch.metrics.final)
     assert "val_accuracy" not in scratch.metrics.final
     folder, m = report_of(run)
-    assert {p.name for p in folder.iterdir()} == {"metrics.json", "predictions.csv", "per_class.csv", "pr_curves.png", "mistakes.png"}
+    assert {p.name for p in folder.iterdir()} == {
+        "metrics.json",
+        "predictions.csv",
+        "per_class.csv",
+        "pr_curves.png",
+        "mistakes.png",
+    }
     with open(folder / "predictions.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
     truth = np.array([[int(n in r["true_labels"].split("|")) for n in CLASSES] for r in rows])
     probabilities = np.array([[float(r[n]) for n in CLASSES] for r in rows])
-    assert m["map"] == pytest.approx(np.mean([average_precision_score(truth[:, c], probabilities[:, c]) for c in range(3)]), abs=1e-5)
+    assert m["map"] == pytest.approx(
+        np.mean([average_precision_score(truth[:, c], probabilities[:, c]) for c in range(3)]), abs=1e-5
+    )
     clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-    assert m["loss"] == pytest.approx(-(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)).mean(), abs=1e-5)  # unweighted, unlike training's val_loss
-    assert m["loss"] != pytest.approx(scratch.metrics.final["val_loss"], abs=1e-3)  # class_weight: auto weighs training's loss
+    assert m["loss"] == pytest.approx(
+        -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)).mean(), abs=1e-5
+    )  # unweighted, unlike training's val_loss
+    assert m["loss"] != pytest.approx(
+        scratch.metrics.final["val_loss"], abs=1e-3
+    )  # class_weight: auto weighs training's loss
     assert all(r["predicted_labels"] == "|".join(n for n in CLASSES if float(r[n]) >= 0.5) for r in rows)
     assert "map" in (run / "history.csv").read_text().splitlines()[0]
 
@@ -246,7 +305,9 @@ def test_defaults_on_a_frozen_base_choose_the_penalty_and_each_threshold(frozen)
     metrics = frozen.metrics
     assert metrics.selection["selected"] and metrics.linear_probe["val_map"] is not None
     thresholds = json.loads((frozen.run_dir / "model.json").read_text())["thresholds"]
-    assert len(thresholds) == 3 and all(0 < t < 1 for t in thresholds) and thresholds != [0.5] * 3  # chosen, not the default
+    assert (
+        len(thresholds) == 3 and all(0 < t < 1 for t in thresholds) and thresholds != [0.5] * 3
+    )  # chosen, not the default
     _, m = report_of(frozen.run_dir)
     assert [m["per_class"][n]["threshold"] for n in CLASSES] == thresholds
     assert "the thresholds" in metrics.figures["val"]
@@ -256,7 +317,9 @@ def test_class_weight_auto_weighs_each_classes_positives_by_its_rarity(pool, tmp
     from tlcli.data.batches import positive_weights
 
     labels = np.array([[1, 0], [1, 0], [1, 1], [1, 0]])
-    assert positive_weights(labels, "auto", ["common", "rare"]) == pytest.approx([0.05, 0.75])  # clipped to [0.05, 0.95]
+    assert positive_weights(labels, "auto", ["common", "rare"]) == pytest.approx(
+        [0.05, 0.75]
+    )  # clipped to [0.05, 0.95]
     assert positive_weights(labels, {"rare": 3.0}, ["common", "rare"]) == pytest.approx([0.5, 0.75])
     assert positive_weights(labels, "none", ["common", "rare"]) is None
 
@@ -268,15 +331,24 @@ def test_resume_extends_a_multi_label_run_and_refuses_relabelled_images(pool, tm
     manifest.write_text(text)
     run = train(load_config(multi_config(manifest, tmp_path / "runs", train={"epochs": 1}))).run_dir
     extended = resume(run, overrides=["train.epochs=2"])
-    assert extended.metrics.epochs["total"] == 2 and json.loads((run / "model.json").read_text())["task"] == "multi_label"
+    assert (
+        extended.metrics.epochs["total"] == 2 and json.loads((run / "model.json").read_text())["task"] == "multi_label"
+    )
     manifest.write_text(text.replace(",red\n", ",green\n", 1))  # one image's label set changed
     with pytest.raises(RunError, match="changed since the run started"):
         resume(run, overrides=["train.epochs=3"])
 
 
 def test_a_label_joined_by_the_separator_hints_at_multi_label(pool):
-    rows = [{"path": f"img/{i:03d}.png", "labels": labels, "split": split} for i, (labels, split) in enumerate([("red", "train"), ("green", "train"), ("green|red", "train"), ("red", "val")])]
+    rows = [
+        {"path": f"img/{i:03d}.png", "labels": labels, "split": split}
+        for i, (labels, split) in enumerate(
+            [("red", "train"), ("green", "train"), ("green|red", "train"), ("red", "val")]
+        )
+    ]
     manifest = write_rows(pool[0] / "joined-single.csv", rows)
     splits = discover_splits(DataConfig(manifest=manifest, columns={"label": "labels"}))
     assert "green|red" in splits.class_names  # single-label: one class of its own, as written
-    assert any("'green|red' looks like several labels" in w and "set data.multi_label: true" in w for w in splits.warnings)
+    assert any(
+        "'green|red' looks like several labels" in w and "set data.multi_label: true" in w for w in splits.warnings
+    )

@@ -22,7 +22,9 @@ def run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("predict")
     data = make_image_folder(root / "images", {"cats": 12, "dogs": 12})
-    return train(tiny_config(data, root / "runs", head={"activation": "sigmoid"}, train={"epochs": 1, "learning_rate": 0.01})).run_dir
+    return train(
+        tiny_config(data, root / "runs", head={"activation": "sigmoid"}, train={"epochs": 1, "learning_rate": 0.01})
+    ).run_dir
 
 
 def photo_folder(tmp_path: Path, good: int = 4) -> Path:
@@ -55,7 +57,10 @@ def test_each_format_has_predictions_and_error_entries_and_exits_4(cli, run, tmp
     assert result.exit_code == 4
     predictions, errors = parse(fmt, result.stdout)
     assert len(predictions) == 4 and len(errors) == 2
-    assert {Path(e["path"]).name: e["error"] for e in errors} == {"empty.jpg": "empty file (0 bytes)", "notes.png": "not an image (unrecognised content)"}
+    assert {Path(e["path"]).name: e["error"] for e in errors} == {
+        "empty.jpg": "empty file (0 bytes)",
+        "notes.png": "not an image (unrecognised content)",
+    }
     assert all(p["label"] in ("cats", "dogs") for p in predictions)
     assert "2 of 6 files could not be read" in result.stderr
 
@@ -93,7 +98,9 @@ def test_table_format(cli, run, tmp_path, monkeypatch):
     lines = result.stdout.splitlines()
     assert any("empty.jpg" in line and "error" in line and "empty file" in line for line in lines)
     assert any("notes.png" in line and "error" in line and "not an image" in line for line in lines)
-    assert sum("cats_00" in line and bool(CONFIDENCE.search(line)) for line in lines) == 4  # a label and a confidence each
+    assert (
+        sum("cats_00" in line and bool(CONFIDENCE.search(line)) for line in lines) == 4
+    )  # a label and a confidence each
 
 
 def test_all_readable_exits_0(cli, run, tmp_path):
@@ -105,7 +112,11 @@ def test_all_readable_exits_0(cli, run, tmp_path):
 
 @pytest.mark.parametrize(
     ("suffix", "check"),
-    [(".json", lambda t: json.loads(t)["count"] == 6), (".csv", lambda t: t.startswith("path,label,")), (".jsonl", lambda t: len(t.splitlines()) == 6)],
+    [
+        (".json", lambda t: json.loads(t)["count"] == 6),
+        (".csv", lambda t: t.startswith("path,label,")),
+        (".jsonl", lambda t: len(t.splitlines()) == 6),
+    ],
 )
 def test_output_file_format_follows_its_suffix(cli, run, tmp_path, suffix, check):
     out = tmp_path / f"predictions{suffix}"
@@ -126,7 +137,9 @@ def test_output_order_and_batching_do_not_change_results(run, tmp_path):
     many = predict(files, run=run, batch_size=32)
     assert [p.path for p in one.predictions] == [str(f) for f in files]  # input order, errors in place
     assert len(one.errors) == 3  # named explicitly, README.txt is tried too
-    assert [(p.path, p.label, p.error) for p in one.predictions] == [(p.path, p.label, p.error) for p in many.predictions]
+    assert [(p.path, p.label, p.error) for p in one.predictions] == [
+        (p.path, p.label, p.error) for p in many.predictions
+    ]
     for a, b in zip(one.predictions, many.predictions):
         assert a.confidence == pytest.approx(b.confidence, abs=1e-4) if a.error is None else a.confidence is None
 
@@ -136,14 +149,19 @@ def test_output_order_and_batching_do_not_change_results(run, tmp_path):
 
 def test_globs_files_and_folders_together_without_duplicates(cli, run, tmp_path):
     folder = make_image_folder(tmp_path / "mix", {"x": 3, "y": 2})
-    result = cli("predict", folder / "x" / "x_000.png", str(folder / "x" / "*.png"), folder, "--run", run, "--format", "jsonl")
+    result = cli(
+        "predict", folder / "x" / "x_000.png", str(folder / "x" / "*.png"), folder, "--run", run, "--format", "jsonl"
+    )
     assert result.exit_code == 0, result.stderr
     paths = [json.loads(line)["path"] for line in result.stdout.splitlines()]
     assert len(paths) == len(set(paths)) == 5
 
 
 def test_a_path_or_glob_matching_nothing_exits_2_naming_it(cli, run, tmp_path):
-    for spec, message in ((tmp_path / "missing.jpg", "no such file or folder"), (str(tmp_path / "*.webp"), "matches no files")):
+    for spec, message in (
+        (tmp_path / "missing.jpg", "no such file or folder"),
+        (str(tmp_path / "*.webp"), "matches no files"),
+    ):
         result = cli("predict", spec, "--run", run)
         assert result.exit_code == 2
         assert str(spec) in result.stderr and message in result.stderr

@@ -23,7 +23,12 @@ def test_the_plain_reporter_only_logs(caplog):
         with reporter.task("decoding train", 3) as advance:
             advance(2)
         reporter.epoch_end("train", 1, 2, {"loss": 0.5})
-    assert [r.getMessage() for r in caplog.records] == ["hello", "careful", "decoding train: 3 items", "train epoch 1/2  loss 0.5000"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "hello",
+        "careful",
+        "decoding train: 3 items",
+        "train epoch 1/2  loss 0.5000",
+    ]
 
 
 def test_the_rich_reporter_draws_bars_and_prints_each_epoch():

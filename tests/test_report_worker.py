@@ -31,7 +31,9 @@ def _validation(tmp_path):
 def _run_dir(tmp_path, name):
     run_dir = tmp_path / name
     run_dir.mkdir()
-    (run_dir / "history.csv").write_text("epoch,phase,loss,accuracy,val_loss,val_accuracy\n1,train,0.7,0.5,0.6,0.6\n2,train,0.5,0.7,0.5,0.7\n")
+    (run_dir / "history.csv").write_text(
+        "epoch,phase,loss,accuracy,val_loss,val_accuracy\n1,train,0.7,0.5,0.6,0.6\n2,train,0.5,0.7,0.5,0.7\n"
+    )
     return run_dir
 
 
@@ -45,7 +47,9 @@ def test_worker_writes_the_report_the_main_process_would(tmp_path):
     val, probabilities = _validation(tmp_path)
     here = _run_dir(tmp_path, "here")
     there = _run_dir(tmp_path, "there")
-    in_process = write_training_report(ReportJob.for_split(here, val, ["cats", "dogs"], top_k=1, probabilities=probabilities), reporter=Reporter())
+    in_process = write_training_report(
+        ReportJob.for_split(here, val, ["cats", "dogs"], top_k=1, probabilities=probabilities), reporter=Reporter()
+    )
 
     job = ReportJob.for_split(there, val, ["cats", "dogs"], top_k=1, probabilities=probabilities)
     worker = ReportWorker.start()
@@ -96,7 +100,9 @@ def test_a_worker_whose_report_is_not_wanted_is_stopped():
 def test_report_files_in_process_without_a_worker(tmp_path):
     val, probabilities = _validation(tmp_path)
     run_dir = _run_dir(tmp_path, "run")
-    evaluation = write_report_files(ReportJob(run_dir, probabilities, val.labels, [s.path for s in val.samples], ["cats", "dogs"], 1, []))
+    evaluation = write_report_files(
+        ReportJob(run_dir, probabilities, val.labels, [s.path for s in val.samples], ["cats", "dogs"], 1, [])
+    )
     assert {"metrics.json", "predictions.csv", "mistakes.png", "reliability.png"} <= set(_report_files(evaluation)[1])
 
 
@@ -109,6 +115,8 @@ def test_keras_loads_without_its_optional_scikit_learn_and_matplotlib_imports():
         "import sklearn.metrics, matplotlib.figure\n"  # still importable afterwards, for reports
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1]
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["[]", "ok"]

@@ -114,7 +114,14 @@ def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source
 def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path, monkeypatch):
     """The full model on decoded images (cache off); the newest checkpoint fails to load: the previous one is used."""
     data = make_image_folder(tmp_path / "images", {"cats": 16, "dogs": 16})
-    raw = tiny_config(data, tmp_path / "runs", cache="off", head={"dropout": 0.3}, runtime={"deterministic": True}, train={"epochs": 4, "learning_rate": 0.01, "schedule": "cosine"})
+    raw = tiny_config(
+        data,
+        tmp_path / "runs",
+        cache="off",
+        head={"dropout": 0.3},
+        runtime={"deterministic": True},
+        train={"epochs": 4, "learning_rate": 0.01, "schedule": "cosine"},
+    )
     reference = train(load_config(raw)).run_dir
     stop_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
@@ -194,7 +201,11 @@ def test_extend_a_finished_run_by_5_epochs_from_the_command_line(cli, tmp_path):
 
 def test_extending_an_early_stopped_phase_restarts_its_patience(tmp_path):
     data = make_image_folder(tmp_path / "images", {"cats": 12, "dogs": 12})
-    raw = tiny_config(data, tmp_path / "runs", train={"epochs": 30, "learning_rate": 0.3, "early_stopping": {"patience": 1, "monitor": "val_accuracy"}})
+    raw = tiny_config(
+        data,
+        tmp_path / "runs",
+        train={"epochs": 30, "learning_rate": 0.3, "early_stopping": {"patience": 1, "monitor": "val_accuracy"}},
+    )
     result = train(load_config(raw))
     ran = result.metrics.epochs["total"]
     assert ran < 30
@@ -226,11 +237,19 @@ def test_disk_full_is_one_line_exit_2_and_earlier_runs_untouched(cli, tmp_path, 
 
 def test_ctrl_c_during_an_epoch_leaves_a_resumable_run(tmp_path):
     data = make_image_folder(tmp_path / "images", {"cats": 24, "dogs": 24})
-    raw = tiny_config(data, tmp_path / "runs", cache="off", train={"epochs": 60, "learning_rate": 0.01}, data={"batch_size": 2})
+    raw = tiny_config(
+        data, tmp_path / "runs", cache="off", train={"epochs": 60, "learning_rate": 0.01}, data={"batch_size": 2}
+    )
     config = write_config(tmp_path / "c.yaml", raw)
     tlcli = Path(sys.executable).with_name("tlcli")
     command = [str(tlcli)] if tlcli.is_file() else [sys.executable, "-c", "from tlcli.cli import main; main()"]
-    process = subprocess.Popen(command + ["train", str(config), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    process = subprocess.Popen(
+        command + ["train", str(config), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     deadline = time.monotonic() + 90
     run_dir = None
     while time.monotonic() < deadline and process.poll() is None:
@@ -258,6 +277,8 @@ def test_ctrl_c_during_an_epoch_leaves_a_resumable_run(tmp_path):
 def test_fault_injection_two_trials():
     """The CI version of benchmarks/fault_injection.py: SIGKILL at two random moments, resume, compare."""
     script = ROOT / "benchmarks" / "fault_injection.py"
-    done = subprocess.run([sys.executable, str(script), "--trials", "2", "--quick"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--trials", "2", "--quick"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2/2 trials passed" in done.stdout

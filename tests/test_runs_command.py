@@ -12,14 +12,21 @@ import pytest
 from tlcli import runs
 
 
-def fake_run(runs_dir: Path, name: str, when: datetime, status: str, base: str = "SmallCNN", best: float | None = None) -> Path:
+def fake_run(
+    runs_dir: Path, name: str, when: datetime, status: str, base: str = "SmallCNN", best: float | None = None
+) -> Path:
     """A run folder as training leaves it, without training (these tests read folders only)."""
     run_dir = runs.create_run_dir(runs_dir, name, when)
     record = dataclasses.replace(runs.start_run(run_dir, name), started=when.astimezone().isoformat(timespec="seconds"))
     record.write(run_dir)
-    runs.write_json_atomic(run_dir / "model.json", {"base_name": base, "image_size": [16, 16], "channels": 3, "activation": "softmax"})
+    runs.write_json_atomic(
+        run_dir / "model.json", {"base_name": base, "image_size": [16, 16], "channels": 3, "activation": "softmax"}
+    )
     if best is not None:
-        runs.write_json_atomic(run_dir / "metrics.json", {"best": {"val_accuracy": best, "epoch": 2}, "final": {"val_accuracy": best - 0.01}})
+        runs.write_json_atomic(
+            run_dir / "metrics.json",
+            {"best": {"val_accuracy": best, "epoch": 2}, "final": {"val_accuracy": best - 0.01}},
+        )
     if status == "running":
         dataclasses.replace(record, pid=2**22 + 12345).write(run_dir)  # no such process: the run was killed
     else:
@@ -42,7 +49,11 @@ def test_json_lists_every_run_oldest_first(cli, runs_dir):
     assert result.exit_code == 0, result.stderr
     listed = json.loads(result.stdout)
     assert [r["name"] for r in listed] == ["flowers", "flowers", "birds"]
-    assert [r["status"] for r in listed] == ["completed", "failed", "interrupted"]  # a dead "running" run was interrupted
+    assert [r["status"] for r in listed] == [
+        "completed",
+        "failed",
+        "interrupted",
+    ]  # a dead "running" run was interrupted
     assert [r["base"] for r in listed] == ["MobileNet", "SmallCNN", "SmallCNN"]
     assert [r["best_val_accuracy"] for r in listed] == [0.8125, None, 0.5]
     assert listed[0]["started"].startswith("2025-03-01T10:00:00")

@@ -43,7 +43,9 @@ def history(run_dir: Path) -> list[dict]:
 
 
 def pooled(model, images: np.ndarray) -> np.ndarray:
-    return np.asarray(keras.Model(model.input, model.get_layer("head_pool").output).predict(images, verbose=0), dtype="float64")
+    return np.asarray(
+        keras.Model(model.input, model.get_layer("head_pool").output).predict(images, verbose=0), dtype="float64"
+    )
 
 
 def split_images(run_dir: Path, split: str):
@@ -72,10 +74,14 @@ def test_the_penalty_is_chosen_on_validation_and_recorded(selected):
     assert json.loads((selected.run_dir / "selection.json").read_text()) == metrics.selection
     model = keras.models.load_model(selected.run_dir / "model.keras", safe_mode=True)
     output = model.get_layer("predictions")
-    assert output.kernel_regularizer.get_config()["l2"] == pytest.approx(head_penalty(ProbeFit(**chosen), 3, False), rel=1e-6)  # saved with the model
+    assert output.kernel_regularizer.get_config()["l2"] == pytest.approx(
+        head_penalty(ProbeFit(**chosen), 3, False), rel=1e-6
+    )  # saved with the model
     assert model.get_layer("head_dropout").rate == 0.0  # `head.dropout: auto` with a chosen penalty
     rows = history(selected.run_dir)
-    assert len(rows) == 1 and rows[0]["fit"] == "exact" and metrics.epochs == {"total": 1, "train": 1}  # epochs: auto on an exact fit
+    assert (
+        len(rows) == 1 and rows[0]["fit"] == "exact" and metrics.epochs == {"total": 1, "train": 1}
+    )  # epochs: auto on an exact fit
     assert metrics.linear_probe["C"] == chosen["C"] and metrics.linear_probe["val_accuracy"] == chosen["val_accuracy"]
 
 
@@ -94,35 +100,57 @@ def test_refit_uses_the_validation_images_only_when_it_says_so(source, selected)
         x = pooled(model, np.concatenate([images for images, _ in fitted]))
         probe = LogisticRegression(C=C, max_iter=5000).fit(x, np.concatenate([labels for _, labels in fitted]))
         test_images, _ = split_images(result.run_dir, "test")
-        np.testing.assert_allclose(model.predict(test_images, verbose=0), probe.predict_proba(pooled(model, test_images)), atol=2e-5)
+        np.testing.assert_allclose(
+            model.predict(test_images, verbose=0), probe.predict_proba(pooled(model, test_images)), atol=2e-5
+        )
 
 
 def test_a_pinned_penalty_trains_as_written_with_auto_epochs_until_the_loss_stops(source):
-    result = train(load_config(defaults(source, "pinned", train={"l2": 0.001, "max_epochs": 200, "early_stopping": {"patience": 3}})))
-    assert result.metrics.selection is None and "val_accuracy" in result.metrics.linear_probe  # the reference is still there
+    result = train(
+        load_config(
+            defaults(source, "pinned", train={"l2": 0.001, "max_epochs": 200, "early_stopping": {"patience": 3}})
+        )
+    )
+    assert (
+        result.metrics.selection is None and "val_accuracy" in result.metrics.linear_probe
+    )  # the reference is still there
     model = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
     assert model.get_layer("predictions").kernel_regularizer.get_config()["l2"] == pytest.approx(0.001)
     assert model.get_layer("head_dropout").rate == pytest.approx(0.2)  # `head.dropout: auto` without a chosen penalty
     losses = [float(row["val_loss"]) for row in history(result.run_dir)]
     best = int(np.argmin(losses))
     assert len(losses) < 200 and len(losses) == best + 1 + 3  # stopped 3 epochs after the best validation loss
-    assert result.metrics.best["epoch"] == best + 1 and result.metrics.best["val_loss"] == pytest.approx(losses[best], abs=1e-6)
+    assert result.metrics.best["epoch"] == best + 1 and result.metrics.best["val_loss"] == pytest.approx(
+        losses[best], abs=1e-6
+    )
 
-
-    capped = train(load_config(defaults(source, "capped", train={"l2": 0.001, "max_epochs": 4, "early_stopping": {"patience": 50}})))
+    capped = train(
+        load_config(
+            defaults(source, "capped", train={"l2": 0.001, "max_epochs": 4, "early_stopping": {"patience": 50}})
+        )
+    )
     assert capped.metrics.epochs["total"] == 4  # the maximum, before patience ran out
     extended = resume(capped.run_dir, overrides=["train.max_epochs=7"])
-    assert extended.metrics.epochs["total"] == 7 and [int(r["epoch"]) for r in history(capped.run_dir)] == list(range(1, 8))
+    assert extended.metrics.epochs["total"] == 7 and [int(r["epoch"]) for r in history(capped.run_dir)] == list(
+        range(1, 8)
+    )
 
 
 def test_a_fine_tuning_phase_worse_than_its_start_is_rolled_back(source):
     head_only = train(load_config(defaults(source, "head-only", train={"refit": False})))
-    ruined = defaults(source, "ruined", train={"refit": False}, fine_tune={"unfreeze": 4, "epochs": 2, "optimizer": "sgd", "learning_rate": 50.0})
+    ruined = defaults(
+        source,
+        "ruined",
+        train={"refit": False},
+        fine_tune={"unfreeze": 4, "epochs": 2, "optimizer": "sgd", "learning_rate": 50.0},
+    )
     result = train(load_config(ruined))
     outcome = result.metrics.phases["fine_tune"]
     assert outcome["kept"] == "start" and outcome["start"]["val_loss"] <= outcome["best"]["val_loss"]
     probe = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
-    predictions = [keras.models.load_model(r.run_dir / "model.keras").predict(probe, verbose=0) for r in (head_only, result)]
+    predictions = [
+        keras.models.load_model(r.run_dir / "model.keras").predict(probe, verbose=0) for r in (head_only, result)
+    ]
     np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-6)  # the head it started from, exactly
 
 
@@ -151,7 +179,9 @@ def interrupted_after_epoch_2(source, monkeypatch, raw: dict) -> Path:
     with pytest.raises(KeyboardInterrupt):
         train(load_config(raw))
     monkeypatch.undo()
-    return next(s.path for s in list_runs(source[2] / "runs") if s.status == "interrupted" and s.path.name.endswith(raw["name"]))
+    return next(
+        s.path for s in list_runs(source[2] / "runs") if s.status == "interrupted" and s.path.name.endswith(raw["name"])
+    )
 
 
 def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch):
@@ -159,24 +189,34 @@ def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch
     reference = train(load_config(raw))
     run_dir = interrupted_after_epoch_2(source, monkeypatch, raw)
     resumed = resume(run_dir)
-    without_time = [{k: v for k, v in m.selection.items() if k != "seconds"} for m in (resumed.metrics, reference.metrics)]
+    without_time = [
+        {k: v for k, v in m.selection.items() if k != "seconds"} for m in (resumed.metrics, reference.metrics)
+    ]
     assert resumed.metrics.final == reference.metrics.final and without_time[0] == without_time[1]
-    assert [(r["epoch"], r["phase"]) for r in history(run_dir)] == [(r["epoch"], r["phase"]) for r in history(reference.run_dir)]
+    assert [(r["epoch"], r["phase"]) for r in history(run_dir)] == [
+        (r["epoch"], r["phase"]) for r in history(reference.run_dir)
+    ]
 
 
 def test_a_pinned_recipe_refits_on_train_and_validation_for_the_epochs_validation_chose(source, monkeypatch):
     from tlcli.runs.metrics import Metrics
 
     pinned = {"l2": 0.001, "early_stopping": {"patience": 3}}
-    held = train(load_config(defaults(source, "recipe-held-out", train=pinned)))  # refit: auto, nothing chosen: no refit
+    held = train(
+        load_config(defaults(source, "recipe-held-out", train=pinned))
+    )  # refit: auto, nothing chosen: no refit
     raw = defaults(source, "recipe-refit", train={**pinned, "refit": True})
     refitted = train(load_config(raw))
     assert held.metrics.refit is None and held.metrics.figures["val"].startswith("selection")
     record = Metrics.read(refitted.run_dir).refit
-    assert record["how"] == "recipe" and record["epochs"] == held.metrics.best["epoch"] == refitted.metrics.best["epoch"]
+    assert (
+        record["how"] == "recipe" and record["epochs"] == held.metrics.best["epoch"] == refitted.metrics.best["epoch"]
+    )
     assert record["images"] == refitted.metrics.images["train"] + refitted.metrics.images["val"]
     assert refitted.metrics.figures["val"].startswith("in-sample") and refitted.metrics.figures["test"] == "untouched"
-    untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in history(r.run_dir)] for r in (refitted, held)]
+    untimed = [
+        [{k: v for k, v in row.items() if k != "seconds"} for row in history(r.run_dir)] for r in (refitted, held)
+    ]
     assert untimed[0] == untimed[1]  # the same epochs chose the count; the refit is not an epoch of the run
     assert refitted.metrics.final["val_loss"] < held.metrics.final["val_loss"]  # it has learned the validation images
 
@@ -187,5 +227,14 @@ def test_a_pinned_recipe_refits_on_train_and_validation_for_the_epochs_validatio
     assert resumed.metrics.final == pytest.approx(refitted.metrics.final, abs=1e-6)
 
     # A recipe the refit cannot replay (fine-tuning) says so and keeps validation held out.
-    tuned = train(load_config(defaults(source, "recipe-fine-tuned", train={"l2": 0.001, "epochs": 2, "refit": True}, fine_tune={"unfreeze": 4, "epochs": 1})))
+    tuned = train(
+        load_config(
+            defaults(
+                source,
+                "recipe-fine-tuned",
+                train={"l2": 0.001, "epochs": 2, "refit": True},
+                fine_tune={"unfreeze": 4, "epochs": 1},
+            )
+        )
+    )
     assert tuned.metrics.refit is None and tuned.metrics.figures["val"].startswith("selection")

@@ -76,7 +76,12 @@ def test_a_run_logs_params_epochs_of_both_phases_tags_artifacts_and_the_model(tr
     assert not any(key.startswith("tracking") for key in params)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "phase"):
         assert steps(client, run.info.run_id, key) == [1, 2, 3, 4], key
-    assert [m.value for m in sorted(client.get_metric_history(run.info.run_id, "phase"), key=lambda m: m.step)] == [0, 0, 1, 1]
+    assert [m.value for m in sorted(client.get_metric_history(run.info.run_id, "phase"), key=lambda m: m.step)] == [
+        0,
+        0,
+        1,
+        1,
+    ]
     metrics = json.loads((tracked_run / "metrics.json").read_text())
     assert run.data.metrics["final_val_accuracy"] == pytest.approx(metrics["final"]["val_accuracy"])
     assert run.data.metrics["best_epoch"] == metrics["best"]["epoch"]
@@ -85,22 +90,36 @@ def test_a_run_logs_params_epochs_of_both_phases_tags_artifacts_and_the_model(tr
     assert tags["tlcli.dataset_fingerprint"] == json.loads((tracked_run / "dataset.json").read_text())["fingerprint"]
     assert "tlcli.version" in tags and "tlcli.device" in tags
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "metrics.json", "history.csv", "curves.png", "data_problems.json", "eval", "model"} <= artifacts
+    assert {
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "curves.png",
+        "data_problems.json",
+        "eval",
+        "model",
+    } <= artifacts
     report = client.list_artifacts(run.info.run_id, "eval")[0].path
     assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, report))
-    model = mlflow.keras.load_model(client.download_artifacts(run.info.run_id, "model", str(tmp_path)))  # an MLflow Keras-flavour model
+    model = mlflow.keras.load_model(
+        client.download_artifacts(run.info.run_id, "model", str(tmp_path))
+    )  # an MLflow Keras-flavour model
     assert model.output_shape[-1] == 2
 
 
 def test_tlcli_runs_shows_the_mlflow_run_id(tracked_run, cli):
     listed = json.loads(cli("runs", "--runs-dir", tracked_run.parent, "--json").stdout)
     assert listed[0]["mlflow_run_id"] == mlflow_run_id(tracked_run)
-    assert mlflow_run_id(tracked_run)[:8] in cli("runs", "--runs-dir", tracked_run.parent).stdout  # the table has a column for it
+    assert (
+        mlflow_run_id(tracked_run)[:8] in cli("runs", "--runs-dir", tracked_run.parent).stdout
+    )  # the table has a column for it
 
 
 def test_resume_continues_the_same_mlflow_run_with_contiguous_steps(tracked_run, store, cli):
     run_id = mlflow_run_id(tracked_run)
-    result = cli("train", "--resume", tracked_run, "--set", "fine_tune.epochs=3", "--quiet")  # no --mlflow: run.json says where
+    result = cli(
+        "train", "--resume", tracked_run, "--set", "fine_tune.epochs=3", "--quiet"
+    )  # no --mlflow: run.json says where
     assert result.exit_code == 0, result.stderr
     assert mlflow_run_id(tracked_run) == run_id
     client = mlflow.MlflowClient(store)
@@ -124,7 +143,9 @@ def test_credentials_never_reach_the_run_folder(tmp_path, data, monkeypatch):
     from tlcli.config.loading import dump_config, load_config
     from tlcli.tracking import TrackingRequest, resolve
 
-    raw = tiny_config(data, tmp_path / "runs", tracking={"mlflow": {"tracking_uri": "https://bob:hunter2@mlflow.example:5000"}})
+    raw = tiny_config(
+        data, tmp_path / "runs", tracking={"mlflow": {"tracking_uri": "https://bob:hunter2@mlflow.example:5000"}}
+    )
     config = load_config(raw)
     assert "hunter2" not in dump_config(config) and "bob@mlflow.example" in dump_config(config)
     settings = resolve(config, TrackingRequest())
@@ -165,7 +186,22 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     port = free_port()
     backend = f"sqlite:///{folder / 'server.db'}"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = open(folder / "server.log", "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -215,7 +251,9 @@ def test_a_server_stopped_mid_run_never_stops_training(server, data, tmp_path, m
     process, url, backend = server
     raw = two_phase(data, tmp_path / "runs")
     clock = time.perf_counter()
-    baseline = train(load_config(raw), options=RunOptions(tracking=TrackingRequest(mlflow_uri=url)))  # the server up all through
+    baseline = train(
+        load_config(raw), options=RunOptions(tracking=TrackingRequest(mlflow_uri=url))
+    )  # the server up all through
     up = time.perf_counter() - clock
     run_id = mlflow_run_id(baseline.run_dir)
     assert mlflow.MlflowClient(url).get_run(run_id).info.status == "FINISHED"
@@ -240,7 +278,9 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tracked_run, stor
     pytest.importorskip("optuna")
     from tlcli import load_config, tune
 
-    raw = tiny_config(data, tmp_path / "runs", name="study", tracking={"mlflow": {"tracking_uri": store, "experiment": "studies"}})
+    raw = tiny_config(
+        data, tmp_path / "runs", name="study", tracking={"mlflow": {"tracking_uri": store, "experiment": "studies"}}
+    )
     raw["base"] = {"run": str(tracked_run), "trainable": "none"}
     raw["train"] = {"learning_rate": 0.01, "epochs": 3}
     raw["tune"] = {"trials": 3, "space": {"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}}}
@@ -258,7 +298,9 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tracked_run, stor
 
 
 @pytest.mark.timeout(180)
-def test_tune_mlflow_logs_the_study_and_the_train_best_run_without_a_tracking_section(tracked_run, store, data, tmp_path):
+def test_tune_mlflow_logs_the_study_and_the_train_best_run_without_a_tracking_section(
+    tracked_run, store, data, tmp_path
+):
     """`tlcli tune --mlflow URI` is `tlcli train --mlflow URI` for a study: the flag alone turns tracking on, for --train-best's run too."""
     pytest.importorskip("optuna")
     from typer.testing import CliRunner
@@ -269,7 +311,18 @@ def test_tune_mlflow_logs_the_study_and_the_train_best_run_without_a_tracking_se
     raw["base"] = {"run": str(tracked_run), "trainable": "none"}
     raw["train"] = {"learning_rate": 0.01, "epochs": 2}
     raw["tune"] = {"trials": 2, "space": {"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}}}
-    result = CliRunner().invoke(app, ["tune", str(write_config(tmp_path / "study.yaml", raw)), "--mlflow", store, "--train-best", "--json", "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            str(write_config(tmp_path / "study.yaml", raw)),
+            "--mlflow",
+            store,
+            "--train-best",
+            "--json",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     out = json.loads(result.stdout)
     client = mlflow.MlflowClient(store)

@@ -64,7 +64,12 @@ def test_metrics_history_and_splits_agree(finished_run):
     assert metrics["images_per_second"] > 0 and metrics["peak_memory_mb"] > 0
     with open(run_dir / "history.csv") as stream:
         rows = list(csv.DictReader(stream))
-    assert [(int(r["epoch"]), r["phase"]) for r in rows] == [(1, "train"), (2, "train"), (3, "fine_tune"), (4, "fine_tune")]
+    assert [(int(r["epoch"]), r["phase"]) for r in rows] == [
+        (1, "train"),
+        (2, "train"),
+        (3, "fine_tune"),
+        (4, "fine_tune"),
+    ]
     assert float(rows[2]["learning_rate"]) == pytest.approx(0.001)  # the fine-tuning phase's own rate
     with open(run_dir / "splits" / "val.csv") as stream:
         assert len(list(csv.DictReader(stream))) == metrics["images"]["val"]
@@ -83,7 +88,12 @@ def test_two_phases_are_recorded_with_contiguous_epochs(tmp_path, image_folder):
     second = train(load_config(raw))
     with open(second.run_dir / "history.csv") as stream:
         rows = list(csv.DictReader(stream))
-    assert [(int(r["epoch"]), r["phase"]) for r in rows] == [(1, "train"), (2, "train"), (3, "fine_tune"), (4, "fine_tune")]
+    assert [(int(r["epoch"]), r["phase"]) for r in rows] == [
+        (1, "train"),
+        (2, "train"),
+        (3, "fine_tune"),
+        (4, "fine_tune"),
+    ]
     assert float(rows[2]["learning_rate"]) == pytest.approx(0.001)
     saved = yaml.safe_load((second.run_dir / "config.yaml").read_text())
     assert saved["base"]["run"] == str(first.run_dir.absolute())
@@ -144,8 +154,15 @@ def test_class_weight_auto_and_map(tmp_path):
     assert weights[0] == pytest.approx(3.0) and weights[1] == pytest.approx(0.6)
     with pytest.raises(ConfigError, match="train.class_weight.fwe"):
         train(load_config(tiny_config(data, tmp_path / "runs", train={"class_weight": {"fwe": 2.0}})))
+
     def first_loss(class_weight) -> float:
-        raw = tiny_config(data, tmp_path / "runs", train={"class_weight": class_weight, "epochs": 1}, runtime={"deterministic": True}, cache="off")
+        raw = tiny_config(
+            data,
+            tmp_path / "runs",
+            train={"class_weight": class_weight, "epochs": 1},
+            runtime={"deterministic": True},
+            cache="off",
+        )
         result = train(load_config(raw))
         assert result.metrics.epochs["total"] == 1
         with open(result.run_dir / "history.csv") as stream:
@@ -159,7 +176,12 @@ def test_class_weight_auto_and_map(tmp_path):
 
 
 def test_sigmoid_head_top_k_schedule_and_early_stopping(tmp_path, image_folder):
-    raw = tiny_config(image_folder, tmp_path / "runs", head={"activation": "sigmoid"}, train={"epochs": 6, "schedule": "cosine", "early_stopping": {"patience": 1, "monitor": "val_loss"}})
+    raw = tiny_config(
+        image_folder,
+        tmp_path / "runs",
+        head={"activation": "sigmoid"},
+        train={"epochs": 6, "schedule": "cosine", "early_stopping": {"patience": 1, "monitor": "val_loss"}},
+    )
     result = train(load_config(raw))
     with open(result.run_dir / "history.csv") as stream:
         losses = [float(r["val_loss"]) for r in csv.DictReader(stream)]
@@ -169,19 +191,35 @@ def test_sigmoid_head_top_k_schedule_and_early_stopping(tmp_path, image_folder):
     # A min_delta no epoch can beat: the second epoch is never an improvement, so the run stops there.
     raw["train"]["early_stopping"]["min_delta"] = 10.0
     assert train(load_config(raw)).metrics.epochs["total"] == 2
-    raw = tiny_config(make_image_folder(tmp_path / "three", {"a": 10, "b": 10, "c": 10}), tmp_path / "runs", train={"top_k": 5, "optimizer": "sgd", "optimizer_args": {"momentum": 0.9}, "schedule": "exponential"})
+    raw = tiny_config(
+        make_image_folder(tmp_path / "three", {"a": 10, "b": 10, "c": 10}),
+        tmp_path / "runs",
+        train={"top_k": 5, "optimizer": "sgd", "optimizer_args": {"momentum": 0.9}, "schedule": "exponential"},
+    )
     result = train(load_config(raw))
     assert "val_top3_accuracy" in result.metrics.final  # k capped at the number of classes
 
 
 def test_grayscale_training_and_augmentation(tmp_path, image_folder):
-    raw = tiny_config(image_folder, tmp_path / "runs", data={"color_mode": "grayscale", "augment": {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "translation": 0.1, "contrast": 0.1}})
+    raw = tiny_config(
+        image_folder,
+        tmp_path / "runs",
+        data={
+            "color_mode": "grayscale",
+            "augment": {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "translation": 0.1, "contrast": 0.1},
+        },
+    )
     result = train(load_config(raw))
     model = keras.models.load_model(result.run_dir / "model.keras")
     assert model.input_shape == (None, 16, 16, 1)
     kinds = [type(layer).__name__ for layer in model.get_layer("augmentation").layers]
     assert kinds == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
-    assert [layer.name for layer in model.layers][:4] == ["image", "augmentation", "preprocess", "base"]  # SmallCNN takes the one channel as it is
+    assert [layer.name for layer in model.layers][:4] == [
+        "image",
+        "augmentation",
+        "preprocess",
+        "base",
+    ]  # SmallCNN takes the one channel as it is
     # Augmentation is active only in training: inference is deterministic.
     x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), model.predict(x, verbose=0))

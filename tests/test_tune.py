@@ -86,13 +86,27 @@ def test_a_trials_fast_validation_gives_the_figures_training_validation_gives(mu
     raw = tiny_config(data, tmp_path / "runs")
     if multi_label:
         manifest = tmp_path / "data" / "labels.csv"
-        manifest.write_text("path,labels\n" + "".join(f"{p.relative_to(data)},{p.parent.name}|c\n" for p in sorted(data.rglob("*.png"))))
-        raw["data"] = {**raw["data"], "dir": None, "manifest": str(manifest), "multi_label": True, "columns": {"label": "labels"}}
+        manifest.write_text(
+            "path,labels\n" + "".join(f"{p.relative_to(data)},{p.parent.name}|c\n" for p in sorted(data.rglob("*.png")))
+        )
+        raw["data"] = {
+            **raw["data"],
+            "dir": None,
+            "manifest": str(manifest),
+            "multi_label": True,
+            "columns": {"label": "labels"},
+        }
     config = load_config(raw)
     assert config.multi_label is multi_label
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(300, 16)).astype("float32")  # not a multiple of FeatureValidation's batch: its last batch is short
-    targets = (rng.random((300, 3)) < 0.4).astype("float32") if multi_label else np.eye(3, dtype="float32")[rng.integers(0, 3, 300)]
+    features = rng.normal(size=(300, 16)).astype(
+        "float32"
+    )  # not a multiple of FeatureValidation's batch: its last batch is short
+    targets = (
+        (rng.random((300, 3)) < 0.4).astype("float32")
+        if multi_label
+        else np.eye(3, dtype="float32")[rng.integers(0, 3, 300)]
+    )
     inputs = keras.Input((16,))
     part = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid" if multi_label else "softmax")(inputs))
     alpha = [0.3, 0.5, 0.7] if multi_label else None
@@ -100,7 +114,9 @@ def test_a_trials_fast_validation_gives_the_figures_training_validation_gives(mu
     fast = fast_validation(part, features, targets, make_loss(config, alpha), make_metrics(config, 3))
     for epoch in range(2):
         if epoch:
-            part.set_weights([w + rng.normal(scale=0.5, size=w.shape).astype("float32") for w in part.get_weights()])  # as an epoch of training would
+            part.set_weights(
+                [w + rng.normal(scale=0.5, size=w.shape).astype("float32") for w in part.get_weights()]
+            )  # as an epoch of training would
         expected, got = {}, {}
         reference.on_epoch_end(epoch, expected)
         fast.on_epoch_end(epoch, got)
@@ -125,7 +141,15 @@ def test_a_small_study_writes_every_file(finished):
     result, runs_dir = finished
     folder = result.tune_dir
     assert folder.parent == runs_dir and folder.name.endswith("-study-tune")
-    for name in ("study.db", "trials.csv", "best.yaml", "tune.json", "config.yaml", "optimization_history.png", "param_importances.png"):
+    for name in (
+        "study.db",
+        "trials.csv",
+        "best.yaml",
+        "tune.json",
+        "config.yaml",
+        "optimization_history.png",
+        "param_importances.png",
+    ):
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
     assert (folder / "optimization_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.kind == "head" and result.status == "completed"
@@ -135,12 +159,21 @@ def test_a_small_study_writes_every_file(finished):
     assert [int(r["number"]) for r in rows] == [0, 1, 2, 3]
     assert list(rows[0])[:6] == ["number", "state", "value", "duration_s", "epochs", "kind"] and "head.dense" in rows[0]
     # Trial 0 is the config as written: its own learning rate and optimizer, head.dropout auto pinned to 0 with the chosen penalty.
-    assert rows[0]["train.learning_rate"] == "0.01" and rows[0]["train.optimizer"] == "adam" and rows[0]["head.dense"] == "none" and float(rows[0]["head.dropout"]) == 0.0
+    assert (
+        rows[0]["train.learning_rate"] == "0.01"
+        and rows[0]["train.optimizer"] == "adam"
+        and rows[0]["head.dense"] == "none"
+        and float(rows[0]["head.dropout"]) == 0.0
+    )
     assert result.baseline["number"] == 0 and result.baseline["value"] == pytest.approx(float(rows[0]["value"]))
     # No run folder per trial: the runs folder holds the tune folder and the one --train-best run.
     assert sorted(p.name.split("-", 2)[-1] for p in runs_dir.iterdir()) == ["study-best", "study-tune"]
     record = json.loads((folder / "tune.json").read_text())
-    assert record["study"] == "study" and record["status"] == "completed" and record["best"]["number"] == result.best["number"]
+    assert (
+        record["study"] == "study"
+        and record["status"] == "completed"
+        and record["best"]["number"] == result.best["number"]
+    )
     assert record["timings_s"]["extract"] > 0 and record["extraction"]["cut"] == "pool"
     assert record["storage"].startswith("sqlite:///") and record["storage"].endswith("study.db")
 
@@ -150,14 +183,19 @@ def test_best_yaml_is_a_complete_config_that_trains(finished):
     best = load_config(result.best_config)  # a complete config: every default written out
     assert best.tune is None and best.name == "study-best"
     params = result.best["params"]
-    assert best.train.learning_rate == pytest.approx(params["train.learning_rate"]) and best.train.optimizer == params["train.optimizer"]
+    assert (
+        best.train.learning_rate == pytest.approx(params["train.learning_rate"])
+        and best.train.optimizer == params["train.optimizer"]
+    )
     assert isinstance(best.train.l2, float) and isinstance(best.head.dropout, float)  # the trial's pins
     assert best.train.refit is True  # the winning recipe then learns from the validation images too
     trained = result.train_best
     assert trained is not None and trained.run_dir.parent == runs_dir and (trained.run_dir / "model.keras").is_file()
     assert trained.metrics.refit["how"] == "recipe" and trained.metrics.refit["epochs"] == trained.metrics.best["epoch"]
     assert trained.metrics.figures["val"].startswith("in-sample")
-    assert trained.metrics.final["val_accuracy"] == pytest.approx(result.best["value"], abs=0.2)  # the same recipe, a full run
+    assert trained.metrics.final["val_accuracy"] == pytest.approx(
+        result.best["value"], abs=0.2
+    )  # the same recipe, a full run
     assert json.loads((result.tune_dir / "tune.json").read_text())["train_best"]["run_dir"] == str(trained.run_dir)
 
 
@@ -167,7 +205,9 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
     shown = cli("runs", "--runs-dir", runs_dir)
     assert shown.exit_code == 0 and "damaged" not in shown.stdout
     assert "studies in" in shown.stdout and result.tune_dir.name in shown.stdout and "4/4" in shown.stdout
-    assert [Path(r["path"]).name for r in json.loads(cli("runs", "--runs-dir", runs_dir, "--json").stdout)] == [result.train_best.run_dir.name]
+    assert [Path(r["path"]).name for r in json.loads(cli("runs", "--runs-dir", runs_dir, "--json").stdout)] == [
+        result.train_best.run_dir.name
+    ]
 
 
 def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
@@ -175,29 +215,51 @@ def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_t
     from tlcli import tune
     from tlcli.tuning.objective import fold_splits
 
-    raw = study_config(source, tmp_path / "runs", trials=3, folds="auto", metric="val_loss", space={"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}})
+    raw = study_config(
+        source,
+        tmp_path / "runs",
+        trials=3,
+        folds="auto",
+        metric="val_loss",
+        space={"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}},
+    )
     result = tune(load_config(raw), train_best=True)
-    assert result.folds == 5 and json.loads((result.tune_dir / "tune.json").read_text())["folds"] == 5  # 72 images: under auto's 1,000
+    assert (
+        result.folds == 5 and json.loads((result.tune_dir / "tune.json").read_text())["folds"] == 5
+    )  # 72 images: under auto's 1,000
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{result.tune_dir / 'study.db'}")
     for trial in study.trials:
         folds = trial.user_attrs["figures"]["folds"]
-        assert trial.user_attrs["folds"] == 5 and len(folds) == 5 and len(set(folds)) > 1  # five different held-out folds
+        assert (
+            trial.user_attrs["folds"] == 5 and len(folds) == 5 and len(set(folds)) > 1
+        )  # five different held-out folds
         assert trial.value == pytest.approx(sum(folds) / 5, abs=1e-5)
-        assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))  # the first fold's epochs, for the pruner
+        assert sorted(trial.intermediate_values) == list(
+            range(1, len(trial.intermediate_values) + 1)
+        )  # the first fold's epochs, for the pruner
     best = load_config(result.best_config)
     assert best.train.epochs == result.best["epochs"] and best.train.restore_best is False and best.train.refit is True
-    assert result.train_best.metrics.refit["epochs"] == result.best["epochs"]  # trained, then refitted, for the folds' median
+    assert (
+        result.train_best.metrics.refit["epochs"] == result.best["epochs"]
+    )  # trained, then refitted, for the folds' median
     x = np.arange(72) % 3
     splits = fold_splits(x, 5, seed=0)
-    assert sorted(np.concatenate([held for _, held in splits]).tolist()) == list(range(72))  # every image held out exactly once
-    assert all(sorted(np.bincount(x[held], minlength=3)) in ([4, 5, 5], [5, 5, 5], [4, 4, 5]) for _, held in splits)  # stratified
+    assert sorted(np.concatenate([held for _, held in splits]).tolist()) == list(
+        range(72)
+    )  # every image held out exactly once
+    assert all(
+        sorted(np.bincount(x[held], minlength=3)) in ([4, 5, 5], [5, 5, 5], [4, 4, 5]) for _, held in splits
+    )  # stratified
 
 
 def test_folds_auto_cross_validates_small_sets_only():
     from tlcli.tuning.objective import AUTO_FOLDS_BELOW, resolve_folds
 
     assert resolve_folds("auto", AUTO_FOLDS_BELOW - 1, flips=False)[0] == 5
-    assert resolve_folds("auto", AUTO_FOLDS_BELOW, flips=False) == (1, f"on the validation split ({AUTO_FOLDS_BELOW} training + validation images: enough)")
+    assert resolve_folds("auto", AUTO_FOLDS_BELOW, flips=False) == (
+        1,
+        f"on the validation split ({AUTO_FOLDS_BELOW} training + validation images: enough)",
+    )
     assert resolve_folds(3, 5000, flips=False)[0] == 3 and resolve_folds(1, 10, flips=False)[0] == 1
     assert resolve_folds(10, 4, flips=False)[0] == 4  # never more folds than images
     assert resolve_folds("auto", 100, flips=True)[0] == 1  # the flipped copies exist for the training split only
@@ -208,7 +270,14 @@ def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
     from tlcli import tune
 
     space = {"train.learning_rate": [0.01, 1.0e-7]}
-    raw = study_config(source, tmp_path / "runs", trials=5, space=space, pruner="median", pruner_args={"n_startup_trials": 1, "n_warmup_steps": 2})
+    raw = study_config(
+        source,
+        tmp_path / "runs",
+        trials=5,
+        space=space,
+        pruner="median",
+        pruner_args={"n_startup_trials": 1, "n_warmup_steps": 2},
+    )
     raw["train"]["early_stopping"] = {"patience": 25}  # no early stop: a trial ends by the epochs or by the pruner
     result = tune(load_config(raw))
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{result.tune_dir / 'study.db'}")
@@ -217,7 +286,9 @@ def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
     for trial in pruned:
         assert trial.params["train.learning_rate"] == 1.0e-7
         steps = sorted(trial.intermediate_values)
-        assert steps == list(range(1, len(steps) + 1)) and len(steps) < 25  # every epoch reported, stopped before the last
+        assert (
+            steps == list(range(1, len(steps) + 1)) and len(steps) < 25
+        )  # every epoch reported, stopped before the last
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert all(sorted(t.intermediate_values) == list(range(1, 26)) for t in complete)
     assert result.trials["pruned"] == len(pruned)
@@ -227,14 +298,23 @@ def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
     "tune_section, expected",
     [
         ({"space": {}}, "tune.space: empty"),
-        ({"space": {"train.optimzer": ["adam"]}}, "tune.space.train.optimzer: unknown key, did you mean train.optimizer?"),
+        (
+            {"space": {"train.optimzer": ["adam"]}},
+            "tune.space.train.optimzer: unknown key, did you mean train.optimizer?",
+        ),
         ({"space": {"train.optimizer": {"low": 1, "high": 2}}}, "tune.space.train.optimizer: takes no range"),
         ({"space": {"train.optimizer": ["adam", "nadam"]}}, "tune.space.train.optimizer: cannot take 'nadam'"),
         ({"space": {"data.batch_size": {"low": 8.5, "high": 32}}}, "tune.space.data.batch_size: cannot take 8.5"),
         ({"space": {"train.learning_rate": {"low": 0.1, "high": 0.01}}}, "low (0.1) must be below high (0.01)"),
-        ({"space": {"train.learning_rate": [0.01]}, "metric": "accuracy"}, "tune.metric: 'accuracy' is not a per-epoch validation figure, did you mean val_accuracy?"),
+        (
+            {"space": {"train.learning_rate": [0.01]}, "metric": "accuracy"},
+            "tune.metric: 'accuracy' is not a per-epoch validation figure, did you mean val_accuracy?",
+        ),
         ({"space": {"train.learning_rate": [0.01]}, "folds": 0}, "tune.folds: expected auto or a number of folds >= 1"),
-        ({"space": {"train.learning_rate": [0.01]}, "metric": "test_accuracy"}, "tune.metric: 'test_accuracy' is not a per-epoch validation figure"),
+        (
+            {"space": {"train.learning_rate": [0.01]}, "metric": "test_accuracy"},
+            "tune.metric: 'test_accuracy' is not a per-epoch validation figure",
+        ),
     ],
 )
 def test_a_bad_tune_section_exits_2_with_one_line(cli, tmp_path, tune_section, expected):
@@ -265,10 +345,15 @@ def test_storage_urls_and_pruners():
     from tlcli.tuning.study import make_pruner, open_storage, redact
 
     assert redact("postgresql://tlcli:secret@db.example:5432/studies") == "postgresql://tlcli@db.example:5432/studies"
-    assert is_heartbeat_enabled(open_storage(f"sqlite:///{tempfile.mkdtemp()}/s.db"))  # a killed process's trial is failed by its silence
+    assert is_heartbeat_enabled(
+        open_storage(f"sqlite:///{tempfile.mkdtemp()}/s.db")
+    )  # a killed process's trial is failed by its silence
     with pytest.raises(UserError, match="expected an RDB URL"):
         open_storage("redis://localhost")
-    assert type(make_pruner("hyperband", {})).__name__ == "HyperbandPruner" and type(make_pruner("none", {})).__name__ == "NopPruner"
+    assert (
+        type(make_pruner("hyperband", {})).__name__ == "HyperbandPruner"
+        and type(make_pruner("none", {})).__name__ == "NopPruner"
+    )
     with pytest.raises(ConfigError, match="tune.pruner_args: not accepted"):
         make_pruner("median", {"n_startup": 3})
 
@@ -277,7 +362,9 @@ def test_storage_urls_and_pruners():
 
 
 def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0
+    )
     return found[-1].parent if found else None
 
 
@@ -295,7 +382,11 @@ def postgres():
     """
     bindir = _postgres_bin()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    missing = "PostgreSQL is not installed (/usr/lib/postgresql/<version>/bin/pg_ctl; `apt-get install postgresql`)" if bindir is None else None
+    missing = (
+        "PostgreSQL is not installed (/usr/lib/postgresql/<version>/bin/pg_ctl; `apt-get install postgresql`)"
+        if bindir is None
+        else None
+    )
     if missing is None and as_postgres and (shutil.which("runuser") is None or not _user_exists("postgres")):
         missing = "running as root needs runuser and the postgres user to start PostgreSQL"
     if missing is None:
@@ -317,12 +408,54 @@ def postgres():
     port, started = _free_port(), time.perf_counter()
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40"
     try:
-        subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(home / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(home / "data"), "-l", str(home / "server.log"), "-o", options, "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=120)
-        print(f"PostgreSQL {bindir.parts[-2]} started in {time.perf_counter() - started:.1f} s on port {port}", file=sys.stderr)
+        subprocess.run(
+            [
+                *as_postgres,
+                str(bindir / "initdb"),
+                "-D",
+                str(home / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [
+                *as_postgres,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(home / "data"),
+                "-l",
+                str(home / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        print(
+            f"PostgreSQL {bindir.parts[-2]} started in {time.perf_counter() - started:.1f} s on port {port}",
+            file=sys.stderr,
+        )
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -348,8 +481,13 @@ def test_two_processes_at_once_share_one_study(source, tmp_path, shared_storage)
         Path(shared_storage.removeprefix("journal:")).parent.mkdir(parents=True)
     config = write_config(tmp_path / "study.yaml", study_config(source, tmp_path / "runs"))
     name = f"shared-{tmp_path.name}"[:60]
-    command = tlcli_command("tune", config, "--storage", shared_storage, "--study", name, "--trials", 6, "--json", "--quiet")
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()) for _ in range(2)]
+    command = tlcli_command(
+        "tune", config, "--storage", shared_storage, "--study", name, "--trials", 6, "--json", "--quiet"
+    )
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+        for _ in range(2)
+    ]
     outputs = []
     try:
         for process in processes:
@@ -384,7 +522,12 @@ def test_processes_that_open_a_fresh_postgresql_database_together_all_get_the_st
             with admin.cursor() as cursor:
                 cursor.execute(f"CREATE DATABASE {name}")
             url = postgres.rsplit("/", 1)[0] + f"/{name}"
-            racers = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True, env=environment()) for _ in range(4)]
+            racers = [
+                subprocess.Popen(
+                    [sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True, env=environment()
+                )
+                for _ in range(4)
+            ]
             errors = [racer.communicate(timeout=SUBPROCESS_TIMEOUT)[1] for racer in racers]
             assert [racer.returncode for racer in racers] == [0, 0, 0, 0], [e[-500:] for e in errors if e]
     finally:
@@ -407,10 +550,20 @@ def _wait_for_a_trial(database: Path, process: subprocess.Popen, deadline: float
 def test_ctrl_c_keeps_the_study_and_resume_continues_it(source, tmp_path):
     raw = study_config(source, tmp_path / "runs", trials=40)
     config = write_config(tmp_path / "study.yaml", raw)
-    process = subprocess.Popen(tlcli_command("tune", config, "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+    process = subprocess.Popen(
+        tlcli_command("tune", config, "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
     try:
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT
-        while not list((tmp_path / "runs").glob("*-tune/study.db")) and time.monotonic() < deadline and process.poll() is None:
+        while (
+            not list((tmp_path / "runs").glob("*-tune/study.db"))
+            and time.monotonic() < deadline
+            and process.poll() is None
+        ):
             time.sleep(0.2)
         folder = next((tmp_path / "runs").glob("*-tune"))
         _wait_for_a_trial(folder / "study.db", process, deadline)
@@ -425,7 +578,13 @@ def test_ctrl_c_keeps_the_study_and_resume_continues_it(source, tmp_path):
     record = json.loads((folder / "tune.json").read_text())
     kept = record["trials"]["finished"]
     assert record["status"] == "interrupted" and 1 <= kept < 40 and record["trials"]["running"] == 0
-    done = subprocess.run(tlcli_command("tune", "--resume", folder, "--trials", kept + 2, "--json", "--quiet"), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=environment())
+    done = subprocess.run(
+        tlcli_command("tune", "--resume", folder, "--trials", kept + 2, "--json", "--quiet"),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        env=environment(),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = json.loads(done.stdout)
     assert resumed["tune_dir"] == str(folder) and resumed["status"] == "completed"

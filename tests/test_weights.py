@@ -13,7 +13,12 @@ from tlcli.paths import keras_weights_dir
 
 
 def mobilenet_config():
-    return load_config({"data": {"dir": "x", "image_size": 64}, "base": {"name": "MobileNet", "args": {"alpha": 0.25}, "weights": "imagenet"}})
+    return load_config(
+        {
+            "data": {"dir": "x", "image_size": 64},
+            "base": {"name": "MobileNet", "args": {"alpha": 0.25}, "weights": "imagenet"},
+        }
+    )
 
 
 def test_cache_folder_follows_keras_home(isolated_caches):
@@ -24,7 +29,9 @@ def test_missing_imagenet_weights_fail_naming_file_and_folder(isolated_caches):
     with pytest.raises(ConfigError) as info:
         build_model(mobilenet_config(), 2)
     message = str(info.value)
-    assert message.startswith("base.weights: ImageNet weights for MobileNet (mobilenet_2_5_224_tf_no_top.h5) are not in ")
+    assert message.startswith(
+        "base.weights: ImageNet weights for MobileNet (mobilenet_2_5_224_tf_no_top.h5) are not in "
+    )
     assert str(isolated_caches / "models") in message and "tlcli weights import" in message
     assert "\n" not in message
 

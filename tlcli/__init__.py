@@ -14,7 +14,17 @@ scikit-learn and matplotlib load on first use, so `import tlcli` stays light.
 
 from tlcli.config import ExperimentConfig, load_config
 from tlcli.data.problems import CheckReport, check_dataset
-from tlcli.errors import ConfigError, DataError, GateFailed, Interrupted, PartialSuccess, RunError, TlcliError, TrainingError, UserError
+from tlcli.errors import (
+    ConfigError,
+    DataError,
+    GateFailed,
+    Interrupted,
+    PartialSuccess,
+    RunError,
+    TlcliError,
+    TrainingError,
+    UserError,
+)
 from tlcli.evaluation.evaluate import evaluate
 from tlcli.evaluation.report import Evaluation
 from tlcli.evaluation.worker import ReportWorker

@@ -40,9 +40,17 @@ stderr = Console(stderr=True, soft_wrap=True)
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and TensorFlow's logs.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder holding run folders (default: the config's output.runs_dir, else ./runs).")]
+RunsDir = Annotated[
+    Optional[Path],
+    typer.Option("--runs-dir", help="Folder holding run folders (default: the config's output.runs_dir, else ./runs)."),
+]
 ConfigFile = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
-Columns = Annotated[Optional[list[str]], typer.Option("--column", help="A manifest's column names, as data.columns: path=file, label=class, split=fold (repeatable).")]
+Columns = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--column", help="A manifest's column names, as data.columns: path=file, label=class, split=fold (repeatable)."
+    ),
+]
 
 
 def parse_columns(specs: list[str] | None) -> dict[str, str]:
@@ -60,7 +68,11 @@ def parse_columns(specs: list[str] | None) -> dict[str, str]:
             raise UserError(f"--column: expected path=NAME, label=NAME or split=NAME, got {spec!r}")
         columns[role.strip()] = name.strip()
     return columns
-Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.epochs=3 (repeatable).")]
+
+
+Sets = Annotated[
+    Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.epochs=3 (repeatable).")
+]
 
 
 def command(function: Callable) -> Callable:
@@ -78,9 +90,19 @@ def command(function: Callable) -> Callable:
         except TlcliError as exc:
             if debug:
                 stderr.print_exception()
-            fail(str(exc), exc.exit_code, as_json, extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None)
+            fail(
+                str(exc),
+                exc.exit_code,
+                as_json,
+                extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None,
+            )
         except KeyboardInterrupt as exc:
-            fail("interrupted", EXIT_INTERRUPTED, as_json, extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None)
+            fail(
+                "interrupted",
+                EXIT_INTERRUPTED,
+                as_json,
+                extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None,
+            )
         except typer.Exit:
             raise
         except OSError as exc:
@@ -90,13 +112,29 @@ def command(function: Callable) -> Callable:
         except Exception as exc:
             if debug:
                 raise
-            fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for the traceback)", EXIT_FAILURE, as_json)
+            fail(
+                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for the traceback)",
+                EXIT_FAILURE,
+                as_json,
+            )
 
     return wrapper
 
 
 # Errors of the machine or the user's paths, not of tlcli: one line naming the path, exit 2.
-USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP}
+USER_OS_ERRORS = {
+    errno.ENAMETOOLONG,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ELOOP,
+}
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -131,7 +169,9 @@ def _quiet_libraries(debug: bool) -> None:
     logging.getLogger("tlcli").setLevel(logging.INFO)
     logging.getLogger("tlcli").propagate = debug
     if not debug:
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes and the like: not for people running tlcli
+        logging.getLogger("tensorflow").setLevel(
+            logging.ERROR
+        )  # retracing notes and the like: not for people running tlcli
 
 
 def _import_tensorflow(debug: bool) -> None:
@@ -217,7 +257,11 @@ def run(argv: list[str]) -> int:
         context = getattr(exc, "ctx", None)
         message = exc.format_message() + (f" (see `{context.command_path} --help`)" if context is not None else "")
         _error(message)
-        if "--json" in argv or _format_after(argv) in ("json", "jsonl") or any(a.startswith("--format=json") for a in argv):
+        if (
+            "--json" in argv
+            or _format_after(argv) in ("json", "jsonl")
+            or any(a.startswith("--format=json") for a in argv)
+        ):
             _print_json({"error": message, "exit_code": exc.exit_code})
         return exc.exit_code
 

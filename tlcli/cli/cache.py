@@ -7,7 +7,9 @@ from rich.table import Table
 
 from tlcli.cli import Debug, Json, _print_json, app, command, stdout
 
-cache_app = typer.Typer(help="The frozen-feature cache ($TLCLI_CACHE_DIR, default ~/.cache/tlcli).", no_args_is_help=True)
+cache_app = typer.Typer(
+    help="The frozen-feature cache ($TLCLI_CACHE_DIR, default ~/.cache/tlcli).", no_args_is_help=True
+)
 app.add_typer(cache_app, name="cache")
 
 
@@ -23,18 +25,38 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
         "folder": str(cache_root()),
         "bytes": sum(e.bytes for e in entries),
         "cap_bytes": max_bytes(),
-        "entries": [{"key": e.key, "files": e.files, "bytes": e.bytes, "base": e.describe.get("base"), "image_size": e.describe.get("image_size"), "cut": e.describe.get("cut")} for e in entries],
+        "entries": [
+            {
+                "key": e.key,
+                "files": e.files,
+                "bytes": e.bytes,
+                "base": e.describe.get("base"),
+                "image_size": e.describe.get("image_size"),
+                "cut": e.describe.get("cut"),
+            }
+            for e in entries
+        ],
     }
     if json_output:
         _print_json(facts)
         return
-    stdout.print(f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, {len(entries)} model key(s)", highlight=False)
+    stdout.print(
+        f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, {len(entries)} model key(s)",
+        highlight=False,
+    )
     if entries:
         table = Table()
         for column in ("key", "base", "image size", "cut", "images", "MB"):
             table.add_column(column)
         for entry in facts["entries"]:
-            table.add_row(entry["key"][:12], str(entry["base"]), str(entry["image_size"]), str(entry["cut"]), str(entry["files"]), f"{entry['bytes'] / 1e6:.1f}")
+            table.add_row(
+                entry["key"][:12],
+                str(entry["base"]),
+                str(entry["image_size"]),
+                str(entry["cut"]),
+                str(entry["files"]),
+                f"{entry['bytes'] / 1e6:.1f}",
+            )
         stdout.print(table)
 
 

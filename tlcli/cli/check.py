@@ -17,17 +17,45 @@ SHOWN = 20  # files listed per section in the table view; --json has them all
 @app.command("check")
 @command
 def check_command(
-    data_dir: Annotated[Optional[Path], typer.Argument(help="A folder of class folders, or a parent of train/ and val/ (as data.dir); or a CSV manifest (as data.manifest).")] = None,
-    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="A CSV/TSV manifest of paths and labels (instead of DATA_DIR).")] = None,
-    column: Columns = None,
-    multi_label: Annotated[bool, typer.Option("--multi-label", help="The manifest gives each image any number of labels (as data.multi_label).")] = False,
-    label_separator: Annotated[str, typer.Option("--label-separator", help="With --multi-label, what separates the labels in one cell (as data.label_separator).")] = "|",
-    label_columns: Annotated[
-        Optional[str], typer.Option("--label-columns", help="With --multi-label, one 0/1 column per class, comma-separated (as data.label_columns).", show_default=False)
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="A folder of class folders, or a parent of train/ and val/ (as data.dir); or a CSV manifest (as data.manifest)."
+        ),
     ] = None,
-    val_split: Annotated[float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")] = 0.2,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")] = False,
-    max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")] = DEFAULT_MAX_FILE_MB,
+    manifest: Annotated[
+        Optional[Path], typer.Option("--manifest", help="A CSV/TSV manifest of paths and labels (instead of DATA_DIR).")
+    ] = None,
+    column: Columns = None,
+    multi_label: Annotated[
+        bool,
+        typer.Option("--multi-label", help="The manifest gives each image any number of labels (as data.multi_label)."),
+    ] = False,
+    label_separator: Annotated[
+        str,
+        typer.Option(
+            "--label-separator",
+            help="With --multi-label, what separates the labels in one cell (as data.label_separator).",
+        ),
+    ] = "|",
+    label_columns: Annotated[
+        Optional[str],
+        typer.Option(
+            "--label-columns",
+            help="With --multi-label, one 0/1 column per class, comma-separated (as data.label_columns).",
+            show_default=False,
+        ),
+    ] = None,
+    val_split: Annotated[
+        float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")
+    ] = 0.2,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")
+    ] = False,
+    max_file_mb: Annotated[
+        float,
+        typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb)."),
+    ] = DEFAULT_MAX_FILE_MB,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -50,9 +78,23 @@ def check_command(
         raise UserError(f"--max-file-mb: must be above 0, got {max_file_mb}")
     if (label_columns is not None or label_separator != "|") and not multi_label:
         raise UserError("--label-separator and --label-columns describe a multi-label manifest; add --multi-label")
-    labels = {"multi_label": True, "label_separator": label_separator, "label_columns": label_columns.split(",") if label_columns else None} if multi_label else None
+    labels = (
+        {
+            "multi_label": True,
+            "label_separator": label_separator,
+            "label_columns": label_columns.split(",") if label_columns else None,
+        }
+        if multi_label
+        else None
+    )
     report = check_dataset(
-        data_dir, val_split=val_split, use_cache=not no_cache, reporter=_reporter(quiet or json_output, json_output), max_file_mb=max_file_mb, columns=parse_columns(column), labels=labels
+        data_dir,
+        val_split=val_split,
+        use_cache=not no_cache,
+        reporter=_reporter(quiet or json_output, json_output),
+        max_file_mb=max_file_mb,
+        columns=parse_columns(column),
+        labels=labels,
     )
     if json_output:
         _print_json(report.to_dict())
@@ -89,19 +131,44 @@ def _print_report(report) -> None:
     for split, source in report.sources.items():
         stdout.print(f"  {split}: {source}", highlight=False)
     if report.imbalance_ratio is not None:
-        stdout.print(f"imbalance ratio (largest / smallest training class): {report.imbalance_ratio:g}", highlight=False)
+        stdout.print(
+            f"imbalance ratio (largest / smallest training class): {report.imbalance_ratio:g}", highlight=False
+        )
 
     problems = report.problems
     sections = [
-        ("bad manifest rows (training skips them)", [f"row {b.row}: {b.path + ': ' if b.path else ''}{b.problem}" for b in problems.bad_rows], "red"),
-        ("unreadable files (training skips them)", [f"{'row ' + str(f.row) + ': ' if f.row else ''}{rel(f.path)}: {f.reason}" for f in problems.unreadable], "red"),
-        ("exact duplicates", [f"{', '.join(k.replace('_', ' ') for k in g.kinds)}: " + " = ".join(where(f) for f in g.files) for g in problems.duplicates], "red"),
+        (
+            "bad manifest rows (training skips them)",
+            [f"row {b.row}: {b.path + ': ' if b.path else ''}{b.problem}" for b in problems.bad_rows],
+            "red",
+        ),
+        (
+            "unreadable files (training skips them)",
+            [f"{'row ' + str(f.row) + ': ' if f.row else ''}{rel(f.path)}: {f.reason}" for f in problems.unreadable],
+            "red",
+        ),
+        (
+            "exact duplicates",
+            [
+                f"{', '.join(k.replace('_', ' ') for k in g.kinds)}: " + " = ".join(where(f) for f in g.files)
+                for g in problems.duplicates
+            ],
+            "red",
+        ),
         ("classes with fewer than 10 images", [f"{c['class']}: {c['images']}" for c in report.small_classes], "yellow"),
-        ("content does not match the extension", [f"{rel(m['path'])}: {m['format']} named {m['extension']}" for m in report.extension_mismatches], "yellow"),
+        (
+            "content does not match the extension",
+            [f"{rel(m['path'])}: {m['format']} named {m['extension']}" for m in report.extension_mismatches],
+            "yellow",
+        ),
         ("colour conversions", [f"{rel(c['path'])}: {c['mode']}, {c['conversion']}" for c in report.conversions], None),
         ("EXIF-rotated (rotation applied)", [rel(p) for p in report.exif_rotated], None),
         ("animated (first frame used)", [f"{rel(a['path'])}: {a['frames']} frames" for a in report.animated], None),
-        ("very small images (< 32 px on a side)", [f"{rel(s['path'])}: {s['width']}x{s['height']}" for s in report.small_images], "yellow"),
+        (
+            "very small images (< 32 px on a side)",
+            [f"{rel(s['path'])}: {s['width']}x{s['height']}" for s in report.small_images],
+            "yellow",
+        ),
         ("ignored files", [f"{rel(i['path'])}: {i['reason']}" for i in report.ignored], None),
         ("warnings", report.warnings, "yellow"),
     ]
@@ -114,7 +181,11 @@ def _print_report(report) -> None:
         if len(lines) > SHOWN:
             stdout.print(f"  ... and {len(lines) - SHOWN} more (--json lists all)", highlight=False)
     cache = report.cache
-    stdout.print(f"\n{cache.get('decoded', 0)} files decoded, {cache.get('cached', 0)} from the screening cache", highlight=False, style="dim")
+    stdout.print(
+        f"\n{cache.get('decoded', 0)} files decoded, {cache.get('cached', 0)} from the screening cache",
+        highlight=False,
+        style="dim",
+    )
     if report.unusable:
         stdout.print(f"[bold red]unusable:[/] {report.unusable}", highlight=False)
     elif problems.count:

@@ -17,7 +17,9 @@ app.add_typer(datasets_app, name="datasets")
 @command
 def datasets_digits(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write source/ and target/ into.")] = Path("data/digits"),
-    target_train_per_class: Annotated[int, typer.Option(help="Labelled training images per class in the target task.")] = 10,
+    target_train_per_class: Annotated[
+        int, typer.Option(help="Labelled training images per class in the target task.")
+    ] = 10,
     debug: Debug = False,
 ) -> None:
     """Export scikit-learn's bundled digits as class folders: source = 0-4, target = 5-9."""
@@ -26,5 +28,3 @@ def datasets_digits(
     counts = export_digits(out_dir, target_train_per_class)
     for task, splits in counts.items():
         stdout.print(f"{out_dir / task}: " + ", ".join(f"{split} {n}" for split, n in splits.items()), highlight=False)
-
-

@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, _print_json, _reporter, app, command, parse_columns, stdout
+from tlcli.cli import (
+    Columns,
+    Debug,
+    Json,
+    Quiet,
+    _import_tensorflow,
+    _print_json,
+    _reporter,
+    app,
+    command,
+    parse_columns,
+    stdout,
+)
 
 
 @app.command()
@@ -18,20 +30,39 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run folder (see `tlcli runs`).")],
     model: Annotated[
         Optional[Path],
-        typer.Option("--model", help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) instead of its model.keras."),
+        typer.Option(
+            "--model",
+            help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) instead of its model.keras.",
+        ),
     ] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Evaluate on this folder of class folders, or CSV manifest, instead of the run's test/val files.")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data",
+            help="Evaluate on this folder of class folders, or CSV manifest, instead of the run's test/val files.",
+        ),
+    ] = None,
     column: Columns = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="val or test (default: test when the run had one, else val).")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="k of the top-k accuracy (default: the run's train.top_k, else 5).")] = None,
+    split: Annotated[
+        Optional[str], typer.Option("--split", help="val or test (default: test when the run had one, else val).")
+    ] = None,
+    top_k: Annotated[
+        Optional[int], typer.Option("--top-k", help="k of the top-k accuracy (default: the run's train.top_k, else 5).")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
     fail_under: Annotated[
         Optional[list[str]],
-        typer.Option("--fail-under", help="Exit 3 when a metric of metrics.json is below NUMBER: accuracy=0.9, macro_avg.f1=0.8 (repeatable)."),
+        typer.Option(
+            "--fail-under",
+            help="Exit 3 when a metric of metrics.json is below NUMBER: accuracy=0.9, macro_avg.f1=0.8 (repeatable).",
+        ),
     ] = None,
     fail_over: Annotated[
         Optional[list[str]],
-        typer.Option("--fail-over", help="Exit 3 when a metric of metrics.json is above NUMBER: loss=0.5, calibration.ece=0.05 (repeatable)."),
+        typer.Option(
+            "--fail-over",
+            help="Exit 3 when a metric of metrics.json is above NUMBER: loss=0.5, calibration.ece=0.05 (repeatable).",
+        ),
     ] = None,
     json_output: Json = False,
     quiet: Quiet = False,
@@ -60,7 +91,9 @@ def evaluate(
     )
     from tlcli.tracking.runs import log_evaluation
 
-    log_evaluation(run_dir, evaluation, reporter)  # a tracked run: its figures go to the run's MLflow run too (never fails the command)
+    log_evaluation(
+        run_dir, evaluation, reporter
+    )  # a tracked run: its figures go to the run's MLflow run too (never fails the command)
     if json_output:
         _print_json(evaluation.to_dict())
     elif not quiet:
@@ -74,13 +107,21 @@ def print_evaluation(evaluation) -> None:
     m = evaluation.metrics
     multi = m.get("task") == "multi_label"
     table = Table(title=f"{m['dataset']['name']}: {m['dataset']['images']} images ({m['dataset']['source']})")
-    columns = ("class", "threshold", "precision", "recall", "f1", "AP", "support") if multi else ("class", "precision", "recall", "f1", "support")
+    columns = (
+        ("class", "threshold", "precision", "recall", "f1", "AP", "support")
+        if multi
+        else ("class", "precision", "recall", "f1", "support")
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in m["per_class"].items():
         figures = [f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}"]
         if multi:
-            figures = [f"{row['threshold']:.3f}", *figures, "-" if row["average_precision"] is None else f"{row['average_precision']:.3f}"]
+            figures = [
+                f"{row['threshold']:.3f}",
+                *figures,
+                "-" if row["average_precision"] is None else f"{row['average_precision']:.3f}",
+            ]
         table.add_row(name, *figures, str(row["support"]))
     table.add_section()
     for key in ("micro_avg", "macro_avg", "weighted_avg", "samples_avg") if multi else ("macro_avg", "weighted_avg"):

@@ -18,29 +18,59 @@ GateOption = Optional[list[str]]
 def export(
     run_dir: Annotated[
         Optional[Path],
-        typer.Argument(help="Completed run folder (see `tlcli runs`); with --verify, the run to check against (default: the one export.json names)."),
+        typer.Argument(
+            help="Completed run folder (see `tlcli runs`); with --verify, the run to check against (default: the one export.json names)."
+        ),
     ] = None,
     formats: Annotated[
         Optional[list[str]],
-        typer.Option("--format", "-f", help="saved_model, tflite, tflite-fp16, tflite-int8, onnx or all (repeatable; default: saved_model and tflite)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="saved_model, tflite, tflite-fp16, tflite-int8, onnx or all (repeatable; default: saved_model and tflite).",
+        ),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Export into this new (or empty) folder instead of RUN_DIR/export/<stamp>-<formats>/.")
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="Export into this new (or empty) folder instead of RUN_DIR/export/<stamp>-<formats>/."
+        ),
     ] = None,
-    verify: Annotated[Optional[Path], typer.Option("--verify", help="Re-run the parity gates of this export folder against its run; writes nothing.")] = None,
-    calibration_images: Annotated[int, typer.Option("--calibration-images", help="Training images that calibrate tflite-int8 (a fixed seeded subset).")] = 300,
+    verify: Annotated[
+        Optional[Path],
+        typer.Option("--verify", help="Re-run the parity gates of this export folder against its run; writes nothing."),
+    ] = None,
+    calibration_images: Annotated[
+        int,
+        typer.Option(
+            "--calibration-images", help="Training images that calibrate tflite-int8 (a fixed seeded subset)."
+        ),
+    ] = 300,
     parity_images: Annotated[
         Optional[int],
-        typer.Option("--parity-images", help="Validation images for the parity gate (default: all, up to 500; with --verify, as many as the export used)."),
+        typer.Option(
+            "--parity-images",
+            help="Validation images for the parity gate (default: all, up to 500; with --verify, as many as the export used).",
+        ),
     ] = None,
     min_agreement: Annotated[
-        GateOption, typer.Option("--min-agreement", help="FORMAT=SHARE: least top-1 agreement with Keras, 0-1 (repeatable; FORMAT all = every format).")
+        GateOption,
+        typer.Option(
+            "--min-agreement",
+            help="FORMAT=SHARE: least top-1 agreement with Keras, 0-1 (repeatable; FORMAT all = every format).",
+        ),
     ] = None,
     max_difference: Annotated[
-        GateOption, typer.Option("--max-difference", help="FORMAT=X: largest absolute probability difference from Keras (repeatable).")
+        GateOption,
+        typer.Option(
+            "--max-difference", help="FORMAT=X: largest absolute probability difference from Keras (repeatable)."
+        ),
     ] = None,
     max_accuracy_drop: Annotated[
-        GateOption, typer.Option("--max-accuracy-drop", help="FORMAT=POINTS: accuracy points the format may lose against Keras (repeatable).")
+        GateOption,
+        typer.Option(
+            "--max-accuracy-drop", help="FORMAT=POINTS: accuracy points the format may lose against Keras (repeatable)."
+        ),
     ] = None,
     json_output: Json = False,
     quiet: Quiet = False,
@@ -61,7 +91,9 @@ def export(
 
     reporter = _reporter(quiet or json_output, json_output)
     if verify is not None:
-        result = verify_export(verify, run_dir=run_dir, formats=chosen, gates=gates, parity_images=parity_images, reporter=reporter)
+        result = verify_export(
+            verify, run_dir=run_dir, formats=chosen, gates=gates, parity_images=parity_images, reporter=reporter
+        )
     else:
         result = export_run(
             run_dir,
@@ -97,7 +129,14 @@ def print_export(result) -> None:
         p = entry.parity
         seconds = f"{entry.export_seconds:.1f} s" if entry.export_seconds is not None else ""
         figures = (f"{p.agreement:.4f}", f"{p.max_difference:.2g}", f"{p.accuracy:.4f}") if p else ("", "", "")
-        table.add_row(entry.format, _size(entry.bytes), seconds, *figures, "pass" if entry.passed else "FAIL", style=None if entry.passed else "red")
+        table.add_row(
+            entry.format,
+            _size(entry.bytes),
+            seconds,
+            *figures,
+            "pass" if entry.passed else "FAIL",
+            style=None if entry.passed else "red",
+        )
     stdout.print(table)
     for line in result.problems:
         stdout.print(f"FAIL: {line}", style="red", highlight=False)

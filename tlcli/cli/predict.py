@@ -17,19 +17,34 @@ from tlcli.cli import Debug, Quiet, _import_tensorflow, _reporter, app, command,
 @app.command()
 @command
 def predict(
-    images: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) and globs.", show_default=False)],
-    run: Annotated[Optional[str], typer.Option("--run", help="Run folder or run name (default: the newest completed run in --runs-dir).")] = None,
+    images: Annotated[
+        list[str], typer.Argument(help="Image files, folders (searched recursively) and globs.", show_default=False)
+    ],
+    run: Annotated[
+        Optional[str],
+        typer.Option("--run", help="Run folder or run name (default: the newest completed run in --runs-dir)."),
+    ] = None,
     model: Annotated[
         Optional[Path],
-        typer.Option("--model", help="Predict with an exported artifact instead (a SavedModel folder, .tflite or .onnx file; see `tlcli export`)."),
+        typer.Option(
+            "--model",
+            help="Predict with an exported artifact instead (a SavedModel folder, .tflite or .onnx file; see `tlcli export`).",
+        ),
     ] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")] = Path("runs"),
     top_k: Annotated[int, typer.Option("--top-k", help="Labels per image (capped at the number of classes).")] = 3,
     output_format: Annotated[
         Optional[str],
-        typer.Option("--format", "-f", help="table, json, jsonl or csv (default: table on a terminal, else jsonl; with -o, from the file's suffix)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json, jsonl or csv (default: table on a terminal, else jsonl; with -o, from the file's suffix).",
+        ),
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout.")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -42,7 +57,9 @@ def predict(
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if model is not None and run is not None:
-        raise UserError("--model and --run exclude each other: --model predicts with an exported artifact, --run with a run's model.keras")
+        raise UserError(
+            "--model and --run exclude each other: --model predicts with an exported artifact, --run with a run's model.keras"
+        )
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
     result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet)
@@ -51,15 +68,22 @@ def predict(
 
         write_text_atomic(output, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
         if not quiet:
-            stderr.print(f"wrote {len(result.predictions)} predictions ({len(result.errors)} errors) to {output}", highlight=False)
+            stderr.print(
+                f"wrote {len(result.predictions)} predictions ({len(result.errors)} errors) to {output}",
+                highlight=False,
+            )
     elif fmt == "table":
-        (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(_table(result))  # piped: no 80-column squeeze
+        (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(
+            _table(result)
+        )  # piped: no 80-column squeeze
     else:
         print_document(format_predictions(result, fmt))
     result.raise_for_errors()
 
 
-def _predict(images: list[str], run: str | None, runs_dir: Path, model: Path | None, top_k: int, batch_size: int, quiet: bool):
+def _predict(
+    images: list[str], run: str | None, runs_dir: Path, model: Path | None, top_k: int, batch_size: int, quiet: bool
+):
     """The library call, saying on stderr which run or artifact predicts."""
     reporter = _reporter(quiet, False)
     if model is not None:
@@ -69,14 +93,20 @@ def _predict(images: list[str], run: str | None, runs_dir: Path, model: Path | N
             if not quiet:
                 stderr.print(f"using {source.described['format']} model {source.described['path']}", highlight=False)
 
-        return predict_artifact(images, model, top_k=top_k, batch_size=batch_size, reporter=reporter, on_model=announce_model)
+        return predict_artifact(
+            images, model, top_k=top_k, batch_size=batch_size, reporter=reporter, on_model=announce_model
+        )
     from tlcli.inference.predict import predict as run_prediction
 
     def announce(run_dir: Path) -> None:
         if not quiet:
-            stderr.print(f"using run {run_dir}" + ("" if run else f" (newest completed run in {runs_dir})"), highlight=False)
+            stderr.print(
+                f"using run {run_dir}" + ("" if run else f" (newest completed run in {runs_dir})"), highlight=False
+            )
 
-    return run_prediction(images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=reporter, on_run=announce)
+    return run_prediction(
+        images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=reporter, on_run=announce
+    )
 
 
 def _default_format(output: Path | None) -> str:
@@ -88,9 +118,15 @@ def _default_format(output: Path | None) -> str:
 def _table(result) -> Table:
     from tlcli.inference.formats import rows_for_table
 
-    by = f"{result.model['format']} model {Path(result.model['path']).name}" if result.model else f"run {result.run_dir.name}"
+    by = (
+        f"{result.model['format']} model {Path(result.model['path']).name}"
+        if result.model
+        else f"run {result.run_dir.name}"
+    )
     table = Table(title=f"{len(result.predictions)} images, {by}")
-    table.add_column("path", no_wrap=True, overflow="fold")  # the path is what scripts and people look up: keep it whole when it fits
+    table.add_column(
+        "path", no_wrap=True, overflow="fold"
+    )  # the path is what scripts and people look up: keep it whole when it fits
     table.add_column("labels" if result.multi_label else "label", no_wrap=True)
     table.add_column("top probability" if result.multi_label else "confidence", justify="right", no_wrap=True)
     table.add_column("top-k probabilities / error" if result.multi_label else "other labels / error", overflow="fold")

@@ -38,15 +38,40 @@ def runs_command(
         return
     table = Table(title=f"runs in {runs_dir}")
     tracked = any(s.mlflow_run_id for s in summaries)  # the MLflow column only when some run is tracked
-    for column in ("run", "name", "date", "base", "best val acc", "accuracy (on)", "status", "resumes", *(["mlflow run"] if tracked else [])):
+    for column in (
+        "run",
+        "name",
+        "date",
+        "base",
+        "best val acc",
+        "accuracy (on)",
+        "status",
+        "resumes",
+        *(["mlflow run"] if tracked else []),
+    ):
         # The run folder is what `tlcli evaluate` and `--run` take: never cut it.
-        table.add_column(column, no_wrap=column in ("run", "date", "status", "mlflow run"), overflow="fold", justify="right" if column in ("best val acc", "accuracy (on)") else "left")
+        table.add_column(
+            column,
+            no_wrap=column in ("run", "date", "status", "mlflow run"),
+            overflow="fold",
+            justify="right" if column in ("best val acc", "accuracy (on)") else "left",
+        )
     for s in summaries:
         unit = " mAP" if s.metric == "map" else ""  # a multi-label run's figures are mean average precision
         best = f"{s.best_val:.4f}{unit}" if s.best_val is not None else "-"
         estimate = f"{s.estimate:.4f}{unit} ({s.estimate_on})" if s.estimate is not None else "-"
         mlflow = [s.mlflow_run_id or "-"] if tracked else []
-        table.add_row(s.path.name, s.name, s.started.replace("T", " ")[:16], s.base, best, estimate, s.status, str(s.resumes), *mlflow)
+        table.add_row(
+            s.path.name,
+            s.name,
+            s.started.replace("T", " ")[:16],
+            s.base,
+            best,
+            estimate,
+            s.status,
+            str(s.resumes),
+            *mlflow,
+        )
     # Piped output is read by people later or by grep: do not squeeze it to 80 columns.
     console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)
     console.print(table)
@@ -61,7 +86,12 @@ def _print_studies(studies, runs_dir: Path) -> None:
     """Tune folders are studies, not runs: their own table (the JSON list stays runs only)."""
     table = Table(title=f"studies in {runs_dir} (tlcli tune)")
     for column in ("tune folder", "study", "date", "trials", "best", "status"):
-        table.add_column(column, no_wrap=column in ("tune folder", "date", "status"), overflow="fold", justify="right" if column in ("trials", "best") else "left")
+        table.add_column(
+            column,
+            no_wrap=column in ("tune folder", "date", "status"),
+            overflow="fold",
+            justify="right" if column in ("trials", "best") else "left",
+        )
     for s in studies:
         best = f"{s.best_value:.4f} {s.metric} (trial {s.best_trial})" if s.best_value is not None else "-"
         trials = f"{s.finished}/{s.target}" if s.target else str(s.finished)

@@ -9,7 +9,22 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import ConfigFile, Debug, Json, Quiet, RunsDir, Sets, _error, _import_tensorflow, _print_json, _reporter, app, command, fail, stdout
+from tlcli.cli import (
+    ConfigFile,
+    Debug,
+    Json,
+    Quiet,
+    RunsDir,
+    Sets,
+    _error,
+    _import_tensorflow,
+    _print_json,
+    _reporter,
+    app,
+    command,
+    fail,
+    stdout,
+)
 
 # ----------------------------------------------------------------------------- train / validate
 
@@ -18,19 +33,48 @@ from tlcli.cli import ConfigFile, Debug, Json, Quiet, RunsDir, Sets, _error, _im
 @command
 def train(
     config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML file (not with --resume).")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue RUN_DIR from its last completed epoch with its own config.yaml; with --set train.epochs=N (or fine_tune.epochs=N), extend a finished run.")] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--resume",
+            help="Continue RUN_DIR from its last completed epoch with its own config.yaml; with --set train.epochs=N (or fine_tune.epochs=N), extend a finished run.",
+        ),
+    ] = None,
     set_: Sets = None,
     runs_dir: RunsDir = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or gpu (overrides runtime.device).")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop (exit 2) on any data problem `tlcli check` reports: unreadable files, duplicates, leakage.")] = False,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="auto, cpu or gpu (overrides runtime.device).")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop (exit 2) on any data problem `tlcli check` reports: unreadable files, duplicates, leakage.",
+        ),
+    ] = False,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", help="Train as a cluster of N local worker processes (MultiWorkerMirroredStrategy, one TF_CONFIG each); data.batch_size stays the global batch.")
+        Optional[int],
+        typer.Option(
+            "--workers",
+            help="Train as a cluster of N local worker processes (MultiWorkerMirroredStrategy, one TF_CONFIG each); data.batch_size stays the global batch.",
+        ),
     ] = None,
     mlflow: Annotated[
         Optional[str],
-        typer.Option("--mlflow", flag_value="", metavar="[URI]", help="Log the run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI."),
+        typer.Option(
+            "--mlflow",
+            flag_value="",
+            metavar="[URI]",
+            help="Log the run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI.",
+        ),
     ] = None,
-    strict_tracking: Annotated[bool, typer.Option("--strict-tracking", help="An MLflow store that cannot be reached is an error (exit 2) at start-up, instead of one warning and training untracked.")] = False,
+    strict_tracking: Annotated[
+        bool,
+        typer.Option(
+            "--strict-tracking",
+            help="An MLflow store that cannot be reached is an error (exit 2) at start-up, instead of one warning and training untracked.",
+        ),
+    ] = False,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -48,7 +92,9 @@ def train(
         from tlcli.training.launcher import launch
 
         args = _worker_args(config, resume, set_ or [], runs_dir, device, strict, json_output, quiet, debug)
-        args += (["--mlflow", mlflow] if mlflow else ["--mlflow"] if mlflow is not None else []) + (["--strict-tracking"] if strict_tracking else [])
+        args += (["--mlflow", mlflow] if mlflow else ["--mlflow"] if mlflow is not None else []) + (
+            ["--strict-tracking"] if strict_tracking else []
+        )
         raise typer.Exit(launch(args, workers, resume=resume))
     _prepare_determinism(config if config is not None else resume / "config.yaml", set_ or [])
     from tlcli.evaluation.worker import ReportWorker
@@ -65,7 +111,9 @@ def train(
     from tlcli.tracking import TrackingRequest
 
     tracking = TrackingRequest(mlflow_uri=mlflow, strict=strict_tracking)
-    options = RunOptions(strict=strict, device=device, started=process_started(), report_worker=worker, tracking=tracking)  # training closes the worker
+    options = RunOptions(
+        strict=strict, device=device, started=process_started(), report_worker=worker, tracking=tracking
+    )  # training closes the worker
     try:
         if resume is not None:
             result = resume_training(resume, overrides=set_ or [], reporter=reporter, options=options)
@@ -86,14 +134,22 @@ def train(
 
 def _worker_args(config, resume, sets, runs_dir, device, strict, json_output, quiet, debug) -> list[str]:  # noqa: PLR0913  (the command's own options, passed on)
     """The `tlcli train` arguments of every worker: this command's, without --workers (paths absolute: workers may start elsewhere)."""
-    args = ["train", str(Path(config).absolute())] if config is not None else ["train", "--resume", str(Path(resume).absolute())]
+    args = (
+        ["train", str(Path(config).absolute())]
+        if config is not None
+        else ["train", "--resume", str(Path(resume).absolute())]
+    )
     for override in sets:
         args += ["--set", override]
     if runs_dir is not None:
         args += ["--runs-dir", str(Path(runs_dir).absolute())]
     if device is not None:
         args += ["--device", device]
-    args += [flag for flag, on in (("--strict", strict), ("--json", json_output), ("--quiet", quiet), ("--debug", debug)) if on]
+    args += [
+        flag
+        for flag, on in (("--strict", strict), ("--json", json_output), ("--quiet", quiet), ("--debug", debug))
+        if on
+    ]
     return args
 
 
@@ -135,7 +191,9 @@ def _print_train_summary(result) -> None:
         table.add_row(key + ("  (untouched)" if meaning == "untouched" else mark), f"{metrics.final[key]:.4f}")
     probe = metrics.linear_probe or {}
     if "val_accuracy" in probe:
-        shown = f"val {probe['val_accuracy']:.4f}" + (f", test {probe['test_accuracy']:.4f}" if probe.get("test_accuracy") is not None else "")
+        shown = f"val {probe['val_accuracy']:.4f}" + (
+            f", test {probe['test_accuracy']:.4f}" if probe.get("test_accuracy") is not None else ""
+        )
         if probe.get("val_map") is not None:  # multi-label: mean average precision
             shown = f"val mAP {probe['val_map']:.4f}"
         table.add_row("linear probe (reference)", f"{shown}  (C={probe['C']:g}, fitted on train)")
@@ -162,7 +220,9 @@ def validate(
     config: ConfigFile,
     set_: Sets = None,
     runs_dir: RunsDir = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config (all defaults filled in).")] = False,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config (all defaults filled in).")
+    ] = False,
     json_output: Json = False,
     debug: Debug = False,
 ) -> None:
@@ -175,7 +235,9 @@ def validate(
         return
     if print_config:
         stdout.print(dump_config(validation.config), highlight=False, markup=False)
-    stdout.print(f"{config}: OK. {validation.splits.describe()}; base {validation.base}; {validation.devices}", highlight=False)
+    stdout.print(
+        f"{config}: OK. {validation.splits.describe()}; base {validation.base}; {validation.devices}", highlight=False
+    )
 
 
 def _validated(config: Path, overrides: list[str], runs_dir: Path | None, debug: bool):
@@ -216,7 +278,13 @@ def layers(
     for column in ("index", "from the top", "name", "type", "weights"):
         table.add_column(column)
     for index, layer in enumerate(base_layers):
-        table.add_row(str(index), str(len(base_layers) - index), layer.name, type(layer).__name__, str(sum(int(w.numpy().size) for w in layer.weights)))
+        table.add_row(
+            str(index),
+            str(len(base_layers) - index),
+            layer.name,
+            type(layer).__name__,
+            str(sum(int(w.numpy().size) for w in layer.weights)),
+        )
     stdout.print(table)
 
 
@@ -241,5 +309,3 @@ def config_reference(debug: Debug = False) -> None:
     from tlcli.config.reference import reference_markdown
 
     sys.stdout.write(reference_markdown())
-
-

@@ -8,7 +8,21 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _import_tensorflow, _print_json, _reporter, app, command, fail, stderr, stdout
+from tlcli.cli import (
+    Debug,
+    Json,
+    Quiet,
+    RunsDir,
+    Sets,
+    _import_tensorflow,
+    _print_json,
+    _reporter,
+    app,
+    command,
+    fail,
+    stderr,
+    stdout,
+)
 from tlcli.tuning.study import StudyProgress
 
 
@@ -24,7 +38,15 @@ class RichStudyProgress(StudyProgress):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         super().start(total, done, kind)
-        self._progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=self.console, transient=True)
+        self._progress = Progress(
+            TextColumn("trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[best]}"),
+            console=self.console,
+            transient=True,
+        )
         self._progress.start()
         self._task = self._progress.add_task("trials", total=total, completed=min(done, total), best="")
 
@@ -40,7 +62,9 @@ class RichStudyProgress(StudyProgress):
         else:
             what = f"failed: {trial.user_attrs.get('error', 'see --debug')}"
         shown = f"best {best.value:.4f} (trial {best.number})" if best is not None else ""
-        self.console.print(f"trial {trial.number} {state}: {what}, {seconds:.1f} s; {shown}", highlight=False, markup=False)
+        self.console.print(
+            f"trial {trial.number} {state}: {what}, {seconds:.1f} s; {shown}", highlight=False, markup=False
+        )
         if self._progress is not None:
             self._progress.update(self._task, completed=min(done, total), best=shown)
 
@@ -53,16 +77,46 @@ class RichStudyProgress(StudyProgress):
 @app.command("tune")
 @command
 def tune_command(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the study of TUNE_DIR (a runs/<stamp>-<name>-tune/ folder).")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="The study's total of finished trials, over every process (default tune.trials).")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Start no trial after this many seconds.")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH (default: study.db in the tune folder).")] = None,
-    study: Annotated[Optional[str], typer.Option("--study", help="The study's name in the storage (default: the config's name); an existing study is joined.")] = None,
-    train_best: Annotated[bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")] = False,
+    config: Annotated[
+        Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")
+    ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue the study of TUNE_DIR (a runs/<stamp>-<name>-tune/ folder)."),
+    ] = None,
+    trials: Annotated[
+        Optional[int],
+        typer.Option(
+            "--trials", help="The study's total of finished trials, over every process (default tune.trials)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option("--timeout", help="Start no trial after this many seconds.")
+    ] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(
+            "--storage",
+            help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH (default: study.db in the tune folder).",
+        ),
+    ] = None,
+    study: Annotated[
+        Optional[str],
+        typer.Option(
+            "--study", help="The study's name in the storage (default: the config's name); an existing study is joined."
+        ),
+    ] = None,
+    train_best: Annotated[
+        bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")
+    ] = False,
     mlflow: Annotated[
         Optional[str],
-        typer.Option("--mlflow", flag_value="", metavar="[URI]", help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI."),
+        typer.Option(
+            "--mlflow",
+            flag_value="",
+            metavar="[URI]",
+            help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI.",
+        ),
     ] = None,
     set_: Sets = None,
     runs_dir: RunsDir = None,
@@ -76,7 +130,9 @@ def tune_command(
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a study, or --resume TUNE_DIR to continue one (not both)")
     if resume is not None and (set_ or runs_dir is not None or study is not None):
-        raise UserError("--resume: the tune folder keeps its config, runs folder and study name (no --set, --runs-dir or --study)")
+        raise UserError(
+            "--resume: the tune folder keeps its config, runs folder and study name (no --set, --runs-dir or --study)"
+        )
     if trials is not None and trials < 1:
         raise UserError(f"--trials: expected a number >= 1, got {trials}")
     if timeout is not None and timeout <= 0:
@@ -95,9 +151,30 @@ def tune_command(
     tracking = TrackingRequest(mlflow_uri=mlflow) if mlflow is not None else None
     try:
         if resume is not None:
-            result = resume_tune(resume, trials=trials, timeout=timeout, storage=storage, train_best=train_best, reporter=reporter, progress=progress, tracking=tracking)
+            result = resume_tune(
+                resume,
+                trials=trials,
+                timeout=timeout,
+                storage=storage,
+                train_best=train_best,
+                reporter=reporter,
+                progress=progress,
+                tracking=tracking,
+            )
         else:
-            result = tune(config, overrides=set_ or [], trials=trials, timeout=timeout, storage=storage, study=study, runs_dir=runs_dir, train_best=train_best, reporter=reporter, progress=progress, tracking=tracking)
+            result = tune(
+                config,
+                overrides=set_ or [],
+                trials=trials,
+                timeout=timeout,
+                storage=storage,
+                study=study,
+                runs_dir=runs_dir,
+                train_best=train_best,
+                reporter=reporter,
+                progress=progress,
+                tracking=tracking,
+            )
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
@@ -113,7 +190,7 @@ def _check_config(config: Path, overrides: list[str]) -> None:
     from tlcli.errors import ConfigError
 
     if load_config(config, overrides).tune is None:
-        raise ConfigError("tune", f"{config} has no tune: section; add tune.space (see README \"Tuning\")")
+        raise ConfigError("tune", f'{config} has no tune: section; add tune.space (see README "Tuning")')
 
 
 def _print_summary(result) -> None:
@@ -123,7 +200,9 @@ def _print_summary(result) -> None:
     table.add_column("value", overflow="fold")
     best, baseline = result.best, result.baseline
     if best is not None:
-        table.add_row(f"best trial ({result.direction} {result.metric})", f"{best['value']:.4f}  (trial {best['number']})")
+        table.add_row(
+            f"best trial ({result.direction} {result.metric})", f"{best['value']:.4f}  (trial {best['number']})"
+        )
         for key, value in best["params"].items():
             table.add_row(f"  {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
         for key, value in (best.get("figures") or {}).items():
@@ -134,13 +213,24 @@ def _print_summary(result) -> None:
     if baseline is not None and baseline.get("value") is not None:
         table.add_row("trial 0 (the config as written)", f"{baseline['value']:.4f}")
     counts = result.trials
-    table.add_row("trials", f"{counts.get('finished', 0)} of {counts.get('target')} finished: {counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; {counts.get('this_process', 0)} by this process")
+    table.add_row(
+        "trials",
+        f"{counts.get('finished', 0)} of {counts.get('target')} finished: {counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; {counts.get('this_process', 0)} by this process",
+    )
     times = result.timings_s
-    table.add_row("time", f"extraction {times.get('extract', 0):.1f} s, trials {times.get('trials', 0):.1f} s" + (" (each trial trains the full model)" if result.kind == "full" else ""))
+    table.add_row(
+        "time",
+        f"extraction {times.get('extract', 0):.1f} s, trials {times.get('trials', 0):.1f} s"
+        + (" (each trial trains the full model)" if result.kind == "full" else ""),
+    )
     table.add_row("tune folder", str(result.tune_dir))
     if result.best_config is not None:
         table.add_row("best config (for tlcli train)", str(result.best_config))
     if result.train_best is not None:
         final = result.train_best.metrics.final
-        table.add_row("best config trained", f"{result.train_best.run_dir}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("accuracy", "map"))))
+        table.add_row(
+            "best config trained",
+            f"{result.train_best.run_dir}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("accuracy", "map"))),
+        )
     stdout.print(table)

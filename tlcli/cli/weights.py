@@ -43,5 +43,3 @@ def weights_list(json_output: Json = False, debug: Debug = False) -> None:
     stdout.print(f"{keras_weights_dir()}: {len(files)} file(s)", highlight=False)
     for path in files:
         stdout.print(f"  {path.name}  {path.stat().st_size / 1e6:.1f} MB", highlight=False)
-
-

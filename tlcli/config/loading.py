@@ -80,10 +80,15 @@ def safe_yaml(text: str, where: str) -> Any:
         if node is None:
             return None
         if _expanded_size(node) > MAX_CONFIG_VALUES:
-            raise ConfigError("", f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat whole sections); refused, write the values out")
+            raise ConfigError(
+                "",
+                f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat whole sections); refused, write the values out",
+            )
         return loader.construct_document(node)
     except _DuplicateKey as exc:
-        raise ConfigError("", f"{where} line {exc.problem_mark.line + 1}: key {exc.key!r} is given twice; keep one") from None
+        raise ConfigError(
+            "", f"{where} line {exc.problem_mark.line + 1}: key {exc.key!r} is given twice; keep one"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -102,7 +107,13 @@ def _expanded_size(root: yaml.Node) -> int:
         node, done = stack.pop()
         if id(node) in sizes:
             continue
-        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value if isinstance(node, yaml.SequenceNode) else []
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
         if done:
             on_path.discard(id(node))
             sizes[id(node)] = min(MAX_CONFIG_VALUES + 1, 1 + sum(sizes[id(child)] for child in children))
@@ -130,7 +141,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("", f"{path}: config file not found")
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError("", f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few kilobytes")
+            raise ConfigError(
+                "", f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few kilobytes"
+            )
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError("", f"{path}: not a text file") from None
@@ -138,7 +151,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("", f"{path}: the config must be a mapping of keys (data:, base:, ...), got {type(data).__name__}")
+        raise ConfigError(
+            "", f"{path}: the config must be a mapping of keys (data:, base:, ...), got {type(data).__name__}"
+        )
     return data
 
 
@@ -212,13 +227,20 @@ def describe_error(error: dict[str, Any]) -> tuple[str, str]:
         message = message[len("Value error, ") :]
     elif kind == "literal_error":
         message = "must be " + message.removeprefix("Input should be ")
-    got = f" (got {value!r})" if not isinstance(value, (dict, list)) and kind not in ("value_error", "assertion_error") else ""
+    got = (
+        f" (got {value!r})"
+        if not isinstance(value, (dict, list)) and kind not in ("value_error", "assertion_error")
+        else ""
+    )
     return key, message[0].lower() + message[1:] + got
 
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the union member it tried into the location, e.g. 'literal[...]' or 'int'.
-    return isinstance(part, str) and (part.startswith(("literal[", "function-", "tuple[", "dict[", "list[")) or part in ("int", "str", "float", "bool", "nullable"))
+    return isinstance(part, str) and (
+        part.startswith(("literal[", "function-", "tuple[", "dict[", "list["))
+        or part in ("int", "str", "float", "bool", "nullable")
+    )
 
 
 def _known_keys(loc: list[str]) -> list[str]:

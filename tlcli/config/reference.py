@@ -40,7 +40,11 @@ def _format_default(field: Any) -> str:
         default = list(default)
     if isinstance(default, Path):
         default = str(default)
-    return "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+    return (
+        "null"
+        if default is None
+        else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+    )
 
 
 def reference_markdown() -> str:

@@ -19,7 +19,16 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Keys a study cannot vary: what names it, the search itself, where runs go, and which dataset it is.
-UNSEARCHABLE = ("name", "tune", "output", "data.dir", "data.train_dir", "data.val_dir", "data.test_dir", "data.manifest")
+UNSEARCHABLE = (
+    "name",
+    "tune",
+    "output",
+    "data.dir",
+    "data.train_dir",
+    "data.val_dir",
+    "data.test_dir",
+    "data.manifest",
+)
 
 
 class _Strict(BaseModel):
@@ -62,7 +71,9 @@ def _distribution(key: str, spec: Any) -> Distribution:
     spec = {"choices": spec} if isinstance(spec, list) else spec
     kind = SearchChoice if isinstance(spec, dict) and "choices" in spec else SearchRange
     if not isinstance(spec, dict) or (kind is SearchRange and not {"low", "high"} <= set(spec)):
-        raise ValueError(f"{key}: give {{low, high}} (log, step optional), a list of values, or {{choices: {{label: value}}}}, got {spec!r}")
+        raise ValueError(
+            f"{key}: give {{low, high}} (log, step optional), a list of values, or {{choices: {{label: value}}}}, got {spec!r}"
+        )
     try:
         return kind.model_validate(spec)
     except ValidationError as exc:
@@ -97,11 +108,25 @@ class TuneConfig(_Strict):
         "auto",
         description="The per-epoch validation figure the study optimises (`val_loss`, `val_accuracy`, `val_map`, ...): reported every epoch for pruning; a trial's value is its figure at the epoch training keeps (the best by `train.monitor`). `auto`: `val_accuracy` (multi-label: `val_map`).",
     )
-    direction: Literal["auto", "maximize", "minimize"] = Field("auto", description="`auto`: minimize a loss, maximize anything else.")
-    trials: int = Field(50, ge=1, description="The study's total: every process stops once the study has this many finished trials, whoever ran them (`--trials` overrides).")
-    timeout: Union[float, None] = Field(None, gt=0, description="Start no trial after this many seconds (`--timeout` overrides).")
-    pruner: Literal["median", "hyperband", "none"] = Field("median", description="Stops trials whose per-epoch figure falls behind the others': Optuna's `MedianPruner` or `HyperbandPruner`, or none.")
-    pruner_args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the pruner, e.g. `{n_startup_trials: 5, n_warmup_steps: 5}` (tlcli's defaults for median).")
+    direction: Literal["auto", "maximize", "minimize"] = Field(
+        "auto", description="`auto`: minimize a loss, maximize anything else."
+    )
+    trials: int = Field(
+        50,
+        ge=1,
+        description="The study's total: every process stops once the study has this many finished trials, whoever ran them (`--trials` overrides).",
+    )
+    timeout: Union[float, None] = Field(
+        None, gt=0, description="Start no trial after this many seconds (`--timeout` overrides)."
+    )
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median",
+        description="Stops trials whose per-epoch figure falls behind the others': Optuna's `MedianPruner` or `HyperbandPruner`, or none.",
+    )
+    pruner_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments of the pruner, e.g. `{n_startup_trials: 5, n_warmup_steps: 5}` (tlcli's defaults for median).",
+    )
     folds: Union[Literal["auto"], int] = Field(
         "auto",
         description=(
@@ -125,7 +150,9 @@ class TuneConfig(_Strict):
     def _space(cls, value: Any) -> Any:
         flat = _flatten(value) if isinstance(value, dict) else value
         if not isinstance(flat, dict) or not flat:
-            raise ValueError("empty: name at least one key to search, e.g. {train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}}")
+            raise ValueError(
+                "empty: name at least one key to search, e.g. {train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}}"
+            )
         return {key: _distribution(key, spec) for key, spec in flat.items()}
 
     def resolved_metric(self, multi_label: bool) -> str:
@@ -133,7 +160,13 @@ class TuneConfig(_Strict):
 
     def goal(self, multi_label: bool = False) -> str:
         """`maximize` or `minimize`, with `auto` resolved."""
-        return self.direction if self.direction != "auto" else "minimize" if "loss" in self.resolved_metric(multi_label) else "maximize"
+        return (
+            self.direction
+            if self.direction != "auto"
+            else "minimize"
+            if "loss" in self.resolved_metric(multi_label)
+            else "maximize"
+        )
 
 
 def _leaves(annotation: Any) -> set:
@@ -170,7 +203,14 @@ def search_annotation(key: str) -> Any:
         if part not in model.model_fields:
             close = did_you_mean(part, list(model.model_fields))
             prefix = ".".join(parts[:depth] + [""])
-            raise ValueError(f"{key}: unknown key" + (f", did you mean {prefix}{close}?" if close else f" (known: {', '.join(prefix + name for name in model.model_fields)})"))
+            raise ValueError(
+                f"{key}: unknown key"
+                + (
+                    f", did you mean {prefix}{close}?"
+                    if close
+                    else f" (known: {', '.join(prefix + name for name in model.model_fields)})"
+                )
+            )
         annotation = model.model_fields[part].annotation
     return annotation
 
@@ -178,7 +218,11 @@ def search_annotation(key: str) -> Any:
 def search_integers(key: str, spec: SearchRange) -> bool:
     """Whether a range draws integers: the key takes integers and no floats, or (a free key) both ends are integers."""
     annotation = search_annotation(key)
-    leaves = _leaves(annotation) if annotation is not None else {type(spec.low), type(spec.high)} | ({type(spec.step)} if spec.step is not None else set())
+    leaves = (
+        _leaves(annotation)
+        if annotation is not None
+        else {type(spec.low), type(spec.high)} | ({type(spec.step)} if spec.step is not None else set())
+    )
     return int in leaves and float not in leaves
 
 
@@ -218,4 +262,7 @@ def check_tune(config) -> None:
     figures = epoch_figures(config)
     if tune.metric != "auto" and tune.metric not in figures:
         close = did_you_mean(tune.metric, sorted(figures))
-        raise ValueError(f"tune.metric: {tune.metric!r} is not a per-epoch validation figure" + (f", did you mean {close}?" if close else f" (one of {', '.join(sorted(figures))})"))
+        raise ValueError(
+            f"tune.metric: {tune.metric!r} is not a per-epoch validation figure"
+            + (f", did you mean {close}?" if close else f" (one of {', '.join(sorted(figures))})")
+        )

@@ -28,7 +28,16 @@ def make_dataset(
     first_epoch: int = 0,
 ):
     """A `tf.data.Dataset` of (float32 pixels 0-255, targets) batches of decoded images (see `array_batches`)."""
-    return array_batches(decoded.images, decoded.labels, batch_size=batch_size, num_classes=num_classes, binary=binary, shuffle=shuffle, seed=seed, first_epoch=first_epoch)
+    return array_batches(
+        decoded.images,
+        decoded.labels,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        binary=binary,
+        shuffle=shuffle,
+        seed=seed,
+        first_epoch=first_epoch,
+    )
 
 
 def array_batches(
@@ -72,7 +81,11 @@ def array_batches(
         def orders():
             yield epoch_order()
 
-        dataset = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((n,), tf.int64)).unbatch().batch(batch_size)
+        dataset = (
+            tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((n,), tf.int64))
+            .unbatch()
+            .batch(batch_size)
+        )
         dataset = dataset.map(lambda index: prepare(tf.gather(stored_inputs, index), tf.gather(stored_labels, index)))
     else:
 
@@ -82,8 +95,13 @@ def array_batches(
                 index = order[start : start + batch_size]
                 yield inputs[index], labels[index]
 
-        signature = (tf.TensorSpec((None, *inputs.shape[1:]), tf.as_dtype(inputs.dtype)), tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)))
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        signature = (
+            tf.TensorSpec((None, *inputs.shape[1:]), tf.as_dtype(inputs.dtype)),
+            tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)),
+        )
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE
+        )
     steps = (n + batch_size - 1) // batch_size
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
@@ -137,7 +155,14 @@ class ArrayBatches:
         if self.flipped is not None:
             raise ValueError("flipped copies are drawn by fit_in_memory only")
         return array_batches(
-            self.inputs, self.labels, batch_size=self.batch_size, num_classes=self.num_classes, binary=self.binary, shuffle=self.shuffle, seed=self.seed, first_epoch=self.first_epoch
+            self.inputs,
+            self.labels,
+            batch_size=self.batch_size,
+            num_classes=self.num_classes,
+            binary=self.binary,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            first_epoch=self.first_epoch,
         )
 
 

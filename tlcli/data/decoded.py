@@ -103,7 +103,9 @@ def decode_samples(
     spill = None
     if height * width * channels * len(samples) > budget:
         spill = tempfile.TemporaryDirectory(prefix="tlcli-decoded-", dir=os.environ.get("TLCLI_CACHE_DIR"))
-        images = np.lib.format.open_memmap(Path(spill.name) / "images.npy", mode="w+", dtype=np.uint8, shape=(len(samples), height, width, channels))
+        images = np.lib.format.open_memmap(
+            Path(spill.name) / "images.npy", mode="w+", dtype=np.uint8, shape=(len(samples), height, width, channels)
+        )
     else:
         images = np.empty((len(samples), height, width, channels), dtype=np.uint8)
     kept: list[Sample] = []
@@ -114,7 +116,9 @@ def decode_samples(
         pixels, info = decode_image(path, size, channels, max_bytes)
         return Loaded(info, pixels, info.content_hash)
 
-    with ScreenedFiles([s.path for s in samples], load, use_cache=use_cache, workers=workers, progress=progress) as files:
+    with ScreenedFiles(
+        [s.path for s in samples], load, use_cache=use_cache, workers=workers, progress=progress
+    ) as files:
         for sample, (_, outcome) in zip(samples, files):
             if isinstance(outcome, ImageDecodeError):
                 skipped.append(bad_file(sample, outcome, on_bad_file))
@@ -123,7 +127,15 @@ def decode_samples(
             kept.append(sample)
             infos.append(outcome.info)
     labels = label_array(kept, num_classes)
-    return DecodedImages(images=images[: len(kept)], labels=labels, samples=kept, infos=infos, content_hashes=[i.content_hash for i in infos], skipped=skipped, spill=spill)
+    return DecodedImages(
+        images=images[: len(kept)],
+        labels=labels,
+        samples=kept,
+        infos=infos,
+        content_hashes=[i.content_hash for i in infos],
+        skipped=skipped,
+        spill=spill,
+    )
 
 
 def bad_file(sample: Sample, error: ImageDecodeError, on_bad_file: str) -> SkippedFile:

@@ -16,7 +16,9 @@ from tlcli.data.splits import split_bucket
 from tlcli.errors import UserError
 
 
-def export_digits(out_dir: str | Path, target_train_per_class: int = 10, source_val_fraction: float = 0.2) -> dict[str, dict[str, int]]:
+def export_digits(
+    out_dir: str | Path, target_train_per_class: int = 10, source_val_fraction: float = 0.2
+) -> dict[str, dict[str, int]]:
     """Write `out_dir/source/{train,val}/<digit>/` and `out_dir/target/{train,val}/<digit>/`.
 
     Source: digits 0-4, split by file-name hash. Target: digits 5-9, the first

@@ -115,7 +115,9 @@ def extension_matches(path: str | Path, image_format: str) -> bool:
     return Path(path).suffix.lower() in _FORMAT_EXTENSIONS.get(image_format, {Path(path).suffix.lower()})
 
 
-def decode_image(path: str | Path, size: tuple[int, int], channels: int = 3, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, ImageInfo]:
+def decode_image(
+    path: str | Path, size: tuple[int, int], channels: int = 3, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[np.ndarray, ImageInfo]:
     """Read, decode and resize one image file.
 
     Args:
@@ -151,7 +153,10 @@ def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
         if not stat.S_ISREG(info.st_mode):
             raise ImageDecodeError(f"not a regular file ({_file_kind(info.st_mode)})", cacheable=False)
         if info.st_size > max_bytes:
-            raise ImageDecodeError(f"file too large ({info.st_size / 1e6:.1f} MB; the limit is data.max_file_mb = {max_bytes / 1e6:g})", cacheable=False)
+            raise ImageDecodeError(
+                f"file too large ({info.st_size / 1e6:.1f} MB; the limit is data.max_file_mb = {max_bytes / 1e6:g})",
+                cacheable=False,
+            )
         with open(path, "rb") as stream:
             # Ask for the size stat saw (read(n) allocates n bytes up front: a cap-sized buffer per file
             # costs more than the reading), then for whatever the file grew by since, up to the cap.
@@ -166,11 +171,19 @@ def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
 
 
 def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    )
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
-def decode_bytes(data: bytes, size: tuple[int, int], channels: int = 3, content_hash: str | None = None) -> tuple[np.ndarray, ImageInfo]:
+def decode_bytes(
+    data: bytes, size: tuple[int, int], channels: int = 3, content_hash: str | None = None
+) -> tuple[np.ndarray, ImageInfo]:
     """`decode_image` on bytes already read (so callers can hash them once)."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -238,7 +251,15 @@ _UNSUPPORTED_MAGIC = (
     (b"\xff\x0a", "JPEG XL"),
     (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
 )
-_FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+_FTYP_BRANDS = {
+    b"heic": "HEIC",
+    b"heix": "HEIC",
+    b"hevc": "HEIC",
+    b"mif1": "HEIF",
+    b"msf1": "HEIF",
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+}
 
 
 def _unidentified_reason(data: bytes) -> str:
@@ -279,4 +300,3 @@ def _to_8bit_rgb_or_l(image: Image.Image) -> Image.Image:
 def is_image_candidate(path: Path) -> bool:
     """Files tlcli treats as images: known extension, not hidden."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-

@@ -18,7 +18,9 @@ from tlcli.data.images import IMAGE_EXTENSIONS, is_image_candidate
 from tlcli.errors import DataError, UserError
 
 
-def walk_files(folder: Path, seen: set[tuple[int, int]] | None = None, skipped: list[tuple[str, str]] | None = None) -> Iterator[Path]:
+def walk_files(
+    folder: Path, seen: set[tuple[int, int]] | None = None, skipped: list[tuple[str, str]] | None = None
+) -> Iterator[Path]:
     """Every file under `folder`, sorted, following symlinks, each real folder entered once.
 
     Args:
@@ -70,7 +72,9 @@ def _walk(folder: Path, seen: set[tuple[int, int]], skipped: list[tuple[str, str
         yield from _walk(Path(entry.path), seen, skipped)
 
 
-def list_class_files(folder: Path, key: str, ignored: list[tuple[str, str]] | None = None) -> dict[str, list[tuple[Path, str]]]:
+def list_class_files(
+    folder: Path, key: str, ignored: list[tuple[str, str]] | None = None
+) -> dict[str, list[tuple[Path, str]]]:
     """{class name: [(absolute path, path relative to `folder`)]}, sorted.
 
     Class folders are the non-hidden subfolders; files inside nested folders

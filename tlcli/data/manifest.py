@@ -126,10 +126,14 @@ def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, d
     columns = {"path": config.columns.path, "label": config.columns.label, "split": config.columns.split}
     for role in ("path",) if config.label_columns else ("path", "label"):
         if columns[role] not in header:
-            raise DataError(f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: {', '.join(header) or 'none'}); set data.columns.{role}")
+            raise DataError(
+                f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: {', '.join(header) or 'none'}); set data.columns.{role}"
+            )
     missing = [name for name in config.label_columns or [] if name not in header]
     if missing:
-        raise DataError(f"data.label_columns: the manifest {source} has no column {missing[0]!r} (its columns: {', '.join(header)})")
+        raise DataError(
+            f"data.label_columns: the manifest {source} has no column {missing[0]!r} (its columns: {', '.join(header)})"
+        )
     if columns["split"] not in header:
         columns["split"] = ""  # optional: the hash split applies
     return reader, columns
@@ -162,7 +166,9 @@ def _split_of(value: str | None, number: int, source: Path, column: str) -> str:
         return ""
     split = SPLIT_NAMES.get(value.lower())
     if split is None:
-        raise DataError(f"data.columns.split: row {number} of {source} names split {value!r}; use train, val or test (or leave it empty for the hash split)")
+        raise DataError(
+            f"data.columns.split: row {number} of {source} names split {value!r}; use train, val or test (or leave it empty for the hash split)"
+        )
     return split
 
 
@@ -177,7 +183,9 @@ def read_paths(source: Path, column: str = "path", delimiter: str = "auto") -> l
     for _, record in _records(reader):
         written = (record.get(columns["path"]) or "").strip()
         if written:
-            found.append((Path(written).as_posix(), Path(written) if Path(written).is_absolute() else source.parent / written))
+            found.append(
+                (Path(written).as_posix(), Path(written) if Path(written).is_absolute() else source.parent / written)
+            )
     return found
 
 
@@ -208,5 +216,7 @@ def _listed_again(row: ManifestRow, earlier: ManifestRow) -> BadRow:
     if row.labels != earlier.labels:
         shown = "|".join(row.labels) if len(row.labels) != 1 else row.label
         before = "|".join(earlier.labels) if len(earlier.labels) != 1 else earlier.label
-        return BadRow(row.row, row.written, f"listed again with another label ({shown!r}; row {earlier.row} says {before!r})")
+        return BadRow(
+            row.row, row.written, f"listed again with another label ({shown!r}; row {earlier.row} says {before!r})"
+        )
     return BadRow(row.row, row.written, f"listed again (row {earlier.row}); the first row is used")

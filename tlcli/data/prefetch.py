@@ -18,7 +18,9 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def bounded_map(function: Callable[[Item], Result], items: Iterable[Item], *, window: int, workers: int | None = None) -> Iterator[tuple[Item, Result]]:
+def bounded_map(
+    function: Callable[[Item], Result], items: Iterable[Item], *, window: int, workers: int | None = None
+) -> Iterator[tuple[Item, Result]]:
     """(item, function(item)) in input order, with at most `window` items submitted ahead."""
     iterator = iter(items)
     with ThreadPoolExecutor(max_workers=workers or cpu_workers()) as pool:

@@ -51,7 +51,11 @@ class FileVerdict:
 
     @classmethod
     def of(cls, split: str, sample: Sample, verdict: ImageInfo | str) -> FileVerdict:
-        return cls(split, sample, unreadable=verdict) if isinstance(verdict, str) else cls(split, sample, content_hash=verdict.content_hash)
+        return (
+            cls(split, sample, unreadable=verdict)
+            if isinstance(verdict, str)
+            else cls(split, sample, content_hash=verdict.content_hash)
+        )
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,10 @@ class DataProblems:
             "counts": self.counts(),
             "bad_rows": [asdict(b) for b in self.bad_rows],
             "unreadable": [asdict(f) for f in self.unreadable],
-            "duplicates": [{"content_hash": g.content_hash, "kinds": g.kinds, "files": [asdict(f) for f in g.files]} for g in self.duplicates],
+            "duplicates": [
+                {"content_hash": g.content_hash, "kinds": g.kinds, "files": [asdict(f) for f in g.files]}
+                for g in self.duplicates
+            ],
         }
 
 
@@ -236,15 +243,27 @@ def check_dataset(
     reporter = reporter or Reporter()
     from tlcli.data.manifest import is_manifest
 
-    where = {"manifest": Path(data_dir), "columns": columns or {}, **(labels or {})} if is_manifest(data_dir) else {"dir": Path(data_dir), **(labels or {})}
+    where = (
+        {"manifest": Path(data_dir), "columns": columns or {}, **(labels or {})}
+        if is_manifest(data_dir)
+        else {"dir": Path(data_dir), **(labels or {})}
+    )
     try:
-        config = DataConfig(**where, val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {}))
+        config = DataConfig(
+            **where, val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {})
+        )
     except ValidationError as exc:  # options that contradict each other (--multi-label on class folders)
         raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     splits = discover_splits(config)
     samples = [(split, sample) for split in SPLITS for sample in getattr(splits, split)]
     with reporter.task("checking images", len(samples)) as advance:
-        screening = screen_files([s.path for _, s in samples], use_cache=use_cache, workers=workers, progress=advance, max_bytes=config.max_bytes)
+        screening = screen_files(
+            [s.path for _, s in samples],
+            use_cache=use_cache,
+            workers=workers,
+            progress=advance,
+            max_bytes=config.max_bytes,
+        )
     verdicts = [(split, sample, screening.verdicts[str(sample.path)]) for split, sample in samples]
     report = _report(splits, verdicts, str(Path(data_dir).absolute()))
     report.cache = {"cached": screening.cached, "decoded": screening.decoded}
@@ -265,8 +284,12 @@ def _entries_from_pass(splits: DataSplits, screened: dict[str, ScreenedSplit]) -
     entries: list[FileVerdict] = []
     for split, kept in screened.items():
         by_path = {str(sample.path): sample for sample in getattr(splits, split)}
-        entries.extend(FileVerdict(split, sample, content_hash=h) for sample, h in zip(kept.samples, kept.content_hashes))
-        entries.extend(FileVerdict(split, by_path[s.path], unreadable=s.reason) for s in kept.skipped if s.path in by_path)
+        entries.extend(
+            FileVerdict(split, sample, content_hash=h) for sample, h in zip(kept.samples, kept.content_hashes)
+        )
+        entries.extend(
+            FileVerdict(split, by_path[s.path], unreadable=s.reason) for s in kept.skipped if s.path in by_path
+        )
     return entries
 
 
@@ -276,7 +299,9 @@ def _problems(splits: DataSplits, entries: Iterable[FileVerdict]) -> DataProblem
     for entry in entries:
         label = splits.label_name(entry.sample.label)
         if entry.unreadable is not None:
-            problems.unreadable.append(UnreadableFile(str(entry.sample.path), entry.split, label, entry.unreadable, entry.sample.row))
+            problems.unreadable.append(
+                UnreadableFile(str(entry.sample.path), entry.split, label, entry.unreadable, entry.sample.row)
+            )
         else:
             by_hash[entry.content_hash].append(FileRef(str(entry.sample.path), entry.split, label))
     for content_hash, files in by_hash.items():
@@ -287,9 +312,13 @@ def _problems(splits: DataSplits, entries: Iterable[FileVerdict]) -> DataProblem
             kinds.append(LEAKAGE)
         if len({f.label for f in files}) > 1:
             kinds.append(CONFLICTING_LABELS)
-        if not kinds or any(a.split == b.split and a.label == b.label for i, a in enumerate(files) for b in files[i + 1 :]):
+        if not kinds or any(
+            a.split == b.split and a.label == b.label for i, a in enumerate(files) for b in files[i + 1 :]
+        ):
             kinds.append(WITHIN_CLASS)
-        problems.duplicates.append(DuplicateGroup(content_hash, sorted(files, key=lambda f: (SPLITS.index(f.split), f.path)), kinds))
+        problems.duplicates.append(
+            DuplicateGroup(content_hash, sorted(files, key=lambda f: (SPLITS.index(f.split), f.path)), kinds)
+        )
     problems.unreadable.sort(key=lambda f: (SPLITS.index(f.split), f.path))
     problems.duplicates.sort(key=lambda g: g.files[0].path)
     return problems
@@ -331,7 +360,9 @@ def _report(splits: DataSplits, entries: Sequence[tuple[str, Sample, ImageInfo |
     for name in splits.class_names:
         total = sum(counts[split][name] for split in present)
         if total < FEW_IMAGES:
-            report.small_classes.append({"class": name, "images": total, "by_split": {split: counts[split][name] for split in present}})
+            report.small_classes.append(
+                {"class": name, "images": total, "by_split": {split: counts[split][name] for split in present}}
+            )
     report.unusable = unusable_reason(train, sum(counts["val"].values()))
     return report
 

@@ -106,7 +106,8 @@ class ScreeningCache:
             for start in range(0, len(names), 500):
                 chunk = names[start : start + 500]
                 rows = self._db.execute(
-                    f"SELECT path, size, mtime_ns, decoder, info, reason FROM verdicts WHERE path IN ({','.join('?' * len(chunk))})", chunk
+                    f"SELECT path, size, mtime_ns, decoder, info, reason FROM verdicts WHERE path IN ({','.join('?' * len(chunk))})",
+                    chunk,
                 ).fetchall()
                 for path, size, mtime_ns, decoder, info, reason in rows:
                     if (size, mtime_ns) == stats.get(path) and decoder == DECODER_VERSION:
@@ -121,7 +122,14 @@ class ScreeningCache:
         if self._db is None:
             return
         rows = [
-            (path, key[0], key[1], DECODER_VERSION, json.dumps(asdict(v)) if isinstance(v, ImageInfo) else None, v if isinstance(v, str) else None)
+            (
+                path,
+                key[0],
+                key[1],
+                DECODER_VERSION,
+                json.dumps(asdict(v)) if isinstance(v, ImageInfo) else None,
+                v if isinstance(v, str) else None,
+            )
             for path, key, v in verdicts
         ]
         if not rows:
@@ -162,7 +170,17 @@ class ScreenedFiles:
     (a bad file with `on_bad_file: fail`).
     """
 
-    def __init__(self, paths: Sequence[str | Path], load: Callable[[Path], Loaded], *, use_cache: bool = True, known_good: bool = False, workers: int | None = None, window: int = 64, progress: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        load: Callable[[Path], Loaded],
+        *,
+        use_cache: bool = True,
+        known_good: bool = False,
+        workers: int | None = None,
+        window: int = 64,
+        progress: Callable[[int], None] | None = None,
+    ):
         self.paths, self.load, self.known_good = list(paths), load, known_good
         self.workers, self.window, self.progress = workers, window, progress
         self._cache = ScreeningCache() if use_cache else None
@@ -233,7 +251,12 @@ class Screening:
 
 
 def screen_files(
-    paths: Sequence[str | Path], *, use_cache: bool = True, workers: int | None = None, progress: Callable[[int], None] | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+    paths: Sequence[str | Path],
+    *,
+    use_cache: bool = True,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Screening:
     """Decode every file not already screened (in parallel) and return all verdicts (`tlcli check`).
 
@@ -246,7 +269,9 @@ def screen_files(
     def verdict_only(path: Path) -> Loaded:
         return Loaded(decode_image(path, SCREEN_SIZE, 3, max_bytes)[1])
 
-    with ScreenedFiles(paths, verdict_only, use_cache=use_cache, known_good=True, workers=workers, progress=progress) as files:
+    with ScreenedFiles(
+        paths, verdict_only, use_cache=use_cache, known_good=True, workers=workers, progress=progress
+    ) as files:
         result = Screening(cached=files.cached, decoded=len(files.paths) - files.cached)
         for path, outcome in files:
             result.verdicts[str(path)] = outcome.reason if isinstance(outcome, ImageDecodeError) else outcome.info

@@ -79,11 +79,19 @@ class DataSplits:
 
     def counts(self, split: str) -> dict[str, int]:
         """Images of each class in `split` (multi-label: images that have the label)."""
-        counter = Counter(index for sample in getattr(self, split) for index in (sample.label if isinstance(sample.label, tuple) else (sample.label,)))
+        counter = Counter(
+            index
+            for sample in getattr(self, split)
+            for index in (sample.label if isinstance(sample.label, tuple) else (sample.label,))
+        )
         return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}
 
     def describe(self) -> str:
-        parts = [f"{len(self.class_names)} classes", f"train {len(self.train)} ({self.sources['train']})", f"val {len(self.val)} ({self.sources['val']})"]
+        parts = [
+            f"{len(self.class_names)} classes",
+            f"train {len(self.train)} ({self.sources['train']})",
+            f"val {len(self.val)} ({self.sources['val']})",
+        ]
         if self.test:
             parts.append(f"test {len(self.test)} ({self.sources['test']})")
         return ", ".join(parts)
@@ -111,10 +119,14 @@ def discover_splits(config: DataConfig, seed: int = 0) -> DataSplits:
     class_names = sorted(train_files)
     if len(class_names) < 2:
         found = f"only class '{class_names[0]}'" if class_names else "no class folders"
-        raise DataError(f"{_key_for(config, 'train')}: {train_dir} has {found}; a classifier needs at least two class folders with images")
+        raise DataError(
+            f"{_key_for(config, 'train')}: {train_dir} has {found}; a classifier needs at least two class folders with images"
+        )
     empty = [name for name in class_names if not train_files[name]]
     if empty:
-        raise DataError(f"{_key_for(config, 'train')}: class folder '{empty[0]}' in {train_dir} has no images; add images or remove the folder")
+        raise DataError(
+            f"{_key_for(config, 'train')}: class folder '{empty[0]}' in {train_dir} has no images; add images or remove the folder"
+        )
     index = {name: i for i, name in enumerate(class_names)}
     train = [Sample(path, index[name], rel) for name in class_names for path, rel in train_files[name]]
     warnings: list[str] = []
@@ -182,7 +194,9 @@ def _split_samples(folder: Path, key: str, index: dict[str, int], ignored: list[
     files = list_class_files(folder, key, ignored)
     unknown = [name for name in files if name not in index]
     if unknown:
-        raise DataError(f"{key}: class folder '{unknown[0]}' in {folder} is not a training class ({', '.join(index)}); rename or remove it")
+        raise DataError(
+            f"{key}: class folder '{unknown[0]}' in {folder} is not a training class ({', '.join(index)}); rename or remove it"
+        )
     return [Sample(path, index[name], rel) for name in sorted(files) for path, rel in files[name]]
 
 
@@ -216,26 +230,60 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     held = {row.row for row in unsplit if split_bucket(row.written) < config.val_split} if not listed["val"] else set()
     listed["train"] += [row for row in unsplit if row.row not in held]
     listed["val"] += [row for row in unsplit if row.row in held]
-    class_names = list(config.label_columns) if config.label_columns else sorted({label for row in listed["train"] for label in row.labels})
+    class_names = (
+        list(config.label_columns)
+        if config.label_columns
+        else sorted({label for row in listed["train"] for label in row.labels})
+    )
     if len(class_names) < 2:
-        raise DataError(f"data.manifest: {where} has {'only label ' + repr(class_names[0]) if class_names else 'no training rows'}; a classifier needs at least two labels")
+        raise DataError(
+            f"data.manifest: {where} has {'only label ' + repr(class_names[0]) if class_names else 'no training rows'}; a classifier needs at least two labels"
+        )
     index = {name: i for i, name in enumerate(class_names)}
     samples = {}
     for split, rows in listed.items():
         unknown = next(((row, label) for row in rows for label in row.labels if label not in index), None)
         if unknown is not None:
-            hint = "; several labels an image? set data.multi_label: true" if not config.multi_label and config.label_separator in unknown[1] else ""
-            raise DataError(f"data.manifest: row {unknown[0].row} of {where} labels a {split} file {unknown[1]!r}, which no training row has ({', '.join(class_names)}){hint}")
-        samples[split] = sorted((Sample(row.path, _indices(row, index, config.multi_label), row.written, row.row) for row in rows), key=lambda s: (s.label, s.relpath))
-    sources = {split: f"{where} (split column)" if any(row.split == split for row in manifest.rows) else where for split in SPLITS if samples[split]}
+            hint = (
+                "; several labels an image? set data.multi_label: true"
+                if not config.multi_label and config.label_separator in unknown[1]
+                else ""
+            )
+            raise DataError(
+                f"data.manifest: row {unknown[0].row} of {where} labels a {split} file {unknown[1]!r}, which no training row has ({', '.join(class_names)}){hint}"
+            )
+        samples[split] = sorted(
+            (Sample(row.path, _indices(row, index, config.multi_label), row.written, row.row) for row in rows),
+            key=lambda s: (s.label, s.relpath),
+        )
+    sources = {
+        split: f"{where} (split column)" if any(row.split == split for row in manifest.rows) else where
+        for split in SPLITS
+        if samples[split]
+    }
     if held:
         sources["val"] = f"{config.val_split:.0%} of {where} by path hash"
-    splits = DataSplits(class_names, samples["train"], samples["val"], samples["test"], sources, bad_rows=manifest.bad, multi_label=config.multi_label, separator=config.label_separator)
-    joined = next((name for name in class_names if config.label_separator in name), None) if not config.multi_label else None
+    splits = DataSplits(
+        class_names,
+        samples["train"],
+        samples["val"],
+        samples["test"],
+        sources,
+        bad_rows=manifest.bad,
+        multi_label=config.multi_label,
+        separator=config.label_separator,
+    )
+    joined = (
+        next((name for name in class_names if config.label_separator in name), None) if not config.multi_label else None
+    )
     if joined is not None:
-        splits.warnings.append(f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have several labels, set data.multi_label: true")
+        splits.warnings.append(
+            f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have several labels, set data.multi_label: true"
+        )
     if manifest.bad:
-        splits.warnings.append(f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}")
+        splits.warnings.append(
+            f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}"
+        )
     if not splits.val:
         raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
     return splits

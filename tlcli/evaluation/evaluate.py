@@ -91,7 +91,9 @@ def evaluate(
     labelling = _Labelling(class_names, info.multi_label, config.data if config else None, columns)
 
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
-    probabilities_of = _probabilities_of(run_dir, class_names, info, source)  # before any work: a damaged run fails in one line
+    probabilities_of = _probabilities_of(
+        run_dir, class_names, info, source
+    )  # before any work: a damaged run fails in one line
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
@@ -131,7 +133,10 @@ def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:
 def check_source(source: ModelSource, run_dir: Path, class_names: list[str], info) -> None:
     """Raises UserError unless `source` takes the run's images (size, channels) and gives its classes, in order:
     the files are decoded at the run's size and scored against its labels, so another model's answers would be noise."""
-    takes, expected = (tuple(source.image_size), source.channels, list(source.class_names)), (tuple(info.image_size), info.channels, list(class_names))
+    takes, expected = (
+        (tuple(source.image_size), source.channels, list(source.class_names)),
+        (tuple(info.image_size), info.channels, list(class_names)),
+    )
     if takes != expected:
         what = (source.described or {}).get("path", "the model")
 
@@ -141,7 +146,15 @@ def check_source(source: ModelSource, run_dir: Path, class_names: list[str], inf
         raise UserError(f"{what}: takes {shape(takes)}; the run {run_dir}: {shape(expected)}")
 
 
-def _decode(samples: list[Sample], bad_rows: list[dict[str, str]], num_classes: int, info, config, source: str, reporter: Reporter):
+def _decode(
+    samples: list[Sample],
+    bad_rows: list[dict[str, str]],
+    num_classes: int,
+    info,
+    config,
+    source: str,
+    reporter: Reporter,
+):
     """The images decoded as in training, and the files that could not be used: a manifest's bad rows, then undecodable files (warned about once).
 
     Raises:
@@ -149,11 +162,19 @@ def _decode(samples: list[Sample], bad_rows: list[dict[str, str]], num_classes: 
     """
     with reporter.task("decoding", len(samples)) as advance:
         decoded = decode_samples(
-            samples, info.image_size, info.channels, on_bad_file="skip", progress=advance, max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES, num_classes=num_classes
+            samples,
+            info.image_size,
+            info.channels,
+            on_bad_file="skip",
+            progress=advance,
+            max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES,
+            num_classes=num_classes,
         )
     skipped = bad_rows + [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
     if skipped:
-        reporter.warn(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+        reporter.warn(
+            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
+        )
     if not len(decoded):
         raise DataError(f"{source}: none of the {len(samples)} images could be decoded; nothing to evaluate")
     return decoded, skipped
@@ -173,7 +194,9 @@ class _Labelling:
         return self.data.label_separator if self.data is not None else "|"
 
 
-def _what_to_evaluate(run_dir: Path, data: str | Path | None, split: str | None, labelling: _Labelling) -> tuple[str, list[Sample], str, list[dict[str, str]]]:
+def _what_to_evaluate(
+    run_dir: Path, data: str | Path | None, split: str | None, labelling: _Labelling
+) -> tuple[str, list[Sample], str, list[dict[str, str]]]:
     """(dataset name, its files, where they came from, bad manifest rows): `data` (a folder or a manifest), else the run's `split`
     (default test when it had one, else val)."""
     from tlcli.data.manifest import is_manifest
@@ -184,21 +207,34 @@ def _what_to_evaluate(run_dir: Path, data: str | Path | None, split: str | None,
             raise UserError("--split and --data exclude each other: --split picks one of the run's own splits")
         data = Path(data)
         if is_manifest(data):
-            columns = ({} if labelling.data is None else labelling.data.columns.model_dump()) | (labelling.columns or {})  # the run's column names, unless --column
+            columns = ({} if labelling.data is None else labelling.data.columns.model_dump()) | (
+                labelling.columns or {}
+            )  # the run's column names, unless --column
             samples, bad = manifest_samples(data, class_names, columns, _manifest_settings(labelling))
             return data.stem, samples, str(data.absolute()), bad
         if labelling.multi_label:
-            raise UserError(f"--data {data}: class folders give each image one label; a multi-label run evaluates on a manifest (.csv/.tsv) listing each image's labels")
+            raise UserError(
+                f"--data {data}: class folders give each image one label; a multi-label run evaluates on a manifest (.csv/.tsv) listing each image's labels"
+            )
         return data.absolute().name, folder_samples(data, class_names)[0], str(data.absolute()), []
     name = split or ("test" if read_split(run_dir, "test") else "val")
-    return name, split_samples(run_dir, name, class_names, separator=labelling.separator if labelling.multi_label else None), f"splits/{name}.csv", []
+    return (
+        name,
+        split_samples(run_dir, name, class_names, separator=labelling.separator if labelling.multi_label else None),
+        f"splits/{name}.csv",
+        [],
+    )
 
 
 def _manifest_settings(labelling: _Labelling) -> dict:
     """A multi-label run reads a manifest's labels as it did in training (separator, label columns)."""
     if not labelling.multi_label or labelling.data is None:
         return {"multi_label": labelling.multi_label}
-    return {"multi_label": True, "label_separator": labelling.data.label_separator, "label_columns": labelling.data.label_columns}
+    return {
+        "multi_label": True,
+        "label_separator": labelling.data.label_separator,
+        "label_columns": labelling.data.label_columns,
+    }
 
 
 def split_samples(run_dir: Path, split: str, class_names: list[str], separator: str | None = None) -> list[Sample]:
@@ -235,14 +271,18 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
     index = {name: i for i, name in enumerate(class_names)}
     unknown = [name for name in files if name not in index]
     if unknown:
-        raise DataError(f"--data: class folder '{unknown[0]}' in {folder} is not a class of the run ({', '.join(class_names)}); rename or remove it")
+        raise DataError(
+            f"--data: class folder '{unknown[0]}' in {folder} is not a class of the run ({', '.join(class_names)}); rename or remove it"
+        )
     samples = [Sample(path, index[name], rel) for name in sorted(files) for path, rel in files[name]]
     if not samples:
         raise DataError(f"--data: no images in class folders under {folder}")
     return samples, ignored
 
 
-def manifest_samples(manifest: Path, class_names: list[str], columns: dict[str, str] | None = None, settings: dict | None = None) -> tuple[list[Sample], list[dict[str, str]]]:
+def manifest_samples(
+    manifest: Path, class_names: list[str], columns: dict[str, str] | None = None, settings: dict | None = None
+) -> tuple[list[Sample], list[dict[str, str]]]:
     """Every usable row of a manifest (whatever its split), labelled by the run's class names; and its bad rows.
 
     `settings`: more `data` keys to read it with (a multi-label run's `multi_label`, `label_separator`, `label_columns`).
@@ -257,15 +297,19 @@ def manifest_samples(manifest: Path, class_names: list[str], columns: dict[str, 
     index = {name: i for i, name in enumerate(class_names)}
     unknown = next(((row, label) for row in read.rows for label in row.labels if label not in index), None)
     if unknown is not None:
-        raise DataError(f"--data: row {unknown[0].row} of {manifest} labels {unknown[0].written} {unknown[1]!r}, not a class of the run ({', '.join(class_names)})")
+        raise DataError(
+            f"--data: row {unknown[0].row} of {manifest} labels {unknown[0].written} {unknown[1]!r}, not a class of the run ({', '.join(class_names)})"
+        )
     multi = settings.get("multi_label", False)
-    samples = [Sample(row.path, tuple(sorted(index[n] for n in row.labels)) if multi else index[row.label], row.written, row.row) for row in read.rows]
+    samples = [
+        Sample(
+            row.path, tuple(sorted(index[n] for n in row.labels)) if multi else index[row.label], row.written, row.row
+        )
+        for row in read.rows
+    ]
     if not samples:
         raise DataError(f"--data: no usable rows in {manifest}")
     return samples, [{"path": b.path, "reason": f"row {b.row}: {b.problem}"} for b in read.bad]
-
-
-
 
 
 def describe(evaluation: Evaluation) -> dict[str, Any]:

@@ -44,7 +44,9 @@ def parse_gates(specs: Sequence[str], over: bool = False) -> list[Gate]:
             threshold = math.nan
         if not sep or not key.strip() or not math.isfinite(threshold):
             example = "loss=0.5" if over else "accuracy=0.9"
-            raise UserError(f"{'--fail-over' if over else '--fail-under'}: expected METRIC=NUMBER such as {example}, got {spec!r}")
+            raise UserError(
+                f"{'--fail-over' if over else '--fail-under'}: expected METRIC=NUMBER such as {example}, got {spec!r}"
+            )
         gates.append(Gate(key.strip(), threshold, over))
     return gates
 
@@ -61,7 +63,8 @@ def check_gate_keys(gates: Sequence[Gate], keys: Sequence[str]) -> None:
             hint = (
                 f"did you mean {close}?"
                 if close
-                else "known: " + ", ".join(k for k in keys if "." not in k or k.startswith(("macro_avg", "calibration.ece")))
+                else "known: "
+                + ", ".join(k for k in keys if "." not in k or k.startswith(("macro_avg", "calibration.ece")))
             )
             raise UserError(f"{gate.option}: unknown metric {gate.key!r}; {hint}")
 

@@ -13,7 +13,9 @@ CALIBRATION_BINS = 10
 _EPSILON = 1e-7
 
 
-def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], top_k: int) -> dict[str, Any]:
+def compute_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], top_k: int
+) -> dict[str, Any]:
     """Every figure of an evaluation, as JSON-ready values.
 
     Args:
@@ -45,7 +47,9 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=indices, zero_division=0)
     averages = {}
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(labels, predicted, labels=indices, average=average, zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, predicted, labels=indices, average=average, zero_division=0
+        )
         averages[f"{average}_avg"] = {"precision": _r(p), "recall": _r(r), "f1": _r(f), "support": int(len(labels))}
     matrix = confusion_matrix(labels, predicted, labels=indices)
     return {
@@ -55,7 +59,8 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
         "images": int(len(labels)),
         **averages,
         "per_class": {
-            name: {"precision": _r(precision[i]), "recall": _r(recall[i]), "f1": _r(f1[i]), "support": int(support[i])} for i, name in enumerate(class_names)
+            name: {"precision": _r(precision[i]), "recall": _r(recall[i]), "f1": _r(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(class_names)
         },
         "confusion_matrix": {"labels": list(class_names), "matrix": matrix.astype(int).tolist()},
         "calibration": calibration(probabilities, labels),

@@ -53,7 +53,9 @@ def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray, default: fl
     return tuple(chosen)
 
 
-def compute_multilabel_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], thresholds: Sequence[float]) -> dict[str, Any]:
+def compute_multilabel_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], thresholds: Sequence[float]
+) -> dict[str, Any]:
     """Every figure of a multi-label evaluation, as JSON-ready values (see the module docstring)."""
     from sklearn.metrics import average_precision_score, hamming_loss, precision_recall_fscore_support
 
@@ -77,7 +79,10 @@ def compute_multilabel_metrics(probabilities: np.ndarray, labels: np.ndarray, cl
         "loss": _r(loss),
         "images": int(len(labels)),
         "label_cardinality": {"true": _r(labels.sum(axis=1).mean()), "predicted": _r(predicted.sum(axis=1).mean())},
-        "images_without_labels": {"true": int((labels.sum(axis=1) == 0).sum()), "predicted": int((predicted.sum(axis=1) == 0).sum())},
+        "images_without_labels": {
+            "true": int((labels.sum(axis=1) == 0).sum()),
+            "predicted": int((predicted.sum(axis=1) == 0).sum()),
+        },
         **averages,
         "per_class": {
             name: {
@@ -103,7 +108,16 @@ def multilabel_metric_keys(class_names: Sequence[str]) -> list[str]:
     return sorted(flatten_numbers({**dummy, "dataset": {"images": 0, "skipped": 0}}))
 
 
-def write_multilabel_files(folder: Path, metrics: dict[str, Any], probabilities: np.ndarray, labels: np.ndarray, paths: Sequence, class_names: Sequence[str], separator: str, images=None) -> None:
+def write_multilabel_files(
+    folder: Path,
+    metrics: dict[str, Any],
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    paths: Sequence,
+    class_names: Sequence[str],
+    separator: str,
+    images=None,
+) -> None:
     """predictions.csv, per_class.csv, pr_curves.png and mistakes.png of one evaluation folder."""
     from tlcli.evaluation.plots import plot_label_mistakes, plot_pr_curves
 
@@ -114,12 +128,24 @@ def write_multilabel_files(folder: Path, metrics: dict[str, Any], probabilities:
         return separator.join(name for name, on in zip(class_names, row) if on)
 
     rows = (
-        (str(path), joined(truth == 1), joined(guess), "true" if ((truth == 1) == guess).all() else "false", *(f"{p:.6f}" for p in scores))
+        (
+            str(path),
+            joined(truth == 1),
+            joined(guess),
+            "true" if ((truth == 1) == guess).all() else "false",
+            *(f"{p:.6f}" for p in scores),
+        )
         for path, truth, guess, scores in zip(paths, labels, predicted, probabilities)
     )
-    write_csv_atomic(folder / "predictions.csv", ["path", "true_labels", "predicted_labels", "exact_match", *class_names], rows)
+    write_csv_atomic(
+        folder / "predictions.csv", ["path", "true_labels", "predicted_labels", "exact_match", *class_names], rows
+    )
     columns = ["threshold", "precision", "recall", "f1", "average_precision", "support", "predicted"]
-    write_csv_atomic(folder / "per_class.csv", ["class", *columns], ([name, *(_cell(metrics["per_class"][name][c]) for c in columns)] for name in class_names))
+    write_csv_atomic(
+        folder / "per_class.csv",
+        ["class", *columns],
+        ([name, *(_cell(metrics["per_class"][name][c]) for c in columns)] for name in class_names),
+    )
     plot_pr_curves(probabilities, labels, class_names, thresholds, folder / "pr_curves.png")
     plot_label_mistakes(probabilities, labels, thresholds, paths, class_names, images, folder / "mistakes.png")
 

@@ -62,7 +62,15 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out_pn
     if n <= 25:
         top = matrix.max() if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
-            axes.text(j, i, str(count), ha="center", va="center", fontsize=8 if n > 10 else 10, color="white" if top and count > top / 2 else "black")
+            axes.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8 if n > 10 else 10,
+                color="white" if top and count > top / 2 else "black",
+            )
     savefigure(figure, out_png)
 
 
@@ -87,7 +95,9 @@ def plot_reliability(calibration_record: dict[str, Any], out_png: Path) -> None:
     savefigure(figure, out_png)
 
 
-def plot_mistakes(probabilities, labels, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN) -> None:
+def plot_mistakes(
+    probabilities, labels, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN
+) -> None:
     """A grid of the most confident mistakes (wrong predictions, highest confidence first).
 
     The few files shown are decoded again at a size people can see (the
@@ -103,7 +113,9 @@ def plot_mistakes(probabilities, labels, paths, class_names, images, out_png: Pa
     _picture_grid(order, captions, "most confident mistakes (true -> predicted)", paths, images, out_png)
 
 
-def plot_label_mistakes(probabilities, labels, thresholds, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN) -> None:
+def plot_label_mistakes(
+    probabilities, labels, thresholds, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN
+) -> None:
     """Multi-label: the images whose wrong decisions are the most confident (a missed label scored near 0, a spurious one near 1)."""
     predicted = probabilities >= np.asarray(thresholds)[None, :]
     truth = np.asarray(labels) == 1
@@ -115,7 +127,13 @@ def plot_label_mistakes(probabilities, labels, thresholds, paths, class_names, i
     for i in order:
         missed = [class_names[c] for c in np.flatnonzero(truth[i] & ~predicted[i])]
         spurious = [class_names[c] for c in np.flatnonzero(predicted[i] & ~truth[i])]
-        captions.append(" ".join(part for part in ("-" + ",".join(missed) if missed else "", "+" + ",".join(spurious) if spurious else "") if part)[:40])
+        captions.append(
+            " ".join(
+                part
+                for part in ("-" + ",".join(missed) if missed else "", "+" + ",".join(spurious) if spurious else "")
+                if part
+            )[:40]
+        )
     _picture_grid(order, captions, "most confident wrong labels (-missed +spurious)", paths, images, out_png)
 
 
@@ -144,7 +162,14 @@ def _picture_grid(order, captions: list[str], title_text: str, paths, images, ou
             pixels = _tile(images[index], tile) if images is not None else None
         if pixels is not None:
             canvas.paste(Image.fromarray(pixels), (left, top))
-        draw.multiline_text((left + tile // 2, top + tile + 3), f"{caption}\n{Path(str(paths[index])).name[:24]}", fill="black", font=font, anchor="ma", align="center")
+        draw.multiline_text(
+            (left + tile // 2, top + tile + 3),
+            f"{caption}\n{Path(str(paths[index])).name[:24]}",
+            fill="black",
+            font=font,
+            anchor="ma",
+            align="center",
+        )
     _save_image(canvas, out_png)
 
 
@@ -159,10 +184,17 @@ def plot_pr_curves(probabilities, labels, class_names, thresholds, out_png: Path
     classes = [c for c in np.argsort(-labels.sum(axis=0), kind="stable")[:shown] if labels[:, c].sum() > 0]
     for c in classes:
         precision, recall, _ = precision_recall_curve(labels[:, c], probabilities[:, c])
-        line = axes.step(recall, precision, where="post", label=f"{class_names[c]} (AP {average_precision_score(labels[:, c], probabilities[:, c]):.3f})")[0]
+        line = axes.step(
+            recall,
+            precision,
+            where="post",
+            label=f"{class_names[c]} (AP {average_precision_score(labels[:, c], probabilities[:, c]):.3f})",
+        )[0]
         chosen = probabilities[:, c] >= thresholds[c]
         hits = int((chosen & (labels[:, c] == 1)).sum())
-        axes.plot([hits / labels[:, c].sum()], [hits / chosen.sum() if chosen.sum() else 1.0], "o", color=line.get_color())
+        axes.plot(
+            [hits / labels[:, c].sum()], [hits / chosen.sum() if chosen.sum() else 1.0], "o", color=line.get_color()
+        )
     axes.set_xlim(0, 1.02)
     axes.set_ylim(0, 1.02)
     axes.set_xlabel("recall")
@@ -226,7 +258,13 @@ def plot_curves(history_csv: Path, out_png: Path) -> bool:
                 boundary = int(previous["epoch"]) + 0.5
                 axes.axvline(boundary, color="gray", linestyle="--")
                 axes.annotate(
-                    row["phase"], (boundary, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8, color="gray"
+                    row["phase"],
+                    (boundary, 1),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, -12),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color="gray",
                 )
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axes.set_xlabel("epoch")

@@ -120,19 +120,31 @@ def write_evaluation(
     }
     failures = gate_failures(metrics, gates)
     parent = Path(run_dir) / "eval"
-    slug = eval_slug(name if model is None else f"{name}-{model.get('format', 'model')}")  # an artifact's report is named apart from model.keras's
+    slug = eval_slug(
+        name if model is None else f"{name}-{model.get('format', 'model')}"
+    )  # an artifact's report is named apart from model.keras's
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable") from None
-    with staged_dir(parent, slug) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
+        raise UserError(
+            f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable"
+        ) from None
+    with staged_dir(
+        parent, slug
+    ) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
         write_json_atomic(staged / "metrics.json", metrics)
         if multi:
-            write_multilabel_files(staged, metrics, np.asarray(probabilities), np.asarray(labels), paths, class_names, separator, images)
+            write_multilabel_files(
+                staged, metrics, np.asarray(probabilities), np.asarray(labels), paths, class_names, separator, images
+            )
             return Evaluation(publish_stamped_dir(staged, parent, slug), metrics, failures)
         write_predictions_csv(staged / "predictions.csv", probabilities, labels, paths, class_names)
         matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
-        write_csv_atomic(staged / "confusion_matrix.csv", ["true \\ predicted", *class_names], ([name_, *row] for name_, row in zip(class_names, matrix.tolist())))
+        write_csv_atomic(
+            staged / "confusion_matrix.csv",
+            ["true \\ predicted", *class_names],
+            ([name_, *row] for name_, row in zip(class_names, matrix.tolist())),
+        )
         plot_confusion_matrix(matrix, class_names, staged / "confusion_matrix.png")
         plot_reliability(metrics["calibration"], staged / "reliability.png")
         plot_mistakes(probabilities, labels, paths, class_names, images, staged / "mistakes.png")
@@ -140,7 +152,9 @@ def write_evaluation(
     return Evaluation(eval_dir, metrics, failures)
 
 
-def write_predictions_csv(path: Path, probabilities: np.ndarray, labels: np.ndarray, paths: Sequence, class_names: Sequence[str]) -> None:
+def write_predictions_csv(
+    path: Path, probabilities: np.ndarray, labels: np.ndarray, paths: Sequence, class_names: Sequence[str]
+) -> None:
     predicted = probabilities.argmax(axis=1)
     rows = (
         (str(p), class_names[t], class_names[q], f"{probabilities[i, q]:.6f}", "true" if t == q else "false")

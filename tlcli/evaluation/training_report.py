@@ -22,7 +22,6 @@ from tlcli.progress import Reporter
 log = logging.getLogger("tlcli")
 
 
-
 @dataclass
 class ReportJob:
     """Everything the training report is drawn from (picklable, for the report worker)."""
@@ -38,7 +37,9 @@ class ReportJob:
     separator: str = "|"  # multi-label: what joins an image's labels
 
     @classmethod
-    def for_split(cls, run_dir: Path, split: ScreenedSplit, class_names: list[str], *, top_k: int, probabilities: np.ndarray) -> ReportJob:
+    def for_split(
+        cls, run_dir: Path, split: ScreenedSplit, class_names: list[str], *, top_k: int, probabilities: np.ndarray
+    ) -> ReportJob:
         return cls(
             run_dir=Path(run_dir),
             probabilities=np.asarray(probabilities),
@@ -69,7 +70,9 @@ def write_report_files(job: ReportJob, images: np.ndarray | None = None) -> Eval
     )
 
 
-def write_training_report(job: ReportJob, *, reporter: Reporter, images: np.ndarray | None = None, worker=None) -> Evaluation | None:
+def write_training_report(
+    job: ReportJob, *, reporter: Reporter, images: np.ndarray | None = None, worker=None
+) -> Evaluation | None:
     """Write the report, or collect it from `worker` (a `ReportWorker` the job was submitted to).
 
     When the worker is absent or fails, the report is written here. A report
@@ -85,7 +88,9 @@ def write_training_report(job: ReportJob, *, reporter: Reporter, images: np.ndar
             evaluation = write_report_files(job, images)
     except Exception as exc:  # noqa: BLE001  (the run itself succeeded)
         log.exception("writing the validation report failed")
-        reporter.warn(f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate {job.run_dir} --split val` retries it")
+        reporter.warn(
+            f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate {job.run_dir} --split val` retries it"
+        )
         return None
     reporter.info(f"validation report: {evaluation.eval_dir}")
     return evaluation

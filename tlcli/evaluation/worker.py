@@ -42,7 +42,12 @@ class ReportWorker:
     def start(cls) -> ReportWorker | None:
         """Start the worker, or None when it cannot be started."""
         try:
-            process = subprocess.Popen([sys.executable, "-m", "tlcli.evaluation.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tlcli.evaluation.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
         except OSError as exc:
             log.debug("report worker not started (%s)", exc)
             return None

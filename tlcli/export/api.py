@@ -25,14 +25,31 @@ from tlcli.export.convert import converting, inference_model, write_onnx, write_
 from tlcli.export.formats import FILES, FORMATS, OPTIONS, TFLITE_FORMATS, Gate, gates_for, parse_formats, require_extras
 from tlcli.export.images import SplitImages, load_split_images
 from tlcli.export.parity import compare, gate_failures
-from tlcli.export.record import EXPORT_FORMAT_VERSION, ExportResult, FormatResult, artifact_bytes, build_record, file_sha256, read_export_record, versions
+from tlcli.export.record import (
+    EXPORT_FORMAT_VERSION,
+    ExportResult,
+    FormatResult,
+    artifact_bytes,
+    build_record,
+    file_sha256,
+    read_export_record,
+    versions,
+)
 from tlcli.export.runtime import EXPORT_RECORD, LABELS_FILE, ExportedModel
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import fsync_dir, fsync_file, write_json_atomic, write_text_atomic
 from tlcli.runs.folder import publish_stamped_dir, require_model, staged_dir
-from tlcli.runs.records import ModelInfo, RunRecord, now_iso, read_labels, read_model_info, read_run_config, read_run_record
+from tlcli.runs.records import (
+    ModelInfo,
+    RunRecord,
+    now_iso,
+    read_labels,
+    read_model_info,
+    read_run_config,
+    read_run_record,
+)
 
 DEFAULT_CALIBRATION_IMAGES = 300
 DEFAULT_PARITY_IMAGES = 500
@@ -76,20 +93,32 @@ def export_run(
     record = require_completed(run_dir)
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out: {out} exists and is not empty; choose a new folder (an export never overwrites another)")
+        raise UserError(
+            f"--out: {out} exists and is not empty; choose a new folder (an export never overwrites another)"
+        )
     require_extras(names)
     table = gates_for(names, _figures(gates))
     class_names, info = read_labels(run_dir), read_model_info(run_dir)
     task = _task(info)
     model = load_run_model(run_dir, class_names)
     parity = load_split_images(run_dir, "val", class_names, info, parity_images, reporter)
-    calibration = load_split_images(run_dir, "train", class_names, info, calibration_images, reporter) if "tflite-int8" in names else None
+    calibration = (
+        load_split_images(run_dir, "train", class_names, info, calibration_images, reporter)
+        if "tflite-int8" in names
+        else None
+    )
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     head = _record_head(run_dir, record, class_names, info, task, names)
-    parent, label = (out.absolute().parent, out.name) if out is not None else (run_dir / "export", "all" if names == FORMATS else "+".join(names))
+    parent, label = (
+        (out.absolute().parent, out.name)
+        if out is not None
+        else (run_dir / "export", "all" if names == FORMATS else "+".join(names))
+    )
     with staged_dir(parent, label) as staged:
         write_text_atomic(staged / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
-        results = _write_and_check(inference_model(model), staged, names, table, calibration, parity, reference, info, reporter)
+        results = _write_and_check(
+            inference_model(model), staged, names, table, calibration, parity, reference, info, reporter
+        )
         export_record = build_record(head, results, parity.to_dict(), _calibration_record(calibration))
         write_json_atomic(staged / EXPORT_RECORD, export_record)
         export_dir = _publish(staged, parent, label, out)
@@ -143,7 +172,9 @@ def _figures(gates: GateSpec | None) -> dict[str, dict[str, Any]]:
     unknown = [name for name in (gates or {}) if name not in FORMATS]
     if unknown:
         raise UserError(f"gates: unknown format {unknown[0]!r}; expected one of {', '.join(FORMATS)}")
-    figures = {name: (value.to_dict() if isinstance(value, Gate) else dict(value)) for name, value in (gates or {}).items()}
+    figures = {
+        name: (value.to_dict() if isinstance(value, Gate) else dict(value)) for name, value in (gates or {}).items()
+    }
     for name, changes in figures.items():
         wrong = [key for key in changes if key not in OPTIONS]
         if wrong:
@@ -151,16 +182,27 @@ def _figures(gates: GateSpec | None) -> dict[str, dict[str, Any]]:
     return figures
 
 
-def _record_head(run_dir: Path, record: RunRecord, class_names: list[str], info: ModelInfo, task: str, names: Sequence[str]) -> dict[str, Any]:
+def _record_head(
+    run_dir: Path, record: RunRecord, class_names: list[str], info: ModelInfo, task: str, names: Sequence[str]
+) -> dict[str, Any]:
     thresholds = run_thresholds(info, class_names)
     return {
         "format_version": EXPORT_FORMAT_VERSION,
         "created": now_iso(),
         "task": task,
         "class_names": list(class_names),
-        **({"thresholds": dict(zip(class_names, thresholds)), "label_separator": _separator(run_dir)} if thresholds is not None else {}),
+        **(
+            {"thresholds": dict(zip(class_names, thresholds)), "label_separator": _separator(run_dir)}
+            if thresholds is not None
+            else {}
+        ),
         "labels_file": LABELS_FILE,
-        "run": {"dir": str(run_dir.resolve()), "name": record.name, "started": record.started, "model_sha256": file_sha256(run_dir / "model.keras")},
+        "run": {
+            "dir": str(run_dir.resolve()),
+            "name": record.name,
+            "started": record.started,
+            "model_sha256": file_sha256(run_dir / "model.keras"),
+        },
         "model": {
             "base_name": info.base_name,
             "image_size": list(info.image_size),
@@ -176,7 +218,11 @@ def _record_head(run_dir: Path, record: RunRecord, class_names: list[str], info:
 def _output_text(info: ModelInfo) -> str:
     if info.multi_label:
         return "one probability per class (a sigmoid each), in labels.txt order; a label is given at or above its class's threshold (thresholds)"
-    return "p of class 1 (a sigmoid unit; class 0 is 1 - p)" if info.binary else "class probabilities (softmax), in labels.txt order"
+    return (
+        "p of class 1 (a sigmoid unit; class 0 is 1 - p)"
+        if info.binary
+        else "class probabilities (softmax), in labels.txt order"
+    )
 
 
 def _separator(run_dir: Path) -> str:
@@ -184,7 +230,9 @@ def _separator(run_dir: Path) -> str:
     return config.data.label_separator if config else "|"
 
 
-def _write_and_check(model, staged: Path, names, table, calibration, parity, reference, info, reporter) -> list[FormatResult]:
+def _write_and_check(
+    model, staged: Path, names, table, calibration, parity, reference, info, reporter
+) -> list[FormatResult]:
     """Write each format into `staged` (the TFLite variants from the SavedModel) and run its parity check."""
     results = []
     saved_model = staged / FILES["saved_model"]
@@ -213,7 +261,9 @@ def _write_and_check(model, staged: Path, names, table, calibration, parity, ref
     return results
 
 
-def check_format(name: str, path: Path, gate: Gate, parity: SplitImages, reference: np.ndarray, info: ModelInfo) -> FormatResult:
+def check_format(
+    name: str, path: Path, gate: Gate, parity: SplitImages, reference: np.ndarray, info: ModelInfo
+) -> FormatResult:
     """Run one artifact with its own runtime on the parity images and judge it by `gate` (every problem is a failure line)."""
     result = FormatResult(name, path.name, artifact_bytes(path) if path.exists() else 0, gate)
     if not path.exists():
@@ -234,9 +284,17 @@ def check_format(name: str, path: Path, gate: Gate, parity: SplitImages, referen
     started = time.perf_counter()
     try:
         probabilities = artifact.predict_probabilities(parity.images, BATCH)
-        result.parity = compare(reference, probabilities, parity.labels, time.perf_counter() - started, run_thresholds(info, artifact.class_names))
+        result.parity = compare(
+            reference,
+            probabilities,
+            parity.labels,
+            time.perf_counter() - started,
+            run_thresholds(info, artifact.class_names),
+        )
     except Exception as exc:  # a runtime refusing the artifact is what the check is for
-        result.failures.append(f"{name}: fails to run ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+        result.failures.append(
+            f"{name}: fails to run ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        )
         return result
     result.failures += gate_failures(name, result.parity, gate)
     return result
@@ -296,7 +354,9 @@ def verify_export(
     record = read_export_record(export_dir)
     run_dir = Path(run_dir) if run_dir is not None else Path(record["run"]["dir"])
     if not run_dir.is_dir():
-        raise RunError(f"{export_dir / EXPORT_RECORD} names the run {run_dir}, which is not found; pass the run: tlcli export RUN_DIR --verify {export_dir}")
+        raise RunError(
+            f"{export_dir / EXPORT_RECORD} names the run {run_dir}, which is not found; pass the run: tlcli export RUN_DIR --verify {export_dir}"
+        )
     require_completed(run_dir)
     names = _verified_formats(record, formats, export_dir)
     _check_counts(1, parity_images)
@@ -313,7 +373,14 @@ def verify_export(
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     results = []
     for name in names:
-        result = check_format(name, export_dir / str(record["formats"][name].get("file") or FILES[name]), table[name], parity, reference, info)
+        result = check_format(
+            name,
+            export_dir / str(record["formats"][name].get("file") or FILES[name]),
+            table[name],
+            parity,
+            reference,
+            info,
+        )
         result.export_seconds = record["formats"][name].get("export_seconds")
         reporter.info(_describe(result))
         results.append(result)
@@ -335,18 +402,24 @@ def _verified_formats(record: dict[str, Any], formats: Sequence[str] | None, exp
     return wanted
 
 
-def _folder_problems(export_dir: Path, record: dict[str, Any], run_dir: Path, class_names: list[str]) -> tuple[list[str], list[str]]:
+def _folder_problems(
+    export_dir: Path, record: dict[str, Any], run_dir: Path, class_names: list[str]
+) -> tuple[list[str], list[str]]:
     """(failures, warnings) of the folder as a whole: labels.txt against the run's classes; a model.keras changed since."""
     problems, warnings = [], []
     labels = export_dir / LABELS_FILE
     written = [line for line in labels.read_text(encoding="utf-8").splitlines() if line] if labels.is_file() else None
     if written != class_names:
-        problems.append(f"{LABELS_FILE}: {'missing' if written is None else 'lists ' + ', '.join(written)}; the run's classes are {', '.join(class_names)}")
+        problems.append(
+            f"{LABELS_FILE}: {'missing' if written is None else 'lists ' + ', '.join(written)}; the run's classes are {', '.join(class_names)}"
+        )
     if record.get("class_names") != class_names:
         problems.append(f"{EXPORT_RECORD}: class_names differ from the run's labels.json ({', '.join(class_names)})")
     thresholds = run_thresholds(read_model_info(run_dir), class_names)
     if thresholds is not None and record.get("thresholds") != dict(zip(class_names, thresholds)):
-        problems.append(f"{EXPORT_RECORD}: thresholds differ from the run's model.json ({', '.join(f'{n} {t:g}' for n, t in zip(class_names, thresholds))})")
+        problems.append(
+            f"{EXPORT_RECORD}: thresholds differ from the run's model.json ({', '.join(f'{n} {t:g}' for n, t in zip(class_names, thresholds))})"
+        )
     recorded = (record.get("run") or {}).get("model_sha256")
     if recorded and recorded != file_sha256(run_dir / "model.keras"):
         warnings.append(

@@ -40,7 +40,9 @@ def artifact_source(model: str | Path, *, threads: int | None = None, reporter: 
     artifact = ExportedModel(model, threads=threads)
     if not artifact.record:
         # Nothing tells a sigmoid-per-class output from a softmax one but export.json's task: say what is assumed.
-        (reporter or Reporter()).warn(f"{artifact.path}: no {EXPORT_RECORD} beside it; taken as a single-label model of the classes in labels.txt")
+        (reporter or Reporter()).warn(
+            f"{artifact.path}: no {EXPORT_RECORD} beside it; taken as a single-label model of the classes in labels.txt"
+        )
     return source_of(artifact)
 
 
@@ -55,7 +57,11 @@ def source_of(artifact: ExportedModel) -> ModelSource:
         probabilities=artifact.predict_probabilities,
         thresholds=artifact.thresholds,
         separator=artifact.separator,
-        described={"path": str(Path(artifact.path).absolute()), "format": artifact.format, "runtime": RUNTIMES[artifact.format]},
+        described={
+            "path": str(Path(artifact.path).absolute()),
+            "format": artifact.format,
+            "runtime": RUNTIMES[artifact.format],
+        },
     )
 
 
@@ -92,7 +98,14 @@ def predict_artifact(
     return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
 
 
-def evaluate_artifact(run_dir: str | Path, model: str | Path, *, threads: int | None = None, reporter: Reporter | None = None, **options: Any) -> Evaluation:
+def evaluate_artifact(
+    run_dir: str | Path,
+    model: str | Path,
+    *,
+    threads: int | None = None,
+    reporter: Reporter | None = None,
+    **options: Any,
+) -> Evaluation:
     """Evaluate an exported artifact on a run's files (its test or val split, or `data`) with the full report.
 
     The report is `tlcli.evaluate`'s, in a new `RUN_DIR/eval/<stamp>-<dataset>-<format>/`; metrics.json adds
@@ -109,7 +122,9 @@ def evaluate_artifact(run_dir: str | Path, model: str | Path, *, threads: int | 
     run_dir = Path(run_dir)
     info = read_model_info(run_dir)
     artifact = ExportedModel(model, threads=threads)  # loaded once, checked against the run before any decoding
-    if artifact.record and artifact.task != info.task:  # without export.json the artifact cannot say: the run's task it is
+    if (
+        artifact.record and artifact.task != info.task
+    ):  # without export.json the artifact cannot say: the run's task it is
         raise UserError(
             f"{artifact.path}: a {artifact.task.replace('_', '-')} model, the run {run_dir} is {info.task.replace('_', '-')}; evaluate it on its own run"
         )

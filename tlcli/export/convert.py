@@ -36,7 +36,9 @@ def converting(format_name: str) -> Iterator[None]:
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         first = next((line for line in lines if "error:" in line), lines[0] if lines else "")
-        raise ExportError(f"{format_name}: conversion failed ({type(exc).__name__}: {first[-300:]}); run with --debug for the converter's log") from exc
+        raise ExportError(
+            f"{format_name}: conversion failed ({type(exc).__name__}: {first[-300:]}); run with --debug for the converter's log"
+        ) from exc
 
 
 def inference_model(model):

@@ -36,7 +36,13 @@ EXTRAS = {
     "tflite-int8": ("ai_edge_litert",),
     "onnx": ("tf2onnx", "onnxruntime"),
 }
-RUNTIMES = {"saved_model": "tensorflow", "tflite": "ai_edge_litert", "tflite-fp16": "ai_edge_litert", "tflite-int8": "ai_edge_litert", "onnx": "onnxruntime"}
+RUNTIMES = {
+    "saved_model": "tensorflow",
+    "tflite": "ai_edge_litert",
+    "tflite-fp16": "ai_edge_litert",
+    "tflite-int8": "ai_edge_litert",
+    "onnx": "onnxruntime",
+}
 INSTALL_HINT = 'pip install "tlcli[export]"'
 
 
@@ -59,7 +65,12 @@ class Gate:
     @classmethod
     def from_dict(cls, data: Any) -> Gate:
         data = data if isinstance(data, dict) else {}
-        return cls(**{key: None if data.get(key) is None else float(data[key]) for key in ("min_agreement", "max_difference", "max_accuracy_drop")})
+        return cls(
+            **{
+                key: None if data.get(key) is None else float(data[key])
+                for key in ("min_agreement", "max_difference", "max_accuracy_drop")
+            }
+        )
 
 
 FLOAT_GATE = Gate(min_agreement=0.995, max_difference=1e-3)
@@ -72,7 +83,11 @@ DEFAULT_GATES = {
 }
 
 # The CLI option of each gate figure, for messages that say how to change it.
-OPTIONS = {"min_agreement": "--min-agreement", "max_difference": "--max-difference", "max_accuracy_drop": "--max-accuracy-drop"}
+OPTIONS = {
+    "min_agreement": "--min-agreement",
+    "max_difference": "--max-difference",
+    "max_accuracy_drop": "--max-accuracy-drop",
+}
 
 
 def parse_formats(specs: Sequence[str] | None) -> tuple[str, ...]:
@@ -109,7 +124,11 @@ def parse_gate_overrides(
         UserError: not FORMAT=NUMBER, an unknown format, or a number out of range.
     """
     overrides: dict[str, dict[str, float]] = {}
-    for figure, specs in (("min_agreement", min_agreement), ("max_difference", max_difference), ("max_accuracy_drop", max_accuracy_drop)):
+    for figure, specs in (
+        ("min_agreement", min_agreement),
+        ("max_difference", max_difference),
+        ("max_accuracy_drop", max_accuracy_drop),
+    ):
         option = OPTIONS[figure]
         for spec in specs or ():
             name, sep, value = str(spec).partition("=")
@@ -119,14 +138,18 @@ def parse_gate_overrides(
             except ValueError:
                 number = math.nan
             if not sep or not math.isfinite(number):
-                raise UserError(f"{option}: expected FORMAT=NUMBER such as tflite-int8={DEFAULT_EXAMPLES[figure]}, got {spec!r}")
+                raise UserError(
+                    f"{option}: expected FORMAT=NUMBER such as tflite-int8={DEFAULT_EXAMPLES[figure]}, got {spec!r}"
+                )
             if name != "all" and name not in FORMATS:
                 close = did_you_mean(name, (*FORMATS, "all"))
                 raise UserError(
                     f"{option}: unknown format {name!r}; {f'did you mean {close}?' if close else 'expected one of ' + ', '.join((*FORMATS, 'all'))}"
                 )
             if number < 0 or (figure == "min_agreement" and number > 1):
-                raise UserError(f"{option}: {spec!r} is out of range ({'a share from 0 to 1' if figure == 'min_agreement' else 'must be 0 or more'})")
+                raise UserError(
+                    f"{option}: {spec!r} is out of range ({'a share from 0 to 1' if figure == 'min_agreement' else 'must be 0 or more'})"
+                )
             for target in FORMATS if name == "all" else (name,):
                 overrides.setdefault(target, {})[figure] = number
     return overrides
@@ -135,7 +158,9 @@ def parse_gate_overrides(
 DEFAULT_EXAMPLES = {"min_agreement": "0.95", "max_difference": "0.05", "max_accuracy_drop": "3"}
 
 
-def gates_for(formats: Sequence[str], overrides: dict[str, dict[str, float]] | None = None, base: dict[str, Gate] | None = None) -> dict[str, Gate]:
+def gates_for(
+    formats: Sequence[str], overrides: dict[str, dict[str, float]] | None = None, base: dict[str, Gate] | None = None
+) -> dict[str, Gate]:
     """Each format's gate: `base` (default: DEFAULT_GATES) with `overrides` applied."""
     base = base or DEFAULT_GATES
     overrides = overrides or {}
@@ -152,6 +177,8 @@ def require_extras(formats: Sequence[str]) -> None:
         for module in EXTRAS[name]:
             try:
                 importlib.import_module(module)
-            except Exception as exc:  # a broken install (ABI mismatch, missing dependency) is as unusable as a missing one
+            except (
+                Exception
+            ) as exc:  # a broken install (ABI mismatch, missing dependency) is as unusable as a missing one
                 why = "is not installed" if isinstance(exc, ImportError) else f"fails to import ({type(exc).__name__})"
                 raise UserError(f"--format {name}: {module} {why}; install the export extra: {INSTALL_HINT}") from None

@@ -80,7 +80,9 @@ def subset(samples: list[Sample], limit: int) -> list[Sample]:
     return [samples[i] for i in chosen]
 
 
-def load_split_images(run_dir: Path, split: str, class_names: list[str], info: ModelInfo, limit: int, reporter: Reporter | None = None) -> SplitImages:
+def load_split_images(
+    run_dir: Path, split: str, class_names: list[str], info: ModelInfo, limit: int, reporter: Reporter | None = None
+) -> SplitImages:
     """Decode up to `limit` of the run's `split` files as training did; unreadable files are skipped (and listed).
 
     Raises:

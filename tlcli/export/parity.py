@@ -58,7 +58,13 @@ class Parity:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
-def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, seconds: float, thresholds: Sequence[float] | None = None) -> Parity:
+def compare(
+    reference: np.ndarray,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    seconds: float,
+    thresholds: Sequence[float] | None = None,
+) -> Parity:
     """Parity of `probabilities` against the Keras model's `reference` ((n, classes) each) on images labelled `labels`
     ((n,) class indices; multi-label, `thresholds` given: (n, classes) 0/1 rows)."""
     reference = np.asarray(reference, dtype=np.float64)
@@ -69,7 +75,9 @@ def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
         raise ValueError("no parity images")
     difference = np.abs(probabilities - reference)
     if thresholds is not None:
-        return _compare_decisions(reference, probabilities, np.asarray(labels), np.asarray(thresholds, dtype=np.float64), difference, seconds)
+        return _compare_decisions(
+            reference, probabilities, np.asarray(labels), np.asarray(thresholds, dtype=np.float64), difference, seconds
+        )
     keras_top, top = reference.argmax(axis=1), probabilities.argmax(axis=1)
     return Parity(
         images=len(reference),
@@ -103,9 +111,13 @@ def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
     failures = []
     what = "per-label agreement" if parity.multi_label else "top-1 agreement"
     if gate.min_agreement is not None and parity.agreement < gate.min_agreement:
-        failures.append(f"{name}: {what} {parity.agreement:.4f} < {gate.min_agreement:g} ({OPTIONS['min_agreement']} {name}=X)")
+        failures.append(
+            f"{name}: {what} {parity.agreement:.4f} < {gate.min_agreement:g} ({OPTIONS['min_agreement']} {name}=X)"
+        )
     if gate.max_difference is not None and parity.max_difference > gate.max_difference:
-        failures.append(f"{name}: max probability difference {parity.max_difference:.3g} > {gate.max_difference:g} ({OPTIONS['max_difference']} {name}=X)")
+        failures.append(
+            f"{name}: max probability difference {parity.max_difference:.3g} > {gate.max_difference:g} ({OPTIONS['max_difference']} {name}=X)"
+        )
     if gate.max_accuracy_drop is not None and parity.accuracy_drop > gate.max_accuracy_drop:
         failures.append(
             f"{name}: {'per-label accuracy' if parity.multi_label else 'accuracy'} {parity.accuracy:.4f} is {parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "

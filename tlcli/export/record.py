@@ -90,7 +90,9 @@ class ExportResult:
         """Raises GateFailed (exit 3), naming every failed format and figure, when a gate failed."""
         if self.failures:
             what = "verification" if self.verified else "export"
-            raise GateFailed(f"{what} parity gate failed: {'; '.join(self.failures)} (artifacts kept in {self.export_dir})")
+            raise GateFailed(
+                f"{what} parity gate failed: {'; '.join(self.failures)} (artifacts kept in {self.export_dir})"
+            )
 
 
 def file_sha256(path: Path) -> str:
@@ -113,7 +115,12 @@ def versions(formats: list[str]) -> dict[str, str | None]:
     import keras
     import tensorflow as tf
 
-    found: dict[str, str | None] = {"tlcli": __version__, "python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__}
+    found: dict[str, str | None] = {
+        "tlcli": __version__,
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
     packages = {"ai-edge-litert"} if any(f.startswith("tflite") for f in formats) else set()
     packages |= {"tf2onnx", "onnx", "onnxruntime"} if "onnx" in formats else set()
     for package in sorted(packages):
@@ -124,7 +131,9 @@ def versions(formats: list[str]) -> dict[str, str | None]:
     return found
 
 
-def build_record(head: dict[str, Any], results: list[FormatResult], parity_images: dict[str, Any], calibration: dict[str, Any] | None) -> dict[str, Any]:
+def build_record(
+    head: dict[str, Any], results: list[FormatResult], parity_images: dict[str, Any], calibration: dict[str, Any] | None
+) -> dict[str, Any]:
     """export.json: `head` (run, task, classes, model, versions, created) plus the images used and every format's result."""
     failures = [line for r in results for line in r.failures]
     return {
@@ -145,7 +154,9 @@ def read_export_record(export_dir: Path) -> dict[str, Any]:
     """
     path = Path(export_dir) / EXPORT_RECORD
     if not path.is_file():
-        raise UserError(f"{export_dir}: not a tlcli export folder (no {EXPORT_RECORD}); export one with `tlcli export RUN_DIR`")
+        raise UserError(
+            f"{export_dir}: not a tlcli export folder (no {EXPORT_RECORD}); export one with `tlcli export RUN_DIR`"
+        )
     try:
         record = read_json(path)
     except (OSError, ValueError) as exc:
@@ -156,5 +167,7 @@ def read_export_record(export_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path}: damaged (expected run.dir and formats); export the run again")
     unknown = [name for name in formats if name not in FILES]
     if unknown or record.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise UserError(f"{path}: written by another tlcli (export format {record.get('format_version')}, formats {', '.join(formats)}); export the run again")
+        raise UserError(
+            f"{path}: written by another tlcli (export format {record.get('format_version')}, formats {', '.join(formats)}); export the run again"
+        )
     return record

@@ -61,7 +61,9 @@ class _SavedModelRunner:
 
         self.tf = tf
         loaded = tf.saved_model.load(str(path))
-        self.signature = "serving_default" if "serving_default" in loaded.signatures else next(iter(loaded.signatures), None)
+        self.signature = (
+            "serving_default" if "serving_default" in loaded.signatures else next(iter(loaded.signatures), None)
+        )
         if self.signature is None:
             raise ValueError("no serving signature")
         self._loaded = loaded  # the signature's variables live as long as the loaded object
@@ -92,7 +94,13 @@ class _TFLiteRunner:
         shape = [None if int(d) < 0 else int(d) for d in detail.get("shape_signature", detail["shape"])]
         scale, zero = detail["quantization"]
         quantized = np.dtype(detail["dtype"]).kind in "iu"
-        return TensorInfo(detail["name"], np.dtype(detail["dtype"]).name, shape, float(scale) if quantized else None, int(zero) if quantized else None)
+        return TensorInfo(
+            detail["name"],
+            np.dtype(detail["dtype"]).name,
+            shape,
+            float(scale) if quantized else None,
+            int(zero) if quantized else None,
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         interpreter = self._interpreter
@@ -113,7 +121,9 @@ def _quantize(batch: np.ndarray, tensor: TensorInfo) -> np.ndarray:
     info = np.iinfo(np.dtype(tensor.dtype))
     if tensor.scale == 1.0 and tensor.zero_point == 0 and info.min <= 0 and info.max >= 255:
         return batch.astype(tensor.dtype)
-    return np.clip(np.round(batch.astype(np.float64) / tensor.scale) + tensor.zero_point, info.min, info.max).astype(tensor.dtype)
+    return np.clip(np.round(batch.astype(np.float64) / tensor.scale) + tensor.zero_point, info.min, info.max).astype(
+        tensor.dtype
+    )
 
 
 def _dequantize(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
@@ -130,14 +140,18 @@ class _OnnxRunner:
         options.log_severity_level = 3  # errors only: its graph-optimizer warnings are not the user's business
         if threads:
             options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self.signature = None
         self.inputs = [self._describe(t) for t in self._session.get_inputs()[:1]]
         self.outputs = [self._describe(t) for t in self._session.get_outputs()[:1]]
 
     @staticmethod
     def _describe(tensor) -> TensorInfo:
-        dtype = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16"}.get(tensor.type, tensor.type)
+        dtype = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16"}.get(
+            tensor.type, tensor.type
+        )
         return TensorInfo(tensor.name, dtype, [d if isinstance(d, int) else None for d in tensor.shape])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -173,7 +187,9 @@ class ExportedModel:
         try:
             self._runner = RUNNERS[family](self.path, threads)
         except ImportError as exc:
-            raise UserError(f'{self.path}: {exc.name or "a runtime"} is not installed; install the export extra: pip install "tlcli[export]"') from None
+            raise UserError(
+                f'{self.path}: {exc.name or "a runtime"} is not installed; install the export extra: pip install "tlcli[export]"'
+            ) from None
         except Exception as exc:
             raise UserError(
                 f"{self.path}: cannot be loaded as {self.format} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
@@ -190,7 +206,9 @@ class ExportedModel:
         units = self.outputs[0].shape[-1]
         self.binary = units == 1 and len(self.class_names) == 2 and self.task != "multi_label"
         if units is not None and units != len(self.class_names) and not self.binary:
-            raise UserError(f"{self.path}: {units} outputs but {len(self.class_names)} class names; the export folder is damaged")
+            raise UserError(
+                f"{self.path}: {units} outputs but {len(self.class_names)} class names; the export folder is damaged"
+            )
         self.thresholds = _thresholds(self.record, self.class_names, self.path) if self.task == "multi_label" else None
         self.separator = str(self.record.get("label_separator") or "|")
 
@@ -202,21 +220,32 @@ class ExportedModel:
         """
         images = np.asarray(images_uint8)
         if images.ndim != 4 or tuple(images.shape[1:]) != (*self.image_size, self.channels):
-            raise UserError(f"{self.path}: takes images of shape (n, {self.image_size[0]}, {self.image_size[1]}, {self.channels}), got {images.shape}")
-        outputs = [self._runner.run(np.asarray(images[start : start + batch_size])) for start in range(0, len(images), batch_size)]
+            raise UserError(
+                f"{self.path}: takes images of shape (n, {self.image_size[0]}, {self.image_size[1]}, {self.channels}), got {images.shape}"
+            )
+        outputs = [
+            self._runner.run(np.asarray(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
         if not outputs:
             return np.zeros((0, len(self.class_names)))
         return to_class_probabilities(np.concatenate(outputs), self.binary)
 
     def describe(self) -> dict[str, Any]:
         """The artifact's runtime-facing description: signature, inputs and outputs (names, dtypes, shapes, quantization)."""
-        return {"signature": self.signature, "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        return {
+            "signature": self.signature,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
 
 
 def _resolve_artifact(path: Path, format: str | None) -> tuple[Path, list[Path]]:
     """(the artifact, the folders to look for export.json and labels.txt in)."""
     if not path.exists():
-        raise UserError(f"{path}: not found (expected a SavedModel folder, a .tflite or an .onnx file, or an export folder)")
+        raise UserError(
+            f"{path}: not found (expected a SavedModel folder, a .tflite or an .onnx file, or an export folder)"
+        )
     if path.is_dir() and not (path / "saved_model.pb").is_file():
         return _artifact_in_export_folder(path, format), [path]
     if path.is_dir():
@@ -230,13 +259,17 @@ def _artifact_in_export_folder(folder: Path, format: str | None) -> Path:
     present = {name: folder / file for name, file in FILES.items() if (folder / file).exists()}
     if format is not None:
         if format not in present:
-            raise UserError(f"{folder}: holds no {format} artifact ({FILES.get(format, format)}); it holds: {', '.join(present) or 'none'}")
+            raise UserError(
+                f"{folder}: holds no {format} artifact ({FILES.get(format, format)}); it holds: {', '.join(present) or 'none'}"
+            )
         return present[format]
     if len(present) == 1:
         return next(iter(present.values()))
     if not present:
         raise UserError(f"{folder}: no exported model in it (no saved_model/, *.tflite or *.onnx; see `tlcli export`)")
-    raise UserError(f"{folder}: holds several formats ({', '.join(present)}); pass one file, e.g. {next(iter(present.values()))}")
+    raise UserError(
+        f"{folder}: holds several formats ({', '.join(present)}); pass one file, e.g. {next(iter(present.values()))}"
+    )
 
 
 def _read_record(folders: list[Path]) -> dict[str, Any]:
@@ -266,9 +299,15 @@ def _thresholds(record: dict[str, Any], class_names: list[str], path: Path) -> t
         UserError: export.json lacks a class's threshold (written by hand, or damaged).
     """
     thresholds = record.get("thresholds")
-    missing = [name for name in class_names if not isinstance(thresholds, dict) or not isinstance(thresholds.get(name), (int, float))]
+    missing = [
+        name
+        for name in class_names
+        if not isinstance(thresholds, dict) or not isinstance(thresholds.get(name), (int, float))
+    ]
     if missing:
-        raise UserError(f"{path}: a multi-label model, but {EXPORT_RECORD} gives no threshold for {missing[0]!r}; export the run again")
+        raise UserError(
+            f"{path}: a multi-label model, but {EXPORT_RECORD} gives no threshold for {missing[0]!r}; export the run again"
+        )
     return tuple(float(thresholds[name]) for name in class_names)
 
 
@@ -282,4 +321,6 @@ def _class_names(folders: list[Path], record: dict[str, Any], path: Path) -> lis
     names = record.get("class_names")
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         return list(names)
-    raise UserError(f"{path}: no {LABELS_FILE} or {EXPORT_RECORD} beside it, so its class names are unknown; copy them from the export folder")
+    raise UserError(
+        f"{path}: no {LABELS_FILE} or {EXPORT_RECORD} beside it, so its class names are unknown; copy them from the export folder"
+    )

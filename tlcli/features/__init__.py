@@ -1,7 +1,16 @@
 """Stage 5, frozen features: where the model is cut (`cut`), extraction (`extract`) and the
 on-disk store with its cache-key recipe (`store`)."""
 
-from tlcli.features.cut import Cut, bridge, cut_bytes, extractor_for, find_cut, flip_pixels, run_in_batches, trainable_part
+from tlcli.features.cut import (
+    Cut,
+    bridge,
+    cut_bytes,
+    extractor_for,
+    find_cut,
+    flip_pixels,
+    run_in_batches,
+    trainable_part,
+)
 from tlcli.features.extract import FeatureSet, extract_features
 from tlcli.features.store import FeatureStore, cache_entries, clear_cache, enforce_cap, store_for
 

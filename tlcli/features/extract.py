@@ -74,7 +74,14 @@ def extract_features(
         pixels, info = decode_bytes(data, size, channels, content_hash=content_hash)
         return Loaded(info, pixels, content_hash)
 
-    with ScreenedFiles([s.path for s in samples], load, use_cache=use_screening_cache, workers=workers, window=max(batch_size * 3, 16), progress=progress) as files:
+    with ScreenedFiles(
+        [s.path for s in samples],
+        load,
+        use_cache=use_screening_cache,
+        workers=workers,
+        window=max(batch_size * 3, 16),
+        progress=progress,
+    ) as files:
         for index, (sample, (_, outcome)) in enumerate(zip(samples, files)):
             if isinstance(outcome, ImageDecodeError):
                 run.skipped.append(bad_file(sample, outcome, on_bad_file))
@@ -87,8 +94,22 @@ def extract_features(
 class _Extraction:
     """The state of one `extract_features` call: output rows, the batch being filled, what came from the store."""
 
-    def __init__(self, samples: Sequence[Sample], extractor, store, batch_size: int, variants: list[str | None], num_classes: int | None):
-        self.samples, self.extractor, self.store, self.batch_size, self.variants = samples, extractor, store, batch_size, variants
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        extractor,
+        store,
+        batch_size: int,
+        variants: list[str | None],
+        num_classes: int | None,
+    ):
+        self.samples, self.extractor, self.store, self.batch_size, self.variants = (
+            samples,
+            extractor,
+            store,
+            batch_size,
+            variants,
+        )
         self.num_classes = num_classes
         shape = tuple(extractor.output_shape[1:])
         self.out = np.empty((len(variants), len(samples), *shape), dtype=np.float32)

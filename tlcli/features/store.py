@@ -129,7 +129,9 @@ class FeatureStore:
         """Content hash -> (pack, row), over every pack that verifies (of row shape `shape`)."""
         if self._index is None:
             self._index = {}
-            for listing in sorted(self.packs.glob("[!.]*.txt")) if self.packs.is_dir() else []:  # not a pack being written
+            for listing in (
+                sorted(self.packs.glob("[!.]*.txt")) if self.packs.is_dir() else []
+            ):  # not a pack being written
                 rows, hashes = _read_pack(listing, shape)
                 if rows is None:  # damaged: drop it; its images are recomputed and stored again
                     self.damaged += 1
@@ -161,9 +163,14 @@ class FeatureStore:
         data = buffer.getvalue()
         try:
             write_bytes_atomic(self.packs / f"{name}.npy", data)
-            write_text_atomic(self.packs / f"{name}.txt", f"{CHECKSUM_PREFIX}{hashlib.sha256(data).hexdigest()}\n" + "\n".join(hashes) + "\n")  # last: the pack now exists
+            write_text_atomic(
+                self.packs / f"{name}.txt",
+                f"{CHECKSUM_PREFIX}{hashlib.sha256(data).hexdigest()}\n" + "\n".join(hashes) + "\n",
+            )  # last: the pack now exists
         except OSError as exc:
-            self.problems.append(f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on without it")
+            self.problems.append(
+                f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on without it"
+            )
             return
         self.writes += len(hashes)
 
@@ -253,7 +260,15 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
         files = [p for p in folder.rglob("*") if p.is_file()]
         images = sum(_pack_rows(p) for p in files if p.suffix == ".txt" and not p.name.startswith("."))
         meta = _read_meta(folder) or {}
-        entries.append(CacheEntry(folder.name, images, sum(p.stat().st_size for p in files), meta.get("last_used", folder.stat().st_mtime), meta))
+        entries.append(
+            CacheEntry(
+                folder.name,
+                images,
+                sum(p.stat().st_size for p in files),
+                meta.get("last_used", folder.stat().st_mtime),
+                meta,
+            )
+        )
     return sorted(entries, key=lambda e: e.last_used)
 
 

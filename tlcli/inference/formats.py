@@ -56,6 +56,16 @@ def rows_for_table(result: PredictResult) -> Iterable[tuple[str, str, str, str]]
         if p.error is not None:
             yield p.path, "error", "", p.error
         elif p.multi_label:  # the labels predicted, then the probabilities of the top-k classes
-            yield p.path, ", ".join(p.labels or ()) or "(none)", f"{p.top[0][1]:.3f}", ", ".join(f"{label} {prob:.3f}" for label, prob in p.top)
+            yield (
+                p.path,
+                ", ".join(p.labels or ()) or "(none)",
+                f"{p.top[0][1]:.3f}",
+                ", ".join(f"{label} {prob:.3f}" for label, prob in p.top),
+            )
         else:
-            yield p.path, p.label or "", f"{p.confidence:.3f}", ", ".join(f"{label} {prob:.3f}" for label, prob in p.top[1:])
+            yield (
+                p.path,
+                p.label or "",
+                f"{p.confidence:.3f}",
+                ", ".join(f"{label} {prob:.3f}" for label, prob in p.top[1:]),
+            )

@@ -88,7 +88,9 @@ class PredictResult:
     predictions: list[Prediction] = field(default_factory=list)
     thresholds: tuple[float, ...] | None = None  # a multi-label run's (None: single-label)
     separator: str = "|"  # a multi-label run's label separator (the csv's labels cell)
-    model: dict[str, Any] | None = None  # an exported model's {"path", "format", "runtime"} (None: the run's model.keras)
+    model: dict[str, Any] | None = (
+        None  # an exported model's {"path", "format", "runtime"} (None: the run's model.keras)
+    )
 
     @property
     def multi_label(self) -> bool:
@@ -99,7 +101,11 @@ class PredictResult:
         return [p for p in self.predictions if p.error is not None]
 
     def to_dict(self) -> dict[str, Any]:
-        task = {"task": "multi_label", "thresholds": dict(zip(self.class_names, self.thresholds))} if self.thresholds is not None else {}
+        task = (
+            {"task": "multi_label", "thresholds": dict(zip(self.class_names, self.thresholds))}
+            if self.thresholds is not None
+            else {}
+        )
         return {
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
             **({"model": dict(self.model)} if self.model is not None else {}),
@@ -218,7 +224,9 @@ def predict(
     run_dir = resolve_predict_run(run, runs_dir)
     if on_run is not None:
         on_run(run_dir)
-    return predict_with(run_source(run_dir), keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
+    return predict_with(
+        run_source(run_dir), keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter
+    )
 
 
 def check_predict_options(top_k: int, batch_size: int) -> None:
@@ -230,7 +238,13 @@ def check_predict_options(top_k: int, batch_size: int) -> None:
 
 
 def predict_with(
-    source: ModelSource, keys: dict[Path, str], *, top_k: int = 3, batch_size: int = 32, workers: int | None = None, reporter: Reporter | None = None
+    source: ModelSource,
+    keys: dict[Path, str],
+    *,
+    top_k: int = 3,
+    batch_size: int = 32,
+    workers: int | None = None,
+    reporter: Reporter | None = None,
 ) -> PredictResult:
     """Predict the files of `keys` (path -> the path as the user wrote it; `collect_images`) with any model.
 
@@ -253,7 +267,9 @@ def predict_with(
         batch_paths.clear()
         batch_pixels.clear()
 
-    decoded = decode_stream(paths, source.image_size, source.channels, workers, window=2 * batch_size, max_bytes=source.max_bytes)
+    decoded = decode_stream(
+        paths, source.image_size, source.channels, workers, window=2 * batch_size, max_bytes=source.max_bytes
+    )
     with reporter.task("predicting", len(paths)) as advance:
         for done, (path, result) in enumerate(decoded, start=1):
             if isinstance(result, str):
@@ -271,17 +287,32 @@ def predict_with(
     return PredictResult(source.run_dir, class_names, k, predictions, thresholds, source.separator, source.described)
 
 
-def _prediction(key: str, row: np.ndarray, class_names: list[str], k: int, thresholds: tuple[float, ...] | None) -> Prediction:
+def _prediction(
+    key: str, row: np.ndarray, class_names: list[str], k: int, thresholds: tuple[float, ...] | None
+) -> Prediction:
     """One image's top-k; a multi-label run's also every label at or above its threshold, and every class's probability."""
     order = np.argsort(-row, kind="stable")[:k]
     top = tuple((class_names[i], round(float(row[i]), 6)) for i in order)
     if thresholds is None:
         return Prediction(key, top)
     on = tuple(name for name, p, t in zip(class_names, row, thresholds) if p >= t)
-    return Prediction(key, top, labels=on, scores=tuple((name, round(float(p), 6)) for name, p in zip(class_names, row)), multi_label=True)
+    return Prediction(
+        key,
+        top,
+        labels=on,
+        scores=tuple((name, round(float(p), 6)) for name, p in zip(class_names, row)),
+        multi_label=True,
+    )
 
 
-def decode_stream(paths: Sequence[Path], size: tuple[int, int], channels: int, workers: int | None, window: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[Path, np.ndarray | str]]:
+def decode_stream(
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    channels: int,
+    workers: int | None,
+    window: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Iterator[tuple[Path, np.ndarray | str]]:
     """(path, pixels or error reason) in input order, decoding at most `window` files ahead (`bounded_map`)."""
 
     def one(path: Path) -> np.ndarray | str:

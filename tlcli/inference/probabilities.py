@@ -17,7 +17,8 @@ def to_class_probabilities(outputs: np.ndarray, binary: bool) -> np.ndarray:
 def predict_probabilities(model, images: np.ndarray, batch_size: int, binary: bool) -> np.ndarray:
     """Class probabilities of uint8 `images`, converted to float32 one batch at a time."""
     outputs = [
-        np.asarray(model.predict_on_batch(np.asarray(images[start : start + batch_size], dtype=np.float32))) for start in range(0, len(images), batch_size)
+        np.asarray(model.predict_on_batch(np.asarray(images[start : start + batch_size], dtype=np.float32)))
+        for start in range(0, len(images), batch_size)
     ]
     if not outputs:
         return np.zeros((0, 2 if binary else 0))

@@ -34,7 +34,16 @@ _FAMILY_MODES = {
     "xception": "tf",
 }
 # Constructor arguments that tlcli sets itself (from data.image_size, head, base.weights).
-_SET_BY_TLCLI = ("include_top", "input_shape", "input_tensor", "weights", "classes", "classifier_activation", "pooling", "include_preprocessing")
+_SET_BY_TLCLI = (
+    "include_top",
+    "input_shape",
+    "input_tensor",
+    "weights",
+    "classes",
+    "classifier_activation",
+    "pooling",
+    "include_preprocessing",
+)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -92,7 +101,14 @@ def preprocessing_layers(mode: str, name: str = "preprocess") -> list:
         for out_channel, in_channel in enumerate((2, 1, 0)):
             kernel[0, 0, in_channel, out_channel] = 1.0
         bias = -np.asarray(_CAFFE_MEAN_BGR, dtype="float32")
-        layer = keras.layers.Conv2D(3, 1, name=name, trainable=False, kernel_initializer=keras.initializers.Constant(kernel), bias_initializer=keras.initializers.Constant(bias))
+        layer = keras.layers.Conv2D(
+            3,
+            1,
+            name=name,
+            trainable=False,
+            kernel_initializer=keras.initializers.Constant(kernel),
+            bias_initializer=keras.initializers.Constant(bias),
+        )
         return [layer]
     return []
 
@@ -105,16 +121,22 @@ def build_base(name: str, weights: str, input_shape: tuple[int, int, int], args:
         accepted = [key for key in inspect.signature(small_cnn).parameters if key != "input_shape"]
         unknown = [key for key in args if key not in accepted]
         if unknown:
-            raise ConfigError("base.args", f"{unknown[0]} is not an argument of SmallCNN (accepted: {', '.join(accepted)})")
+            raise ConfigError(
+                "base.args", f"{unknown[0]} is not an argument of SmallCNN (accepted: {', '.join(accepted)})"
+            )
         return small_cnn(input_shape, **args)
     check_base_name(name)
     constructor = getattr(keras.applications, name)
     passable = [key for key in inspect.signature(constructor).parameters if key not in _SET_BY_TLCLI]
     for key in args:
         if key not in passable:
-            raise ConfigError(f"base.args.{key}", f"not an argument tlcli passes to {name} (accepted: {', '.join(passable)})")
+            raise ConfigError(
+                f"base.args.{key}", f"not an argument tlcli passes to {name} (accepted: {', '.join(passable)})"
+            )
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
-        raise ConfigError("base.weights", f"weights file not found: {weights} (use imagenet, none, or the path of a weights file)")
+        raise ConfigError(
+            "base.weights", f"weights file not found: {weights} (use imagenet, none, or the path of a weights file)"
+        )
     keras_weights = None if weights == "none" else weights
     from tlcli.modeling.weights import recording_downloads
 
@@ -127,7 +149,10 @@ def build_base(name: str, weights: str, input_shape: tuple[int, int, int], args:
             if weights == "imagenet" and requested:
                 raise missing_weights_error(name, requested[-1], exc) from None
             if weights not in ("imagenet", "none"):
-                raise ConfigError("base.weights", f"{weights} does not fit {name} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+                raise ConfigError(
+                    "base.weights",
+                    f"{weights} does not fit {name} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                ) from None
             raise
     return keras.Model(model.input, model.output, name="base")
 
@@ -135,7 +160,12 @@ def build_base(name: str, weights: str, input_shape: tuple[int, int, int], args:
 def _config_error_from(name: str, exc: ValueError) -> ConfigError:
     text = " ".join(str(exc).split())
     lowered = text.lower()
-    if "input size" in lowered or "input_shape" in lowered or "should have 3 input channels" in lowered or "too small" in lowered:
+    if (
+        "input size" in lowered
+        or "input_shape" in lowered
+        or "should have 3 input channels" in lowered
+        or "too small" in lowered
+    ):
         return ConfigError("data.image_size", f"{name} cannot take this input: {text}")
     if "alpha" in lowered or "depth_multiplier" in lowered or "weights" in lowered:
         return ConfigError("base.args", f"{name}: {text}")
@@ -157,7 +187,13 @@ def needs_rgb(name: str) -> bool:
     return name != SMALL_CNN
 
 
-def small_cnn(input_shape: tuple[int, int, int], filters: int = 32, blocks: int | None = None, dropout: float = 0.0, batch_norm: bool = True):
+def small_cnn(
+    input_shape: tuple[int, int, int],
+    filters: int = 32,
+    blocks: int | None = None,
+    dropout: float = 0.0,
+    batch_norm: bool = True,
+):
     """A small convolutional base for tiny images (e.g. 8x8 digits), where keras.applications need at least 32 px.
 
     Args:
@@ -178,9 +214,13 @@ def small_cnn(input_shape: tuple[int, int, int], filters: int = 32, blocks: int 
     for block in range(blocks):
         units = filters * 2**block
         for repeat in range(2):
-            x = keras.layers.Conv2D(units, 3, padding="same", use_bias=not batch_norm, name=f"block{block + 1}_conv{repeat + 1}")(x)
+            x = keras.layers.Conv2D(
+                units, 3, padding="same", use_bias=not batch_norm, name=f"block{block + 1}_conv{repeat + 1}"
+            )(x)
             if batch_norm:
-                x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block + 1}_bn{repeat + 1}")(x)  # settles within a few small epochs
+                x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block + 1}_bn{repeat + 1}")(
+                    x
+                )  # settles within a few small epochs
             x = keras.layers.ReLU(name=f"block{block + 1}_relu{repeat + 1}")(x)
         if min(x.shape[1], x.shape[2]) >= 2:
             x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool")(x)

@@ -68,22 +68,39 @@ def build_model(config: ExperimentConfig, num_classes: int, source: SourceBase |
     if channels == 1 and base_channels == 3:
         x = keras.layers.Concatenate(name=names.TO_RGB)([x, x, x])
     elif channels == 3 and base_channels == 1:
-        raise ConfigError("data.color_mode", f"the base from {source.run_dir if source else 'this run'} was trained on grayscale images; set data.color_mode: grayscale")
+        raise ConfigError(
+            "data.color_mode",
+            f"the base from {source.run_dir if source else 'this run'} was trained on grayscale images; set data.color_mode: grayscale",
+        )
     for layer in bases.preprocessing_layers(mode, names.PREPROCESS):
         x = layer(x)
     x = base(x)
     multi = config.data.multi_label
-    outputs = head_layers(x, config.head, num_classes, l2=0.0 if config.train.l2 == "auto" else config.train.l2, multi_label=multi)
+    outputs = head_layers(
+        x, config.head, num_classes, l2=0.0 if config.train.l2 == "auto" else config.train.l2, multi_label=multi
+    )
     model = keras.Model(inputs, outputs, name="tlcli")
     activation = "sigmoid" if multi else config.head.activation
-    info = ModelInfo(base_name, mode, (height, width), channels, activation, pretrained, len(base.layers), task="multi_label" if multi else "single_label")
+    info = ModelInfo(
+        base_name,
+        mode,
+        (height, width),
+        channels,
+        activation,
+        pretrained,
+        len(base.layers),
+        task="multi_label" if multi else "single_label",
+    )
     return model, info
 
 
 def _check_source_shape(source: SourceBase, size: tuple[int, int]) -> None:
     if tuple(size) != tuple(source.info.image_size):
         h, w = source.info.image_size
-        raise ConfigError("data.image_size", f"the base from {source.run_dir} was built for {h}x{w} images; set data.image_size: [{h}, {w}]")
+        raise ConfigError(
+            "data.image_size",
+            f"the base from {source.run_dir} was built for {h}x{w} images; set data.image_size: [{h}, {w}]",
+        )
 
 
 def augmentation_layers(augment: AugmentConfig, seed: int):
@@ -118,7 +135,10 @@ def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0, multi_la
     import keras
 
     if head.activation == "sigmoid" and num_classes != 2 and not multi_label:
-        raise ConfigError("head.activation", f"sigmoid is for exactly two classes, found {num_classes}; use softmax (or data.multi_label for several labels an image)")
+        raise ConfigError(
+            "head.activation",
+            f"sigmoid is for exactly two classes, found {num_classes}; use softmax (or data.multi_label for several labels an image)",
+        )
     pooling = {
         "avg": keras.layers.GlobalAveragePooling2D(name=names.POOL),
         "max": keras.layers.GlobalMaxPooling2D(name=names.POOL),
@@ -127,9 +147,13 @@ def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0, multi_la
     x = pooling(x)
     for index, dense in enumerate(head.dense, start=1):
         try:
-            x = keras.layers.Dense(dense.units, activation=dense.activation, kernel_regularizer=_penalty(l2), name=f"head_dense{index}")(x)
+            x = keras.layers.Dense(
+                dense.units, activation=dense.activation, kernel_regularizer=_penalty(l2), name=f"head_dense{index}"
+            )(x)
         except ValueError as exc:
-            raise ConfigError(f"head.dense.{index - 1}.activation", f"unknown activation {dense.activation!r} ({exc})") from None
+            raise ConfigError(
+                f"head.dense.{index - 1}.activation", f"unknown activation {dense.activation!r} ({exc})"
+            ) from None
         if dense.dropout:
             x = keras.layers.Dropout(dense.dropout, name=f"head_dropout{index}")(x)
     if head.dropout == "auto" or head.dropout:
@@ -137,7 +161,9 @@ def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0, multi_la
     units = 1 if head.activation == "sigmoid" and not multi_label else num_classes
     activation = "sigmoid" if multi_label else head.activation  # multi-label: one independent sigmoid per class
     # float32 output keeps the softmax stable under mixed precision.
-    return keras.layers.Dense(units, activation=activation, dtype="float32", kernel_regularizer=_penalty(l2), name=names.OUTPUT)(x)
+    return keras.layers.Dense(
+        units, activation=activation, dtype="float32", kernel_regularizer=_penalty(l2), name=names.OUTPUT
+    )(x)
 
 
 def _penalty(l2: float):
@@ -171,12 +197,16 @@ def load_run_model(run_dir: Path, class_names: list[str] | None = None):
     try:
         model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:
-        raise RunError(f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise RunError(
+            f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     if class_names is not None:
         units = int(model.output_shape[-1])
         expected = 1 if len(class_names) == 2 and read_model_info(Path(run_dir)).binary else len(class_names)
         if units != expected:
-            raise RunError(f"{Path(run_dir) / 'labels.json'}: lists {len(class_names)} classes but model.keras has {units} outputs; the run folder is damaged")
+            raise RunError(
+                f"{Path(run_dir) / 'labels.json'}: lists {len(class_names)} classes but model.keras has {units} outputs; the run folder is damaged"
+            )
     return model
 
 

@@ -61,11 +61,26 @@ class DevicePlan:
         return self.worker_index == 0
 
     def describe(self) -> str:
-        where = "CPU" if self.device == "cpu" else f"{len(self.gpus)} GPU{'s' if len(self.gpus) > 1 else ''} ({', '.join(self.gpus)})"
+        where = (
+            "CPU"
+            if self.device == "cpu"
+            else f"{len(self.gpus)} GPU{'s' if len(self.gpus) > 1 else ''} ({', '.join(self.gpus)})"
+        )
         if self.logical_cpus > 1:
             where = f"CPU as {self.logical_cpus} logical devices ({LOGICAL_CPUS_ENV})"
-        strategy = {"mirrored": "MirroredStrategy", "multi_worker": f"MultiWorkerMirroredStrategy over {len(self.workers)} workers (this is worker {self.worker_index})"}.get(self.strategy, "")
-        extras = [s for s in (strategy, f"{self.replicas} replicas" if self.replicas > 1 else "", "mixed precision" if self.mixed_precision else "") if s]
+        strategy = {
+            "mirrored": "MirroredStrategy",
+            "multi_worker": f"MultiWorkerMirroredStrategy over {len(self.workers)} workers (this is worker {self.worker_index})",
+        }.get(self.strategy, "")
+        extras = [
+            s
+            for s in (
+                strategy,
+                f"{self.replicas} replicas" if self.replicas > 1 else "",
+                "mixed precision" if self.mixed_precision else "",
+            )
+            if s
+        ]
         return where + (f", {', '.join(extras)}" if extras else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,10 +108,14 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
         chief, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
         kind, index = task.get("type", "worker"), int(task.get("index", 0))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"TF_CONFIG: not a cluster spec ({exc}); expected {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, \"task\": {{\"type\": \"worker\", \"index\": 0}}}}") from None
+        raise UserError(
+            f'TF_CONFIG: not a cluster spec ({exc}); expected {{"cluster": {{"worker": ["host:port", ...]}}, "task": {{"type": "worker", "index": 0}}}}'
+        ) from None
     others = sorted(set(cluster) - {"chief", "worker"})
     if others or kind not in ("chief", "worker"):
-        raise UserError(f"TF_CONFIG: tlcli trains with MultiWorkerMirroredStrategy, whose cluster has chief and worker tasks only (found {', '.join(others) or kind})")
+        raise UserError(
+            f"TF_CONFIG: tlcli trains with MultiWorkerMirroredStrategy, whose cluster has chief and worker tasks only (found {', '.join(others) or kind})"
+        )
     everyone = tuple(chief + workers)
     position = index if kind == "chief" else len(chief) + index
     if not 0 <= position < len(everyone) or (kind == "chief" and index != 0):
@@ -113,27 +132,44 @@ def logical_cpus_from_env(environ: Mapping[str, str] = os.environ) -> int:
     return int(text)
 
 
-def plan_devices(device: str, mixed_precision: str, gpus: list[GpuInfo], cluster: Cluster | None = None, logical_cpus: int = 0) -> DevicePlan:
+def plan_devices(
+    device: str, mixed_precision: str, gpus: list[GpuInfo], cluster: Cluster | None = None, logical_cpus: int = 0
+) -> DevicePlan:
     """Decide devices from the config, the visible GPUs, the cluster (`TF_CONFIG`) and `TLCLI_LOGICAL_CPUS`.
 
     Raises:
         UserError: `device: gpu` was asked for and no GPU is visible.
     """
     if device == "gpu" and not gpus:
-        raise UserError("runtime.device: gpu requested but TensorFlow sees no GPU; use --device cpu or check CUDA (`pip install tlcli[gpu]`)")
+        raise UserError(
+            "runtime.device: gpu requested but TensorFlow sees no GPU; use --device cpu or check CUDA (`pip install tlcli[gpu]`)"
+        )
     use_gpu = device != "cpu" and bool(gpus)
     local = len(gpus) if use_gpu else 1
-    where = {"workers": cluster.workers, "worker_index": cluster.index, "replicas": len(cluster.workers) * local} if cluster is not None else {}
+    where = (
+        {"workers": cluster.workers, "worker_index": cluster.index, "replicas": len(cluster.workers) * local}
+        if cluster is not None
+        else {}
+    )
     if not use_gpu:
         if cluster is not None:
             return DevicePlan("cpu", strategy="multi_worker", mixed_precision=mixed_precision == "on", **where)
         if logical_cpus > 1:
-            return DevicePlan("cpu", strategy="mirrored", mixed_precision=mixed_precision == "on", logical_cpus=logical_cpus, replicas=logical_cpus)
+            return DevicePlan(
+                "cpu",
+                strategy="mirrored",
+                mixed_precision=mixed_precision == "on",
+                logical_cpus=logical_cpus,
+                replicas=logical_cpus,
+            )
         return DevicePlan("cpu", mixed_precision=mixed_precision == "on")
     names = [gpu.name for gpu in gpus]
     strategy = "multi_worker" if cluster is not None else "mirrored" if len(gpus) > 1 else "default"
     if mixed_precision == "auto":
-        mixed = all(gpu.compute_capability is not None and gpu.compute_capability >= MIXED_PRECISION_MIN_CAPABILITY for gpu in gpus)
+        mixed = all(
+            gpu.compute_capability is not None and gpu.compute_capability >= MIXED_PRECISION_MIN_CAPABILITY
+            for gpu in gpus
+        )
     else:
         mixed = mixed_precision == "on"
     return DevicePlan("gpu", names, strategy, mixed, **(where or {"replicas": len(gpus)}))
@@ -172,7 +208,9 @@ def apply_device_plan(plan: DevicePlan, collective_timeout_s: float = 60.0, star
         return tf.distribute.MirroredStrategy()
     if plan.strategy == "multi_worker":
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout_s)
-        return _within(start_timeout_s, plan, lambda: tf.distribute.MultiWorkerMirroredStrategy(communication_options=options))
+        return _within(
+            start_timeout_s, plan, lambda: tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        )
     return tf.distribute.get_strategy()
 
 
@@ -184,7 +222,9 @@ def _split_cpu(count: int) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
     except RuntimeError:
         if len(tf.config.list_logical_devices("CPU")) != count:
-            raise UserError(f"{LOGICAL_CPUS_ENV}: TensorFlow's devices were initialised before tlcli could split the CPU; set it in the environment of a new process") from None
+            raise UserError(
+                f"{LOGICAL_CPUS_ENV}: TensorFlow's devices were initialised before tlcli could split the CPU; set it in the environment of a new process"
+            ) from None
 
 
 # The watchdog: a process of its own, since TensorFlow holds the GIL while it waits for the cluster.

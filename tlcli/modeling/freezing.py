@@ -47,7 +47,10 @@ def first_trainable_index(layers: list, spec: Any, key: str) -> int:
         return 0
     if isinstance(spec, int):
         if spec > len(layers):
-            raise ConfigError(key, f"asks for the last {spec} layers, but the base has only {len(layers)}; use a smaller number or all")
+            raise ConfigError(
+                key,
+                f"asks for the last {spec} layers, but the base has only {len(layers)}; use a smaller number or all",
+            )
         return len(layers) - spec
     layer_names = [layer.name for layer in layers]
     if spec in layer_names:

@@ -39,7 +39,11 @@ def import_weights(source: str | Path, name: str | None = None) -> Path:
 
 def cached_weights() -> list[Path]:
     folder = keras_weights_dir()
-    return sorted(p for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".")) if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."))
+        if folder.is_dir()
+        else []
+    )
 
 
 @contextlib.contextmanager

@@ -13,10 +13,29 @@ from tlcli.runs.atomic import (
     write_json_atomic,
     write_text_atomic,
 )
-from tlcli.runs.folder import RUN_FILES, RunLock, create_run_dir, create_stamped_dir, is_complete, newest_run, require_model, resolve_run
+from tlcli.runs.folder import (
+    RUN_FILES,
+    RunLock,
+    create_run_dir,
+    create_stamped_dir,
+    is_complete,
+    newest_run,
+    require_model,
+    resolve_run,
+)
 from tlcli.runs.listing import RunSummary, list_runs, summarize_run
 from tlcli.runs.metrics import CacheUse, Metrics, TrainResult
-from tlcli.runs.records import ModelInfo, ResumeEntry, RunRecord, finish_run, read_labels, read_model_info, read_run_record, resume_run, start_run
+from tlcli.runs.records import (
+    ModelInfo,
+    ResumeEntry,
+    RunRecord,
+    finish_run,
+    read_labels,
+    read_model_info,
+    read_run_record,
+    resume_run,
+    start_run,
+)
 
 __all__ = [
     "RUN_FILES",

@@ -70,7 +70,9 @@ class CheckpointState:
     run_best: dict[str, Any] = field(default_factory=dict)
     early_stopping: EarlyStopState | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    phase_start: dict[str, Any] = field(default_factory=dict)  # validation figures of the weights the phase started from
+    phase_start: dict[str, Any] = field(
+        default_factory=dict
+    )  # validation figures of the weights the phase started from
 
     @property
     def offset(self) -> int:
@@ -152,7 +154,12 @@ def restore(run_dir: Path, model) -> Checkpoint | None:
         try:
             return _restore_one(path, model)
         except Exception as exc:  # noqa: BLE001
-            log.warning("checkpoint %s does not load (%s: %s); falling back to the previous one", path.name, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+            log.warning(
+                "checkpoint %s does not load (%s: %s); falling back to the previous one",
+                path.name,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
     return None
 
 
@@ -207,7 +214,9 @@ def restore_optimizer(fitted, values: list[np.ndarray]) -> None:
         raise ValueError(f"the checkpoint has {len(values)} optimizer variables, the optimizer {len(variables)}")
     for variable, value in zip(variables, values):
         if tuple(variable.shape) != tuple(value.shape):
-            raise ValueError(f"optimizer variable {variable.path}: shape {tuple(value.shape)} in the checkpoint, {tuple(variable.shape)} in the model")
+            raise ValueError(
+                f"optimizer variable {variable.path}: shape {tuple(value.shape)} in the checkpoint, {tuple(variable.shape)} in the model"
+            )
         variable.assign(value)
 
 
@@ -243,9 +252,17 @@ def write_checkpoint(run_dir: Path, model, fitted, state: CheckpointState, best_
             except OSError:
                 shutil.copyfile(best_from, temporary / "best.weights.npz")
         seeds = [np.asarray(v.numpy()) for v in seed_variables(model)]
-        optimizer = [np.asarray(v.numpy()) for v in fitted.optimizer.variables] if getattr(fitted, "optimizer", None) is not None else []
+        optimizer = (
+            [np.asarray(v.numpy()) for v in fitted.optimizer.variables]
+            if getattr(fitted, "optimizer", None) is not None
+            else []
+        )
         with open(temporary / "arrays.npz", "wb") as stream:
-            np.savez(stream, **{f"seed_{i}": a for i, a in enumerate(seeds)}, **{f"opt_{i}": a for i, a in enumerate(optimizer)})
+            np.savez(
+                stream,
+                **{f"seed_{i}": a for i, a in enumerate(seeds)},
+                **{f"opt_{i}": a for i, a in enumerate(optimizer)},
+            )
         (temporary / "state.json").write_text(state.to_json(len(seeds), len(optimizer)), encoding="utf-8")
     for old in checkpoint_dirs(run_dir)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)

@@ -88,7 +88,9 @@ def publish_stamped_dir(staged: Path, parent: Path, name: str, now: datetime | N
         if candidate.exists():
             continue
         try:
-            os.rename(staged, candidate)  # onto a folder another process published meanwhile: ENOTEMPTY, try the next name
+            os.rename(
+                staged, candidate
+            )  # onto a folder another process published meanwhile: ENOTEMPTY, try the next name
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 continue
@@ -107,7 +109,9 @@ def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Pa
     try:
         return create_stamped_dir(runs_dir, name, now)
     except OSError as exc:
-        raise UserError(f"--runs-dir: cannot create a run folder in {runs_dir} ({exc.strerror or exc}); choose a writable folder") from None
+        raise UserError(
+            f"--runs-dir: cannot create a run folder in {runs_dir} ({exc.strerror or exc}); choose a writable folder"
+        ) from None
 
 
 class RunLock:
@@ -131,7 +135,9 @@ class RunLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(handle)
-            raise RunError(f"{self.run_dir} is still running (another process is training in it); stop that process first or wait for it") from None
+            raise RunError(
+                f"{self.run_dir} is still running (another process is training in it); stop that process first or wait for it"
+            ) from None
         self.handle = handle
         return self
 
@@ -152,7 +158,11 @@ def newest_run(runs_dir: Path, name: str | None = None) -> Path:
     Raises:
         RunError: there is none.
     """
-    candidates = [s for s in list_runs(runs_dir) if s.status == "completed" and s.problem is None and is_complete(s.path) and (name is None or s.name == name)]
+    candidates = [
+        s
+        for s in list_runs(runs_dir)
+        if s.status == "completed" and s.problem is None and is_complete(s.path) and (name is None or s.name == name)
+    ]
     if not candidates:
         what = f"no completed run named {name!r}" if name else "no completed run"
         raise RunError(f"{what} in {runs_dir}; train one with `tlcli train CONFIG`, or pass --run RUN_DIR")

@@ -43,10 +43,14 @@ def recording_outcome(run_dir: Path, log_name: str = "train.log") -> Iterator[No
         full = disk_full(exc)
         if full is not None:
             _finish_quietly(run_dir, "failed", f"disk full ({full})")
-            raise UserError(f"disk full while writing {run_dir} ({full}); free some space, then continue with: tlcli train --resume {run_dir}") from exc
+            raise UserError(
+                f"disk full while writing {run_dir} ({full}); free some space, then continue with: tlcli train --resume {run_dir}"
+            ) from exc
         log.exception("training failed")
         _finish_quietly(run_dir, "failed", reason)
-        raise TrainingError(f"training failed ({reason}); the run folder {run_dir} is marked failed, see its {log_name}") from exc
+        raise TrainingError(
+            f"training failed ({reason}); the run folder {run_dir} is marked failed, see its {log_name}"
+        ) from exc
     finally:
         logging.getLogger("tlcli").removeHandler(file_log)
         file_log.close()

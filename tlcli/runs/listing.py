@@ -135,7 +135,9 @@ def list_studies(runs_dir: str | Path) -> list[StudySummary]:
     if not runs_dir.is_dir():
         return []
     found = []
-    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_tune_folder(p)):
+    for path in sorted(
+        p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_tune_folder(p)
+    ):
         found.append(summarize_study(path))
     return sorted(found, key=lambda s: (s.started, s.path.name))
 
@@ -151,8 +153,28 @@ def summarize_study(path: Path) -> StudySummary:
         if status == "running" and record.get("pid") and not process_alive(int(record["pid"])):
             status = "interrupted"
         return StudySummary(
-            path, str(record["study"]), str(record.get("started", "")), status, str(record.get("metric", "")), str(record.get("direction", "")),
-            int(trials.get("finished", 0)), trials.get("target"), best.get("value"), best.get("number"),
+            path,
+            str(record["study"]),
+            str(record.get("started", "")),
+            status,
+            str(record.get("metric", "")),
+            str(record.get("direction", "")),
+            int(trials.get("finished", 0)),
+            trials.get("target"),
+            best.get("value"),
+            best.get("number"),
         )
     except Exception as exc:  # noqa: BLE001  (an edited or half-copied tune.json: say so, list the rest)
-        return StudySummary(path, path.name, "", "damaged", "", "", 0, None, None, None, problem=f"{path / TUNE_RECORD}: damaged ({type(exc).__name__})")
+        return StudySummary(
+            path,
+            path.name,
+            "",
+            "damaged",
+            "",
+            "",
+            0,
+            None,
+            None,
+            None,
+            problem=f"{path / TUNE_RECORD}: damaged ({type(exc).__name__})",
+        )

@@ -49,11 +49,19 @@ class Metrics:
     peak_memory_mb: float
     resumes: int = 0
     images_per_second: float | None = None
-    selection: dict[str, Any] | None = None  # the head's penalty chosen on validation: the grid's figures and the choice
-    linear_probe: dict[str, Any] | None = None  # the logistic-regression reference on the cached features, or why it was skipped
-    phases: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: its start, best epoch, and which was kept
+    selection: dict[str, Any] | None = (
+        None  # the head's penalty chosen on validation: the grid's figures and the choice
+    )
+    linear_probe: dict[str, Any] | None = (
+        None  # the logistic-regression reference on the cached features, or why it was skipped
+    )
+    phases: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per phase: its start, best epoch, and which was kept
     figures: dict[str, str] = field(default_factory=dict)  # per split: "untouched", or what it was used to choose
-    devices: dict[str, Any] = field(default_factory=dict)  # where it trained: strategy, replicas, workers and their hosts (as env.json)
+    devices: dict[str, Any] = field(
+        default_factory=dict
+    )  # where it trained: strategy, replicas, workers and their hosts (as env.json)
     refit: dict[str, Any] | None = None  # a pinned recipe retrained on train + validation: its epochs, images, seconds
 
     @property
@@ -86,7 +94,13 @@ class Metrics:
         if not isinstance(data, dict):
             raise RunError(f"{path}: damaged (expected an object of metrics)")
         try:
-            cache = CacheUse(**{k: v for k, v in (data.get("cache") or {"mode": "images"}).items() if k in {f.name for f in fields(CacheUse)}})
+            cache = CacheUse(
+                **{
+                    k: v
+                    for k, v in (data.get("cache") or {"mode": "images"}).items()
+                    if k in {f.name for f in fields(CacheUse)}
+                }
+            )
             return cls(
                 final=dict(data.get("final") or {}),
                 best=dict(data.get("best") or {}),
@@ -130,4 +144,9 @@ class TrainResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "status": "completed", "skipped_files": len(self.skipped), **self.metrics.to_dict()}
+        return {
+            "run_dir": str(self.run_dir),
+            "status": "completed",
+            "skipped_files": len(self.skipped),
+            **self.metrics.to_dict(),
+        }

@@ -41,7 +41,11 @@ class SplitRow:
 
 def write_splits(run_dir: Path, splits: DataSplits) -> None:
     for split, samples in splits.listed():
-        write_csv_atomic(run_dir / "splits" / f"{split}.csv", SPLIT_COLUMNS, ((s.path, s.relpath, splits.label_name(s.label)) for s in samples))
+        write_csv_atomic(
+            run_dir / "splits" / f"{split}.csv",
+            SPLIT_COLUMNS,
+            ((s.path, s.relpath, splits.label_name(s.label)) for s in samples),
+        )
 
 
 def read_split(run_dir: Path, split: str) -> list[SplitRow] | None:
@@ -61,7 +65,9 @@ def read_split(run_dir: Path, split: str) -> list[SplitRow] | None:
         raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def labelled_split(run_dir: Path, split: str, class_names: list[str], separator: str | None = None) -> list[Sample] | None:
+def labelled_split(
+    run_dir: Path, split: str, class_names: list[str], separator: str | None = None
+) -> list[Sample] | None:
     """The files of `splits/<split>.csv` labelled by the run's class indices (multi-label, `separator` given: the
     sorted tuple of the indices its cell joins, empty for an image without labels), or None without that split.
 
@@ -83,7 +89,9 @@ def labelled_split(run_dir: Path, split: str, class_names: list[str], separator:
     return samples
 
 
-FINGERPRINT_VERSION = 2  # 2: the labels are part of it (a relabelled manifest is another dataset); 1: split, path, content
+FINGERPRINT_VERSION = (
+    2  # 2: the labels are part of it (a relabelled manifest is another dataset); 1: split, path, content
+)
 
 
 def dataset_fingerprint(rows: Iterable[tuple[str, str, str, str]], version: int = FINGERPRINT_VERSION) -> str:
@@ -156,10 +164,14 @@ def environment(devices: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def git_state(folder: Path) -> dict[str, Any] | None:
     try:
-        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        )
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None

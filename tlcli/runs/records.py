@@ -73,10 +73,14 @@ class RunRecord:
     def from_dict(cls, data: Any, path: Path) -> RunRecord:
         """Raises RunError naming `path` when `data` is not a run record of this format."""
         if not isinstance(data, dict):
-            raise RunError(f"{path}: damaged (a JSON {type(data).__name__}, not a run record); restore it or remove the run folder")
+            raise RunError(
+                f"{path}: damaged (a JSON {type(data).__name__}, not a run record); restore it or remove the run folder"
+            )
         version = data.get("format_version")
         if version != RUN_FORMAT_VERSION:
-            raise RunError(f"{path.parent}: run format {version} is not supported by this tlcli (format {RUN_FORMAT_VERSION})")
+            raise RunError(
+                f"{path.parent}: run format {version} is not supported by this tlcli (format {RUN_FORMAT_VERSION})"
+            )
         try:
             resumes = tuple(ResumeEntry(**entry) for entry in data.get("resumes") or [])
             known = {f.name for f in dataclasses.fields(cls)} - {"resumes"}
@@ -128,7 +132,15 @@ def resume_run(run_dir: Path, from_epoch: int, phase: str | None, overrides: lis
     record = read_run_record(run_dir)
     pid = os.getpid()
     entry = ResumeEntry(now_iso(), pid, __version__, from_epoch, phase, list(overrides), record.status)
-    record = dataclasses.replace(record, status="running", pid=pid, pid_started=process_start_ticks(pid), finished=None, error=None, resumes=(*record.resumes, entry))
+    record = dataclasses.replace(
+        record,
+        status="running",
+        pid=pid,
+        pid_started=process_start_ticks(pid),
+        finished=None,
+        error=None,
+        resumes=(*record.resumes, entry),
+    )
     record.write(run_dir)
     return record
 
@@ -144,7 +156,9 @@ def record_tracking(run_dir: Path, tracking: dict[str, Any]) -> RunRecord:
 def finish_run(run_dir: Path, status: str, error: str | None = None) -> RunRecord:
     """Record the final status (and the reason, for a failed run)."""
     assert status in STATUSES
-    record = dataclasses.replace(read_run_record(run_dir), status=status, finished=now_iso(), error=error, pid=None, pid_started=None)
+    record = dataclasses.replace(
+        read_run_record(run_dir), status=status, finished=now_iso(), error=error, pid=None, pid_started=None
+    )
     record.write(run_dir)
     return record
 

@@ -102,7 +102,9 @@ class Tracker:
             return
         with tempfile.TemporaryDirectory(prefix="tlcli-mlflow-") as scratch:
             try:
-                mlflow.keras.save_model(model, str(Path(scratch) / name), pip_requirements=["tlcli", "keras>=3", "tensorflow"])
+                mlflow.keras.save_model(
+                    model, str(Path(scratch) / name), pip_requirements=["tlcli", "keras>=3", "tensorflow"]
+                )
             except Exception as exc:  # noqa: BLE001
                 self.fail(f"mlflow.keras.save_model: {first_line(exc)}")
                 return
@@ -118,7 +120,12 @@ class Tracker:
 
     def record(self) -> dict[str, Any]:
         """run.json's `tracking.mlflow`: where the run is, and whether tracking failed (never a password)."""
-        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.settings.shown_uri, "failed": self.failed}
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "tracking_uri": self.settings.shown_uri,
+            "failed": self.failed,
+        }
 
 
 def connect(settings: TrackingSettings, on_failure: Callable[[str], None] | None = None) -> Tracker:
@@ -132,14 +139,22 @@ def check_reachable(settings: TrackingSettings) -> None:
     tracker = connect(settings)
     tracker.call("search_experiments", max_results=1)
     if tracker.failed is not None:
-        raise UserError(f"--strict-tracking: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})")
+        raise UserError(
+            f"--strict-tracking: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})"
+        )
 
 
 def start_run(tracker: Tracker, name: str, tags: dict[str, str]) -> None:
     """Create the experiment when missing, then a new run in it."""
     wanted = tracker.settings.experiment
     experiment = tracker.call("get_experiment_by_name", wanted)
-    experiment_id = experiment.experiment_id if experiment is not None else tracker.call("create_experiment", wanted, artifact_location=artifact_location(tracker.settings.uri, wanted))
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else tracker.call(
+            "create_experiment", wanted, artifact_location=artifact_location(tracker.settings.uri, wanted)
+        )
+    )
     if tracker.failed is not None:
         return
     run = tracker.call("create_run", experiment_id, run_name=name, tags=tags)

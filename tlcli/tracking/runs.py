@@ -23,7 +23,18 @@ from tlcli.version import __version__
 
 PHASES = {"train": 0, "fine_tune": 1}
 STEP_KEY = "phase"  # logged every epoch: its last step is the last epoch logged
-RUN_FILES = ("config.yaml", "metrics.json", "history.csv", "curves.png", "data_problems.json", "dataset.json", "selection.json", "skipped_files.json", "labels.json", "model.json")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.json",
+    "history.csv",
+    "curves.png",
+    "data_problems.json",
+    "dataset.json",
+    "selection.json",
+    "skipped_files.json",
+    "labels.json",
+    "model.json",
+)
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
@@ -58,8 +69,16 @@ class RunTracking:
         tracker = self.tracker
         if not tracker.active:
             return
-        figures = {f"final_{k}": v for k, v in metrics.final.items()} | {f"best_{k}": v for k, v in numeric(metrics.best).items()}
-        figures |= numeric({"wall_time_s": metrics.wall_time_s, "images_per_second": metrics.images_per_second, "peak_memory_mb": metrics.peak_memory_mb})
+        figures = {f"final_{k}": v for k, v in metrics.final.items()} | {
+            f"best_{k}": v for k, v in numeric(metrics.best).items()
+        }
+        figures |= numeric(
+            {
+                "wall_time_s": metrics.wall_time_s,
+                "images_per_second": metrics.images_per_second,
+                "peak_memory_mb": metrics.peak_memory_mb,
+            }
+        )
         tracker.log_metrics(numeric(figures), int(metrics.epochs.get("total", 0)))
         tracker.set_tags({"tlcli.best_phase": metrics.best.get("phase", ""), **_fingerprint(self.run_dir)})
         tracker.log_files(self.run_dir / name for name in RUN_FILES)
@@ -80,7 +99,16 @@ class RunTracking:
 
 
 @contextlib.contextmanager
-def tracked_run(run_dir: Path, config: ExperimentConfig, request: TrackingRequest | None, reporter: Reporter, *, chief: bool = True, device: str = "", overrides: list[str] | None = None) -> Iterator[RunTracking | None]:
+def tracked_run(
+    run_dir: Path,
+    config: ExperimentConfig,
+    request: TrackingRequest | None,
+    reporter: Reporter,
+    *,
+    chief: bool = True,
+    device: str = "",
+    overrides: list[str] | None = None,
+) -> Iterator[RunTracking | None]:
     """The run folder's MLflow run for the block (None when tracking is off, or on a worker other than the chief),
     ended with the block's outcome: FINISHED, FAILED or KILLED (Ctrl-C)."""
     record = read_run_record(run_dir)
@@ -103,7 +131,14 @@ def tracked_run(run_dir: Path, config: ExperimentConfig, request: TrackingReques
     tracking.end("completed")
 
 
-def _open(settings: TrackingSettings, run_dir: Path, config: ExperimentConfig, reporter: Reporter, run_id: str | None, device: str) -> RunTracking:
+def _open(
+    settings: TrackingSettings,
+    run_dir: Path,
+    config: ExperimentConfig,
+    reporter: Reporter,
+    run_id: str | None,
+    device: str,
+) -> RunTracking:
     tracker = connect(settings)
     tracking = RunTracking(tracker, run_dir)
     tracker.on_failure = lambda reason: (failure_warning(reporter)(reason), tracking.save())
@@ -151,13 +186,19 @@ def log_evaluation(run_dir: Path, evaluation, reporter: Reporter) -> str | None:
     if not recorded.get("run_id"):
         return None
     config = read_run_config(run_dir)
-    settings = resolve(config, None, recorded.get("tracking_uri")) if config is not None else TrackingSettings(recorded["tracking_uri"], record.name)
+    settings = (
+        resolve(config, None, recorded.get("tracking_uri"))
+        if config is not None
+        else TrackingSettings(recorded["tracking_uri"], record.name)
+    )
     if settings is None:
         return None
     tracker = connect(settings, on_failure=failure_warning(reporter, "the evaluation report is written as always"))
     if not continue_run(tracker, recorded["run_id"], running=False):
         if tracker.failed is None:
-            reporter.warn(f"MLflow: run {recorded['run_id']} is not in {settings.shown_uri}; the evaluation is not logged there")
+            reporter.warn(
+                f"MLflow: run {recorded['run_id']} is not in {settings.shown_uri}; the evaluation is not logged there"
+            )
         return None
     name = str(evaluation.metrics.get("dataset", {}).get("name", "data"))
     figures = _eval_figures(evaluation.metrics)

@@ -54,7 +54,9 @@ class TrackingSettings:
         return redact_uri(self.uri)
 
 
-def resolve(config: ExperimentConfig, request: TrackingRequest | None = None, recorded_uri: str | None = None) -> TrackingSettings | None:
+def resolve(
+    config: ExperimentConfig, request: TrackingRequest | None = None, recorded_uri: str | None = None
+) -> TrackingSettings | None:
     """The settings when tracking is on (flag, config, environment, or a URI the run recorded), else None.
 
     The URI is the first of: `--mlflow URI`, the URI a run recorded (its MLflow run lives there: resume, evaluate),
@@ -63,7 +65,9 @@ def resolve(config: ExperimentConfig, request: TrackingRequest | None = None, re
     request = request or TrackingRequest()
     section = config.tracking.mlflow
     from_env = os.environ.get(URI_ENV) or None
-    if _SUSPENDED.get() or (request.mlflow_uri is None and section is None and from_env is None and recorded_uri is None):
+    if _SUSPENDED.get() or (
+        request.mlflow_uri is None and section is None and from_env is None and recorded_uri is None
+    ):
         return None
     uri = request.mlflow_uri or recorded_uri or (section.tracking_uri if section else None) or from_env or DEFAULT_URI
     experiment = (section.experiment if section else None) or config.name
@@ -103,6 +107,8 @@ def require_mlflow():
         import mlflow
     except ImportError:
         raise UserError('experiment tracking needs MLflow: pip install "tlcli[mlflow]"') from None
-    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its migrations and signature hints are not the user's business
+    logging.getLogger("mlflow").setLevel(
+        logging.ERROR
+    )  # its migrations and signature hints are not the user's business
     logging.getLogger("alembic").setLevel(logging.ERROR)
     return mlflow

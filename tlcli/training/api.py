@@ -67,7 +67,9 @@ def train(
     with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=options.device, reporter=reporter)
         _check_tracking(prepared, options)
-        run_dir = create_run_dir(prepared.runs_dir if scratch is None else scratch, prepared.config.name)  # only the chief writes the run folder
+        run_dir = create_run_dir(
+            prepared.runs_dir if scratch is None else scratch, prepared.config.name
+        )  # only the chief writes the run folder
         if scratch is None:
             tell_launcher(run_dir)
         try:
@@ -113,7 +115,9 @@ def resume(
         if not run_dir.is_dir():
             raise RunError(f"--resume: {run_dir}: run folder not found")
         read_run_record(run_dir)  # refuses non-runs and other run-format versions
-        if scratch is not None:  # another worker: resume a copy, taken before the cluster forms (so before the chief writes)
+        if (
+            scratch is not None
+        ):  # another worker: resume a copy, taken before the cluster forms (so before the chief writes)
             run_dir = worker_copy(run_dir, scratch)
         with RunLock(run_dir):
             return _resume_locked(run_dir, list(overrides), reporter, options)
@@ -139,8 +143,15 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     state = newest_state(run_dir)
     checks.check_overrides([parse_override(text) for text in overrides], raw, state, run_dir)
     config = load_config(raw, overrides)
-    if state is not None and record.status == "completed" and is_complete(run_dir) and checks.nothing_left(config, state):
-        raise RunError(f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {epochs_key(config, state.phase)}=N (N > {checks.planned_epochs(config, state)})")
+    if (
+        state is not None
+        and record.status == "completed"
+        and is_complete(run_dir)
+        and checks.nothing_left(config, state)
+    ):
+        raise RunError(
+            f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {epochs_key(config, state.phase)}=N (N > {checks.planned_epochs(config, state)})"
+        )
     prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
     checks.check_same_splits(prepared.splits, run_dir)
     checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)
@@ -169,4 +180,12 @@ def _check_tracking(prepared, options: RunOptions) -> None:
 def _tracked(run_dir: Path, prepared, options: RunOptions, reporter: Reporter, overrides: list[str] | None = None):
     from tlcli.tracking.runs import tracked_run
 
-    return tracked_run(run_dir, prepared.config, options.tracking, reporter, chief=prepared.plan.chief, device=prepared.plan.describe(), overrides=overrides)
+    return tracked_run(
+        run_dir,
+        prepared.config,
+        options.tracking,
+        reporter,
+        chief=prepared.plan.chief,
+        device=prepared.plan.describe(),
+        overrides=overrides,
+    )

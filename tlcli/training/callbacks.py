@@ -40,7 +40,15 @@ def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str) 
 class BestWeights(keras.callbacks.Callback):
     """Keep the weights of the best epoch of a phase (by `monitor`)."""
 
-    def __init__(self, monitor: str, phase: str, offset: int, best: dict[str, Any] | None = None, weights=None, epochs_run: int = 0):
+    def __init__(
+        self,
+        monitor: str,
+        phase: str,
+        offset: int,
+        best: dict[str, Any] | None = None,
+        weights=None,
+        epochs_run: int = 0,
+    ):
         super().__init__()
         self.monitor, self.phase, self.offset = monitor, phase, offset
         self.weights = weights
@@ -50,7 +58,11 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.epochs_run = epoch + 1 - self.offset
-        row = {"epoch": epoch + 1, "phase": self.phase, **{k: round(float(v), 6) for k, v in logs.items() if k != "learning_rate"}}
+        row = {
+            "epoch": epoch + 1,
+            "phase": self.phase,
+            **{k: round(float(v), 6) for k, v in logs.items() if k != "learning_rate"},
+        }
         if is_better(row, self.best, self.monitor):
             self.best = row
             self.weights = self.model.get_weights()
@@ -68,7 +80,9 @@ class KerasProgress(keras.callbacks.Callback):
         self.reporter.batch_end(batch + 1, logs or {})
 
     def on_epoch_end(self, epoch, logs=None):
-        self.reporter.epoch_end(self.phase, epoch + 1 - self.offset, self.epochs, {k: float(v) for k, v in (logs or {}).items()})
+        self.reporter.epoch_end(
+            self.phase, epoch + 1 - self.offset, self.epochs, {k: float(v) for k, v in (logs or {}).items()}
+        )
 
 
 class HistoryRecorder:
@@ -90,7 +104,9 @@ class HistoryRecorder:
             def on_epoch_end(self, epoch, logs=None):
                 row = {"epoch": epoch + 1, "phase": phase, "phase_epoch": epoch + 1 - offset}
                 row.update({k: float(v) for k, v in (logs or {}).items()})
-                row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # a distributed variable has no float()
+                row["learning_rate"] = float(
+                    keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+                )  # a distributed variable has no float()
                 row["seconds"] = round(time.perf_counter() - self._start, 3)
                 recorder.append(row)
 
@@ -161,7 +177,19 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Writes a resumable checkpoint at the end of every epoch (keep it last among the callbacks)."""
 
-    def __init__(self, run_dir: Path, full_model, plan, offset: int, history: HistoryRecorder, keeper: BestWeights, early_stopping, run_best: dict, best_file: Path | None, start: dict | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        full_model,
+        plan,
+        offset: int,
+        history: HistoryRecorder,
+        keeper: BestWeights,
+        early_stopping,
+        run_best: dict,
+        best_file: Path | None,
+        start: dict | None = None,
+    ):
         super().__init__()
         self.run_dir, self.full_model, self.plan, self.offset = run_dir, full_model, plan, offset
         self.history, self.keeper, self.early_stopping = history, keeper, early_stopping
@@ -185,7 +213,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
             history=self.history.rows,
             phase_start=self.start,
         )
-        written = write_checkpoint(self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file)
+        written = write_checkpoint(
+            self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file
+        )
         if (written / "best.weights.npz").is_file():
             self.best_file = written / "best.weights.npz"
 
@@ -224,7 +254,9 @@ class StopOnDivergence(keras.callbacks.Callback):
         if self.first_loss is None:
             self.first_loss = loss
         elif self.first_loss > 0 and loss > self.factor * self.first_loss:
-            raise TrainingError(f"training diverged: the {self.phase} loss grew from {self.first_loss:.4g} to {loss:.4g} (over {self.factor:g}x) by epoch {epoch + 1}; {hint}")
+            raise TrainingError(
+                f"training diverged: the {self.phase} loss grew from {self.first_loss:.4g} to {loss:.4g} (over {self.factor:g}x) by epoch {epoch + 1}; {hint}"
+            )
 
 
 class StopOnSigint(keras.callbacks.Callback):

@@ -25,12 +25,21 @@ def make_optimizer(phase: Phase, steps_per_epoch: int):
     args = dict(opt.schedule_args)
     try:
         if opt.schedule == "cosine":
-            rate = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=max(1, steps_per_epoch * phase.epochs), **args)
+            rate = keras.optimizers.schedules.CosineDecay(
+                phase.learning_rate, decay_steps=max(1, steps_per_epoch * phase.epochs), **args
+            )
         elif opt.schedule == "exponential":
-            rate = keras.optimizers.schedules.ExponentialDecay(phase.learning_rate, decay_steps=max(1, steps_per_epoch), decay_rate=args.pop("decay_rate", 0.9), **args)
+            rate = keras.optimizers.schedules.ExponentialDecay(
+                phase.learning_rate, decay_steps=max(1, steps_per_epoch), decay_rate=args.pop("decay_rate", 0.9), **args
+            )
     except TypeError as exc:
         raise ConfigError(f"{key}.schedule_args", f"not accepted by the {opt.schedule} schedule ({exc})") from None
-    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
     try:
         return classes[opt.optimizer](learning_rate=rate, **opt.optimizer_args)
     except (TypeError, ValueError) as exc:
@@ -48,7 +57,13 @@ def make_loss(config: ExperimentConfig, alpha: list[float] | None = None):
 
     smoothing = config.train.label_smoothing
     if config.multi_label and alpha is not None:  # an array: Keras computes 1 - alpha, which a list cannot do
-        return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=np.asarray(alpha, dtype="float32"), gamma=0.0, label_smoothing=smoothing, name="binary_crossentropy")
+        return keras.losses.BinaryFocalCrossentropy(
+            apply_class_balancing=True,
+            alpha=np.asarray(alpha, dtype="float32"),
+            gamma=0.0,
+            label_smoothing=smoothing,
+            name="binary_crossentropy",
+        )
     if config.head.activation == "sigmoid" or config.multi_label:
         return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
     return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
@@ -67,7 +82,11 @@ def mean_loss(loss, targets, outputs) -> float:
     """
     import keras
 
-    return float(keras.ops.convert_to_numpy(keras.ops.mean(loss.call(keras.ops.convert_to_tensor(targets), keras.ops.convert_to_tensor(outputs)))))
+    return float(
+        keras.ops.convert_to_numpy(
+            keras.ops.mean(loss.call(keras.ops.convert_to_tensor(targets), keras.ops.convert_to_tensor(outputs)))
+        )
+    )
 
 
 def make_metrics(config: ExperimentConfig, num_classes: int) -> list:
@@ -76,7 +95,10 @@ def make_metrics(config: ExperimentConfig, num_classes: int) -> list:
     if config.multi_label:
         # `map`: area under each class's precision-recall curve, averaged over classes (Keras's estimate of mAP during training;
         # evaluation reports scikit-learn's average precision).
-        return [keras.metrics.BinaryAccuracy(name="binary_accuracy"), keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes, name="map")]
+        return [
+            keras.metrics.BinaryAccuracy(name="binary_accuracy"),
+            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes, name="map"),
+        ]
     if config.head.activation == "sigmoid":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -107,10 +129,17 @@ def check_monitors(config: ExperimentConfig, num_classes: int) -> None:
         ConfigError: an unknown metric, with a did-you-mean.
     """
     names = epoch_metric_names(config, num_classes)
-    checks = [("train.monitor", config.best_monitor), ("train.early_stopping.monitor", config.train.early_stopping.monitor)]
+    checks = [
+        ("train.monitor", config.best_monitor),
+        ("train.early_stopping.monitor", config.train.early_stopping.monitor),
+    ]
     if config.fine_tune is not None:
         checks.append(("fine_tune.early_stopping.monitor", config.fine_tune.early_stopping.monitor))
     for key, value in checks:
         if value not in names:
             close = did_you_mean(value, sorted(names), cutoff=0.6)
-            raise ConfigError(key, f"unknown metric {value!r}" + (f", did you mean {close}?" if close else f" (known: {', '.join(sorted(names))})"))
+            raise ConfigError(
+                key,
+                f"unknown metric {value!r}"
+                + (f", did you mean {close}?" if close else f" (known: {', '.join(sorted(names))})"),
+            )

@@ -45,12 +45,23 @@ def fit_arrays(model, data: ArrayBatches, strategy, **fit) -> None:
         fit_in_memory(model, data, **fit)
 
 
-def fit_distributed(model, data: ArrayBatches, strategy, *, epochs: int, initial_epoch: int = 0, class_weight: dict[int, float] | None = None, callbacks=()) -> None:
+def fit_distributed(
+    model,
+    data: ArrayBatches,
+    strategy,
+    *,
+    epochs: int,
+    initial_epoch: int = 0,
+    class_weight: dict[int, float] | None = None,
+    callbacks=(),
+) -> None:
     """`model.fit(...)` over `data` on every replica of `strategy` (the model compiled under its scope)."""
     import keras
 
     step = _StepFunction(model, data, strategy, class_weight)
-    callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=data.steps)
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=data.steps
+    )
     model.stop_training = False
     callback_list.on_train_begin()
     logs = None
@@ -103,7 +114,10 @@ class _StepFunction:
             size = len(order[index * self.data.batch_size : (index + 1) * self.data.batch_size])
             loss = float(self.run(iterator))
             total, seen = total + loss * size, seen + size
-            logs = {**{k: float(v) for k, v in self.model.get_metrics_result().items() if k != "loss"}, "loss": total / seen}
+            logs = {
+                **{k: float(v) for k, v in self.model.get_metrics_result().items() if k != "loss"},
+                "loss": total / seen,
+            }
             callback_list.on_train_batch_end(index, logs)
             if self.model.stop_training:
                 break
@@ -151,7 +165,9 @@ class _StepFunction:
             loss = tf.reduce_sum(per_example * w) / global_size
             if model.losses:  # the penalty once over all replicas (their gradients are summed)
                 loss += tf.add_n(model.losses) / self.count
-        gradients = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)  # mixed precision: scaled, unscaled by apply
+        gradients = tape.gradient(
+            model.optimizer.scale_loss(loss), model.trainable_variables
+        )  # mixed precision: scaled, unscaled by apply
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         model.compute_metrics(x, y, predictions, sample_weight=None)
         return loss
@@ -192,7 +208,9 @@ def broadcast_weights(strategy, model) -> None:
     summed = []
     for value in values:
         mine = tf.constant(value if chief else np.zeros_like(value))
-        summed.append(np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda t=mine: t), axis=None)))
+        summed.append(
+            np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda t=mine: t), axis=None))
+        )
     model.set_weights(summed)
 
 
@@ -203,7 +221,7 @@ def all_gather_bytes(strategy, payload: bytes) -> list[bytes]:
     if not _multi_worker(strategy):
         return [payload]
     workers = strategy.extended._num_workers  # noqa: SLF001  (public attribute missing; the cluster resolver gives it too)
-    sizes = _gather(strategy, tf.constant([len(payload)], tf.int64)).reshape(-1)[::_local(strategy)]
+    sizes = _gather(strategy, tf.constant([len(payload)], tf.int64)).reshape(-1)[:: _local(strategy)]
     longest = -(-int(sizes.max()) // 4) * 4  # collectives take int32, not bytes: whole words
     padded = np.zeros(longest, np.uint8)
     padded[: len(payload)] = np.frombuffer(payload, dtype=np.uint8)
@@ -255,12 +273,24 @@ def gather_feature_sets(strategy, part, samples: list, num_classes: int | None):
 
     position = {id(sample): i for i, sample in enumerate(samples)}
     buffer = io.BytesIO()
-    meta = {"hashes": part.content_hashes, "skipped": [[s.path, s.reason] for s in part.skipped], "hits": part.hits, "extracted": part.extracted, "seconds": part.seconds}
-    arrays = {"features": part.features, "rows": np.array([position[id(s)] for s in part.samples], dtype=np.int64), "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    meta = {
+        "hashes": part.content_hashes,
+        "skipped": [[s.path, s.reason] for s in part.skipped],
+        "hits": part.hits,
+        "extracted": part.extracted,
+        "seconds": part.seconds,
+    }
+    arrays = {
+        "features": part.features,
+        "rows": np.array([position[id(s)] for s in part.samples], dtype=np.int64),
+        "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+    }
     if part.flipped is not None:
         arrays["flipped"] = part.flipped
     np.savez(buffer, **arrays)
-    shares = [np.load(io.BytesIO(payload), allow_pickle=False) for payload in all_gather_bytes(strategy, buffer.getvalue())]
+    shares = [
+        np.load(io.BytesIO(payload), allow_pickle=False) for payload in all_gather_bytes(strategy, buffer.getvalue())
+    ]
     metas = [json.loads(bytes(share["meta"]).decode()) for share in shares]
     rows = np.concatenate([share["rows"] for share in shares])
     order = np.argsort(rows, kind="stable")
@@ -274,7 +304,9 @@ def gather_feature_sets(strategy, part, samples: list, num_classes: int | None):
         labels=label_array(kept, num_classes),
         samples=kept,
         content_hashes=[hashes[i] for i in order],
-        skipped=[SkippedFile(str(s.path), skipped_by_path[str(s.path)]) for s in samples if str(s.path) in skipped_by_path],
+        skipped=[
+            SkippedFile(str(s.path), skipped_by_path[str(s.path)]) for s in samples if str(s.path) in skipped_by_path
+        ],
         hits=sum(m["hits"] for m in metas),
         extracted=sum(m["extracted"] for m in metas),
         seconds=max(m["seconds"] for m in metas),

@@ -27,7 +27,15 @@ STEPS_PER_CALL = 64
 FIT_IN_MEMORY_MAX_BYTES = 1024**3
 
 
-def fit_in_memory(model, data: ArrayBatches, *, epochs: int, initial_epoch: int = 0, class_weight: dict[int, float] | None = None, callbacks=()) -> None:
+def fit_in_memory(
+    model,
+    data: ArrayBatches,
+    *,
+    epochs: int,
+    initial_epoch: int = 0,
+    class_weight: dict[int, float] | None = None,
+    callbacks=(),
+) -> None:
     """`model.fit(...)` over `data` for epochs `initial_epoch` .. `epochs - 1` (the model must be compiled)."""
     import keras
     import tensorflow as tf
@@ -38,10 +46,14 @@ def fit_in_memory(model, data: ArrayBatches, *, epochs: int, initial_epoch: int 
     weights = data.sample_weights(class_weight)
     weights = None if weights is None else tf.constant(weights)
     _build(model, inputs[: data.batch_size], targets[: data.batch_size])
-    run_steps = _compiled_steps(model, inputs, targets, weights, data.batch_size, data.flip_layer if data.flipped is not None else None)
+    run_steps = _compiled_steps(
+        model, inputs, targets, weights, data.batch_size, data.flip_layer if data.flipped is not None else None
+    )
 
     steps = data.steps
-    callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps)
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps
+    )
     model.stop_training = False
     callback_list.on_train_begin()
     training_logs = None

@@ -59,10 +59,23 @@ class PhaseInputs:
     def arrays(self, cut: Cut, split: str, shuffle: bool, first_epoch: int = 0) -> ArrayBatches:
         """The features of `split` at `cut` and how they are batched."""
         config = self.config
-        return ArrayBatches(self.features(cut, split), self.sets[split].labels, config.data.batch_size, self.num_classes, self.binary, shuffle, config.seed, first_epoch)
+        return ArrayBatches(
+            self.features(cut, split),
+            self.sets[split].labels,
+            config.data.batch_size,
+            self.num_classes,
+            self.binary,
+            shuffle,
+            config.seed,
+            first_epoch,
+        )
 
     def dataset(self, cut: Cut | None, split: str, shuffle: bool, first_epoch: int = 0):
-        return self.image_dataset(split, shuffle, first_epoch) if cut is None else self.arrays(cut, split, shuffle, first_epoch).dataset()
+        return (
+            self.image_dataset(split, shuffle, first_epoch)
+            if cut is None
+            else self.arrays(cut, split, shuffle, first_epoch).dataset()
+        )
 
     def in_memory(self, cut: Cut | None, first_epoch: int = 0) -> ArrayBatches | None:
         """The training features as arrays for `fit_in_memory` (with the flipped copies' when flips augment)."""
@@ -70,8 +83,14 @@ class PhaseInputs:
             return None
         data = self.arrays(cut, "train", self.config.data.shuffle, first_epoch)
         if self.flip:  # the plan checked that both copies fit
-            return dataclasses.replace(data, flipped=self.features(cut, "train", flipped=True), flip_layer=self.model.get_layer(names.AUGMENTATION).layers[0])
-        return data if data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES else None  # else Keras's fit over batches streamed from the array
+            return dataclasses.replace(
+                data,
+                flipped=self.features(cut, "train", flipped=True),
+                flip_layer=self.model.get_layer(names.AUGMENTATION).layers[0],
+            )
+        return (
+            data if data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES else None
+        )  # else Keras's fit over batches streamed from the array
 
     def for_phase(self, plan: PhasePlan, first_epoch: int = 0, arrays: bool = False):
         """The model to fit and its data; `first_epoch` (in the phase) sets where shuffling resumes.
@@ -95,7 +114,16 @@ class PhaseInputs:
         if cut is not None:
             return self.in_memory(cut, first_epoch) or self.arrays(cut, "train", self.config.data.shuffle, first_epoch)
         config = self.config
-        return ArrayBatches(self.sets["train"].images, self.sets["train"].labels, config.data.batch_size, self.num_classes, self.binary, config.data.shuffle, config.seed, first_epoch)
+        return ArrayBatches(
+            self.sets["train"].images,
+            self.sets["train"].labels,
+            config.data.batch_size,
+            self.num_classes,
+            self.binary,
+            config.data.shuffle,
+            config.seed,
+            first_epoch,
+        )
 
     def validation(self, plan: PhasePlan, loss, metrics):
         """The callback that writes the `val_*` figures: through the trainable part on validation features (at `val_cut`,
@@ -114,7 +142,9 @@ class PhaseInputs:
         """A callback that validates through the trainable part on validation features."""
         from tlcli.training.callbacks import FeatureValidation
 
-        return FeatureValidation(trainable_part(self.model, val_cut), self.features(val_cut, "val"), self.targets("val"), loss, metrics)
+        return FeatureValidation(
+            trainable_part(self.model, val_cut), self.features(val_cut, "val"), self.targets("val"), loss, metrics
+        )
 
     def evaluate(self, cut: Cut | None, loss, metrics) -> tuple[dict[str, float], dict[str, Any]]:
         """Final loss/metrics and class probabilities on val (and test), with the final weights.
@@ -135,7 +165,9 @@ class PhaseInputs:
     def outputs(self, cut: Cut | None, split: str) -> np.ndarray:
         """The model's outputs on `split` with the current weights, from features at `cut` (None: from the images)."""
         if cut is None and across_replicas(self.model):  # Keras's predict would give every replica the images
-            return np.asarray(run_in_batches(self.model, self.sets[split].images, self.config.data.batch_size), dtype="float32")
+            return np.asarray(
+                run_in_batches(self.model, self.sets[split].images, self.config.data.batch_size), dtype="float32"
+            )
         if cut is None:
             return np.asarray(self.model.predict(self.dataset(None, split, False), verbose=0), dtype="float32")
         if cut.label not in self._parts:
@@ -166,13 +198,23 @@ class ImageInputs(PhaseInputs):
 
     def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0):
         config = self.config
-        return make_dataset(self.sets[split], batch_size=config.data.batch_size, num_classes=self.num_classes, binary=self.binary, shuffle=shuffle, seed=config.seed, first_epoch=first_epoch)
+        return make_dataset(
+            self.sets[split],
+            batch_size=config.data.batch_size,
+            num_classes=self.num_classes,
+            binary=self.binary,
+            shuffle=shuffle,
+            seed=config.seed,
+            first_epoch=first_epoch,
+        )
 
 
 class FeatureInputs(PhaseInputs):
     """The pass extracted features at `extraction_cut`: every phase trains on them or on features derived from them."""
 
-    def __init__(self, model, sets: dict[str, FeatureSet], extraction_cut: Cut, config: ExperimentConfig, num_classes: int):
+    def __init__(
+        self, model, sets: dict[str, FeatureSet], extraction_cut: Cut, config: ExperimentConfig, num_classes: int
+    ):
         super().__init__(model, config, num_classes)
         self.sets, self.extraction_cut = sets, extraction_cut
 

@@ -53,7 +53,9 @@ class Cluster:
 def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
     """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module docstring)."""
     if workers < 2:
-        raise UserError(f"--workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)")
+        raise UserError(
+            f"--workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
+        )
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="tlcli-cluster-")))
     ports = free_ports(workers)
     try:
@@ -64,7 +66,11 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
         if why is not None:
             _end_all(cluster)
             _mark(run_dir, "interrupted" if code == EXIT_INTERRUPTED else "failed", why)
-            hint = f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, continue it with: tlcli train --resume {run_dir} --workers {workers}" if run_dir else ""
+            hint = (
+                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, continue it with: tlcli train --resume {run_dir} --workers {workers}"
+                if run_dir
+                else ""
+            )
             print(f"error: {why}{hint}", file=sys.stderr, flush=True)
         _keep_logs(cluster, run_dir)
         return code
@@ -95,7 +101,16 @@ def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> N
         return
     log = cluster.folder / f"worker-{index}.log"
     with open(log, "wb") as stream:
-        cluster.processes.append(subprocess.Popen(command, env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent))
+        cluster.processes.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_end_with_parent,
+            )
+        )
     cluster.logs.append(log)
 
 
@@ -124,7 +139,9 @@ def _watch(cluster: Cluster) -> tuple[int, str | None]:
         while True:
             if cluster.chief.poll() is not None:
                 return cluster.chief.returncode, None
-            lost = next(((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if p.poll() is not None), None)
+            lost = next(
+                ((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if p.poll() is not None), None
+            )
             if interrupted["now"]:
                 return _after_ctrl_c(cluster)
             if lost is not None:
@@ -150,7 +167,10 @@ def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | Non
         return cluster.chief.returncode, None
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     tail = _tail(cluster.logs[index])
-    return EXIT_FAILURE, f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; the other workers were stopped"
+    return (
+        EXIT_FAILURE,
+        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; the other workers were stopped",
+    )
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> int | None:

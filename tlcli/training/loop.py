@@ -106,16 +106,34 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     """Compile and fit one phase; returns the epochs it has run (in the phase) and its best epoch."""
     config, phase, reporter = fitting.config, plan.phase, fitting.reporter
     done = at.state.phase_epoch if at else 0
-    trainable = set_base_trainable(fitting.model, phase.trainable, pretrained=fitting.pretrained, key=phase.trainable_key)
-    reporter.info(f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else ""))
+    trainable = set_base_trainable(
+        fitting.model, phase.trainable, pretrained=fitting.pretrained, key=phase.trainable_key
+    )
+    reporter.info(
+        f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, learning rate {phase.learning_rate:g}"
+        + (f", resuming at epoch {done + 1}" if done else "")
+    )
     distributed = is_distributed(fitting.strategy)
     fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done, arrays=distributed)
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
-    fitted.compile(optimizer=make_optimizer(phase, fitting.steps), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, fitting.inputs.num_classes), steps_per_execution=per_call)
+    fitted.compile(
+        optimizer=make_optimizer(phase, fitting.steps),
+        loss=make_loss(config, fitting.alpha),
+        metrics=make_metrics(config, fitting.inputs.num_classes),
+        steps_per_execution=per_call,
+    )
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
-    validation = fitting.inputs.validation(plan, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes)) if val_data is None else None
-    keeper = BestWeights(fitting.monitor, phase.name, fitting.offset, best=point.best, weights=point.best_weights, epochs_run=point.done)
+    validation = (
+        fitting.inputs.validation(
+            plan, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes)
+        )
+        if val_data is None
+        else None
+    )
+    keeper = BestWeights(
+        fitting.monitor, phase.name, fitting.offset, best=point.best, weights=point.best_weights, epochs_run=point.done
+    )
     interrupt = StopOnSigint(reporter)
     callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point, start)
     reporter.phase_start(phase.name, phase.epochs, fitting.steps)
@@ -123,11 +141,35 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
         with interrupt.installed():
             epochs, initial = fitting.offset + phase.epochs, fitting.offset + point.done
             if distributed:  # several replicas (Keras's fit fails across workers: `tlcli.training.distributed`)
-                fit_distributed(fitted, train_data, fitting.strategy, epochs=epochs, initial_epoch=initial, class_weight=fitting.class_weight, callbacks=callbacks)
+                fit_distributed(
+                    fitted,
+                    train_data,
+                    fitting.strategy,
+                    epochs=epochs,
+                    initial_epoch=initial,
+                    class_weight=fitting.class_weight,
+                    callbacks=callbacks,
+                )
             elif isinstance(train_data, ArrayBatches):  # the in-memory fast path
-                fit_in_memory(fitted, train_data, epochs=epochs, initial_epoch=initial, class_weight=fitting.class_weight, callbacks=callbacks)
+                fit_in_memory(
+                    fitted,
+                    train_data,
+                    epochs=epochs,
+                    initial_epoch=initial,
+                    class_weight=fitting.class_weight,
+                    callbacks=callbacks,
+                )
             else:  # the dataset shuffles itself
-                fitted.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial, class_weight=fitting.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+                fitted.fit(
+                    train_data,
+                    validation_data=val_data,
+                    epochs=epochs,
+                    initial_epoch=initial,
+                    class_weight=fitting.class_weight,
+                    callbacks=callbacks,
+                    verbose=0,
+                    shuffle=False,
+                )
     finally:
         reporter.phase_end(phase.name)
     if config.train.restore_best and keeper.weights is not None:
@@ -140,11 +182,33 @@ def _exact_phase(fitting: Fitting, plan: PhasePlan) -> tuple[int, dict[str, Any]
     """The head the selection fitted exactly (`tlcli.training.selection`), recorded as the phase's one epoch: a history row and a checkpoint."""
     config, inputs = fitting.config, fitting.inputs
     loss, metrics = make_loss(config, fitting.alpha), make_metrics(config, inputs.num_classes)
-    figures = {key.removeprefix("train_"): value for key, value in inputs.figures("train", inputs.outputs(plan.cut, "train"), loss, metrics).items()}
+    figures = {
+        key.removeprefix("train_"): value
+        for key, value in inputs.figures("train", inputs.outputs(plan.cut, "train"), loss, metrics).items()
+    }
     figures |= inputs.figures("val", inputs.outputs(plan.val_cut, "val"), loss, metrics)
     best = {"epoch": fitting.offset + 1, "phase": plan.phase.name, **figures}
-    fitting.history.append({"epoch": best["epoch"], "phase": plan.phase.name, "phase_epoch": 1, **figures, "learning_rate": 0.0, "seconds": 0.0, "fit": "exact"})
-    state = CheckpointState(epoch=best["epoch"], phase=plan.phase.name, phase_index=plan.index, phase_epoch=1, phase_epochs=1, phase_best=best, run_best=fitting.best, history=fitting.history.rows)
+    fitting.history.append(
+        {
+            "epoch": best["epoch"],
+            "phase": plan.phase.name,
+            "phase_epoch": 1,
+            **figures,
+            "learning_rate": 0.0,
+            "seconds": 0.0,
+            "fit": "exact",
+        }
+    )
+    state = CheckpointState(
+        epoch=best["epoch"],
+        phase=plan.phase.name,
+        phase_index=plan.index,
+        phase_epoch=1,
+        phase_epochs=1,
+        phase_best=best,
+        run_best=fitting.best,
+        history=fitting.history.rows,
+    )
     checkpoints.write_checkpoint(fitting.run_dir, fitting.model, fitting.model, state, "current")
     if fitting.tracking is not None:
         fitting.tracking.log_epoch(fitting.history.rows[-1])
@@ -164,7 +228,9 @@ def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
         return {}
     config = fitting.config
     outputs = fitting.inputs.outputs(plan.val_cut if plan.val_cut is not None else plan.cut, "val")
-    figures = fitting.inputs.figures("val", outputs, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes))
+    figures = fitting.inputs.figures(
+        "val", outputs, make_loss(config, fitting.alpha), make_metrics(config, fitting.inputs.num_classes)
+    )
     checkpoints.save_phase_start(fitting.run_dir, plan.index, fitting.model)
     return {"epoch": fitting.offset, "phase": plan.phase.name, **figures}
 
@@ -177,10 +243,20 @@ def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], b
         return
     checkpoints.load_weights(fitting.model, checkpoints.phase_start_file(fitting.run_dir, plan.index))
     shown = fitting.monitor
-    fitting.reporter.warn(f"phase {plan.phase.name} ended no better on validation than it started ({shown} {best.get(shown, float('nan')):.4f} at best, {start[shown]:.4f} at its start): kept the weights it started from")
+    fitting.reporter.warn(
+        f"phase {plan.phase.name} ended no better on validation than it started ({shown} {best.get(shown, float('nan')):.4f} at best, {start[shown]:.4f} at its start): kept the weights it started from"
+    )
 
 
-def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt: StopOnSigint, validation, point: ResumePoint, start: dict[str, Any]) -> list:
+def _callbacks(
+    fitting: Fitting,
+    plan: PhasePlan,
+    keeper: BestWeights,
+    interrupt: StopOnSigint,
+    validation,
+    point: ResumePoint,
+    start: dict[str, Any],
+) -> list:
     import keras
 
     phase = plan.phase
@@ -196,12 +272,33 @@ def _callbacks(fitting: Fitting, plan: PhasePlan, keeper: BestWeights, interrupt
     early = None
     if phase.early_stopping.patience:
         stop = phase.early_stopping
-        early = ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor), resume_state=point.early_stopping)
+        early = ResumableEarlyStopping(
+            monitor=stop.monitor,
+            patience=stop.patience,
+            min_delta=stop.min_delta,
+            mode=monitor_mode(stop.monitor),
+            resume_state=point.early_stopping,
+        )
         callbacks.append(early)
-    first = next((float(row["loss"]) for row in fitting.history.rows if row.get("phase") == phase.name and "loss" in row), None)
+    first = next(
+        (float(row["loss"]) for row in fitting.history.rows if row.get("phase") == phase.name and "loss" in row), None
+    )
     callbacks.append(StopOnDivergence(phase.name, first))  # before the checkpoint: a diverged epoch is not kept
     # Last: it records what the callbacks above decided this epoch (history row, best, early stop).
-    callbacks.append(EpochCheckpoint(fitting.run_dir, fitting.model, plan, fitting.offset, fitting.history, keeper, early, fitting.best, point.best_file, start))
+    callbacks.append(
+        EpochCheckpoint(
+            fitting.run_dir,
+            fitting.model,
+            plan,
+            fitting.offset,
+            fitting.history,
+            keeper,
+            early,
+            fitting.best,
+            point.best_file,
+            start,
+        )
+    )
     if fitting.tracking is not None:  # after the checkpoint: MLflow never has an epoch the run folder could lose
         callbacks.append(TrackEpochs(fitting.tracking, fitting.history))
     return callbacks
@@ -219,5 +316,7 @@ def _resume_point(fitting: Fitting, at: Checkpoint, fitted, plan: PhasePlan) -> 
     stop_state = state.early_stopping
     extended = plan.phase.epochs > state.phase_epochs
     if stop_state is not None and state.stopped_early and extended:
-        stop_state = EarlyStopState(0, stop_state.best)  # an early-stopped phase given more epochs restarts its patience
+        stop_state = EarlyStopState(
+            0, stop_state.best
+        )  # an early-stopped phase given more epochs restarts its patience
     return ResumePoint(state.phase_epoch, state.phase_best, keeper_weights, stop_state, at.best_weights_file)

@@ -59,14 +59,23 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
     use = CacheUse("features", cut=cut.label, hits=hits, extracted=extracted, seconds=round(seconds, 3))
     if store is not None:
         per_image = store.seconds_per_image()
-        use.key, use.folder, use.saved_s = store.key, str(store.folder), round(hits * per_image, 1) if per_image and hits else 0.0
+        use.key, use.folder, use.saved_s = (
+            store.key,
+            str(store.folder),
+            round(hits * per_image, 1) if per_image and hits else 0.0,
+        )
         store.finish(seconds / extracted if extracted else None)
         use.damaged_packs = store.damaged
         if store.damaged:
-            reporter.warn(f"the feature cache had {store.damaged} damaged pack{'s' if store.damaged > 1 else ''} (failed the checksum); dropped, and their images recomputed")
+            reporter.warn(
+                f"the feature cache had {store.damaged} damaged pack{'s' if store.damaged > 1 else ''} (failed the checksum); dropped, and their images recomputed"
+            )
         for problem in store.problems:
             reporter.warn(problem)
-    reporter.info(f"features ({cut.label}): {hits} from cache, {extracted} computed in {seconds:.1f} s" + (f", about {use.saved_s:.0f} s saved" if use.saved_s else ""))
+    reporter.info(
+        f"features ({cut.label}): {hits} from cache, {extracted} computed in {seconds:.1f} s"
+        + (f", about {use.saved_s:.0f} s saved" if use.saved_s else "")
+    )
     return sets, use
 
 
@@ -76,31 +85,47 @@ def decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedIm
     for split, samples in prepared.splits.listed():
         with reporter.task(f"decoding {split}", len(samples)) as advance:
             decoded[split] = decode_samples(
-                samples, config.data.image_size, prepared.info.channels, on_bad_file=config.data.on_bad_file, progress=advance, max_bytes=config.data.max_bytes, num_classes=prepared.num_classes
+                samples,
+                config.data.image_size,
+                prepared.info.channels,
+                on_bad_file=config.data.on_bad_file,
+                progress=advance,
+                max_bytes=config.data.max_bytes,
+                num_classes=prepared.num_classes,
             )
     return decoded
 
 
-def record_pass(run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit], reporter: Reporter, *, strict: bool) -> list[dict[str, str]]:
+def record_pass(
+    run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit], reporter: Reporter, *, strict: bool
+) -> list[dict[str, str]]:
     """Write what the pass found (skipped_files.json, data_problems.json, dataset.json); returns the skipped files.
 
     Raises:
         DataError: `strict` is on and the data has problems.
         UnusableData: a class has no readable training image, or validation none at all.
     """
-    skipped = [{"path": s.path, "reason": s.reason, "split": split} for split, kept in sets.items() for s in kept.skipped]
+    skipped = [
+        {"path": s.path, "reason": s.reason, "split": split} for split, kept in sets.items() for s in kept.skipped
+    ]
     write_json_atomic(run_dir / "skipped_files.json", skipped)
     if skipped:
-        reporter.warn(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+        reporter.warn(
+            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
+        )
     problems = find_problems(prepared.splits, sets)  # duplicates and leakage, from this same pass
     write_json_atomic(run_dir / "data_problems.json", problems.to_dict())
     for line in problems.warnings():
         reporter.warn(line)
     if strict and problems.count:
-        raise DataError(f"--strict: the data has problems ({problems.summary()}); they are listed in {run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict")
+        raise DataError(
+            f"--strict: the data has problems ({problems.summary()}); they are listed in {run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict"
+        )
     write_dataset_record(run_dir, prepared.splits, sets)
     names = prepared.splits.class_names
     reason = unusable_reason(class_counts(sets["train"].labels, names), len(sets["val"]))
     if reason is not None:
-        raise UnusableData(f"{reason} (the unreadable files are listed by `tlcli check {prepared.splits.sources['train']}`)")
+        raise UnusableData(
+            f"{reason} (the unreadable files are listed by `tlcli check {prepared.splits.sources['train']}`)"
+        )
     return skipped

@@ -45,10 +45,32 @@ class Phase:
 def phases_of(config: ExperimentConfig) -> list[Phase]:
     """The phases as the config writes them (`auto` epochs at their maximum; `plan_phases` resolves them)."""
     train, phases = config.train, []
-    phases.append(Phase("train", _most(train), train.learning_rate, train, trainable_spec(config), "base.trainable", train.early_stopping, train.epochs == "auto"))
+    phases.append(
+        Phase(
+            "train",
+            _most(train),
+            train.learning_rate,
+            train,
+            trainable_spec(config),
+            "base.trainable",
+            train.early_stopping,
+            train.epochs == "auto",
+        )
+    )
     if config.fine_tune is not None:
         ft = config.fine_tune
-        phases.append(Phase("fine_tune", _most(ft), ft.learning_rate, ft, ft.unfreeze, "fine_tune.unfreeze", ft.early_stopping, ft.epochs == "auto"))
+        phases.append(
+            Phase(
+                "fine_tune",
+                _most(ft),
+                ft.learning_rate,
+                ft,
+                ft.unfreeze,
+                "fine_tune.unfreeze",
+                ft.early_stopping,
+                ft.epochs == "auto",
+            )
+        )
     return phases
 
 
@@ -133,7 +155,9 @@ def cut_options(model, config: ExperimentConfig, phases: list[Phase]) -> list[Cu
     return options
 
 
-def plan_phases(config: ExperimentConfig, phases: list[Phase], options: list[CutOption], train_images: int) -> list[PhasePlan]:
+def plan_phases(
+    config: ExperimentConfig, phases: list[Phase], options: list[CutOption], train_images: int
+) -> list[PhasePlan]:
     """Per phase, where its frozen part ends for training and for validation.
 
     Validation images are never augmented, so an augmented phase can still
@@ -148,7 +172,10 @@ def plan_phases(config: ExperimentConfig, phases: list[Phase], options: list[Cut
             if flip is None:
                 cut, why = None, "random augmentation changes every epoch; validation uses cached features"
             elif 2 * train_images * option.feature_bytes > FIT_IN_MEMORY_MAX_BYTES:
-                cut, why = None, "the features of the images and their flipped copies would not fit in memory; validation uses cached features"
+                cut, why = (
+                    None,
+                    "the features of the images and their flipped copies would not fit in memory; validation uses cached features",
+                )
             else:
                 why += f"; random flips ({flip}) pick each image's features or its flipped copy's"
         phase, auto_why = resolve_auto(phase, cut is not None)
@@ -161,7 +188,10 @@ def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[Ph
     first = plans[0]
     reasons = [
         (config.train.l2 != "auto", "train.l2 is set"),
-        (first.cut is None or first.cut.kind != "pool", "the first phase does not train the head alone on cached features"),
+        (
+            first.cut is None or first.cut.kind != "pool",
+            "the first phase does not train the head alone on cached features",
+        ),
         (bool(config.head.dense), "the head has hidden layers (head.dense)"),
         (config.train.label_smoothing > 0, "label smoothing is on"),
     ]
@@ -174,7 +204,11 @@ def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[Ph
     refit = config.train.refit is not False
     exact = first.phase.auto  # the exact fit is the converged head: Adam epochs after it only fit the validation noise
     phase = dataclasses.replace(first.phase, epochs=1) if exact else first.phase
-    why = f"{first.why.split('; epochs auto')[0]}; the head is fitted exactly at the penalty chosen on validation" if exact else first.why
+    why = (
+        f"{first.why.split('; epochs auto')[0]}; the head is fitted exactly at the penalty chosen on validation"
+        if exact
+        else first.why
+    )
     plans[0] = dataclasses.replace(first, phase=phase, why=why, select_head=True, refit=refit, exact=exact)
     return plans
 

@@ -24,7 +24,15 @@ from tlcli.features.store import probe_cache
 from tlcli.modeling import layers as names
 from tlcli.modeling.bases import check_base_name
 from tlcli.modeling.build import build_model, source_base
-from tlcli.modeling.devices import DevicePlan, apply_device_plan, cluster_from_env, enable_determinism, logical_cpus_from_env, plan_devices, visible_gpus
+from tlcli.modeling.devices import (
+    DevicePlan,
+    apply_device_plan,
+    cluster_from_env,
+    enable_determinism,
+    logical_cpus_from_env,
+    plan_devices,
+    visible_gpus,
+)
 from tlcli.modeling.freezing import first_trainable_index
 from tlcli.progress import Reporter
 from tlcli.runs.folder import resolve_run
@@ -84,7 +92,9 @@ def as_config(config: ExperimentConfig | str | Path | dict, overrides=()) -> Exp
     return load_config(config, overrides)
 
 
-def prepare(config, *, overrides=(), runs_dir=None, device: str | None = None, reporter: Reporter, apply_runtime: bool = True) -> Prepared:
+def prepare(
+    config, *, overrides=(), runs_dir=None, device: str | None = None, reporter: Reporter, apply_runtime: bool = True
+) -> Prepared:
     """Check and build everything a run needs (see the module docstring).
 
     Args:
@@ -106,13 +116,21 @@ def prepare(config, *, overrides=(), runs_dir=None, device: str | None = None, r
     reporter.info(f"data: {splits.describe()}")
     for warning in splits.warnings:
         reporter.warn(warning)
-    plan = plan_devices(config.runtime.device, config.runtime.mixed_precision, visible_gpus(), cluster_from_env(), logical_cpus_from_env())
+    plan = plan_devices(
+        config.runtime.device,
+        config.runtime.mixed_precision,
+        visible_gpus(),
+        cluster_from_env(),
+        logical_cpus_from_env(),
+    )
     strategy = _apply_runtime(config, plan) if apply_runtime else None
     if strategy is not None:
         plan = dataclasses.replace(plan, replicas=int(strategy.num_replicas_in_sync))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model, info = build_model(config, len(splits.class_names), source_base(source_run) if source_run else None)
-    prepared = Prepared(config, splits, plan, strategy, model, info, runs_dir, source_run, _disk_cache(config, reporter))
+    prepared = Prepared(
+        config, splits, plan, strategy, model, info, runs_dir, source_run, _disk_cache(config, reporter)
+    )
     _check_built(prepared)
     reporter.info(f"device: {plan.describe()}")
     return prepared
@@ -130,8 +148,13 @@ def _disk_cache(config: ExperimentConfig, reporter: Reporter) -> bool:
     if problem is None:
         return True
     if config.cache == "disk":
-        raise ConfigError("cache", f"disk: the feature cache cannot be used ({problem}); point TLCLI_CACHE_DIR at a writable folder, or set cache: auto to train without it")
-    reporter.warn(f"the feature cache cannot be used ({problem}); features stay in memory for this run (set TLCLI_CACHE_DIR to a writable folder)")
+        raise ConfigError(
+            "cache",
+            f"disk: the feature cache cannot be used ({problem}); point TLCLI_CACHE_DIR at a writable folder, or set cache: auto to train without it",
+        )
+    reporter.warn(
+        f"the feature cache cannot be used ({problem}); features stay in memory for this run (set TLCLI_CACHE_DIR to a writable folder)"
+    )
     return False
 
 
@@ -156,7 +179,9 @@ def _check_built(prepared: Prepared) -> None:
     check_class_weight(config.train.class_weight, prepared.splits.class_names)
 
 
-def validate(config: ExperimentConfig | str | Path | dict, *, overrides=(), runs_dir: str | Path | None = None) -> Validation:
+def validate(
+    config: ExperimentConfig | str | Path | dict, *, overrides=(), runs_dir: str | Path | None = None
+) -> Validation:
     """Check a config, its data folders and its model (base name, image size,
     weights, layer names) without training and without changing TensorFlow's
     global state (devices, seeds, mixed precision).
@@ -165,15 +190,29 @@ def validate(config: ExperimentConfig | str | Path | dict, *, overrides=(), runs
         ConfigError, DataError, RunError: what `train` would refuse.
     """
     prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, reporter=Reporter(), apply_runtime=False)
-    return Validation(prepared.config, prepared.splits, prepared.info.base_name, prepared.plan.describe(), prepared.model)
+    return Validation(
+        prepared.config, prepared.splits, prepared.info.base_name, prepared.plan.describe(), prepared.model
+    )
 
 
 def resolve_paths(config: ExperimentConfig, runs_dir: Path, source_run: Path | None) -> ExperimentConfig:
     """Absolute paths everywhere, so the saved config reproduces the run from any folder."""
-    data = config.data.model_copy(update={k: getattr(config.data, k).absolute() for k in ("dir", "train_dir", "val_dir", "test_dir") if getattr(config.data, k) is not None})
+    data = config.data.model_copy(
+        update={
+            k: getattr(config.data, k).absolute()
+            for k in ("dir", "train_dir", "val_dir", "test_dir")
+            if getattr(config.data, k) is not None
+        }
+    )
     base_update: dict[str, Any] = {}
     if config.base.weights not in ("imagenet", "none"):
         base_update["weights"] = str(Path(config.base.weights).absolute())
     if source_run is not None:
         base_update["run"] = str(source_run.absolute())
-    return config.model_copy(update={"data": data, "base": config.base.model_copy(update=base_update), "output": config.output.model_copy(update={"runs_dir": runs_dir.absolute()})})
+    return config.model_copy(
+        update={
+            "data": data,
+            "base": config.base.model_copy(update=base_update),
+            "output": config.output.model_copy(update={"runs_dir": runs_dir.absolute()}),
+        }
+    )

@@ -34,16 +34,28 @@ def check_overrides(parsed: list[tuple[str, Any]], raw: dict, state: CheckpointS
     """Refuse a `--set` that cannot change on resume (with the command that would do it instead)."""
     for key, value in parsed:
         if key not in RESUMABLE_KEYS:
-            raise ConfigError("--set", f"{key} cannot change when resuming (only {', '.join(RESUMABLE_KEYS)}); to change it, start a new run: tlcli train {run_dir / 'config.yaml'} --set {key}=...")
+            raise ConfigError(
+                "--set",
+                f"{key} cannot change when resuming (only {', '.join(RESUMABLE_KEYS)}); to change it, start a new run: tlcli train {run_dir / 'config.yaml'} --set {key}=...",
+            )
         phase = key.split(".")[0]
         if phase == "fine_tune" and not raw.get("fine_tune"):
             raise ConfigError(key, "this run has no fine-tuning phase, and a phase cannot be added on resume")
         if state is None or not key.endswith(("epochs", "max_epochs")):
             continue
         if phase == "train" and state.phase != "train":
-            raise ConfigError(key, f"phase train is over (the run went on to {state.phase}); extend {state.phase}.epochs instead")
-        if phase == state.phase and isinstance(value, int) and not isinstance(value, bool) and value < state.phase_epoch:
-            raise ConfigError(key, f"the run already did {state.phase_epoch} epochs of {phase}; give at least that many")
+            raise ConfigError(
+                key, f"phase train is over (the run went on to {state.phase}); extend {state.phase}.epochs instead"
+            )
+        if (
+            phase == state.phase
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and value < state.phase_epoch
+        ):
+            raise ConfigError(
+                key, f"the run already did {state.phase_epoch} epochs of {phase}; give at least that many"
+            )
 
 
 def nothing_left(config: ExperimentConfig, state: CheckpointState) -> bool:
@@ -73,7 +85,9 @@ def check_same_splits(splits: DataSplits, run_dir: Path) -> None:
         saved = sorted((row.relpath, row.label) for row in rows)
         now = sorted((s.relpath, splits.label_name(s.label)) for s in getattr(splits, split))
         if saved != now:
-            raise RunError(f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files or labels); resuming would train on other data, start a new run")
+            raise RunError(
+                f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files or labels); resuming would train on other data, start a new run"
+            )
 
 
 def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> None:
@@ -91,7 +105,9 @@ def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> No
     if recorded is None:
         return  # stopped before its first pass over the files: nothing to compare with
     try:
-        unreadable = {entry["path"] for entry in json.loads((run_dir / "skipped_files.json").read_text(encoding="utf-8"))}
+        unreadable = {
+            entry["path"] for entry in json.loads((run_dir / "skipped_files.json").read_text(encoding="utf-8"))
+        }
     except (OSError, ValueError, KeyError, TypeError):
         unreadable = set()
 
@@ -108,4 +124,6 @@ def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> No
         rows += [(split, s.relpath, splits.label_name(s.label), h) for s, (_, h) in zip(kept, hashes)]
     fingerprint, version = recorded
     if dataset_fingerprint(rows, version) != fingerprint:
-        raise RunError(f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes or other labels); resuming would train on other data, start a new run")
+        raise RunError(
+            f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes or other labels); resuming would train on other data, start a new run"
+        )

@@ -78,11 +78,16 @@ class Probe:
 
     num_classes: int
     multi: bool
-    models: list[Any]  # scikit-learn LogisticRegression, or (multi-label) a float: the constant logit of an unfittable class
+    models: list[
+        Any
+    ]  # scikit-learn LogisticRegression, or (multi-label) a float: the constant logit of an unfittable class
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if self.multi:
-            columns = [m.predict_proba(x)[:, 1] if not isinstance(m, float) else np.full(len(x), 1 / (1 + np.exp(-m))) for m in self.models]
+            columns = [
+                m.predict_proba(x)[:, 1] if not isinstance(m, float) else np.full(len(x), 1 / (1 + np.exp(-m)))
+                for m in self.models
+            ]
             return np.stack(columns, axis=1)
         model = self.models[0]
         full = np.zeros((len(x), self.num_classes))  # a class missing from the training split gets 0
@@ -106,12 +111,21 @@ class Probe:
         return np.asarray(model.coef_, dtype="float32"), np.asarray(model.intercept_, dtype="float32")
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight: dict[int, float] | None = None, alpha: list[float] | None = None) -> Probe:
+def fit_probe(
+    x: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    num_classes: int,
+    class_weight: dict[int, float] | None = None,
+    alpha: list[float] | None = None,
+) -> Probe:
     """The linear head fitted exactly at penalty C: single-label `y` (n,) with Keras-style class weights, multi-label `y` (n, k) with each class's positive weight `alpha`."""
     from sklearn.linear_model import LogisticRegression
 
     if y.ndim == 1:
-        return Probe(num_classes, False, [LogisticRegression(C=C, max_iter=PROBE_MAX_ITER, class_weight=class_weight).fit(x, y)])
+        return Probe(
+            num_classes, False, [LogisticRegression(C=C, max_iter=PROBE_MAX_ITER, class_weight=class_weight).fit(x, y)]
+        )
     models: list[Any] = []
     for c in range(y.shape[1]):
         column = y[:, c].astype(int)
@@ -129,18 +143,38 @@ def score(probabilities: np.ndarray, y: np.ndarray, alpha: list[float] | None = 
     from sklearn.metrics import average_precision_score, log_loss
 
     if y.ndim == 1:
-        return {"loss": float(log_loss(y, probabilities, labels=list(range(probabilities.shape[1])))), "accuracy": float((probabilities.argmax(1) == y).mean())}
+        return {
+            "loss": float(log_loss(y, probabilities, labels=list(range(probabilities.shape[1])))),
+            "accuracy": float((probabilities.argmax(1) == y).mean()),
+        }
     p = np.clip(probabilities, 1e-7, 1 - 1e-7)
     losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
     if alpha is not None:
         a = np.asarray(alpha)[None, :]
         losses = losses * np.where(y == 1, a, 1 - a)
     present = [c for c in range(y.shape[1]) if 0 < y[:, c].sum()]
-    average_precision = float(np.mean([average_precision_score(y[:, c], probabilities[:, c]) for c in present])) if present else float("nan")
-    return {"loss": float(losses.mean()), "accuracy": float(((probabilities >= 0.5) == (y == 1)).mean()), "map": average_precision}
+    average_precision = (
+        float(np.mean([average_precision_score(y[:, c], probabilities[:, c]) for c in present]))
+        if present
+        else float("nan")
+    )
+    return {
+        "loss": float(losses.mean()),
+        "accuracy": float(((probabilities >= 0.5) == (y == 1)).mean()),
+        "map": average_precision,
+    }
 
 
-def fit_probes(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int, class_weight: dict[int, float] | None, grid=PENALTY_GRID, alpha: list[float] | None = None) -> HeadSelection:
+def fit_probes(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    num_classes: int,
+    class_weight: dict[int, float] | None,
+    grid=PENALTY_GRID,
+    alpha: list[float] | None = None,
+) -> HeadSelection:
     """Fit the linear head exactly at every penalty of `grid`; choose the lowest validation loss.
 
     Returns a selection with `selected` False: the caller decides whether the penalty is used or only reported.
@@ -150,7 +184,15 @@ def fit_probes(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     for C in grid:
         probe = fit_probe(train_x, train_y, C, num_classes, class_weight, alpha)
         figures = score(probe.probabilities(val_x), val_y, alpha)
-        fits.append(ProbeFit(C, l2=1.0 / (2.0 * C * len(train_x)), val_loss=round(figures["loss"], 6), val_accuracy=round(figures["accuracy"], 6), val_map=round(figures["map"], 6) if "map" in figures else None))
+        fits.append(
+            ProbeFit(
+                C,
+                l2=1.0 / (2.0 * C * len(train_x)),
+                val_loss=round(figures["loss"], 6),
+                val_accuracy=round(figures["accuracy"], 6),
+                val_map=round(figures["map"], 6) if "map" in figures else None,
+            )
+        )
         models[C] = probe
     chosen = min(fits, key=lambda fit: (fit.val_loss, -fit.C))
     return HeadSelection(fits, chosen, selected=False, seconds=time.perf_counter() - started, models=models)
@@ -196,7 +238,11 @@ def probe_splits(inputs, fresh: bool = False) -> dict[str, tuple[np.ndarray, np.
     from tlcli.features.cut import Cut
 
     pool = Cut("pool")
-    return {split: (inputs.features(pool, split, fresh=fresh), inputs.sets[split].labels) for split in ("train", "val", "test") if split in inputs.sets and len(inputs.sets[split])}
+    return {
+        split: (inputs.features(pool, split, fresh=fresh), inputs.sets[split].labels)
+        for split in ("train", "val", "test")
+        if split in inputs.sets and len(inputs.sets[split])
+    }
 
 
 def choose_head(inputs, plan, class_weight: dict[int, float] | None, alpha: list[float] | None = None) -> HeadSelection:
@@ -218,13 +264,23 @@ def choose_head(inputs, plan, class_weight: dict[int, float] | None, alpha: list
     except ValueError as exc:
         selection.why = f"not selected: {exc}"
         return selection
-    set_head_regularisation(model, head_penalty(selection.chosen, inputs.num_classes, inputs.binary, config.multi_label), 0.0 if config.head.dropout == "auto" else None)
+    set_head_regularisation(
+        model,
+        head_penalty(selection.chosen, inputs.num_classes, inputs.binary, config.multi_label),
+        0.0 if config.head.dropout == "auto" else None,
+    )
     selection.selected, selection.refit = True, plan.refit
     selection.why = f"penalty C={selection.chosen.C:g} (lowest validation loss of {len(selection.grid)} exact fits); the head starts from that fit"
     return selection
 
 
-def refit_head(inputs, selection: HeadSelection, class_weight: dict[int, float] | None, fresh: bool = False, alpha: list[float] | None = None) -> None:
+def refit_head(
+    inputs,
+    selection: HeadSelection,
+    class_weight: dict[int, float] | None,
+    fresh: bool = False,
+    alpha: list[float] | None = None,
+) -> None:
     """The chosen penalty fitted again on train + validation; the head takes that solution (scikit-learn's refit=True).
 
     `fresh`: on the features of the base as it is now (fine-tuning changed it since the penalty was chosen).

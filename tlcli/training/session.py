@@ -59,7 +59,9 @@ def train_in_run(session: Session) -> TrainResult:
     for plan in plans:
         reporter.info(plan.describe())
     inputs, cache_use, skipped = _single_pass(session, plans, timings)
-    weights = class_weights(inputs.sets["train"].labels, prepared.num_classes, config.train.class_weight, prepared.splits.class_names)
+    weights = class_weights(
+        inputs.sets["train"].labels, prepared.num_classes, config.train.class_weight, prepared.splits.class_names
+    )
     alpha = positive_weights(inputs.sets["train"].labels, config.train.class_weight, prepared.splits.class_names)
     selection, probe = _choose(session, inputs, plans[0], (weights, alpha), timings)
     if plans[0].select_head and not (selection is not None and selection.selected):
@@ -68,23 +70,48 @@ def train_in_run(session: Session) -> TrainResult:
     recipe_refit = plans[0].refit and not plans[0].select_head
     if plans[0].no_refit:
         reporter.warn(f"train.refit: true is not done: {plans[0].no_refit}; validation figures stay held out")
-    initial = _head_weights(prepared.model) if recipe_refit else None  # before a resume loads a checkpoint: the head as built
+    initial = (
+        _head_weights(prepared.model) if recipe_refit else None
+    )  # before a resume loads a checkpoint: the head as built
     clock = time.perf_counter()
     restored = _restore(session) if session.resuming else None
-    broadcast_weights(prepared.strategy, prepared.model)  # several workers: all start from the chief's weights (exact fit, checkpoint)
-    history = HistoryRecorder(run_dir / "history.csv", rows=restored.state.history if restored else ([] if session.resuming else None))
+    broadcast_weights(
+        prepared.strategy, prepared.model
+    )  # several workers: all start from the chief's weights (exact fit, checkpoint)
+    history = HistoryRecorder(
+        run_dir / "history.csv", rows=restored.state.history if restored else ([] if session.resuming else None)
+    )
     steps = -(-len(inputs.sets["train"]) // config.data.batch_size)
-    if session.tracking is not None:  # a resume: epochs checkpointed but not yet in MLflow (its log stopped, or the process did)
+    if (
+        session.tracking is not None
+    ):  # a resume: epochs checkpointed but not yet in MLflow (its log stopped, or the process did)
         for row in history.rows:
             session.tracking.log_epoch(row)
-    fitting = Fitting(run_dir, prepared.model, config, inputs, reporter, history, weights, steps, prepared.info.pretrained, alpha=alpha, strategy=prepared.strategy, tracking=session.tracking)
+    fitting = Fitting(
+        run_dir,
+        prepared.model,
+        config,
+        inputs,
+        reporter,
+        history,
+        weights,
+        steps,
+        prepared.info.pretrained,
+        alpha=alpha,
+        strategy=prepared.strategy,
+        tracking=session.tracking,
+    )
     if restored is not None:
         fitting.best, fitting.offset = dict(restored.state.run_best), restored.state.offset
     cut = plans[-1].cut or plans[-1].val_cut
     with prepared.scope():
         fit_phases(fitting, plans, restored)
         refit = (selection is not None and selection.refit) or recipe_refit
-        held_out = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))[1]["val"] if config.multi_label and refit else None
+        held_out = (
+            inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))[1]["val"]
+            if config.multi_label and refit
+            else None
+        )
         refitted = None
         if recipe_refit:
             refitted = _refit_recipe(fitting, plans[0], initial)
@@ -92,9 +119,13 @@ def train_in_run(session: Session) -> TrainResult:
             _refit(fitting, plans, selection)
         if refit:
             broadcast_weights(prepared.strategy, prepared.model)
-        final, probabilities = inputs.evaluate(cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes))
+        final, probabilities = inputs.evaluate(
+            cut, make_loss(config, fitting.alpha), make_metrics(config, prepared.num_classes)
+        )
     timings["train"] = round(time.perf_counter() - clock, 3)
-    if config.multi_label:  # thresholds from validation probabilities the model was not fitted on (those before a refit)
+    if (
+        config.multi_label
+    ):  # thresholds from validation probabilities the model was not fitted on (those before a refit)
         _set_thresholds(session, inputs.sets["val"].labels, held_out if held_out is not None else probabilities["val"])
     _save_and_report(session, inputs, probabilities["val"], timings)
     metrics = Metrics(
@@ -106,7 +137,9 @@ def train_in_run(session: Session) -> TrainResult:
         cache=cache_use,
         wall_time_s=round(time.perf_counter() - session.options.start_time(), 3),
         timings_s=timings,
-        images_per_second=round(len(inputs.sets["train"]) * fitting.session_epochs / timings["train"], 1) if timings["train"] else None,
+        images_per_second=round(len(inputs.sets["train"]) * fitting.session_epochs / timings["train"], 1)
+        if timings["train"]
+        else None,
         peak_memory_mb=peak_memory_mb(),
         selection=selection.to_dict() if selection is not None and selection.selected else None,
         linear_probe=probe,
@@ -132,7 +165,9 @@ def _choose(session: Session, inputs, plan, weights: tuple, timings: dict[str, f
     from tlcli.training.selection import choose_head
 
     config, reporter = session.prepared.config, session.reporter
-    if not isinstance(inputs, FeatureInputs) and not plan.select_head:  # selecting needs only the head's features, an inference pass
+    if (
+        not isinstance(inputs, FeatureInputs) and not plan.select_head
+    ):  # selecting needs only the head's features, an inference pass
         return None, {"skipped": f"no cached features ({plan.why})"}
     if config.probe == "off" and not plan.select_head:
         return None, {"skipped": "probe: off"}
@@ -140,10 +175,20 @@ def _choose(session: Session, inputs, plan, weights: tuple, timings: dict[str, f
     selection = choose_head(inputs, plan, *weights)
     timings["select"] = round(time.perf_counter() - clock, 3)
     chosen = selection.chosen
-    probe = {"C": chosen.C, "val_accuracy": chosen.val_accuracy, "val_loss": chosen.val_loss, "test_accuracy": selection.test_accuracy, "seconds": round(selection.seconds, 3)}
+    probe = {
+        "C": chosen.C,
+        "val_accuracy": chosen.val_accuracy,
+        "val_loss": chosen.val_loss,
+        "test_accuracy": selection.test_accuracy,
+        "seconds": round(selection.seconds, 3),
+    }
     if chosen.val_map is not None:
         probe["val_map"] = chosen.val_map
-    shown = f"validation mAP {chosen.val_map:.4f}" if chosen.val_map is not None else f"validation accuracy {chosen.val_accuracy:.4f}"
+    shown = (
+        f"validation mAP {chosen.val_map:.4f}"
+        if chosen.val_map is not None
+        else f"validation accuracy {chosen.val_accuracy:.4f}"
+    )
     reporter.info(f"linear probe: {shown} at C={chosen.C:g}" + (f"; {selection.why}" if selection.why else ""))
     if selection.selected:
         write_json_atomic(session.run_dir / "selection.json", selection.to_dict())
@@ -159,12 +204,18 @@ def _refit(fitting, plans, selection) -> None:
     fine_tuned = len(plans) > 1
     refit_head(inputs, selection, fitting.class_weight, fresh=fine_tuned, alpha=fitting.alpha)
     outcome = fitting.outcomes.get(plan.phase.name, {})
-    added = int(outcome["best"].get("epoch", 0)) - int(outcome["start"].get("epoch", 0)) if outcome.get("kept") == "best" and outcome.get("start") and not fine_tuned else 0
+    added = (
+        int(outcome["best"].get("epoch", 0)) - int(outcome["start"].get("epoch", 0))
+        if outcome.get("kept") == "best" and outcome.get("start") and not fine_tuned
+        else 0
+    )
     if added > 0:
         _train_head_on_all(fitting, plan, added)
     selection.refit_epochs = added
     write_json_atomic(fitting.run_dir / "selection.json", selection.to_dict())
-    fitting.reporter.info(f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample")
+    fitting.reporter.info(
+        f"refitted the head on train + validation ({len(inputs.sets['train']) + len(inputs.sets['val'])} images) at C={selection.chosen.C:g}, then {added} epochs: validation figures are now in-sample"
+    )
 
 
 def _head_weights(model) -> list:
@@ -182,7 +233,9 @@ def _refit_recipe(fitting, plan, initial: list) -> dict[str, Any]:
     clock = time.perf_counter()
     images = _train_head_on_all(fitting, plan, epochs, start=initial)
     why = "the count validation chose" if chosen else "every epoch the recipe ran (train.restore_best: false)"
-    fitting.reporter.info(f"refitted the recipe on train + validation ({images} images) for {epochs} epochs, {why}: validation figures are now in-sample")
+    fitting.reporter.info(
+        f"refitted the recipe on train + validation ({images} images) for {epochs} epochs, {why}: validation figures are now in-sample"
+    )
     return {"how": "recipe", "epochs": epochs, "images": images, "seconds": round(time.perf_counter() - clock, 3)}
 
 
@@ -201,8 +254,18 @@ def _train_head_on_all(fitting, plan, epochs: int, start: list | None = None) ->
     part = trainable_part(inputs.model, Cut("pool"))
     if start is not None:
         part.set_weights(start)
-    part.compile(optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)), loss=make_loss(config, fitting.alpha), metrics=make_metrics(config, inputs.num_classes))
-    fit_arrays(part, ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed), fitting.strategy, epochs=epochs, class_weight=fitting.class_weight)
+    part.compile(
+        optimizer=make_optimizer(plan.phase, -(-len(x) // config.data.batch_size)),
+        loss=make_loss(config, fitting.alpha),
+        metrics=make_metrics(config, inputs.num_classes),
+    )
+    fit_arrays(
+        part,
+        ArrayBatches(x, y, config.data.batch_size, inputs.num_classes, inputs.binary, config.data.shuffle, config.seed),
+        fitting.strategy,
+        epochs=epochs,
+        class_weight=fitting.class_weight,
+    )
     return len(x)
 
 
@@ -214,11 +277,18 @@ def _set_thresholds(session: Session, labels: np.ndarray, probabilities: np.ndar
 
     prepared = session.prepared
     threshold = prepared.config.head.threshold
-    chosen = choose_thresholds(probabilities, labels) if threshold == "per_class" else (float(threshold),) * prepared.num_classes
+    chosen = (
+        choose_thresholds(probabilities, labels)
+        if threshold == "per_class"
+        else (float(threshold),) * prepared.num_classes
+    )
     prepared.info = replace(prepared.info, thresholds=chosen)
     prepared.info.write(session.run_dir)
     if threshold == "per_class":
-        session.reporter.info("thresholds chosen on validation (best F1 per class): " + ", ".join(f"{name} {t:.3f}" for name, t in zip(prepared.splits.class_names, chosen)))
+        session.reporter.info(
+            "thresholds chosen on validation (best F1 per class): "
+            + ", ".join(f"{name} {t:.3f}" for name, t in zip(prepared.splits.class_names, chosen))
+        )
 
 
 def _what_figures_mean(inputs, plans, selection, refit: bool) -> dict[str, str]:
@@ -232,7 +302,9 @@ def _what_figures_mean(inputs, plans, selection, refit: bool) -> dict[str, str]:
         used.append("the thresholds")
     meaning = {"val": "selection: it chose " + ", ".join(used) if used else "untouched"}
     if refit:
-        meaning["val"] = "in-sample: the head was refitted on it" + (f" (it also chose {', '.join(used)})" if used else "")
+        meaning["val"] = "in-sample: the head was refitted on it" + (
+            f" (it also chose {', '.join(used)})" if used else ""
+        )
     if "test" in inputs.sets and len(inputs.sets["test"]):
         meaning["test"] = "untouched"
     return meaning
@@ -278,7 +350,9 @@ def _restore(session: Session) -> Checkpoint | None:
         reporter.warn("no usable checkpoint in the run folder: training it from the start")
         return None
     checkpoints.drop_newer_than(run_dir, restored.state.epoch)
-    reporter.info(f"resuming after epoch {restored.state.epoch} ({restored.state.phase} epoch {restored.state.phase_epoch}), from {restored.path.name}")
+    reporter.info(
+        f"resuming after epoch {restored.state.epoch} ({restored.state.phase} epoch {restored.state.phase_epoch}), from {restored.path.name}"
+    )
     return restored
 
 
@@ -287,15 +361,27 @@ def _save_and_report(session: Session, inputs, val_probabilities, timings: dict[
     from tlcli.evaluation.training_report import ReportJob, write_training_report
 
     prepared, run_dir = session.prepared, session.run_dir
-    job = ReportJob.for_split(run_dir, inputs.sets["val"], prepared.splits.class_names, top_k=prepared.config.train.top_k, probabilities=val_probabilities)
+    job = ReportJob.for_split(
+        run_dir,
+        inputs.sets["val"],
+        prepared.splits.class_names,
+        top_k=prepared.config.train.top_k,
+        probabilities=val_probabilities,
+    )
     job.thresholds, job.separator = prepared.info.thresholds, prepared.splits.separator
     worker = session.options.report_worker
     worker = worker if worker is not None and worker.submit(job) else None
     clock = time.perf_counter()
-    if prepared.config.multi_label and prepared.model.compiled:  # class weights' alpha array does not load back (`saved_loss`)
+    if (
+        prepared.config.multi_label and prepared.model.compiled
+    ):  # class weights' alpha array does not load back (`saved_loss`)
         from tlcli.training.compile import make_metrics, saved_loss
 
-        prepared.model.compile(optimizer=prepared.model.optimizer, loss=saved_loss(prepared.config), metrics=make_metrics(prepared.config, prepared.num_classes))
+        prepared.model.compile(
+            optimizer=prepared.model.optimizer,
+            loss=saved_loss(prepared.config),
+            metrics=make_metrics(prepared.config, prepared.num_classes),
+        )
     if not prepared.plan.chief:  # another worker of a cluster: its folder is scratch, the chief saves and reports
         return
     save_model_atomic(prepared.model, run_dir / "model.keras")

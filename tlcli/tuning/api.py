@@ -63,7 +63,12 @@ class TuneResult:
         data |= {"tune_dir": str(self.tune_dir), "best_config": str(self.best_config) if self.best_config else None}
         if self.train_best is not None:
             result = self.train_best
-            data["train_best"] = {"run_dir": str(result.run_dir), "final": result.metrics.final, "figures": result.metrics.figures, "refit": result.metrics.refit}
+            data["train_best"] = {
+                "run_dir": str(result.run_dir),
+                "final": result.metrics.final,
+                "figures": result.metrics.figures,
+                "refit": result.metrics.refit,
+            }
         return data
 
 
@@ -153,7 +158,9 @@ def tune(
     try:
         tune_dir = create_stamped_dir(prepared.runs_dir, f"{prepared.config.name}-tune")
     except OSError as exc:
-        raise UserError(f"--runs-dir: cannot create a tune folder in {prepared.runs_dir} ({exc.strerror or exc})") from None
+        raise UserError(
+            f"--runs-dir: cannot create a tune folder in {prepared.runs_dir} ({exc.strerror or exc})"
+        ) from None
     with RunLock(tune_dir):
         try:
             run = _begin(prepared, tune_dir, trials, timeout, storage, study or prepared.config.name, reporter)
@@ -196,14 +203,24 @@ def resume_tune(
         config = load_config(files.read_config(tune_dir))
         prepared = prepare(config, runs_dir=tune_dir.parent, reporter=reporter)
         total = trials if trials is not None else int((record.get("trials") or {}).get("target") or config.tune.trials)
-        url = storage or (files.default_storage_url(tune_dir) if record.get("storage_url_default") else record["storage"])
+        url = storage or (
+            files.default_storage_url(tune_dir) if record.get("storage_url_default") else record["storage"]
+        )
         run = _begin(prepared, tune_dir, total, timeout, url, record["study"], reporter)
         run.tracking = tracking
         reporter.info(f"resuming study {record['study']} in {tune_dir}")
         return _search(run, reporter, progress, train_best)
 
 
-def _begin(prepared, tune_dir: Path, trials: int | None, timeout: float | None, storage: str | None, name: str, reporter: Reporter) -> _Study:
+def _begin(
+    prepared,
+    tune_dir: Path,
+    trials: int | None,
+    timeout: float | None,
+    storage: str | None,
+    name: str,
+    reporter: Reporter,
+) -> _Study:
     """Plan the trials, share the extraction, create or join the study; tune.json says `running`."""
     from tlcli.training.compile import epoch_metric_names
 
@@ -213,23 +230,62 @@ def _begin(prepared, tune_dir: Path, trials: int | None, timeout: float | None, 
     metric = tune.resolved_metric(config.multi_label)
     figures = sorted(name_ for name_ in epoch_metric_names(config, prepared.num_classes) if name_.startswith("val_"))
     if metric not in figures:
-        raise ConfigError("tune.metric", f"{metric!r} is not a per-epoch validation figure of this run ({', '.join(figures)})")
+        raise ConfigError(
+            "tune.metric", f"{metric!r} is not a per-epoch validation figure of this run ({', '.join(figures)})"
+        )
     url = storage or files.default_storage_url(tune_dir)
     kind, why = _kind(prepared, space)
-    result = TuneResult(tune_dir, name, redact(url), metric, tune.goal(config.multi_label), kind, why, "running", started=now_iso(), pid=os.getpid())
-    run = _Study(config, space, tune_dir, result, trials or tune.trials, timeout if timeout is not None else tune.timeout, url, prepared)
+    result = TuneResult(
+        tune_dir,
+        name,
+        redact(url),
+        metric,
+        tune.goal(config.multi_label),
+        kind,
+        why,
+        "running",
+        started=now_iso(),
+        pid=os.getpid(),
+    )
+    run = _Study(
+        config,
+        space,
+        tune_dir,
+        result,
+        trials or tune.trials,
+        timeout if timeout is not None else tune.timeout,
+        url,
+        prepared,
+    )
     clock = time.perf_counter()
     if kind == "head":
         _share_extraction(run, reporter)
     else:
-        reporter.warn(f"trials train the full model ({why}): each costs what a run costs" + ("; they are scored on the validation split (tune.folds is for head trials)" if tune.folds not in ("auto", 1) else ""))
+        reporter.warn(
+            f"trials train the full model ({why}): each costs what a run costs"
+            + (
+                "; they are scored on the validation split (tune.folds is for head trials)"
+                if tune.folds not in ("auto", 1)
+                else ""
+            )
+        )
     result.timings_s["extract"] = round(time.perf_counter() - clock, 3)
     trial_zero = _trial_zero(run, reporter)
     storage_ = open_storage(url)
-    joined = create_or_join(storage_, name, result.direction, space.fingerprint(), make_pruner(tune.pruner, tune.pruner_args), config.seed, trial_zero)
+    joined = create_or_join(
+        storage_,
+        name,
+        result.direction,
+        space.fingerprint(),
+        make_pruner(tune.pruner, tune.pruner_args),
+        config.seed,
+        trial_zero,
+    )
     run.study = joined.study
     done = count(joined.study)
-    reporter.info(f"study {name} ({'new' if joined.created else f'joined: {done} trials finished'}) in {result.storage}: {result.direction} {metric} over {run.total} trials; tune folder {tune_dir}")
+    reporter.info(
+        f"study {name} ({'new' if joined.created else f'joined: {done} trials finished'}) in {result.storage}: {result.direction} {metric} over {run.total} trials; tune folder {tune_dir}"
+    )
     files.write_config(tune_dir, config)
     _write_record(run)
     return run
@@ -270,14 +326,20 @@ def _share_extraction(run: _Study, reporter: Reporter) -> None:
     if reason is not None:
         raise UnusableData(reason)
     run.result.extraction = cache_use.to_dict() | {"skipped": skipped}
-    run.heads = HeadTrials(prepared, FeatureInputs(prepared.model, features, Cut("pool"), prepared.config, prepared.num_classes))
-    run.heads.folds, how = resolve_folds(prepared.config.tune.folds, len(features["train"]) + len(features["val"]), run.heads.flipped is not None)
+    run.heads = HeadTrials(
+        prepared, FeatureInputs(prepared.model, features, Cut("pool"), prepared.config, prepared.num_classes)
+    )
+    run.heads.folds, how = resolve_folds(
+        prepared.config.tune.folds, len(features["train"]) + len(features["val"]), run.heads.flipped is not None
+    )
     run.result.folds = run.heads.folds
     reporter.info(f"trials are scored {how}")
     if prepared.config.train.l2 == "auto":
         run.penalty = run.heads.penalty()
         shown = f"{run.penalty:.3g}" if run.penalty is not None else "none (0)"
-        reporter.info(f"train.l2: auto is the penalty chosen once for the study on validation: {shown}; trials start from scratch with it, without a refit")
+        reporter.info(
+            f"train.l2: auto is the penalty chosen once for the study on validation: {shown}; trials start from scratch with it, without a refit"
+        )
 
 
 def _trial_zero(run: _Study, reporter: Reporter) -> dict[str, Any]:
@@ -286,7 +348,9 @@ def _trial_zero(run: _Study, reporter: Reporter) -> dict[str, Any]:
     for param in run.space.params:
         value = params.get(param.key)
         if value is not None and not param.distribution()._contains(param.distribution().to_internal_repr(value)):
-            reporter.warn(f"tune.space.{param.key}: the config's own value {value} is outside the range; trial 0 (the config as written) uses it anyway")
+            reporter.warn(
+                f"tune.space.{param.key}: the config's own value {value} is outside the range; trial 0 (the config as written) uses it anyway"
+            )
     return params
 
 
@@ -324,7 +388,9 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
 
     try:
         with suspended():  # MLflow: the trials are the study's nested runs (`_finish`), not runs of their own
-            loop = run_trials(study, _objective(run), total=run.total, timeout=run.timeout, progress=progress, warn=reporter.warn)
+            loop = run_trials(
+                study, _objective(run), total=run.total, timeout=run.timeout, progress=progress, warn=reporter.warn
+            )
     except BaseException as exc:
         result.status = "failed"
         with contextlib.suppress(Exception):
@@ -339,7 +405,12 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
         from tlcli.training.api import RunOptions, train
 
         reporter.info(f"training the best trial's config: {result.best_config}")
-        result.train_best = train(result.best_config, runs_dir=run.prepared.runs_dir, reporter=reporter, options=RunOptions(tracking=run.tracking))
+        result.train_best = train(
+            result.best_config,
+            runs_dir=run.prepared.runs_dir,
+            reporter=reporter,
+            options=RunOptions(tracking=run.tracking),
+        )
         _write_record(run)
     return result
 
@@ -347,7 +418,9 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
 def _interrupted(run: _Study) -> Interrupted:
     import shlex
 
-    error = Interrupted(f"interrupted; the study is kept ({run.result.trials.get('finished', 0)} trials finished). continue with: tlcli tune --resume {shlex.quote(str(run.tune_dir))}")
+    error = Interrupted(
+        f"interrupted; the study is kept ({run.result.trials.get('finished', 0)} trials finished). continue with: tlcli tune --resume {shlex.quote(str(run.tune_dir))}"
+    )
     error.run_dir = run.tune_dir
     return error
 
@@ -358,11 +431,28 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
 
     study, result = run.study, run.result
     trials = study.get_trials(deepcopy=False)
-    states = {name.lower(): sum(t.state == getattr(TrialState, name) for t in trials) for name in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
-    result.trials = {"target": run.total, "finished": states["complete"] + states["pruned"] + states["fail"], **states, "this_process": ran}
+    states = {
+        name.lower(): sum(t.state == getattr(TrialState, name) for t in trials)
+        for name in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+    }
+    result.trials = {
+        "target": run.total,
+        "finished": states["complete"] + states["pruned"] + states["fail"],
+        **states,
+        "this_process": ran,
+    }
     result.baseline = next((_summary(t) for t in trials if t.number == 0), None)
     files.write_trials(run.tune_dir, study, run.space.keys)
-    best = next(iter(sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=result.direction == "maximize")), None)
+    best = next(
+        iter(
+            sorted(
+                (t for t in trials if t.state == TrialState.COMPLETE),
+                key=lambda t: t.value,
+                reverse=result.direction == "maximize",
+            )
+        ),
+        None,
+    )
     if best is not None:
         result.best = _summary(best)
         values = run.space.from_params(best.params)
@@ -371,8 +461,21 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
         # a trial is scored on validation so it cannot learn from it, the config it wins does.
         refit = run.result.kind == "head" and run.config.train.refit is not False
         # Cross-validated, the trial's epochs are its folds' median: best.yaml trains that many (validation on one split would choose again, noisily).
-        epochs = {"train.epochs": int(best.user_attrs["epochs"]), "train.restore_best": False} if best.user_attrs.get("folds", 1) > 1 and best.user_attrs.get("epochs") else {}
-        config = run.space.config_for(values, {**best.user_attrs.get("pins", {}), **epochs, "train.refit": refit, "probe": run.config.probe, "name": name})
+        epochs = (
+            {"train.epochs": int(best.user_attrs["epochs"]), "train.restore_best": False}
+            if best.user_attrs.get("folds", 1) > 1 and best.user_attrs.get("epochs")
+            else {}
+        )
+        config = run.space.config_for(
+            values,
+            {
+                **best.user_attrs.get("pins", {}),
+                **epochs,
+                "train.refit": refit,
+                "probe": run.config.probe,
+                "name": name,
+            },
+        )
         result.best_config = files.write_best(run.tune_dir, config)
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
@@ -380,7 +483,9 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     _write_record(run)
     from tlcli.tracking.studies import track_study
 
-    track_study(run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking)  # when tracking is on: a parent run, a nested run per trial
+    track_study(
+        run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking
+    )  # when tracking is on: a parent run, a nested run per trial
 
 
 def _summary(trial) -> dict[str, Any]:
@@ -396,4 +501,8 @@ def _summary(trial) -> dict[str, Any]:
 
 
 def _write_record(run: _Study) -> None:
-    files.write_record(run.tune_dir, run.result.to_dict() | {"format": "tlcli-tune", "storage_url_default": run.storage_url == files.default_storage_url(run.tune_dir)})
+    files.write_record(
+        run.tune_dir,
+        run.result.to_dict()
+        | {"format": "tlcli-tune", "storage_url_default": run.storage_url == files.default_storage_url(run.tune_dir)},
+    )

@@ -50,12 +50,18 @@ def read_record(tune_dir: Path) -> dict[str, Any]:
     if not tune_dir.is_dir():
         raise RunError(f"--resume: {tune_dir}: tune folder not found")
     if not path.is_file() or not (tune_dir / "config.yaml").is_file():
-        raise RunError(f"--resume: {tune_dir} is not a tune folder (no tune.json and config.yaml); start a study with tlcli tune CONFIG")
+        raise RunError(
+            f"--resume: {tune_dir} is not a tune folder (no tune.json and config.yaml); start a study with tlcli tune CONFIG"
+        )
     try:
         record = read_json(path)
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"{path}: damaged ({type(exc).__name__}); it cannot be resumed") from None
-    if not isinstance(record, dict) or not isinstance(record.get("study"), str) or not isinstance(record.get("storage"), str):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("study"), str)
+        or not isinstance(record.get("storage"), str)
+    ):
         raise RunError(f"{path}: damaged (no study or storage); it cannot be resumed")
     return record
 
@@ -74,7 +80,17 @@ def write_trials(tune_dir: Path, study, keys: list[str]) -> None:
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         seconds = round(trial.duration.total_seconds(), 3) if trial.duration is not None else ""
         attrs = trial.user_attrs
-        rows.append([trial.number, trial.state.name.lower(), "" if trial.value is None else trial.value, seconds, attrs.get("epochs", ""), attrs.get("kind", ""), *(trial.params.get(key, "") for key in keys)])
+        rows.append(
+            [
+                trial.number,
+                trial.state.name.lower(),
+                "" if trial.value is None else trial.value,
+                seconds,
+                attrs.get("epochs", ""),
+                attrs.get("kind", ""),
+                *(trial.params.get(key, "") for key in keys),
+            ]
+        )
     write_csv_atomic(tune_dir / "trials.csv", ["number", "state", "value", "duration_s", "epochs", "kind", *keys], rows)
 
 
@@ -94,7 +110,10 @@ def write_plots(tune_dir: Path, study) -> dict[str, str]:
     from optuna.visualization import matplotlib as plots
 
     done: dict[str, str] = {}
-    for name, drawing in (("optimization_history", plots.plot_optimization_history), ("param_importances", plots.plot_param_importances)):
+    for name, drawing in (
+        ("optimization_history", plots.plot_optimization_history),
+        ("param_importances", plots.plot_param_importances),
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
@@ -107,6 +126,10 @@ def write_plots(tune_dir: Path, study) -> dict[str, str]:
             plt.close(figure)
             write_bytes_atomic(tune_dir / PLOTS[name], buffer.getvalue())
             done[name] = PLOTS[name]
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. fewer than two complete trials for importances
+        except (
+            ValueError,
+            RuntimeError,
+            ZeroDivisionError,
+        ) as exc:  # e.g. fewer than two complete trials for importances
             done[name] = f"skipped: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
     return done

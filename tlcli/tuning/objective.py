@@ -153,8 +153,12 @@ def resolve_folds(folds: str | int, images: int, flips: bool) -> tuple[int, str]
     k = (AUTO_FOLDS if images < AUTO_FOLDS_BELOW else 1) if folds == "auto" else int(folds)
     k = min(k, images)
     if k == 1:
-        return 1, "on the validation split" + (f" ({images} training + validation images: enough)" if folds == "auto" else "")
-    return k, f"by {k}-fold cross-validation over the {images} training + validation images" + (f" (tune.folds auto: fewer than {AUTO_FOLDS_BELOW})" if folds == "auto" else "")
+        return 1, "on the validation split" + (
+            f" ({images} training + validation images: enough)" if folds == "auto" else ""
+        )
+    return k, f"by {k}-fold cross-validation over the {images} training + validation images" + (
+        f" (tune.folds auto: fewer than {AUTO_FOLDS_BELOW})" if folds == "auto" else ""
+    )
 
 
 def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -165,7 +169,11 @@ def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndar
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a class with fewer images than folds is simply absent from some folds
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if labels.ndim == 1 else KFold(folds, shuffle=True, random_state=seed)
+        splitter = (
+            StratifiedKFold(folds, shuffle=True, random_state=seed)
+            if labels.ndim == 1
+            else KFold(folds, shuffle=True, random_state=seed)
+        )
         return list(splitter.split(np.zeros((len(labels), 1)), labels))
 
 
@@ -179,7 +187,9 @@ class HeadTrials:
         self.flipped = inputs.features(POOL, "train", flipped=True) if inputs.flip else None
         self.val_x = inputs.features(POOL, "val")
         self._penalty: float | None | bool = False  # not chosen yet
-        self.folds = 1  # how trials are scored (`resolve_folds`): 1, on the validation split; k, by k-fold cross-validation
+        self.folds = (
+            1  # how trials are scored (`resolve_folds`): 1, on the validation split; k, by k-fold cross-validation
+        )
         self._splits: dict[int, list] = {}  # seed -> the folds
 
     def penalty(self) -> float | None:
@@ -193,7 +203,15 @@ class HeadTrials:
             weights = class_weights(labels, inputs.num_classes, config.train.class_weight, names_)
             alpha = positive_weights(labels, config.train.class_weight, names_)
             try:
-                chosen = fit_probes(self.train_x, labels, self.val_x, inputs.sets["val"].labels, inputs.num_classes, weights, alpha=alpha).chosen
+                chosen = fit_probes(
+                    self.train_x,
+                    labels,
+                    self.val_x,
+                    inputs.sets["val"].labels,
+                    inputs.num_classes,
+                    weights,
+                    alpha=alpha,
+                ).chosen
                 self._penalty = head_penalty(chosen, inputs.num_classes, inputs.binary, config.multi_label)
             except ValueError:  # e.g. a class absent from the training split
                 self._penalty = None
@@ -203,14 +221,34 @@ class HeadTrials:
         """Fit a new head as `config` says (its `auto` values pinned), reporting `metric` every epoch (of the first fold)."""
         inputs = self.inputs
         if self.folds == 1:
-            kept, epochs = self._fit(trial, config, metric, (self.train_x, inputs.sets["train"].labels), (self.val_x, inputs.sets["val"].labels), self.flipped)
-            return TrialOutcome(float(kept[metric]), epochs, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"})
+            kept, epochs = self._fit(
+                trial,
+                config,
+                metric,
+                (self.train_x, inputs.sets["train"].labels),
+                (self.val_x, inputs.sets["val"].labels),
+                self.flipped,
+            )
+            return TrialOutcome(
+                float(kept[metric]), epochs, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"}
+            )
         x = np.concatenate([self.train_x, self.val_x])
         y = np.concatenate([inputs.sets["train"].labels, inputs.sets["val"].labels])
-        folds = [self._fit(trial if index == 0 else None, config, metric, (x[fit], y[fit]), (x[held], y[held])) for index, (fit, held) in enumerate(self.splits(y, config.seed))]
-        figures = {key: round(float(np.mean([kept[key] for kept, _ in folds])), 6) for key in folds[0][0] if key.startswith("val_")}
+        folds = [
+            self._fit(trial if index == 0 else None, config, metric, (x[fit], y[fit]), (x[held], y[held]))
+            for index, (fit, held) in enumerate(self.splits(y, config.seed))
+        ]
+        figures = {
+            key: round(float(np.mean([kept[key] for kept, _ in folds])), 6)
+            for key in folds[0][0]
+            if key.startswith("val_")
+        }
         epochs = int(np.median([epochs for _, epochs in folds]))
-        return TrialOutcome(figures[metric], epochs, figures | {"epoch": epochs, "folds": [round(float(kept[metric]), 6) for kept, _ in folds]})
+        return TrialOutcome(
+            figures[metric],
+            epochs,
+            figures | {"epoch": epochs, "folds": [round(float(kept[metric]), 6) for kept, _ in folds]},
+        )
 
     def splits(self, labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """The study's folds for a trial's seed (`fold_splits`), drawn once per seed."""
@@ -218,7 +256,9 @@ class HeadTrials:
             self._splits[seed] = fold_splits(labels, self.folds, seed)
         return self._splits[seed]
 
-    def _fit(self, trial, config: ExperimentConfig, metric: str, fit: tuple, held: tuple, flipped: np.ndarray | None = None) -> tuple[dict[str, Any], int]:
+    def _fit(
+        self, trial, config: ExperimentConfig, metric: str, fit: tuple, held: tuple, flipped: np.ndarray | None = None
+    ) -> tuple[dict[str, Any], int]:
         """One head fitted on `fit` (features, labels) and stopped on `held`: the kept epoch's figures and the epochs it ran.
         With a `trial`, every epoch's `metric` goes to the study, which may prune it."""
         import keras
@@ -235,22 +275,52 @@ class HeadTrials:
         phase, _ = resolve_auto(phases_of(config)[0], on_features=True)
         with self.prepared.scope():
             x = keras.Input(self.feature_shape)
-            stand_in = keras.layers.Identity(name=names.BASE)(x)  # the base's place: the trial's head is cut after its pooling, as training cuts
-            part = trainable_part(keras.Model(x, head_layers(stand_in, config.head, n, l2=float(config.train.l2), multi_label=config.multi_label)), POOL)
+            stand_in = keras.layers.Identity(name=names.BASE)(
+                x
+            )  # the base's place: the trial's head is cut after its pooling, as training cuts
+            part = trainable_part(
+                keras.Model(
+                    x, head_layers(stand_in, config.head, n, l2=float(config.train.l2), multi_label=config.multi_label)
+                ),
+                POOL,
+            )
             steps = -(-len(labels) // config.data.batch_size)
-            part.compile(optimizer=make_optimizer(phase, steps), loss=make_loss(config, alpha), metrics=make_metrics(config, n))
+            part.compile(
+                optimizer=make_optimizer(phase, steps), loss=make_loss(config, alpha), metrics=make_metrics(config, n)
+            )
             targets = encode_targets(val_labels, n, binary)
-            callbacks: list[Any] = [fast_validation(part, val_x, np.asarray(targets), make_loss(config, alpha), make_metrics(config, n))]
+            callbacks: list[Any] = [
+                fast_validation(part, val_x, np.asarray(targets), make_loss(config, alpha), make_metrics(config, n))
+            ]
             keeper = BestWeights(config.best_monitor, phase.name, 0)
             callbacks.append(keeper)
             stop = phase.early_stopping
             if stop.patience:
-                callbacks.append(ResumableEarlyStopping(monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta, mode=monitor_mode(stop.monitor)))
+                callbacks.append(
+                    ResumableEarlyStopping(
+                        monitor=stop.monitor,
+                        patience=stop.patience,
+                        min_delta=stop.min_delta,
+                        mode=monitor_mode(stop.monitor),
+                    )
+                )
             history = keras.callbacks.History()
             reports = Reports(trial, metric) if trial is not None else None
-            callbacks += [StopOnDivergence(phase.name), history] + ([pruning_callback(reports)] if reports is not None else [])
+            callbacks += [StopOnDivergence(phase.name), history] + (
+                [pruning_callback(reports)] if reports is not None else []
+            )
             flip_layer = self.prepared.model.get_layer(names.AUGMENTATION).layers[0] if flipped is not None else None
-            data = ArrayBatches(train_x, labels, config.data.batch_size, n, binary, config.data.shuffle, config.seed, flipped=flipped, flip_layer=flip_layer)
+            data = ArrayBatches(
+                train_x,
+                labels,
+                config.data.batch_size,
+                n,
+                binary,
+                config.data.shuffle,
+                config.seed,
+                flipped=flipped,
+                flip_layer=flip_layer,
+            )
             try:
                 fit_in_memory(part, data, epochs=phase.epochs, class_weight=weights, callbacks=callbacks)
             finally:
@@ -305,4 +375,8 @@ def full_trial(trial, config: ExperimentConfig, metric: str, scratch: Path) -> T
     best = result.metrics.best
     if metric not in best:
         raise TrainingError(f"trial {trial.number}: the run recorded no {metric}")
-    return TrialOutcome(float(best[metric]), int(result.metrics.epochs.get("total", 0)), {k: v for k, v in best.items() if k.startswith("val_") or k == "epoch"})
+    return TrialOutcome(
+        float(best[metric]),
+        int(result.metrics.epochs.get("total", 0)),
+        {k: v for k, v in best.items() if k.startswith("val_") or k == "epoch"},
+    )

@@ -79,7 +79,9 @@ class Param:
         if isinstance(spec, SearchChoice):
             return optuna.distributions.CategoricalDistribution(self.choices())
         if self.integer:
-            return optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+            return optuna.distributions.IntDistribution(
+                int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1)
+            )
         return optuna.distributions.FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)
 
     def choices(self) -> list[Any]:
@@ -95,14 +97,20 @@ class Param:
     def stored(self, value: Any) -> Any:
         """What the study stores for a config value (its label), or MISSING when the choices do not hold it."""
         if isinstance(self.spec, SearchChoice):
-            pairs = self.spec.choices.items() if isinstance(self.spec.choices, dict) else ((choice, choice) for choice in self.spec.choices)
+            pairs = (
+                self.spec.choices.items()
+                if isinstance(self.spec.choices, dict)
+                else ((choice, choice) for choice in self.spec.choices)
+            )
             return next((stored for stored, choice in pairs if _same(choice, value)), MISSING)
         return int(value) if self.integer else float(value)
 
 
 def _same(a: Any, b: Any) -> bool:
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-    return a == b if numbers else json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return (
+        a == b if numbers else json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    )
 
 
 class SearchSpace:
@@ -110,10 +118,12 @@ class SearchSpace:
 
     def __init__(self, config: ExperimentConfig):
         if config.tune is None:
-            raise ConfigError("tune", "the config has no tune: section; add one with tune.space (see README \"Tuning\")")
+            raise ConfigError("tune", 'the config has no tune: section; add one with tune.space (see README "Tuning")')
         self.config = config
         items = sorted(config.tune.space.items(), key=lambda item: item[0].count("."))
-        self.params = [Param(key, spec, isinstance(spec, SearchRange) and search_integers(key, spec)) for key, spec in items]
+        self.params = [
+            Param(key, spec, isinstance(spec, SearchRange) and search_integers(key, spec)) for key, spec in items
+        ]
 
     @property
     def keys(self) -> list[str]:
@@ -122,7 +132,11 @@ class SearchSpace:
     def fingerprint(self) -> str:
         """Identifies the space (keys and distributions) and the metric: processes joining one study must agree on them."""
         tune = self.config.tune
-        text = json.dumps({"space": {k: v.model_dump() for k, v in tune.space.items()}, "metric": tune.metric}, sort_keys=True, default=str)
+        text = json.dumps(
+            {"space": {k: v.model_dump() for k, v in tune.space.items()}, "metric": tune.metric},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def head_only(self) -> str | None:
@@ -137,7 +151,11 @@ class SearchSpace:
             parent = param.key.rpartition(".")[0]
             if parent and get_dotted(raw, parent) is None:
                 continue
-            value = param.value_of(trial.suggest_categorical(param.key, param.choices()) if isinstance(param.spec, SearchChoice) else _suggest(trial, param))
+            value = param.value_of(
+                trial.suggest_categorical(param.key, param.choices())
+                if isinstance(param.spec, SearchChoice)
+                else _suggest(trial, param)
+            )
             set_dotted(raw, param.key, copy.deepcopy(value))
             values[param.key] = value
         return values
@@ -170,7 +188,10 @@ class SearchSpace:
                 continue  # inside an absent section, or a free mapping that does not set it: drawn
             stored = param.stored(value)
             if stored is MISSING:
-                raise ConfigError(f"tune.space.{param.key}", f"the config's own value {value!r} is not among the choices; add it (trial 0 is the config as written)")
+                raise ConfigError(
+                    f"tune.space.{param.key}",
+                    f"the config's own value {value!r} is not among the choices; add it (trial 0 is the config as written)",
+                )
             params[param.key] = stored
         return params
 
@@ -185,7 +206,12 @@ def _suggest(trial, param: Param) -> Any:
 def pins(config: ExperimentConfig, penalty: float | None) -> dict[str, Any]:
     """What a trial fixes that training would otherwise choose: `train.l2: auto` (the study's `penalty` when the head is
     linear, else 0), `head.dropout: auto` (0 with that penalty, else the usual rate), no refit, no probe."""
-    chosen = config.train.l2 == "auto" and penalty is not None and not config.head.dense and config.train.label_smoothing == 0
+    chosen = (
+        config.train.l2 == "auto"
+        and penalty is not None
+        and not config.head.dense
+        and config.train.label_smoothing == 0
+    )
     fixed: dict[str, Any] = {"train.refit": False, "probe": "off"}
     if config.train.l2 == "auto":
         fixed["train.l2"] = float(penalty) if chosen else 0.0

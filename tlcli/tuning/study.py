@@ -69,11 +69,15 @@ def open_storage(url: str):
             raise UserError(f"--storage {url}: cannot open the journal file ({exc.strerror or exc})") from None
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in RDB_SCHEMES:
-        raise UserError(f"--storage: expected an RDB URL (postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE) or journal:PATH, got {redact(url)!r}")
+        raise UserError(
+            f"--storage: expected an RDB URL (postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE) or journal:PATH, got {redact(url)!r}"
+        )
     try:
         return _rdb_storage(url, scheme)
     except ImportError:
-        raise UserError(f"--storage {redact(url)}: no database driver for it is installed (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql and write mysql+pymysql://)") from None
+        raise UserError(
+            f"--storage {redact(url)}: no database driver for it is installed (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql and write mysql+pymysql://)"
+        ) from None
     except Exception as exc:  # SQLAlchemy's OperationalError and the like: the server, not tlcli
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--storage {redact(url)}: cannot open the study storage ({first[:200]})") from None
@@ -93,7 +97,12 @@ def _rdb_storage(url: str, scheme: str, attempts: int = 6):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
-                return optuna.storages.RDBStorage(_with_driver(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None)
+                return optuna.storages.RDBStorage(
+                    _with_driver(url),
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                    engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None,
+                )
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             racing = isinstance(exc, IntegrityError) or "already exists" in str(exc) or "duplicate" in str(exc).lower()
             if not racing or attempt == attempts - 1:
@@ -107,7 +116,11 @@ def _with_driver(url: str) -> str:
     import importlib.util
 
     scheme, _, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+    if (
+        scheme in ("postgresql", "postgres")
+        and importlib.util.find_spec("psycopg") is None
+        and importlib.util.find_spec("psycopg2") is not None
+    ):
         return f"postgresql+psycopg2://{rest}"
     return url
 
@@ -134,7 +147,9 @@ class Joined:
     created: bool
 
 
-def create_or_join(storage, name: str, direction: str, fingerprint: str, pruner, seed: int, trial_zero: dict[str, Any]) -> Joined:
+def create_or_join(
+    storage, name: str, direction: str, fingerprint: str, pruner, seed: int, trial_zero: dict[str, Any]
+) -> Joined:
     """Create the study (and queue trial 0, the config as written) or join it.
 
     Creating is atomic in the storage, so of several processes started at once exactly one creates the study and
@@ -147,16 +162,27 @@ def create_or_join(storage, name: str, direction: str, fingerprint: str, pruner,
 
     sampler = optuna.samplers.TPESampler(seed=seed)
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner
+        )
     except optuna.exceptions.DuplicatedStudyError:
         import os
 
-        study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.TPESampler(seed=(seed * 1_000_003 + os.getpid()) % 2**32), pruner=pruner)
+        study = optuna.load_study(
+            study_name=name,
+            storage=storage,
+            sampler=optuna.samplers.TPESampler(seed=(seed * 1_000_003 + os.getpid()) % 2**32),
+            pruner=pruner,
+        )
         if study.direction.name.lower() != direction:
-            raise UserError(f"--study {name}: the study exists and {study.direction.name.lower()}s; this config would {direction} (use another --study)") from None
+            raise UserError(
+                f"--study {name}: the study exists and {study.direction.name.lower()}s; this config would {direction} (use another --study)"
+            ) from None
         theirs = study.user_attrs.get("tlcli_space")
         if theirs is not None and theirs != fingerprint:
-            raise UserError(f"--study {name}: the study exists with another search space or metric (use the same tune: section, or another --study)") from None
+            raise UserError(
+                f"--study {name}: the study exists with another search space or metric (use the same tune: section, or another --study)"
+            ) from None
         return Joined(study, created=False)
     study.set_user_attr("tlcli_space", fingerprint)
     study.enqueue_trial(trial_zero, user_attrs={"tlcli": "the config as written"})
@@ -175,7 +201,13 @@ class StudyProgress:
 
     def trial_end(self, trial, best, done: int, total: int) -> None:
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        log.info("trial %d %s: %s (best %s)", trial.number, trial.state.name.lower(), value, f"{best.value:.4f}" if best else "-")
+        log.info(
+            "trial %d %s: %s (best %s)",
+            trial.number,
+            trial.state.name.lower(),
+            value,
+            f"{best.value:.4f}" if best else "-",
+        )
 
     def stop(self) -> None:
         pass
@@ -212,7 +244,9 @@ class LoopResult:
     stopped_by: str  # "trials", "timeout", "ctrl-c" or "" (nothing to do)
 
 
-def run_trials(study, objective, *, total: int, timeout: float | None, progress: StudyProgress, warn: Callable[[str], None]) -> LoopResult:
+def run_trials(
+    study, objective, *, total: int, timeout: float | None, progress: StudyProgress, warn: Callable[[str], None]
+) -> LoopResult:
     """Run trials until the study has `total` finished ones, `timeout` passes, or Ctrl-C."""
     from optuna.study import MaxTrialsCallback
 
@@ -231,7 +265,13 @@ def run_trials(study, objective, *, total: int, timeout: float | None, progress:
     interrupted = False
     with stop_on_sigint(study, warn) as sigint:
         try:
-            study.optimize(objective, n_trials=total - done, timeout=timeout, callbacks=[MaxTrialsCallback(total, states=finished_states()), after_trial], catch=(TlcliError,))
+            study.optimize(
+                objective,
+                n_trials=total - done,
+                timeout=timeout,
+                callbacks=[MaxTrialsCallback(total, states=finished_states()), after_trial],
+                catch=(TlcliError,),
+            )
         except KeyboardInterrupt:
             interrupted = True
         interrupted = interrupted or sigint["requested"]
