@@ -30,10 +30,12 @@ from tlcli.features.cut import Cut, trainable_part
 from tlcli.modeling import layers as names
 from tlcli.modeling.build import head_layers
 from tlcli.progress import Reporter
+from tlcli.training.api import train
 from tlcli.training.compile import make_loss, make_metrics, make_optimizer
 from tlcli.training.fit_in_memory import fit_in_memory
 from tlcli.training.phases import phases_of, resolve_auto
 from tlcli.training.prepare import Prepared
+from tlcli.training.selection import fit_probes, head_penalty
 
 POOL = Cut("pool")
 
@@ -200,8 +202,6 @@ class HeadTrials:
         fits on the training split, the lowest validation loss; `tlcli.training.selection`), or None when it cannot
         choose."""
         if self._penalty is False:
-            from tlcli.training.selection import fit_probes, head_penalty
-
             config, inputs = self.prepared.config, self.inputs
             names_, labels = self.prepared.splits.class_names, inputs.sets["train"].labels
             weights = class_weights(labels, inputs.num_classes, config.train.class_weight, names_)
@@ -268,6 +268,7 @@ class HeadTrials:
         it ran. With a `trial`, every epoch's `metric` goes to the study, which may prune it."""
         import keras
 
+        # Here, not at the top: training's callbacks subclass Keras's when imported.
         from tlcli.training.callbacks import BestWeights, ResumableEarlyStopping, StopOnDivergence, monitor_mode
 
         keras.utils.set_random_seed(config.seed)
@@ -366,8 +367,6 @@ class PruningReporter(Reporter):
 def full_trial(trial, config: ExperimentConfig, metric: str, scratch: Path) -> TrialOutcome:
     """Train `config` as `tlcli train` would, in `scratch` (removed afterwards), reporting `metric` every epoch."""
     import optuna
-
-    from tlcli.training.api import train
 
     folder = scratch / f"trial-{trial.number}"
     try:
