@@ -23,6 +23,7 @@ from tlcli.cli import (
     stderr,
     stdout,
 )
+from tlcli.tuning.record import TrialRecord
 from tlcli.tuning.study import StudyProgress
 
 
@@ -53,14 +54,15 @@ class RichStudyProgress(StudyProgress):
     def trial_end(self, trial, best, done: int, total: int) -> None:
         super().trial_end(trial, best, done, total)
         state = trial.state.name.lower()
-        epochs = trial.user_attrs.get("epochs")
+        record = TrialRecord.of(trial)
+        epochs = record.epochs
         seconds = trial.duration.total_seconds() if trial.duration is not None else 0.0
         if state == "complete":
             what = f"{trial.value:.4f}" + (f" after {epochs} epochs" if epochs else "")
         elif state == "pruned":
             what = f"pruned at epoch {trial.last_step}" if trial.last_step is not None else "pruned"
         else:
-            what = f"failed: {trial.user_attrs.get('error', 'see --debug')}"
+            what = f"failed: {record.error if record.error is not None else 'see --debug'}"
         shown = f"best {best.value:.4f} (trial {best.number})" if best is not None else ""
         self.console.print(
             f"trial {trial.number} {state}: {what}, {seconds:.1f} s; {shown}", highlight=False, markup=False

@@ -10,7 +10,7 @@ failure) and `ExportResult.raise_for_gates()` raises `GateFailed` (exit 3).
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import errno
 import os
 import shutil
@@ -27,19 +27,22 @@ from tlcli.export.images import SplitImages, load_split_images
 from tlcli.export.parity import compare, gate_failures
 from tlcli.export.record import (
     EXPORT_FORMAT_VERSION,
+    EXPORT_RECORD,
+    LABELS_FILE,
+    ExportRecord,
     ExportResult,
     FormatResult,
+    RunOrigin,
     artifact_bytes,
-    build_record,
     file_sha256,
     read_export_record,
     versions,
 )
-from tlcli.export.runtime import EXPORT_RECORD, LABELS_FILE, ExportedModel
+from tlcli.export.runtime import ExportedModel
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
-from tlcli.runs.atomic import fsync_dir, fsync_file, write_json_atomic, write_text_atomic
+from tlcli.runs.atomic import fsync_dir, fsync_file, write_text_atomic
 from tlcli.runs.folder import publish_stamped_dir, require_model, staged_dir
 from tlcli.runs.records import (
     ModelInfo,
@@ -108,7 +111,7 @@ def export_run(
         else None
     )
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
-    head = _record_head(run_dir, record, class_names, info, task, names)
+    head = _record_head(run_dir, record, class_names, info, task, names, _calibration_record(calibration))
     parent, label = (
         (out.absolute().parent, out.name)
         if out is not None
@@ -119,8 +122,8 @@ def export_run(
         results = _write_and_check(
             inference_model(model), staged, names, table, calibration, parity, reference, info, reporter
         )
-        export_record = build_record(head, results, parity.to_dict(), _calibration_record(calibration))
-        write_json_atomic(staged / EXPORT_RECORD, export_record)
+        export_record = head.with_results(results, parity.to_dict())
+        export_record.write(staged)
         export_dir = _publish(staged, parent, label, out)
     reporter.info(f"exported {', '.join(names)} to {export_dir}")
     return ExportResult(export_dir, run_dir, results, export_record)
@@ -163,7 +166,8 @@ def _task(info: ModelInfo) -> str:
 
 
 def run_thresholds(info: ModelInfo, class_names: list[str]) -> tuple[float, ...] | None:
-    """A multi-label run's per-class thresholds (0.5 where model.json has none), which its parity decisions use; else None."""
+    """A multi-label run's per-class thresholds (0.5 where model.json has none), which its parity decisions use;
+    else None."""
     return (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
 
 
@@ -183,41 +187,46 @@ def _figures(gates: GateSpec | None) -> dict[str, dict[str, Any]]:
 
 
 def _record_head(
-    run_dir: Path, record: RunRecord, class_names: list[str], info: ModelInfo, task: str, names: Sequence[str]
-) -> dict[str, Any]:
+    run_dir: Path,
+    record: RunRecord,
+    class_names: list[str],
+    info: ModelInfo,
+    task: str,
+    names: Sequence[str],
+    calibration: dict[str, Any] | None,
+) -> ExportRecord:
+    """export.json before any format is written: the run, its task and classes, the model, the versions."""
     thresholds = run_thresholds(info, class_names)
-    return {
-        "format_version": EXPORT_FORMAT_VERSION,
-        "created": now_iso(),
-        "task": task,
-        "class_names": list(class_names),
-        **(
-            {"thresholds": dict(zip(class_names, thresholds)), "label_separator": _separator(run_dir)}
-            if thresholds is not None
-            else {}
-        ),
-        "labels_file": LABELS_FILE,
-        "run": {
-            "dir": str(run_dir.resolve()),
-            "name": record.name,
-            "started": record.started,
-            "model_sha256": file_sha256(run_dir / "model.keras"),
-        },
-        "model": {
+    return ExportRecord(
+        format_version=EXPORT_FORMAT_VERSION,
+        created=now_iso(),
+        task=task,
+        class_names=list(class_names),
+        thresholds=dict(zip(class_names, thresholds)) if thresholds is not None else None,
+        label_separator=_separator(run_dir) if thresholds is not None else None,
+        labels_file=LABELS_FILE,
+        run=RunOrigin(str(run_dir.resolve()), record.name, record.started, file_sha256(run_dir / "model.keras")),
+        model={
             "base_name": info.base_name,
             "image_size": list(info.image_size),
             "channels": info.channels,
             "activation": info.activation,
-            "input": "raw 0-255 pixels, float32 (uint8 for tflite-int8), batch of any size; preprocessing is inside the model",
+            "input": "raw 0-255 pixels, float32 (uint8 for tflite-int8), batch of any size; "
+            "preprocessing is inside the model",
             "output": _output_text(info),
         },
-        "versions": versions(list(names)),
-    }
+        versions=versions(list(names)),
+        formats={},
+        calibration_images=calibration,
+    )
 
 
 def _output_text(info: ModelInfo) -> str:
     if info.multi_label:
-        return "one probability per class (a sigmoid each), in labels.txt order; a label is given at or above its class's threshold (thresholds)"
+        return (
+            "one probability per class (a sigmoid each), in labels.txt order; "
+            "a label is given at or above its class's threshold (thresholds)"
+        )
     return (
         "p of class 1 (a sigmoid unit; class 0 is 1 - p)"
         if info.binary
@@ -264,7 +273,8 @@ def _write_and_check(
 def check_format(
     name: str, path: Path, gate: Gate, parity: SplitImages, reference: np.ndarray, info: ModelInfo
 ) -> FormatResult:
-    """Run one artifact with its own runtime on the parity images and judge it by `gate` (every problem is a failure line)."""
+    """Run one artifact with its own runtime on the parity images and judge it by `gate` (every problem is a failure
+    line)."""
     result = FormatResult(name, path.name, artifact_bytes(path) if path.exists() else 0, gate)
     if not path.exists():
         result.failures.append(f"{name}: {path.name} is missing from the export folder")
@@ -278,7 +288,8 @@ def check_format(
     takes, expected = (*artifact.image_size, artifact.channels), (*info.image_size, info.channels)
     if takes != expected:
         result.failures.append(
-            f"{name}: takes {'x'.join(map(str, takes))} images, the run's model {'x'.join(map(str, expected))} (an artifact of another model?)"
+            f"{name}: takes {'x'.join(map(str, takes))} images, the run's model {'x'.join(map(str, expected))} "
+            "(an artifact of another model?)"
         )
         return result
     started = time.perf_counter()
@@ -305,7 +316,11 @@ def _describe(result: FormatResult) -> str:
         return f"{result.format}: {'; '.join(result.failures)}"
     p = result.parity
     verdict = "passed" if result.passed else "FAILED"
-    return f"{result.format}: {result.bytes / 1e6:.2f} MB, {'per-label' if p.multi_label else 'top-1'} agreement {p.agreement:.4f}, max |dp| {p.max_difference:.2g}, accuracy {p.accuracy:.4f} (Keras {p.keras_accuracy:.4f}): {verdict}"
+    return (
+        f"{result.format}: {result.bytes / 1e6:.2f} MB, {'per-label' if p.multi_label else 'top-1'} agreement "
+        f"{p.agreement:.4f}, max |dp| {p.max_difference:.2g}, accuracy {p.accuracy:.4f} "
+        f"(Keras {p.keras_accuracy:.4f}): {verdict}"
+    )
 
 
 def _publish(staged: Path, parent: Path, label: str, out: Path | None) -> Path:
@@ -352,47 +367,40 @@ def verify_export(
     reporter = reporter or Reporter()
     export_dir = Path(export_dir)
     record = read_export_record(export_dir)
-    run_dir = Path(run_dir) if run_dir is not None else Path(record["run"]["dir"])
+    run_dir = Path(run_dir) if run_dir is not None else Path(record.run.dir)
     if not run_dir.is_dir():
         raise RunError(
-            f"{export_dir / EXPORT_RECORD} names the run {run_dir}, which is not found; pass the run: tlcli export RUN_DIR --verify {export_dir}"
+            f"{export_dir / EXPORT_RECORD} names the run {run_dir}, which is not found; "
+            f"pass the run: tlcli export RUN_DIR --verify {export_dir}"
         )
     require_completed(run_dir)
     names = _verified_formats(record, formats, export_dir)
     _check_counts(1, parity_images)
     require_extras(names)
-    recorded = {name: Gate.from_dict(record["formats"][name].get("gate")) for name in names}
+    recorded = {name: record.gate(name) for name in names}
     table = gates_for(names, _figures(gates), base=recorded)
     class_names, info = read_labels(run_dir), read_model_info(run_dir)
     problems, warnings = _folder_problems(export_dir, record, run_dir, class_names)
     for line in warnings:
         reporter.warn(line)
     model = load_run_model(run_dir, class_names)
-    limit = parity_images or int((record.get("parity_images") or {}).get("requested") or DEFAULT_PARITY_IMAGES)
+    limit = parity_images or record.parity_requested() or DEFAULT_PARITY_IMAGES
     parity = load_split_images(run_dir, "val", class_names, info, limit, reporter)
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     results = []
     for name in names:
-        result = check_format(
-            name,
-            export_dir / str(record["formats"][name].get("file") or FILES[name]),
-            table[name],
-            parity,
-            reference,
-            info,
-        )
-        result.export_seconds = record["formats"][name].get("export_seconds")
+        result = check_format(name, export_dir / record.file(name), table[name], parity, reference, info)
+        result.export_seconds = record.export_seconds(name)
         reporter.info(_describe(result))
         results.append(result)
-    checked = copy.deepcopy(record)
-    checked.update(build_record({}, results, parity.to_dict(), record.get("calibration_images")))
-    checked["formats"] = {**record["formats"], **checked["formats"]}
-    checked["verified"] = {"at": now_iso(), "run_dir": str(run_dir.resolve())}
+    checked = dataclasses.replace(
+        record.with_results(results, parity.to_dict()), verified={"at": now_iso(), "run_dir": str(run_dir.resolve())}
+    )
     return ExportResult(export_dir, run_dir, results, checked, verified=True, problems=problems, warnings=warnings)
 
 
-def _verified_formats(record: dict[str, Any], formats: Sequence[str] | None, export_dir: Path) -> tuple[str, ...]:
-    held = tuple(name for name in FORMATS if name in record["formats"])
+def _verified_formats(record: ExportRecord, formats: Sequence[str] | None, export_dir: Path) -> tuple[str, ...]:
+    held = tuple(name for name in FORMATS if name in record.formats)
     if not formats:
         return held
     wanted = parse_formats(formats)
@@ -403,26 +411,30 @@ def _verified_formats(record: dict[str, Any], formats: Sequence[str] | None, exp
 
 
 def _folder_problems(
-    export_dir: Path, record: dict[str, Any], run_dir: Path, class_names: list[str]
+    export_dir: Path, record: ExportRecord, run_dir: Path, class_names: list[str]
 ) -> tuple[list[str], list[str]]:
-    """(failures, warnings) of the folder as a whole: labels.txt against the run's classes; a model.keras changed since."""
+    """(failures, warnings) of the folder as a whole: labels.txt against the run's classes; a model.keras changed
+    since."""
     problems, warnings = [], []
     labels = export_dir / LABELS_FILE
     written = [line for line in labels.read_text(encoding="utf-8").splitlines() if line] if labels.is_file() else None
     if written != class_names:
         problems.append(
-            f"{LABELS_FILE}: {'missing' if written is None else 'lists ' + ', '.join(written)}; the run's classes are {', '.join(class_names)}"
+            f"{LABELS_FILE}: {'missing' if written is None else 'lists ' + ', '.join(written)}; "
+            f"the run's classes are {', '.join(class_names)}"
         )
-    if record.get("class_names") != class_names:
+    if record.class_names != class_names:
         problems.append(f"{EXPORT_RECORD}: class_names differ from the run's labels.json ({', '.join(class_names)})")
     thresholds = run_thresholds(read_model_info(run_dir), class_names)
-    if thresholds is not None and record.get("thresholds") != dict(zip(class_names, thresholds)):
+    if thresholds is not None and record.thresholds != dict(zip(class_names, thresholds)):
         problems.append(
-            f"{EXPORT_RECORD}: thresholds differ from the run's model.json ({', '.join(f'{n} {t:g}' for n, t in zip(class_names, thresholds))})"
+            f"{EXPORT_RECORD}: thresholds differ from the run's model.json "
+            f"({', '.join(f'{n} {t:g}' for n, t in zip(class_names, thresholds))})"
         )
-    recorded = (record.get("run") or {}).get("model_sha256")
+    recorded = record.run.model_sha256 if record.run is not None else None
     if recorded and recorded != file_sha256(run_dir / "model.keras"):
         warnings.append(
-            f"{run_dir / 'model.keras'} changed since this export (resumed or replaced); the check compares the artifacts with the model as it is now"
+            f"{run_dir / 'model.keras'} changed since this export (resumed or replaced); "
+            "the check compares the artifacts with the model as it is now"
         )
     return problems, warnings

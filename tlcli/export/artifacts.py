@@ -19,7 +19,8 @@ from tlcli.errors import UserError
 from tlcli.evaluation.evaluate import check_source, evaluate
 from tlcli.evaluation.report import Evaluation
 from tlcli.export.formats import RUNTIMES
-from tlcli.export.runtime import EXPORT_RECORD, ExportedModel
+from tlcli.export.record import EXPORT_RECORD
+from tlcli.export.runtime import ExportedModel
 from tlcli.inference.predict import ModelSource, PredictResult, check_predict_options, predict_with
 from tlcli.progress import Reporter
 from tlcli.runs.records import read_labels, read_model_info
@@ -38,7 +39,7 @@ def artifact_source(model: str | Path, *, threads: int | None = None, reporter: 
             an artifact that does not load, or the runtime not installed (one line, exit 2).
     """
     artifact = ExportedModel(model, threads=threads)
-    if not artifact.record:
+    if artifact.record is None:
         # Nothing tells a sigmoid-per-class output from a softmax one but export.json's task: say what is assumed.
         (reporter or Reporter()).warn(
             f"{artifact.path}: no {EXPORT_RECORD} beside it; taken as a single-label model of the classes in labels.txt"
@@ -48,9 +49,9 @@ def artifact_source(model: str | Path, *, threads: int | None = None, reporter: 
 
 def source_of(artifact: ExportedModel) -> ModelSource:
     """`artifact` as a `ModelSource`: its classes, size, thresholds, and what a result records of it."""
-    run = artifact.record.get("run") if isinstance(artifact.record.get("run"), dict) else {}
+    run = artifact.record.run if artifact.record is not None else None
     return ModelSource(
-        run_dir=Path(run["dir"]) if isinstance(run.get("dir"), str) else None,
+        run_dir=Path(run.dir) if run is not None and run.dir is not None else None,
         class_names=list(artifact.class_names),
         image_size=artifact.image_size,
         channels=artifact.channels,
@@ -122,11 +123,11 @@ def evaluate_artifact(
     run_dir = Path(run_dir)
     info = read_model_info(run_dir)
     artifact = ExportedModel(model, threads=threads)  # loaded once, checked against the run before any decoding
-    if (
-        artifact.record and artifact.task != info.task
-    ):  # without export.json the artifact cannot say: the run's task it is
+    # Without export.json the artifact cannot say: the run's task it is.
+    if artifact.record is not None and artifact.task != info.task:
         raise UserError(
-            f"{artifact.path}: a {artifact.task.replace('_', '-')} model, the run {run_dir} is {info.task.replace('_', '-')}; evaluate it on its own run"
+            f"{artifact.path}: a {artifact.task.replace('_', '-')} model, the run {run_dir} is "
+            f"{info.task.replace('_', '-')}; evaluate it on its own run"
         )
     source = source_of(artifact)
     check_source(source, run_dir, read_labels(run_dir), info)  # before the warning below: a wrong model is one line

@@ -37,7 +37,8 @@ def converting(format_name: str) -> Iterator[None]:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         first = next((line for line in lines if "error:" in line), lines[0] if lines else "")
         raise ExportError(
-            f"{format_name}: conversion failed ({type(exc).__name__}: {first[-300:]}); run with --debug for the converter's log"
+            f"{format_name}: conversion failed ({type(exc).__name__}: {first[-300:]}); "
+            "run with --debug for the converter's log"
         ) from exc
 
 
@@ -64,7 +65,8 @@ def write_saved_model(model, path: Path) -> None:
 def write_onnx(model, path: Path) -> None:
     import tensorflow as tf
 
-    # An explicit signature: without one Keras refuses a model that was never called (ours, unless a SavedModel came first).
+    # An explicit signature: without one Keras refuses a model that was never called (ours, unless a SavedModel came
+    # first).
     signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=names.INPUT)]
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # its per-step INFO lines go to the root logger otherwise
     with warnings.catch_warnings(), quiet_native_logs():

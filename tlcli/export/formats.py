@@ -107,12 +107,15 @@ def parse_formats(specs: Sequence[str] | None) -> tuple[str, ...]:
                 wanted.add(name)
             elif name:
                 close = did_you_mean(name, (*FORMATS, "all"))
-                raise UserError(
-                    f"--format: unknown format {name!r}; {f'did you mean {close}?' if close else 'expected one of ' + ', '.join((*FORMATS, 'all'))}"
-                )
+                raise UserError(f"--format: unknown format {name!r}; {_suggestion(close)}")
     if not wanted:
         raise UserError(f"--format: expected one of {', '.join((*FORMATS, 'all'))}")
     return tuple(name for name in FORMATS if name in wanted)
+
+
+def _suggestion(close: str | None) -> str:
+    """The end of an unknown format's message: the format meant, or every format."""
+    return f"did you mean {close}?" if close else "expected one of " + ", ".join((*FORMATS, "all"))
 
 
 def parse_gate_overrides(
@@ -143,12 +146,11 @@ def parse_gate_overrides(
                 )
             if name != "all" and name not in FORMATS:
                 close = did_you_mean(name, (*FORMATS, "all"))
-                raise UserError(
-                    f"{option}: unknown format {name!r}; {f'did you mean {close}?' if close else 'expected one of ' + ', '.join((*FORMATS, 'all'))}"
-                )
+                raise UserError(f"{option}: unknown format {name!r}; {_suggestion(close)}")
             if number < 0 or (figure == "min_agreement" and number > 1):
                 raise UserError(
-                    f"{option}: {spec!r} is out of range ({'a share from 0 to 1' if figure == 'min_agreement' else 'must be 0 or more'})"
+                    f"{option}: {spec!r} is out of range "
+                    f"({'a share from 0 to 1' if figure == 'min_agreement' else 'must be 0 or more'})"
                 )
             for target in FORMATS if name == "all" else (name,):
                 overrides.setdefault(target, {})[figure] = number

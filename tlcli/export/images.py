@@ -108,7 +108,8 @@ def load_split_images(
         )
     if chosen and not len(decoded):
         raise DataError(
-            f"{run_dir}/splits/{split}.csv: none of the {len(chosen)} chosen images can be decoded (e.g. {decoded.skipped[0].path}: {decoded.skipped[0].reason})"
+            f"{run_dir}/splits/{split}.csv: none of the {len(chosen)} chosen images can be decoded "
+            f"(e.g. {decoded.skipped[0].path}: {decoded.skipped[0].reason})"
         )
     if not chosen:
         raise RunError(f"{run_dir}: splits/{split}.csv lists no files")

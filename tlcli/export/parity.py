@@ -91,7 +91,8 @@ def compare(
 
 
 def _compare_decisions(reference, probabilities, labels, thresholds, difference, seconds: float) -> Parity:
-    """Multi-label parity: every (image, class) decision at the class's threshold, as `predict` and `evaluate` make it."""
+    """Multi-label parity: every (image, class) decision at the class's threshold, as `predict` and `evaluate` make
+    it."""
     keras_on, on = reference >= thresholds[None, :], probabilities >= thresholds[None, :]
     truth = labels.astype(bool)
     return Parity(
@@ -107,7 +108,8 @@ def _compare_decisions(reference, probabilities, labels, thresholds, difference,
 
 
 def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
-    """One line per figure of `parity` on the wrong side of `gate`, naming the format and how to change the threshold."""
+    """One line per figure of `parity` on the wrong side of `gate`, naming the format and how to change the
+    threshold."""
     failures = []
     what = "per-label agreement" if parity.multi_label else "top-1 agreement"
     if gate.min_agreement is not None and parity.agreement < gate.min_agreement:
@@ -116,11 +118,13 @@ def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
         )
     if gate.max_difference is not None and parity.max_difference > gate.max_difference:
         failures.append(
-            f"{name}: max probability difference {parity.max_difference:.3g} > {gate.max_difference:g} ({OPTIONS['max_difference']} {name}=X)"
+            f"{name}: max probability difference {parity.max_difference:.3g} > {gate.max_difference:g} "
+            f"({OPTIONS['max_difference']} {name}=X)"
         )
     if gate.max_accuracy_drop is not None and parity.accuracy_drop > gate.max_accuracy_drop:
         failures.append(
-            f"{name}: {'per-label accuracy' if parity.multi_label else 'accuracy'} {parity.accuracy:.4f} is {parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "
+            f"{name}: {'per-label accuracy' if parity.multi_label else 'accuracy'} {parity.accuracy:.4f} is "
+            f"{parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "
             f"(> {gate.max_accuracy_drop:g}; {OPTIONS['max_accuracy_drop']} {name}=X)"
         )
     return failures

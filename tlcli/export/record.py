@@ -1,13 +1,17 @@
-"""What an export produced, as typed results and as `export.json`.
+"""What an export produced, as typed results and as `export.json` (`ExportRecord`).
 
 `export.json` is the export folder's record: the run it came from, the task,
 class names, every format's file, size, runtime tensors (names, dtypes,
 shapes, quantization), gate and parity figures, and the versions that wrote
-it. `--verify` reads it back to find the run, the formats and their gates.
+it. `--verify` reads it back to find the run, the formats and their gates
+(`ExportRecord.read`, strict); an artifact's runtime reads the class names,
+task and thresholds of the one beside it (`ExportRecord.beside`, lenient: a
+hand-written one is taken).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass, field
@@ -18,11 +22,12 @@ from typing import Any
 from tlcli.errors import GateFailed, UserError
 from tlcli.export.formats import FILES, RUNTIMES, Gate
 from tlcli.export.parity import Parity
-from tlcli.export.runtime import EXPORT_RECORD
-from tlcli.runs.atomic import read_json
+from tlcli.runs.atomic import read_json, write_json_atomic
 from tlcli.version import __version__
 
 EXPORT_FORMAT_VERSION = 1
+EXPORT_RECORD = "export.json"
+LABELS_FILE = "labels.txt"
 
 
 @dataclass
@@ -63,10 +68,15 @@ class ExportResult:
     export_dir: Path
     run_dir: Path
     formats: list[FormatResult]
-    record: dict[str, Any]  # export.json as written (export) or as read, with this check's figures (verify)
+    export: ExportRecord  # export.json as written (export) or as read, with this check's figures (verify)
     verified: bool = False
     problems: list[str] = field(default_factory=list)  # failures of the folder rather than of one format (labels.txt)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """export.json's content (verify: with this check's figures and `verified`)."""
+        return self.export.to_dict()
 
     @property
     def failures(self) -> list[str]:
@@ -131,22 +141,176 @@ def versions(formats: list[str]) -> dict[str, str | None]:
     return found
 
 
-def build_record(
-    head: dict[str, Any], results: list[FormatResult], parity_images: dict[str, Any], calibration: dict[str, Any] | None
-) -> dict[str, Any]:
-    """export.json: `head` (run, task, classes, model, versions, created) plus the images used and every format's result."""
-    failures = [line for r in results for line in r.failures]
-    return {
-        **head,
-        "formats": {r.format: r.to_dict() for r in results},
-        "parity_images": parity_images,
-        "calibration_images": calibration,
-        "passed": not failures,
-        "failures": failures,
-    }
+@dataclass
+class RunOrigin:
+    """export.json `run`: the run exported, and its model.keras's digest then (`--verify` warns when it changed)."""
+
+    dir: str | None
+    name: str | None = None
+    started: str | None = None
+    model_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunOrigin:
+        return cls(*(_text(data.get(f.name)) for f in dataclasses.fields(cls)))
 
 
-def read_export_record(export_dir: Path) -> dict[str, Any]:
+@dataclass
+class ExportRecord:
+    """export.json, field by field, in the order it is written; None: an entry the file does not have."""
+
+    run: RunOrigin | None
+    formats: dict[str, dict[str, Any]]  # each format's `FormatResult.to_dict()`, in the order they were written
+    task: str = "single_label"
+    class_names: list[str] = field(default_factory=list)
+    thresholds: dict[str, Any] | None = None  # multi-label: each class's threshold
+    label_separator: str | None = None  # multi-label: the run's data.label_separator
+    format_version: int | None = EXPORT_FORMAT_VERSION
+    created: str = ""
+    labels_file: str = LABELS_FILE
+    model: dict[str, Any] = field(default_factory=dict)  # the model's input and output, described for people
+    versions: dict[str, str | None] = field(default_factory=dict)
+    parity_images: dict[str, Any] | None = None  # `SplitImages.to_dict()` of the parity images
+    calibration_images: dict[str, Any] | None = None  # the same for int8's calibration images, with their range
+    passed: bool = True
+    failures: list[str] = field(default_factory=list)
+    verified: dict[str, str] | None = None  # `--verify`: when and against which run (never written)
+
+    def with_results(self, results: list[FormatResult], parity_images: dict[str, Any]) -> ExportRecord:
+        """This record with `results` (replacing the formats they checked), their images and verdict."""
+        failures = [line for r in results for line in r.failures]
+        return dataclasses.replace(
+            self,
+            formats={**self.formats, **{r.format: r.to_dict() for r in results}},
+            parity_images=parity_images,
+            passed=not failures,
+            failures=failures,
+        )
+
+    def file(self, name: str) -> str:
+        """The file (relative to the export folder) of format `name`."""
+        return str(self.formats[name].get("file") or FILES[name])
+
+    def gate(self, name: str) -> Gate:
+        return Gate.from_dict(self.formats[name].get("gate"))
+
+    def export_seconds(self, name: str) -> float | None:
+        return self.formats[name].get("export_seconds")
+
+    def format_of_file(self, file: str) -> str | None:
+        """The format whose artifact is `file` (None: not listed)."""
+        return next((name for name, entry in self.formats.items() if entry.get("file") == file and name in FILES), None)
+
+    def parity_requested(self) -> int | None:
+        """How many parity images the export asked for (None: not recorded)."""
+        requested = (self.parity_images or {}).get("requested")
+        return int(requested) if requested else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format_version": self.format_version,
+            "created": self.created,
+            "task": self.task,
+            "class_names": list(self.class_names),
+        }
+        data |= {"thresholds": self.thresholds} if self.thresholds is not None else {}
+        data |= {"label_separator": self.label_separator} if self.label_separator is not None else {}
+        data |= {
+            "labels_file": self.labels_file,
+            "run": self.run.to_dict() if self.run is not None else None,
+            "model": self.model,
+            "versions": self.versions,
+            "formats": self.formats,
+            "parity_images": self.parity_images,
+            "calibration_images": self.calibration_images,
+            "passed": self.passed,
+            "failures": list(self.failures),
+        }
+        return data | ({"verified": self.verified} if self.verified is not None else {})
+
+    def write(self, folder: Path) -> None:
+        write_json_atomic(folder / EXPORT_RECORD, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportRecord:
+        """Whatever of export.json `data` holds, typed (entries of the wrong type are taken as absent)."""
+        formats = data.get("formats") if isinstance(data.get("formats"), dict) else {}
+        names = data.get("class_names")
+        return cls(
+            run=RunOrigin.from_dict(data["run"]) if isinstance(data.get("run"), dict) else None,
+            formats={name: entry for name, entry in formats.items() if isinstance(entry, dict)},
+            task=str(data.get("task", "single_label")),
+            class_names=list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else [],
+            thresholds=_mapping(data.get("thresholds")),
+            label_separator=_text(data.get("label_separator")),
+            format_version=data.get("format_version"),
+            created=str(data.get("created") or ""),
+            labels_file=str(data.get("labels_file") or LABELS_FILE),
+            model=_mapping(data.get("model")) or {},
+            versions=_mapping(data.get("versions")) or {},
+            parity_images=_mapping(data.get("parity_images")),
+            calibration_images=_mapping(data.get("calibration_images")),
+            passed=bool(data.get("passed", True)),
+            failures=[str(line) for line in failures] if isinstance(failures := data.get("failures"), list) else [],
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> ExportRecord:
+        """An export folder's export.json, checked for what `--verify` needs (the run, known formats, this version).
+
+        Raises:
+            UserError: unreadable, damaged, or written by another tlcli (one line naming the file).
+        """
+        data = _read(path)
+        formats, run = (data.get("formats"), data.get("run")) if isinstance(data, dict) else (None, None)
+        if (
+            not isinstance(formats, dict)
+            or not all(isinstance(entry, dict) for entry in formats.values())
+            or not isinstance(run, dict)
+            or not isinstance(run.get("dir"), str)
+        ):
+            raise UserError(f"{path}: damaged (expected run.dir and formats); export the run again")
+        unknown = [name for name in formats if name not in FILES]
+        if unknown or data.get("format_version") != EXPORT_FORMAT_VERSION:
+            raise UserError(
+                f"{path}: written by another tlcli (export format {data.get('format_version')}, "
+                f"formats {', '.join(formats)}); export the run again"
+            )
+        return cls.from_dict(data)
+
+    @classmethod
+    def beside(cls, folders: list[Path]) -> ExportRecord | None:
+        """The export.json in the first of `folders` that has one, taken as it is; None: none has.
+
+        Raises:
+            UserError: an export.json that is not JSON.
+        """
+        for folder in folders:
+            if (folder / EXPORT_RECORD).is_file():
+                data = _read(folder / EXPORT_RECORD)
+                return cls.from_dict(data) if isinstance(data, dict) and data else None
+        return None
+
+
+def _read(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def read_export_record(export_dir: Path) -> ExportRecord:
     """export.json of an export folder, checked for the fields `--verify` needs.
 
     Raises:
@@ -157,17 +321,4 @@ def read_export_record(export_dir: Path) -> dict[str, Any]:
         raise UserError(
             f"{export_dir}: not a tlcli export folder (no {EXPORT_RECORD}); export one with `tlcli export RUN_DIR`"
         )
-    try:
-        record = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    formats = record.get("formats") if isinstance(record, dict) else None
-    run = record.get("run") if isinstance(record, dict) else None
-    if not isinstance(formats, dict) or not isinstance(run, dict) or not isinstance(run.get("dir"), str):
-        raise UserError(f"{path}: damaged (expected run.dir and formats); export the run again")
-    unknown = [name for name in formats if name not in FILES]
-    if unknown or record.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise UserError(
-            f"{path}: written by another tlcli (export format {record.get('format_version')}, formats {', '.join(formats)}); export the run again"
-        )
-    return record
+    return ExportRecord.read(path)

@@ -22,12 +22,11 @@ import numpy as np
 
 from tlcli.errors import UserError
 from tlcli.export.formats import FILES
+from tlcli.export.record import EXPORT_RECORD, LABELS_FILE, ExportRecord
 from tlcli.inference.probabilities import to_class_probabilities
-from tlcli.runs.atomic import read_json
 from tlcli.system import native_stderr_silenced
 
-EXPORT_RECORD = "export.json"
-LABELS_FILE = "labels.txt"
+__all__ = ["EXPORT_RECORD", "LABELS_FILE", "ExportedModel", "TensorInfo"]
 
 
 @contextlib.contextmanager
@@ -115,7 +114,8 @@ class _TFLiteRunner:
 
 
 def _quantize(batch: np.ndarray, tensor: TensorInfo) -> np.ndarray:
-    """Pixels as the input tensor takes them: float32, or uint8/int8 through its scale and zero point (raw when 1 and 0)."""
+    """Pixels as the input tensor takes them: float32, or uint8/int8 through its scale and zero point (raw when 1
+    and 0)."""
     if tensor.scale is None:
         return batch.astype(np.float32)
     info = np.iinfo(np.dtype(tensor.dtype))
@@ -179,8 +179,8 @@ class ExportedModel:
 
     def __init__(self, path: str | Path, format: str | None = None, threads: int | None = None):
         self.path, folders = _resolve_artifact(Path(path), format)
-        self.record = _read_record(folders)
-        named = format or _format_of(self.path, self.record)
+        self.record: ExportRecord | None = ExportRecord.beside(folders)  # None: no export.json beside the artifact
+        named = format or (self.record.format_of_file(self.path.name) if self.record is not None else None)
         self.class_names = _class_names(folders, self.record, self.path)
         family = "saved_model" if self.path.is_dir() else "onnx" if self.path.suffix.lower() == ".onnx" else "tflite"
         self.format = named or family
@@ -188,11 +188,13 @@ class ExportedModel:
             self._runner = RUNNERS[family](self.path, threads)
         except ImportError as exc:
             raise UserError(
-                f'{self.path}: {exc.name or "a runtime"} is not installed; install the export extra: pip install "tlcli[export]"'
+                f"{self.path}: {exc.name or 'a runtime'} is not installed; "
+                'install the export extra: pip install "tlcli[export]"'
             ) from None
         except Exception as exc:
             raise UserError(
-                f"{self.path}: cannot be loaded as {self.format} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                f"{self.path}: cannot be loaded as {self.format} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
             ) from None
         self.inputs, self.outputs, self.signature = self._runner.inputs, self._runner.outputs, self._runner.signature
         if named is None and family == "tflite" and self.inputs[0].scale is not None:
@@ -202,7 +204,7 @@ class ExportedModel:
             raise UserError(f"{self.path}: input of shape {shape}, expected (batch, height, width, channels)")
         self.image_size: tuple[int, int] = (int(shape[1]), int(shape[2]))
         self.channels = int(shape[3])
-        self.task = str(self.record.get("task", "single_label"))
+        self.task = self.record.task if self.record is not None else "single_label"
         units = self.outputs[0].shape[-1]
         self.binary = units == 1 and len(self.class_names) == 2 and self.task != "multi_label"
         if units is not None and units != len(self.class_names) and not self.binary:
@@ -210,7 +212,7 @@ class ExportedModel:
                 f"{self.path}: {units} outputs but {len(self.class_names)} class names; the export folder is damaged"
             )
         self.thresholds = _thresholds(self.record, self.class_names, self.path) if self.task == "multi_label" else None
-        self.separator = str(self.record.get("label_separator") or "|")
+        self.separator = (self.record.label_separator if self.record is not None else None) or "|"
 
     def predict_probabilities(self, images_uint8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(n, classes) class probabilities of (n, height, width, channels) 0-255 pixels at the artifact's size.
@@ -221,7 +223,8 @@ class ExportedModel:
         images = np.asarray(images_uint8)
         if images.ndim != 4 or tuple(images.shape[1:]) != (*self.image_size, self.channels):
             raise UserError(
-                f"{self.path}: takes images of shape (n, {self.image_size[0]}, {self.image_size[1]}, {self.channels}), got {images.shape}"
+                f"{self.path}: takes images of shape "
+                f"(n, {self.image_size[0]}, {self.image_size[1]}, {self.channels}), got {images.shape}"
             )
         outputs = [
             self._runner.run(np.asarray(images[start : start + batch_size]))
@@ -232,7 +235,8 @@ class ExportedModel:
         return to_class_probabilities(np.concatenate(outputs), self.binary)
 
     def describe(self) -> dict[str, Any]:
-        """The artifact's runtime-facing description: signature, inputs and outputs (names, dtypes, shapes, quantization)."""
+        """The artifact's runtime-facing description: signature, inputs and outputs (names, dtypes, shapes,
+        quantization)."""
         return {
             "signature": self.signature,
             "inputs": [t.to_dict() for t in self.inputs],
@@ -260,7 +264,8 @@ def _artifact_in_export_folder(folder: Path, format: str | None) -> Path:
     if format is not None:
         if format not in present:
             raise UserError(
-                f"{folder}: holds no {format} artifact ({FILES.get(format, format)}); it holds: {', '.join(present) or 'none'}"
+                f"{folder}: holds no {format} artifact ({FILES.get(format, format)}); "
+                f"it holds: {', '.join(present) or 'none'}"
             )
         return present[format]
     if len(present) == 1:
@@ -272,33 +277,13 @@ def _artifact_in_export_folder(folder: Path, format: str | None) -> Path:
     )
 
 
-def _read_record(folders: list[Path]) -> dict[str, Any]:
-    for folder in folders:
-        if (folder / EXPORT_RECORD).is_file():
-            try:
-                record = read_json(folder / EXPORT_RECORD)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{folder / EXPORT_RECORD}: unreadable ({exc})") from None
-            return record if isinstance(record, dict) else {}
-    return {}
-
-
-def _format_of(path: Path, record: dict[str, Any]) -> str | None:
-    """The artifact's format as export.json lists it (None: not listed; then the file and its input tell)."""
-    formats = record.get("formats")
-    for name, entry in formats.items() if isinstance(formats, dict) else ():
-        if isinstance(entry, dict) and entry.get("file") == path.name and name in FILES:
-            return name
-    return None
-
-
-def _thresholds(record: dict[str, Any], class_names: list[str], path: Path) -> tuple[float, ...]:
+def _thresholds(record: ExportRecord | None, class_names: list[str], path: Path) -> tuple[float, ...]:
     """A multi-label export's per-class thresholds, from export.json, in class order.
 
     Raises:
         UserError: export.json lacks a class's threshold (written by hand, or damaged).
     """
-    thresholds = record.get("thresholds")
+    thresholds = record.thresholds if record is not None else None
     missing = [
         name
         for name in class_names
@@ -306,21 +291,22 @@ def _thresholds(record: dict[str, Any], class_names: list[str], path: Path) -> t
     ]
     if missing:
         raise UserError(
-            f"{path}: a multi-label model, but {EXPORT_RECORD} gives no threshold for {missing[0]!r}; export the run again"
+            f"{path}: a multi-label model, but {EXPORT_RECORD} gives no threshold for {missing[0]!r}; "
+            "export the run again"
         )
     return tuple(float(thresholds[name]) for name in class_names)
 
 
-def _class_names(folders: list[Path], record: dict[str, Any], path: Path) -> list[str]:
+def _class_names(folders: list[Path], record: ExportRecord | None, path: Path) -> list[str]:
     for folder in folders:
         labels = folder / LABELS_FILE
         if labels.is_file():
             names = [line for line in labels.read_text(encoding="utf-8").splitlines() if line]
             if names:
                 return names
-    names = record.get("class_names")
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return list(names)
+    if record is not None and record.class_names:
+        return list(record.class_names)
     raise UserError(
-        f"{path}: no {LABELS_FILE} or {EXPORT_RECORD} beside it, so its class names are unknown; copy them from the export folder"
+        f"{path}: no {LABELS_FILE} or {EXPORT_RECORD} beside it, so its class names are unknown; "
+        "copy them from the export folder"
     )

@@ -13,63 +13,35 @@ start. Trial 0 is the config as written, so the study can only improve on it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
+import shlex
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import ConfigError, Interrupted, TlcliError, UserError
 from tlcli.progress import Reporter
-from tlcli.runs.metrics import TrainResult
+from tlcli.runs.folder import RunLock
 from tlcli.runs.records import now_iso
+from tlcli.tracking import suspended
 from tlcli.tracking.settings import TrackingRequest
+from tlcli.tracking.studies import track_study
+from tlcli.training.api import RunOptions, train
+from tlcli.training.compile import epoch_metric_names
+from tlcli.training.prepare import Prepared, prepare
 from tlcli.tuning import folder as files
+from tlcli.tuning.objective import HeadTrials, full_trial
+from tlcli.tuning.record import TrialRecord, TuneRecord, TuneResult
+from tlcli.tuning.shared import share_extraction, trial_kind, trial_zero
 from tlcli.tuning.space import SearchSpace, pins
 from tlcli.tuning.study import StudyProgress, count, create_or_join, make_pruner, open_storage, redact, run_trials
+from tlcli.tuning.summary import best_config, best_trial, summarize, trial_counts
 
 __all__ = ["TuneResult", "resume_tune", "tune"]
-
-
-@dataclass
-class TuneResult:
-    """What `tune` returns (and `tlcli tune --json` prints; tune.json holds the same)."""
-
-    tune_dir: Path
-    study: str
-    storage: str  # without a password
-    metric: str
-    direction: str
-    kind: str  # "head": trials train a head on cached features; "full": every trial trains as a run does
-    why: str
-    status: str  # running, completed, interrupted, failed
-    trials: dict[str, int] = field(default_factory=dict)
-    best: dict[str, Any] | None = None
-    baseline: dict[str, Any] | None = None  # trial 0, the config as written
-    best_config: Path | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)
-    extraction: dict[str, Any] | None = None
-    folds: int = 1  # head trials' scoring: 1, the validation split; k, k-fold cross-validation over train + validation
-    plots: dict[str, str] = field(default_factory=dict)
-    started: str = ""
-    pid: int | None = None
-    train_best: TrainResult | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data |= {"tune_dir": str(self.tune_dir), "best_config": str(self.best_config) if self.best_config else None}
-        if self.train_best is not None:
-            result = self.train_best
-            data["train_best"] = {
-                "run_dir": str(result.run_dir),
-                "final": result.metrics.final,
-                "figures": result.metrics.figures,
-                "refit": result.metrics.refit,
-            }
-        return data
 
 
 @dataclass
@@ -83,9 +55,9 @@ class _Study:
     total: int
     timeout: float | None
     storage_url: str
-    prepared: Any = None
-    heads: Any = None  # HeadTrials, for kind "head"
-    penalty: float | None = None
+    prepared: Prepared | None = None
+    heads: HeadTrials | None = None  # for kind "head"
+    penalty: float | None = None  # what `train.l2: auto` stands for, chosen once for the study
     study: Any = None  # the optuna.Study
     tracking: TrackingRequest | None = None  # `--mlflow [URI]`
 
@@ -190,10 +162,6 @@ def resume_tune(
     Raises:
         RunError: not a tune folder, or another process works in it.
     """
-    from tlcli.config.loading import load_config
-    from tlcli.runs.folder import RunLock
-    from tlcli.training.prepare import prepare
-
     _require_optuna()
     _quiet_optuna()
     reporter, progress = reporter or Reporter(), progress or StudyProgress()
@@ -202,18 +170,16 @@ def resume_tune(
     with RunLock(tune_dir):
         config = load_config(files.read_config(tune_dir))
         prepared = prepare(config, runs_dir=tune_dir.parent, reporter=reporter)
-        total = trials if trials is not None else int((record.get("trials") or {}).get("target") or config.tune.trials)
-        url = storage or (
-            files.default_storage_url(tune_dir) if record.get("storage_url_default") else record["storage"]
-        )
-        run = _begin(prepared, tune_dir, total, timeout, url, record["study"], reporter)
+        total = trials if trials is not None else record.target or config.tune.trials
+        url = storage or (files.default_storage_url(tune_dir) if record.storage_url_default else record.result.storage)
+        run = _begin(prepared, tune_dir, total, timeout, url, record.result.study, reporter)
         run.tracking = tracking
-        reporter.info(f"resuming study {record['study']} in {tune_dir}")
+        reporter.info(f"resuming study {record.result.study} in {tune_dir}")
         return _search(run, reporter, progress, train_best)
 
 
 def _begin(
-    prepared,
+    prepared: Prepared,
     tune_dir: Path,
     trials: int | None,
     timeout: float | None,
@@ -222,8 +188,6 @@ def _begin(
     reporter: Reporter,
 ) -> _Study:
     """Plan the trials, share the extraction, create or join the study; tune.json says `running`."""
-    from tlcli.training.compile import epoch_metric_names
-
     config = prepared.config
     tune = config.tune
     space = SearchSpace(config)
@@ -234,134 +198,51 @@ def _begin(
             "tune.metric", f"{metric!r} is not a per-epoch validation figure of this run ({', '.join(figures)})"
         )
     url = storage or files.default_storage_url(tune_dir)
-    kind, why = _kind(prepared, space)
+    kind, why = trial_kind(prepared, space)
     result = TuneResult(
-        tune_dir,
-        name,
-        redact(url),
-        metric,
-        tune.goal(config.multi_label),
-        kind,
-        why,
-        "running",
-        started=now_iso(),
-        pid=os.getpid(),
+        tune_dir, name, redact(url), metric, tune.goal(config.multi_label), kind, why, "running", started=now_iso()
     )
-    run = _Study(
-        config,
-        space,
-        tune_dir,
-        result,
-        trials or tune.trials,
-        timeout if timeout is not None else tune.timeout,
-        url,
-        prepared,
-    )
+    result.pid = os.getpid()
+    total, timeout = trials or tune.trials, timeout if timeout is not None else tune.timeout
+    run = _Study(config, space, tune_dir, result, total, timeout, url, prepared)
     clock = time.perf_counter()
-    if kind == "head":
-        _share_extraction(run, reporter)
-    else:
-        reporter.warn(
-            f"trials train the full model ({why}): each costs what a run costs"
-            + (
-                "; they are scored on the validation split (tune.folds is for head trials)"
-                if tune.folds not in ("auto", 1)
-                else ""
-            )
-        )
+    _prepare_trials(run, reporter)
     result.timings_s["extract"] = round(time.perf_counter() - clock, 3)
-    trial_zero = _trial_zero(run, reporter)
+    first = trial_zero(space, config, run.penalty, reporter)
     storage_ = open_storage(url)
-    joined = create_or_join(
-        storage_,
-        name,
-        result.direction,
-        space.fingerprint(),
-        make_pruner(tune.pruner, tune.pruner_args),
-        config.seed,
-        trial_zero,
-    )
+    pruner = make_pruner(tune.pruner, tune.pruner_args)
+    joined = create_or_join(storage_, name, result.direction, space.fingerprint(), pruner, config.seed, first)
     run.study = joined.study
-    done = count(joined.study)
+    how = "new" if joined.created else f"joined: {count(joined.study)} trials finished"
     reporter.info(
-        f"study {name} ({'new' if joined.created else f'joined: {done} trials finished'}) in {result.storage}: {result.direction} {metric} over {run.total} trials; tune folder {tune_dir}"
+        f"study {name} ({how}) in {result.storage}: {result.direction} {metric} over {run.total} trials; "
+        f"tune folder {tune_dir}"
     )
     files.write_config(tune_dir, config)
     _write_record(run)
     return run
 
 
-def _kind(prepared, space: SearchSpace) -> tuple[str, str]:
-    """`head` when every trial can train a head on the one extraction (and why), else `full` and why not."""
-    from tlcli.training.phases import plan_run
-
-    plans = plan_run(prepared.model, prepared.config, len(prepared.splits.train))
-    first = plans[0]
-    if len(plans) > 1:
-        return "full", "the config fine-tunes the base"
-    if first.cut is None or first.cut.kind != "pool":
-        return "full", first.why
-    key = space.head_only()
-    if key is not None:
-        return "full", f"{key} is searched, which changes more than the head"
-    return "head", f"every trial trains a head on the frozen base's cached features ({first.why})"
-
-
-def _share_extraction(run: _Study, reporter: Reporter) -> None:
-    """The one extraction of the study (through the disk feature cache), and the penalty `train.l2: auto` stands for."""
-    from tlcli.data.problems import unusable_reason
-    from tlcli.errors import UnusableData
-    from tlcli.features.cut import Cut
-    from tlcli.runs.provenance import class_counts
-    from tlcli.training.inputs import FeatureInputs
-    from tlcli.training.passes import extract_splits
-    from tlcli.tuning.objective import HeadTrials, resolve_folds
-
-    prepared = run.prepared
-    features, cache_use = extract_splits(prepared, Cut("pool"), reporter)
-    skipped = sum(len(s.skipped) for s in features.values())
-    if skipped:
-        reporter.warn(f"skipped {skipped} unreadable file{'s' if skipped > 1 else ''} (`tlcli check` lists them)")
-    reason = unusable_reason(class_counts(features["train"].labels, prepared.splits.class_names), len(features["val"]))
-    if reason is not None:
-        raise UnusableData(reason)
-    run.result.extraction = cache_use.to_dict() | {"skipped": skipped}
-    run.heads = HeadTrials(
-        prepared, FeatureInputs(prepared.model, features, Cut("pool"), prepared.config, prepared.num_classes)
+def _prepare_trials(run: _Study, reporter: Reporter) -> None:
+    """Head trials: the study's one extraction, shared; full trials: say what each costs."""
+    if run.result.kind == "head":
+        shared = share_extraction(run.prepared, reporter)
+        run.heads, run.penalty = shared.heads, shared.penalty
+        run.result.extraction, run.result.folds = shared.extraction, shared.heads.folds
+        return
+    scored = (
+        "; they are scored on the validation split (tune.folds is for head trials)"
+        if run.config.tune.folds not in ("auto", 1)
+        else ""
     )
-    run.heads.folds, how = resolve_folds(
-        prepared.config.tune.folds, len(features["train"]) + len(features["val"]), run.heads.flipped is not None
-    )
-    run.result.folds = run.heads.folds
-    reporter.info(f"trials are scored {how}")
-    if prepared.config.train.l2 == "auto":
-        run.penalty = run.heads.penalty()
-        shown = f"{run.penalty:.3g}" if run.penalty is not None else "none (0)"
-        reporter.info(
-            f"train.l2: auto is the penalty chosen once for the study on validation: {shown}; trials start from scratch with it, without a refit"
-        )
-
-
-def _trial_zero(run: _Study, reporter: Reporter) -> dict[str, Any]:
-    pinned = run.space.config_for({}, pins(run.config, run.penalty))
-    params = run.space.trial_zero(pinned)
-    for param in run.space.params:
-        value = params.get(param.key)
-        if value is not None and not param.distribution()._contains(param.distribution().to_internal_repr(value)):
-            reporter.warn(
-                f"tune.space.{param.key}: the config's own value {value} is outside the range; trial 0 (the config as written) uses it anyway"
-            )
-    return params
+    reporter.warn(f"trials train the full model ({run.result.why}): each costs what a run costs{scored}")
 
 
 def _objective(run: _Study):
-    from tlcli.tuning.objective import full_trial
-
     def objective(trial) -> float:
         values = run.space.draw(trial)
         fixed = pins(run.space.config_for(values), run.penalty)
-        trial.set_user_attr("pins", fixed)
-        trial.set_user_attr("kind", run.result.kind)
+        TrialRecord(pins=fixed, kind=run.result.kind).save(trial)
         try:
             config = run.space.config_for(values, fixed)
             if run.result.kind == "head":
@@ -369,11 +250,9 @@ def _objective(run: _Study):
             else:
                 outcome = full_trial(trial, config, run.result.metric, run.tune_dir / ".trials")
         except TlcliError as exc:
-            trial.set_user_attr("error", str(exc))
+            TrialRecord(error=str(exc)).save(trial)
             raise
-        trial.set_user_attr("epochs", outcome.epochs)
-        trial.set_user_attr("folds", run.result.folds)
-        trial.set_user_attr("figures", outcome.figures)
+        TrialRecord(epochs=outcome.epochs, folds=run.result.folds, figures=outcome.figures).save(trial)
         return outcome.value
 
     return objective
@@ -384,8 +263,6 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
     study, result = run.study, run.result
     progress.start(run.total, count(study), result.kind)
     clock = time.perf_counter()
-    from tlcli.tracking import suspended
-
     try:
         with suspended():  # MLflow: the trials are the study's nested runs (`_finish`), not runs of their own
             loop = run_trials(
@@ -402,8 +279,6 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
     if loop.interrupted:
         raise _interrupted(run)
     if train_best and result.best_config is not None:
-        from tlcli.training.api import RunOptions, train
-
         reporter.info(f"training the best trial's config: {result.best_config}")
         result.train_best = train(
             result.best_config,
@@ -416,10 +291,9 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
 
 
 def _interrupted(run: _Study) -> Interrupted:
-    import shlex
-
     error = Interrupted(
-        f"interrupted; the study is kept ({run.result.trials.get('finished', 0)} trials finished). continue with: tlcli tune --resume {shlex.quote(str(run.tune_dir))}"
+        f"interrupted; the study is kept ({run.result.trials.get('finished', 0)} trials finished). "
+        f"continue with: tlcli tune --resume {shlex.quote(str(run.tune_dir))}"
     )
     error.run_dir = run.tune_dir
     return error
@@ -427,82 +301,22 @@ def _interrupted(run: _Study) -> Interrupted:
 
 def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     """What the study holds now (every process's trials), into the tune folder's files."""
-    from optuna.trial import TrialState
-
     study, result = run.study, run.result
     trials = study.get_trials(deepcopy=False)
-    states = {
-        name.lower(): sum(t.state == getattr(TrialState, name) for t in trials)
-        for name in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-    }
-    result.trials = {
-        "target": run.total,
-        "finished": states["complete"] + states["pruned"] + states["fail"],
-        **states,
-        "this_process": ran,
-    }
-    result.baseline = next((_summary(t) for t in trials if t.number == 0), None)
+    result.trials = trial_counts(trials, run.total, ran)
+    result.baseline = next((summarize(t) for t in trials if t.number == 0), None)
     files.write_trials(run.tune_dir, study, run.space.keys)
-    best = next(
-        iter(
-            sorted(
-                (t for t in trials if t.state == TrialState.COMPLETE),
-                key=lambda t: t.value,
-                reverse=result.direction == "maximize",
-            )
-        ),
-        None,
-    )
+    best = best_trial(trials, result.direction)
     if best is not None:
-        result.best = _summary(best)
-        values = run.space.from_params(best.params)
-        name = f"{run.config.name[:59]}-best"
-        # The trial's recipe, then (a head on cached features) retrained on train + validation for the epochs it chose:
-        # a trial is scored on validation so it cannot learn from it, the config it wins does.
-        refit = run.result.kind == "head" and run.config.train.refit is not False
-        # Cross-validated, the trial's epochs are its folds' median: best.yaml trains that many (validation on one split would choose again, noisily).
-        epochs = (
-            {"train.epochs": int(best.user_attrs["epochs"]), "train.restore_best": False}
-            if best.user_attrs.get("folds", 1) > 1 and best.user_attrs.get("epochs")
-            else {}
-        )
-        config = run.space.config_for(
-            values,
-            {
-                **best.user_attrs.get("pins", {}),
-                **epochs,
-                "train.refit": refit,
-                "probe": run.config.probe,
-                "name": name,
-            },
-        )
-        result.best_config = files.write_best(run.tune_dir, config)
+        result.best = summarize(best)
+        result.best_config = files.write_best(run.tune_dir, best_config(run.space, run.config, best, result.kind))
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
     result.pid = None
     _write_record(run)
-    from tlcli.tracking.studies import track_study
-
-    track_study(
-        run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking
-    )  # when tracking is on: a parent run, a nested run per trial
-
-
-def _summary(trial) -> dict[str, Any]:
-    return {
-        "number": trial.number,
-        "state": trial.state.name.lower(),
-        "value": trial.value,
-        "params": dict(trial.params),
-        "figures": trial.user_attrs.get("figures", {}),
-        "epochs": trial.user_attrs.get("epochs"),
-        "seconds": round(trial.duration.total_seconds(), 3) if trial.duration is not None else None,
-    }
+    # when tracking is on: a parent run, a nested run per trial
+    track_study(run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking)
 
 
 def _write_record(run: _Study) -> None:
-    files.write_record(
-        run.tune_dir,
-        run.result.to_dict()
-        | {"format": "tlcli-tune", "storage_url_default": run.storage_url == files.default_storage_url(run.tune_dir)},
-    )
+    TuneRecord(run.result, run.storage_url == files.default_storage_url(run.tune_dir)).write(run.tune_dir)

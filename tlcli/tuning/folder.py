@@ -2,7 +2,8 @@
 
 | file | content |
 | --- | --- |
-| `tune.json` | the study (name, storage without password, metric, direction), its trials by state, the best trial, timings; what `--json` prints |
+| `tune.json` | the study (name, storage without password, metric, direction), its trials by state, the best trial, |
+| | timings; what `--json` prints (`tlcli.tuning.record.TuneRecord`) |
 | `config.yaml` | the resolved config the study searches from, its tune section included (`--resume` reads it) |
 | `study.db` | the default storage (SQLite) |
 | `trials.csv` | number, state, value, duration, epochs, then one column per searched key |
@@ -25,9 +26,9 @@ from typing import Any
 from tlcli.config.loading import dump_config, read_yaml
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError
-from tlcli.runs.atomic import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from tlcli.runs.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
+from tlcli.tuning.record import TUNE_RECORD, TrialRecord, TuneRecord
 
-TUNE_RECORD = "tune.json"
 DEFAULT_STORAGE = "study.db"
 PLOTS = {"optimization_history": "optimization_history.png", "param_importances": "param_importances.png"}
 
@@ -36,34 +37,20 @@ def default_storage_url(tune_dir: Path) -> str:
     return f"sqlite:///{(tune_dir / DEFAULT_STORAGE).absolute()}"
 
 
-def write_record(tune_dir: Path, record: dict[str, Any]) -> None:
-    write_json_atomic(tune_dir / TUNE_RECORD, record)
-
-
-def read_record(tune_dir: Path) -> dict[str, Any]:
+def read_record(tune_dir: Path) -> TuneRecord:
     """tune.json of a tune folder.
 
     Raises:
         RunError: not a tune folder, or a damaged tune.json (named).
     """
-    path = tune_dir / TUNE_RECORD
     if not tune_dir.is_dir():
         raise RunError(f"--resume: {tune_dir}: tune folder not found")
-    if not path.is_file() or not (tune_dir / "config.yaml").is_file():
+    if not (tune_dir / TUNE_RECORD).is_file() or not (tune_dir / "config.yaml").is_file():
         raise RunError(
-            f"--resume: {tune_dir} is not a tune folder (no tune.json and config.yaml); start a study with tlcli tune CONFIG"
+            f"--resume: {tune_dir} is not a tune folder (no tune.json and config.yaml); "
+            "start a study with tlcli tune CONFIG"
         )
-    try:
-        record = read_json(path)
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"{path}: damaged ({type(exc).__name__}); it cannot be resumed") from None
-    if (
-        not isinstance(record, dict)
-        or not isinstance(record.get("study"), str)
-        or not isinstance(record.get("storage"), str)
-    ):
-        raise RunError(f"{path}: damaged (no study or storage); it cannot be resumed")
-    return record
+    return TuneRecord.read(tune_dir / TUNE_RECORD)
 
 
 def write_config(tune_dir: Path, config: ExperimentConfig) -> None:
@@ -79,15 +66,15 @@ def write_trials(tune_dir: Path, study, keys: list[str]) -> None:
     rows = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         seconds = round(trial.duration.total_seconds(), 3) if trial.duration is not None else ""
-        attrs = trial.user_attrs
+        record = TrialRecord.of(trial)
         rows.append(
             [
                 trial.number,
                 trial.state.name.lower(),
                 "" if trial.value is None else trial.value,
                 seconds,
-                attrs.get("epochs", ""),
-                attrs.get("kind", ""),
+                "" if record.epochs is None else record.epochs,
+                "" if record.kind is None else record.kind,
                 *(trial.params.get(key, "") for key in keys),
             ]
         )

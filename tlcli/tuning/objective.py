@@ -30,17 +30,19 @@ from tlcli.features.cut import Cut, trainable_part
 from tlcli.modeling import layers as names
 from tlcli.modeling.build import head_layers
 from tlcli.progress import Reporter
+from tlcli.training.api import train
 from tlcli.training.compile import make_loss, make_metrics, make_optimizer
 from tlcli.training.fit_in_memory import fit_in_memory
 from tlcli.training.phases import phases_of, resolve_auto
 from tlcli.training.prepare import Prepared
+from tlcli.training.selection import fit_probes, head_penalty
 
 POOL = Cut("pool")
 
 
 @dataclass
 class TrialOutcome:
-    """A finished trial: its value (the metric at the epoch training keeps), epochs run, and the kept epoch's figures."""
+    """A finished trial: its value (the metric at the epoch training keeps), epochs run, the kept epoch's figures."""
 
     value: float
     epochs: int
@@ -117,8 +119,9 @@ def pruning_callback(reports: Reports):
 
 
 def fast_validation(part, features: np.ndarray, targets: np.ndarray, loss, metrics):
-    """Training's validation on cached features (`tlcli.training.callbacks.FeatureValidation`: the same loss and metrics on
-    the whole validation split), as one compiled call per epoch instead of batched predictions and eager metrics."""
+    """Training's validation on cached features (`tlcli.training.callbacks.FeatureValidation`: the same loss and
+    metrics on the whole validation split), as one compiled call per epoch instead of batched predictions and eager
+    metrics."""
     import keras
     import tensorflow as tf
 
@@ -147,7 +150,8 @@ AUTO_FOLDS, AUTO_FOLDS_BELOW = 5, 1000
 
 
 def resolve_folds(folds: str | int, images: int, flips: bool) -> tuple[int, str]:
-    """How a head study scores its trials (`tune.folds` made concrete for `images` training + validation images), and why."""
+    """How a head study scores its trials (`tune.folds` made concrete for `images` training + validation images),
+    and why."""
     if flips:
         return 1, "on the validation split (random flips' copies are cached for the training split only)"
     k = (AUTO_FOLDS if images < AUTO_FOLDS_BELOW else 1) if folds == "auto" else int(folds)
@@ -178,7 +182,8 @@ def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndar
 
 
 class HeadTrials:
-    """Trials that train only the head, on the features of the study's one extraction (`tlcli.training.inputs.FeatureInputs`)."""
+    """Trials that train only the head, on the features of the study's one extraction
+    (`tlcli.training.inputs.FeatureInputs`)."""
 
     def __init__(self, prepared: Prepared, inputs):
         self.prepared, self.inputs = prepared, inputs
@@ -193,11 +198,10 @@ class HeadTrials:
         self._splits: dict[int, list] = {}  # seed -> the folds
 
     def penalty(self) -> float | None:
-        """`train.l2: auto` made concrete once for the study: the penalty training's selection would choose (exact fits on
-        the training split, the lowest validation loss; `tlcli.training.selection`), or None when it cannot choose."""
+        """`train.l2: auto` made concrete once for the study: the penalty training's selection would choose (exact
+        fits on the training split, the lowest validation loss; `tlcli.training.selection`), or None when it cannot
+        choose."""
         if self._penalty is False:
-            from tlcli.training.selection import fit_probes, head_penalty
-
             config, inputs = self.prepared.config, self.inputs
             names_, labels = self.prepared.splits.class_names, inputs.sets["train"].labels
             weights = class_weights(labels, inputs.num_classes, config.train.class_weight, names_)
@@ -218,7 +222,8 @@ class HeadTrials:
         return self._penalty  # type: ignore[return-value]
 
     def run(self, trial, config: ExperimentConfig, metric: str) -> TrialOutcome:
-        """Fit a new head as `config` says (its `auto` values pinned), reporting `metric` every epoch (of the first fold)."""
+        """Fit a new head as `config` says (its `auto` values pinned), reporting `metric` every epoch (of the first
+        fold)."""
         inputs = self.inputs
         if self.folds == 1:
             kept, epochs = self._fit(
@@ -259,10 +264,11 @@ class HeadTrials:
     def _fit(
         self, trial, config: ExperimentConfig, metric: str, fit: tuple, held: tuple, flipped: np.ndarray | None = None
     ) -> tuple[dict[str, Any], int]:
-        """One head fitted on `fit` (features, labels) and stopped on `held`: the kept epoch's figures and the epochs it ran.
-        With a `trial`, every epoch's `metric` goes to the study, which may prune it."""
+        """One head fitted on `fit` (features, labels) and stopped on `held`: the kept epoch's figures and the epochs
+        it ran. With a `trial`, every epoch's `metric` goes to the study, which may prune it."""
         import keras
 
+        # Here, not at the top: training's callbacks subclass Keras's when imported.
         from tlcli.training.callbacks import BestWeights, ResumableEarlyStopping, StopOnDivergence, monitor_mode
 
         keras.utils.set_random_seed(config.seed)
@@ -336,7 +342,8 @@ def _last(history) -> dict[str, Any]:
 
 
 class PruningReporter(Reporter):
-    """Training's progress events of a full-model trial, turned into the trial's reports (and pruning); nothing is drawn."""
+    """Training's progress events of a full-model trial, turned into the trial's reports (and pruning); nothing is
+    drawn."""
 
     def __init__(self, trial, metric: str):
         self.trial, self.metric, self.step = trial, metric, 0
@@ -360,8 +367,6 @@ class PruningReporter(Reporter):
 def full_trial(trial, config: ExperimentConfig, metric: str, scratch: Path) -> TrialOutcome:
     """Train `config` as `tlcli train` would, in `scratch` (removed afterwards), reporting `metric` every epoch."""
     import optuna
-
-    from tlcli.training.api import train
 
     folder = scratch / f"trial-{trial.number}"
     try:

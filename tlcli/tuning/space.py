@@ -130,7 +130,8 @@ class SearchSpace:
         return [param.key for param in self.params]
 
     def fingerprint(self) -> str:
-        """Identifies the space (keys and distributions) and the metric: processes joining one study must agree on them."""
+        """Identifies the space (keys and distributions) and the metric: processes joining one study must agree on
+        them."""
         tune = self.config.tune
         text = json.dumps(
             {"space": {k: v.model_dump() for k, v in tune.space.items()}, "metric": tune.metric},
@@ -144,7 +145,8 @@ class SearchSpace:
         return next((key for key in self.keys if not is_head_key(key)), None)
 
     def draw(self, trial) -> dict[str, Any]:
-        """The trial's config values, drawn define-by-run (keys inside a section the trial leaves absent are not drawn)."""
+        """The trial's config values, drawn define-by-run (keys inside a section the trial leaves absent are not
+        drawn)."""
         raw = self.base_raw()
         values: dict[str, Any] = {}
         for param in self.params:
@@ -190,7 +192,8 @@ class SearchSpace:
             if stored is MISSING:
                 raise ConfigError(
                     f"tune.space.{param.key}",
-                    f"the config's own value {value!r} is not among the choices; add it (trial 0 is the config as written)",
+                    f"the config's own value {value!r} is not among the choices; "
+                    "add it (trial 0 is the config as written)",
                 )
             params[param.key] = stored
         return params

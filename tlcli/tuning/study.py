@@ -45,7 +45,8 @@ def finished_states():
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (tune.json is readable by the team; libpq also reads PGPASSWORD and ~/.pgpass)."""
+    """A storage URL without its password (tune.json is readable by the team; libpq also reads PGPASSWORD and
+    ~/.pgpass)."""
     return re.sub(r"^([a-z0-9+]+://[^:/@]*):[^@]*@", r"\1@", url)
 
 
@@ -70,13 +71,15 @@ def open_storage(url: str):
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in RDB_SCHEMES:
         raise UserError(
-            f"--storage: expected an RDB URL (postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE) or journal:PATH, got {redact(url)!r}"
+            "--storage: expected an RDB URL (postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE) or journal:PATH, "
+            f"got {redact(url)!r}"
         )
     try:
         return _rdb_storage(url, scheme)
     except ImportError:
         raise UserError(
-            f"--storage {redact(url)}: no database driver for it is installed (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql and write mysql+pymysql://)"
+            f"--storage {redact(url)}: no database driver for it is installed (PostgreSQL: pip install "
+            "psycopg2-binary; MySQL: pip install pymysql and write mysql+pymysql://)"
         ) from None
     except Exception as exc:  # SQLAlchemy's OperationalError and the like: the server, not tlcli
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -112,7 +115,8 @@ def _rdb_storage(url: str, scheme: str, attempts: int = 6):
 
 
 def _with_driver(url: str) -> str:
-    """`postgresql://` with the driver that is installed: SQLAlchemy 2.1 means psycopg (3) by it, the tune extra brings psycopg2."""
+    """`postgresql://` with the driver that is installed: SQLAlchemy 2.1 means psycopg (3) by it, the tune extra
+    brings psycopg2."""
     import importlib.util
 
     scheme, _, rest = url.partition("://")
@@ -176,12 +180,14 @@ def create_or_join(
         )
         if study.direction.name.lower() != direction:
             raise UserError(
-                f"--study {name}: the study exists and {study.direction.name.lower()}s; this config would {direction} (use another --study)"
+                f"--study {name}: the study exists and {study.direction.name.lower()}s; "
+                f"this config would {direction} (use another --study)"
             ) from None
         theirs = study.user_attrs.get("tlcli_space")
         if theirs is not None and theirs != fingerprint:
             raise UserError(
-                f"--study {name}: the study exists with another search space or metric (use the same tune: section, or another --study)"
+                f"--study {name}: the study exists with another search space or metric "
+                "(use the same tune: section, or another --study)"
             ) from None
         return Joined(study, created=False)
     study.set_user_attr("tlcli_space", fingerprint)
