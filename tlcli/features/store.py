@@ -109,7 +109,8 @@ class FeatureStore:
 
     def __init__(self, key: str, describe: dict[str, Any], root: Path | None = None):
         self.key = key
-        self.folder = (root or cache_root()) / "features" / key
+        self.root = root or cache_root()
+        self.folder = self.root / "features" / key
         self.describe = describe
         self.writes = 0
         self.damaged = 0
@@ -189,7 +190,7 @@ class FeatureStore:
         meta["last_used"] = time.time()
         try:
             write_text_atomic(self.folder / "meta.json", json.dumps(meta, indent=2, default=str))
-            enforce_cap(keep=self.key)
+            enforce_cap(keep=self.key, root=self.root)
         except OSError as exc:
             self.problems.append(f"the feature cache {self.folder} cannot be written ({exc.strerror or exc})")
 
