@@ -65,7 +65,8 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
 
 @pytest.mark.parametrize("mode", ["horizontal", "horizontal_and_vertical"])
 def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_folder, probe, mode):
-    """RandomFlip's own draws pick each image's features or its flipped copy's: the run on images, without the base every epoch."""
+    """RandomFlip's own draws pick each image's features or its flipped copy's: the run on images, without the base
+    every epoch."""
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
     flip = {"augment": {"flip": mode}}

@@ -170,7 +170,10 @@ class FeatureStore:
             )  # last: the pack now exists
         except OSError as exc:
             self.problems.append(
-                f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on without it"
+                
+                    f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on "
+                    "without it"
+                
             )
             return
         self.writes += len(hashes)
@@ -214,7 +217,8 @@ def _read_pack(listing: Path, shape: tuple[int, ...] | None) -> tuple[np.ndarray
 
 
 def probe_cache(root: Path | None = None) -> str | None:
-    """Why the disk cache under `root` cannot be used (not creatable, not a folder, not writable), or None when it can."""
+    """Why the disk cache under `root` cannot be used (not creatable, not a folder, not writable), or None when it
+    can."""
     folder = (root or cache_root()) / "features"
     try:
         folder.mkdir(parents=True, exist_ok=True)
