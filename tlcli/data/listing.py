@@ -104,7 +104,8 @@ def list_class_files(
 
 
 def collect_images(specs: Sequence[str | Path]) -> dict[Path, str]:
-    """Expand files, folders (recursively, image extensions only), globs and CSV manifests, keeping order, without duplicates.
+    """Expand files, folders (recursively, image extensions only), globs and CSV manifests, keeping order, without
+    duplicates.
 
     A file named explicitly (or matched by a glob) is always tried, whatever
     its extension; inside folders only image files count, hidden ones left out.

@@ -223,7 +223,8 @@ def check_dataset(
             are not decoded again).
         reporter: a `tlcli.progress.Reporter` for the decoding progress.
         max_file_mb: larger files are unreadable (as `data.max_file_mb`; default its default).
-        labels: a multi-label manifest's `data` keys: `{"multi_label": True, "label_separator": ..., "label_columns": [...]}`.
+        labels: a multi-label manifest's `data` keys: `{"multi_label": True, "label_separator": ..., "label_columns":
+        [...]}`.
 
     Returns:
         A `CheckReport`; its `exit_code` is 0 (clean), 4 (problems) or 2

@@ -22,10 +22,18 @@ from tlcli.runs.atomic import write_csv_atomic
 _EPSILON = 1e-7  # as Keras clips in its cross-entropy, so `loss` is comparable with training's val_loss
 
 MULTILABEL_EVAL_FILES = {
-    "metrics.json": "mAP, subset accuracy, Hamming loss, loss, micro/macro/weighted/samples precision, recall and F1, per-class figures and thresholds",
-    "predictions.csv": "one row per image: path, true_labels, predicted_labels (joined by the run's separator), exact_match, one probability column per class",
+    "metrics.json": (
+        "mAP, subset accuracy, Hamming loss, loss, micro/macro/weighted/samples precision, recall and F1, "
+        "per-class figures and thresholds"
+    ),
+    "predictions.csv": (
+        "one row per image: path, true_labels, predicted_labels (joined by the run's separator), exact_match, "
+        "one probability column per class"
+    ),
     "per_class.csv": "one row per class: threshold, precision, recall, F1, average precision, support, predicted",
-    "pr_curves.png": "each class's precision-recall curve, with its average precision and the operating point of its threshold",
+    "pr_curves.png": (
+        "each class's precision-recall curve, with its average precision and the operating point of its threshold"
+    ),
     "mistakes.png": "the images with the most confident wrong decisions (missed and spurious labels named)",
 }
 

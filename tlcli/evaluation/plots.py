@@ -116,7 +116,8 @@ def plot_mistakes(
 def plot_label_mistakes(
     probabilities, labels, thresholds, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN
 ) -> None:
-    """Multi-label: the images whose wrong decisions are the most confident (a missed label scored near 0, a spurious one near 1)."""
+    """Multi-label: the images whose wrong decisions are the most confident (a missed label scored near 0, a spurious
+    one near 1)."""
     predicted = probabilities >= np.asarray(thresholds)[None, :]
     truth = np.asarray(labels) == 1
     wrongness = np.where(predicted != truth, np.abs(probabilities - truth), 0.0)

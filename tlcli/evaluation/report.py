@@ -34,7 +34,10 @@ from tlcli.runs.folder import publish_stamped_dir, staged_dir
 DEFAULT_TOP_K = 5  # k of the top-k accuracy when neither the run nor the command says
 
 EVAL_FILES = {
-    "metrics.json": "accuracy, top-k accuracy, loss, per-class precision/recall/F1/support, macro and weighted averages, confusion matrix, calibration",
+    "metrics.json": (
+        "accuracy, top-k accuracy, loss, per-class precision/recall/F1/support, macro and weighted averages, "
+        "confusion matrix, calibration"
+    ),
     "predictions.csv": "one row per image: path, true_label, predicted_label, confidence, correct",
     "confusion_matrix.csv": "rows are true classes, columns predicted classes",
     "confusion_matrix.png": "the confusion matrix as a picture",
@@ -88,7 +91,8 @@ def write_evaluation(
         run_dir: the run folder; the evaluation goes into its `eval/`.
         name: dataset name, the suffix of the folder (`val`, `test`, a folder name).
         probabilities: (n, classes) predicted class probabilities.
-        labels: (n,) true class indices; multi-label: (n, classes) 0/1 rows (with `probabilities` one sigmoid per class).
+        labels: (n,) true class indices; multi-label: (n, classes) 0/1 rows (with `probabilities` one sigmoid per
+        class).
         paths: the n image files, in the same order.
         class_names: the run's labels.
         images: (n, h, w, c) uint8 pixels, for the picture of mistakes (optional).

@@ -52,7 +52,8 @@ class ReportJob:
 
 
 def write_report_files(job: ReportJob, images: np.ndarray | None = None) -> Evaluation:
-    """`curves.png` and the `eval/<stamp>-val/` report of a training run (`images`: the decoded pixels, for the mistakes' fallback)."""
+    """`curves.png` and the `eval/<stamp>-val/` report of a training run (`images`: the decoded pixels, for the
+    mistakes' fallback)."""
     plot_curves(job.run_dir / "history.csv", job.run_dir / "curves.png")
     return write_evaluation(
         job.run_dir,
@@ -89,7 +90,8 @@ def write_training_report(
     except Exception as exc:  # noqa: BLE001  (the run itself succeeded)
         log.exception("writing the validation report failed")
         reporter.warn(
-            f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate {job.run_dir} --split val` retries it"
+            f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate "
+            f"{job.run_dir} --split val` retries it"
         )
         return None
     reporter.info(f"validation report: {evaluation.eval_dir}")

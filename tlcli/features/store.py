@@ -170,10 +170,8 @@ class FeatureStore:
             )  # last: the pack now exists
         except OSError as exc:
             self.problems.append(
-                
-                    f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on "
-                    "without it"
-                
+                f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on "
+                "without it"
             )
             return
         self.writes += len(hashes)
