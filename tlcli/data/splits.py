@@ -18,6 +18,7 @@ import numpy as np
 
 from tlcli.config.schema import DataConfig
 from tlcli.data.listing import list_class_files
+from tlcli.data.manifest import read_manifest
 from tlcli.errors import DataError
 
 VALIDATION_FOLDER_NAMES = ("val", "validation", "valid")
@@ -226,8 +227,6 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     Raises:
         DataError: what `read_manifest` raises; fewer than two training classes; a label in val/test that train lacks.
     """
-    from tlcli.data.manifest import read_manifest
-
     manifest = read_manifest(config)
     where = str(manifest.source)
     listed = {split: [row for row in manifest.rows if row.split == split] for split in SPLITS}

@@ -18,12 +18,13 @@ from tlcli.config.schema import DataConfig
 from tlcli.data.decoded import decode_samples
 from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.listing import list_class_files
+from tlcli.data.manifest import is_manifest, read_manifest
 from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError, UserError
 from tlcli.evaluation.gates import check_gate_keys, parse_gates
 from tlcli.evaluation.metrics import metric_keys
 from tlcli.evaluation.multilabel import multilabel_metric_keys
-from tlcli.evaluation.report import DEFAULT_TOP_K, Evaluation, write_evaluation
+from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
 from tlcli.inference.predict import ModelSource
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
@@ -92,30 +93,23 @@ def evaluate(
     labelling = _Labelling(class_names, info.multi_label, config.data if config else None, columns)
 
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
-    probabilities_of = _probabilities_of(
-        run_dir, class_names, info, source
-    )  # before any work: a damaged run fails in one line
+    # Before any work: a damaged run fails in one line.
+    probabilities_of = _probabilities_of(run_dir, class_names, info, source)
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
     decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, origin, reporter)
-    probabilities = probabilities_of(decoded.images, batch_size)
-    return write_evaluation(
-        run_dir,
-        name=name,
-        probabilities=probabilities,
-        labels=decoded.labels,
-        paths=[s.path for s in decoded.samples],
-        class_names=class_names,
-        images=decoded.images,
-        top_k=k,
-        source=origin,
-        skipped=skipped,
-        gates=gates,
-        thresholds=info.thresholds,
-        separator=labelling.separator,
-        model=described,
+    scored = Scored(
+        probabilities_of(decoded.images, batch_size),
+        decoded.labels,
+        [s.path for s in decoded.samples],
+        class_names,
+        decoded.images,
+        info.thresholds,
+        labelling.separator,
     )
+    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described)
+    return write_evaluation(run_dir, scored, spec)
 
 
 def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None):
@@ -203,8 +197,6 @@ def _what_to_evaluate(
     """(dataset name, its files, where they came from, bad manifest rows): `data` (a folder or a manifest), else the
     run's `split`
     (default test when it had one, else val)."""
-    from tlcli.data.manifest import is_manifest
-
     class_names = labelling.class_names
     if data is not None:
         if split is not None:
@@ -297,8 +289,6 @@ def manifest_samples(
     Raises:
         DataError: what reading the manifest raises, or a label the run does not know (its row named).
     """
-    from tlcli.data.manifest import read_manifest
-
     settings = settings or {}
     read = read_manifest(DataConfig(manifest=manifest, columns=columns or {}, **settings), key="--data")
     index = {name: i for i, name in enumerate(class_names)}

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlcli.evaluation.metrics import flatten_numbers
+from tlcli.evaluation.plots import plot_label_mistakes, plot_pr_curves
 from tlcli.runs.atomic import write_csv_atomic
 
 _EPSILON = 1e-7  # as Keras clips in its cross-entropy, so `loss` is comparable with training's val_loss
@@ -109,8 +111,6 @@ def compute_multilabel_metrics(
 
 def multilabel_metric_keys(class_names: Sequence[str]) -> list[str]:
     """The numeric keys a multi-label report for these classes will have (for checking gates up front)."""
-    from tlcli.evaluation.metrics import flatten_numbers
-
     n = len(class_names)
     dummy = compute_multilabel_metrics(np.eye(n), np.eye(n, dtype=int), class_names, [0.5] * n)
     return sorted(flatten_numbers({**dummy, "dataset": {"images": 0, "skipped": 0}}))
@@ -127,8 +127,6 @@ def write_multilabel_files(
     images=None,
 ) -> None:
     """predictions.csv, per_class.csv, pr_curves.png and mistakes.png of one evaluation folder."""
-    from tlcli.evaluation.plots import plot_label_mistakes, plot_pr_curves
-
     thresholds = np.array([metrics["per_class"][name]["threshold"] for name in class_names])
     predicted = probabilities >= thresholds[None, :]
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlcli.data.images import ImageDecodeError, decode_image
 from tlcli.runs.atomic import write_bytes_atomic
 
 MISTAKES_SHOWN = 16
@@ -140,8 +141,6 @@ def plot_label_mistakes(
 
 def _picture_grid(order, captions: list[str], title_text: str, paths, images, out_png: Path) -> None:
     from PIL import Image, ImageDraw
-
-    from tlcli.data.images import ImageDecodeError, decode_image
 
     font = _font(11)
     if len(order) == 0:
