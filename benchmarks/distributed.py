@@ -8,7 +8,8 @@ each run by one process and by a two-worker cluster of local processes
 (MultiWorkerMirroredStrategy, `--workers 2`), from an empty feature cache:
 
 - `cached`: the head on frozen features (extraction split between the workers and exchanged, then 10 epochs);
-- `fine-tune`: the full model on decoded images (`cache: off`): 1 head epoch, then 1 epoch with the top 20 base layers unfrozen.
+- `fine-tune`: the full model on decoded images (`cache: off`): 1 head epoch, then 1 epoch with the top 20 base layers
+unfrozen.
 
 It records whole-process wall time (launch to exit) and the final validation
 accuracy. Two workers on two cores share the same two cores: they cannot be
@@ -119,9 +120,18 @@ def main() -> int:
     lines = [
         "# One process against two workers (`--workers 2`)",
         "",
-        f"Made by `python benchmarks/distributed.py` on {time.strftime('%Y-%m-%d')}: cats_and_dogs_filtered (2,000 train, 1,000 validation) at 224 px,",
-        f"MobileNet alpha 0.25 with real ImageNet weights, batch 32 (the global batch), seed 1, `runtime.deterministic: true`, no dropout in the head; {os.cpu_count()} CPU cores, no GPU.",
-        "Two workers on two cores share those cores: they cannot be faster than one process. The figures show the cluster's overhead and that the result agrees.",
+        (
+            f"Made by `python benchmarks/distributed.py` on {time.strftime('%Y-%m-%d')}: cats_and_dogs_filtered "
+            "(2,000 train, 1,000 validation) at 224 px,"
+        ),
+        (
+            "MobileNet alpha 0.25 with real ImageNet weights, batch 32 (the global batch), seed 1, "
+            f"`runtime.deterministic: true`, no dropout in the head; {os.cpu_count()} CPU cores, no GPU."
+        ),
+        (
+            "Two workers on two cores share those cores: they cannot be faster than one process. The figures "
+            "show the cluster's overhead and that the result agrees."
+        ),
         "",
         "| config | workers | wall time (s) | extract/decode (s) | train (s) | val accuracy | val loss |",
         "|---|---|---|---|---|---|---|",
@@ -130,7 +140,8 @@ def main() -> int:
         for r in rows:
             passed = r["timings_s"].get("extract", r["timings_s"].get("decode", 0.0))
             lines.append(
-                f"| {name} | {r['workers']} | {r['wall_s']} | {passed} | {r['timings_s'].get('train')} | {r['val_accuracy']:.4f} | {r['val_loss']:.4f} |"
+                f"| {name} | {r['workers']} | {r['wall_s']} | {passed} | {r['timings_s'].get('train')} | "
+                f"{r['val_accuracy']:.4f} | {r['val_loss']:.4f} |"
             )
     lines += ["", "Configs: " + "; ".join(f"`{name}`: {json.dumps(CONFIGS[name])}" for name in args.configs), ""]
     args.out.write_text("\n".join(lines))

@@ -118,7 +118,8 @@ def main(argv=None) -> int:
 
 def print_table(document: dict) -> None:
     print(
-        "| format | size | export time | latency / image | top-1 agreement | max abs prob. diff | accuracy (Keras) | default gate |"
+        "| format | size | export time | latency / image | top-1 agreement | max abs prob. diff | accuracy "
+        "(Keras) | default gate |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for row in document["rows"]:
@@ -129,11 +130,13 @@ def print_table(document: dict) -> None:
         accuracy = f"{row['accuracy']:.3f} ({row['keras_accuracy']:.3f})"
         verdict = "pass" if row["passed"] else "**fail**"
         print(
-            f"| {row['format']} | {size} | {row['export_seconds']:.1f} s | {row['latency_ms']:.2f} ms | {row['agreement']:.4f} | {row['max_difference']:.2g} | {accuracy} | {verdict} |"
+            f"| {row['format']} | {size} | {row['export_seconds']:.1f} s | {row['latency_ms']:.2f} ms | "
+            f"{row['agreement']:.4f} | {row['max_difference']:.2g} | {accuracy} | {verdict} |"
         )
     for row in document.get("int8_calibration", []):
         print(
-            f"int8, {row['calibration_images']} calibration images: agreement {row['agreement']:.4f}, accuracy {row['accuracy']:.4f}, drop {row['accuracy_drop']:.2f} points"
+            f"int8, {row['calibration_images']} calibration images: agreement {row['agreement']:.4f}, "
+            f"accuracy {row['accuracy']:.4f}, drop {row['accuracy_drop']:.2f} points"
         )
 
 

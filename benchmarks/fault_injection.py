@@ -103,7 +103,9 @@ def make_config(work: Path, data: Path, env: dict, args) -> tuple[Path, str]:
         "cache": args.cache,
         "output": {"runs_dir": str(work / "runs")},
     }
-    if args.quick:  # no pretrained base to download or train: a frozen, randomly initialised SmallCNN, then its top layers fine-tuned
+    if args.quick:
+        # No pretrained base to download or train: a frozen, randomly initialised SmallCNN, then its top layers
+        # fine-tuned.
         config["base"] = {
             "name": "SmallCNN",
             "weights": "none",
@@ -161,7 +163,8 @@ def start(config: Path, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Pa
                 return process, new[0], time.monotonic()
         if process.poll() is not None:
             raise SystemExit(
-                f"training exited with {process.returncode} before creating a run folder: {process.stderr.read().strip()}"
+                f"training exited with {process.returncode} before creating a run folder: "
+                f"{process.stderr.read().strip()}"
             )
         time.sleep(0.005)
     process.kill()
@@ -358,14 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     data_note = make_data(work / "data", 20, args.size, args.quick)
     config, base = make_config(work, work / "data", env, args)
     print(
-        f"work folder: {work}\ndata: {data_note}; base: {base}; cache: {args.cache}; {args.epochs}+{args.epochs} epochs at {args.size} px; deterministic: {not args.no_determinism}",
+        (
+            f"work folder: {work}\ndata: {data_note}; base: {base}; cache: {args.cache}; "
+            f"{args.epochs}+{args.epochs} epochs at {args.size} px; deterministic: {not args.no_determinism}"
+        ),
         flush=True,
     )
 
     reference = baseline(config, env, work / "reference-runs")
     final = reference["metrics"]["final"]
     print(
-        f"uninterrupted: {len(reference['history'])} epochs, val_accuracy {final['val_accuracy']}, val_loss {final['val_loss']}, {reference['seconds_after_run_json']} s after run.json; epoch ends at {reference['epoch_ends']}",
+        (
+            f"uninterrupted: {len(reference['history'])} epochs, val_accuracy {final['val_accuracy']}, val_loss "
+            f"{final['val_loss']}, {reference['seconds_after_run_json']} s after run.json; epoch ends at "
+            f"{reference['epoch_ends']}"
+        ),
         flush=True,
     )
     if args.quick:  # no second run: every run computes its features afresh (cache: memory), so timelines match
@@ -416,12 +426,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        "| trial | kill (s after run.json) | killed during | resumed from epoch | resume exit | history ok | model.keras loads | metrics.json loads | val_accuracy | = uninterrupted | ok |"
+        "| trial | kill (s after run.json) | killed during | resumed from epoch | resume exit | history ok | "
+        "model.keras loads | metrics.json loads | val_accuracy | = uninterrupted | ok |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["trials"]:
         print(
-            f"| {r['trial']} | {r['kill_s']} | {r['killed_in']} | {r.get('resumed_from_epoch', '-')} | {r.get('resume_exit')} | {r['history_contiguous'] and r['history_like_reference']} | {r['model_loads'] is True} | {r['metrics_loads'] is True} | {r['val_accuracy']} | {r['same_val_accuracy']} | {'yes' if r['ok'] else 'NO'} |"
+            f"| {r['trial']} | {r['kill_s']} | {r['killed_in']} | {r.get('resumed_from_epoch', '-')} | "
+            f"{r.get('resume_exit')} | {r['history_contiguous'] and r['history_like_reference']} | "
+            f"{r['model_loads'] is True} | {r['metrics_loads'] is True} | {r['val_accuracy']} | "
+            f"{r['same_val_accuracy']} | {'yes' if r['ok'] else 'NO'} |"
         )
     passed = sum(r["ok"] for r in results["trials"])
     print(f"\n{passed}/{len(results['trials'])} trials passed; uninterrupted val_accuracy {final['val_accuracy']}")

@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     print(json.dumps(info))
     if info["duplicate_bytes"] or info["duplicate_pixels"]:
         print(
-            f"warning: {info['duplicate_bytes']} files share bytes and {info['duplicate_pixels']} share pixels with another file "
+            f"warning: {info['duplicate_bytes']} files share bytes and {info['duplicate_pixels']} share "
+            "pixels with another file "
             "(duplicates already present in the source set?)",
             file=sys.stderr,
         )

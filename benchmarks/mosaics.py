@@ -38,7 +38,8 @@ PAIRS = (("ants", "ants"), ("ants", "bees"), ("bees", "ants"), ("bees", "bees"))
 
 
 def make_mosaics(source: Path, out: Path, per_pair: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """Write mosaics into `out/images/` and their manifest `out/mosaics.csv` (columns path, labels, split); return the manifest.
+    """Write mosaics into `out/images/` and their manifest `out/mosaics.csv` (columns path, labels, split); return the
+    manifest.
 
     `per_pair`: mosaics of each of the four left/right pairs per split (default: as many as the split's photos allow,
     each photo used at most once on each side).
@@ -142,18 +143,29 @@ def main() -> int:
     lines = [
         "# Multi-label on real photos: hymenoptera mosaics",
         "",
-        f"Made by `python benchmarks/mosaics.py` on {time.strftime('%Y-%m-%d')}: 2x1 mosaics of hymenoptera photos (train mosaics from train photos, validation mosaics from val photos),",
-        "labels `ants`, `bees` or `ants|bees`; MobileNet alpha 0.25 with real ImageNet weights, tlcli's defaults, `head.threshold: per_class` and `train.refit: false` (validation stays out of the fit).",
+        (
+            f"Made by `python benchmarks/mosaics.py` on {time.strftime('%Y-%m-%d')}: 2x1 mosaics of hymenoptera "
+            "photos (train mosaics from train photos, validation mosaics from val photos),"
+        ),
+        (
+            "labels `ants`, `bees` or `ants|bees`; MobileNet alpha 0.25 with real ImageNet weights, tlcli's "
+            "defaults, `head.threshold: per_class` and `train.refit: false` (validation stays out of the fit)."
+        ),
         "No-skill mAP (each label present in 3/4 of the mosaics): 0.75. Target: validation mAP >= 0.85.",
         "",
-        "Each seed draws other photo pairs for the mosaics; seconds are the wall time of `train` (a mosaic drawn again under a later seed comes from the feature cache).",
+        (
+            "Each seed draws other photo pairs for the mosaics; seconds are the wall time of `train` (a mosaic "
+            "drawn again under a later seed comes from the feature cache)."
+        ),
         "",
         "| seed | val mAP | micro F1 | macro F1 | subset accuracy | Hamming loss | probe val mAP | seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['seed']} | {r['val_map']:.4f} | {r['micro_f1']:.4f} | {r['macro_f1']:.4f} | {r['subset_accuracy']:.4f} | {r['hamming_loss']:.4f} | {r['probe_val_map'] or float('nan'):.4f} | {r['seconds']} |"
+            f"| {r['seed']} | {r['val_map']:.4f} | {r['micro_f1']:.4f} | {r['macro_f1']:.4f} | "
+            f"{r['subset_accuracy']:.4f} | {r['hamming_loss']:.4f} | {r['probe_val_map'] or float('nan'):.4f} "
+            f"| {r['seconds']} |"
         )
     lines += [
         "",

@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     from tlcli.training.passes import extract_splits
     from tlcli.training.prepare import prepare
 
-    # train/ and test/ as tlcli lists them; its validation hold-out is joined back: the ceiling sees the whole training folder.
+    # train/ and test/ as tlcli lists them; its validation hold-out is joined back: the ceiling sees the whole training
+    # folder.
     config = load_config(
         {"data": {"dir": str(args.data_dir)}, "base": {"name": "MobileNet", "args": {"alpha": 0.25}}, "cache": "memory"}
     )

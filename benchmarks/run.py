@@ -58,7 +58,10 @@ DESCRIPTIONS = {
     "W2": "W1, then {ft_epochs} epochs fine-tuning the last 30 base layers at 1e-5 (whole runs)",
     "W3": "W1 again on the same data, with the cache W1's tlcli run just filled",
     "W4": "W1 with random horizontal flips on both sides",
-    "W4i": "W4 with `data.augment.flip_features: false`: the flipped images run through the base every epoch (decoded images kept in memory)",
+    "W4i": (
+        "W4 with `data.augment.flip_features: false`: the flipped images run through the base every epoch "
+        "(decoded images kept in memory)"
+    ),
     "scale": "W1 on the 4x training set (distinct files) against W1 at 1x",
 }
 
@@ -333,12 +336,16 @@ class Bench:
         self.started = dt.datetime.now().astimezone()
         self.machine = describe_machine(self.python)
         print(
-            f"machine: {self.machine['cpu']}, {self.machine['cores']} cores, {self.machine['ram_gib']} GiB; Python {self.machine['python']}, "
+            f"machine: {self.machine['cpu']}, {self.machine['cores']} cores, {self.machine['ram_gib']} GiB; "
+            f"Python {self.machine['python']}, "
             f"TensorFlow {self.machine['tensorflow']}, Keras {self.machine['keras']}",
             flush=True,
         )
         print(
-            f"data: {self.data}; epochs {self.epochs} (+{self.ft_epochs} fine-tuning in W2); {self.reps} repetitions; work folder {self.tmp}",
+            (
+                f"data: {self.data}; epochs {self.epochs} (+{self.ft_epochs} fine-tuning in W2); {self.reps} "
+                f"repetitions; work folder {self.tmp}"
+            ),
             flush=True,
         )
         # Untimed warm-up: loads TensorFlow's libraries and the images into the page cache,
@@ -455,7 +462,11 @@ def describe_machine(python: str) -> dict:
                 os_name = f"{line.split('=', 1)[1].strip(chr(34))} (kernel {platform.release()})"
     except OSError:
         pass
-    probe = "import json, sys, tensorflow as tf, keras, numpy; import tlcli; print(json.dumps({'python': sys.version.split()[0], 'tensorflow': tf.__version__, 'keras': keras.__version__, 'numpy': numpy.__version__, 'tlcli': tlcli.__version__}))"
+    probe = (
+        "import json, sys, tensorflow as tf, keras, numpy; import tlcli; print(json.dumps({'python': "
+        "sys.version.split()[0], 'tensorflow': tf.__version__, 'keras': keras.__version__, 'numpy': "
+        "numpy.__version__, 'tlcli': tlcli.__version__}))"
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     try:
         versions = json.loads(
@@ -648,9 +659,15 @@ def render_markdown(report: dict) -> str:
         + "`; see `benchmarks/README.md` for what each workload is and how it is measured.",
         "",
         f"- Date: {report['date']} (finished {report['finished']})",
-        f"- Machine: {m['cpu']}; {m['cores']} cores usable ({m['logical_cpus']} logical CPUs); {m['ram_gib']} GiB RAM; {m['gpu']}",
+        (
+            f"- Machine: {m['cpu']}; {m['cores']} cores usable ({m['logical_cpus']} logical CPUs); {m['ram_gib']} "
+            f"GiB RAM; {m['gpu']}"
+        ),
         f"- OS: {m['os']}",
-        f"- Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, NumPy {m['numpy']}, tlcli {m['tlcli']}"
+        (
+            f"- Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, NumPy {m['numpy']}, tlcli "
+            f"{m['tlcli']}"
+        )
         + (
             f" (git {m['git'].get('commit')}{', uncommitted changes' if m['git'].get('dirty') else ''})"
             if m.get("git")
@@ -662,10 +679,16 @@ def render_markdown(report: dict) -> str:
             if s.get("scaled_info")
             else ""
         ),
-        f"- Settings: MobileNet alpha 0.25, ImageNet weights, 224 px, batch 32, {s['epochs']} epochs with the base frozen at learning rate {s['learning_rate']:g}"
+        (
+            f"- Settings: MobileNet alpha 0.25, ImageNet weights, 224 px, batch 32, {s['epochs']} epochs with the "
+            f"base frozen at learning rate {s['learning_rate']:g}"
+        )
         + f" (+{s['fine_tune_epochs']} fine-tuning epochs in W2); {s['reps']} repetition(s), medians reported",
         f"- Time: {s['time_method']}. Memory: peak RSS by {s['memory_method']}; both identical for every process."
-        + " A maximum over processes, not a sum: tlcli's report worker (a second process, about 165 MB alone) is not added in.",
+        + (
+            " A maximum over processes, not a sum: tlcli's report worker (a second process, about 165 MB alone) "
+            "is not added in."
+        ),
         "",
     ]
 
@@ -673,7 +696,8 @@ def render_markdown(report: dict) -> str:
     for row in report["targets"]:
         unit = " pt" if "points" in row["check"] else "x"
         out.append(
-            f"| {row['workload']} | {row['check']} | {fmt(row['value'], 2, unit)} | {row['limit']:g}{unit} | **{row['status']}** |"
+            f"| {row['workload']} | {row['check']} | {fmt(row['value'], 2, unit)} | {row['limit']:g}{unit} | "
+            f"**{row['status']}** |"
         )
     out += [
         "",
@@ -683,7 +707,10 @@ def render_markdown(report: dict) -> str:
 
     out += ["## Side by side (medians)", ""]
     out += [
-        "| workload | what | baseline wall (s) | tlcli wall (s) | tlcli / baseline | baseline val acc | tlcli val acc | baseline peak (MB) | tlcli peak (MB) |",
+        (
+            "| workload | what | baseline wall (s) | tlcli wall (s) | tlcli / baseline | baseline val acc | "
+            "tlcli val acc | baseline peak (MB) | tlcli peak (MB) |"
+        ),
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key in ("W1", "W2", "W3", "W4", "W4i", "scale"):
@@ -695,8 +722,10 @@ def render_markdown(report: dict) -> str:
             f" (baseline column: {BASELINE_OF[key]}'s baseline)" if key in BASELINE_OF else ""
         )
         out.append(
-            f"| {key} | {label} | {fmt(b.get('wall_s'))} | {fmt(t.get('wall_s'))} | {fmt(ratio(t.get('wall_s'), b.get('wall_s')), 3)} | "
-            f"{fmt(b.get('val_accuracy'), 4)} | {fmt(t.get('val_accuracy'), 4)} | {fmt(b.get('peak_rss_mb'), 0)} | {fmt(t.get('peak_rss_mb'), 0)} |"
+            f"| {key} | {label} | {fmt(b.get('wall_s'))} | {fmt(t.get('wall_s'))} | "
+            f"{fmt(ratio(t.get('wall_s'), b.get('wall_s')), 3)} | "
+            f"{fmt(b.get('val_accuracy'), 4)} | {fmt(t.get('val_accuracy'), 4)} | "
+            f"{fmt(b.get('peak_rss_mb'), 0)} | {fmt(t.get('peak_rss_mb'), 0)} |"
         )
     if "floor" in sums:
         f = sums["floor"]["floor"]
@@ -704,7 +733,8 @@ def render_markdown(report: dict) -> str:
         out += [
             "",
             f"**Floor** ({s['descriptions']['floor']}): median {fmt(f.get('wall_s'))} s whole process "
-            f"(start-up {fmt(ft.get('startup'))} s, base build {fmt(ft.get('build'))} s, decode-and-forward {fmt(ft.get('forward'))} s), peak {fmt(f.get('peak_rss_mb'), 0)} MB.",
+            f"(start-up {fmt(ft.get('startup'))} s, base build {fmt(ft.get('build'))} s, decode-and-forward "
+            f"{fmt(ft.get('forward'))} s), peak {fmt(f.get('peak_rss_mb'), 0)} MB.",
         ]
     out += [""]
 
@@ -734,11 +764,19 @@ def render_markdown(report: dict) -> str:
             out.append(
                 f"| {key} | "
                 + " | ".join(cells)
-                + f" | {fmt(t.get('in_process_wall_s'))} | {fmt(t.get('wall_s'))} | {fmt(outside)} | {fmt(t.get('self_reported_peak_mb'), 0)} |"
+                + (
+                    f" | {fmt(t.get('in_process_wall_s'))} | {fmt(t.get('wall_s'))} | {fmt(outside)} | "
+                    f"{fmt(t.get('self_reported_peak_mb'), 0)} |"
+                )
             )
         out += [
             "",
-            "'Outside tlcli's clock' is the process wall time minus tlcli's own `wall_time_s`: the interpreter start, the imports (TensorFlow included) before tlcli's clock starts, whatever tlcli does after it stops the clock (such as writing the validation report), and the exit. It is measured, not estimated: the harness times the whole process.",
+            (
+                "'Outside tlcli's clock' is the process wall time minus tlcli's own `wall_time_s`: the "
+                "interpreter start, the imports (TensorFlow included) before tlcli's clock starts, whatever "
+                "tlcli does after it stops the clock (such as writing the validation report), and the exit. It "
+                "is measured, not estimated: the harness times the whole process."
+            ),
             "",
         ]
 
@@ -779,11 +817,15 @@ def render_markdown(report: dict) -> str:
         rep = r["rep"]
         status = "ok" if "error" not in r else f"failed ({r['returncode']})"
         out.append(
-            f"| {rep} | {key} | {side} | {fmt(r['wall_s'])} | {fmt(r['peak_rss_mb'], 0)} | {fmt(val_accuracy(side, r.get('output')), 4)} | {fmt(r.get('load_before'), 2)} | {status} |"
+            f"| {rep} | {key} | {side} | {fmt(r['wall_s'])} | {fmt(r['peak_rss_mb'], 0)} | "
+            f"{fmt(val_accuracy(side, r.get('output')), 4)} | {fmt(r.get('load_before'), 2)} | {status} |"
         )
     out += [
         "",
-        "In the order they ran: per repetition the floor, then each workload's pair (which side goes first alternates between repetitions), W3 right after W1's tlcli run.",
+        (
+            "In the order they ran: per repetition the floor, then each workload's pair (which side goes first "
+            "alternates between repetitions), W3 right after W1's tlcli run."
+        ),
         "",
     ]
     return "\n".join(out) + "\n"
@@ -831,7 +873,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--learning-rate",
         type=float,
         default=1e-3,
-        help="learning rate of the frozen phase, both sides (default 1e-3, Keras's Adam default; the issue's reference figure 0.955 matches it)",
+        help=(
+            "learning rate of the frozen phase, both sides (default 1e-3, Keras's Adam default; the issue's "
+            "reference figure 0.955 matches it)"
+        ),
     )
     p.add_argument(
         "--scale-baseline", action="store_true", help="also run the baseline on the 4x set (adds about 3 x 6 minutes)"

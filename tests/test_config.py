@@ -139,3 +139,42 @@ def test_readme_config_reference_is_current():
 def test_resolved_config_round_trips():
     config = load_config({**BASE, "fine_tune": {"epochs": 2}})
     assert ExperimentConfig.model_validate(config.to_dict()) == config
+
+
+def test_the_path_keys_come_from_the_schema():
+    from tlcli.config import path_keys
+
+    keys = path_keys()
+    assert set(keys) == {
+        "data.dir",
+        "data.train_dir",
+        "data.val_dir",
+        "data.test_dir",
+        "data.manifest",
+        "base.weights",
+        "base.run",
+        "output.runs_dir",
+    }
+    assert keys["base.weights"].words == ("imagenet", "none") and keys["base.run"].named
+
+
+def test_resolve_paths_makes_every_path_key_absolute_and_leaves_keywords(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tlcli.config import resolve_paths
+
+    monkeypatch.chdir(tmp_path)
+    manifest = load_config({"data": {"manifest": "labels.csv"}, "base": {"weights": "w.weights.h5", "run": "old"}})
+    resolved = resolve_paths(manifest, Path("runs"), Path("runs/old-1"))
+    assert resolved.data.manifest == tmp_path / "labels.csv"
+    assert resolved.base.weights == str(tmp_path / "w.weights.h5") and resolved.base.run == str(tmp_path / "runs/old-1")
+    assert resolved.output.runs_dir == tmp_path / "runs"
+    folders = resolve_paths(load_config({**BASE, "data": {"train_dir": "t", "val_dir": "v"}}), Path("r"), None)
+    assert (folders.data.train_dir, folders.data.val_dir, folders.data.test_dir) == (
+        tmp_path / "t",
+        tmp_path / "v",
+        None,
+    )
+    assert folders.base.weights == "imagenet" and folders.base.run is None
+    named = resolve_paths(load_config({**BASE, "base": {"run": "old"}}), Path("r"), None)
+    assert named.base.run == "old"  # a run name only the runs folder resolves: the caller passes its folder

@@ -65,7 +65,8 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
 
 @pytest.mark.parametrize("mode", ["horizontal", "horizontal_and_vertical"])
 def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_folder, probe, mode):
-    """RandomFlip's own draws pick each image's features or its flipped copy's: the run on images, without the base every epoch."""
+    """RandomFlip's own draws pick each image's features or its flipped copy's: the run on images, without the base
+    every epoch."""
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
     flip = {"augment": {"flip": mode}}
@@ -228,6 +229,24 @@ def test_size_cap_evicts_least_recently_used(tmp_path, image_folder, monkeypatch
     removed = enforce_cap()
     assert removed == ["key0", "key1"]
     assert [e.key for e in cache_entries()] == ["key2"]
+
+
+def test_a_store_with_its_own_root_caps_that_root_and_leaves_the_default_cache_alone(tmp_path, monkeypatch):
+    from tlcli.features.store import FeatureStore
+
+    def store_one(key: str, root=None) -> None:
+        store = FeatureStore(key, {"key": key}, root=root)
+        store.add("ab" * 32, np.zeros(50_000, dtype=np.float32))
+        store.finish(None)
+
+    for key in ("default0", "default1"):  # in $TLCLI_CACHE_DIR, as every run's store
+        store_one(key)
+    monkeypatch.setenv("TLCLI_CACHE_MAX_GB", str(250_000 / 1024**3))  # room for one of these 200 kB entries
+    own = tmp_path / "own-root"
+    for key in ("own0", "own1"):
+        store_one(key, root=own)
+    assert [e.key for e in cache_entries(own)] == ["own1"]  # its own root is kept under the cap
+    assert sorted(e.key for e in cache_entries()) == ["default0", "default1"]  # not its cache: untouched
 
 
 def test_augmented_phase_validates_on_features_with_the_same_figures(tmp_path, image_folder):

@@ -81,7 +81,8 @@ def runs_now(world) -> set[str]:
 
 
 def add_endless_files(folder: Path) -> dict[str, str]:
-    """A FIFO, a link to /dev/zero and a sparse 150 MB file, all named like images, in class `cats`; expected reasons."""
+    """A FIFO, a link to /dev/zero and a sparse 150 MB file, all named like images, in class `cats`; expected
+    reasons."""
     fifo = folder / "cats" / "pipe.jpg"
     os.mkfifo(fifo)
     (folder / "cats" / "zero.jpg").symlink_to("/dev/zero")
@@ -271,7 +272,8 @@ def test_a_read_only_cache_folder_for_an_unprivileged_user(tmp_path):
         probe = unprivileged([sys.executable, "-c", "import tlcli"], env)
         if probe.returncode != 0:
             pytest.skip(
-                f"the test's interpreter or sources are not readable by an unprivileged user ({probe.stderr.strip().splitlines()[-1][:120]})"
+                "the test's interpreter or sources are not readable by an unprivileged user "
+                f"({probe.stderr.strip().splitlines()[-1][:120]})"
             )
         tlcli = [sys.executable, "-c", "from tlcli.cli import main; main()"]
         refused = unprivileged([*tlcli, "train", str(config), "--quiet"], env)

@@ -240,7 +240,8 @@ def test_unexpected_pillow_errors_never_escape(monkeypatch):
 
 
 def test_a_file_is_read_whole_even_when_it_grows_after_the_stat(tmp_path, monkeypatch):
-    """read_image_file asks for the size stat reported (not a cap-sized buffer per file), then for what the file grew by, up to the cap."""
+    """read_image_file asks for the size stat reported (not a cap-sized buffer per file), then for what the file grew
+    by, up to the cap."""
     import os
 
     from tlcli.data import images

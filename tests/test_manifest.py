@@ -69,7 +69,10 @@ def test_relative_and_absolute_paths_custom_columns_and_a_tsv_list_the_same_file
     ]  # the hash split is on the path as written
     with pytest.raises(
         DataError,
-        match="data.columns.path: the manifest .* has no column 'path' \(its columns: file, class\); set data.columns.path",
+        match=(
+            "data.columns.path: the manifest .* has no column 'path' \(its columns: file, class\); set "
+            "data.columns.path"
+        ),
     ):
         discover_splits(DataConfig(manifest=renamed))
 
@@ -148,6 +151,16 @@ def test_every_bad_row_is_listed_with_its_row_and_skipped(cli, images, tmp_path)
         "train", write_config(tmp_path / "c.yaml", manifest_config(manifest, tmp_path / "runs")), "--strict", "--quiet"
     )
     assert strict.exit_code == 2 and "bad manifest rows" in strict.stderr.strip().splitlines()[-1]
+
+
+def test_a_relative_manifest_is_saved_absolute_so_the_run_resolves_from_any_folder(images, tmp_path, monkeypatch):
+    from tlcli import validate
+
+    write_manifest(tmp_path / "labels.csv", rows_for(images, base=tmp_path))
+    monkeypatch.chdir(tmp_path)
+    raw = manifest_config(Path("labels.csv"), tmp_path / "runs")
+    resolved = validate(raw).config
+    assert resolved.data.manifest == tmp_path / "labels.csv" and resolved.data.manifest.is_absolute()
 
 
 def test_a_relabelled_manifest_is_another_dataset_for_resume(images, tmp_path):

@@ -18,8 +18,10 @@ def config_for(**base):
 
 REQUIRED_BASES = [
     "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
-    *[f"EfficientNetB{i}" for i in range(8)], "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
-    "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2", "VGG16", "VGG19", "Xception", "InceptionV3",
+    *[f"EfficientNetB{i}" for i in range(8)],
+    "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
+    "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2",
+    "VGG16", "VGG19", "Xception", "InceptionV3",
     "InceptionResNetV2", "DenseNet121", "DenseNet169", "DenseNet201", "ConvNeXtTiny",
 ]  # fmt: skip
 

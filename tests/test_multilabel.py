@@ -1,4 +1,5 @@
-"""Multi-label classification (issue 14): both label forms, the sigmoid head and its loss, thresholds, metrics, evaluate, predict."""
+"""Multi-label classification (issue 14): both label forms, the sigmoid head and its loss, thresholds, metrics,
+evaluate, predict."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def multi_config(manifest: Path, runs_dir: Path, **sections) -> dict:
 
 @pytest.fixture(scope="module")
 def scratch(pool):
-    """A SmallCNN trained from scratch on the joined-labels manifest (0.5 thresholds, each class's positives weighted by its rarity)."""
+    """A SmallCNN trained from scratch on the joined-labels manifest (0.5 thresholds, each class's positives weighted by
+    its rarity)."""
     root, joined, _ = pool
     return train(
         load_config(
@@ -85,7 +87,8 @@ def scratch(pool):
 
 @pytest.fixture(scope="module")
 def frozen(pool, scratch):
-    """The defaults on the scratch run's frozen base: the probe's penalty, exact start, refit, thresholds chosen per class."""
+    """The defaults on the scratch run's frozen base: the probe's penalty, exact start, refit, thresholds chosen per
+    class."""
     root, joined, _ = pool
     raw = multi_config(joined, root / "runs", name="frozen", head={"threshold": "per_class"})
     raw["base"] = {"run": str(scratch.run_dir), "trainable": "none"}
@@ -196,7 +199,8 @@ def test_chosen_thresholds_reach_each_classes_best_f1():
 
 
 def test_the_probe_and_the_head_optimise_the_same_objective():
-    """Warm-started from the per-class exact fits, the Keras head predicts the same and its penalised loss has no gradient: the penalty conversion is right."""
+    """Warm-started from the per-class exact fits, the Keras head predicts the same and its penalised loss has no
+    gradient: the penalty conversion is right."""
     rng = np.random.default_rng(5)
     x = rng.normal(size=(80, 6)).astype("float32")
     y = (x[:, :3] + rng.normal(scale=0.8, size=(80, 3)) > 0).astype("float32")

@@ -1,4 +1,5 @@
-"""Stage 1, the config: the pydantic schema (`schema`), reading YAML and `--set` (`loading`), the generated reference (`reference`)."""
+"""Stage 1, the config: the pydantic schema (`schema`), reading YAML and `--set` (`loading`), absolute paths
+(`resolve`), the generated reference (`reference`)."""
 
 from tlcli.config.loading import (
     config_problems,
@@ -10,6 +11,7 @@ from tlcli.config.loading import (
     validate_config,
 )
 from tlcli.config.reference import reference_markdown, reference_rows
+from tlcli.config.resolve import path_keys, resolve_paths
 from tlcli.config.schema import (
     AugmentConfig,
     BaseModelConfig,
@@ -40,9 +42,11 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_override",
+    "path_keys",
     "read_yaml",
     "reference_markdown",
     "reference_rows",
+    "resolve_paths",
     "set_dotted",
     "validate_config",
 ]

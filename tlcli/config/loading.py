@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tlcli.config.fields import section_type
 from tlcli.config.schema import ExperimentConfig, redact_uri
 from tlcli.errors import ConfigError, did_you_mean
 
@@ -82,7 +82,10 @@ def safe_yaml(text: str, where: str) -> Any:
         if _expanded_size(node) > MAX_CONFIG_VALUES:
             raise ConfigError(
                 "",
-                f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat whole sections); refused, write the values out",
+                (
+                    f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat whole "
+                    "sections); refused, write the values out"
+                ),
             )
         return loader.construct_document(node)
     except _DuplicateKey as exc:
@@ -99,7 +102,8 @@ def safe_yaml(text: str, where: str) -> Any:
 
 
 def _expanded_size(root: yaml.Node) -> int:
-    """How many values the node graph becomes once every alias is expanded (stops counting past the bound; a cycle is unbounded)."""
+    """How many values the node graph becomes once every alias is expanded (stops counting past the bound; a cycle is
+    unbounded)."""
     sizes: dict[int, int] = {}
     on_path: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
@@ -253,17 +257,6 @@ def _known_keys(loc: list[str]) -> list[str]:
             return []
         model = section_type(field.annotation)
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def section_type(annotation: Any) -> Any:
-    """The BaseModel inside Optional[...] or list[...] annotations, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = section_type(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def dump_config(config: ExperimentConfig) -> str:

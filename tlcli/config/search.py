@@ -18,6 +18,9 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tlcli.config.fields import section_type
+from tlcli.errors import did_you_mean
+
 # Keys a study cannot vary: what names it, the search itself, where runs go, and which dataset it is.
 UNSEARCHABLE = (
     "name",
@@ -36,7 +39,8 @@ class _Strict(BaseModel):
 
 
 class SearchRange(_Strict):
-    """A numeric range: floats, or integers where the key takes only integers (inside a free mapping: when both ends are integers)."""
+    """A numeric range: floats, or integers where the key takes only integers (inside a free mapping: when both ends are
+    integers)."""
 
     low: Union[int, float]
     high: Union[int, float]
@@ -72,7 +76,8 @@ def _distribution(key: str, spec: Any) -> Distribution:
     kind = SearchChoice if isinstance(spec, dict) and "choices" in spec else SearchRange
     if not isinstance(spec, dict) or (kind is SearchRange and not {"low", "high"} <= set(spec)):
         raise ValueError(
-            f"{key}: give {{low, high}} (log, step optional), a list of values, or {{choices: {{label: value}}}}, got {spec!r}"
+            f"{key}: give {{low, high}} (log, step optional), a list of values, or {{choices: {{label: "
+            f"value}}}}, got {spec!r}"
         )
     try:
         return kind.model_validate(spec)
@@ -86,7 +91,8 @@ def _distribution(key: str, spec: Any) -> Distribution:
 
 
 def _flatten(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested keys as dotted ones: `{train: {learning_rate: {low, high}}}` (and `--set tune.space.train.learning_rate=...`) is
+    """Nested keys as dotted ones: `{train: {learning_rate: {low, high}}}` (and `--set
+    tune.space.train.learning_rate=...`) is
     `{train.learning_rate: {low, high}}`; a mapping that is not a distribution is a section."""
     flat: dict[str, Any] = {}
     for key, spec in space.items():
@@ -102,11 +108,21 @@ class TuneConfig(_Strict):
 
     space: dict[str, Any] = Field(
         ...,
-        description="Dotted config keys and their distributions: `{low, high}` (`log: true` for a log scale, `step` for a grid; integers where the key takes integers), a list of values, or `{choices: {label: value}}` for values that are not scalars (`head.dense: {choices: {none: [], small: [{units: 256}]}}`: the study stores the label). The config's own value of each key must be in its space: trial 0 is the config as written.",
+        description=(
+            "Dotted config keys and their distributions: `{low, high}` (`log: true` for a log scale, `step` for "
+            "a grid; integers where the key takes integers), a list of values, or `{choices: {label: value}}` "
+            "for values that are not scalars (`head.dense: {choices: {none: [], small: [{units: 256}]}}`: the "
+            "study stores the label). The config's own value of each key must be in its space: trial 0 is the "
+            "config as written."
+        ),
     )
     metric: str = Field(
         "auto",
-        description="The per-epoch validation figure the study optimises (`val_loss`, `val_accuracy`, `val_map`, ...): reported every epoch for pruning; a trial's value is its figure at the epoch training keeps (the best by `train.monitor`). `auto`: `val_accuracy` (multi-label: `val_map`).",
+        description=(
+            "The per-epoch validation figure the study optimises (`val_loss`, `val_accuracy`, `val_map`, ...): "
+            "reported every epoch for pruning; a trial's value is its figure at the epoch training keeps (the "
+            "best by `train.monitor`). `auto`: `val_accuracy` (multi-label: `val_map`)."
+        ),
     )
     direction: Literal["auto", "maximize", "minimize"] = Field(
         "auto", description="`auto`: minimize a loss, maximize anything else."
@@ -114,26 +130,38 @@ class TuneConfig(_Strict):
     trials: int = Field(
         50,
         ge=1,
-        description="The study's total: every process stops once the study has this many finished trials, whoever ran them (`--trials` overrides).",
+        description=(
+            "The study's total: every process stops once the study has this many finished trials, whoever ran "
+            "them (`--trials` overrides)."
+        ),
     )
     timeout: Union[float, None] = Field(
         None, gt=0, description="Start no trial after this many seconds (`--timeout` overrides)."
     )
     pruner: Literal["median", "hyperband", "none"] = Field(
         "median",
-        description="Stops trials whose per-epoch figure falls behind the others': Optuna's `MedianPruner` or `HyperbandPruner`, or none.",
+        description=(
+            "Stops trials whose per-epoch figure falls behind the others': Optuna's `MedianPruner` or "
+            "`HyperbandPruner`, or none."
+        ),
     )
     pruner_args: dict[str, Any] = Field(
         default_factory=dict,
-        description="Arguments of the pruner, e.g. `{n_startup_trials: 5, n_warmup_steps: 5}` (tlcli's defaults for median).",
+        description=(
+            "Arguments of the pruner, e.g. `{n_startup_trials: 5, n_warmup_steps: 5}` (tlcli's defaults for median)."
+        ),
     )
     folds: Union[Literal["auto"], int] = Field(
         "auto",
         description=(
-            "How a head trial is scored: `1`, on the validation split; `k` (2 or more), by k-fold cross-validation over the training and validation images "
-            "together (stratified; a fresh head per fold, each stopped by its own fold; the trial's value is the mean over folds, its epochs the median; the "
-            "pruner watches the first fold). `auto`: 5 folds when the two splits hold fewer than 1,000 images (a validation split of under 200, where one "
-            "image moves accuracy by half a point and the best of many trials on it is mostly luck), else 1. Trials that train the full model, and "
+            "How a head trial is scored: `1`, on the validation split; `k` (2 or more), by k-fold "
+            "cross-validation over the training and validation images "
+            "together (stratified; a fresh head per fold, each stopped by its own fold; the trial's value is "
+            "the mean over folds, its epochs the median; the "
+            "pruner watches the first fold). `auto`: 5 folds when the two splits hold fewer than 1,000 "
+            "images (a validation split of under 200, where one "
+            "image moves accuracy by half a point and the best of many trials on it is mostly luck), else 1. "
+            "Trials that train the full model, and "
             "studies with random flips on cached features, use the validation split."
         ),
     )
@@ -151,7 +179,8 @@ class TuneConfig(_Strict):
         flat = _flatten(value) if isinstance(value, dict) else value
         if not isinstance(flat, dict) or not flat:
             raise ValueError(
-                "empty: name at least one key to search, e.g. {train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}}"
+                "empty: name at least one key to search, e.g. {train.learning_rate: {low: 1.0e-4, high: "
+                "1.0e-2, log: true}}"
             )
         return {key: _distribution(key, spec) for key, spec in flat.items()}
 
@@ -170,7 +199,8 @@ class TuneConfig(_Strict):
 
 
 def _leaves(annotation: Any) -> set:
-    """The plain types an annotation allows (`Union[Literal["auto"], int]` -> {Literal, int}; containers as their origin)."""
+    """The plain types an annotation allows (`Union[Literal["auto"], int]` -> {Literal, int}; containers as their
+    origin)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if not args or origin in (dict, list, tuple, Literal):
@@ -179,14 +209,13 @@ def _leaves(annotation: Any) -> set:
 
 
 def search_annotation(key: str) -> Any:
-    """The annotation of a key `tune.space` may search, or None for a key inside a free mapping (`train.optimizer_args.momentum`).
+    """The annotation of a key `tune.space` may search, or None for a key inside a free mapping
+    (`train.optimizer_args.momentum`).
 
     Raises:
         ValueError: an unknown key path (with a did-you-mean), a path through a value, or a key that cannot be searched.
     """
-    from tlcli.config.loading import section_type
-    from tlcli.config.schema import ExperimentConfig
-    from tlcli.errors import did_you_mean
+    from tlcli.config.schema import ExperimentConfig  # the schema validates `tune:` with this module: a cycle
 
     if key.split(".")[0] in UNSEARCHABLE or key in UNSEARCHABLE:
         raise ValueError(f"{key}: cannot be searched (a study trains one experiment on one dataset)")
@@ -234,13 +263,13 @@ def epoch_figures(config) -> set[str]:
 
 
 def check_tune(config) -> None:
-    """Every searched key exists and takes every value its distribution can give; the metric is a per-epoch validation figure.
+    """Every searched key exists and takes every value its distribution can give; the metric is a per-epoch validation
+    figure.
 
     Raises:
         ValueError: naming the key (`tune.space.<key>: ...`, `tune.metric: ...`), one line.
     """
-    from tlcli.config.loading import describe_error, set_dotted
-    from tlcli.errors import did_you_mean
+    from tlcli.config.loading import describe_error, set_dotted  # loading imports the schema, which imports this
 
     tune = config.tune
     for key, spec in tune.space.items():

@@ -194,7 +194,8 @@ def decode_bytes(
         image_format = image.format or "unknown"
         if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
             raise ImageDecodeError(
-                f"image too large ({image.width}x{image.height} pixels; Pillow's decompression-bomb limit is {Image.MAX_IMAGE_PIXELS})"
+                f"image too large ({image.width}x{image.height} pixels; Pillow's decompression-bomb limit is "
+                f"{Image.MAX_IMAGE_PIXELS})"
             )
         frames = getattr(image, "n_frames", 1)
         mode = image.mode

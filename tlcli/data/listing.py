@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from tlcli.data.images import IMAGE_EXTENSIONS, is_image_candidate
+from tlcli.data.manifest import is_manifest, read_paths
 from tlcli.errors import DataError, UserError
 
 
@@ -104,7 +105,8 @@ def list_class_files(
 
 
 def collect_images(specs: Sequence[str | Path]) -> dict[Path, str]:
-    """Expand files, folders (recursively, image extensions only), globs and CSV manifests, keeping order, without duplicates.
+    """Expand files, folders (recursively, image extensions only), globs and CSV manifests, keeping order, without
+    duplicates.
 
     A file named explicitly (or matched by a glob) is always tried, whatever
     its extension; inside folders only image files count, hidden ones left out.
@@ -116,8 +118,6 @@ def collect_images(specs: Sequence[str | Path]) -> dict[Path, str]:
     Raises:
         UserError: nothing given, or a path or glob that matches no image.
     """
-    from tlcli.data.manifest import is_manifest, read_paths
-
     if not specs:
         raise UserError("no images given; pass image files, folders, globs or a CSV manifest")
     found: dict[Path, str] = {}

@@ -32,7 +32,8 @@ MAX_MANIFEST_BYTES = 512 * 1024**2  # a manifest of millions of rows is a few hu
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One usable row: where the file is, its path as written (the hash split's key), its labels and split ("" = hash split).
+    """One usable row: where the file is, its path as written (the hash split's key), its labels and split ("" = hash
+    split).
 
     A single-label manifest gives each row one label; a multi-label one any number, none included.
     """
@@ -127,7 +128,8 @@ def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, d
     for role in ("path",) if config.label_columns else ("path", "label"):
         if columns[role] not in header:
             raise DataError(
-                f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: {', '.join(header) or 'none'}); set data.columns.{role}"
+                f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: "
+                f"{', '.join(header) or 'none'}); set data.columns.{role}"
             )
     missing = [name for name in config.label_columns or [] if name not in header]
     if missing:
@@ -167,13 +169,15 @@ def _split_of(value: str | None, number: int, source: Path, column: str) -> str:
     split = SPLIT_NAMES.get(value.lower())
     if split is None:
         raise DataError(
-            f"data.columns.split: row {number} of {source} names split {value!r}; use train, val or test (or leave it empty for the hash split)"
+            f"data.columns.split: row {number} of {source} names split {value!r}; use train, val or test (or "
+            "leave it empty for the hash split)"
         )
     return split
 
 
 def read_paths(source: Path, column: str = "path", delimiter: str = "auto") -> list[tuple[str, Path]]:
-    """(path as written, where the file is) of every row of a manifest that names a path: what `tlcli predict labels.csv` predicts.
+    """(path as written, where the file is) of every row of a manifest that names a path: what `tlcli predict
+    labels.csv` predicts.
 
     Labels and splits, when present, are not needed; a file that is not there becomes the prediction's error entry.
     """

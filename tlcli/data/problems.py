@@ -17,10 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pydantic import ValidationError
+
+from tlcli.config.schema import DataConfig
 from tlcli.data.decoded import ScreenedSplit
 from tlcli.data.images import ImageInfo, extension_matches
+from tlcli.data.manifest import is_manifest
+from tlcli.data.screening import screen_files
 from tlcli.data.splits import SPLITS, DataSplits, Sample, discover_splits
-from tlcli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USER_ERROR
+from tlcli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USER_ERROR, UserError
+from tlcli.progress import Reporter
 
 SMALL_IMAGE_PX = 32  # keras.applications bases need at least this; smaller images are upscaled a lot
 FEW_IMAGES = 10  # a class with fewer images (all splits) is near-empty
@@ -223,7 +229,8 @@ def check_dataset(
             are not decoded again).
         reporter: a `tlcli.progress.Reporter` for the decoding progress.
         max_file_mb: larger files are unreadable (as `data.max_file_mb`; default its default).
-        labels: a multi-label manifest's `data` keys: `{"multi_label": True, "label_separator": ..., "label_columns": [...]}`.
+        labels: a multi-label manifest's `data` keys: `{"multi_label": True, "label_separator": ..., "label_columns":
+        [...]}`.
 
     Returns:
         A `CheckReport`; its `exit_code` is 0 (clean), 4 (problems) or 2
@@ -233,15 +240,7 @@ def check_dataset(
         DataError: the folder is missing, has fewer than two classes, or a
             class folder has no image files at all.
     """
-    from pydantic import ValidationError
-
-    from tlcli.config.schema import DataConfig
-    from tlcli.data.screening import screen_files
-    from tlcli.errors import UserError
-    from tlcli.progress import Reporter
-
     reporter = reporter or Reporter()
-    from tlcli.data.manifest import is_manifest
 
     where = (
         {"manifest": Path(data_dir), "columns": columns or {}, **(labels or {})}

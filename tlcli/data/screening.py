@@ -75,7 +75,8 @@ class ScreeningCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=10)
         db.execute(
-            "CREATE TABLE IF NOT EXISTS verdicts (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, decoder INTEGER, info TEXT, reason TEXT)"
+            "CREATE TABLE IF NOT EXISTS verdicts (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+            "decoder INTEGER, info TEXT, reason TEXT)"
         )
         return db
 
@@ -106,7 +107,10 @@ class ScreeningCache:
             for start in range(0, len(names), 500):
                 chunk = names[start : start + 500]
                 rows = self._db.execute(
-                    f"SELECT path, size, mtime_ns, decoder, info, reason FROM verdicts WHERE path IN ({','.join('?' * len(chunk))})",
+                    (
+                        "SELECT path, size, mtime_ns, decoder, info, reason FROM verdicts WHERE path IN "
+                        f"({','.join('?' * len(chunk))})"
+                    ),
                     chunk,
                 ).fetchall()
                 for path, size, mtime_ns, decoder, info, reason in rows:

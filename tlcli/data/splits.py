@@ -18,6 +18,7 @@ import numpy as np
 
 from tlcli.config.schema import DataConfig
 from tlcli.data.listing import list_class_files
+from tlcli.data.manifest import read_manifest
 from tlcli.errors import DataError
 
 VALIDATION_FOLDER_NAMES = ("val", "validation", "valid")
@@ -41,7 +42,8 @@ class Sample:
 
 
 def label_array(samples: Sequence[Sample], num_classes: int | None = None) -> np.ndarray:
-    """The labels of `samples` for Keras: (n,) int32 class indices, or for multi-label samples (n, classes) 0/1 uint8."""
+    """The labels of `samples` for Keras: (n,) int32 class indices, or for multi-label samples (n, classes) 0/1
+    uint8."""
     if samples and isinstance(samples[0].label, tuple):
         if num_classes is None:
             raise ValueError("multi-label samples need the number of classes")
@@ -120,12 +122,14 @@ def discover_splits(config: DataConfig, seed: int = 0) -> DataSplits:
     if len(class_names) < 2:
         found = f"only class '{class_names[0]}'" if class_names else "no class folders"
         raise DataError(
-            f"{_key_for(config, 'train')}: {train_dir} has {found}; a classifier needs at least two class folders with images"
+            f"{_key_for(config, 'train')}: {train_dir} has {found}; a classifier needs at least two class "
+            "folders with images"
         )
     empty = [name for name in class_names if not train_files[name]]
     if empty:
         raise DataError(
-            f"{_key_for(config, 'train')}: class folder '{empty[0]}' in {train_dir} has no images; add images or remove the folder"
+            f"{_key_for(config, 'train')}: class folder '{empty[0]}' in {train_dir} has no images; add images "
+            "or remove the folder"
         )
     index = {name: i for i, name in enumerate(class_names)}
     train = [Sample(path, index[name], rel) for name in class_names for path, rel in train_files[name]]
@@ -195,7 +199,8 @@ def _split_samples(folder: Path, key: str, index: dict[str, int], ignored: list[
     unknown = [name for name in files if name not in index]
     if unknown:
         raise DataError(
-            f"{key}: class folder '{unknown[0]}' in {folder} is not a training class ({', '.join(index)}); rename or remove it"
+            f"{key}: class folder '{unknown[0]}' in {folder} is not a training class ({', '.join(index)}); "
+            "rename or remove it"
         )
     return [Sample(path, index[name], rel) for name in sorted(files) for path, rel in files[name]]
 
@@ -214,15 +219,14 @@ def split_bucket(relpath: str) -> float:
 
 
 def manifest_splits(config: DataConfig) -> DataSplits:
-    """The splits of a CSV manifest (`tlcli.data.manifest`): its split column, else the hash split of the path as written.
+    """The splits of a CSV manifest (`tlcli.data.manifest`): its split column, else the hash split of the path as
+    written.
 
     Within a split, files are ordered by class then path, as class folders list them.
 
     Raises:
         DataError: what `read_manifest` raises; fewer than two training classes; a label in val/test that train lacks.
     """
-    from tlcli.data.manifest import read_manifest
-
     manifest = read_manifest(config)
     where = str(manifest.source)
     listed = {split: [row for row in manifest.rows if row.split == split] for split in SPLITS}
@@ -237,7 +241,9 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     )
     if len(class_names) < 2:
         raise DataError(
-            f"data.manifest: {where} has {'only label ' + repr(class_names[0]) if class_names else 'no training rows'}; a classifier needs at least two labels"
+            f"data.manifest: {where} has "
+            f"{'only label ' + repr(class_names[0]) if class_names else 'no training rows'}; a classifier "
+            "needs at least two labels"
         )
     index = {name: i for i, name in enumerate(class_names)}
     samples = {}
@@ -250,7 +256,8 @@ def manifest_splits(config: DataConfig) -> DataSplits:
                 else ""
             )
             raise DataError(
-                f"data.manifest: row {unknown[0].row} of {where} labels a {split} file {unknown[1]!r}, which no training row has ({', '.join(class_names)}){hint}"
+                f"data.manifest: row {unknown[0].row} of {where} labels a {split} file {unknown[1]!r}, which "
+                f"no training row has ({', '.join(class_names)}){hint}"
             )
         samples[split] = sorted(
             (Sample(row.path, _indices(row, index, config.multi_label), row.written, row.row) for row in rows),
@@ -278,11 +285,13 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     )
     if joined is not None:
         splits.warnings.append(
-            f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have several labels, set data.multi_label: true"
+            f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have "
+            "several labels, set data.multi_label: true"
         )
     if manifest.bad:
         splits.warnings.append(
-            f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}"
+            f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in "
+            f"data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}"
         )
     if not splits.val:
         raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")

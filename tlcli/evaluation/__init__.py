@@ -5,15 +5,17 @@ the process that draws it (`worker`)."""
 from tlcli.evaluation.evaluate import describe, evaluate, folder_samples, split_samples
 from tlcli.evaluation.gates import Gate, parse_gates
 from tlcli.evaluation.metrics import compute_metrics
-from tlcli.evaluation.report import Evaluation, write_evaluation
+from tlcli.evaluation.report import EvalSpec, Evaluation, Scored, write_evaluation
 from tlcli.evaluation.training_report import ReportJob, write_report_files, write_training_report
 from tlcli.evaluation.worker import ReportWorker
 
 __all__ = [
+    "EvalSpec",
     "Evaluation",
     "Gate",
     "ReportJob",
     "ReportWorker",
+    "Scored",
     "compute_metrics",
     "describe",
     "evaluate",

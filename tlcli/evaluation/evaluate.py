@@ -18,12 +18,13 @@ from tlcli.config.schema import DataConfig
 from tlcli.data.decoded import decode_samples
 from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.listing import list_class_files
+from tlcli.data.manifest import is_manifest, read_manifest
 from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError, UserError
 from tlcli.evaluation.gates import check_gate_keys, parse_gates
 from tlcli.evaluation.metrics import metric_keys
 from tlcli.evaluation.multilabel import multilabel_metric_keys
-from tlcli.evaluation.report import DEFAULT_TOP_K, Evaluation, write_evaluation
+from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
 from tlcli.inference.predict import ModelSource
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
@@ -50,7 +51,8 @@ def evaluate(
 
     Args:
         run_dir: the run folder.
-        data: a folder of class folders, or a CSV manifest (every usable row), to evaluate on instead of the run's own split.
+        data: a folder of class folders, or a CSV manifest (every usable row), to evaluate on instead of the run's own
+        split.
         columns: the manifest's column names, as `data.columns`.
         split: `val` or `test` (default: test when the run had one, else val).
         top_k: k of the top-k accuracy (default: the run's `train.top_k`, else 5;
@@ -91,30 +93,23 @@ def evaluate(
     labelling = _Labelling(class_names, info.multi_label, config.data if config else None, columns)
 
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
-    probabilities_of = _probabilities_of(
-        run_dir, class_names, info, source
-    )  # before any work: a damaged run fails in one line
+    # Before any work: a damaged run fails in one line.
+    probabilities_of = _probabilities_of(run_dir, class_names, info, source)
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
     decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, origin, reporter)
-    probabilities = probabilities_of(decoded.images, batch_size)
-    return write_evaluation(
-        run_dir,
-        name=name,
-        probabilities=probabilities,
-        labels=decoded.labels,
-        paths=[s.path for s in decoded.samples],
-        class_names=class_names,
-        images=decoded.images,
-        top_k=k,
-        source=origin,
-        skipped=skipped,
-        gates=gates,
-        thresholds=info.thresholds,
-        separator=labelling.separator,
-        model=described,
+    scored = Scored(
+        probabilities_of(decoded.images, batch_size),
+        decoded.labels,
+        [s.path for s in decoded.samples],
+        class_names,
+        decoded.images,
+        info.thresholds,
+        labelling.separator,
     )
+    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described)
+    return write_evaluation(run_dir, scored, spec)
 
 
 def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None):
@@ -155,7 +150,8 @@ def _decode(
     source: str,
     reporter: Reporter,
 ):
-    """The images decoded as in training, and the files that could not be used: a manifest's bad rows, then undecodable files (warned about once).
+    """The images decoded as in training, and the files that could not be used: a manifest's bad rows, then undecodable
+    files (warned about once).
 
     Raises:
         DataError: none could be decoded.
@@ -173,7 +169,8 @@ def _decode(
     skipped = bad_rows + [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
     if skipped:
         reporter.warn(
-            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
+            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in "
+            f"metrics.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
         )
     if not len(decoded):
         raise DataError(f"{source}: none of the {len(samples)} images could be decoded; nothing to evaluate")
@@ -197,10 +194,9 @@ class _Labelling:
 def _what_to_evaluate(
     run_dir: Path, data: str | Path | None, split: str | None, labelling: _Labelling
 ) -> tuple[str, list[Sample], str, list[dict[str, str]]]:
-    """(dataset name, its files, where they came from, bad manifest rows): `data` (a folder or a manifest), else the run's `split`
+    """(dataset name, its files, where they came from, bad manifest rows): `data` (a folder or a manifest), else the
+    run's `split`
     (default test when it had one, else val)."""
-    from tlcli.data.manifest import is_manifest
-
     class_names = labelling.class_names
     if data is not None:
         if split is not None:
@@ -214,7 +210,8 @@ def _what_to_evaluate(
             return data.stem, samples, str(data.absolute()), bad
         if labelling.multi_label:
             raise UserError(
-                f"--data {data}: class folders give each image one label; a multi-label run evaluates on a manifest (.csv/.tsv) listing each image's labels"
+                f"--data {data}: class folders give each image one label; a multi-label run evaluates on a "
+                "manifest (.csv/.tsv) listing each image's labels"
             )
         return data.absolute().name, folder_samples(data, class_names)[0], str(data.absolute()), []
     name = split or ("test" if read_split(run_dir, "test") else "val")
@@ -272,7 +269,8 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
     unknown = [name for name in files if name not in index]
     if unknown:
         raise DataError(
-            f"--data: class folder '{unknown[0]}' in {folder} is not a class of the run ({', '.join(class_names)}); rename or remove it"
+            f"--data: class folder '{unknown[0]}' in {folder} is not a class of the run "
+            f"({', '.join(class_names)}); rename or remove it"
         )
     samples = [Sample(path, index[name], rel) for name in sorted(files) for path, rel in files[name]]
     if not samples:
@@ -285,20 +283,20 @@ def manifest_samples(
 ) -> tuple[list[Sample], list[dict[str, str]]]:
     """Every usable row of a manifest (whatever its split), labelled by the run's class names; and its bad rows.
 
-    `settings`: more `data` keys to read it with (a multi-label run's `multi_label`, `label_separator`, `label_columns`).
+    `settings`: more `data` keys to read it with (a multi-label run's `multi_label`, `label_separator`,
+    `label_columns`).
 
     Raises:
         DataError: what reading the manifest raises, or a label the run does not know (its row named).
     """
-    from tlcli.data.manifest import read_manifest
-
     settings = settings or {}
     read = read_manifest(DataConfig(manifest=manifest, columns=columns or {}, **settings), key="--data")
     index = {name: i for i, name in enumerate(class_names)}
     unknown = next(((row, label) for row in read.rows for label in row.labels if label not in index), None)
     if unknown is not None:
         raise DataError(
-            f"--data: row {unknown[0].row} of {manifest} labels {unknown[0].written} {unknown[1]!r}, not a class of the run ({', '.join(class_names)})"
+            f"--data: row {unknown[0].row} of {manifest} labels {unknown[0].written} {unknown[1]!r}, not a "
+            f"class of the run ({', '.join(class_names)})"
         )
     multi = settings.get("multi_label", False)
     samples = [

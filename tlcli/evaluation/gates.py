@@ -12,7 +12,8 @@ from tlcli.evaluation.metrics import flatten_numbers
 
 @dataclass(frozen=True)
 class Gate:
-    """`--fail-under KEY=VALUE` (fail when metrics[KEY] < VALUE) or `--fail-over KEY=VALUE` (fail when it is > VALUE)."""
+    """`--fail-under KEY=VALUE` (fail when metrics[KEY] < VALUE) or `--fail-over KEY=VALUE` (fail when it is >
+    VALUE)."""
 
     key: str
     threshold: float

@@ -17,15 +17,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlcli.evaluation.metrics import flatten_numbers
+from tlcli.evaluation.plots import plot_label_mistakes, plot_pr_curves
 from tlcli.runs.atomic import write_csv_atomic
 
 _EPSILON = 1e-7  # as Keras clips in its cross-entropy, so `loss` is comparable with training's val_loss
 
 MULTILABEL_EVAL_FILES = {
-    "metrics.json": "mAP, subset accuracy, Hamming loss, loss, micro/macro/weighted/samples precision, recall and F1, per-class figures and thresholds",
-    "predictions.csv": "one row per image: path, true_labels, predicted_labels (joined by the run's separator), exact_match, one probability column per class",
+    "metrics.json": (
+        "mAP, subset accuracy, Hamming loss, loss, micro/macro/weighted/samples precision, recall and F1, "
+        "per-class figures and thresholds"
+    ),
+    "predictions.csv": (
+        "one row per image: path, true_labels, predicted_labels (joined by the run's separator), exact_match, "
+        "one probability column per class"
+    ),
     "per_class.csv": "one row per class: threshold, precision, recall, F1, average precision, support, predicted",
-    "pr_curves.png": "each class's precision-recall curve, with its average precision and the operating point of its threshold",
+    "pr_curves.png": (
+        "each class's precision-recall curve, with its average precision and the operating point of its threshold"
+    ),
     "mistakes.png": "the images with the most confident wrong decisions (missed and spurious labels named)",
 }
 
@@ -101,8 +111,6 @@ def compute_multilabel_metrics(
 
 def multilabel_metric_keys(class_names: Sequence[str]) -> list[str]:
     """The numeric keys a multi-label report for these classes will have (for checking gates up front)."""
-    from tlcli.evaluation.metrics import flatten_numbers
-
     n = len(class_names)
     dummy = compute_multilabel_metrics(np.eye(n), np.eye(n, dtype=int), class_names, [0.5] * n)
     return sorted(flatten_numbers({**dummy, "dataset": {"images": 0, "skipped": 0}}))
@@ -119,8 +127,6 @@ def write_multilabel_files(
     images=None,
 ) -> None:
     """predictions.csv, per_class.csv, pr_curves.png and mistakes.png of one evaluation folder."""
-    from tlcli.evaluation.plots import plot_label_mistakes, plot_pr_curves
-
     thresholds = np.array([metrics["per_class"][name]["threshold"] for name in class_names])
     predicted = probabilities >= thresholds[None, :]
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlcli.data.images import ImageDecodeError, decode_image
 from tlcli.runs.atomic import write_bytes_atomic
 
 MISTAKES_SHOWN = 16
@@ -116,7 +117,8 @@ def plot_mistakes(
 def plot_label_mistakes(
     probabilities, labels, thresholds, paths, class_names, images, out_png: Path, shown: int = MISTAKES_SHOWN
 ) -> None:
-    """Multi-label: the images whose wrong decisions are the most confident (a missed label scored near 0, a spurious one near 1)."""
+    """Multi-label: the images whose wrong decisions are the most confident (a missed label scored near 0, a spurious
+    one near 1)."""
     predicted = probabilities >= np.asarray(thresholds)[None, :]
     truth = np.asarray(labels) == 1
     wrongness = np.where(predicted != truth, np.abs(probabilities - truth), 0.0)
@@ -139,8 +141,6 @@ def plot_label_mistakes(
 
 def _picture_grid(order, captions: list[str], title_text: str, paths, images, out_png: Path) -> None:
     from PIL import Image, ImageDraw
-
-    from tlcli.data.images import ImageDecodeError, decode_image
 
     font = _font(11)
     if len(order) == 0:

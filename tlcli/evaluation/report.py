@@ -34,7 +34,10 @@ from tlcli.runs.folder import publish_stamped_dir, staged_dir
 DEFAULT_TOP_K = 5  # k of the top-k accuracy when neither the run nor the command says
 
 EVAL_FILES = {
-    "metrics.json": "accuracy, top-k accuracy, loss, per-class precision/recall/F1/support, macro and weighted averages, confusion matrix, calibration",
+    "metrics.json": (
+        "accuracy, top-k accuracy, loss, per-class precision/recall/F1/support, macro and weighted averages, "
+        "confusion matrix, calibration"
+    ),
     "predictions.csv": "one row per image: path, true_label, predicted_label, confidence, correct",
     "confusion_matrix.csv": "rows are true classes, columns predicted classes",
     "confusion_matrix.png": "the confusion matrix as a picture",
@@ -65,91 +68,108 @@ def eval_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "data"
 
 
-def write_evaluation(
-    run_dir: Path,
-    *,
-    name: str,
-    probabilities: np.ndarray,
-    labels: np.ndarray,
-    paths: Sequence[str | Path],
-    class_names: Sequence[str],
-    images: np.ndarray | None = None,
-    top_k: int = 5,
-    source: str = "",
-    skipped: Sequence[dict[str, str]] = (),
-    gates: Sequence[Gate] = (),
-    thresholds: Sequence[float] | None = None,
-    separator: str = "|",
-    model: dict[str, Any] | None = None,
-) -> Evaluation:
-    """Compute the metrics of one evaluation and write its folder.
+@dataclass(frozen=True)
+class Scored:
+    """n images as a model scored them, with the truth and what is shown beside them."""
 
-    Args:
-        run_dir: the run folder; the evaluation goes into its `eval/`.
-        name: dataset name, the suffix of the folder (`val`, `test`, a folder name).
-        probabilities: (n, classes) predicted class probabilities.
-        labels: (n,) true class indices; multi-label: (n, classes) 0/1 rows (with `probabilities` one sigmoid per class).
-        paths: the n image files, in the same order.
-        class_names: the run's labels.
-        images: (n, h, w, c) uint8 pixels, for the picture of mistakes (optional).
-        top_k: k of the top-k accuracy.
-        source: where the images came from, recorded in metrics.json.
-        skipped: files that could not be decoded ({path, reason}).
-        gates: quality gates checked against the metrics.
-        thresholds: multi-label: each class's threshold (default 0.5).
-        separator: multi-label: what joins an image's labels in predictions.csv.
-        model: the model evaluated when it is not the run's model.keras (an exported artifact's
-            {"path", "format", ...}): recorded as metrics.json's `model`, its format appended to the folder's name.
+    probabilities: np.ndarray  # (n, classes) class probabilities; multi-label: one sigmoid per class
+    labels: np.ndarray  # (n,) true class indices; multi-label: (n, classes) 0/1 rows
+    paths: Sequence[str | Path]  # the n image files, in the same order
+    class_names: Sequence[str]  # the run's labels
+    images: np.ndarray | None = None  # (n, h, w, c) uint8 pixels, for the picture of mistakes (optional)
+    thresholds: Sequence[float] | None = None  # multi-label: each class's threshold (default 0.5)
+    separator: str = "|"  # multi-label: what joins an image's labels in predictions.csv
+
+    @property
+    def multi_label(self) -> bool:
+        return np.ndim(self.labels) == 2
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Which evaluation this is, where its images came from, and how it is judged."""
+
+    name: str  # the dataset's name, the suffix of the folder (`val`, `test`, a folder name)
+    source: str = ""  # where the images came from, recorded in metrics.json
+    skipped: Sequence[dict[str, str]] = ()  # files that could not be decoded ({path, reason})
+    top_k: int = DEFAULT_TOP_K  # k of the top-k accuracy
+    gates: Sequence[Gate] = ()  # quality gates checked against the metrics
+    # The model evaluated when it is not the run's model.keras (an exported artifact's {"path", "format", ...}):
+    # recorded as metrics.json's `model`, its format appended to the folder's name.
+    model: dict[str, Any] | None = None
+
+    @property
+    def slug(self) -> str:
+        """The folder's suffix: an artifact's report is named apart from model.keras's."""
+        return eval_slug(self.name if self.model is None else f"{self.name}-{self.model.get('format', 'model')}")
+
+
+def write_evaluation(run_dir: Path, scored: Scored, spec: EvalSpec) -> Evaluation:
+    """Compute the metrics of one evaluation and write its folder into the run's `eval/`.
 
     Returns:
         The folder, the metrics, and the failed gates (not raised).
     """
-    multi = np.ndim(labels) == 2
-    if multi:
-        thresholds = list(thresholds) if thresholds is not None else [0.5] * len(class_names)
-        figures = compute_multilabel_metrics(probabilities, labels, class_names, thresholds)
-    else:
-        figures = compute_metrics(probabilities, labels, class_names, top_k)
-    metrics = {
-        "run_dir": str(Path(run_dir).absolute()),
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "dataset": {"name": name, "source": source, "images": int(len(labels)), "skipped": len(skipped)},
-        **({"model": dict(model)} if model is not None else {}),
-        **figures,
-        "skipped_files": list(skipped),
-    }
-    failures = gate_failures(metrics, gates)
+    metrics = evaluation_metrics(run_dir, scored, spec)
+    failures = gate_failures(metrics, spec.gates)
     parent = Path(run_dir) / "eval"
-    slug = eval_slug(
-        name if model is None else f"{name}-{model.get('format', 'model')}"
-    )  # an artifact's report is named apart from model.keras's
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(
             f"{run_dir}: cannot write the evaluation ({exc.strerror or exc}); the run folder must be writable"
         ) from None
-    with staged_dir(
-        parent, slug
-    ) as staged:  # built aside and renamed complete: a killed evaluation leaves no half report
+    # Built aside and renamed complete: a killed evaluation leaves no half report.
+    with staged_dir(parent, spec.slug) as staged:
         write_json_atomic(staged / "metrics.json", metrics)
-        if multi:
+        if scored.multi_label:
             write_multilabel_files(
-                staged, metrics, np.asarray(probabilities), np.asarray(labels), paths, class_names, separator, images
+                staged,
+                metrics,
+                np.asarray(scored.probabilities),
+                np.asarray(scored.labels),
+                scored.paths,
+                scored.class_names,
+                scored.separator,
+                scored.images,
             )
-            return Evaluation(publish_stamped_dir(staged, parent, slug), metrics, failures)
-        write_predictions_csv(staged / "predictions.csv", probabilities, labels, paths, class_names)
-        matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
-        write_csv_atomic(
-            staged / "confusion_matrix.csv",
-            ["true \\ predicted", *class_names],
-            ([name_, *row] for name_, row in zip(class_names, matrix.tolist())),
-        )
-        plot_confusion_matrix(matrix, class_names, staged / "confusion_matrix.png")
-        plot_reliability(metrics["calibration"], staged / "reliability.png")
-        plot_mistakes(probabilities, labels, paths, class_names, images, staged / "mistakes.png")
-        eval_dir = publish_stamped_dir(staged, parent, slug)
+        else:
+            _write_single_label_files(staged, scored, metrics)
+        eval_dir = publish_stamped_dir(staged, parent, spec.slug)
     return Evaluation(eval_dir, metrics, failures)
+
+
+def evaluation_metrics(run_dir: Path, scored: Scored, spec: EvalSpec) -> dict[str, Any]:
+    """The content of metrics.json: what was evaluated, on which images, and every figure."""
+    if scored.multi_label:
+        thresholds = list(scored.thresholds) if scored.thresholds is not None else [0.5] * len(scored.class_names)
+        figures = compute_multilabel_metrics(scored.probabilities, scored.labels, scored.class_names, thresholds)
+    else:
+        figures = compute_metrics(scored.probabilities, scored.labels, scored.class_names, spec.top_k)
+    images = int(len(scored.labels))
+    return {
+        "run_dir": str(Path(run_dir).absolute()),
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "dataset": {"name": spec.name, "source": spec.source, "images": images, "skipped": len(spec.skipped)},
+        **({"model": dict(spec.model)} if spec.model is not None else {}),
+        **figures,
+        "skipped_files": list(spec.skipped),
+    }
+
+
+def _write_single_label_files(staged: Path, scored: Scored, metrics: dict[str, Any]) -> None:
+    """predictions.csv, the confusion matrix (csv and png), reliability.png and mistakes.png."""
+    probabilities, labels, paths, class_names = scored.probabilities, scored.labels, scored.paths, scored.class_names
+    write_predictions_csv(staged / "predictions.csv", probabilities, labels, paths, class_names)
+    matrix = np.asarray(metrics["confusion_matrix"]["matrix"])
+    write_csv_atomic(
+        staged / "confusion_matrix.csv",
+        ["true \\ predicted", *class_names],
+        ([name_, *row] for name_, row in zip(class_names, matrix.tolist())),
+    )
+    plot_confusion_matrix(matrix, class_names, staged / "confusion_matrix.png")
+    plot_reliability(metrics["calibration"], staged / "reliability.png")
+    plot_mistakes(probabilities, labels, paths, class_names, scored.images, staged / "mistakes.png")
 
 
 def write_predictions_csv(

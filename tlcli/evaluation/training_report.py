@@ -16,7 +16,7 @@ import numpy as np
 
 from tlcli.data.decoded import ScreenedSplit
 from tlcli.evaluation.plots import plot_curves
-from tlcli.evaluation.report import DEFAULT_TOP_K, Evaluation, write_evaluation
+from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
 from tlcli.progress import Reporter
 
 log = logging.getLogger("tlcli")
@@ -52,22 +52,12 @@ class ReportJob:
 
 
 def write_report_files(job: ReportJob, images: np.ndarray | None = None) -> Evaluation:
-    """`curves.png` and the `eval/<stamp>-val/` report of a training run (`images`: the decoded pixels, for the mistakes' fallback)."""
+    """`curves.png` and the `eval/<stamp>-val/` report of a training run (`images`: the decoded pixels, for the
+    mistakes' fallback)."""
     plot_curves(job.run_dir / "history.csv", job.run_dir / "curves.png")
-    return write_evaluation(
-        job.run_dir,
-        name="val",
-        probabilities=job.probabilities,
-        labels=job.labels,
-        paths=job.paths,
-        class_names=job.class_names,
-        images=images,
-        top_k=job.top_k,
-        source="splits/val.csv (end of training)",
-        skipped=job.skipped,
-        thresholds=job.thresholds,
-        separator=job.separator,
-    )
+    scored = Scored(job.probabilities, job.labels, job.paths, job.class_names, images, job.thresholds, job.separator)
+    spec = EvalSpec("val", source="splits/val.csv (end of training)", skipped=job.skipped, top_k=job.top_k)
+    return write_evaluation(job.run_dir, scored, spec)
 
 
 def write_training_report(
@@ -89,7 +79,8 @@ def write_training_report(
     except Exception as exc:  # noqa: BLE001  (the run itself succeeded)
         log.exception("writing the validation report failed")
         reporter.warn(
-            f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate {job.run_dir} --split val` retries it"
+            f"could not write the validation report ({type(exc).__name__}: {exc}); `tlcli evaluate "
+            f"{job.run_dir} --split val` retries it"
         )
         return None
     reporter.info(f"validation report: {evaluation.eval_dir}")

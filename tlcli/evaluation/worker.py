@@ -19,10 +19,10 @@ import pickle
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tlcli.evaluation.training_report import ReportJob
+from tlcli.evaluation.plots import new_figure
+from tlcli.evaluation.training_report import ReportJob, write_report_files
 
 log = logging.getLogger("tlcli")
 
@@ -129,8 +129,6 @@ def main() -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     import sklearn.metrics  # noqa: F401  (imported now, while the parent loads TensorFlow)
 
-    from tlcli.evaluation.training_report import write_report_files
-
     _warm_up()
 
     try:
@@ -149,8 +147,6 @@ def main() -> int:
 def _warm_up() -> None:
     """Draw a throwaway figure: the first one loads the Agg backend and the fonts (measured: 0.4 s)."""
     import io
-
-    from tlcli.evaluation.plots import new_figure
 
     figure = new_figure(2, 2)
     axes = figure.add_subplot()

@@ -11,12 +11,13 @@ from tlcli.features.cut import (
     run_in_batches,
     trainable_part,
 )
-from tlcli.features.extract import FeatureSet, extract_features
+from tlcli.features.extract import FeatureSet, FeatureSpec, extract_features
 from tlcli.features.store import FeatureStore, cache_entries, clear_cache, enforce_cap, store_for
 
 __all__ = [
     "Cut",
     "FeatureSet",
+    "FeatureSpec",
     "FeatureStore",
     "bridge",
     "cache_entries",

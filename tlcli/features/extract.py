@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tlcli.config.schema import DataConfig
 from tlcli.data.decoded import ScreenedSplit, SkippedFile, bad_file
 from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_bytes, read_image_file
 from tlcli.data.screening import Loaded, ScreenedFiles
@@ -40,51 +41,66 @@ def stored_as(content_hash: str, variant: str | None) -> str:
     return content_hash if variant is None else f"{content_hash}-{variant}"
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How `extract_features` reads, decodes and batches a split's images."""
+
+    size: tuple[int, int]  # the model's input height and width
+    channels: int  # the model's input channels
+    num_classes: int | None = None  # the classes, for the split's labels (None: as `label_array` infers)
+    batch_size: int = 64  # images per forward pass
+    on_bad_file: str = "skip"  # "fail": a file that cannot be used raises DataError
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger files are unreadable, unread
+    flip: str | None = None  # a `RandomFlip` mode: each image's flipped copy is run too (`FeatureSet.flipped`)
+    workers: int | None = None  # reading threads (None: the screening's default)
+    use_screening_cache: bool = True
+
+    @classmethod
+    def of(cls, data: DataConfig, channels: int, num_classes: int, **more) -> FeatureSpec:
+        """The spec of a run: its image size, bad-file policy and file-size cap, and the built model's input."""
+        return cls(
+            data.image_size, channels, num_classes, on_bad_file=data.on_bad_file, max_bytes=data.max_bytes, **more
+        )
+
+
 def extract_features(
     samples: Sequence[Sample],
     extractor,
     store,
+    spec: FeatureSpec,
     *,
-    size: tuple[int, int],
-    channels: int,
-    batch_size: int = 64,
-    on_bad_file: str = "skip",
     progress: Callable[[int], None] | None = None,
-    workers: int | None = None,
-    use_screening_cache: bool = True,
-    flip: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    num_classes: int | None = None,
 ) -> FeatureSet:
     """Decode each image once (or find it in `store`) and run the frozen part (`extractor`).
 
-    With `flip` (a `RandomFlip` mode), the flipped copy of each image is run
-    too (stored under the image's hash and the mode) into `FeatureSet.flipped`.
+    With `spec.flip` (a `RandomFlip` mode), the flipped copy of each image is
+    run too (stored under the image's hash and the mode) into `FeatureSet.flipped`.
 
     Raises:
-        DataError: a file cannot be used and `on_bad_file` is "fail".
+        DataError: a file cannot be used and `spec.on_bad_file` is "fail".
     """
-    run = _Extraction(samples, extractor, store, batch_size, [None] if flip is None else [None, flip], num_classes)
+    variants = [None] if spec.flip is None else [None, spec.flip]
+    run = _Extraction(samples, extractor, store, spec.batch_size, variants, spec.num_classes)
 
     def load(path: Path) -> Loaded:
-        data = read_image_file(path, max_bytes)
+        data = read_image_file(path, spec.max_bytes)
         content_hash = hashlib.sha256(data).hexdigest()
         if not run.missing(content_hash):
             return Loaded(None, content_hash=content_hash)  # read in bulk from the store below
-        pixels, info = decode_bytes(data, size, channels, content_hash=content_hash)
+        pixels, info = decode_bytes(data, spec.size, spec.channels, content_hash=content_hash)
         return Loaded(info, pixels, content_hash)
 
     with ScreenedFiles(
         [s.path for s in samples],
         load,
-        use_cache=use_screening_cache,
-        workers=workers,
-        window=max(batch_size * 3, 16),
+        use_cache=spec.use_screening_cache,
+        workers=spec.workers,
+        window=max(spec.batch_size * 3, 16),
         progress=progress,
     ) as files:
         for index, (sample, (_, outcome)) in enumerate(zip(samples, files)):
             if isinstance(outcome, ImageDecodeError):
-                run.skipped.append(bad_file(sample, outcome, on_bad_file))
+                run.skipped.append(bad_file(sample, outcome, spec.on_bad_file))
             else:
                 run.take(index, outcome)
         run.flush()

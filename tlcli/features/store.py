@@ -109,7 +109,8 @@ class FeatureStore:
 
     def __init__(self, key: str, describe: dict[str, Any], root: Path | None = None):
         self.key = key
-        self.folder = (root or cache_root()) / "features" / key
+        self.root = root or cache_root()
+        self.folder = self.root / "features" / key
         self.describe = describe
         self.writes = 0
         self.damaged = 0
@@ -169,7 +170,8 @@ class FeatureStore:
             )  # last: the pack now exists
         except OSError as exc:
             self.problems.append(
-                f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on without it"
+                f"the feature cache {self.folder} cannot be written ({exc.strerror or exc}); training goes on "
+                "without it"
             )
             return
         self.writes += len(hashes)
@@ -189,7 +191,7 @@ class FeatureStore:
         meta["last_used"] = time.time()
         try:
             write_text_atomic(self.folder / "meta.json", json.dumps(meta, indent=2, default=str))
-            enforce_cap(keep=self.key)
+            enforce_cap(keep=self.key, root=self.root)
         except OSError as exc:
             self.problems.append(f"the feature cache {self.folder} cannot be written ({exc.strerror or exc})")
 
@@ -213,7 +215,8 @@ def _read_pack(listing: Path, shape: tuple[int, ...] | None) -> tuple[np.ndarray
 
 
 def probe_cache(root: Path | None = None) -> str | None:
-    """Why the disk cache under `root` cannot be used (not creatable, not a folder, not writable), or None when it can."""
+    """Why the disk cache under `root` cannot be used (not creatable, not a folder, not writable), or None when it
+    can."""
     folder = (root or cache_root()) / "features"
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Stage 6, inference: class probabilities (`probabilities`), `predict` (`predict`) and its output formats (`formats`)."""
+"""Stage 6, inference: class probabilities (`probabilities`), `predict` (`predict`) and its output formats
+(`formats`)."""
 
 from tlcli.inference.formats import FORMATS, format_predictions
 from tlcli.inference.predict import Prediction, PredictResult, predict

@@ -1,4 +1,5 @@
-"""Prediction output formats: `json`, `jsonl` and `csv` for scripts, rows for the table people read (README "tlcli predict")."""
+"""Prediction output formats: `json`, `jsonl` and `csv` for scripts, rows for the table people read (README "tlcli
+predict")."""
 
 from __future__ import annotations
 

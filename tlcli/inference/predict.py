@@ -80,7 +80,8 @@ class Prediction:
 
 @dataclass
 class PredictResult:
-    """What `predict` returns: the run used (or the exported model) and one `Prediction` per input file, in input order."""
+    """What `predict` returns: the run used (or the exported model) and one `Prediction` per input file, in input
+    order."""
 
     run_dir: Path | None  # None: an exported model whose run is not known
     class_names: list[str]
@@ -123,7 +124,8 @@ class PredictResult:
         if bad:
             done = len(self.predictions) - len(bad)
             raise PartialSuccess(
-                f"{len(bad)} of {len(self.predictions)} files could not be read or decoded (see their error entries, e.g. {bad[0].path}: {bad[0].error}); {done} predicted"
+                f"{len(bad)} of {len(self.predictions)} files could not be read or decoded (see their error "
+                f"entries, e.g. {bad[0].path}: {bad[0].error}); {done} predicted"
             )
 
 
@@ -290,7 +292,8 @@ def predict_with(
 def _prediction(
     key: str, row: np.ndarray, class_names: list[str], k: int, thresholds: tuple[float, ...] | None
 ) -> Prediction:
-    """One image's top-k; a multi-label run's also every label at or above its threshold, and every class's probability."""
+    """One image's top-k; a multi-label run's also every label at or above its threshold, and every class's
+    probability."""
     order = np.argsort(-row, kind="stable")[:k]
     top = tuple((class_names[i], round(float(row[i]), 6)) for i in order)
     if thresholds is None:

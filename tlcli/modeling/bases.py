@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tlcli.errors import ConfigError, did_you_mean
+from tlcli.modeling.weights import recording_downloads
+from tlcli.paths import keras_weights_dir
 
 SMALL_CNN = "SmallCNN"
 
@@ -138,7 +140,6 @@ def build_base(name: str, weights: str, input_shape: tuple[int, int, int], args:
             "base.weights", f"weights file not found: {weights} (use imagenet, none, or the path of a weights file)"
         )
     keras_weights = None if weights == "none" else weights
-    from tlcli.modeling.weights import recording_downloads
 
     with recording_downloads() as requested:
         try:
@@ -173,8 +174,6 @@ def _config_error_from(name: str, exc: ValueError) -> ConfigError:
 
 
 def missing_weights_error(name: str, file_name: str, exc: Exception) -> ConfigError:
-    from tlcli.paths import keras_weights_dir
-
     return ConfigError(
         "base.weights",
         f"ImageNet weights for {name} ({file_name}) are not in {keras_weights_dir()} and could not be downloaded "

@@ -70,7 +70,10 @@ def build_model(config: ExperimentConfig, num_classes: int, source: SourceBase |
     elif channels == 3 and base_channels == 1:
         raise ConfigError(
             "data.color_mode",
-            f"the base from {source.run_dir if source else 'this run'} was trained on grayscale images; set data.color_mode: grayscale",
+            (
+                f"the base from {source.run_dir if source else 'this run'} was trained on grayscale images; set "
+                "data.color_mode: grayscale"
+            ),
         )
     for layer in bases.preprocessing_layers(mode, names.PREPROCESS):
         x = layer(x)
@@ -137,7 +140,10 @@ def head_layers(x, head: HeadConfig, num_classes: int, l2: float = 0.0, multi_la
     if head.activation == "sigmoid" and num_classes != 2 and not multi_label:
         raise ConfigError(
             "head.activation",
-            f"sigmoid is for exactly two classes, found {num_classes}; use softmax (or data.multi_label for several labels an image)",
+            (
+                f"sigmoid is for exactly two classes, found {num_classes}; use softmax (or data.multi_label for "
+                "several labels an image)"
+            ),
         )
     pooling = {
         "avg": keras.layers.GlobalAveragePooling2D(name=names.POOL),
@@ -173,7 +179,8 @@ def _penalty(l2: float):
 
 
 def set_head_regularisation(model, l2: float, dropout: float | None) -> None:
-    """Give the head's kernels the penalty `l2` (saved with the model) and its dropout layer the rate `dropout` (None: leave it)."""
+    """Give the head's kernels the penalty `l2` (saved with the model) and its dropout layer the rate `dropout` (None:
+    leave it)."""
     for layer in model.layers:
         if layer.name == names.OUTPUT or layer.name.startswith("head_dense"):
             layer.kernel_regularizer = _penalty(l2)
@@ -205,7 +212,8 @@ def load_run_model(run_dir: Path, class_names: list[str] | None = None):
         expected = 1 if len(class_names) == 2 and read_model_info(Path(run_dir)).binary else len(class_names)
         if units != expected:
             raise RunError(
-                f"{Path(run_dir) / 'labels.json'}: lists {len(class_names)} classes but model.keras has {units} outputs; the run folder is damaged"
+                f"{Path(run_dir) / 'labels.json'}: lists {len(class_names)} classes but model.keras has "
+                f"{units} outputs; the run folder is damaged"
             )
     return model
 

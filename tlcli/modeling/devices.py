@@ -70,7 +70,9 @@ class DevicePlan:
             where = f"CPU as {self.logical_cpus} logical devices ({LOGICAL_CPUS_ENV})"
         strategy = {
             "mirrored": "MirroredStrategy",
-            "multi_worker": f"MultiWorkerMirroredStrategy over {len(self.workers)} workers (this is worker {self.worker_index})",
+            "multi_worker": (
+                f"MultiWorkerMirroredStrategy over {len(self.workers)} workers (this is worker {self.worker_index})"
+            ),
         }.get(self.strategy, "")
         extras = [
             s
@@ -93,7 +95,8 @@ class DevicePlan:
 def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
     """The cluster `TF_CONFIG` names, or None (unset, or a single worker: no cluster).
 
-    `TF_CONFIG` is `{"cluster": {"worker": [host:port, ...], "chief": [host:port]?}, "task": {"type": ..., "index": i}}`,
+    `TF_CONFIG` is `{"cluster": {"worker": [host:port, ...], "chief": [host:port]?}, "task": {"type": ..., "index":
+    i}}`,
     as TensorFlow's multi-worker guide and Kubernetes training operators write it; a `chief` task is worker 0.
 
     Raises:
@@ -109,12 +112,14 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
         kind, index = task.get("type", "worker"), int(task.get("index", 0))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(
-            f'TF_CONFIG: not a cluster spec ({exc}); expected {{"cluster": {{"worker": ["host:port", ...]}}, "task": {{"type": "worker", "index": 0}}}}'
+            f'TF_CONFIG: not a cluster spec ({exc}); expected {{"cluster": {{"worker": ["host:port", ...]}}, '
+            f'"task": {{"type": "worker", "index": 0}}}}'
         ) from None
     others = sorted(set(cluster) - {"chief", "worker"})
     if others or kind not in ("chief", "worker"):
         raise UserError(
-            f"TF_CONFIG: tlcli trains with MultiWorkerMirroredStrategy, whose cluster has chief and worker tasks only (found {', '.join(others) or kind})"
+            "TF_CONFIG: tlcli trains with MultiWorkerMirroredStrategy, whose cluster has chief and worker "
+            f"tasks only (found {', '.join(others) or kind})"
         )
     everyone = tuple(chief + workers)
     position = index if kind == "chief" else len(chief) + index
@@ -142,7 +147,8 @@ def plan_devices(
     """
     if device == "gpu" and not gpus:
         raise UserError(
-            "runtime.device: gpu requested but TensorFlow sees no GPU; use --device cpu or check CUDA (`pip install tlcli[gpu]`)"
+            "runtime.device: gpu requested but TensorFlow sees no GPU; use --device cpu or check CUDA (`pip "
+            "install tlcli[gpu]`)"
         )
     use_gpu = device != "cpu" and bool(gpus)
     local = len(gpus) if use_gpu else 1
@@ -223,12 +229,18 @@ def _split_cpu(count: int) -> None:
     except RuntimeError:
         if len(tf.config.list_logical_devices("CPU")) != count:
             raise UserError(
-                f"{LOGICAL_CPUS_ENV}: TensorFlow's devices were initialised before tlcli could split the CPU; set it in the environment of a new process"
+                f"{LOGICAL_CPUS_ENV}: TensorFlow's devices were initialised before tlcli could split the CPU; "
+                "set it in the environment of a new process"
             ) from None
 
 
 # The watchdog: a process of its own, since TensorFlow holds the GIL while it waits for the cluster.
-_WATCHDOG = "import select, sys\nready = select.select([sys.stdin], [], [], float(sys.argv[1]))[0]\nif not ready:\n    sys.stderr.write(sys.argv[2] + '\\n')\n"
+_WATCHDOG = (
+    "import select, sys\n"
+    "ready = select.select([sys.stdin], [], [], float(sys.argv[1]))[0]\n"
+    "if not ready:\n"
+    "    sys.stderr.write(sys.argv[2] + '\\n')\n"
+)
 
 
 def _within(seconds: float, plan: DevicePlan, join):
@@ -240,7 +252,10 @@ def _within(seconds: float, plan: DevicePlan, join):
     import faulthandler
     import subprocess
 
-    message = f"error: TF_CONFIG: not every worker of the cluster joined within {seconds:g} s ({', '.join(plan.workers)}); start every worker, or raise runtime.worker_start_timeout_s"
+    message = (
+        f"error: TF_CONFIG: not every worker of the cluster joined within {seconds:g} s "
+        f"({', '.join(plan.workers)}); start every worker, or raise runtime.worker_start_timeout_s"
+    )
     watchdog = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(seconds), message], stdin=subprocess.PIPE)
     sink = open(os.devnull, "w")  # noqa: SIM115  (open until the timer is cancelled)
     faulthandler.dump_traceback_later(seconds + 1, exit=True, file=sink)

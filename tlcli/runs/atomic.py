@@ -22,7 +22,8 @@ from typing import Any, Iterable, Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix, for writers that pick a format by it); rename it over `path` on success.
+    """Yield a temporary path beside `path` (same suffix, for writers that pick a format by it); rename it over `path`
+    on success.
 
     The temporary file is fsynced before the rename and removed on failure.
     """
@@ -71,7 +72,8 @@ def read_json(path: Path) -> Any:
 
 @contextlib.contextmanager
 def atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `final`; on success fsync its files and rename it to `final` (replacing one that exists)."""
+    """Yield a temporary folder beside `final`; on success fsync its files and rename it to `final` (replacing one that
+    exists)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)

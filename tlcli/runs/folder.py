@@ -24,23 +24,34 @@ from tlcli.runs.listing import list_runs
 from tlcli.runs.records import read_run_record
 
 RUN_FILES = {
-    "run.json": "format version, name, status (running, completed, failed, interrupted), start and end times, failure reason, the process (pid) while running, and every resume",
+    "run.json": (
+        "format version, name, status (running, completed, failed, interrupted), start and end times, failure "
+        "reason, the process (pid) while running, and every resume"
+    ),
     "config.yaml": "the resolved config, every default filled in and paths absolute",
     "model.keras": "the trained model (base + head), taking 0-255 pixels; `keras.models.load_model`",
     "model.json": "base name, preprocessing, image size, channels, head activation",
     "labels.json": "class names, in output order",
     "splits/{train,val,test}.csv": "the exact files of each split (path, relpath, label)",
     "skipped_files.json": "files that could not be decoded, with reasons",
-    "data_problems.json": "what `tlcli check` would report from training's own decode pass: unreadable files, duplicates, conflicting labels, train/val leakage",
+    "data_problems.json": (
+        "what `tlcli check` would report from training's own decode pass: unreadable files, duplicates, "
+        "conflicting labels, train/val leakage"
+    ),
     "dataset.json": "per-split class counts, where each split came from, and the dataset fingerprint",
     "history.csv": "per-epoch metrics of both phases (phase and epoch columns)",
     "metrics.json": "final and best metrics, epochs, wall time, images per second",
     "env.json": "python, tensorflow, keras and tlcli versions, devices, seed, git commit",
     "train.log": "the training log",
     "curves.png": "loss and accuracy per epoch, the phase boundary marked",
-    "eval/<timestamp>-val/": "the final validation report (metrics.json, confusion matrix, predictions.csv, reliability and mistakes plots)",
+    "eval/<timestamp>-val/": (
+        "the final validation report (metrics.json, confusion matrix, predictions.csv, reliability and mistakes plots)"
+    ),
     "tensorboard/": "TensorBoard logs",
-    "checkpoints/": "the last two resumable checkpoints (`epoch-NNNN/`: weights, best-epoch weights, optimizer and seed states, phase, early-stopping and history state), for `tlcli train --resume`",
+    "checkpoints/": (
+        "the last two resumable checkpoints (`epoch-NNNN/`: weights, best-epoch weights, optimizer and seed "
+        "states, phase, early-stopping and history state), for `tlcli train --resume`"
+    ),
 }
 
 
@@ -69,7 +80,8 @@ def create_stamped_dir(parent: Path, name: str, now: datetime | None = None) -> 
 
 @contextlib.contextmanager
 def staged_dir(parent: Path, name: str) -> Iterator[Path]:
-    """A hidden folder in `parent` to build a folder's files in; removed if the block fails. Publish it with `publish_stamped_dir`."""
+    """A hidden folder in `parent` to build a folder's files in; removed if the block fails. Publish it with
+    `publish_stamped_dir`."""
     parent.mkdir(parents=True, exist_ok=True)
     staged = parent / f".{name}.{uuid.uuid4().hex[:8]}.partial"
     staged.mkdir()
@@ -80,7 +92,8 @@ def staged_dir(parent: Path, name: str) -> Iterator[Path]:
 
 
 def publish_stamped_dir(staged: Path, parent: Path, name: str, now: datetime | None = None) -> Path:
-    """Rename a complete staged folder to the first free `parent/YYYYMMDD-HHMMSS-<name>[-N]/`: it appears whole or not at all, never over another."""
+    """Rename a complete staged folder to the first free `parent/YYYYMMDD-HHMMSS-<name>[-N]/`: it appears whole or not
+    at all, never over another."""
     for path in staged.iterdir():
         if path.is_file():
             fsync_file(path)
@@ -136,7 +149,8 @@ class RunLock:
         except OSError:
             os.close(handle)
             raise RunError(
-                f"{self.run_dir} is still running (another process is training in it); stop that process first or wait for it"
+                f"{self.run_dir} is still running (another process is training in it); stop that process "
+                "first or wait for it"
             ) from None
         self.handle = handle
         return self

@@ -44,7 +44,8 @@ def recording_outcome(run_dir: Path, log_name: str = "train.log") -> Iterator[No
         if full is not None:
             _finish_quietly(run_dir, "failed", f"disk full ({full})")
             raise UserError(
-                f"disk full while writing {run_dir} ({full}); free some space, then continue with: tlcli train --resume {run_dir}"
+                f"disk full while writing {run_dir} ({full}); free some space, then continue with: tlcli "
+                f"train --resume {run_dir}"
             ) from exc
         log.exception("training failed")
         _finish_quietly(run_dir, "failed", reason)

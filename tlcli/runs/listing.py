@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from tlcli.errors import RunError
+from tlcli.runs.atomic import read_json
 from tlcli.runs.metrics import Metrics
 from tlcli.runs.records import read_model_info, read_run_record
+from tlcli.system import process_alive
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,6 @@ def list_studies(runs_dir: str | Path) -> list[StudySummary]:
 
 
 def summarize_study(path: Path) -> StudySummary:
-    from tlcli.runs.atomic import read_json
-    from tlcli.system import process_alive
-
     try:
         record = read_json(path / TUNE_RECORD)
         trials, best = record.get("trials") or {}, record.get("best") or {}

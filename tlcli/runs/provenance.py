@@ -95,7 +95,8 @@ FINGERPRINT_VERSION = (
 
 
 def dataset_fingerprint(rows: Iterable[tuple[str, str, str, str]], version: int = FINGERPRINT_VERSION) -> str:
-    """dataset.json's `fingerprint`: a hash of (split, relative path, label, content hash) of every readable image, per split by path.
+    """dataset.json's `fingerprint`: a hash of (split, relative path, label, content hash) of every readable image, per
+    split by path.
 
     Version 1 (runs written before labels counted) leaves the label out.
     """

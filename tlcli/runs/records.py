@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError, TlcliError
 from tlcli.runs.atomic import read_json, write_json_atomic
@@ -222,8 +223,6 @@ def read_model_info(run_dir: Path) -> ModelInfo:
 
 def read_run_config(run_dir: Path) -> ExperimentConfig | None:
     """The run's resolved config.yaml, or None when it is missing or no longer validates (a run of an older tlcli)."""
-    from tlcli.config.loading import load_config
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None

@@ -14,7 +14,7 @@ from tlcli.data.decoded import DecodedImages, ScreenedSplit, decode_samples
 from tlcli.data.problems import find_problems, unusable_reason
 from tlcli.errors import DataError, UnusableData
 from tlcli.features.cut import Cut, extractor_for
-from tlcli.features.extract import FeatureSet, extract_features
+from tlcli.features.extract import FeatureSet, FeatureSpec, extract_features
 from tlcli.features.store import store_for
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_json_atomic
@@ -38,19 +38,10 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
         samples = listed[worker::workers]  # several workers: each extracts its share, then they exchange them
         with reporter.task(f"features {split}", len(samples)) as advance:
             flip = flip_mode(config) if split == "train" else None
-            sets[split] = extract_features(
-                samples,
-                extractor,
-                store,
-                size=config.data.image_size,
-                channels=prepared.info.channels,
-                batch_size=EXTRACTION_BATCH,
-                on_bad_file=config.data.on_bad_file,
-                progress=advance,
-                flip=flip,
-                max_bytes=config.data.max_bytes,
-                num_classes=prepared.num_classes,
+            spec = FeatureSpec.of(
+                config.data, prepared.info.channels, prepared.num_classes, batch_size=EXTRACTION_BATCH, flip=flip
             )
+            sets[split] = extract_features(samples, extractor, store, spec, progress=advance)
         if workers > 1:
             sets[split] = gather_feature_sets(prepared.strategy, sets[split], listed, prepared.num_classes)
     hits = sum(s.hits for s in sets.values())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcli.config.loading import load_config
+from tlcli.config.resolve import resolve_paths
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.batches import check_class_weight
 from tlcli.data.splits import DataSplits, discover_splits
@@ -194,25 +195,3 @@ def validate(
         prepared.config, prepared.splits, prepared.info.base_name, prepared.plan.describe(), prepared.model
     )
 
-
-def resolve_paths(config: ExperimentConfig, runs_dir: Path, source_run: Path | None) -> ExperimentConfig:
-    """Absolute paths everywhere, so the saved config reproduces the run from any folder."""
-    data = config.data.model_copy(
-        update={
-            k: getattr(config.data, k).absolute()
-            for k in ("dir", "train_dir", "val_dir", "test_dir")
-            if getattr(config.data, k) is not None
-        }
-    )
-    base_update: dict[str, Any] = {}
-    if config.base.weights not in ("imagenet", "none"):
-        base_update["weights"] = str(Path(config.base.weights).absolute())
-    if source_run is not None:
-        base_update["run"] = str(source_run.absolute())
-    return config.model_copy(
-        update={
-            "data": data,
-            "base": config.base.model_copy(update=base_update),
-            "output": config.output.model_copy(update={"runs_dir": runs_dir.absolute()}),
-        }
-    )

@@ -1,0 +1,177 @@
+"""The `data:` section of the schema: where the images are and how they are fed to the model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tlcli.config.fields import PathValue, Section
+
+DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
+
+
+class AugmentConfig(Section):
+    """Random augmentation, as Keras preprocessing layers active only in training."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
+        "none", description="Random flips (`keras.layers.RandomFlip` mode)."
+    )
+    rotation: float = Field(
+        0.0, ge=0, le=1, description="Random rotation, as a fraction of a full turn (0.1 = up to 36 degrees)."
+    )
+    zoom: float = Field(0.0, ge=0, lt=1, description="Random zoom in or out, as a fraction of the image size.")
+    translation: float = Field(0.0, ge=0, lt=1, description="Random shift, as a fraction of height and width.")
+    contrast: float = Field(0.0, ge=0, le=1, description="Random contrast factor.")
+    flip_features: bool = Field(
+        True,
+        description=(
+            "When flips are the only augmentation and the base is frozen, compute the features of each training "
+            "image and of its flipped copy once, and let the `RandomFlip` layer's own draws pick one per image "
+            "per epoch (the same training as on flipped images, without running the base every epoch); `false` "
+            "flips the images every epoch."
+        ),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any((self.rotation, self.zoom, self.translation, self.contrast))
+
+    @property
+    def flips_only(self) -> str | None:
+        """The flip mode when flips are the only augmentation (they can be precomputed), else None."""
+        if self.flip == "none" or any((self.rotation, self.zoom, self.translation, self.contrast)):
+            return None
+        return self.flip
+
+
+class ManifestColumns(Section):
+    """Which columns of `data.manifest` hold what."""
+
+    path: str = Field("path", min_length=1, description="The column of image paths.")
+    label: str = Field("label", min_length=1, description="The column of class names.")
+    split: str = Field("split", min_length=1, description="The optional column of splits (`train`, `val`, `test`).")
+
+
+class DataConfig(Section):
+    """Where the images are and how they are fed to the model."""
+
+    dir: PathValue | None = Field(
+        None,
+        description=(
+            "A folder of class folders, or a parent holding `train/` plus `val/` or `validation/` (and "
+            "optionally `test/`). Relative paths are relative to the working directory."
+        ),
+    )
+    train_dir: PathValue | None = Field(None, description="Explicit training folder (overrides what `dir` detects).")
+    val_dir: PathValue | None = Field(None, description="Explicit validation folder (overrides what `dir` detects).")
+    test_dir: PathValue | None = Field(None, description="Explicit test folder (overrides what `dir` detects).")
+    manifest: PathValue | None = Field(
+        None,
+        description=(
+            "Instead of folders: a CSV (or TSV) file with a path column (relative to the manifest's folder, or "
+            "absolute) and a label column, and optionally a split column (`train`, `val`, `test`; empty or "
+            "absent = the hash split, on the path as written)."
+        ),
+    )
+    columns: ManifestColumns = Field(
+        default_factory=lambda: ManifestColumns(), description="The manifest's column names."
+    )
+    delimiter: Literal["auto", ",", "\t", ";", "|"] = Field(
+        "auto",
+        description=(
+            "The manifest's delimiter: `auto` = tab for `.tsv`, else what the header line uses (comma, tab, "
+            "semicolon or pipe)."
+        ),
+    )
+    multi_label: bool = Field(
+        False,
+        description=(
+            "Each image has any number of labels (a manifest only: class folders give one label an image): a "
+            "sigmoid per class, binary cross-entropy, multi-label metrics. Labels come from the label column, "
+            "split by `label_separator` (an empty cell is an image with no label), or from `label_columns`."
+        ),
+    )
+    label_separator: str = Field(
+        "|", min_length=1, description="With `multi_label`, what separates the labels in one cell (`dog|person`)."
+    )
+    label_columns: list[str] | None = Field(
+        None,
+        description=(
+            "With `multi_label`, one 0/1 column per class instead of one label column: the classes are these "
+            "columns, in this order."
+        ),
+    )
+    val_split: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description=(
+            "Fraction held out for validation when there is no validation folder; chosen per file by a hash of "
+            "its relative path, so adding images never reshuffles existing ones."
+        ),
+    )
+    image_size: tuple[int, int] = Field(
+        (224, 224), description="Height and width the images are resized to (one number for square)."
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per batch.")
+    color_mode: Literal["rgb", "grayscale"] = Field(
+        "rgb", description="`grayscale` trains on one channel (replicated to three for bases that need RGB)."
+    )
+    shuffle: bool = Field(True, description="Shuffle the training images every epoch.")
+    on_bad_file: Literal["skip", "fail"] = Field(
+        "skip", description="What to do with a file that cannot be decoded: skip it (and list it in the run) or stop."
+    )
+    max_file_mb: float = Field(
+        DEFAULT_MAX_FILE_MB,
+        gt=0,
+        le=100_000,
+        description=(
+            "Files larger than this many megabytes are skipped unread, as unreadable (so a huge or endless file "
+            "can never exhaust memory); only regular files are read at all (a FIFO, a device or a socket named "
+            "like an image is unreadable)."
+        ),
+    )
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 1_000_000)
+
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation (training only).")
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1 or max(value) > 4096:
+            raise ValueError(f"must be between 1 and 4096 pixels, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_data(self) -> DataConfig:
+        folders = [key for key in ("dir", "train_dir", "val_dir", "test_dir") if getattr(self, key) is not None]
+        if self.multi_label and self.manifest is None:
+            raise ValueError(
+                "data.multi_label: class folders give each image one label; list the images and their labels "
+                "in a data.manifest"
+            )
+        if self.label_columns is not None and not self.multi_label:
+            raise ValueError(
+                "data.label_columns: one 0/1 column per class describes several labels an image; set "
+                "data.multi_label: true"
+            )
+        if self.label_columns is not None and len(set(self.label_columns)) < 2:
+            raise ValueError("data.label_columns: name at least two distinct columns (one per class)")
+        if self.manifest is not None and folders:
+            raise ValueError(
+                f"data.manifest and data.{folders[0]} exclude each other: the manifest lists every file and its split"
+            )
+        if self.dir is None and self.train_dir is None and self.manifest is None:
+            raise ValueError(
+                "set data.dir (or data.train_dir) to your image folder, or data.manifest to a CSV of paths and labels"
+            )
+        return self

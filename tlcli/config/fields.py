@@ -1,0 +1,93 @@
+"""What the schema's sections share: the strict base class, value kinds validated in one place, and the path marker.
+
+A key annotated with `PathKey` (`PathValue` for plain paths) holds a file or
+folder path: `tlcli.config.resolve` finds those keys in the schema and makes
+them absolute, so no list of path keys is kept by hand.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic.fields import FieldInfo
+
+Trainable = Union[Literal["auto", "none", "all"], int, str]
+Unfreeze = Union[Literal["all"], int, str]
+OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
+ScheduleName = Literal["constant", "cosine", "exponential"]
+
+
+class Section(BaseModel):
+    # Unknown keys are errors, so a typo never silently falls back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class PathKey:
+    """Marks a key that holds a file or folder path (a relative one is relative to the working directory).
+
+    Attributes:
+        words: values that are keywords, not paths (`base.weights: imagenet`).
+        named: the key may hold a name only the caller can resolve (`base.run`: a run name is looked up
+            in the runs folder), so the caller supplies its path.
+    """
+
+    words: tuple[str, ...] = ()
+    named: bool = False
+
+
+PathValue = Annotated[Path, PathKey()]
+
+
+def path_key(field: FieldInfo) -> PathKey | None:
+    """The `PathKey` marker of a schema field (also inside `Optional[...]`), or None for a key that holds no path."""
+    found = [m for m in field.metadata if isinstance(m, PathKey)]
+    pending = list(typing.get_args(field.annotation))
+    while pending and not found:
+        arg = pending.pop()
+        found = [m for m in getattr(arg, "__metadata__", ()) if isinstance(m, PathKey)]
+        pending.extend(typing.get_args(arg))
+    return found[0] if found else None
+
+
+def section_type(annotation: Any) -> Any:
+    """The BaseModel inside Optional[...] or list[...] annotations, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def layer_count(value: Any, minimum: int, words: str) -> Any:
+    """A number of layers must be at least `minimum`; names and keywords pass (checked against the built base)."""
+    if isinstance(value, int) and value < minimum:
+        raise ValueError(f"must be {words}, a number of layers >= {minimum}, or a layer name")
+    return value
+
+
+def auto_or(value: Any, kinds: tuple[type, ...], what: str) -> Any:
+    """One clear error for a key that is `auto` or a value of `kinds` (pydantic would report each alternative)."""
+    if value == "auto" or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+        return value
+    raise ValueError(f"must be auto or {what}, got {value!r}")
+
+
+def _epochs_kind(value: Any) -> Any:
+    return auto_or(value, (int,), "a number of epochs")
+
+
+def _epoch_count(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        raise ValueError(f"must be auto or a number of epochs >= 1, got {value}")
+    return value
+
+
+# A phase's `epochs` (train and fine_tune): `auto` or a count >= 1, validated here once for both.
+Epochs = Annotated[Union[Literal["auto"], int], BeforeValidator(_epochs_kind), AfterValidator(_epoch_count)]

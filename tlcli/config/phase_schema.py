@@ -1,0 +1,152 @@
+"""The `train:` and `fine_tune:` sections of the schema: the two training phases and what they share."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator
+
+from tlcli.config.fields import Epochs, OptimizerName, ScheduleName, Section, Unfreeze, auto_or, layer_count
+
+
+class EarlyStoppingConfig(Section):
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without improvement of `monitor`; off when unset."
+    )
+    monitor: str = Field("val_loss", description="Metric watched for early stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class OptimizerConfig(Section):
+    """Keys shared by the training and fine-tuning phases."""
+
+    optimizer: OptimizerName = Field("adam", description="`adam`, `adamw`, `sgd` or `rmsprop`.")
+    optimizer_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra optimizer arguments, e.g. `{weight_decay: 0.01}` or `{momentum: 0.9}`."
+    )
+    schedule: ScheduleName = Field(
+        "constant",
+        description="Learning-rate schedule: `constant`, `cosine` (decays to 0 over the phase) or `exponential`.",
+    )
+    schedule_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Schedule arguments: `alpha` for cosine; `decay_rate` (per epoch, default 0.9) for exponential.",
+    )
+
+
+class TrainConfig(OptimizerConfig):
+    """The first phase: the head (and any trainable base layers) on the new data."""
+
+    epochs: Epochs = Field(
+        "auto",
+        description=(
+            "Epochs of the first phase. `auto`: on cached features (seconds per hundred epochs), until the "
+            "validation loss has not improved for `early_stopping.patience` epochs (default 10), at most "
+            "`max_epochs`, the best epoch's weights kept; on decoded images, 10. A number trains exactly that "
+            "many (with early stopping only if its `patience` is set)."
+        ),
+    )
+    max_epochs: int = Field(
+        200,
+        ge=1,
+        description=(
+            "With `epochs: auto`, the most epochs the phase runs (raise it with `--resume RUN --set "
+            "train.max_epochs=N` to extend a run)."
+        ),
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Initial learning rate.")
+    l2: Union[Literal["auto"], float] = Field(
+        "auto",
+        description=(
+            "L2 penalty on the head's kernels (l2 * sum(w**2) added to the loss). `auto`: on cached features "
+            "with a linear head (no `head.dense`, no label smoothing), chosen on the validation split: the head "
+            "is fitted exactly (a logistic regression, L-BFGS) at each penalty of a built-in grid and the one "
+            "with the lowest validation loss is kept and used as the head's starting weights (`selection.json`); "
+            "elsewhere 0."
+        ),
+    )
+    refit: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description=(
+            "After the last phase, fit the head again on train + validation, as scikit-learn's `refit=True` "
+            "does: the model learns from every labelled image. With a chosen penalty (`train.l2: auto`), at that "
+            "penalty (and the epochs training added to it); with fine-tuning, on the fine-tuned base's features, "
+            "after fine-tuning chose its epochs on validation. `true` with a pinned recipe (a set `train.l2`, "
+            "`head.dense`; `tlcli tune`'s best.yaml) retrains the head from its initial weights on train + "
+            "validation for the epoch count validation chose (a head trained alone on cached features, no "
+            "augmentation). `auto` = on whenever the penalty was chosen; validation figures are then in-sample, "
+            "and marked so."
+        ),
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for the cross-entropy loss.")
+    top_k: int = Field(
+        0, ge=0, description="Also report top-k accuracy for this k (0 = off; capped at the number of classes)."
+    )
+    class_weight: Union[Literal["none", "auto"], dict[str, float]] = Field(
+        "none", description="`auto` weights classes inversely to their image counts; or a map `{class: weight}`."
+    )
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=EarlyStoppingConfig, description="Early stopping (off by default)."
+    )
+    monitor: str = Field(
+        "auto",
+        description=(
+            "Metric that picks the best epoch; its weights are kept when `restore_best` is on. `auto`: "
+            "`val_loss` with `epochs: auto` (the figure the epochs are counted on), else `val_accuracy`."
+        ),
+    )
+    restore_best: bool = Field(True, description="End each phase with the weights of its best epoch.")
+
+    @field_validator("l2", mode="before")
+    @classmethod
+    def _l2_kind(cls, value):
+        return auto_or(value, (int, float), "a penalty >= 0")
+
+    @field_validator("refit", mode="before")
+    @classmethod
+    def _refit_kind(cls, value):
+        return auto_or(value, (bool,), "true or false")
+
+    @field_validator("l2")
+    @classmethod
+    def _non_negative_l2(cls, value):
+        if not isinstance(value, str) and value < 0:
+            raise ValueError(f"must be auto or a penalty >= 0, got {value}")
+        return value
+
+    @property
+    def best_monitor(self) -> str:
+        """`monitor` with `auto` resolved."""
+        if self.monitor != "auto":
+            return self.monitor
+        return "val_loss" if self.epochs == "auto" else "val_accuracy"
+
+
+class FineTuneConfig(OptimizerConfig):
+    """The optional second phase: unfreeze the top of the base and train at a lower rate."""
+
+    epochs: Epochs = Field(
+        "auto",
+        description=(
+            "Epochs of the fine-tuning phase; `auto` as `train.epochs: auto` (until the validation loss has not "
+            "improved for `early_stopping.patience` epochs, default 10, at most `max_epochs`; on decoded images "
+            "at most 10)."
+        ),
+    )
+    max_epochs: int = Field(30, ge=1, description="With `epochs: auto`, the most epochs the phase runs.")
+    unfreeze: Unfreeze = Field(
+        40,
+        description=(
+            "Base layers to unfreeze: an integer N (the last N), a layer name (from it on), or `all`. The "
+            "default and the learning rate's were measured (benchmarks/QUALITY.md)."
+        ),
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="Initial learning rate of the fine-tuning phase.")
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=EarlyStoppingConfig, description="Early stopping for this phase."
+    )
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _positive(cls, value: Unfreeze) -> Unfreeze:
+        return layer_count(value, minimum=1, words="all")
