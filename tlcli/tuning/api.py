@@ -23,10 +23,11 @@ from typing import Any
 
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import ConfigError, Interrupted, TlcliError, UserError
+from tlcli.global_state import restores_global_state
 from tlcli.progress import Reporter
 from tlcli.runs.metrics import TrainResult
 from tlcli.runs.records import now_iso
-from tlcli.tracking.settings import TrackingRequest
+from tlcli.tracking import StudyEnd, TrackingRequest, trackers
 from tlcli.tuning import folder as files
 from tlcli.tuning.space import SearchSpace, pins
 from tlcli.tuning.study import StudyProgress, count, create_or_join, make_pruner, open_storage, redact, run_trials
@@ -103,6 +104,7 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # tlcli's progress says what each trial did
 
 
+@restores_global_state
 def tune(
     config: ExperimentConfig | str | Path,
     *,
@@ -171,6 +173,7 @@ def tune(
         return _search(run, reporter, progress, train_best)
 
 
+@restores_global_state
 def resume_tune(
     tune_dir: str | Path,
     *,
@@ -481,11 +484,8 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
     result.pid = None
     _write_record(run)
-    from tlcli.tracking.studies import track_study
-
-    track_study(
-        run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking
-    )  # when tracking is on: a parent run, a nested run per trial
+    # When tracking is on: in MLflow, a parent run and a nested run per trial.
+    trackers(run.tracking).log_study(StudyEnd(run.config, run.tune_dir, study, result.to_dict(), reporter))
 
 
 def _summary(trial) -> dict[str, Any]:
