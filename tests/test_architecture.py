@@ -20,6 +20,7 @@ RANK = {
     "tlcli.errors": 0,
     "tlcli.paths": 0,
     "tlcli.system": 0,
+    "tlcli.global_state": 0,
     "tlcli.version": 0,
     "tlcli.progress": 0,
     "tlcli.config": 1,

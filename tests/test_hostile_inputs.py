@@ -25,15 +25,6 @@ from conftest import make_image_folder, tiny_config, write_config
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _op_determinism_off_afterwards():
-    """Some runs here use runtime.deterministic; later test modules should not inherit it."""
-    yield
-    from tensorflow.python.framework import config as tf_config  # no public switch back
-
-    tf_config.disable_op_determinism()
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

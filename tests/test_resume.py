@@ -23,15 +23,6 @@ from tlcli.runs import RunLock, checkpoints, list_runs, read_run_record
 from tlcli.training import callbacks
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _op_determinism_off_afterwards():
-    """These runs use runtime.deterministic; later test modules should not inherit it."""
-    yield
-    from tensorflow.python.framework import config as tf_config  # no public switch back
-
-    tf_config.disable_op_determinism()
-
-
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """An earlier run whose base makes a two-phase config possible (its SmallCNN trains from scratch: no feature cache)."""

@@ -89,11 +89,10 @@ def evaluate(
         reporter=reporter,
         columns=parse_columns(column),
     )
-    from tlcli.tracking.runs import log_evaluation
+    from tlcli.tracking import trackers
 
-    log_evaluation(
-        run_dir, evaluation, reporter
-    )  # a tracked run: its figures go to the run's MLflow run too (never fails the command)
+    # A tracked run: its figures go to the run's tracked run too (never fails the command).
+    trackers().log_evaluation(run_dir, evaluation, reporter)
     if json_output:
         _print_json(evaluation.to_dict())
     elif not quiet:

@@ -1,7 +1,7 @@
 """A fail-safe MLflow client: the first failure warns once, and nothing calls the server after it.
 
 Tracking must never lose or stall the work it records: every call goes
-through `Tracker.call`, which catches whatever the client raises (a dead
+through `MlflowRun.call`, which catches whatever the client raises (a dead
 server, a timeout, a full disk of the store), records the reason, tells
 `on_failure` once, and turns every later call into a no-op.
 """
@@ -28,7 +28,7 @@ def first_line(exc: BaseException) -> str:
 
 
 @dataclass
-class Tracker:
+class MlflowRun:
     """One MLflow run, logged through a client that gives up after its first failure."""
 
     settings: TrackingSettings
@@ -128,10 +128,10 @@ class Tracker:
         }
 
 
-def connect(settings: TrackingSettings, on_failure: Callable[[str], None] | None = None) -> Tracker:
-    """A Tracker on `settings.uri` (no run yet); raises UserError when mlflow is missing."""
+def connect(settings: TrackingSettings, on_failure: Callable[[str], None] | None = None) -> MlflowRun:
+    """An MlflowRun on `settings.uri` (no run yet); raises UserError when mlflow is missing."""
     mlflow = require_mlflow()
-    return Tracker(settings, mlflow.MlflowClient(tracking_uri=settings.uri), on_failure=on_failure)
+    return MlflowRun(settings, mlflow.MlflowClient(tracking_uri=settings.uri), on_failure=on_failure)
 
 
 def check_reachable(settings: TrackingSettings) -> None:
@@ -144,7 +144,7 @@ def check_reachable(settings: TrackingSettings) -> None:
         )
 
 
-def start_run(tracker: Tracker, name: str, tags: dict[str, str]) -> None:
+def start_run(tracker: MlflowRun, name: str, tags: dict[str, str]) -> None:
     """Create the experiment when missing, then a new run in it."""
     wanted = tracker.settings.experiment
     experiment = tracker.call("get_experiment_by_name", wanted)
@@ -162,8 +162,10 @@ def start_run(tracker: Tracker, name: str, tags: dict[str, str]) -> None:
         tracker.run_id, tracker.experiment_id = run.info.run_id, experiment_id
 
 
-def continue_run(tracker: Tracker, run_id: str, running: bool = True) -> bool:
-    """Log into an existing run again (a resume; an evaluation, `running` False); False when the store does not have it."""
+def continue_run(tracker: MlflowRun, run_id: str, running: bool = True) -> bool:
+    """Log into an existing run again (a resume; an evaluation, `running` False).
+
+    False when the store does not have it."""
     from mlflow.exceptions import MlflowException
 
     try:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from tlcli.config.schema import ExperimentConfig
 from tlcli.progress import Reporter
+from tlcli.runs.provenance import git_state, recorded_fingerprint
 from tlcli.runs.records import read_run_config, read_run_record, record_tracking
-from tlcli.tracking.client import Tracker, connect, continue_run, flatten, numeric, start_run
+from tlcli.tracking.client import MlflowRun, connect, continue_run, flatten, numeric, start_run
+from tlcli.tracking.seam import RunStart
 from tlcli.tracking.settings import TrackingRequest, TrackingSettings, resolve
 from tlcli.version import __version__
 
@@ -49,7 +50,7 @@ def failure_warning(reporter: Reporter, what: str = "training goes on; the run f
 class RunTracking:
     """The MLflow run of one run folder, as training logs into it."""
 
-    tracker: Tracker
+    tracker: MlflowRun
     run_dir: Path
     logged: int = 0  # the last global epoch the MLflow run has
 
@@ -98,72 +99,43 @@ class RunTracking:
             record_tracking(self.run_dir, {"mlflow": self.tracker.record()})
 
 
-@contextlib.contextmanager
-def tracked_run(
-    run_dir: Path,
-    config: ExperimentConfig,
-    request: TrackingRequest | None,
-    reporter: Reporter,
-    *,
-    chief: bool = True,
-    device: str = "",
-    overrides: list[str] | None = None,
-) -> Iterator[RunTracking | None]:
-    """The run folder's MLflow run for the block (None when tracking is off, or on a worker other than the chief),
-    ended with the block's outcome: FINISHED, FAILED or KILLED (Ctrl-C)."""
-    record = read_run_record(run_dir)
+def start_tracking(start: RunStart, request: TrackingRequest | None) -> RunTracking | None:
+    """The run folder's MLflow run (the one it has, when it has one), or None when MLflow tracking is off."""
+    record = read_run_record(start.run_dir)
     recorded = (record.tracking or {}).get("mlflow") or {}
-    settings = resolve(config, request, recorded.get("tracking_uri"))
-    if settings is None or not chief:
-        yield None
-        return
-    tracking = _open(settings, run_dir, config, reporter, recorded.get("run_id"), device)
-    if overrides is not None:  # a resume: parameters cannot change, so what --set changed is a tag
-        tracking.tracker.set_tags({f"tlcli.resume.{len(record.resumes)}": " ".join(overrides) or "(no --set)"})
-    try:
-        yield tracking
-    except KeyboardInterrupt:
-        tracking.end("interrupted")
-        raise
-    except BaseException:
-        tracking.end("failed")
-        raise
-    tracking.end("completed")
+    settings = resolve(start.config, request, recorded.get("tracking_uri"))
+    if settings is None:
+        return None
+    tracking = _open(settings, start, recorded.get("run_id"))
+    if start.overrides is not None:  # a resume: parameters cannot change, so what --set changed is a tag
+        tracking.tracker.set_tags({f"tlcli.resume.{len(record.resumes)}": " ".join(start.overrides) or "(no --set)"})
+    return tracking
 
 
-def _open(
-    settings: TrackingSettings,
-    run_dir: Path,
-    config: ExperimentConfig,
-    reporter: Reporter,
-    run_id: str | None,
-    device: str,
-) -> RunTracking:
+def _open(settings: TrackingSettings, start: RunStart, run_id: str | None) -> RunTracking:
     tracker = connect(settings)
-    tracking = RunTracking(tracker, run_dir)
-    tracker.on_failure = lambda reason: (failure_warning(reporter)(reason), tracking.save())
+    tracking = RunTracking(tracker, start.run_dir)
+    tracker.on_failure = lambda reason: (failure_warning(start.reporter)(reason), tracking.save())
     if run_id and continue_run(tracker, run_id):
         tracking.logged = tracker.last_step(STEP_KEY)
         tracker.set_tags({"tlcli.status": "running"})
     elif tracker.failed is None:
-        start_run(tracker, run_dir.name, _start_tags(settings, run_dir, config, device))
-        tracker.log_params(flatten({k: v for k, v in config.to_dict().items() if k != "tracking"}))
+        start_run(tracker, start.run_dir.name, _start_tags(settings, start))
+        tracker.log_params(flatten({k: v for k, v in start.config.to_dict().items() if k != "tracking"}))
     if tracker.active:
-        reporter.info(f"MLflow: run {tracker.run_id} in experiment {settings.experiment} at {settings.shown_uri}")
+        start.reporter.info(f"MLflow: run {tracker.run_id} in experiment {settings.experiment} at {settings.shown_uri}")
     tracking.save()
     return tracking
 
 
-def _start_tags(settings: TrackingSettings, run_dir: Path, config: ExperimentConfig, device: str) -> dict[str, str]:
-    from tlcli.runs.provenance import git_state
-
+def _start_tags(settings: TrackingSettings, start: RunStart) -> dict[str, str]:
     git = git_state(Path.cwd()) or {}
     tags = {
         **settings.tags,
         "tlcli.version": __version__,
-        "tlcli.base": config.base.run or config.base.name,
-        "tlcli.run_dir": str(run_dir.absolute()),
-        "tlcli.device": device,
+        "tlcli.base": start.config.base.run or start.config.base.name,
+        "tlcli.run_dir": str(start.run_dir.absolute()),
+        "tlcli.device": start.device,
         "tlcli.status": "running",
     }
     if git:
@@ -172,15 +144,14 @@ def _start_tags(settings: TrackingSettings, run_dir: Path, config: ExperimentCon
 
 
 def _fingerprint(run_dir: Path) -> dict[str, str]:
-    from tlcli.runs.provenance import recorded_fingerprint
-
     found = recorded_fingerprint(run_dir)
     return {"tlcli.dataset_fingerprint": found[0]} if found else {}
 
 
 def log_evaluation(run_dir: Path, evaluation, reporter: Reporter) -> str | None:
-    """An evaluation's figures (`eval_<dataset>_<figure>`) and report files, into the run's MLflow run; the run id, or None
-    when the run is not tracked. A failure warns once and never fails the evaluation."""
+    """An evaluation's figures (`eval_<dataset>_<figure>`) and report files, into the run's MLflow run.
+
+    The run id, or None when the run is not tracked. A failure warns once and never fails the evaluation."""
     record = read_run_record(run_dir)
     recorded = (record.tracking or {}).get("mlflow") or {}
     if not recorded.get("run_id"):
@@ -208,7 +179,8 @@ def log_evaluation(run_dir: Path, evaluation, reporter: Reporter) -> str | None:
 
 
 def _eval_figures(metrics: dict[str, Any]) -> dict[str, float]:
-    """The headline figures of an evaluation's metrics.json: top-level numbers, and one level down (`macro_avg.f1`, `calibration.ece`)."""
+    """The headline figures of an evaluation's metrics.json: top-level numbers, and one level down
+    (`macro_avg.f1`, `calibration.ece`)."""
     figures = numeric(metrics)
     for key, value in metrics.items():
         if isinstance(value, dict) and key not in ("per_class", "dataset", "model", "gates"):
@@ -216,4 +188,4 @@ def _eval_figures(metrics: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
-__all__ = ["RunTracking", "log_evaluation", "tracked_run"]
+__all__ = ["RunTracking", "log_evaluation", "start_tracking"]

@@ -6,22 +6,18 @@ imports mlflow at module import time.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from tlcli.config.schema import ExperimentConfig, redact_uri
 from tlcli.errors import UserError
 
-__all__ = ["DEFAULT_URI", "TrackingRequest", "TrackingSettings", "redact_uri", "require_mlflow", "resolve", "suspended"]
+__all__ = ["DEFAULT_URI", "TrackingRequest", "TrackingSettings", "redact_uri", "require_mlflow", "resolve"]
 
 DEFAULT_URI = "sqlite:///mlruns.db"  # embedded: an SQLite file in the working directory, nothing to start
 URI_ENV = "MLFLOW_TRACKING_URI"
-_SUSPENDED = contextvars.ContextVar("tlcli_tracking_suspended", default=False)
 # MLflow's client retries for minutes by default; a tracking server must never stall training.
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -60,32 +56,21 @@ def resolve(
     """The settings when tracking is on (flag, config, environment, or a URI the run recorded), else None.
 
     The URI is the first of: `--mlflow URI`, the URI a run recorded (its MLflow run lives there: resume, evaluate),
-    `tracking.mlflow.tracking_uri`, `$MLFLOW_TRACKING_URI`, the embedded default. None while `suspended`.
+    `tracking.mlflow.tracking_uri`, `$MLFLOW_TRACKING_URI`, the embedded default.
     """
     request = request or TrackingRequest()
     section = config.tracking.mlflow
     from_env = os.environ.get(URI_ENV) or None
-    if _SUSPENDED.get() or (
-        request.mlflow_uri is None and section is None and from_env is None and recorded_uri is None
-    ):
+    if request.mlflow_uri is None and section is None and from_env is None and recorded_uri is None:
         return None
     uri = request.mlflow_uri or recorded_uri or (section.tracking_uri if section else None) or from_env or DEFAULT_URI
     experiment = (section.experiment if section else None) or config.name
     return TrackingSettings(absolute_uri(uri), experiment, dict(section.tags) if section else {}, request.strict)
 
 
-@contextlib.contextmanager
-def suspended() -> Iterator[None]:
-    """No run started inside this block tracks itself (a study's trials are logged as the study's nested runs)."""
-    token = _SUSPENDED.set(True)
-    try:
-        yield
-    finally:
-        _SUSPENDED.reset(token)
-
-
 def absolute_uri(uri: str) -> str:
-    """`sqlite:///relative.db` and `file:./folder` made absolute, so a resume or an evaluation elsewhere finds the same store."""
+    """`sqlite:///relative.db` and `file:./folder` made absolute, so a resume or an evaluation elsewhere finds the
+    same store."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())
     if uri.startswith("file:") and not uri.startswith("file:///"):

@@ -16,7 +16,7 @@ from typing import Any
 from tlcli.config.schema import ExperimentConfig
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import read_json, write_json_atomic
-from tlcli.tracking.client import Tracker, connect, continue_run, flatten, numeric, start_run
+from tlcli.tracking.client import MlflowRun, connect, continue_run, flatten, numeric, start_run
 from tlcli.tracking.runs import failure_warning
 from tlcli.tracking.settings import TrackingRequest, resolve
 
@@ -32,7 +32,9 @@ def track_study(
     reporter: Reporter,
     request: TrackingRequest | None = None,
 ) -> str | None:
-    """Log the study (`result`: tune.json's content) and its trials; the parent run id, or None when tracking is off or failed."""
+    """Log the study (`result`: tune.json's content) and its trials.
+
+    The parent run id, or None when tracking is off or failed."""
     tune_dir = Path(tune_dir)
     recorded = _read(tune_dir)
     settings = resolve(config, request, recorded.get("tracking_uri"))
@@ -74,7 +76,7 @@ def track_study(
     return tracker.run_id if tracker.failed is None else None
 
 
-def _log_trial(parent: Tracker, trial, metric: str) -> bool:
+def _log_trial(parent: MlflowRun, trial, metric: str) -> bool:
     """One nested run: the trial's parameters, its value as `metric` and its figures; False when the store failed."""
     run = parent.call(
         "create_run",
@@ -88,7 +90,7 @@ def _log_trial(parent: Tracker, trial, metric: str) -> bool:
     )
     if run is None:
         return False
-    child = Tracker(parent.settings, parent.client, run.info.run_id, parent.experiment_id, on_failure=parent.fail)
+    child = MlflowRun(parent.settings, parent.client, run.info.run_id, parent.experiment_id, on_failure=parent.fail)
     child.log_params({k: v if isinstance(v, str) else json.dumps(v) for k, v in trial.params.items()})
     figures = numeric(trial.user_attrs.get("figures") or {}) | numeric({"epochs": trial.user_attrs.get("epochs")})
     if trial.value is not None:

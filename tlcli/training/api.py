@@ -14,18 +14,29 @@ import contextlib
 import shutil
 from pathlib import Path
 
+from tlcli.config.loading import load_config, parse_override, read_yaml
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError, UnusableData
+from tlcli.global_state import restores_global_state
 from tlcli.progress import Reporter
+from tlcli.runs.checkpoints import newest_state
+from tlcli.runs.folder import RunLock, create_run_dir, is_complete
+from tlcli.runs.lifecycle import recording_outcome
 from tlcli.runs.metrics import TrainResult
+from tlcli.runs.records import read_run_record, resume_run, start_run
+from tlcli.tracking import RunStart, trackers
+from tlcli.training import resume_checks as checks
 from tlcli.training.cluster import peers_lost, worker_copy, worker_scratch
 from tlcli.training.launcher import tell_launcher
 from tlcli.training.options import RunOptions
-from tlcli.training.prepare import Validation, validate
+from tlcli.training.phases import epochs_key
+from tlcli.training.prepare import Prepared, Validation, prepare, validate
+from tlcli.training.session import Session, train_in_run
 
 __all__ = ["RunOptions", "TrainResult", "Validation", "resume", "train", "validate"]
 
 
+@restores_global_state
 def train(
     config: ExperimentConfig | str | Path,
     *,
@@ -56,34 +67,30 @@ def train(
         TrainingError: training failed; the run folder is marked failed.
         Interrupted: Ctrl-C; the run folder is marked interrupted.
     """
-    from tlcli.runs.folder import RunLock, create_run_dir
-    from tlcli.runs.lifecycle import recording_outcome
-    from tlcli.runs.records import start_run
-    from tlcli.training.prepare import prepare
-    from tlcli.training.session import Session, train_in_run
-
-    options = options or RunOptions()
-    reporter = reporter or Reporter()
+    options, reporter = options or RunOptions(), reporter or Reporter()
     with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         prepared = prepare(config, overrides=overrides, runs_dir=runs_dir, device=options.device, reporter=reporter)
         _check_tracking(prepared, options)
-        run_dir = create_run_dir(
-            prepared.runs_dir if scratch is None else scratch, prepared.config.name
-        )  # only the chief writes the run folder
+        # Only the chief writes the run folder; another worker trains in scratch.
+        run_dir = create_run_dir(prepared.runs_dir if scratch is None else scratch, prepared.config.name)
         if scratch is None:
             tell_launcher(run_dir)
-        try:
-            with RunLock(run_dir), recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
-                start_run(run_dir, prepared.config.name)
-                reporter.info(f"run folder: {run_dir}")
-                with _tracked(run_dir, prepared, options, reporter) as tracking:
-                    return train_in_run(Session(prepared, run_dir, reporter, options, tracking=tracking))
-        except UnusableData:
-            # Found by the pass over the files, which runs inside the folder (so it can resume); nothing was trained.
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+        return _train_new(prepared, run_dir, reporter, options)
 
 
+def _train_new(prepared: Prepared, run_dir: Path, reporter: Reporter, options: RunOptions) -> TrainResult:
+    try:
+        with RunLock(run_dir), recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
+            start_run(run_dir, prepared.config.name)
+            reporter.info(f"run folder: {run_dir}")
+            return _train_tracked(prepared, run_dir, reporter, options)
+    except UnusableData:
+        # Found by the pass over the files, which runs inside the folder (so it can resume); nothing was trained.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+@restores_global_state
 def resume(
     run_dir: str | Path,
     *,
@@ -105,35 +112,18 @@ def resume(
         ConfigError: an override that cannot change on resume.
         TrainingError, Interrupted: as `train`.
     """
-    from tlcli.runs.folder import RunLock
-    from tlcli.runs.records import read_run_record
-
-    options = options or RunOptions()
-    reporter = reporter or Reporter()
-    run_dir = Path(run_dir)
+    options, reporter, run_dir = options or RunOptions(), reporter or Reporter(), Path(run_dir)
     with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         if not run_dir.is_dir():
             raise RunError(f"--resume: {run_dir}: run folder not found")
         read_run_record(run_dir)  # refuses non-runs and other run-format versions
-        if (
-            scratch is not None
-        ):  # another worker: resume a copy, taken before the cluster forms (so before the chief writes)
+        if scratch is not None:  # another worker: resume a copy, taken before the cluster forms and the chief writes
             run_dir = worker_copy(run_dir, scratch)
         with RunLock(run_dir):
             return _resume_locked(run_dir, list(overrides), reporter, options)
 
 
 def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, options: RunOptions) -> TrainResult:
-    from tlcli.config.loading import load_config, parse_override, read_yaml
-    from tlcli.runs.checkpoints import newest_state
-    from tlcli.runs.folder import is_complete
-    from tlcli.runs.lifecycle import recording_outcome
-    from tlcli.runs.records import read_run_record, resume_run
-    from tlcli.training import resume_checks as checks
-    from tlcli.training.phases import epochs_key
-    from tlcli.training.prepare import prepare
-    from tlcli.training.session import Session, train_in_run
-
     record = read_run_record(run_dir)
     if record.is_live():
         raise RunError(f"{run_dir} is still running (pid {record.pid}); stop that process first or wait for it")
@@ -149,9 +139,10 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
         and is_complete(run_dir)
         and checks.nothing_left(config, state)
     ):
-        raise RunError(
-            f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train --resume {run_dir} --set {epochs_key(config, state.phase)}=N (N > {checks.planned_epochs(config, state)})"
+        extend = (
+            f"--resume {run_dir} --set {epochs_key(config, state.phase)}=N (N > {checks.planned_epochs(config, state)})"
         )
+        raise RunError(f"{run_dir} is already complete ({state.epoch} epochs); to extend it: tlcli train {extend}")
     prepared = prepare(config, runs_dir=run_dir.parent, device=options.device, reporter=reporter)
     checks.check_same_splits(prepared.splits, run_dir)
     checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)
@@ -159,33 +150,21 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     with recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
         resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
         reporter.info(f"resuming run folder: {run_dir}")
-        with _tracked(run_dir, prepared, options, reporter, overrides) as tracking:
-            return train_in_run(Session(prepared, run_dir, reporter, options, resuming=True, tracking=tracking))
+        return _train_tracked(prepared, run_dir, reporter, options, overrides)
 
 
-def _check_tracking(prepared, options: RunOptions) -> None:
+def _check_tracking(prepared: Prepared, options: RunOptions) -> None:
     """`--strict-tracking`: an unusable tracking store is exit 2 before anything starts (the chief checks)."""
-    from tlcli.tracking import resolve
-
-    request = options.tracking
-    if request is None or not request.strict or not prepared.plan.chief:
-        return
-    settings = resolve(prepared.config, request)
-    if settings is not None:
-        from tlcli.tracking.client import check_reachable
-
-        check_reachable(settings)
+    if prepared.plan.chief:
+        trackers(options.tracking).check(prepared.config)
 
 
-def _tracked(run_dir: Path, prepared, options: RunOptions, reporter: Reporter, overrides: list[str] | None = None):
-    from tlcli.tracking.runs import tracked_run
-
-    return tracked_run(
-        run_dir,
-        prepared.config,
-        options.tracking,
-        reporter,
-        chief=prepared.plan.chief,
-        device=prepared.plan.describe(),
-        overrides=overrides,
-    )
+def _train_tracked(
+    prepared: Prepared, run_dir: Path, reporter: Reporter, options: RunOptions, overrides: list[str] | None = None
+) -> TrainResult:
+    """`train_in_run`, tracked by every tracker `options.tracking` and the config turn on; `overrides`: a resume's."""
+    plan = prepared.plan
+    start = RunStart(run_dir, prepared.config, reporter, plan.chief, plan.describe(), overrides)
+    with trackers(options.tracking).run(start) as tracking:
+        session = Session(prepared, run_dir, reporter, options, resuming=overrides is not None, tracking=tracking)
+        return train_in_run(session)

@@ -24,12 +24,11 @@ from typing import Any
 from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import ConfigError, Interrupted, TlcliError, UserError
+from tlcli.global_state import restores_global_state
 from tlcli.progress import Reporter
 from tlcli.runs.folder import RunLock
 from tlcli.runs.records import now_iso
-from tlcli.tracking import suspended
-from tlcli.tracking.settings import TrackingRequest
-from tlcli.tracking.studies import track_study
+from tlcli.tracking import StudyEnd, TrackingRequest, suspended, trackers
 from tlcli.training.api import RunOptions, train
 from tlcli.training.compile import epoch_metric_names
 from tlcli.training.prepare import Prepared, prepare
@@ -75,6 +74,7 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # tlcli's progress says what each trial did
 
 
+@restores_global_state
 def tune(
     config: ExperimentConfig | str | Path,
     *,
@@ -143,6 +143,7 @@ def tune(
         return _search(run, reporter, progress, train_best)
 
 
+@restores_global_state
 def resume_tune(
     tune_dir: str | Path,
     *,
@@ -314,8 +315,8 @@ def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)
     result.pid = None
     _write_record(run)
-    # when tracking is on: a parent run, a nested run per trial
-    track_study(run.config, run.tune_dir, study, result.to_dict(), reporter, run.tracking)
+    # When tracking is on: in MLflow, a parent run and a nested run per trial.
+    trackers(run.tracking).log_study(StudyEnd(run.config, run.tune_dir, study, result.to_dict(), reporter))
 
 
 def _write_record(run: _Study) -> None:

@@ -1,0 +1,93 @@
+"""`train()` and friends leave the process as they found it: op determinism, precision policy, random states."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import make_image_folder, tiny_config
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def snapshot() -> dict:
+    """What a caller of `train()` could notice afterwards (TensorFlow's seed through its next random number)."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled has no public alias
+
+    return {
+        "determinism": tf_config.is_op_determinism_enabled(),
+        "policy": keras.mixed_precision.global_policy().name,
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "tensorflow": tf.random.uniform([4]).numpy().tolist(),
+    }
+
+
+def same(before: dict, after: dict) -> None:
+    assert after["determinism"] == before["determinism"]
+    assert after["policy"] == before["policy"]
+    assert after["python"] == before["python"]
+    kind, keys, *position = before["numpy"]
+    assert (
+        after["numpy"][0] == kind and np.array_equal(after["numpy"][1], keys) and list(after["numpy"][2:]) == position
+    )
+    assert after["tensorflow"] == before["tensorflow"]
+
+
+def seeded(seed: int) -> dict:
+    """A snapshot with every generator seeded with `seed`; the generators are left at that point again."""
+    import tensorflow as tf
+
+    def seed_all() -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        tf.random.set_seed(seed)
+
+    seed_all()
+    found = snapshot()
+    seed_all()  # the snapshot drew TensorFlow's next numbers
+    return found
+
+
+def test_train_leaves_determinism_precision_and_random_states_as_it_found_them(tmp_path):
+    from tlcli import load_config, train
+
+    data = make_image_folder(tmp_path / "images", {"a": 8, "b": 8})
+    raw = tiny_config(data, tmp_path / "runs", runtime={"deterministic": True, "mixed_precision": "on"})
+    before = seeded(11)
+    result = train(load_config(raw))
+    assert "mixed precision" in result.metrics.devices["description"]  # the run did change the settings
+    same(before, snapshot())
+
+
+def test_the_guard_restores_after_an_error_too():
+    import keras
+    import tensorflow as tf
+
+    from tlcli.global_state import restored_global_state
+
+    before = seeded(5)
+    with pytest.raises(RuntimeError), restored_global_state():
+        keras.utils.set_random_seed(99)
+        tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        random.random(), np.random.random()
+        raise RuntimeError("training failed")
+    same(before, snapshot())
+
+
+def test_the_guard_loads_no_library():
+    code = (
+        "import sys\n"
+        "from tlcli.global_state import restored_global_state\n"
+        "loaded = set(sys.modules)\n"
+        "with restored_global_state():\n"
+        "    pass\n"
+        "assert set(sys.modules) == loaded and 'tensorflow' not in loaded, set(sys.modules) - loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,148 @@
+"""Process-global state a library call changes, put back when it returns: `restores_global_state`.
+
+Training sets TensorFlow's op determinism (`runtime.deterministic`), Keras's global precision policy
+(`runtime.mixed_precision`) and every random seed (Python's, NumPy's, TensorFlow's and Keras's, from `seed`).
+`train`, `resume`, `tune` and `resume_tune` restore all of them as the caller had them, whether they return or
+raise, so a notebook or a test that calls them twice, or trains and then does something else, inherits nothing.
+
+Two settings are once per process and stay as the first call left them: which devices TensorFlow sees
+(`runtime.device: cpu` hides the GPUs) and the split of the CPU into logical devices (`TLCLI_LOGICAL_CPUS`).
+TensorFlow fixes both when it first initialises its devices; a caller who needs others starts a new process.
+
+Nothing here imports TensorFlow, Keras or NumPy: state of a library the process has not loaded is its default,
+and it is reset to that default only if the call loaded the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
+
+__all__ = ["GlobalState", "restored_global_state", "restores_global_state"]
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+# What `keras.utils.set_random_seed` sets besides the Python, NumPy and TensorFlow seeds (no public reader).
+KERAS_SEED_ATTRIBUTES = ("global_random_seed", "global_seed_generator")
+
+
+@dataclass(frozen=True)
+class GlobalState:
+    """The process-global settings training changes, as found (None: that library was not loaded)."""
+
+    python_random: Any
+    numpy_random: Any = None
+    op_determinism: bool = False
+    precision_policy: Any = None
+    tensorflow_seed: tuple[Any, Any, Any] | None = None
+    keras_seed: tuple[Any, ...] | None = None
+
+    @classmethod
+    def capture(cls) -> GlobalState:
+        return cls(
+            python_random=random.getstate(),
+            numpy_random=sys.modules["numpy"].random.get_state() if "numpy.random" in sys.modules else None,
+            op_determinism=_op_determinism() if "tensorflow" in sys.modules else False,
+            precision_policy=_keras().mixed_precision.global_policy() if "keras" in sys.modules else None,
+            tensorflow_seed=_tensorflow_seed() if "tensorflow" in sys.modules else None,
+            keras_seed=_keras_seed() if "keras" in sys.modules else None,
+        )
+
+    def restore(self) -> None:
+        """Every setting back as captured; a library loaded since then back to its defaults."""
+        random.setstate(self.python_random)
+        if "numpy.random" in sys.modules:
+            _restore_numpy(self.numpy_random)
+        if "tensorflow" in sys.modules:
+            _restore_determinism(self.op_determinism)
+            _restore_tensorflow_seed(self.tensorflow_seed)
+        if "keras" in sys.modules:
+            keras = _keras()
+            keras.mixed_precision.set_global_policy(self.precision_policy or keras.backend.floatx())
+            _restore_keras_seed(self.keras_seed)
+
+
+@contextlib.contextmanager
+def restored_global_state() -> Iterator[GlobalState]:
+    """The block may change the settings of the module docstring; they are as before once it ends (or raises)."""
+    state = GlobalState.capture()
+    try:
+        yield state
+    finally:
+        state.restore()
+
+
+def restores_global_state(function: Function) -> Function:
+    """`function` run inside `restored_global_state()` (its signature and docstring unchanged)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with restored_global_state():
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _keras():
+    return sys.modules["keras"]
+
+
+def _op_determinism() -> bool:
+    from tensorflow.python.framework import config  # is_op_determinism_enabled has no public alias
+
+    return bool(config.is_op_determinism_enabled())
+
+
+def _restore_determinism(enabled: bool) -> None:
+    from tensorflow.python.framework import config  # no public switch back
+
+    if bool(config.is_op_determinism_enabled()) != enabled:
+        config.enable_op_determinism() if enabled else config.disable_op_determinism()
+
+
+def _restore_numpy(state: Any) -> None:
+    if state is None:  # NumPy was loaded by the call: unseeded again, as a fresh process has it
+        sys.modules["numpy"].random.seed(None)
+    else:
+        sys.modules["numpy"].random.set_state(state)
+
+
+def _tensorflow_seed() -> tuple[Any, Any, Any]:
+    """The eager context's global seed, and the generator of per-op seeds it derives from it (and its position)."""
+    from tensorflow.python.eager import context
+
+    current = context.context()
+    generator = getattr(current, "_rng", None)
+    return context.global_seed(), generator, generator.getstate() if generator is not None else None
+
+
+def _restore_tensorflow_seed(found: tuple[Any, Any, Any] | None) -> None:
+    from tensorflow.python.eager import context
+
+    seed, generator, position = found or (None, None, None)
+    current = context.context()
+    if context.global_seed() != seed or getattr(current, "_rng", None) is not generator:
+        context.set_global_seed(seed)  # clears TensorFlow's kernel cache: only when the seed was changed
+        current._rng = generator
+    if generator is not None:
+        generator.setstate(position)
+
+
+def _keras_seed() -> tuple[Any, ...] | None:
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # another Keras layout: its seed is left as training set it
+        return None
+    return tuple(global_state.get_global_attribute(name) for name in KERAS_SEED_ATTRIBUTES)
+
+
+def _restore_keras_seed(found: tuple[Any, ...] | None) -> None:
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:
+        return
+    for name, value in zip(KERAS_SEED_ATTRIBUTES, found or (None,) * len(KERAS_SEED_ATTRIBUTES)):
+        global_state.set_global_attribute(name, value)
