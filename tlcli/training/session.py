@@ -58,20 +58,20 @@ def train_in_run(session: Session) -> TrainResult:
     """The steps of the module docstring; the run folder ends complete (or the error says why not)."""
     prepared, config = session.prepared, session.prepared.config
     timings = Timings(startup=time.perf_counter() - session.options.start_time())
-    _write_inputs(session)
-    plans = _plan(session)
-    single = _single_pass(session, plans, timings)
+    _write_inputs(session)  # 1.
+    plans = _plan(session)  # 2.
+    single = _single_pass(session, plans, timings)  # 3.
     inputs = single.inputs
     objective = Objective.for_labels(config, inputs.splits.train.labels, prepared.splits.class_names)
     head = before_fitting(inputs, plans, objective, session.run_dir, session.reporter, timings)
     with timings.measure("train"):
-        restored = _restore(session) if session.resuming else None
+        restored = _restore(session) if session.resuming else None  # 4.
         fitting = _fitting(session, inputs, objective, restored)
         with prepared.scope():
-            fit_phases(fitting, head.plans, restored)
+            fit_phases(fitting, head.plans, restored)  # 5.
             refit = after_fitting(fitting, head)
             final, probabilities = inputs.evaluate(evaluation_cut(head.plans), objective)
-    if config.multi_label:  # thresholds from validation probabilities the model was not fitted on (before a refit)
+    if config.multi_label:  # 6. thresholds from validation probabilities the model was not fitted on (before a refit)
         held_out = refit.held_out if refit.held_out is not None else probabilities["val"]
         _set_thresholds(session, inputs.splits.val.labels, held_out)
     _save_and_report(session, inputs, objective, probabilities["val"], timings)
