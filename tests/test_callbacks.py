@@ -132,7 +132,7 @@ def test_epoch_checkpoint_records_the_phase_state(tmp_path, data):
     history = HistoryRecorder(tmp_path / "history.csv")
     keeper = BestWeights("val_accuracy", "train", offset=0)
     plan = PhasePlan(Phase("train", 3, 0.05, None, "all", "base.trainable", None), 0, None, None, "test")
-    checkpoint = EpochCheckpoint(tmp_path, model, plan, 0, history, keeper, None, {}, None)
+    checkpoint = EpochCheckpoint(tmp_path, model, plan, offset=0, history=history, keeper=keeper)
     model.fit(
         x,
         y,

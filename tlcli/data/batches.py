@@ -102,8 +102,14 @@ def array_batches(
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).map(
             prepare, num_parallel_calls=tf.data.AUTOTUNE
         )
-    steps = (n + batch_size - 1) // batch_size
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(n, batch_size))).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Batches in one epoch over `images` (the last one may be short)."""
+    return -(-images // batch_size)
 
 
 def visiting_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
@@ -139,13 +145,14 @@ class ArrayBatches:
 
     @property
     def steps(self) -> int:
-        return -(-len(self.inputs) // self.batch_size)
+        return steps_per_epoch(len(self.inputs), self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
         return visiting_order(len(self.inputs), self.shuffle, self.seed, epoch)
 
     def sample_weights(self, class_weight: dict[int, float] | None) -> np.ndarray | None:
-        """Each image's weight from its class's, as Keras turns `class_weight` into sample weights (None: unweighted)."""
+        """Each image's weight from its class's, as Keras turns `class_weight` into sample weights (None:
+        unweighted)."""
         if class_weight is None:
             return None
         return np.array([class_weight.get(int(label), 1.0) for label in self.labels], dtype=np.float32)
@@ -167,7 +174,8 @@ class ArrayBatches:
 
 
 def encode_targets(labels, num_classes: int, binary: bool):
-    """Keras targets: one-hot rows for a softmax head, a (n, 1) column for a single sigmoid unit, 0/1 rows as they are for multi-label."""
+    """Keras targets: one-hot rows for a softmax head, a (n, 1) column for a single sigmoid unit, 0/1 rows as they
+    are for multi-label."""
     import tensorflow as tf
 
     if len(labels.shape) == 2:  # multi-label: already one 0/1 column per class

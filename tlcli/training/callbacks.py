@@ -17,9 +17,11 @@ from typing import Any, Iterator
 import keras
 
 from tlcli.errors import Interrupted, TrainingError
+from tlcli.features.cut import run_in_batches
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_csv_atomic
 from tlcli.runs.checkpoints import CheckpointState, EarlyStopState, write_checkpoint
+from tlcli.training.compile import mean_loss
 
 
 def monitor_mode(monitor: str) -> str:
@@ -146,9 +148,6 @@ class FeatureValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        from tlcli.features.cut import run_in_batches
-        from tlcli.training.compile import mean_loss
-
         outputs = run_in_batches(self.part, self.features, self.batch_size)
         logs["val_loss"] = mean_loss(self.loss, self.targets, outputs)
         for metric in self.metrics:
@@ -182,18 +181,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
         run_dir: Path,
         full_model,
         plan,
+        *,
         offset: int,
         history: HistoryRecorder,
         keeper: BestWeights,
-        early_stopping,
-        run_best: dict,
-        best_file: Path | None,
+        early_stopping: ResumableEarlyStopping | None = None,
+        run_best: dict | None = None,
+        best_file: Path | None = None,
         start: dict | None = None,
     ):
+        """`plan`: the phase's `PhasePlan`; `offset`: the run's epochs before the phase; `keeper` and
+        `early_stopping`: the phase's callbacks whose state is saved; `run_best`: the run's best epoch before the
+        phase; `best_file`: the previous checkpoint's best weights (hard-linked while the best has not changed);
+        `start`: the figures of the weights the phase started from (for its rollback)."""
         super().__init__()
         self.run_dir, self.full_model, self.plan, self.offset = run_dir, full_model, plan, offset
         self.history, self.keeper, self.early_stopping = history, keeper, early_stopping
-        self.run_best, self.best_file, self.start = run_best, best_file, start or {}
+        self.run_best, self.best_file, self.start = run_best if run_best is not None else {}, best_file, start or {}
 
     def on_epoch_end(self, epoch, logs=None):
         phase_epoch = epoch + 1 - self.offset
@@ -255,7 +259,8 @@ class StopOnDivergence(keras.callbacks.Callback):
             self.first_loss = loss
         elif self.first_loss > 0 and loss > self.factor * self.first_loss:
             raise TrainingError(
-                f"training diverged: the {self.phase} loss grew from {self.first_loss:.4g} to {loss:.4g} (over {self.factor:g}x) by epoch {epoch + 1}; {hint}"
+                f"training diverged: the {self.phase} loss grew from {self.first_loss:.4g} to {loss:.4g} "
+                f"(over {self.factor:g}x) by epoch {epoch + 1}; {hint}"
             )
 
 

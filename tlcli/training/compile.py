@@ -1,14 +1,54 @@
-"""What each phase compiles: optimizer and learning-rate schedule, loss, metrics; and the metric names monitors may watch."""
+"""What each phase compiles: the run's objective (loss, metrics, monitored figure), optimizer and learning-rate
+schedule; and the metric names monitors may watch."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
+from tlcli.data.batches import class_weights, positive_weights
 from tlcli.errors import ConfigError, did_you_mean
 from tlcli.training.phases import Phase
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a run optimises and watches, decided once per run and handed to every fit path: the loss (weighted by
+    `class_weight`, or multi-label by each class's positive weight `alpha`), the metrics, and the monitored figure.
+
+    Keras losses and metrics hold state and attach to the model they are compiled into, so `loss()` and `metrics()`
+    build fresh objects from this one definition on every call.
+    """
+
+    config: ExperimentConfig
+    num_classes: int
+    class_weight: dict[int, float] | None = None  # single-label class weights (Keras's `class_weight`)
+    alpha: list[float] | None = None  # multi-label class weights: each class's positives' weight in the loss
+
+    @classmethod
+    def for_labels(cls, config: ExperimentConfig, labels, class_names: list[str]) -> Objective:
+        """The objective of training on `labels` (the weights `train.class_weight` asks for, from their counts)."""
+        weighting, count = config.train.class_weight, len(class_names)
+        weights = class_weights(labels, count, weighting, class_names)
+        return cls(config, count, weights, positive_weights(labels, weighting, class_names))
+
+    @property
+    def monitor(self) -> str:
+        """The figure that picks the best epoch (`train.monitor`)."""
+        return self.config.best_monitor
+
+    def loss(self):
+        return make_loss(self.config, self.alpha)
+
+    def metrics(self) -> list:
+        return make_metrics(self.config, self.num_classes)
+
+    def compile(self, model, optimizer, **options) -> None:
+        """Compile `model` with `optimizer` and this objective's loss and metrics."""
+        model.compile(optimizer=optimizer, loss=self.loss(), metrics=self.metrics(), **options)
 
 
 def make_optimizer(phase: Phase, steps_per_epoch: int):
@@ -70,7 +110,8 @@ def make_loss(config: ExperimentConfig, alpha: list[float] | None = None):
 
 
 def saved_loss(config: ExperimentConfig):
-    """The loss model.keras is compiled with: the phase's loss without class weights, which every Keras loader reads back."""
+    """The loss model.keras is compiled with: the phase's loss without class weights, which every Keras loader
+    reads back."""
     return make_loss(config, None)
 
 
@@ -93,8 +134,8 @@ def make_metrics(config: ExperimentConfig, num_classes: int) -> list:
     import keras
 
     if config.multi_label:
-        # `map`: area under each class's precision-recall curve, averaged over classes (Keras's estimate of mAP during training;
-        # evaluation reports scikit-learn's average precision).
+        # `map`: area under each class's precision-recall curve, averaged over classes (Keras's estimate of mAP
+        # during training; evaluation reports scikit-learn's average precision).
         return [
             keras.metrics.BinaryAccuracy(name="binary_accuracy"),
             keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes, name="map"),

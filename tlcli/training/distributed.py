@@ -24,6 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from tlcli.data.batches import ArrayBatches, encode_targets
+from tlcli.data.decoded import SkippedFile
+from tlcli.data.splits import label_array
+from tlcli.features.extract import FeatureSet
+from tlcli.training.fit_in_memory import fit_in_memory
 
 
 def replicas(strategy) -> int:
@@ -37,8 +41,6 @@ def is_distributed(strategy) -> bool:
 
 def fit_arrays(model, data: ArrayBatches, strategy, **fit) -> None:
     """`fit_in_memory` on one replica, `fit_distributed` on several."""
-    from tlcli.training.fit_in_memory import fit_in_memory
-
     if is_distributed(strategy):
         fit_distributed(model, data, strategy, **fit)
     else:
@@ -100,9 +102,11 @@ class _StepFunction:
         self.run = tf.function(self._global_step)
 
     def epoch(self, order: np.ndarray, epoch: int, callback_list) -> dict[str, float]:
-        """One epoch over `order`; returns the epoch's logs (the loss: the mean over images of each step's loss, as Keras logs it).
+        """One epoch over `order`; returns the epoch's logs (the loss: the mean over images of each step's loss, as
+        Keras logs it).
 
-        With flipped copies (flips augment cached features), each image's copy is drawn per epoch from the seed, the same on every worker.
+        With flipped copies (flips augment cached features), each image's copy is drawn per epoch from the seed, the
+        same on every worker.
         """
         self.order = order
         if self.data.flipped is not None:
@@ -124,7 +128,8 @@ class _StepFunction:
         return logs
 
     def _dataset(self, context):
-        """This worker's per-replica batches: for each global batch, the consecutive share of each of its local replicas."""
+        """This worker's per-replica batches: for each global batch, the consecutive share of each of its local
+        replicas."""
         import tensorflow as tf
 
         first = context.input_pipeline_id * (self.count // context.num_input_pipelines)
@@ -155,7 +160,8 @@ class _StepFunction:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def _replica_step(self, x, y, w, global_size):
-        """The share's loss sum over the global batch size (plus this replica's part of the penalty), its gradient applied."""
+        """The share's loss sum over the global batch size (plus this replica's part of the penalty), its gradient
+        applied."""
         import tensorflow as tf
 
         model = self.model
@@ -174,7 +180,8 @@ class _StepFunction:
 
 
 def _build(model, x, y) -> None:
-    """The optimizer's and the compiled metrics' variables, created under the strategy's scope before tracing (as `fit` does)."""
+    """The optimizer's and the compiled metrics' variables, created under the strategy's scope before tracing (as
+    `fit` does)."""
     import tensorflow as tf
 
     if not model.optimizer.built:
@@ -198,7 +205,8 @@ def agree_to_stop(strategy, stop: bool) -> bool:
 
 
 def broadcast_weights(strategy, model) -> None:
-    """Every worker takes the chief's weights (after host-side changes: a restored checkpoint, an exact fit of the head)."""
+    """Every worker takes the chief's weights (after host-side changes: a restored checkpoint, an exact fit of the
+    head)."""
     if not _multi_worker(strategy):
         return
     import tensorflow as tf
@@ -255,21 +263,30 @@ def _multi_worker(strategy) -> bool:
 
 
 def worker_share(strategy) -> tuple[int, int]:
-    """(this worker's index, workers): worker w extracts files w, w + workers, ... of each split, in the split's fixed order."""
+    """(this worker's index, workers): worker w extracts files w, w + workers, ... of each split, in the split's
+    fixed order."""
     if not _multi_worker(strategy):
         return 0, 1
     return int(strategy.cluster_resolver.task_id), int(strategy.extended._num_workers)  # noqa: SLF001
 
 
 def gather_feature_sets(strategy, part, samples: list, num_classes: int | None):
-    """Every worker's share of one split's features, exchanged over the strategy's collectives (no shared disk), as the
-    `FeatureSet` one process would have extracted: the kept files in the split's order, their features, hashes and skips."""
+    """Every worker's share of one split's features, exchanged over the strategy's collectives (no shared disk), as
+    the `FeatureSet` one process would have extracted: the kept files in the split's order, their features, hashes
+    and skips."""
+    import io
+
+    shares = [
+        np.load(io.BytesIO(payload), allow_pickle=False)
+        for payload in all_gather_bytes(strategy, _packed(part, samples))
+    ]
+    return _joined(shares, samples, num_classes)
+
+
+def _packed(part, samples: list) -> bytes:
+    """This worker's share as one .npz payload: its features, their rows in the split, and its counts as JSON."""
     import io
     import json
-
-    from tlcli.data.decoded import SkippedFile
-    from tlcli.data.splits import label_array
-    from tlcli.features.extract import FeatureSet
 
     position = {id(sample): i for i, sample in enumerate(samples)}
     buffer = io.BytesIO()
@@ -288,9 +305,13 @@ def gather_feature_sets(strategy, part, samples: list, num_classes: int | None):
     if part.flipped is not None:
         arrays["flipped"] = part.flipped
     np.savez(buffer, **arrays)
-    shares = [
-        np.load(io.BytesIO(payload), allow_pickle=False) for payload in all_gather_bytes(strategy, buffer.getvalue())
-    ]
+    return buffer.getvalue()
+
+
+def _joined(shares: list, samples: list, num_classes: int | None) -> FeatureSet:
+    """The workers' shares put back in the split's order."""
+    import json
+
     metas = [json.loads(bytes(share["meta"]).decode()) for share in shares]
     rows = np.concatenate([share["rows"] for share in shares])
     order = np.argsort(rows, kind="stable")

@@ -3,11 +3,12 @@
 On cached features an epoch is a few dozen tiny steps, so what `Model.fit`
 costs around them dominates: building its data adapter and epoch iterator,
 tracing its multi-step train function, and its per-epoch bookkeeping
-(measured on the benchmark's frozen-base workload W1, a head on 2,000 pooled cats-vs-dogs features, batch 32, 10 epochs: 1.0 s
-in `fit`, 0.4 s here). This loop keeps everything that decides the result
-from Keras: the model's own `train_step` (loss, class weights as sample
-weights, optimizer, metrics, as `fit` runs them), the same callbacks called
-in the same order, and the same visiting order as `tlcli.data.batches.array_batches`.
+(measured on the benchmark's frozen-base workload W1, a head on 2,000 pooled
+cats-vs-dogs features, batch 32, 10 epochs: 1.0 s in `fit`, 0.4 s here). This
+loop keeps everything that decides the result from Keras: the model's own
+`train_step` (loss, class weights as sample weights, optimizer, metrics, as
+`fit` runs them), the same callbacks called in the same order, and the same
+visiting order as `tlcli.data.batches.array_batches`.
 Only the batching is different: batches are gathered from the arrays inside
 one compiled function that runs up to `STEPS_PER_CALL` steps. Random flips
 are drawn by the model's own `RandomFlip` layer, so a run on the features of
@@ -38,6 +39,25 @@ def fit_in_memory(
 ) -> None:
     """`model.fit(...)` over `data` for epochs `initial_epoch` .. `epochs - 1` (the model must be compiled)."""
     import keras
+
+    run_steps = _steps_on(model, data, class_weight)
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=data.steps
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    training_logs = None
+    for count, epoch in enumerate(range(initial_epoch, epochs)):
+        training_logs = _epoch(model, data, run_steps, callback_list, epoch, data.first_epoch + count)
+        if model.stop_training:
+            break
+    if epochs > initial_epoch:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    callback_list.on_train_end(logs=training_logs)
+
+
+def _steps_on(model, data: ArrayBatches, class_weight: dict[int, float] | None):
+    """The compiled steps over `data`'s arrays, held in tensors (the model's variables built first)."""
     import tensorflow as tf
 
     table = data.inputs if data.flipped is None else np.concatenate([data.inputs, data.flipped])
@@ -46,40 +66,32 @@ def fit_in_memory(
     weights = data.sample_weights(class_weight)
     weights = None if weights is None else tf.constant(weights)
     _build(model, inputs[: data.batch_size], targets[: data.batch_size])
-    run_steps = _compiled_steps(
-        model, inputs, targets, weights, data.batch_size, data.flip_layer if data.flipped is not None else None
-    )
+    flip_layer = data.flip_layer if data.flipped is not None else None
+    return _compiled_steps(model, inputs, targets, weights, data.batch_size, flip_layer)
 
+
+def _epoch(model, data: ArrayBatches, run_steps, callback_list, epoch: int, order_index: int) -> dict:
+    """One epoch in calls of up to `STEPS_PER_CALL` steps, visiting `data` in its order of epoch `order_index`;
+    returns the epoch's logs."""
+    model.reset_metrics()
+    callback_list.on_epoch_begin(epoch)
+    order = data.order(order_index).astype(np.int32)
     steps = data.steps
-    callback_list = keras.callbacks.CallbackList(
-        list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=steps
-    )
-    model.stop_training = False
-    callback_list.on_train_begin()
-    training_logs = None
-    for count, epoch in enumerate(range(initial_epoch, epochs)):
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        order = data.order(data.first_epoch + count).astype(np.int32)
-        for first in range(0, steps, STEPS_PER_CALL):
-            last = min(first + STEPS_PER_CALL, steps)
-            callback_list.on_train_batch_begin(first)
-            run_steps(order[first * data.batch_size : last * data.batch_size])
-            callback_list.on_train_batch_end(last - 1, model.get_metrics_result())
-            if model.stop_training:
-                break
-        epoch_logs = dict(model.get_metrics_result())
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        training_logs = epoch_logs
+    for first in range(0, steps, STEPS_PER_CALL):
+        last = min(first + STEPS_PER_CALL, steps)
+        callback_list.on_train_batch_begin(first)
+        run_steps(order[first * data.batch_size : last * data.batch_size])
+        callback_list.on_train_batch_end(last - 1, model.get_metrics_result())
         if model.stop_training:
             break
-    if epochs > initial_epoch:
-        model.optimizer.finalize_variable_values(model.trainable_weights)
-    callback_list.on_train_end(logs=training_logs)
+    epoch_logs = dict(model.get_metrics_result())
+    callback_list.on_epoch_end(epoch, epoch_logs)
+    return epoch_logs
 
 
 def _build(model, x, y) -> None:
-    """Create the optimizer's and the compiled loss and metrics' variables before tracing (as `fit` does), without training."""
+    """Create the optimizer's and the compiled loss and metrics' variables before tracing (as `fit` does), without
+    training."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     y_pred = model(x, training=False)

@@ -9,26 +9,28 @@ way, and derive the features of any other cut from what they hold.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
-from tlcli.data.batches import ArrayBatches, encode_targets, make_dataset
+from tlcli.data.batches import ArrayBatches, encode_targets, make_dataset, steps_per_epoch
 from tlcli.data.decoded import DecodedImages, ScreenedSplit
 from tlcli.features.cut import Cut, across_replicas, bridge, extractor_for, flip_pixels, run_in_batches, trainable_part
 from tlcli.features.extract import FeatureSet
 from tlcli.inference.probabilities import to_class_probabilities
 from tlcli.modeling import layers as names
-from tlcli.training.compile import mean_loss
+from tlcli.training.compile import Objective, mean_loss
 from tlcli.training.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
 from tlcli.training.phases import PhasePlan, flip_mode
+from tlcli.training.records import Splits
 
 
 class PhaseInputs:
     """The splits as training's pass left them, and the features each cut needs (computed once per cut)."""
 
-    sets: dict[str, ScreenedSplit]
+    splits: Splits[ScreenedSplit]
 
     def __init__(self, model, config: ExperimentConfig, num_classes: int):
         self.model, self.config, self.num_classes = model, config, num_classes
@@ -41,7 +43,8 @@ class PhaseInputs:
     def features(self, cut: Cut, split: str, flipped: bool = False, fresh: bool = False) -> np.ndarray:
         """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`).
 
-        Computed once per cut; `fresh` computes them again with the current weights (after fine-tuning changed the layers below `cut`).
+        Computed once per cut; `fresh` computes them again with the current weights (after fine-tuning changed the
+        layers below `cut`).
         """
         key = (cut.label, split, flipped)
         if fresh:
@@ -61,7 +64,7 @@ class PhaseInputs:
         config = self.config
         return ArrayBatches(
             self.features(cut, split),
-            self.sets[split].labels,
+            self._split(split).labels,
             config.data.batch_size,
             self.num_classes,
             self.binary,
@@ -109,14 +112,25 @@ class PhaseInputs:
         train = self.in_memory(cut, first_epoch) or self.dataset(cut, "train", self.config.data.shuffle, first_epoch)
         return fitted, train, val_ds
 
+    def _split(self, split: str) -> ScreenedSplit:
+        found = self.splits.get(split)
+        if found is None:
+            raise KeyError(split)
+        return found
+
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch over the training split."""
+        return steps_per_epoch(len(self.splits.train), self.config.data.batch_size)
+
     def train_arrays(self, cut: Cut | None, first_epoch: int = 0) -> ArrayBatches:
-        """The training split as arrays: features at `cut` (with flipped copies when flips augment), or the decoded images."""
+        """The training split as arrays: features at `cut` (with flipped copies when flips augment), or the decoded
+        images."""
         if cut is not None:
             return self.in_memory(cut, first_epoch) or self.arrays(cut, "train", self.config.data.shuffle, first_epoch)
         config = self.config
         return ArrayBatches(
-            self.sets["train"].images,
-            self.sets["train"].labels,
+            self.splits.train.images,
+            self.splits.train.labels,
             config.data.batch_size,
             self.num_classes,
             self.binary,
@@ -125,28 +139,28 @@ class PhaseInputs:
             first_epoch,
         )
 
-    def validation(self, plan: PhasePlan, loss, metrics):
-        """The callback that writes the `val_*` figures: through the trainable part on validation features (at `val_cut`,
-        else the phase's cut), or through the full model on the validation images."""
-        from tlcli.training.callbacks import FeatureValidation
+    def validation(self, plan: PhasePlan, objective: Objective):
+        """The callback that writes the `val_*` figures: through the trainable part on validation features (at
+        `val_cut`, else the phase's cut), or through the full model on the validation images."""
+        from tlcli.training.callbacks import FeatureValidation  # imports Keras
 
         cut = plan.val_cut or plan.cut
         if cut is not None:
-            return self.feature_validation(cut, loss, metrics)
-        return FeatureValidation(self.model, self.sets["val"].images, self.targets("val"), loss, metrics)
+            return self.feature_validation(cut, objective)
+        images = self.splits.val.images
+        return FeatureValidation(self.model, images, self.targets("val"), objective.loss(), objective.metrics())
 
     def targets(self, split: str) -> np.ndarray:
-        return np.asarray(encode_targets(self.sets[split].labels, self.num_classes, self.binary))
+        return np.asarray(encode_targets(self._split(split).labels, self.num_classes, self.binary))
 
-    def feature_validation(self, val_cut: Cut, loss, metrics):
+    def feature_validation(self, val_cut: Cut, objective: Objective):
         """A callback that validates through the trainable part on validation features."""
-        from tlcli.training.callbacks import FeatureValidation
+        from tlcli.training.callbacks import FeatureValidation  # imports Keras
 
-        return FeatureValidation(
-            trainable_part(self.model, val_cut), self.features(val_cut, "val"), self.targets("val"), loss, metrics
-        )
+        part, features = trainable_part(self.model, val_cut), self.features(val_cut, "val")
+        return FeatureValidation(part, features, self.targets("val"), objective.loss(), objective.metrics())
 
-    def evaluate(self, cut: Cut | None, loss, metrics) -> tuple[dict[str, float], dict[str, Any]]:
+    def evaluate(self, cut: Cut | None, objective: Objective) -> tuple[dict[str, float], dict[str, Any]]:
         """Final loss/metrics and class probabilities on val (and test), with the final weights.
 
         One inference pass per split; loss and metrics come from its outputs,
@@ -154,8 +168,9 @@ class PhaseInputs:
         """
         final: dict[str, float] = {}
         probabilities: dict[str, Any] = {}
+        loss, metrics = objective.loss(), objective.metrics()
         for split in ("val", "test"):
-            if split not in self.sets or not len(self.sets[split]):
+            if not len(self.splits.get(split) or ()):
                 continue
             outputs = self.outputs(cut, split)
             final |= self.figures(split, outputs, loss, metrics)
@@ -165,9 +180,8 @@ class PhaseInputs:
     def outputs(self, cut: Cut | None, split: str) -> np.ndarray:
         """The model's outputs on `split` with the current weights, from features at `cut` (None: from the images)."""
         if cut is None and across_replicas(self.model):  # Keras's predict would give every replica the images
-            return np.asarray(
-                run_in_batches(self.model, self.sets[split].images, self.config.data.batch_size), dtype="float32"
-            )
+            images = self._split(split).images
+            return np.asarray(run_in_batches(self.model, images, self.config.data.batch_size), dtype="float32")
         if cut is None:
             return np.asarray(self.model.predict(self.dataset(None, split, False), verbose=0), dtype="float32")
         if cut.label not in self._parts:
@@ -188,18 +202,18 @@ class PhaseInputs:
 class ImageInputs(PhaseInputs):
     """The pass decoded the images: phases on images train the full model; features are one inference pass per cut."""
 
-    def __init__(self, model, sets: dict[str, DecodedImages], config: ExperimentConfig, num_classes: int):
+    def __init__(self, model, sets: Mapping[str, DecodedImages], config: ExperimentConfig, num_classes: int):
         super().__init__(model, config, num_classes)
-        self.sets = sets
+        self.splits = Splits.of(sets)
 
     def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
-        images = self.sets[split].images
+        images = self._split(split).images
         return run_in_batches(extractor_for(self.model, cut), flip_pixels(images, self.flip) if flipped else images)
 
     def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0):
         config = self.config
         return make_dataset(
-            self.sets[split],
+            self._split(split),
             batch_size=config.data.batch_size,
             num_classes=self.num_classes,
             binary=self.binary,
@@ -213,13 +227,13 @@ class FeatureInputs(PhaseInputs):
     """The pass extracted features at `extraction_cut`: every phase trains on them or on features derived from them."""
 
     def __init__(
-        self, model, sets: dict[str, FeatureSet], extraction_cut: Cut, config: ExperimentConfig, num_classes: int
+        self, model, sets: Mapping[str, FeatureSet], extraction_cut: Cut, config: ExperimentConfig, num_classes: int
     ):
         super().__init__(model, config, num_classes)
-        self.sets, self.extraction_cut = sets, extraction_cut
+        self.splits, self.extraction_cut = Splits.of(sets), extraction_cut
 
     def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
-        source = self.sets[split]
+        source = self._split(split)
         held = source.flipped if flipped else source.features
         if cut == self.extraction_cut:
             return held

@@ -23,6 +23,7 @@ from tlcli.runs.provenance import class_counts, write_dataset_record
 from tlcli.training.distributed import gather_feature_sets, worker_share
 from tlcli.training.phases import flip_mode
 from tlcli.training.prepare import Prepared
+from tlcli.training.records import Splits
 
 EXTRACTION_BATCH = 64
 
@@ -44,22 +45,25 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
             sets[split] = extract_features(samples, extractor, store, spec, progress=advance)
         if workers > 1:
             sets[split] = gather_feature_sets(prepared.strategy, sets[split], listed, prepared.num_classes)
+    return sets, _cache_use(sets, cut, store, reporter)
+
+
+def _cache_use(sets: dict[str, FeatureSet], cut: Cut, store, reporter: Reporter) -> CacheUse:
+    """What the extraction took from the cache and computed (the store, if any, finished and its problems told)."""
     hits = sum(s.hits for s in sets.values())
     extracted = sum(s.extracted for s in sets.values())
     seconds = sum(s.seconds for s in sets.values())
     use = CacheUse("features", cut=cut.label, hits=hits, extracted=extracted, seconds=round(seconds, 3))
     if store is not None:
         per_image = store.seconds_per_image()
-        use.key, use.folder, use.saved_s = (
-            store.key,
-            str(store.folder),
-            round(hits * per_image, 1) if per_image and hits else 0.0,
-        )
+        use.key, use.folder = store.key, str(store.folder)
+        use.saved_s = round(hits * per_image, 1) if per_image and hits else 0.0
         store.finish(seconds / extracted if extracted else None)
         use.damaged_packs = store.damaged
         if store.damaged:
             reporter.warn(
-                f"the feature cache had {store.damaged} damaged pack{'s' if store.damaged > 1 else ''} (failed the checksum); dropped, and their images recomputed"
+                f"the feature cache had {store.damaged} damaged pack{'s' if store.damaged > 1 else ''} "
+                "(failed the checksum); dropped, and their images recomputed"
             )
         for problem in store.problems:
             reporter.warn(problem)
@@ -67,7 +71,7 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
         f"features ({cut.label}): {hits} from cache, {extracted} computed in {seconds:.1f} s"
         + (f", about {use.saved_s:.0f} s saved" if use.saved_s else "")
     )
-    return sets, use
+    return use
 
 
 def decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedImages]:
@@ -88,7 +92,7 @@ def decode_splits(prepared: Prepared, reporter: Reporter) -> dict[str, DecodedIm
 
 
 def record_pass(
-    run_dir: Path, prepared: Prepared, sets: dict[str, ScreenedSplit], reporter: Reporter, *, strict: bool
+    run_dir: Path, prepared: Prepared, splits: Splits[ScreenedSplit], reporter: Reporter, *, strict: bool
 ) -> list[dict[str, str]]:
     """Write what the pass found (skipped_files.json, data_problems.json, dataset.json); returns the skipped files.
 
@@ -96,13 +100,15 @@ def record_pass(
         DataError: `strict` is on and the data has problems.
         UnusableData: a class has no readable training image, or validation none at all.
     """
+    sets = splits.as_dict()
     skipped = [
         {"path": s.path, "reason": s.reason, "split": split} for split, kept in sets.items() for s in kept.skipped
     ]
     write_json_atomic(run_dir / "skipped_files.json", skipped)
     if skipped:
         reporter.warn(
-            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
+            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} (listed in skipped_files.json), "
+            f"e.g. {skipped[0]['path']}: {skipped[0]['reason']}"
         )
     problems = find_problems(prepared.splits, sets)  # duplicates and leakage, from this same pass
     write_json_atomic(run_dir / "data_problems.json", problems.to_dict())
@@ -110,11 +116,12 @@ def record_pass(
         reporter.warn(line)
     if strict and problems.count:
         raise DataError(
-            f"--strict: the data has problems ({problems.summary()}); they are listed in {run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict"
+            f"--strict: the data has problems ({problems.summary()}); they are listed in "
+            f"{run_dir / 'data_problems.json'}; fix them (see `tlcli check`) or train without --strict"
         )
     write_dataset_record(run_dir, prepared.splits, sets)
     names = prepared.splits.class_names
-    reason = unusable_reason(class_counts(sets["train"].labels, names), len(sets["val"]))
+    reason = unusable_reason(class_counts(splits.train.labels, names), len(splits.val))
     if reason is not None:
         raise UnusableData(
             f"{reason} (the unreadable files are listed by `tlcli check {prepared.splits.sources['train']}`)"

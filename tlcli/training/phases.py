@@ -109,7 +109,8 @@ def flip_mode(config: ExperimentConfig) -> str | None:
 
 @dataclass(frozen=True)
 class CutOption:
-    """Where the model allows a phase to be cut (None: nowhere, and why), and the bytes of one image's features there."""
+    """Where the model allows a phase to be cut (None: nowhere, and why), and the bytes of one image's features
+    there."""
 
     cut: Cut | None
     why: str
@@ -117,26 +118,44 @@ class CutOption:
 
 
 @dataclass(frozen=True)
-class PhasePlan:
-    """How one phase trains: on features at `cut`, or (cut None) the full model on images; it validates on features at `val_cut` when set.
+class HeadPolicy:
+    """What the run does with its head around the first phase, decided once with the plan, each choice with its why.
 
-    `select_head`: the head's L2 penalty is chosen on validation before the
-    phase (`tlcli.training.selection`), or `no_selection` says why not;
-    `refit`: the head is fitted again on train + validation after it: at the chosen penalty
-    (`select_head`), or with a pinned recipe retrained for the epochs validation chose; `no_refit`
-    says why `train.refit: true` could not be honoured.
+    `selects`: the head's L2 penalty is chosen on validation before the phase (`tlcli.training.selection`) and the
+    head starts from that exact fit; else `why_not_selected` says why not. `refits`: after the phase the head is
+    fitted again on train + validation: at the chosen penalty when it `selects`, else a pinned recipe retrained for
+    the epochs validation chose (`recipe_refit`); `why_not_refitted` says why `train.refit: true` could not be
+    honoured. `exact`: the phase is the exact fit itself (one "epoch"; `epochs: auto` with a selected head).
+    Applied by `tlcli.training.head_policy`.
     """
+
+    selects: bool = False
+    refits: bool = False
+    exact: bool = False
+    why_not_selected: str = ""
+    why_not_refitted: str = ""
+
+    @property
+    def recipe_refit(self) -> bool:
+        """A pinned recipe (no penalty chosen) retrained on train + validation."""
+        return self.refits and not self.selects
+
+    def unselected(self, why: str) -> HeadPolicy:
+        """The policy when the penalty could not be chosen after all: nothing selected, nothing refitted, `why`."""
+        return dataclasses.replace(self, selects=False, refits=False, exact=False, why_not_selected=why)
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """How one phase trains: on features at `cut`, or (cut None) the full model on images; it validates on features
+    at `val_cut` when set. `head`: the head policy (the first phase's; later phases keep the default)."""
 
     phase: Phase
     index: int
     cut: Cut | None
     val_cut: Cut | None
     why: str
-    select_head: bool = False
-    no_selection: str = ""
-    refit: bool = False
-    no_refit: str = ""
-    exact: bool = False  # the head is the exact fit itself (one "epoch"): `epochs: auto` with a selected head
+    head: HeadPolicy = HeadPolicy()
 
     def describe(self) -> str:
         how = "training on cached features" if self.cut else "training the full model on decoded images"
@@ -174,7 +193,8 @@ def plan_phases(
             elif 2 * train_images * option.feature_bytes > FIT_IN_MEMORY_MAX_BYTES:
                 cut, why = (
                     None,
-                    "the features of the images and their flipped copies would not fit in memory; validation uses cached features",
+                    "the features of the images and their flipped copies would not fit in memory; "
+                    "validation uses cached features",
                 )
             else:
                 why += f"; random flips ({flip}) pick each image's features or its flipped copy's"
@@ -184,8 +204,29 @@ def plan_phases(
 
 
 def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[PhasePlan]:
-    """Whether the first phase chooses the head's penalty on validation (and refits), and why not."""
+    """The first phase's head policy: whether it chooses the head's penalty on validation (and refits), and why not."""
     first = plans[0]
+    why_not = _why_not_selected(config, first)
+    if why_not:
+        no_refit = _no_recipe_refit(config, plans) if config.train.refit is True else ""
+        refits = config.train.refit is True and not no_refit
+        head = HeadPolicy(refits=refits, why_not_selected=why_not, why_not_refitted=no_refit)
+        plans[0] = dataclasses.replace(first, head=head)
+        return plans
+    exact = first.phase.auto  # the exact fit is the converged head: Adam epochs after it only fit the validation noise
+    phase = dataclasses.replace(first.phase, epochs=1) if exact else first.phase
+    why = (
+        f"{first.why.split('; epochs auto')[0]}; the head is fitted exactly at the penalty chosen on validation"
+        if exact
+        else first.why
+    )
+    head = HeadPolicy(selects=True, refits=config.train.refit is not False, exact=exact)
+    plans[0] = dataclasses.replace(first, phase=phase, why=why, head=head)
+    return plans
+
+
+def _why_not_selected(config: ExperimentConfig, first: PhasePlan) -> str:
+    """Why the first phase cannot choose the head's penalty ("" when it can)."""
     reasons = [
         (config.train.l2 != "auto", "train.l2 is set"),
         (
@@ -195,22 +236,7 @@ def _with_selection(config: ExperimentConfig, plans: list[PhasePlan]) -> list[Ph
         (bool(config.head.dense), "the head has hidden layers (head.dense)"),
         (config.train.label_smoothing > 0, "label smoothing is on"),
     ]
-    why_not = next((why for failed, why in reasons if failed), "")
-    if why_not:
-        no_refit = _no_recipe_refit(config, plans) if config.train.refit is True else ""
-        refit = config.train.refit is True and not no_refit
-        plans[0] = dataclasses.replace(first, no_selection=why_not, refit=refit, no_refit=no_refit)
-        return plans
-    refit = config.train.refit is not False
-    exact = first.phase.auto  # the exact fit is the converged head: Adam epochs after it only fit the validation noise
-    phase = dataclasses.replace(first.phase, epochs=1) if exact else first.phase
-    why = (
-        f"{first.why.split('; epochs auto')[0]}; the head is fitted exactly at the penalty chosen on validation"
-        if exact
-        else first.why
-    )
-    plans[0] = dataclasses.replace(first, phase=phase, why=why, select_head=True, refit=refit, exact=exact)
-    return plans
+    return next((why for failed, why in reasons if failed), "")
 
 
 def _no_recipe_refit(config: ExperimentConfig, plans: list[PhasePlan]) -> str:
@@ -226,15 +252,21 @@ def _no_recipe_refit(config: ExperimentConfig, plans: list[PhasePlan]) -> str:
 
 
 def unselect(config: ExperimentConfig, plan: PhasePlan, why: str) -> PhasePlan:
-    """The first phase's plan when its penalty could not be chosen after all: trained as the config says, `why` recorded."""
+    """The first phase's plan when its penalty could not be chosen after all: trained as the config says, `why`
+    recorded."""
     phase, _ = resolve_auto(phases_of(config)[0], plan.cut is not None)
-    return dataclasses.replace(plan, phase=phase, select_head=False, exact=False, refit=False, no_selection=why)
+    return dataclasses.replace(plan, phase=phase, head=plan.head.unselected(why))
 
 
 def plan_run(model, config: ExperimentConfig, train_images: int) -> list[PhasePlan]:
     """`plan_phases` over what this model allows."""
     phases = phases_of(config)
     return plan_phases(config, phases, cut_options(model, config, phases), train_images)
+
+
+def evaluation_cut(plans: list[PhasePlan]) -> Cut | None:
+    """Where the final weights are evaluated from: the last phase's cut, else its validation cut (None: images)."""
+    return plans[-1].cut or plans[-1].val_cut
 
 
 def extraction_cut(plans: list[PhasePlan]) -> Cut | None:

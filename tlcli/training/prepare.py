@@ -117,13 +117,7 @@ def prepare(
     reporter.info(f"data: {splits.describe()}")
     for warning in splits.warnings:
         reporter.warn(warning)
-    plan = plan_devices(
-        config.runtime.device,
-        config.runtime.mixed_precision,
-        visible_gpus(),
-        cluster_from_env(),
-        logical_cpus_from_env(),
-    )
+    plan = _device_plan(config)
     strategy = _apply_runtime(config, plan) if apply_runtime else None
     if strategy is not None:
         plan = dataclasses.replace(plan, replicas=int(strategy.num_replicas_in_sync))
@@ -135,6 +129,14 @@ def prepare(
     _check_built(prepared)
     reporter.info(f"device: {plan.describe()}")
     return prepared
+
+
+def _device_plan(config: ExperimentConfig) -> DevicePlan:
+    """Where the run trains: the config's device on what this machine (and the cluster, if any) has."""
+    runtime = config.runtime
+    return plan_devices(
+        runtime.device, runtime.mixed_precision, visible_gpus(), cluster_from_env(), logical_cpus_from_env()
+    )
 
 
 def _disk_cache(config: ExperimentConfig, reporter: Reporter) -> bool:
@@ -151,10 +153,12 @@ def _disk_cache(config: ExperimentConfig, reporter: Reporter) -> bool:
     if config.cache == "disk":
         raise ConfigError(
             "cache",
-            f"disk: the feature cache cannot be used ({problem}); point TLCLI_CACHE_DIR at a writable folder, or set cache: auto to train without it",
+            f"disk: the feature cache cannot be used ({problem}); point TLCLI_CACHE_DIR at a writable folder, "
+            "or set cache: auto to train without it",
         )
     reporter.warn(
-        f"the feature cache cannot be used ({problem}); features stay in memory for this run (set TLCLI_CACHE_DIR to a writable folder)"
+        f"the feature cache cannot be used ({problem}); features stay in memory for this run "
+        "(set TLCLI_CACHE_DIR to a writable folder)"
     )
     return False
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.images import ImageDecodeError, read_image_file
+from tlcli.data.prefetch import bounded_map
 from tlcli.data.splits import SPLITS, DataSplits
 from tlcli.errors import ConfigError, RunError
 from tlcli.runs.checkpoints import CheckpointState
@@ -36,7 +37,8 @@ def check_overrides(parsed: list[tuple[str, Any]], raw: dict, state: CheckpointS
         if key not in RESUMABLE_KEYS:
             raise ConfigError(
                 "--set",
-                f"{key} cannot change when resuming (only {', '.join(RESUMABLE_KEYS)}); to change it, start a new run: tlcli train {run_dir / 'config.yaml'} --set {key}=...",
+                f"{key} cannot change when resuming (only {', '.join(RESUMABLE_KEYS)}); to change it, "
+                f"start a new run: tlcli train {run_dir / 'config.yaml'} --set {key}=...",
             )
         phase = key.split(".")[0]
         if phase == "fine_tune" and not raw.get("fine_tune"):
@@ -69,7 +71,8 @@ def nothing_left(config: ExperimentConfig, state: CheckpointState) -> bool:
 
 
 def planned_epochs(config: ExperimentConfig, state: CheckpointState) -> int:
-    """The most epochs the checkpoint's phase may now run: its `epochs`, or for `auto` what the run planned, unless `max_epochs` was raised."""
+    """The most epochs the checkpoint's phase may now run: its `epochs`, or for `auto` what the run planned, unless
+    `max_epochs` was raised."""
     section = phase_section(config, state.phase)
     if section.epochs != "auto":
         return section.epochs
@@ -86,7 +89,8 @@ def check_same_splits(splits: DataSplits, run_dir: Path) -> None:
         now = sorted((s.relpath, splits.label_name(s.label)) for s in getattr(splits, split))
         if saved != now:
             raise RunError(
-                f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, or other files or labels); resuming would train on other data, start a new run"
+                f"{run_dir}: the {split} images changed since the run started ({len(saved)} then, {len(now)} now, "
+                "or other files or labels); resuming would train on other data, start a new run"
             )
 
 
@@ -98,8 +102,6 @@ def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> No
     """
     import hashlib
     import json
-
-    from tlcli.data.prefetch import bounded_map
 
     recorded = recorded_fingerprint(run_dir)
     if recorded is None:
@@ -125,5 +127,6 @@ def check_same_contents(splits: DataSplits, run_dir: Path, max_bytes: int) -> No
     fingerprint, version = recorded
     if dataset_fingerprint(rows, version) != fingerprint:
         raise RunError(
-            f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes or other labels); resuming would train on other data, start a new run"
+            f"{run_dir}: the contents of the images changed since the run started (same file names, other bytes or "
+            "other labels); resuming would train on other data, start a new run"
         )

@@ -25,9 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from tlcli.features.cut import Cut
+from tlcli.modeling import layers as names
+from tlcli.modeling.build import set_head_regularisation
+from tlcli.training.compile import Objective
+from tlcli.training.phases import HeadPolicy
+
 # C as scikit-learn spells it: the inverse of the penalty. The head's Keras penalty is l2 = 1 / (2 C n).
 PENALTY_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 PROBE_MAX_ITER = 5000
+POOL = Cut("pool")  # the probe's features: the base's pooled output, the head's input
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,8 @@ class ProbeFit:
 
 @dataclass
 class HeadSelection:
-    """The grid's figures, what was chosen, and what the run did with it (recorded in selection.json and metrics.json)."""
+    """The grid's figures, what was chosen, and what the run did with it (recorded in selection.json and
+    metrics.json)."""
 
     grid: list[ProbeFit]
     chosen: ProbeFit
@@ -119,7 +127,8 @@ def fit_probe(
     class_weight: dict[int, float] | None = None,
     alpha: list[float] | None = None,
 ) -> Probe:
-    """The linear head fitted exactly at penalty C: single-label `y` (n,) with Keras-style class weights, multi-label `y` (n, k) with each class's positive weight `alpha`."""
+    """The linear head fitted exactly at penalty C: single-label `y` (n,) with Keras-style class weights,
+    multi-label `y` (n, k) with each class's positive weight `alpha`."""
     from sklearn.linear_model import LogisticRegression
 
     if y.ndim == 1:
@@ -139,7 +148,8 @@ def fit_probe(
 
 
 def score(probabilities: np.ndarray, y: np.ndarray, alpha: list[float] | None = None) -> dict[str, float]:
-    """Loss (the head's loss: cross-entropy, multi-label weighted by `alpha` as the Keras loss is) and accuracy; mAP for multi-label."""
+    """Loss (the head's loss: cross-entropy, multi-label weighted by `alpha` as the Keras loss is) and accuracy;
+    mAP for multi-label."""
     from sklearn.metrics import average_precision_score, log_loss
 
     if y.ndim == 1:
@@ -226,7 +236,8 @@ def head_penalty(fit: ProbeFit, num_classes: int, binary: bool, multi_label: boo
     """The Keras penalty that makes the head's objective the probe's.
 
     A two-class softmax splits the probe's weights in halves (see `warm_start`);
-    a multi-label head's loss is the mean over its k classes of each class's probe loss, so its penalty is 1/k of each probe's.
+    a multi-label head's loss is the mean over its k classes of each class's probe loss, so its penalty is 1/k of
+    each probe's.
     """
     if multi_label:
         return fit.l2 / num_classes
@@ -234,29 +245,25 @@ def head_penalty(fit: ProbeFit, num_classes: int, binary: bool, multi_label: boo
 
 
 def probe_splits(inputs, fresh: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(pooled features, labels) of every split the probe uses (`fresh`: with the model's current weights, after fine-tuning)."""
-    from tlcli.features.cut import Cut
-
-    pool = Cut("pool")
+    """(pooled features, labels) of every split the probe uses (`fresh`: with the model's current weights, after
+    fine-tuning)."""
     return {
-        split: (inputs.features(pool, split, fresh=fresh), inputs.sets[split].labels)
-        for split in ("train", "val", "test")
-        if split in inputs.sets and len(inputs.sets[split])
+        split: (inputs.features(POOL, split, fresh=fresh), kept.labels)
+        for split, kept in inputs.splits.items()
+        if len(kept)
     }
 
 
-def choose_head(inputs, plan, class_weight: dict[int, float] | None, alpha: list[float] | None = None) -> HeadSelection:
-    """The probe's fits; when the plan selects the head, its penalty and starting weights go into the model."""
-    from tlcli.modeling import layers as names
-    from tlcli.modeling.build import set_head_regularisation
-
+def choose_head(inputs, head: HeadPolicy, objective: Objective) -> HeadSelection:
+    """The probe's fits; when the head policy selects the head, its penalty and starting weights go into the model."""
     data = probe_splits(inputs)
     (train_x, train_y), (val_x, val_y) = data["train"], data["val"]
-    selection = fit_probes(train_x, train_y, val_x, val_y, inputs.num_classes, class_weight, alpha=alpha)
+    weights, alpha = objective.class_weight, objective.alpha
+    selection = fit_probes(train_x, train_y, val_x, val_y, inputs.num_classes, weights, alpha=alpha)
     if "test" in data:
         selection.test_accuracy = probe_accuracy(selection.models[selection.chosen.C], *data["test"])
-    if not plan.select_head:
-        selection.why = plan.no_selection
+    if not head.selects:
+        selection.why = head.why_not_selected
         return selection
     model, config = inputs.model, inputs.config
     try:
@@ -269,26 +276,22 @@ def choose_head(inputs, plan, class_weight: dict[int, float] | None, alpha: list
         head_penalty(selection.chosen, inputs.num_classes, inputs.binary, config.multi_label),
         0.0 if config.head.dropout == "auto" else None,
     )
-    selection.selected, selection.refit = True, plan.refit
-    selection.why = f"penalty C={selection.chosen.C:g} (lowest validation loss of {len(selection.grid)} exact fits); the head starts from that fit"
+    selection.selected, selection.refit = True, head.refits
+    selection.why = (
+        f"penalty C={selection.chosen.C:g} (lowest validation loss of {len(selection.grid)} exact fits); "
+        "the head starts from that fit"
+    )
     return selection
 
 
-def refit_head(
-    inputs,
-    selection: HeadSelection,
-    class_weight: dict[int, float] | None,
-    fresh: bool = False,
-    alpha: list[float] | None = None,
-) -> None:
+def refit_head(inputs, selection: HeadSelection, objective: Objective, fresh: bool = False) -> None:
     """The chosen penalty fitted again on train + validation; the head takes that solution (scikit-learn's refit=True).
 
     `fresh`: on the features of the base as it is now (fine-tuning changed it since the penalty was chosen).
     """
-    from tlcli.modeling import layers as names
-
     data = probe_splits(inputs, fresh=fresh)
     x = np.concatenate([data["train"][0], data["val"][0]])
     y = np.concatenate([data["train"][1], data["val"][1]])
-    probe = fit_probe(x, y, selection.chosen.C, inputs.num_classes, class_weight, alpha)  # scikit-learn's refit=True
+    weights, alpha = objective.class_weight, objective.alpha
+    probe = fit_probe(x, y, selection.chosen.C, inputs.num_classes, weights, alpha)  # scikit-learn's refit=True
     warm_start(inputs.model.get_layer(names.OUTPUT), probe, inputs.binary)

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
-from tlcli.data.batches import ArrayBatches, class_weights, encode_targets, positive_weights
+from tlcli.data.batches import ArrayBatches, class_weights, encode_targets, positive_weights, steps_per_epoch
 from tlcli.errors import TrainingError
 from tlcli.features.cut import Cut, trainable_part
 from tlcli.modeling import layers as names
 from tlcli.modeling.build import head_layers
 from tlcli.progress import Reporter
 from tlcli.training.api import train
-from tlcli.training.compile import make_loss, make_metrics, make_optimizer
+from tlcli.training.compile import Objective, make_optimizer
 from tlcli.training.fit_in_memory import fit_in_memory
 from tlcli.training.phases import phases_of, resolve_auto
 from tlcli.training.prepare import Prepared
@@ -203,7 +203,7 @@ class HeadTrials:
         choose."""
         if self._penalty is False:
             config, inputs = self.prepared.config, self.inputs
-            names_, labels = self.prepared.splits.class_names, inputs.sets["train"].labels
+            names_, labels = self.prepared.splits.class_names, inputs.splits.train.labels
             weights = class_weights(labels, inputs.num_classes, config.train.class_weight, names_)
             alpha = positive_weights(labels, config.train.class_weight, names_)
             try:
@@ -211,7 +211,7 @@ class HeadTrials:
                     self.train_x,
                     labels,
                     self.val_x,
-                    inputs.sets["val"].labels,
+                    inputs.splits.val.labels,
                     inputs.num_classes,
                     weights,
                     alpha=alpha,
@@ -230,15 +230,15 @@ class HeadTrials:
                 trial,
                 config,
                 metric,
-                (self.train_x, inputs.sets["train"].labels),
-                (self.val_x, inputs.sets["val"].labels),
+                (self.train_x, inputs.splits.train.labels),
+                (self.val_x, inputs.splits.val.labels),
                 self.flipped,
             )
             return TrialOutcome(
                 float(kept[metric]), epochs, {k: v for k, v in kept.items() if k.startswith("val_") or k == "epoch"}
             )
         x = np.concatenate([self.train_x, self.val_x])
-        y = np.concatenate([inputs.sets["train"].labels, inputs.sets["val"].labels])
+        y = np.concatenate([inputs.splits.train.labels, inputs.splits.val.labels])
         folds = [
             self._fit(trial if index == 0 else None, config, metric, (x[fit], y[fit]), (x[held], y[held]))
             for index, (fit, held) in enumerate(self.splits(y, config.seed))
@@ -276,8 +276,7 @@ class HeadTrials:
         n = self.inputs.num_classes
         binary = config.head.activation == "sigmoid" and not config.multi_label
         names_ = self.prepared.splits.class_names
-        weights = class_weights(labels, n, config.train.class_weight, names_)
-        alpha = positive_weights(labels, config.train.class_weight, names_)
+        objective = Objective.for_labels(config, labels, names_)
         phase, _ = resolve_auto(phases_of(config)[0], on_features=True)
         with self.prepared.scope():
             x = keras.Input(self.feature_shape)
@@ -290,13 +289,10 @@ class HeadTrials:
                 ),
                 POOL,
             )
-            steps = -(-len(labels) // config.data.batch_size)
-            part.compile(
-                optimizer=make_optimizer(phase, steps), loss=make_loss(config, alpha), metrics=make_metrics(config, n)
-            )
+            objective.compile(part, make_optimizer(phase, steps_per_epoch(len(labels), config.data.batch_size)))
             targets = encode_targets(val_labels, n, binary)
             callbacks: list[Any] = [
-                fast_validation(part, val_x, np.asarray(targets), make_loss(config, alpha), make_metrics(config, n))
+                fast_validation(part, val_x, np.asarray(targets), objective.loss(), objective.metrics())
             ]
             keeper = BestWeights(config.best_monitor, phase.name, 0)
             callbacks.append(keeper)
@@ -328,7 +324,7 @@ class HeadTrials:
                 flip_layer=flip_layer,
             )
             try:
-                fit_in_memory(part, data, epochs=phase.epochs, class_weight=weights, callbacks=callbacks)
+                fit_in_memory(part, data, epochs=phase.epochs, class_weight=objective.class_weight, callbacks=callbacks)
             finally:
                 if reports is not None:
                     reports.close()

@@ -1,0 +1,90 @@
+"""The typed records training's steps hand each other: the splits, a phase's outcome, the run's timings."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Splits(Generic[S]):
+    """One value per split of a run: train, val, and test when the run has a test split (else None)."""
+
+    train: S
+    val: S
+    test: S | None = None
+
+    @classmethod
+    def of(cls, sets: Mapping[str, S]) -> Splits[S]:
+        """From a mapping keyed by split name (as the single pass builds it)."""
+        return sets if isinstance(sets, Splits) else cls(**sets)
+
+    def get(self, split: str) -> S | None:
+        """The value of the split named `split` (None: a test split the run does not have)."""
+        return getattr(self, split)
+
+    def items(self) -> list[tuple[str, S]]:
+        """(name, value) of the splits the run has, in the order train, val, test."""
+        present = [("train", self.train), ("val", self.val)]
+        return present + ([("test", self.test)] if self.test is not None else [])
+
+    def as_dict(self) -> dict[str, S]:
+        return dict(self.items())
+
+    @property
+    def has_test(self) -> bool:
+        """A test split with at least one kept image."""
+        return self.test is not None and len(self.test) > 0  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """How a phase ended: the figures of the weights it started from (empty when it does not roll back), its best
+    epoch, and which of the two it kept ("start" or "best"); recorded per phase in metrics.json."""
+
+    start: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    kept: str = "best"
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.best.get("epoch", 0))
+
+    @property
+    def added_epochs(self) -> int:
+        """Epochs the kept weights added to the phase's start (0 when it kept its start or had none)."""
+        if self.kept != "best" or not self.start:
+            return 0
+        return self.best_epoch - int(self.start.get("epoch", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "best": self.best, "kept": self.kept}
+
+
+class Timings:
+    """The seconds each step of a run took, in the order the steps ran (metrics.json's `timings_s`)."""
+
+    def __init__(self, **seconds: float):
+        self._seconds: dict[str, float] = {name: round(value, 3) for name, value in seconds.items()}
+
+    def record(self, name: str, started: float) -> None:
+        """`name` took the time since `started` (a `time.perf_counter()` reading)."""
+        self._seconds[name] = round(time.perf_counter() - started, 3)
+
+    @contextlib.contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        """Time the block as `name` (recorded when the block ends normally)."""
+        started = time.perf_counter()
+        yield
+        self.record(name, started)
+
+    def get(self, name: str) -> float | None:
+        return self._seconds.get(name)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self._seconds)
