@@ -8,7 +8,7 @@ from rich.table import Table
 from tlcli.cli import Debug, Json, _print_json, app, command, stdout
 
 cache_app = typer.Typer(
-    help="The frozen-feature cache ($TLCLI_CACHE_DIR, default ~/.cache/tlcli).", no_args_is_help=True
+    help=f"The frozen-feature cache (${CACHE_DIR.name}, default ~/.cache/tlcli).", no_args_is_help=True
 )
 app.add_typer(cache_app, name="cache")
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tlcli.config.search import TuneConfig, check_tune
+from tlcli.settings import CACHE_DIR
 
 Trainable = Union[Literal["auto", "none", "all"], int, str]
 Unfreeze = Union[Literal["all"], int, str]
@@ -473,7 +474,7 @@ class ExperimentConfig(_Section):
     )
     cache: Literal["auto", "disk", "memory", "off"] = Field(
         "auto",
-        description="Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`; if that folder cannot be used, one warning and the features stay in memory); `disk` the same, but an unusable cache folder is an error (exit 2) before anything starts; `memory` never uses the disk cache; `off` trains the full model on decoded images every epoch.",
+        description=f"Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N layers) and unaugmented on features computed once and cached on disk (`${CACHE_DIR.name}`; if that folder cannot be used, one warning and the features stay in memory); `disk` the same, but an unusable cache folder is an error (exit 2) before anything starts; `memory` never uses the disk cache; `off` trains the full model on decoded images every epoch.",
     )
 
     @field_validator("name")

@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from tlcli.settings import MPLBACKEND, child_environment
+
 if TYPE_CHECKING:
     from tlcli.evaluation.training_report import ReportJob
 
@@ -47,6 +49,7 @@ class ReportWorker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
+                env=child_environment(defaults={MPLBACKEND: "Agg"}),
             )
         except OSError as exc:
             log.debug("report worker not started (%s)", exc)
@@ -126,7 +129,6 @@ def main() -> int:
     """The worker's side: import what the report needs, wait for one job, write the report, reply."""
     import os
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
     import sklearn.metrics  # noqa: F401  (imported now, while the parent loads TensorFlow)
 
     from tlcli.evaluation.training_report import write_report_files

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -27,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
+from tlcli.settings import CLUSTER_DIR, TF_CONFIG, child_environment, cluster_dir
 
-CLUSTER_DIR_ENV = "TLCLI_CLUSTER_DIR"  # where the chief tells the launcher its run folder
 GRACE_S = 5.0  # how long workers get to end on their own once one has gone, before they are killed
 POLL_S = 0.2
 
@@ -93,7 +92,7 @@ def free_ports(count: int) -> list[int]:
 
 def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> None:
     spec = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
-    env = {**os.environ, "TF_CONFIG": json.dumps(spec), CLUSTER_DIR_ENV: str(cluster.folder)}
+    env = child_environment({TF_CONFIG: json.dumps(spec), CLUSTER_DIR: str(cluster.folder)})
     command = [sys.executable, "-m", "tlcli", *args]
     if index == 0:  # the chief speaks for the cluster: its progress and summary are this command's
         cluster.processes.append(subprocess.Popen(command, env=env, preexec_fn=_end_with_parent))
@@ -224,7 +223,7 @@ def _tail(log: Path) -> str:
 
 def tell_launcher(run_dir: Path) -> None:
     """The chief names its run folder to the launcher that started it (if one did)."""
-    folder = os.environ.get(CLUSTER_DIR_ENV)
+    folder = cluster_dir()  # where the chief tells the launcher its run folder
     if folder and Path(folder).is_dir():
         with contextlib.suppress(OSError):
             (Path(folder) / "run_dir").write_text(str(Path(run_dir).absolute()))

@@ -18,7 +18,6 @@ and again when it ends.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tlcli.config.loading import dump_config, read_yaml
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError
 from tlcli.runs.atomic import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from tlcli.settings import MPLBACKEND, scoped
 
 TUNE_RECORD = "tune.json"
 DEFAULT_STORAGE = "study.db"
@@ -103,11 +103,11 @@ def write_best(tune_dir: Path, config: ExperimentConfig) -> Path:
 
 def write_plots(tune_dir: Path, study) -> dict[str, str]:
     """Optuna's optimisation history and parameter importances (matplotlib), or why a plot was skipped."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
     import warnings
 
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
+    with scoped({MPLBACKEND: "Agg"}):  # matplotlib reads it when it is first imported
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as plots
 
     done: dict[str, str] = {}
     for name, drawing in (
