@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Columns, Debug, Json, Quiet, _error, _print_json, _reporter, app, command, parse_columns, stdout
+from tlcli.cli import Columns, Debug, Json, Quiet, app, command, output, parse_columns
 from tlcli.config.schema import DEFAULT_MAX_FILE_MB
+from tlcli.data.problems import check_dataset
+from tlcli.errors import UserError
 
 SHOWN = 20  # files listed per section in the table view; --json has them all
 
@@ -64,8 +66,6 @@ def check_command(
 
     Exit 0: clean. 4: problems (unreadable files, duplicates, leakage). 2: unusable.
     """
-    from tlcli.data.problems import check_dataset
-    from tlcli.errors import UserError
 
     if (data_dir is None) == (manifest is None):
         raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
@@ -91,17 +91,17 @@ def check_command(
         data_dir,
         val_split=val_split,
         use_cache=not no_cache,
-        reporter=_reporter(quiet or json_output, json_output),
+        reporter=output().reporter(silent=json_output),
         max_file_mb=max_file_mb,
         columns=parse_columns(column),
         labels=labels,
     )
     if json_output:
-        _print_json(report.to_dict())
+        output().print_json(report.to_dict())
     elif not quiet:
         _print_report(report)
     if report.unusable:
-        _error(f"{data_dir}: {report.unusable}")
+        output().error(f"{data_dir}: {report.unusable}")
     raise typer.Exit(report.exit_code)
 
 
@@ -127,11 +127,11 @@ def _print_report(report) -> None:
     for name in report.classes:
         table.add_row(name, *(str(report.counts[split][name]) for split in report.counts))
     table.add_row("files listed", *(str(report.listed[split]) for split in report.counts), style="dim")
-    stdout.print(table)
+    output().stdout.print(table)
     for split, source in report.sources.items():
-        stdout.print(f"  {split}: {source}", highlight=False)
+        output().stdout.print(f"  {split}: {source}", highlight=False)
     if report.imbalance_ratio is not None:
-        stdout.print(
+        output().stdout.print(
             f"imbalance ratio (largest / smallest training class): {report.imbalance_ratio:g}", highlight=False
         )
 
@@ -175,20 +175,20 @@ def _print_report(report) -> None:
     for title, lines, style in sections:
         if not lines:
             continue
-        stdout.print(f"\n[bold{' ' + style if style else ''}]{title}[/] ({len(lines)})")
+        output().stdout.print(f"\n[bold{' ' + style if style else ''}]{title}[/] ({len(lines)})")
         for line in lines[:SHOWN]:
-            stdout.print(f"  {line}", highlight=False, markup=False)
+            output().stdout.print(f"  {line}", highlight=False, markup=False)
         if len(lines) > SHOWN:
-            stdout.print(f"  ... and {len(lines) - SHOWN} more (--json lists all)", highlight=False)
+            output().stdout.print(f"  ... and {len(lines) - SHOWN} more (--json lists all)", highlight=False)
     cache = report.cache
-    stdout.print(
+    output().stdout.print(
         f"\n{cache.get('decoded', 0)} files decoded, {cache.get('cached', 0)} from the screening cache",
         highlight=False,
         style="dim",
     )
     if report.unusable:
-        stdout.print(f"[bold red]unusable:[/] {report.unusable}", highlight=False)
+        output().stdout.print(f"[bold red]unusable:[/] {report.unusable}", highlight=False)
     elif problems.count:
-        stdout.print(f"[bold yellow]problems:[/] {problems.summary()}", highlight=False)
+        output().stdout.print(f"[bold yellow]problems:[/] {problems.summary()}", highlight=False)
     else:
-        stdout.print("[bold green]clean:[/] no problems found", highlight=False)
+        output().stdout.print("[bold green]clean:[/] no problems found", highlight=False)

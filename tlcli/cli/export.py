@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, _print_json, _reporter, app, command, stdout
+from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, app, command, output
+from tlcli.errors import UserError
+from tlcli.export.api import DEFAULT_PARITY_IMAGES, export_run, verify_export
+from tlcli.export.formats import parse_formats, parse_gate_overrides
 
 GateOption = Optional[list[str]]
 
@@ -77,8 +80,6 @@ def export(
     debug: Debug = False,
 ) -> None:
     """Export a run's model (SavedModel, TFLite, ONNX), each artifact checked against Keras on the validation images (exit 3 when a gate fails)."""
-    from tlcli.errors import UserError
-    from tlcli.export.formats import parse_formats, parse_gate_overrides
 
     if run_dir is None and verify is None:
         raise UserError("tlcli export: give RUN_DIR (a completed run), or --verify EXPORT_DIR")
@@ -87,9 +88,8 @@ def export(
     chosen = parse_formats(formats) if formats or verify is None else None
     gates = parse_gate_overrides(min_agreement or [], max_difference or [], max_accuracy_drop or [])
     _import_tensorflow(debug)
-    from tlcli.export.api import DEFAULT_PARITY_IMAGES, export_run, verify_export
 
-    reporter = _reporter(quiet or json_output, json_output)
+    reporter = output().reporter(silent=json_output)
     if verify is not None:
         result = verify_export(
             verify, run_dir=run_dir, formats=chosen, gates=gates, parity_images=parity_images, reporter=reporter
@@ -105,7 +105,7 @@ def export(
             reporter=reporter,
         )
     if json_output:
-        _print_json(result.to_dict())
+        output().print_json(result.to_dict())
     elif not quiet:
         print_export(result)
     result.raise_for_gates()
@@ -137,9 +137,9 @@ def print_export(result) -> None:
             "pass" if entry.passed else "FAIL",
             style=None if entry.passed else "red",
         )
-    stdout.print(table)
+    output().stdout.print(table)
     for line in result.problems:
-        stdout.print(f"FAIL: {line}", style="red", highlight=False)
+        output().stdout.print(f"FAIL: {line}", style="red", highlight=False)
 
 
 def _size(count: int) -> str:

@@ -8,21 +8,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import (
-    Debug,
-    Json,
-    Quiet,
-    RunsDir,
-    Sets,
-    _import_tensorflow,
-    _print_json,
-    _reporter,
-    app,
-    command,
-    fail,
-    stderr,
-    stdout,
-)
+from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _import_tensorflow, app, command, fail, output
+from tlcli.config.loading import load_config
+from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
+from tlcli.tracking import TrackingRequest
+from tlcli.tuning import resume_tune, tune
+from tlcli.tuning.api import _require_optuna
 from tlcli.tuning.study import StudyProgress
 
 
@@ -125,7 +116,6 @@ def tune_command(
     debug: Debug = False,
 ) -> None:
     """Search CONFIG's tune.space with Optuna (trial 0 is CONFIG as written) into runs/<stamp>-<name>-tune/, or continue one (--resume)."""
-    from tlcli.errors import EXIT_INTERRUPTED, Interrupted, UserError
 
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a study, or --resume TUNE_DIR to continue one (not both)")
@@ -139,15 +129,12 @@ def tune_command(
         raise UserError(f"--timeout: expected seconds > 0, got {timeout}")
     if config is not None:
         _check_config(config, set_ or [])  # exit 2 on a bad tune: section before TensorFlow loads
-    from tlcli.tuning.api import _require_optuna
 
     _require_optuna()
     _import_tensorflow(debug)
-    from tlcli.tracking import TrackingRequest
-    from tlcli.tuning import resume_tune, tune
 
-    reporter = _reporter(quiet, json_output)
-    progress = StudyProgress() if quiet else RichStudyProgress(stderr)
+    reporter = output().reporter()
+    progress = StudyProgress() if quiet else RichStudyProgress(output().stderr)
     tracking = TrackingRequest(mlflow_uri=mlflow) if mlflow is not None else None
     try:
         if resume is not None:
@@ -178,16 +165,14 @@ def tune_command(
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
-        fail(str(exc), EXIT_INTERRUPTED, json_output, extra={"tune_dir": str(exc.run_dir)})
+        fail(str(exc), EXIT_INTERRUPTED, extra={"tune_dir": str(exc.run_dir)})
     if json_output:
-        _print_json(result.to_dict())
+        output().print_json(result.to_dict())
     elif not quiet:
         _print_summary(result)
 
 
 def _check_config(config: Path, overrides: list[str]) -> None:
-    from tlcli.config.loading import load_config
-    from tlcli.errors import ConfigError
 
     if load_config(config, overrides).tune is None:
         raise ConfigError("tune", f'{config} has no tune: section; add tune.space (see README "Tuning")')
@@ -233,4 +218,4 @@ def _print_summary(result) -> None:
             f"{result.train_best.run_dir}: "
             + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("accuracy", "map"))),
         )
-    stdout.print(table)
+    output().stdout.print(table)
