@@ -19,6 +19,7 @@ RANK = {
     "tlcli.system": 0,
     "tlcli.version": 0,
     "tlcli.progress": 0,
+    "tlcli.settings": 0,
     "tlcli.config": 1,
     "tlcli.data": 2,
     "tlcli.runs": 3,

@@ -45,7 +45,7 @@ TrainConfig = Annotated[Optional[Path], typer.Argument(help="Experiment YAML fil
 
 
 @app.command()
-@command(flags={"run_dir": "--resume"})
+@command(flags={"run_dir": "--resume", "tracking.strict": "--strict-tracking"})
 @with_options(TRAIN_OPTIONS, config=TrainConfig)
 def train(**values: Any) -> None:
     """Train a model from CONFIG into a new run folder, or resume one (--resume RUN_DIR)."""

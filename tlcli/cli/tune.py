@@ -66,7 +66,7 @@ class RichStudyProgress(StudyProgress):
 
 
 @app.command("tune")
-@command
+@command(flags={"tune_dir": "--resume"})
 def tune_command(
     config: Annotated[
         Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")

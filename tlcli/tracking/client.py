@@ -141,7 +141,7 @@ def check_reachable(settings: TrackingSettings) -> None:
     tracker.call("search_experiments", max_results=1)
     if tracker.failed is not None:
         raise UserError(
-            f"--strict-tracking: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})"
+            f"tracking.strict: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})"
         )
 
 

@@ -53,7 +53,7 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
     """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module docstring)."""
     if workers < 2:
         raise UserError(
-            f"--workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
+            f"workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
         )
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="tlcli-cluster-")))
     ports = free_ports(workers)

@@ -48,10 +48,10 @@ def read_record(tune_dir: Path) -> dict[str, Any]:
     """
     path = tune_dir / TUNE_RECORD
     if not tune_dir.is_dir():
-        raise RunError(f"--resume: {tune_dir}: tune folder not found")
+        raise RunError(f"tune_dir: {tune_dir}: tune folder not found")
     if not path.is_file() or not (tune_dir / "config.yaml").is_file():
         raise RunError(
-            f"--resume: {tune_dir} is not a tune folder (no tune.json and config.yaml); start a study with tlcli tune CONFIG"
+            f"tune_dir: {tune_dir} is not a tune folder (no tune.json and config.yaml); start a study with tlcli tune CONFIG"
         )
     try:
         record = read_json(path)
