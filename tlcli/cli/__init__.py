@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -25,6 +26,7 @@ import typer
 from tlcli import settings
 from tlcli.cli.printing import Output, invocation, output
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, TlcliError, UserError
+from tlcli.system import native_stderr_silenced
 from tlcli.training.options import DEBUG, JSON, QUIET, RUNS_DIR, SET, TrainOption
 
 app = typer.Typer(
@@ -167,15 +169,16 @@ class _LazyFlags(Mapping[str, str]):
 
 
 def option_flags(function: Callable) -> dict[str, str]:
-    """Each Typer option of `function`, its Python name -> its first long flag (`runs_dir` -> `--runs-dir`)."""
+    """Each Typer option of `function`, its Python name -> its first long flag (`runs_dir` -> `--runs-dir`; Typer's
+    own `--name-like-this` for an option declared without flags)."""
     flags = {}
     for name, parameter in inspect.signature(function, eval_str=True).parameters.items():
         for info in getattr(parameter.annotation, "__metadata__", ()):
             if isinstance(info, typer.models.OptionInfo):
                 declared = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str)]
                 long = [d for d in declared if d.startswith("--")]
-                if long:
-                    flags[name] = long[0]
+                named = any(d.startswith("-") for d in declared)
+                flags[name] = long[0] if long else f"--{name.replace('_', '-')}" if not named else name
     return flags
 
 
@@ -236,8 +239,6 @@ def _import_tensorflow(debug: bool) -> None:
     if debug:
         import_keras()
         return
-    from tlcli.system import native_stderr_silenced
-
     with native_stderr_silenced():
         import_keras()
 
@@ -268,8 +269,6 @@ COMMAND_MODULES = ("train", "tune", "evaluate", "predict", "export", "check", "r
 
 
 def _register_commands() -> None:
-    import importlib
-
     for name in COMMAND_MODULES:
         importlib.import_module(f"tlcli.cli.{name}")  # each registers its commands on `app`
 

@@ -20,7 +20,6 @@ app.add_typer(cache_app, name="cache")
 @command
 def cache_info(json_output: Json = False, debug: Debug = False) -> None:
     """Show where the cache is, its size and cap, and what it holds."""
-
     entries = cache_entries()
     facts = {
         "folder": str(cache_root()),
@@ -42,7 +41,8 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
         output().print_json(facts)
         return
     output().stdout.print(
-        f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, {len(entries)} model key(s)",
+        f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, "
+        f"{len(entries)} model key(s)",
         highlight=False,
     )
     if entries:
@@ -65,6 +65,5 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
 @command
 def cache_clear(debug: Debug = False) -> None:
     """Delete every cached feature (runs are not touched)."""
-
     freed = clear_cache()
     output().stdout.print(f"cleared {cache_root() / 'features'} ({freed / 1e6:.1f} MB)", highlight=False)

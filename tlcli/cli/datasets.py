@@ -24,7 +24,6 @@ def datasets_digits(
     debug: Debug = False,
 ) -> None:
     """Export scikit-learn's bundled digits as class folders: source = 0-4, target = 5-9."""
-
     counts = export_digits(out_dir, target_train_per_class)
     for task, splits in counts.items():
         output().stdout.print(

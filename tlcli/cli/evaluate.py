@@ -24,7 +24,8 @@ def evaluate(
         Optional[Path],
         typer.Option(
             "--model",
-            help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) instead of its model.keras.",
+            help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) "
+            "instead of its model.keras.",
         ),
     ] = None,
     data: Annotated[

@@ -33,7 +33,8 @@ def predict(
         Optional[Path],
         typer.Option(
             "--model",
-            help="Predict with an exported artifact instead (a SavedModel folder, .tflite or .onnx file; see `tlcli export`).",
+            help="Predict with an exported artifact instead "
+            "(a SavedModel folder, .tflite or .onnx file; see `tlcli export`).",
         ),
     ] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")] = Path("runs"),
@@ -43,7 +44,8 @@ def predict(
         typer.Option(
             "--format",
             "-f",
-            help="table, json, jsonl or csv (default: table on a terminal, else jsonl; with -o, from the file's suffix).",
+            help="table, json, jsonl or csv "
+            "(default: table on a terminal, else jsonl; with -o, from the file's suffix).",
         ),
     ] = None,
     output_file: Annotated[
@@ -55,13 +57,13 @@ def predict(
     debug: Debug = False,
 ) -> None:
     """Predict the labels of IMAGES with a run's model, or an exported one (exit 4 when some files cannot be read)."""
-
     fmt = output_format or _default_format(output_file)
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if model is not None and run is not None:
         raise UserError(
-            "--model and --run exclude each other: --model predicts with an exported artifact, --run with a run's model.keras"
+            "--model and --run exclude each other: "
+            "--model predicts with an exported artifact, --run with a run's model.keras"
         )
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)

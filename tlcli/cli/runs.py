@@ -23,7 +23,6 @@ def runs_command(
     debug: Debug = False,
 ) -> None:
     """List the runs in the runs folder (and, after them, its studies: `tlcli tune` folders)."""
-
     summaries = list_runs(runs_dir)
     if json_output:
         output().print_json([s.to_dict() for s in summaries])

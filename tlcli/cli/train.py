@@ -153,7 +153,6 @@ def validate(
     debug: Debug = False,
 ) -> None:
     """Check CONFIG, its data folders and its base without training."""
-
     validation = _validated(config, set_ or [], runs_dir, debug)
     if json_output:
         output().print_json(validation.to_dict(str(config)))
@@ -167,7 +166,6 @@ def validate(
 
 def _validated(config: Path, overrides: list[str], runs_dir: Path | None, debug: bool):
     """`tlcli.validate` on a config file, every schema problem printed (one line each) before the first is raised."""
-
     _import_tensorflow(debug)
     raw = read_yaml(config)
     for override in overrides:
@@ -192,7 +190,6 @@ def layers(
     debug: Debug = False,
 ) -> None:
     """Print the base's layers in Keras order (for base.trainable and fine_tune.unfreeze)."""
-
     validation = _validated(config, set_ or [], runs_dir, debug)
     base_layers = validation.model.get_layer(names.BASE).layers
     table = Table(title=f"{validation.base}: {len(base_layers)} layers")
@@ -213,7 +210,6 @@ def layers(
 @command
 def bases(debug: Debug = False) -> None:
     """List the base model names a config can use."""
-
     table = Table(title="bases")
     table.add_column("name")
     table.add_column("preprocessing")
@@ -226,5 +222,4 @@ def bases(debug: Debug = False) -> None:
 @command
 def config_reference(debug: Debug = False) -> None:
     """Print every config key with its default, as a Markdown table."""
-
     sys.stdout.write(reference_markdown())

@@ -65,57 +65,65 @@ class RichStudyProgress(StudyProgress):
         self._progress = None
 
 
+TuneConfig = Annotated[
+    Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")
+]
+TuneResume = Annotated[
+    Optional[Path],
+    typer.Option("--resume", help="Continue the study of TUNE_DIR (a runs/<stamp>-<name>-tune/ folder)."),
+]
+Trials = Annotated[
+    Optional[int],
+    typer.Option("--trials", help="The study's total of finished trials, over every process (default tune.trials)."),
+]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Start no trial after this many seconds.")]
+Storage = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH "
+        "(default: study.db in the tune folder).",
+    ),
+]
+Study = Annotated[
+    Optional[str],
+    typer.Option(
+        "--study", help="The study's name in the storage (default: the config's name); an existing study is joined."
+    ),
+]
+TrainBest = Annotated[bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")]
+TuneMlflow = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mlflow",
+        flag_value="",
+        metavar="[URI]",
+        help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI "
+        "(alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); "
+        "also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI.",
+    ),
+]
+
+
 @app.command("tune")
 @command(flags={"tune_dir": "--resume"})
 def tune_command(
-    config: Annotated[
-        Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")
-    ] = None,
-    resume: Annotated[
-        Optional[Path],
-        typer.Option("--resume", help="Continue the study of TUNE_DIR (a runs/<stamp>-<name>-tune/ folder)."),
-    ] = None,
-    trials: Annotated[
-        Optional[int],
-        typer.Option(
-            "--trials", help="The study's total of finished trials, over every process (default tune.trials)."
-        ),
-    ] = None,
-    timeout: Annotated[
-        Optional[float], typer.Option("--timeout", help="Start no trial after this many seconds.")
-    ] = None,
-    storage: Annotated[
-        Optional[str],
-        typer.Option(
-            "--storage",
-            help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH (default: study.db in the tune folder).",
-        ),
-    ] = None,
-    study: Annotated[
-        Optional[str],
-        typer.Option(
-            "--study", help="The study's name in the storage (default: the config's name); an existing study is joined."
-        ),
-    ] = None,
-    train_best: Annotated[
-        bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")
-    ] = False,
-    mlflow: Annotated[
-        Optional[str],
-        typer.Option(
-            "--mlflow",
-            flag_value="",
-            metavar="[URI]",
-            help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI.",
-        ),
-    ] = None,
+    config: TuneConfig = None,
+    resume: TuneResume = None,
+    trials: Trials = None,
+    timeout: Timeout = None,
+    storage: Storage = None,
+    study: Study = None,
+    train_best: TrainBest = False,
+    mlflow: TuneMlflow = None,
     set_: Sets = None,
     runs_dir: RunsDir = None,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Search CONFIG's tune.space with Optuna (trial 0 is CONFIG as written) into runs/<stamp>-<name>-tune/, or continue one (--resume)."""
+    """Search CONFIG's tune.space with Optuna (trial 0 is CONFIG as written) into runs/<stamp>-<name>-tune/,
+    or continue one (--resume)."""
 
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a study, or --resume TUNE_DIR to continue one (not both)")
@@ -179,7 +187,8 @@ def _check_config(config: Path, overrides: list[str]) -> None:
 
 
 def _print_summary(result) -> None:
-    """The best trial first (its value, parameters, figures), then trial 0 to compare, the counts, the times, the files."""
+    """The best trial first (its value, parameters, figures), then trial 0 to compare, the counts, the times,
+    the files."""
     table = Table(title=f"study {result.study}", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
@@ -200,7 +209,9 @@ def _print_summary(result) -> None:
     counts = result.trials
     table.add_row(
         "trials",
-        f"{counts.get('finished', 0)} of {counts.get('target')} finished: {counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; {counts.get('this_process', 0)} by this process",
+        f"{counts.get('finished', 0)} of {counts.get('target')} finished: {counts.get('complete', 0)} complete, "
+        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; "
+        f"{counts.get('this_process', 0)} by this process",
     )
     times = result.timings_s
     table.add_row(

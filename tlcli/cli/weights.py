@@ -25,7 +25,6 @@ def weights_import(
     debug: Debug = False,
 ) -> None:
     """Copy a weights file into the Keras cache ($KERAS_HOME/models), so `weights: imagenet` works offline."""
-
     target = import_weights(file)
     output().stdout.print(f"imported {file.name} -> {target}", highlight=False)
 
@@ -34,7 +33,6 @@ def weights_import(
 @command
 def weights_list(json_output: Json = False, debug: Debug = False) -> None:
     """List the weights files in the Keras cache."""
-
     files = cached_weights()
     if json_output:
         output().print_json({"folder": str(keras_weights_dir()), "files": [str(p) for p in files]})

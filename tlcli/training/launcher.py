@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
+from tlcli.runs.records import finish_run, read_run_record
 from tlcli.settings import CLUSTER_DIR, TF_CONFIG, child_environment, cluster_dir
 
 GRACE_S = 5.0  # how long workers get to end on their own once one has gone, before they are killed
@@ -50,7 +51,8 @@ class Cluster:
 
 
 def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
-    """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module docstring)."""
+    """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module
+    docstring)."""
     if workers < 2:
         raise UserError(
             f"workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
@@ -66,7 +68,8 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
             _end_all(cluster)
             _mark(run_dir, "interrupted" if code == EXIT_INTERRUPTED else "failed", why)
             hint = (
-                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, continue it with: tlcli train --resume {run_dir} --workers {workers}"
+                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, "
+                f"continue it with: tlcli train --resume {run_dir} --workers {workers}"
                 if run_dir
                 else ""
             )
@@ -114,7 +117,8 @@ def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> N
 
 
 def _end_with_parent() -> None:
-    """In the worker, before exec: on Linux, a SIGTERM when the launcher dies (even by SIGKILL), so no worker outlives it."""
+    """In the worker, before exec: on Linux, a SIGTERM when the launcher dies (even by SIGKILL), so no worker
+    outlives it."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -160,7 +164,8 @@ def _after_ctrl_c(cluster: Cluster) -> tuple[int, str | None]:
 def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | None]:
     """A worker other than the chief exited first: a finished cluster's workers end together, so this one failed
     (unless it exited by itself and the chief ends on its own right after: a bad config fails every worker at once,
-    and the chief says why). A worker killed by a signal is the cause even when the chief's next collective fails at once."""
+    and the chief says why). A worker killed by a signal is the cause even when the chief's next collective fails
+    at once."""
     chief_ended = _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None
     if chief_ended and code >= 0:
         return cluster.chief.returncode, None
@@ -168,7 +173,8 @@ def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | Non
     tail = _tail(cluster.logs[index])
     return (
         EXIT_FAILURE,
-        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; the other workers were stopped",
+        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; "
+        "the other workers were stopped",
     )
 
 
@@ -179,7 +185,8 @@ def _wait(process: subprocess.Popen, seconds: float) -> int | None:
 
 
 def _end_all(cluster: Cluster) -> None:
-    """Terminate what still runs; kill what has not ended after `GRACE_S` (a worker blocked in a collective ignores SIGTERM)."""
+    """Terminate what still runs; kill what has not ended after `GRACE_S` (a worker blocked in a collective
+    ignores SIGTERM)."""
     running = [p for p in cluster.processes if p.poll() is None]
     for process in running:
         with contextlib.suppress(ProcessLookupError):
@@ -194,8 +201,6 @@ def _end_all(cluster: Cluster) -> None:
 
 def _mark(run_dir: Path | None, status: str, why: str) -> None:
     """The chief could not record how the run ended (it was ended while blocked): record it for it."""
-    from tlcli.runs.records import finish_run, read_run_record
-
     if run_dir is None or not (run_dir / "run.json").is_file():
         return
     with contextlib.suppress(Exception):
