@@ -93,9 +93,7 @@ def export_run(
     record = require_completed(run_dir)
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(
-            f"out: {out} exists and is not empty; choose a new folder (an export never overwrites another)"
-        )
+        raise UserError(f"out: {out} exists and is not empty; choose a new folder (an export never overwrites another)")
     require_extras(names)
     table = gates_for(names, _figures(gates))
     class_names, info = read_labels(run_dir), read_model_info(run_dir)
