@@ -23,6 +23,7 @@ RANK = {
     "tlcli.global_state": 0,
     "tlcli.version": 0,
     "tlcli.progress": 0,
+    "tlcli.settings": 0,
     "tlcli.config": 1,
     "tlcli.data": 2,
     "tlcli.runs": 3,

@@ -105,3 +105,42 @@ def test_weights_list_shows_the_keras_cache(cli, isolated_caches, tmp_path):
     table = cli("weights", "list")
     assert f"{isolated_caches / 'models'}: 1 file(s)" in table.stdout and f"{weights.name}  2.0 MB" in table.stdout
     assert not [p for p in Path(isolated_caches / "models").iterdir() if p.name.startswith(".")]  # no partial copy left
+
+
+def test_library_errors_name_the_argument_and_the_cli_the_flag(cli, tmp_path):
+    """A Python caller passed no flag: the library names its argument; the CLI prints the flag the user typed."""
+    import pytest
+
+    from tlcli.errors import UserError
+    from tlcli.training.launcher import launch
+
+    with pytest.raises(UserError, match=r"^workers: a cluster needs at least 2 workers"):
+        launch(["train", "cfg.yaml"], 1)
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "images", tmp_path / "runs"))
+    result = cli("train", config, "--workers", "1", "--json")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --workers: a cluster needs at least 2")
+    assert json.loads(result.stdout)["error"].startswith("--workers: ")
+    refused = cli("train", config, "--device", "tpu")
+    assert refused.exit_code == 2 and "error: --device: expected auto, cpu or gpu, got 'tpu'" in refused.stderr
+
+
+def test_each_invocation_has_its_own_output(cli, tmp_path):
+    """A JSON document printed by one command does not silence the next one's error document."""
+    cache = cli("cache", "info", "--json")
+    assert cache.exit_code == 0 and json.loads(cache.stdout)
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "images", tmp_path / "runs"))
+    failed = cli("train", config, "--workers", "1", "--json")
+    assert failed.exit_code == 2 and json.loads(failed.stdout)["exit_code"] == 2
+
+
+def test_import_tlcli_loads_no_stage_until_a_name_is_used():
+    """The package root is lazy (PEP 562): `import tlcli` loads no stage; a public name loads its own module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tlcli; before = sorted(m for m in sys.modules if m.startswith('tlcli.'));"
+        "tlcli.list_runs; print(before, 'tlcli.runs.listing' in sys.modules, 'tlcli.training' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["['tlcli.version']", "True", "False"], out

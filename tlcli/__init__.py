@@ -12,29 +12,79 @@ evaluation -> training -> cli (README "Architecture"). Keras, TensorFlow,
 scikit-learn and matplotlib load on first use, so `import tlcli` stays light.
 """
 
-from tlcli.config import ExperimentConfig, load_config
-from tlcli.data.problems import CheckReport, check_dataset
-from tlcli.errors import (
-    ConfigError,
-    DataError,
-    GateFailed,
-    Interrupted,
-    PartialSuccess,
-    RunError,
-    TlcliError,
-    TrainingError,
-    UserError,
-)
-from tlcli.evaluation.evaluate import evaluate
-from tlcli.evaluation.report import Evaluation
-from tlcli.evaluation.worker import ReportWorker
-from tlcli.inference.predict import PredictResult, predict
-from tlcli.runs.folder import newest_run
-from tlcli.runs.listing import RunSummary, list_runs
-from tlcli.runs.metrics import Metrics, TrainResult
-from tlcli.training.api import RunOptions, Validation, resume, train, validate
-from tlcli.tuning.api import TuneResult, resume_tune, tune
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tlcli.version import __version__
+
+# Each public name and the module it lives in: loaded on first access (PEP 562), so that `import tlcli` (and the
+# CLI, which must set TensorFlow's variables and start its report worker first) loads no stage it does not use.
+_PUBLIC = {
+    "tlcli.config": ("ExperimentConfig", "load_config"),
+    "tlcli.data.problems": ("CheckReport", "check_dataset"),
+    "tlcli.errors": (
+        "ConfigError",
+        "DataError",
+        "GateFailed",
+        "Interrupted",
+        "PartialSuccess",
+        "RunError",
+        "TlcliError",
+        "TrainingError",
+        "UserError",
+    ),
+    "tlcli.evaluation.evaluate": ("evaluate",),
+    "tlcli.evaluation.report": ("Evaluation",),
+    "tlcli.evaluation.worker": ("ReportWorker",),
+    "tlcli.inference.predict": ("PredictResult", "predict"),
+    "tlcli.runs.folder": ("newest_run",),
+    "tlcli.runs.listing": ("RunSummary", "list_runs"),
+    "tlcli.runs.metrics": ("Metrics", "TrainResult"),
+    "tlcli.training.api": ("RunOptions", "Validation", "resume", "train", "validate"),
+    "tlcli.tuning.api": ("TuneResult", "resume_tune", "tune"),
+}
+_HOME = {name: module for module, names in _PUBLIC.items() for name in names}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from tlcli.config import ExperimentConfig, load_config
+    from tlcli.data.problems import CheckReport, check_dataset
+    from tlcli.errors import (
+        ConfigError,
+        DataError,
+        GateFailed,
+        Interrupted,
+        PartialSuccess,
+        RunError,
+        TlcliError,
+        TrainingError,
+        UserError,
+    )
+    from tlcli.evaluation.evaluate import evaluate
+    from tlcli.evaluation.report import Evaluation
+    from tlcli.evaluation.worker import ReportWorker
+    from tlcli.inference.predict import PredictResult, predict
+    from tlcli.runs.folder import newest_run
+    from tlcli.runs.listing import RunSummary, list_runs
+    from tlcli.runs.metrics import Metrics, TrainResult
+    from tlcli.training.api import RunOptions, Validation, resume, train, validate
+    from tlcli.tuning.api import TuneResult, resume_tune, tune
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use (then cached in this module)."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tlcli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __all__ = [
     "CheckReport",

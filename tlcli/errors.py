@@ -46,7 +46,7 @@ class DataError(UserError):
 
 
 class UnusableData(DataError):
-    """Training's pass over the files left a class without a readable image: exit 2, and the new run folder is removed."""
+    """Training's pass over the files left a class without a readable image: exit 2; the new run folder is removed."""
 
 
 class RunError(UserError):

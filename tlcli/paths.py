@@ -12,10 +12,12 @@ import os
 import sys
 from pathlib import Path
 
+from tlcli.settings import KERAS_HOME, cache_dir
+
 
 def cache_root() -> Path:
     """`$TLCLI_CACHE_DIR`, else `~/.cache/tlcli`."""
-    configured = os.environ.get("TLCLI_CACHE_DIR")
+    configured = cache_dir()
     return Path(configured) if configured else Path.home() / ".cache" / "tlcli"
 
 
@@ -28,7 +30,7 @@ def keras_home() -> Path:
             return Path(keras_own_home())
         except ImportError:
             pass
-    home = os.environ.get("KERAS_HOME")
+    home = KERAS_HOME.value()
     if home:
         return Path(home)
     base = Path.home() / ".keras"

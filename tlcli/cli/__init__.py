@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
+import importlib
+import inspect
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Mapping, NoReturn, Optional, Sequence
 
 import typer
-from rich.console import Console
 
-from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, TlcliError
+from tlcli import settings
+from tlcli.cli.printing import Output, invocation, output
+from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, TlcliError, UserError
+from tlcli.system import native_stderr_silenced
+from tlcli.training.options import DEBUG, JSON, QUIET, RUNS_DIR, SET, TrainOption
 
 app = typer.Typer(
     name="tlcli",
@@ -34,16 +38,39 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
 
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and TensorFlow's logs.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-RunsDir = Annotated[
-    Optional[Path],
-    typer.Option("--runs-dir", help="Folder holding run folders (default: the config's output.runs_dir, else ./runs)."),
-]
+def option_annotation(option: TrainOption) -> Any:
+    """A declared option (`tlcli.training.options.TrainOption`) as a Typer parameter annotation."""
+    kind = option.value_type
+    typed = bool if kind is bool else Optional[list[str]] if kind is list else Optional[kind]
+    extra: dict[str, Any] = {"metavar": option.metavar} if option.metavar else {}
+    if option.flag_value is not None:
+        extra["flag_value"] = option.flag_value
+    return Annotated[typed, typer.Option(*option.flags, help=option.help, **extra)]
+
+
+def with_options(options: Sequence[TrainOption], **leading: Any) -> Callable:
+    """Give `function(**values)` its Typer signature: the `leading` parameters (name=annotation, default None), then
+    one per declared option, in order."""
+
+    def declare(function: Callable) -> Callable:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        parameters = [inspect.Parameter(name, kind, default=None, annotation=a) for name, a in leading.items()]
+        parameters += [
+            inspect.Parameter(o.name, kind, default=o.default, annotation=option_annotation(o)) for o in options
+        ]
+        function.__signature__ = inspect.Signature(parameters)
+        function.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return function
+
+    return declare
+
+
+Debug = option_annotation(DEBUG)
+Json = option_annotation(JSON)
+Quiet = option_annotation(QUIET)
+RunsDir = option_annotation(RUNS_DIR)
+Sets = option_annotation(SET)
 ConfigFile = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
 Columns = Annotated[
     Optional[list[str]],
@@ -59,8 +86,6 @@ def parse_columns(specs: list[str] | None) -> dict[str, str]:
     Raises:
         UserError: not ROLE=NAME, or a role other than path, label, split.
     """
-    from tlcli.errors import UserError
-
     columns = {}
     for spec in specs or []:
         role, sep, name = spec.partition("=")
@@ -70,55 +95,91 @@ def parse_columns(specs: list[str] | None) -> dict[str, str]:
     return columns
 
 
-Sets = Annotated[
-    Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.epochs=3 (repeatable).")
-]
-
-
-def command(function: Callable) -> Callable:
+def command(function: Callable | None = None, *, flags: Mapping[str, str] | None = None) -> Callable:
     """Run a command with tlcli's error contract: one line on stderr, the documented exit code, and with
-    `--json` (or `--format json|jsonl`) a JSON document on stdout on every exit."""
+    `--json` (or `--format json|jsonl`) a JSON document on stdout on every exit.
+
+    Each call gets its own `Output` (`output()` inside the command). A library error naming one of the command's
+    options by its Python name (`runs_dir: ...`) is printed with the flag (`--runs-dir: ...`); `flags` adds names
+    the options do not have (`{"run_dir": "--resume"}`).
+    """
+    if function is None:
+        return functools.partial(command, flags=flags)
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug")) or os.environ.get("TLCLI_DEBUG") == "1"
-        as_json = bool(kwargs.get("json_output")) or kwargs.get("output_format") in ("json", "jsonl")
-        _quiet_libraries(debug)
-        _printed.clear()
-        try:
-            return function(*args, **kwargs)
-        except TlcliError as exc:
-            if debug:
-                stderr.print_exception()
-            fail(
-                str(exc),
-                exc.exit_code,
-                as_json,
-                extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None,
-            )
-        except KeyboardInterrupt as exc:
-            fail(
-                "interrupted",
-                EXIT_INTERRUPTED,
-                as_json,
-                extra={"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None,
-            )
-        except typer.Exit:
-            raise
-        except OSError as exc:
-            if debug:
-                raise
-            fail(describe_os_error(exc), EXIT_USER_ERROR if exc.errno in USER_OS_ERRORS else EXIT_FAILURE, as_json)
-        except Exception as exc:
-            if debug:
-                raise
-            fail(
-                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for the traceback)",
-                EXIT_FAILURE,
-                as_json,
-            )
+        out = Output(
+            json=bool(kwargs.get("json_output")) or kwargs.get("output_format") in ("json", "jsonl"),
+            quiet=bool(kwargs.get("quiet")),
+            debug=bool(kwargs.get("debug")) or settings.debug(),
+            flags=_LazyFlags(function, flags or {}),
+        )
+        _quiet_libraries(out.debug)
+        with invocation(out):
+            return _run_command(out, function, args, kwargs)
 
     return wrapper
+
+
+def _run_command(out: Output, function: Callable, args: tuple, kwargs: dict[str, Any]) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except TlcliError as exc:
+        if out.debug:
+            out.stderr.print_exception()
+        message = str(exc) if isinstance(exc, ConfigError) else out.with_flag(str(exc))  # config keys stay keys
+        out.fail(message, exc.exit_code, extra=_run_dir_of(exc))
+    except KeyboardInterrupt as exc:
+        out.fail("interrupted", EXIT_INTERRUPTED, extra=_run_dir_of(exc))
+    except typer.Exit:
+        raise
+    except OSError as exc:
+        if out.debug:
+            raise
+        out.fail(describe_os_error(exc), EXIT_USER_ERROR if exc.errno in USER_OS_ERRORS else EXIT_FAILURE)
+    except Exception as exc:
+        if out.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        out.fail(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)", EXIT_FAILURE)
+
+
+def _run_dir_of(exc: BaseException) -> dict[str, Any] | None:
+    return {"run_dir": str(exc.run_dir)} if getattr(exc, "run_dir", None) else None
+
+
+class _LazyFlags(Mapping[str, str]):
+    """A command's options by Python name -> long flag, read from its signature only when an error is printed."""
+
+    def __init__(self, function: Callable, extra: Mapping[str, str]):
+        self.function, self.extra = function, extra
+
+    @functools.cached_property
+    def _flags(self) -> dict[str, str]:
+        return {**option_flags(self.function), **self.extra}
+
+    def __getitem__(self, name: str) -> str:
+        return self._flags[name]
+
+    def __iter__(self):
+        return iter(self._flags)
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+
+def option_flags(function: Callable) -> dict[str, str]:
+    """Each Typer option of `function`, its Python name -> its first long flag (`runs_dir` -> `--runs-dir`; Typer's
+    own `--name-like-this` for an option declared without flags)."""
+    flags = {}
+    for name, parameter in inspect.signature(function, eval_str=True).parameters.items():
+        for info in getattr(parameter.annotation, "__metadata__", ()):
+            if isinstance(info, typer.models.OptionInfo):
+                declared = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str)]
+                long = [d for d in declared if d.startswith("--")]
+                named = any(d.startswith("-") for d in declared)
+                flags[name] = long[0] if long else f"--{name.replace('_', '-')}" if not named else name
+    return flags
 
 
 # Errors of the machine or the user's paths, not of tlcli: one line naming the path, exit 2.
@@ -146,21 +207,14 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {exc.strerror or exc}"
 
 
-def fail(message: str, code: int, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    """Print the error (stderr; and a JSON document on stdout when the command speaks JSON and printed none) and exit."""
-    _error(message)
-    if as_json and not _printed:
-        _print_json({"error": message, "exit_code": code, **(extra or {})})
-    raise typer.Exit(code) from None
-
-
-def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+def fail(message: str, code: int, extra: dict[str, Any] | None = None) -> NoReturn:
+    """The running command's `Output.fail`: the error line (and its JSON document), then exit with `code`."""
+    output().fail(message, code, extra)
 
 
 def _quiet_libraries(debug: bool) -> None:
     if not debug:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        settings.set_process_default(settings.TF_CPP_MIN_LOG_LEVEL, "3")
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").propagate = False
     # The CLI shows progress itself (RichReporter) and training logs to the run's
@@ -185,8 +239,6 @@ def _import_tensorflow(debug: bool) -> None:
     if debug:
         import_keras()
         return
-    from tlcli.system import native_stderr_silenced
-
     with native_stderr_silenced():
         import_keras()
 
@@ -212,32 +264,11 @@ def import_keras() -> None:
                 del sys.modules[name]
 
 
-def _reporter(quiet: bool, json_output: bool):
-    from tlcli.progress import Reporter, RichReporter
-
-    return Reporter() if quiet else RichReporter(stderr)
-
-
-_printed: list[bool] = []  # set once the command has printed its own JSON document
-
-
-def _print_json(data: Any) -> None:
-    print_document(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def print_document(text: str) -> None:
-    """Write the command's machine-readable output on stdout (an error then adds no second document)."""
-    sys.stdout.write(text)
-    _printed.append(True)
-
-
 # One module per command group, in the order `tlcli --help` lists them.
 COMMAND_MODULES = ("train", "tune", "evaluate", "predict", "export", "check", "runs", "cache", "weights", "datasets")
 
 
 def _register_commands() -> None:
-    import importlib
-
     for name in COMMAND_MODULES:
         importlib.import_module(f"tlcli.cli.{name}")  # each registers its commands on `app`
 
@@ -251,18 +282,15 @@ def run(argv: list[str]) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        _error("interrupted")
+        Output().error("interrupted")
         return EXIT_INTERRUPTED
     except _usage_errors() as exc:
         context = getattr(exc, "ctx", None)
         message = exc.format_message() + (f" (see `{context.command_path} --help`)" if context is not None else "")
-        _error(message)
-        if (
-            "--json" in argv
-            or _format_after(argv) in ("json", "jsonl")
-            or any(a.startswith("--format=json") for a in argv)
-        ):
-            _print_json({"error": message, "exit_code": exc.exit_code})
+        out = Output(json=_speaks_json(argv))
+        out.error(message)
+        if out.json:
+            out.print_json({"error": message, "exit_code": exc.exit_code})
         return exc.exit_code
 
 
@@ -276,6 +304,13 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     except ImportError:
         pass
     return tuple(found)
+
+
+def _speaks_json(argv: list[str]) -> bool:
+    """Whether the command line asked for JSON (`--json`, `--format json|jsonl`)."""
+    return (
+        "--json" in argv or _format_after(argv) in ("json", "jsonl") or any(a.startswith("--format=json") for a in argv)
+    )
 
 
 def _format_after(argv: list[str]) -> str | None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, _print_json, app, command, stdout
+from tlcli.cli import Debug, Json, app, command, output
+from tlcli.features.store import cache_entries, clear_cache, max_bytes
+from tlcli.paths import cache_root
+from tlcli.settings import CACHE_DIR
 
 cache_app = typer.Typer(
-    help="The frozen-feature cache ($TLCLI_CACHE_DIR, default ~/.cache/tlcli).", no_args_is_help=True
+    help=f"The frozen-feature cache (${CACHE_DIR.name}, default ~/.cache/tlcli).", no_args_is_help=True
 )
 app.add_typer(cache_app, name="cache")
 
@@ -17,9 +20,6 @@ app.add_typer(cache_app, name="cache")
 @command
 def cache_info(json_output: Json = False, debug: Debug = False) -> None:
     """Show where the cache is, its size and cap, and what it holds."""
-    from tlcli.features.store import cache_entries, max_bytes
-    from tlcli.paths import cache_root
-
     entries = cache_entries()
     facts = {
         "folder": str(cache_root()),
@@ -38,10 +38,11 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
         ],
     }
     if json_output:
-        _print_json(facts)
+        output().print_json(facts)
         return
-    stdout.print(
-        f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, {len(entries)} model key(s)",
+    output().stdout.print(
+        f"{facts['folder']}: {facts['bytes'] / 1e6:.1f} MB of {facts['cap_bytes'] / 1024**3:.1f} GiB cap, "
+        f"{len(entries)} model key(s)",
         highlight=False,
     )
     if entries:
@@ -57,15 +58,12 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
                 str(entry["files"]),
                 f"{entry['bytes'] / 1e6:.1f}",
             )
-        stdout.print(table)
+        output().stdout.print(table)
 
 
 @cache_app.command("clear")
 @command
 def cache_clear(debug: Debug = False) -> None:
     """Delete every cached feature (runs are not touched)."""
-    from tlcli.features.store import clear_cache
-    from tlcli.paths import cache_root
-
     freed = clear_cache()
-    stdout.print(f"cleared {cache_root() / 'features'} ({freed / 1e6:.1f} MB)", highlight=False)
+    output().stdout.print(f"cleared {cache_root() / 'features'} ({freed / 1e6:.1f} MB)", highlight=False)

@@ -8,54 +8,65 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import Columns, Debug, Json, Quiet, _error, _print_json, _reporter, app, command, parse_columns, stdout
+from tlcli.cli import Columns, Debug, Json, Quiet, app, command, output, parse_columns
 from tlcli.config.schema import DEFAULT_MAX_FILE_MB
+from tlcli.data.problems import check_dataset
+from tlcli.errors import UserError
 
 SHOWN = 20  # files listed per section in the table view; --json has them all
+
+
+DataDir = Annotated[
+    Optional[Path],
+    typer.Argument(
+        help="A folder of class folders, or a parent of train/ and val/ (as data.dir); "
+        "or a CSV manifest (as data.manifest)."
+    ),
+]
+Manifest = Annotated[
+    Optional[Path], typer.Option("--manifest", help="A CSV/TSV manifest of paths and labels (instead of DATA_DIR).")
+]
+MultiLabel = Annotated[
+    bool,
+    typer.Option("--multi-label", help="The manifest gives each image any number of labels (as data.multi_label)."),
+]
+LabelSeparator = Annotated[
+    str,
+    typer.Option(
+        "--label-separator", help="With --multi-label, what separates the labels in one cell (as data.label_separator)."
+    ),
+]
+LabelColumns = Annotated[
+    Optional[str],
+    typer.Option(
+        "--label-columns",
+        help="With --multi-label, one 0/1 column per class, comma-separated (as data.label_columns).",
+        show_default=False,
+    ),
+]
+ValSplit = Annotated[
+    float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")
+]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")
+]
+MaxFileMb = Annotated[
+    float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")
+]
 
 
 @app.command("check")
 @command
 def check_command(
-    data_dir: Annotated[
-        Optional[Path],
-        typer.Argument(
-            help="A folder of class folders, or a parent of train/ and val/ (as data.dir); or a CSV manifest (as data.manifest)."
-        ),
-    ] = None,
-    manifest: Annotated[
-        Optional[Path], typer.Option("--manifest", help="A CSV/TSV manifest of paths and labels (instead of DATA_DIR).")
-    ] = None,
+    data_dir: DataDir = None,
+    manifest: Manifest = None,
     column: Columns = None,
-    multi_label: Annotated[
-        bool,
-        typer.Option("--multi-label", help="The manifest gives each image any number of labels (as data.multi_label)."),
-    ] = False,
-    label_separator: Annotated[
-        str,
-        typer.Option(
-            "--label-separator",
-            help="With --multi-label, what separates the labels in one cell (as data.label_separator).",
-        ),
-    ] = "|",
-    label_columns: Annotated[
-        Optional[str],
-        typer.Option(
-            "--label-columns",
-            help="With --multi-label, one 0/1 column per class, comma-separated (as data.label_columns).",
-            show_default=False,
-        ),
-    ] = None,
-    val_split: Annotated[
-        float, typer.Option("--val-split", help="Held-out fraction when there is no val/ folder (as data.val_split).")
-    ] = 0.2,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")
-    ] = False,
-    max_file_mb: Annotated[
-        float,
-        typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb)."),
-    ] = DEFAULT_MAX_FILE_MB,
+    multi_label: MultiLabel = False,
+    label_separator: LabelSeparator = "|",
+    label_columns: LabelColumns = None,
+    val_split: ValSplit = 0.2,
+    no_cache: NoCache = False,
+    max_file_mb: MaxFileMb = DEFAULT_MAX_FILE_MB,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -64,9 +75,6 @@ def check_command(
 
     Exit 0: clean. 4: problems (unreadable files, duplicates, leakage). 2: unusable.
     """
-    from tlcli.data.problems import check_dataset
-    from tlcli.errors import UserError
-
     if (data_dir is None) == (manifest is None):
         raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
     data_dir = data_dir or manifest
@@ -91,21 +99,39 @@ def check_command(
         data_dir,
         val_split=val_split,
         use_cache=not no_cache,
-        reporter=_reporter(quiet or json_output, json_output),
+        reporter=output().reporter(silent=json_output),
         max_file_mb=max_file_mb,
         columns=parse_columns(column),
         labels=labels,
     )
     if json_output:
-        _print_json(report.to_dict())
+        output().print_json(report.to_dict())
     elif not quiet:
         _print_report(report)
     if report.unusable:
-        _error(f"{data_dir}: {report.unusable}")
+        output().error(f"{data_dir}: {report.unusable}")
     raise typer.Exit(report.exit_code)
 
 
-def _print_report(report) -> None:
+def _print_counts(report, console) -> None:
+    table = Table(title=f"{report.data_dir}: images per class", title_justify="left")
+    table.add_column("class")
+    for split in report.counts:
+        table.add_column(split, justify="right")
+    for name in report.classes:
+        table.add_row(name, *(str(report.counts[split][name]) for split in report.counts))
+    table.add_row("files listed", *(str(report.listed[split]) for split in report.counts), style="dim")
+    console.print(table)
+    for split, source in report.sources.items():
+        console.print(f"  {split}: {source}", highlight=False)
+    if report.imbalance_ratio is not None:
+        console.print(
+            f"imbalance ratio (largest / smallest training class): {report.imbalance_ratio:g}", highlight=False
+        )
+
+
+def _sections(report) -> list[tuple[str, list[str], str | None]]:
+    """Each kind of problem or note: its title, one line per file, its colour."""
     root = Path(report.data_dir)
 
     def rel(path: str) -> str:
@@ -120,23 +146,8 @@ def _print_report(report) -> None:
         source = report.sources.get(file.split, "")
         return shown if Path(source).is_dir() and Path(file.path).is_relative_to(source) else f"{shown} ({file.split})"
 
-    table = Table(title=f"{report.data_dir}: images per class", title_justify="left")
-    table.add_column("class")
-    for split in report.counts:
-        table.add_column(split, justify="right")
-    for name in report.classes:
-        table.add_row(name, *(str(report.counts[split][name]) for split in report.counts))
-    table.add_row("files listed", *(str(report.listed[split]) for split in report.counts), style="dim")
-    stdout.print(table)
-    for split, source in report.sources.items():
-        stdout.print(f"  {split}: {source}", highlight=False)
-    if report.imbalance_ratio is not None:
-        stdout.print(
-            f"imbalance ratio (largest / smallest training class): {report.imbalance_ratio:g}", highlight=False
-        )
-
     problems = report.problems
-    sections = [
+    return [
         (
             "bad manifest rows (training skips them)",
             [f"row {b.row}: {b.path + ': ' if b.path else ''}{b.problem}" for b in problems.bad_rows],
@@ -172,23 +183,30 @@ def _print_report(report) -> None:
         ("ignored files", [f"{rel(i['path'])}: {i['reason']}" for i in report.ignored], None),
         ("warnings", report.warnings, "yellow"),
     ]
-    for title, lines, style in sections:
+
+
+def _print_report(report) -> None:
+    """The counts per class and split, then each kind of problem (up to SHOWN files each), then the verdict."""
+    console = output().stdout
+    _print_counts(report, console)
+    problems = report.problems
+    for title, lines, style in _sections(report):
         if not lines:
             continue
-        stdout.print(f"\n[bold{' ' + style if style else ''}]{title}[/] ({len(lines)})")
+        console.print(f"\n[bold{' ' + style if style else ''}]{title}[/] ({len(lines)})")
         for line in lines[:SHOWN]:
-            stdout.print(f"  {line}", highlight=False, markup=False)
+            console.print(f"  {line}", highlight=False, markup=False)
         if len(lines) > SHOWN:
-            stdout.print(f"  ... and {len(lines) - SHOWN} more (--json lists all)", highlight=False)
+            console.print(f"  ... and {len(lines) - SHOWN} more (--json lists all)", highlight=False)
     cache = report.cache
-    stdout.print(
+    console.print(
         f"\n{cache.get('decoded', 0)} files decoded, {cache.get('cached', 0)} from the screening cache",
         highlight=False,
         style="dim",
     )
     if report.unusable:
-        stdout.print(f"[bold red]unusable:[/] {report.unusable}", highlight=False)
+        console.print(f"[bold red]unusable:[/] {report.unusable}", highlight=False)
     elif problems.count:
-        stdout.print(f"[bold yellow]problems:[/] {problems.summary()}", highlight=False)
+        console.print(f"[bold yellow]problems:[/] {problems.summary()}", highlight=False)
     else:
-        stdout.print("[bold green]clean:[/] no problems found", highlight=False)
+        console.print("[bold green]clean:[/] no problems found", highlight=False)

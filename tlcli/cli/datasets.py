@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tlcli.cli import Debug, app, command, stdout
+from tlcli.cli import Debug, app, command, output
+from tlcli.data.digits import export_digits
 
 datasets_app = typer.Typer(help="Example datasets that ship with dependencies.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -23,8 +24,8 @@ def datasets_digits(
     debug: Debug = False,
 ) -> None:
     """Export scikit-learn's bundled digits as class folders: source = 0-4, target = 5-9."""
-    from tlcli.data.digits import export_digits
-
     counts = export_digits(out_dir, target_train_per_class)
     for task, splits in counts.items():
-        stdout.print(f"{out_dir / task}: " + ", ".join(f"{split} {n}" for split, n in splits.items()), highlight=False)
+        output().stdout.print(
+            f"{out_dir / task}: " + ", ".join(f"{split} {n}" for split, n in splits.items()), highlight=False
+        )

@@ -9,19 +9,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import (
-    Columns,
-    Debug,
-    Json,
-    Quiet,
-    _import_tensorflow,
-    _print_json,
-    _reporter,
-    app,
-    command,
-    parse_columns,
-    stdout,
-)
+from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, app, command, output, parse_columns
+from tlcli.evaluation.evaluate import describe
+from tlcli.evaluation.evaluate import evaluate as evaluate_run
+from tlcli.export.artifacts import evaluate_artifact
+from tlcli.tracking import trackers
 
 
 @app.command()
@@ -32,7 +24,8 @@ def evaluate(
         Optional[Path],
         typer.Option(
             "--model",
-            help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) instead of its model.keras.",
+            help="Evaluate this exported artifact of the run (SavedModel folder, .tflite or .onnx) "
+            "instead of its model.keras.",
         ),
     ] = None,
     data: Annotated[
@@ -71,13 +64,8 @@ def evaluate(
     """Evaluate a run's model (or an exported artifact of it, --model); write a report into RUN_DIR/eval/."""
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
-    if model is not None:
-        from tlcli.export.artifacts import evaluate_artifact
-
-        run_evaluation = functools.partial(evaluate_artifact, model=model)
-    else:
-        from tlcli.evaluation.evaluate import evaluate as run_evaluation
-    reporter = _reporter(quiet or json_output, json_output)
+    run_evaluation = functools.partial(evaluate_artifact, model=model) if model is not None else evaluate_run
+    reporter = output().reporter(silent=json_output)
     evaluation = run_evaluation(
         run_dir,
         data=data,
@@ -89,19 +77,17 @@ def evaluate(
         reporter=reporter,
         columns=parse_columns(column),
     )
-    from tlcli.tracking import trackers
 
     # A tracked run: its figures go to the run's tracked run too (never fails the command).
     trackers().log_evaluation(run_dir, evaluation, reporter)
     if json_output:
-        _print_json(evaluation.to_dict())
+        output().print_json(evaluation.to_dict())
     elif not quiet:
         print_evaluation(evaluation)
     evaluation.raise_for_gates()
 
 
 def print_evaluation(evaluation) -> None:
-    from tlcli.evaluation.evaluate import describe
 
     m = evaluation.metrics
     multi = m.get("task") == "multi_label"
@@ -127,7 +113,7 @@ def print_evaluation(evaluation) -> None:
         row = m[key]
         figures = [f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}"]
         table.add_row(key.replace("_", " "), *(["", *figures, "", ""] if multi else [*figures, str(row["support"])]))
-    stdout.print(table)
+    output().stdout.print(table)
     headline = Table(show_header=False, box=None)
     headline.add_column("what")
     headline.add_column("value", justify="right")
@@ -135,7 +121,9 @@ def print_evaluation(evaluation) -> None:
         headline.add_row(label, "-" if value is None else f"{value:.4f}")
     if m["dataset"]["skipped"]:
         headline.add_row("skipped files", str(m["dataset"]["skipped"]))
-    stdout.print(headline)
+    output().stdout.print(headline)
     if m.get("model"):
-        stdout.print(f"model: {m['model']['path']} ({m['model']['format']}, {m['model']['runtime']})", highlight=False)
-    stdout.print(f"report: {evaluation.eval_dir}", highlight=False)
+        output().stdout.print(
+            f"model: {m['model']['path']} ({m['model']['format']}, {m['model']['runtime']})", highlight=False
+        )
+    output().stdout.print(f"report: {evaluation.eval_dir}", highlight=False)

@@ -11,7 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tlcli.cli import Debug, Quiet, _import_tensorflow, _reporter, app, command, print_document, stderr, stdout
+from tlcli.cli import Debug, Quiet, _import_tensorflow, app, command, output
+from tlcli.errors import UserError
+from tlcli.export.artifacts import predict_artifact
+from tlcli.inference.formats import FORMATS, format_predictions, rows_for_table
+from tlcli.inference.predict import predict as run_prediction
+from tlcli.runs.atomic import write_text_atomic
 
 
 @app.command()
@@ -28,7 +33,8 @@ def predict(
         Optional[Path],
         typer.Option(
             "--model",
-            help="Predict with an exported artifact instead (a SavedModel folder, .tflite or .onnx file; see `tlcli export`).",
+            help="Predict with an exported artifact instead "
+            "(a SavedModel folder, .tflite or .onnx file; see `tlcli export`).",
         ),
     ] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")] = Path("runs"),
@@ -38,10 +44,11 @@ def predict(
         typer.Option(
             "--format",
             "-f",
-            help="table, json, jsonl or csv (default: table on a terminal, else jsonl; with -o, from the file's suffix).",
+            help="table, json, jsonl or csv "
+            "(default: table on a terminal, else jsonl; with -o, from the file's suffix).",
         ),
     ] = None,
-    output: Annotated[
+    output_file: Annotated[
         Optional[Path],
         typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout."),
     ] = None,
@@ -50,34 +57,30 @@ def predict(
     debug: Debug = False,
 ) -> None:
     """Predict the labels of IMAGES with a run's model, or an exported one (exit 4 when some files cannot be read)."""
-    from tlcli.errors import UserError
-    from tlcli.inference.formats import FORMATS, format_predictions
-
-    fmt = output_format or _default_format(output)
+    fmt = output_format or _default_format(output_file)
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if model is not None and run is not None:
         raise UserError(
-            "--model and --run exclude each other: --model predicts with an exported artifact, --run with a run's model.keras"
+            "--model and --run exclude each other: "
+            "--model predicts with an exported artifact, --run with a run's model.keras"
         )
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
     result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet)
-    if output is not None:
-        from tlcli.runs.atomic import write_text_atomic
-
-        write_text_atomic(output, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
+    if output_file is not None:
+        write_text_atomic(output_file, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
         if not quiet:
-            stderr.print(
-                f"wrote {len(result.predictions)} predictions ({len(result.errors)} errors) to {output}",
+            output().stderr.print(
+                f"wrote {len(result.predictions)} predictions ({len(result.errors)} errors) to {output_file}",
                 highlight=False,
             )
     elif fmt == "table":
-        (stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)).print(
+        (output().stdout if output().stdout.is_terminal else Console(width=160, soft_wrap=True)).print(
             _table(result)
         )  # piped: no 80-column squeeze
     else:
-        print_document(format_predictions(result, fmt))
+        output().document(format_predictions(result, fmt))
     result.raise_for_errors()
 
 
@@ -85,22 +88,22 @@ def _predict(
     images: list[str], run: str | None, runs_dir: Path, model: Path | None, top_k: int, batch_size: int, quiet: bool
 ):
     """The library call, saying on stderr which run or artifact predicts."""
-    reporter = _reporter(quiet, False)
+    reporter = output().reporter()
     if model is not None:
-        from tlcli.export.artifacts import predict_artifact
 
         def announce_model(source) -> None:
             if not quiet:
-                stderr.print(f"using {source.described['format']} model {source.described['path']}", highlight=False)
+                output().stderr.print(
+                    f"using {source.described['format']} model {source.described['path']}", highlight=False
+                )
 
         return predict_artifact(
             images, model, top_k=top_k, batch_size=batch_size, reporter=reporter, on_model=announce_model
         )
-    from tlcli.inference.predict import predict as run_prediction
 
     def announce(run_dir: Path) -> None:
         if not quiet:
-            stderr.print(
+            output().stderr.print(
                 f"using run {run_dir}" + ("" if run else f" (newest completed run in {runs_dir})"), highlight=False
             )
 
@@ -109,14 +112,13 @@ def _predict(
     )
 
 
-def _default_format(output: Path | None) -> str:
-    if output is not None:
-        return {".json": "json", ".csv": "csv", ".txt": "table"}.get(output.suffix.lower(), "jsonl")
+def _default_format(file: Path | None) -> str:
+    if file is not None:
+        return {".json": "json", ".csv": "csv", ".txt": "table"}.get(file.suffix.lower(), "jsonl")
     return "table" if sys.stdout.isatty() else "jsonl"
 
 
 def _table(result) -> Table:
-    from tlcli.inference.formats import rows_for_table
 
     by = (
         f"{result.model['format']} model {Path(result.model['path']).name}"

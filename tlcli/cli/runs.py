@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tlcli.cli import Debug, Json, _print_json, app, command, stderr, stdout
+from tlcli.cli import Debug, Json, app, command, output
+from tlcli.runs.listing import list_runs, list_studies
 
 # ----------------------------------------------------------------------------- runs
 
@@ -22,11 +23,9 @@ def runs_command(
     debug: Debug = False,
 ) -> None:
     """List the runs in the runs folder (and, after them, its studies: `tlcli tune` folders)."""
-    from tlcli.runs.listing import list_runs, list_studies
-
     summaries = list_runs(runs_dir)
     if json_output:
-        _print_json([s.to_dict() for s in summaries])
+        output().print_json([s.to_dict() for s in summaries])
         return
     studies = list_studies(runs_dir)
     if not summaries and studies:
@@ -34,7 +33,9 @@ def runs_command(
         return
     if not summaries:
         # An empty table looks like a bug; say where we looked and what to do.
-        stderr.print(f"no runs in {runs_dir}; train one with `tlcli train CONFIG`, or pass --runs-dir", highlight=False)
+        output().stderr.print(
+            f"no runs in {runs_dir}; train one with `tlcli train CONFIG`, or pass --runs-dir", highlight=False
+        )
         return
     table = Table(title=f"runs in {runs_dir}")
     tracked = any(s.mlflow_run_id for s in summaries)  # the MLflow column only when some run is tracked
@@ -73,7 +74,7 @@ def runs_command(
             *mlflow,
         )
     # Piped output is read by people later or by grep: do not squeeze it to 80 columns.
-    console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)
+    console = output().stdout if output().stdout.is_terminal else Console(width=160, soft_wrap=True)
     console.print(table)
     for s in summaries:
         if s.problem:
@@ -96,7 +97,7 @@ def _print_studies(studies, runs_dir: Path) -> None:
         best = f"{s.best_value:.4f} {s.metric} (trial {s.best_trial})" if s.best_value is not None else "-"
         trials = f"{s.finished}/{s.target}" if s.target else str(s.finished)
         table.add_row(s.path.name, s.study, s.started.replace("T", " ")[:16], trials, best, s.status)
-    console = stdout if stdout.is_terminal else Console(width=160, soft_wrap=True)
+    console = output().stdout if output().stdout.is_terminal else Console(width=160, soft_wrap=True)
     console.print(table)
     for s in studies:
         if s.problem:

@@ -8,21 +8,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import (
-    Debug,
-    Json,
-    Quiet,
-    RunsDir,
-    Sets,
-    _import_tensorflow,
-    _print_json,
-    _reporter,
-    app,
-    command,
-    fail,
-    stderr,
-    stdout,
-)
+from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _import_tensorflow, app, command, fail, output
+from tlcli.config.loading import load_config
+from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
+from tlcli.tracking import TrackingRequest
+from tlcli.tuning import resume_tune, tune
+from tlcli.tuning.api import _require_optuna
 from tlcli.tuning.record import TrialRecord
 from tlcli.tuning.study import StudyProgress
 
@@ -76,58 +67,65 @@ class RichStudyProgress(StudyProgress):
         self._progress = None
 
 
+TuneConfig = Annotated[
+    Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")
+]
+TuneResume = Annotated[
+    Optional[Path],
+    typer.Option("--resume", help="Continue the study of TUNE_DIR (a runs/<stamp>-<name>-tune/ folder)."),
+]
+Trials = Annotated[
+    Optional[int],
+    typer.Option("--trials", help="The study's total of finished trials, over every process (default tune.trials)."),
+]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Start no trial after this many seconds.")]
+Storage = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH "
+        "(default: study.db in the tune folder).",
+    ),
+]
+Study = Annotated[
+    Optional[str],
+    typer.Option(
+        "--study", help="The study's name in the storage (default: the config's name); an existing study is joined."
+    ),
+]
+TrainBest = Annotated[bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")]
+TuneMlflow = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mlflow",
+        flag_value="",
+        metavar="[URI]",
+        help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI "
+        "(alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); "
+        "also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI.",
+    ),
+]
+
+
 @app.command("tune")
-@command
+@command(flags={"tune_dir": "--resume"})
 def tune_command(
-    config: Annotated[
-        Optional[Path], typer.Argument(help="Experiment YAML file with a tune: section (not with --resume).")
-    ] = None,
-    resume: Annotated[
-        Optional[Path],
-        typer.Option("--resume", help="Continue the study of TUNE_DIR (a runs/<stamp>-<name>-tune/ folder)."),
-    ] = None,
-    trials: Annotated[
-        Optional[int],
-        typer.Option(
-            "--trials", help="The study's total of finished trials, over every process (default tune.trials)."
-        ),
-    ] = None,
-    timeout: Annotated[
-        Optional[float], typer.Option("--timeout", help="Start no trial after this many seconds.")
-    ] = None,
-    storage: Annotated[
-        Optional[str],
-        typer.Option(
-            "--storage",
-            help="Shared study storage: postgresql://USER@HOST/DB, mysql://..., sqlite:///FILE or journal:PATH (default: study.db in the tune folder).",
-        ),
-    ] = None,
-    study: Annotated[
-        Optional[str],
-        typer.Option(
-            "--study", help="The study's name in the storage (default: the config's name); an existing study is joined."
-        ),
-    ] = None,
-    train_best: Annotated[
-        bool, typer.Option("--train-best", help="Then train best.yaml into a normal run folder.")
-    ] = False,
-    mlflow: Annotated[
-        Optional[str],
-        typer.Option(
-            "--mlflow",
-            flag_value="",
-            metavar="[URI]",
-            help="Log the study (a parent run, a nested run per trial) and the --train-best run to MLflow at URI (alone: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here); also on with the config's tracking.mlflow or $MLFLOW_TRACKING_URI.",
-        ),
-    ] = None,
+    config: TuneConfig = None,
+    resume: TuneResume = None,
+    trials: Trials = None,
+    timeout: Timeout = None,
+    storage: Storage = None,
+    study: Study = None,
+    train_best: TrainBest = False,
+    mlflow: TuneMlflow = None,
     set_: Sets = None,
     runs_dir: RunsDir = None,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Search CONFIG's tune.space with Optuna (trial 0 is CONFIG as written) into runs/<stamp>-<name>-tune/, or continue one (--resume)."""
-    from tlcli.errors import EXIT_INTERRUPTED, Interrupted, UserError
+    """Search CONFIG's tune.space with Optuna (trial 0 is CONFIG as written) into runs/<stamp>-<name>-tune/,
+    or continue one (--resume)."""
 
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a study, or --resume TUNE_DIR to continue one (not both)")
@@ -141,15 +139,12 @@ def tune_command(
         raise UserError(f"--timeout: expected seconds > 0, got {timeout}")
     if config is not None:
         _check_config(config, set_ or [])  # exit 2 on a bad tune: section before TensorFlow loads
-    from tlcli.tuning.api import _require_optuna
 
     _require_optuna()
     _import_tensorflow(debug)
-    from tlcli.tracking import TrackingRequest
-    from tlcli.tuning import resume_tune, tune
 
-    reporter = _reporter(quiet, json_output)
-    progress = StudyProgress() if quiet else RichStudyProgress(stderr)
+    reporter = output().reporter()
+    progress = StudyProgress() if quiet else RichStudyProgress(output().stderr)
     tracking = TrackingRequest(mlflow_uri=mlflow) if mlflow is not None else None
     try:
         if resume is not None:
@@ -180,23 +175,22 @@ def tune_command(
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
-        fail(str(exc), EXIT_INTERRUPTED, json_output, extra={"tune_dir": str(exc.run_dir)})
+        fail(str(exc), EXIT_INTERRUPTED, extra={"tune_dir": str(exc.run_dir)})
     if json_output:
-        _print_json(result.to_dict())
+        output().print_json(result.to_dict())
     elif not quiet:
         _print_summary(result)
 
 
 def _check_config(config: Path, overrides: list[str]) -> None:
-    from tlcli.config.loading import load_config
-    from tlcli.errors import ConfigError
 
     if load_config(config, overrides).tune is None:
         raise ConfigError("tune", f'{config} has no tune: section; add tune.space (see README "Tuning")')
 
 
 def _print_summary(result) -> None:
-    """The best trial first (its value, parameters, figures), then trial 0 to compare, the counts, the times, the files."""
+    """The best trial first (its value, parameters, figures), then trial 0 to compare, the counts, the times,
+    the files."""
     table = Table(title=f"study {result.study}", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
@@ -217,7 +211,9 @@ def _print_summary(result) -> None:
     counts = result.trials
     table.add_row(
         "trials",
-        f"{counts.get('finished', 0)} of {counts.get('target')} finished: {counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; {counts.get('this_process', 0)} by this process",
+        f"{counts.get('finished', 0)} of {counts.get('target')} finished: {counts.get('complete', 0)} complete, "
+        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; "
+        f"{counts.get('this_process', 0)} by this process",
     )
     times = result.timings_s
     table.add_row(
@@ -235,4 +231,4 @@ def _print_summary(result) -> None:
             f"{result.train_best.run_dir}: "
             + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("accuracy", "map"))),
         )
-    stdout.print(table)
+    output().stdout.print(table)

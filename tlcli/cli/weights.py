@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from tlcli.cli import Debug, Json, _print_json, app, command, stdout
+from tlcli.cli import Debug, Json, app, command, output
+from tlcli.modeling.weights import cached_weights, import_weights
+from tlcli.paths import keras_weights_dir
 
 weights_app = typer.Typer(help="Pretrained weights in the Keras cache (for offline machines).", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
@@ -23,23 +25,18 @@ def weights_import(
     debug: Debug = False,
 ) -> None:
     """Copy a weights file into the Keras cache ($KERAS_HOME/models), so `weights: imagenet` works offline."""
-    from tlcli.modeling.weights import import_weights
-
     target = import_weights(file)
-    stdout.print(f"imported {file.name} -> {target}", highlight=False)
+    output().stdout.print(f"imported {file.name} -> {target}", highlight=False)
 
 
 @weights_app.command("list")
 @command
 def weights_list(json_output: Json = False, debug: Debug = False) -> None:
     """List the weights files in the Keras cache."""
-    from tlcli.modeling.weights import cached_weights
-    from tlcli.paths import keras_weights_dir
-
     files = cached_weights()
     if json_output:
-        _print_json({"folder": str(keras_weights_dir()), "files": [str(p) for p in files]})
+        output().print_json({"folder": str(keras_weights_dir()), "files": [str(p) for p in files]})
         return
-    stdout.print(f"{keras_weights_dir()}: {len(files)} file(s)", highlight=False)
+    output().stdout.print(f"{keras_weights_dir()}: {len(files)} file(s)", highlight=False)
     for path in files:
-        stdout.print(f"  {path.name}  {path.stat().st_size / 1e6:.1f} MB", highlight=False)
+        output().stdout.print(f"  {path.name}  {path.stat().st_size / 1e6:.1f} MB", highlight=False)

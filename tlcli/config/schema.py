@@ -20,6 +20,7 @@ from tlcli.config.model_schema import BaseModelConfig, DenseLayerConfig, HeadCon
 from tlcli.config.phase_schema import EarlyStoppingConfig, FineTuneConfig, OptimizerConfig, TrainConfig
 from tlcli.config.runtime_schema import MlflowConfig, OutputConfig, RuntimeConfig, TrackingConfig, redact_uri
 from tlcli.config.search import TuneConfig, check_tune
+from tlcli.settings import CACHE_DIR
 
 __all__ = [
     "DEFAULT_MAX_FILE_MB",
@@ -83,7 +84,7 @@ class ExperimentConfig(Section):
         "auto",
         description=(
             "Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N "
-            "layers) and unaugmented on features computed once and cached on disk (`$TLCLI_CACHE_DIR`; if that "
+            f"layers) and unaugmented on features computed once and cached on disk (`${CACHE_DIR.name}`; if that "
             "folder cannot be used, one warning and the features stay in memory); `disk` the same, but an "
             "unusable cache folder is an error (exit 2) before anything starts; `memory` never uses the disk "
             "cache; `off` trains the full model on decoded images every epoch."

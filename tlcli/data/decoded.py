@@ -22,6 +22,7 @@ from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, ImageInfo, de
 from tlcli.data.screening import Loaded, ScreenedFiles
 from tlcli.data.splits import Sample, label_array
 from tlcli.errors import DataError
+from tlcli.settings import cache_dir
 
 DEFAULT_MEMORY_BUDGET = 4 * 1024**3  # decoded images above this go to a temporary file
 
@@ -102,7 +103,7 @@ def decode_samples(
     budget = memory_budget if memory_budget is not None else _default_memory_budget()
     spill = None
     if height * width * channels * len(samples) > budget:
-        spill = tempfile.TemporaryDirectory(prefix="tlcli-decoded-", dir=os.environ.get("TLCLI_CACHE_DIR"))
+        spill = tempfile.TemporaryDirectory(prefix="tlcli-decoded-", dir=cache_dir())
         images = np.lib.format.open_memmap(
             Path(spill.name) / "images.npy", mode="w+", dtype=np.uint8, shape=(len(samples), height, width, channels)
         )

@@ -32,7 +32,7 @@ def export_digits(
     from sklearn.datasets import load_digits
 
     if target_train_per_class < 1:
-        raise UserError("--target-train-per-class: must be at least 1")
+        raise UserError("target_train_per_class: must be at least 1")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; give a folder to write the digits into")

@@ -83,9 +83,9 @@ def evaluate(
     class_names = read_labels(run_dir)
     info = read_model_info(run_dir)
     if batch_size < 1:
-        raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
     if top_k is not None and top_k < 1:
-        raise UserError(f"--top-k: must be at least 1, got {top_k}")
+        raise UserError(f"top_k: must be at least 1, got {top_k}")
     config = read_run_config(run_dir)
     k = top_k or (config.train.top_k if config else 0) or DEFAULT_TOP_K
     gates = parse_gates(fail_under) + parse_gates(fail_over, over=True)
@@ -243,7 +243,7 @@ def split_samples(run_dir: Path, split: str, class_names: list[str], separator: 
         RunError: the file is missing, or names a class the run does not have.
     """
     if split not in ("val", "test"):
-        raise UserError(f"--split: expected val or test, got {split!r}")
+        raise UserError(f"split: expected val or test, got {split!r}")
     samples = labelled_split(run_dir, split, class_names, separator)
     if samples is None:
         hint = "; the run had no test set, use --split val" if split == "test" else "; the run folder is incomplete"
@@ -262,7 +262,7 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
         DataError: the folder is missing, has no images, or a class folder the run does not know.
     """
     if not folder.is_dir():
-        raise DataError(f"--data: folder not found: {folder}")
+        raise DataError(f"data: folder not found: {folder}")
     ignored: list[tuple[str, str]] = []
     files = list_class_files(folder, "--data", ignored)
     index = {name: i for i, name in enumerate(class_names)}
@@ -274,7 +274,7 @@ def folder_samples(folder: Path, class_names: list[str]) -> tuple[list[Sample], 
         )
     samples = [Sample(path, index[name], rel) for name in sorted(files) for path, rel in files[name]]
     if not samples:
-        raise DataError(f"--data: no images in class folders under {folder}")
+        raise DataError(f"data: no images in class folders under {folder}")
     return samples, ignored
 
 
@@ -306,7 +306,7 @@ def manifest_samples(
         for row in read.rows
     ]
     if not samples:
-        raise DataError(f"--data: no usable rows in {manifest}")
+        raise DataError(f"data: no usable rows in {manifest}")
     return samples, [{"path": b.path, "reason": f"row {b.row}: {b.problem}"} for b in read.bad]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from tlcli.evaluation.plots import new_figure
 from tlcli.evaluation.training_report import ReportJob, write_report_files
+from tlcli.settings import MPLBACKEND, child_environment
 
 log = logging.getLogger("tlcli")
 
@@ -47,6 +48,7 @@ class ReportWorker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
+                env=child_environment(defaults={MPLBACKEND: "Agg"}),
             )
         except OSError as exc:
             log.debug("report worker not started (%s)", exc)
@@ -126,7 +128,6 @@ def main() -> int:
     """The worker's side: import what the report needs, wait for one job, write the report, reply."""
     import os
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
     import sklearn.metrics  # noqa: F401  (imported now, while the parent loads TensorFlow)
 
     _warm_up()

@@ -96,9 +96,7 @@ def export_run(
     record = require_completed(run_dir)
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(
-            f"--out: {out} exists and is not empty; choose a new folder (an export never overwrites another)"
-        )
+        raise UserError(f"out: {out} exists and is not empty; choose a new folder (an export never overwrites another)")
     require_extras(names)
     table = gates_for(names, _figures(gates))
     class_names, info = read_labels(run_dir), read_model_info(run_dir)
@@ -139,9 +137,9 @@ def _calibration_record(calibration: SplitImages | None) -> dict[str, Any] | Non
 
 def _check_counts(calibration_images: int, parity_images: int | None) -> None:
     if calibration_images < 1:
-        raise UserError(f"--calibration-images: must be at least 1, got {calibration_images}")
+        raise UserError(f"calibration_images: must be at least 1, got {calibration_images}")
     if parity_images is not None and parity_images < 1:
-        raise UserError(f"--parity-images: must be at least 1, got {parity_images}")
+        raise UserError(f"parity_images: must be at least 1, got {parity_images}")
 
 
 def require_completed(run_dir: Path) -> RunRecord:
@@ -334,7 +332,7 @@ def _publish(staged: Path, parent: Path, label: str, out: Path | None) -> Path:
         os.rename(staged, out)  # onto an empty folder, or none: the export appears whole
     except OSError as exc:
         if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise UserError(f"--out: {out} is no longer empty; choose a new folder") from None
+            raise UserError(f"out: {out} is no longer empty; choose a new folder") from None
         raise
     fsync_dir(parent)
     return out
@@ -406,7 +404,7 @@ def _verified_formats(record: ExportRecord, formats: Sequence[str] | None, expor
     wanted = parse_formats(formats)
     missing = [name for name in wanted if name not in held]
     if missing:
-        raise UserError(f"--format: {export_dir} holds no {missing[0]} artifact (it holds {', '.join(held)})")
+        raise UserError(f"formats: {export_dir} holds no {missing[0]} artifact (it holds {', '.join(held)})")
     return wanted
 
 

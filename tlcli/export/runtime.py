@@ -24,6 +24,7 @@ from tlcli.errors import UserError
 from tlcli.export.formats import FILES
 from tlcli.export.record import EXPORT_RECORD, LABELS_FILE, ExportRecord
 from tlcli.inference.probabilities import to_class_probabilities
+from tlcli.settings import native_logs_quiet
 from tlcli.system import native_stderr_silenced
 
 __all__ = ["EXPORT_RECORD", "LABELS_FILE", "ExportedModel", "TensorInfo"]
@@ -33,7 +34,7 @@ __all__ = ["EXPORT_RECORD", "LABELS_FILE", "ExportedModel", "TensorInfo"]
 def quiet_native_logs() -> Iterator[None]:
     """Hide what the converters and runtimes print from C++ straight to file descriptor 2 (XNNPACK, absl, quantizer
     chatter), when TensorFlow's own C++ logs are off (TF_CPP_MIN_LOG_LEVEL=3, the CLI's setting without --debug)."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+    if not native_logs_quiet():
         yield
         return
     with native_stderr_silenced():

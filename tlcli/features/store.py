@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from tlcli.modeling import layers as names
 from tlcli.paths import cache_root
 from tlcli.runs.atomic import write_bytes_atomic, write_text_atomic
 from tlcli.runs.records import ModelInfo
+from tlcli.settings import cache_max_gb
 
 CACHE_VERSION = 3  # 2: packs of rows instead of one .npy per image; 3: packs carry a checksum
 CHECKSUM_PREFIX = "sha256:"
@@ -52,7 +52,7 @@ PACK_ROWS = 1024
 
 def max_bytes() -> int:
     try:
-        return int(float(os.environ.get("TLCLI_CACHE_MAX_GB", DEFAULT_MAX_GB)) * 1024**3)
+        return int(cache_max_gb(DEFAULT_MAX_GB) * 1024**3)
     except ValueError:
         return int(DEFAULT_MAX_GB * 1024**3)
 

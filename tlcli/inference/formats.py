@@ -22,7 +22,7 @@ def format_predictions(result: PredictResult, fmt: str) -> str:
         return "".join(json.dumps(p.to_dict()) + "\n" for p in result.predictions)
     if fmt == "csv":
         return _csv_text(result)
-    raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    raise UserError(f"fmt: expected one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
 def csv_header(top_k: int) -> list[str]:

@@ -232,11 +232,11 @@ def predict(
 
 
 def check_predict_options(top_k: int, batch_size: int) -> None:
-    """Raises UserError for a --top-k or --batch-size below 1 (before any work)."""
+    """Raises UserError for a top_k or batch_size below 1 (before any work)."""
     if top_k < 1:
-        raise UserError(f"--top-k: must be at least 1, got {top_k}")
+        raise UserError(f"top_k: must be at least 1, got {top_k}")
     if batch_size < 1:
-        raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
 
 
 def predict_with(

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from tlcli.errors import UserError
+from tlcli.settings import LOGICAL_CPUS, logical_cpus_text, tf_config_text
 
-LOGICAL_CPUS_ENV = "TLCLI_LOGICAL_CPUS"
+LOGICAL_CPUS_ENV = LOGICAL_CPUS.name
 
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)  # Volta and newer have float16 tensor cores
 
@@ -92,7 +93,7 @@ class DevicePlan:
         return data
 
 
-def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
+def cluster_from_env(environ: Mapping[str, str] | None = None) -> Cluster | None:
     """The cluster `TF_CONFIG` names, or None (unset, or a single worker: no cluster).
 
     `TF_CONFIG` is `{"cluster": {"worker": [host:port, ...], "chief": [host:port]?}, "task": {"type": ..., "index":
@@ -102,7 +103,7 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
     Raises:
         UserError: TF_CONFIG is not of that shape.
     """
-    text = environ.get("TF_CONFIG", "").strip()
+    text = tf_config_text(environ)
     if not text:
         return None
     try:
@@ -128,8 +129,8 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
     return Cluster(everyone, position) if len(everyone) > 1 else None
 
 
-def logical_cpus_from_env(environ: Mapping[str, str] = os.environ) -> int:
-    text = environ.get(LOGICAL_CPUS_ENV, "").strip()
+def logical_cpus_from_env(environ: Mapping[str, str] | None = None) -> int:
+    text = logical_cpus_text(environ)
     if not text:
         return 0
     if not text.isdigit() or int(text) < 1:

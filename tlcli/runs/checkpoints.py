@@ -215,7 +215,8 @@ def restore_optimizer(fitted, values: list[np.ndarray]) -> None:
     for variable, value in zip(variables, values):
         if tuple(variable.shape) != tuple(value.shape):
             raise ValueError(
-                f"optimizer variable {variable.path}: shape {tuple(value.shape)} in the checkpoint, {tuple(variable.shape)} in the model"
+                f"optimizer variable {variable.path}: shape {tuple(value.shape)} in the checkpoint, "
+                f"{tuple(variable.shape)} in the model"
             )
         variable.assign(value)
 

@@ -123,7 +123,7 @@ def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Pa
         return create_stamped_dir(runs_dir, name, now)
     except OSError as exc:
         raise UserError(
-            f"--runs-dir: cannot create a run folder in {runs_dir} ({exc.strerror or exc}); choose a writable folder"
+            f"runs_dir: cannot create a run folder in {runs_dir} ({exc.strerror or exc}); choose a writable folder"
         ) from None
 
 

@@ -66,7 +66,8 @@ class Metrics:
 
     @property
     def untouched_split(self) -> str | None:
-        """The split whose figures are an honest estimate (test when there is one, else val when nothing was chosen on it)."""
+        """The split whose figures are an honest estimate: test when there is one, else val when nothing was
+        chosen on it."""
         return next((split for split in ("test", "val") if self.figures.get(split) == "untouched"), None)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tlcli.errors import UserError
-from tlcli.tracking.settings import TrackingSettings, require_mlflow
+from tlcli.tracking.settings import TrackingSettings, require_mlflow, short_http
 
 MAX_PARAM_CHARS = 500  # the smallest limit of the MLflow servers still around (2.x before 2.10)
 BATCH = 100  # MLflow takes at most 100 params (and 1000 metrics) a request
@@ -48,7 +48,8 @@ class MlflowRun:
         if self.failed is not None:
             return None
         try:
-            return getattr(self.client, method)(*args, **kwargs)
+            with short_http():
+                return getattr(self.client, method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (whatever the server or store does, training goes on)
             self.fail(f"{method}: {first_line(exc)}")
             return None
@@ -140,7 +141,7 @@ def check_reachable(settings: TrackingSettings) -> None:
     tracker.call("search_experiments", max_results=1)
     if tracker.failed is not None:
         raise UserError(
-            f"--strict-tracking: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})"
+            f"tracking.strict: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})"
         )
 
 
@@ -169,7 +170,8 @@ def continue_run(tracker: MlflowRun, run_id: str, running: bool = True) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
-        run = tracker.client.get_run(run_id)
+        with short_http():
+            run = tracker.client.get_run(run_id)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
             return False

@@ -7,24 +7,16 @@ imports mlflow at module import time.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcli.config.schema import ExperimentConfig, redact_uri
 from tlcli.errors import UserError
+from tlcli.settings import MLFLOW_HTTP_DEFAULTS, scoped, tracking_uri
 
 __all__ = ["DEFAULT_URI", "TrackingRequest", "TrackingSettings", "redact_uri", "require_mlflow", "resolve"]
 
 DEFAULT_URI = "sqlite:///mlruns.db"  # embedded: an SQLite file in the working directory, nothing to start
-URI_ENV = "MLFLOW_TRACKING_URI"
-# MLflow's client retries for minutes by default; a tracking server must never stall training.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-}
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ def resolve(
     """
     request = request or TrackingRequest()
     section = config.tracking.mlflow
-    from_env = os.environ.get(URI_ENV) or None
+    from_env = tracking_uri()
     if request.mlflow_uri is None and section is None and from_env is None and recorded_uri is None:
         return None
     uri = request.mlflow_uri or recorded_uri or (section.tracking_uri if section else None) or from_env or DEFAULT_URI
@@ -80,14 +72,18 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+def short_http():
+    """A block in which MLflow's client retries and waits briefly (unless the user set its variables): by default it
+    retries for minutes, and a tracking server must never stall training."""
+    return scoped(MLFLOW_HTTP_DEFAULTS)
+
+
 def require_mlflow():
-    """The mlflow module, with the client's HTTP retries and timeouts short for this process (unless the user set them).
+    """The mlflow module (its calls go through `short_http`, `Tracker.call` does).
 
     Raises:
         UserError: mlflow is not installed.
     """
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     try:
         import mlflow
     except ImportError:

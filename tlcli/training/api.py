@@ -115,7 +115,7 @@ def resume(
     options, reporter, run_dir = options or RunOptions(), reporter or Reporter(), Path(run_dir)
     with options.report_worker or contextlib.nullcontext(), worker_scratch() as scratch:
         if not run_dir.is_dir():
-            raise RunError(f"--resume: {run_dir}: run folder not found")
+            raise RunError(f"run_dir: {run_dir}: run folder not found")
         read_run_record(run_dir)  # refuses non-runs and other run-format versions
         if scratch is not None:  # another worker: resume a copy, taken before the cluster forms and the chief writes
             run_dir = worker_copy(run_dir, scratch)

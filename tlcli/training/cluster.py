@@ -1,4 +1,5 @@
-"""One process of a cluster of workers (`TF_CONFIG`): where a worker other than the chief writes, and what a lost peer means.
+"""One process of a cluster of workers (`TF_CONFIG`): where a worker other than the chief writes, and what a lost
+peer means.
 
 Only the chief (worker 0) writes the run folder. Every other worker runs the
 same steps in a scratch folder of its own (removed when it ends), so the code
@@ -11,6 +12,7 @@ same checkpoint; the copy needs the run folder readable at the same path.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Iterator
 
 from tlcli.errors import TrainingError
 from tlcli.modeling.devices import cluster_from_env
+from tlcli.runs.records import read_run_record
 
 # What the run folder holds that a worker's copy does not need (reports, exports, logs of other sessions).
 NOT_COPIED = ("eval", "export", "tensorboard", "workers", "model.keras", "curves.png", "train.log")
@@ -25,7 +28,8 @@ NOT_COPIED = ("eval", "export", "tensorboard", "workers", "model.keras", "curves
 
 @contextlib.contextmanager
 def worker_scratch() -> Iterator[Path | None]:
-    """A scratch runs folder for a worker other than the chief (None for the chief and for a process without a cluster)."""
+    """A scratch runs folder for a worker other than the chief (None for the chief and for a process without a
+    cluster)."""
     cluster = cluster_from_env()
     if cluster is None or cluster.chief:
         yield None
@@ -39,19 +43,16 @@ def worker_scratch() -> Iterator[Path | None]:
 
 def worker_copy(run_dir: Path, scratch: Path) -> Path:
     """A copy of `run_dir` in `scratch` that this worker resumes (its run.json no longer names the chief's process)."""
-    from tlcli.runs.records import read_run_record
-
     copy = scratch / run_dir.name
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(*NOT_COPIED, "*.lock", ".*"))
-    import dataclasses
-
     dataclasses.replace(read_run_record(copy), pid=None, pid_started=None).write(copy)
     return copy
 
 
 @contextlib.contextmanager
 def peers_lost(timeout_s: float) -> Iterator[None]:
-    """A collective that failed because another worker died or stalled is one line naming the bound, not a TensorFlow trace."""
+    """A collective that failed because another worker died or stalled is one line naming the bound, not a
+    TensorFlow trace."""
     try:
         yield
     except Exception as exc:
@@ -60,6 +61,7 @@ def peers_lost(timeout_s: float) -> Iterator[None]:
             raise
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else kind
         raise TrainingError(
-            f"another worker of the cluster stopped answering (a collective failed after at most runtime.collective_timeout_s = {timeout_s:g} s: {kind}: {first}); "
+            "another worker of the cluster stopped answering (a collective failed after at most "
+            f"runtime.collective_timeout_s = {timeout_s:g} s: {kind}: {first}); "
             "resume with tlcli train --resume RUN_DIR once every worker runs"
         ) from exc

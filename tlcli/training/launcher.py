@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -27,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
+from tlcli.runs.records import finish_run, read_run_record
+from tlcli.settings import CLUSTER_DIR, TF_CONFIG, child_environment, cluster_dir
 
-CLUSTER_DIR_ENV = "TLCLI_CLUSTER_DIR"  # where the chief tells the launcher its run folder
 GRACE_S = 5.0  # how long workers get to end on their own once one has gone, before they are killed
 POLL_S = 0.2
 
@@ -51,10 +51,11 @@ class Cluster:
 
 
 def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
-    """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module docstring)."""
+    """Run `tlcli <args>` as a cluster of `workers` local processes; returns the exit code (see the module
+    docstring)."""
     if workers < 2:
         raise UserError(
-            f"--workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
+            f"workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
         )
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="tlcli-cluster-")))
     ports = free_ports(workers)
@@ -67,7 +68,8 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
             _end_all(cluster)
             _mark(run_dir, "interrupted" if code == EXIT_INTERRUPTED else "failed", why)
             hint = (
-                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, continue it with: tlcli train --resume {run_dir} --workers {workers}"
+                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, "
+                f"continue it with: tlcli train --resume {run_dir} --workers {workers}"
                 if run_dir
                 else ""
             )
@@ -93,7 +95,7 @@ def free_ports(count: int) -> list[int]:
 
 def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> None:
     spec = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
-    env = {**os.environ, "TF_CONFIG": json.dumps(spec), CLUSTER_DIR_ENV: str(cluster.folder)}
+    env = child_environment({TF_CONFIG: json.dumps(spec), CLUSTER_DIR: str(cluster.folder)})
     command = [sys.executable, "-m", "tlcli", *args]
     if index == 0:  # the chief speaks for the cluster: its progress and summary are this command's
         cluster.processes.append(subprocess.Popen(command, env=env, preexec_fn=_end_with_parent))
@@ -115,7 +117,8 @@ def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> N
 
 
 def _end_with_parent() -> None:
-    """In the worker, before exec: on Linux, a SIGTERM when the launcher dies (even by SIGKILL), so no worker outlives it."""
+    """In the worker, before exec: on Linux, a SIGTERM when the launcher dies (even by SIGKILL), so no worker
+    outlives it."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -161,7 +164,8 @@ def _after_ctrl_c(cluster: Cluster) -> tuple[int, str | None]:
 def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | None]:
     """A worker other than the chief exited first: a finished cluster's workers end together, so this one failed
     (unless it exited by itself and the chief ends on its own right after: a bad config fails every worker at once,
-    and the chief says why). A worker killed by a signal is the cause even when the chief's next collective fails at once."""
+    and the chief says why). A worker killed by a signal is the cause even when the chief's next collective fails
+    at once."""
     chief_ended = _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None
     if chief_ended and code >= 0:
         return cluster.chief.returncode, None
@@ -169,7 +173,8 @@ def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | Non
     tail = _tail(cluster.logs[index])
     return (
         EXIT_FAILURE,
-        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; the other workers were stopped",
+        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; "
+        "the other workers were stopped",
     )
 
 
@@ -180,7 +185,8 @@ def _wait(process: subprocess.Popen, seconds: float) -> int | None:
 
 
 def _end_all(cluster: Cluster) -> None:
-    """Terminate what still runs; kill what has not ended after `GRACE_S` (a worker blocked in a collective ignores SIGTERM)."""
+    """Terminate what still runs; kill what has not ended after `GRACE_S` (a worker blocked in a collective
+    ignores SIGTERM)."""
     running = [p for p in cluster.processes if p.poll() is None]
     for process in running:
         with contextlib.suppress(ProcessLookupError):
@@ -195,8 +201,6 @@ def _end_all(cluster: Cluster) -> None:
 
 def _mark(run_dir: Path | None, status: str, why: str) -> None:
     """The chief could not record how the run ended (it was ended while blocked): record it for it."""
-    from tlcli.runs.records import finish_run, read_run_record
-
     if run_dir is None or not (run_dir / "run.json").is_file():
         return
     with contextlib.suppress(Exception):
@@ -224,7 +228,7 @@ def _tail(log: Path) -> str:
 
 def tell_launcher(run_dir: Path) -> None:
     """The chief names its run folder to the launcher that started it (if one did)."""
-    folder = os.environ.get(CLUSTER_DIR_ENV)
+    folder = cluster_dir()  # where the chief tells the launcher its run folder
     if folder and Path(folder).is_dir():
         with contextlib.suppress(OSError):
             (Path(folder) / "run_dir").write_text(str(Path(run_dir).absolute()))

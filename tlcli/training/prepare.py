@@ -38,6 +38,7 @@ from tlcli.modeling.freezing import first_trainable_index
 from tlcli.progress import Reporter
 from tlcli.runs.folder import resolve_run
 from tlcli.runs.records import ModelInfo
+from tlcli.settings import CACHE_DIR
 from tlcli.training.compile import check_monitors, make_optimizer
 from tlcli.training.phases import phases_of
 
@@ -153,12 +154,12 @@ def _disk_cache(config: ExperimentConfig, reporter: Reporter) -> bool:
     if config.cache == "disk":
         raise ConfigError(
             "cache",
-            f"disk: the feature cache cannot be used ({problem}); point TLCLI_CACHE_DIR at a writable folder, "
+            f"disk: the feature cache cannot be used ({problem}); point {CACHE_DIR.name} at a writable folder, "
             "or set cache: auto to train without it",
         )
     reporter.warn(
         f"the feature cache cannot be used ({problem}); features stay in memory for this run "
-        "(set TLCLI_CACHE_DIR to a writable folder)"
+        f"(set {CACHE_DIR.name} to a writable folder)"
     )
     return False
 
@@ -198,4 +199,3 @@ def validate(
     return Validation(
         prepared.config, prepared.splits, prepared.info.base_name, prepared.plan.describe(), prepared.model
     )
-

@@ -131,7 +131,7 @@ def tune(
         tune_dir = create_stamped_dir(prepared.runs_dir, f"{prepared.config.name}-tune")
     except OSError as exc:
         raise UserError(
-            f"--runs-dir: cannot create a tune folder in {prepared.runs_dir} ({exc.strerror or exc})"
+            f"runs_dir: cannot create a tune folder in {prepared.runs_dir} ({exc.strerror or exc})"
         ) from None
     with RunLock(tune_dir):
         try:

@@ -19,7 +19,6 @@ and again when it ends.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tlcli.config.loading import dump_config, read_yaml
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError
 from tlcli.runs.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
+from tlcli.settings import MPLBACKEND, scoped
 from tlcli.tuning.record import TUNE_RECORD, TrialRecord, TuneRecord
 
 DEFAULT_STORAGE = "study.db"
@@ -44,10 +44,10 @@ def read_record(tune_dir: Path) -> TuneRecord:
         RunError: not a tune folder, or a damaged tune.json (named).
     """
     if not tune_dir.is_dir():
-        raise RunError(f"--resume: {tune_dir}: tune folder not found")
+        raise RunError(f"tune_dir: {tune_dir}: tune folder not found")
     if not (tune_dir / TUNE_RECORD).is_file() or not (tune_dir / "config.yaml").is_file():
         raise RunError(
-            f"--resume: {tune_dir} is not a tune folder (no tune.json and config.yaml); "
+            f"tune_dir: {tune_dir} is not a tune folder (no tune.json and config.yaml); "
             "start a study with tlcli tune CONFIG"
         )
     return TuneRecord.read(tune_dir / TUNE_RECORD)
@@ -90,11 +90,11 @@ def write_best(tune_dir: Path, config: ExperimentConfig) -> Path:
 
 def write_plots(tune_dir: Path, study) -> dict[str, str]:
     """Optuna's optimisation history and parameter importances (matplotlib), or why a plot was skipped."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
     import warnings
 
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
+    with scoped({MPLBACKEND: "Agg"}):  # matplotlib reads it when it is first imported
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as plots
 
     done: dict[str, str] = {}
     for name, drawing in (

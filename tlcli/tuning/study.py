@@ -63,7 +63,7 @@ def open_storage(url: str):
 
         path = url.removeprefix("journal:")
         if not path:
-            raise UserError("--storage: journal: needs a file path (journal:/shared/studies/flowers.log)")
+            raise UserError("storage: journal: needs a file path (journal:/shared/studies/flowers.log)")
         try:
             return JournalStorage(JournalFileBackend(path))
         except OSError as exc:

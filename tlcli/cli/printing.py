@@ -1,0 +1,82 @@
+"""What one `tlcli` invocation prints and how: an `Output` made by `command` for each call (no module-level state).
+
+Errors are one line on stderr (`error: ...`); with `--json` (or `--format json|jsonl`) the command's stdout holds
+one JSON document on every exit: its own, or the error's when it printed none. Library errors name the function's
+argument (`runs_dir: ...`); the command says which flag that is (`--runs-dir: ...`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, NoReturn
+
+import typer
+from rich.console import Console
+
+from tlcli.progress import Reporter, RichReporter
+
+
+@dataclass
+class Output:
+    """One invocation's output settings (`--json`, `--quiet`, `--debug`), its consoles, and whether it printed its
+    JSON document yet."""
+
+    json: bool = False
+    quiet: bool = False
+    debug: bool = False
+    flags: Mapping[str, str] = field(default_factory=dict)  # a library argument's name -> this command's flag
+    printed: bool = False
+    stdout: Console = field(default_factory=lambda: Console(soft_wrap=True))
+    stderr: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+
+    def document(self, text: str) -> None:
+        """Write the command's machine-readable output on stdout (an error then adds no second document)."""
+        sys.stdout.write(text)
+        self.printed = True
+
+    def print_json(self, data: Any) -> None:
+        self.document(json.dumps(data, indent=2, default=str) + "\n")
+
+    def error(self, message: str) -> None:
+        """One `error:` line on stderr."""
+        print(f"error: {message}", file=sys.stderr)
+
+    def fail(self, message: str, code: int, extra: dict[str, Any] | None = None) -> NoReturn:
+        """The error on stderr (and a JSON document on stdout when the command speaks JSON and printed none), exit."""
+        self.error(message)
+        if self.json and not self.printed:
+            self.print_json({"error": message, "exit_code": code, **(extra or {})})
+        raise typer.Exit(code) from None
+
+    def with_flag(self, message: str) -> str:
+        """`runs_dir: ...` (a library error naming its argument) as `--runs-dir: ...` (the flag the user typed)."""
+        name, sep, rest = message.partition(":")
+        flag = self.flags.get(name) if sep else None
+        return f"{flag}:{rest}" if flag else message
+
+    def reporter(self, silent: bool = False) -> Reporter:
+        """Progress on stderr; none with `--quiet` (or `silent`: a command whose `--json` replaces its progress)."""
+        return Reporter() if self.quiet or silent else RichReporter(self.stderr)
+
+
+_CURRENT: contextvars.ContextVar[Output] = contextvars.ContextVar("tlcli_output")
+
+
+def output() -> Output:
+    """The running command's Output (a default one outside a command)."""
+    current = _CURRENT.get(None)
+    return current if current is not None else Output()
+
+
+@contextlib.contextmanager
+def invocation(out: Output) -> Iterator[Output]:
+    """`out` is the Output of the command running inside this block."""
+    token = _CURRENT.set(out)
+    try:
+        yield out
+    finally:
+        _CURRENT.reset(token)
