@@ -1,8 +1,14 @@
-"""Shared fixtures: tiny generated image folders, an isolated Keras cache, the CLI."""
+"""Shared fixtures: tiny generated image folders, an isolated Keras cache, the CLI, and trained runs shared by the
+session (read-only: a test that writes into one copies it first, `run_copy`).
+
+Tiers (markers registered in pyproject.toml): `slow` marks what trains, exports or waits on processes, so
+`pytest -m "not slow"` is the fast inner loop; `subprocess` marks tests that start child processes.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -141,3 +147,80 @@ def cli():
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+# ----------------------------------------------------------------------------- trained runs shared by the session
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One feature cache for the session: the shared runs train with it; a test that never needs a cold cache may use
+    it too (`warm_cache`) and so reuse features another test extracted."""
+    return tmp_path_factory.mktemp("tlcli_shared_cache")
+
+
+@pytest.fixture
+def warm_cache(shared_cache, monkeypatch) -> Path:
+    monkeypatch.setenv("TLCLI_CACHE_DIR", str(shared_cache))
+    return shared_cache
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train_shared(raw: dict, cache: Path) -> Path:
+    """Train `raw` with the session's feature cache (session fixtures run before the per-test `isolated_caches`)."""
+    from tlcli import load_config, train
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TLCLI_CACHE_DIR", str(cache))
+        return train(load_config(raw)).run_dir
+
+
+def assert_untouched(run_dir: Path, before: dict[str, bytes]) -> None:
+    """A shared run is read-only: a test that writes into one copies it first (`run_copy`)."""
+    assert snapshot(run_dir) == before, f"a test wrote into the shared run {run_dir}; copy it first (run_copy)"
+
+
+@pytest.fixture(scope="session")
+def binary_run(tmp_path_factory, shared_cache):
+    """READ-ONLY. A sigmoid single-unit head on cats vs dogs (16 + 16 train, 6 + 6 val images of 32 px, 3 epochs),
+    output p of class 1: the run tests/test_predict.py and tests/test_export.py read."""
+    root = tmp_path_factory.mktemp("binary")
+    make_image_folder(root / "data" / "train", {"cats": 16, "dogs": 16}, size=32, seed=3)
+    make_image_folder(root / "data" / "val", {"cats": 6, "dogs": 6}, size=32, seed=4)
+    config = tiny_config(
+        root / "data", root / "runs", data={"image_size": 32}, head={"activation": "sigmoid"}, train={"epochs": 3}
+    )
+    run_dir = train_shared(config, shared_cache)
+    before = snapshot(run_dir)
+    yield run_dir
+    assert_untouched(run_dir, before)
+
+
+@pytest.fixture(scope="session")
+def frozen_source(tmp_path_factory, shared_cache):
+    """READ-ONLY. A SmallCNN trained for 3 epochs whose frozen base gives separable features, and its data: 3 classes,
+    train/ (24 each, hash-split into train and val) and test/ (6 each). Returns (data, run_dir, root): tests may write
+    new folders under root, never into run_dir."""
+    root = tmp_path_factory.mktemp("frozen-source")
+    data = root / "data"
+    make_image_folder(data / "train", {"a": 24, "b": 24, "c": 24}, seed=1)
+    make_image_folder(data / "test", {"a": 6, "b": 6, "c": 6}, seed=5)
+    config = tiny_config(data, root / "runs", name="source", train={"epochs": 3})
+    run_dir = train_shared(config, shared_cache)
+    before = snapshot(run_dir)
+    yield data, run_dir, root
+    assert_untouched(run_dir, before)
+
+
+@pytest.fixture
+def run_copy(tmp_path):
+    """`run_copy(run)`: a copy of a shared run in tmp_path/runs/, for a test that writes into its run."""
+
+    def copy(run_dir: Path, **options) -> Path:
+        return Path(shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name, **options))
+
+    return copy

@@ -20,28 +20,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import make_image_folder, tiny_config, write_config
 
 optuna = pytest.importorskip("optuna") if os.environ.get("CI") != "true" else __import__("optuna")
 
-from tlcli import list_runs, load_config, train  # noqa: E402
+from tlcli import list_runs, load_config  # noqa: E402
 from tlcli.errors import ConfigError  # noqa: E402
 
 SUBPROCESS_TIMEOUT = 240  # seconds; a hung study fails its test instead of hanging the suite
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    """A trained SmallCNN (its frozen base) and its data: train/ (hash-split into train and val) and test/."""
-    root = tmp_path_factory.mktemp("tune")
-    data = root / "data"
-    make_image_folder(data / "train", {"a": 24, "b": 24, "c": 24}, seed=1)
-    make_image_folder(data / "test", {"a": 6, "b": 6, "c": 6}, seed=5)
-    run = train(load_config(tiny_config(data, root / "runs", name="source", train={"epochs": 3}))).run_dir
-    return data, run, root
+def source(frozen_source):
+    """A trained SmallCNN (its frozen base) and its data: train/ (hash-split into train and val) and test/; the
+    session's, read-only (conftest.frozen_source)."""
+    return frozen_source
 
 
 def study_config(source, runs_dir: Path, **tune) -> dict:
@@ -213,7 +208,6 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
 def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
     """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
     from tlcli import tune
-    from tlcli.tuning.objective import fold_splits
 
     raw = study_config(
         source,
@@ -242,27 +236,6 @@ def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_t
     assert (
         result.train_best.metrics.refit["epochs"] == result.best["epochs"]
     )  # trained, then refitted, for the folds' median
-    x = np.arange(72) % 3
-    splits = fold_splits(x, 5, seed=0)
-    assert sorted(np.concatenate([held for _, held in splits]).tolist()) == list(
-        range(72)
-    )  # every image held out exactly once
-    assert all(
-        sorted(np.bincount(x[held], minlength=3)) in ([4, 5, 5], [5, 5, 5], [4, 4, 5]) for _, held in splits
-    )  # stratified
-
-
-def test_folds_auto_cross_validates_small_sets_only():
-    from tlcli.tuning.objective import AUTO_FOLDS_BELOW, resolve_folds
-
-    assert resolve_folds("auto", AUTO_FOLDS_BELOW - 1, flips=False)[0] == 5
-    assert resolve_folds("auto", AUTO_FOLDS_BELOW, flips=False) == (
-        1,
-        f"on the validation split ({AUTO_FOLDS_BELOW} training + validation images: enough)",
-    )
-    assert resolve_folds(3, 5000, flips=False)[0] == 3 and resolve_folds(1, 10, flips=False)[0] == 1
-    assert resolve_folds(10, 4, flips=False)[0] == 4  # never more folds than images
-    assert resolve_folds("auto", 100, flips=True)[0] == 1  # the flipped copies exist for the training split only
 
 
 def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
@@ -336,26 +309,6 @@ def test_a_config_without_tune_section_and_its_own_value_outside_the_choices_are
 
         tune(load_config(study_config(source, tmp_path / "runs", space={"train.learning_rate": [0.1, 0.05]})))
     assert not list((tmp_path / "runs").glob("*-tune"))  # refused before a trial: no tune folder is left
-
-
-def test_storage_urls_and_pruners():
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    from tlcli.errors import UserError
-    from tlcli.tuning.study import make_pruner, open_storage, redact
-
-    assert redact("postgresql://tlcli:secret@db.example:5432/studies") == "postgresql://tlcli@db.example:5432/studies"
-    assert is_heartbeat_enabled(
-        open_storage(f"sqlite:///{tempfile.mkdtemp()}/s.db")
-    )  # a killed process's trial is failed by its silence
-    with pytest.raises(UserError, match="expected an RDB URL"):
-        open_storage("redis://localhost")
-    assert (
-        type(make_pruner("hyperband", {})).__name__ == "HyperbandPruner"
-        and type(make_pruner("none", {})).__name__ == "NopPruner"
-    )
-    with pytest.raises(ConfigError, match="tune.pruner_args: not accepted"):
-        make_pruner("median", {"n_startup": 3})
 
 
 # ----------------------------------------------------------------------------- processes
