@@ -7,6 +7,7 @@ Tiers (markers registered in pyproject.toml): `slow` marks what trains, exports 
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import sys
@@ -27,6 +28,73 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Keras reads KERAS_HOME once, at import (and writes keras.json there): point it away
 # from the user's ~/.keras before any test imports Keras.
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tlcli-tests-keras-")
+
+# ----------------------------------------------------------------------------- tiers
+# Slow and subprocess tests of the modules whose markers are kept here rather than on the tests themselves (the
+# evaluate, predict, export, hostile-input and tune modules mark theirs in place). Patterns match "module::test"
+# (fnmatch; a parametrized test matches by its name without the [case]).
+SLOW = (
+    "test_check.py::test_train_*",
+    "test_check.py::test_a_failure_marks_only_the_new_run_failed",
+    "test_check.py::test_messy_hymenoptera_*",
+    "test_commands.py::test_cache_info_and_clear",
+    "test_distributed.py::test_t[!f]*",
+    "test_distributed.py::test_a_*",
+    "test_distributed.py::test_stopping_*",
+    "test_features.py::*",
+    "test_manifest.py::test_every_bad_row_*",
+    "test_manifest.py::test_a_relabelled_*",
+    "test_manifest.py::test_evaluate_and_predict_*",
+    "test_manifest.py::test_a_manifest_of_hymenoptera_*",
+    "test_multilabel.py::test_a_multi_label_run_*",
+    "test_multilabel.py::test_evaluate_gates_*",
+    "test_multilabel.py::test_predict_gives_*",
+    "test_multilabel.py::test_defaults_on_a_frozen_base_*",
+    "test_multilabel.py::test_class_weight_auto_*",
+    "test_multilabel.py::test_resume_extends_*",
+    "test_resume.py::*",
+    "test_selection.py::*",
+    "test_tracking.py::test_a_*",
+    "test_tracking.py::test_tlcli_runs_*",
+    "test_tracking.py::test_resume_*",
+    "test_tracking.py::test_evaluate_*",
+    "test_tracking.py::test_credentials_*",
+    "test_tracking.py::test_strict_*",
+    "test_tracking.py::test_tune_*",
+    "test_tracking.py::test_nothing_imports_mlflow_*",
+    "test_train.py::test_run_folder_*",
+    "test_train.py::test_saved_model_*",
+    "test_train.py::test_resolved_config_*",
+    "test_train.py::test_metrics_history_*",
+    "test_train.py::test_two_phases_*",
+    "test_train.py::test_failure_during_*",
+    "test_train.py::test_class_weight_*",
+    "test_train.py::test_sigmoid_head_*",
+    "test_train.py::test_grayscale_training_*",
+    "test_weights.py::test_imported_real_weights_*",
+)
+SUBPROCESS = (
+    "test_architecture.py::test_import_tlcli_loads_no_heavy_library",
+    "test_distributed.py::test_t[!f]*",
+    "test_distributed.py::test_a_*",
+    "test_distributed.py::test_stopping_*",
+    "test_report_worker.py::test_keras_loads_*",
+    "test_resume.py::test_ctrl_c_*",
+    "test_resume.py::test_fault_injection_*",
+    "test_tracking.py::test_a_server_stopped_*",
+    "test_tracking.py::test_nothing_imports_mlflow_*",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests SLOW and SUBPROCESS name (the markers registered in pyproject.toml)."""
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in SUBPROCESS):
+            item.add_marker(pytest.mark.subprocess)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in SLOW):
+            item.add_marker(pytest.mark.slow)
+
 
 needs_shared = pytest.mark.skipif(
     not MOBILENET_WEIGHTS.is_file() or not HYMENOPTERA.is_dir(),

@@ -23,6 +23,9 @@ LOOSE = {
 }
 FLOAT = ("saved_model", "tflite", "onnx")
 
+# Every test here trains a run and exports it (the pure pieces: tests/test_export_units.py).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run3(tmp_path_factory) -> Path:

@@ -13,7 +13,7 @@ import shutil
 import pytest
 from conftest import HYMENOPTERA, MOBILENET_WEIGHTS, needs_shared, write_config
 
-pytestmark = [needs_shared, pytest.mark.integration]
+pytestmark = [needs_shared, pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture

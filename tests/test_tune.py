@@ -132,6 +132,7 @@ def finished(source):
     return tune(load_config(study_config(source, runs_dir)), train_best=True), runs_dir
 
 
+@pytest.mark.slow
 def test_a_small_study_writes_every_file(finished):
     result, runs_dir = finished
     folder = result.tune_dir
@@ -173,6 +174,7 @@ def test_a_small_study_writes_every_file(finished):
     assert record["storage"].startswith("sqlite:///") and record["storage"].endswith("study.db")
 
 
+@pytest.mark.slow
 def test_best_yaml_is_a_complete_config_that_trains(finished):
     result, runs_dir = finished
     best = load_config(result.best_config)  # a complete config: every default written out
@@ -194,6 +196,7 @@ def test_best_yaml_is_a_complete_config_that_trains(finished):
     assert json.loads((result.tune_dir / "tune.json").read_text())["train_best"]["run_dir"] == str(trained.run_dir)
 
 
+@pytest.mark.slow
 def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, cli):
     result, runs_dir = finished
     assert [s.name for s in list_runs(runs_dir)] == ["study-best"]
@@ -205,6 +208,7 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
     ]
 
 
+@pytest.mark.slow
 def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
     """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
     from tlcli import tune
@@ -238,6 +242,7 @@ def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_t
     )  # trained, then refitted, for the folds' median
 
 
+@pytest.mark.slow
 def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
     """A learning rate that learns nothing falls behind trial 0 at the same epoch: the median pruner stops it early."""
     from tlcli import tune
@@ -300,6 +305,7 @@ def test_a_bad_tune_section_exits_2_with_one_line(cli, tmp_path, tune_section, e
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_a_config_without_tune_section_and_its_own_value_outside_the_choices_are_refused(cli, source, tmp_path):
     raw = study_config(source, tmp_path / "runs")
     del raw["tune"]
@@ -427,6 +433,8 @@ def shared_storage(request, tmp_path):
     return f"journal:{tmp_path / 'shared' / 'study.log'}"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_processes_at_once_share_one_study(source, tmp_path, shared_storage):
     """Two `tlcli tune` processes started together on one storage and study: the study ends with the sum of their
     trials (at least --trials), no trial number twice, and one trial that is the config as written."""
@@ -462,6 +470,8 @@ def test_two_processes_at_once_share_one_study(source, tmp_path, shared_storage)
     assert len({out["tune_dir"] for out in outputs}) == 2  # each process its own tune folder
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_processes_that_open_a_fresh_postgresql_database_together_all_get_the_storage(postgres):
     """Optuna creates its tables on first use; processes racing on a fresh database lost with a unique violation."""
     import psycopg2
@@ -500,6 +510,8 @@ def _wait_for_a_trial(database: Path, process: subprocess.Popen, deadline: float
     raise AssertionError(f"no trial finished in time (exit {process.poll()})")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_keeps_the_study_and_resume_continues_it(source, tmp_path):
     raw = study_config(source, tmp_path / "runs", trials=40)
     config = write_config(tmp_path / "study.yaml", raw)
