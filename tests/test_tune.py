@@ -209,7 +209,9 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
 
 
 @pytest.mark.slow
-def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
+def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(
+    source, tmp_path, warm_cache
+):
     """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
     from tlcli import tune
 
@@ -243,7 +245,7 @@ def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_t
 
 
 @pytest.mark.slow
-def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
+def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path, warm_cache):
     """A learning rate that learns nothing falls behind trial 0 at the same epoch: the median pruner stops it early."""
     from tlcli import tune
 
