@@ -1,8 +1,15 @@
-"""Shared fixtures: tiny generated image folders, an isolated Keras cache, the CLI."""
+"""Shared fixtures: tiny generated image folders, an isolated Keras cache, the CLI, and trained runs shared by the
+session (read-only: a test that writes into one copies it first, `run_copy`).
+
+Tiers (markers registered in pyproject.toml): `slow` marks what trains, exports or waits on processes, so
+`pytest -m "not slow"` is the fast inner loop; `subprocess` marks tests that start child processes.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +28,73 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Keras reads KERAS_HOME once, at import (and writes keras.json there): point it away
 # from the user's ~/.keras before any test imports Keras.
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tlcli-tests-keras-")
+
+# ----------------------------------------------------------------------------- tiers
+# Slow and subprocess tests of the modules whose markers are kept here rather than on the tests themselves (the
+# evaluate, predict, export, hostile-input and tune modules mark theirs in place). Patterns match "module::test"
+# (fnmatch; a parametrized test matches by its name without the [case]).
+SLOW = (
+    "test_check.py::test_train_*",
+    "test_check.py::test_a_failure_marks_only_the_new_run_failed",
+    "test_check.py::test_messy_hymenoptera_*",
+    "test_commands.py::test_cache_info_and_clear",
+    "test_distributed.py::test_t[!f]*",
+    "test_distributed.py::test_a_*",
+    "test_distributed.py::test_stopping_*",
+    "test_features.py::*",
+    "test_manifest.py::test_every_bad_row_*",
+    "test_manifest.py::test_a_relabelled_*",
+    "test_manifest.py::test_evaluate_and_predict_*",
+    "test_manifest.py::test_a_manifest_of_hymenoptera_*",
+    "test_multilabel.py::test_a_multi_label_run_*",
+    "test_multilabel.py::test_evaluate_gates_*",
+    "test_multilabel.py::test_predict_gives_*",
+    "test_multilabel.py::test_defaults_on_a_frozen_base_*",
+    "test_multilabel.py::test_class_weight_auto_*",
+    "test_multilabel.py::test_resume_extends_*",
+    "test_resume.py::*",
+    "test_selection.py::*",
+    "test_tracking.py::test_a_*",
+    "test_tracking.py::test_tlcli_runs_*",
+    "test_tracking.py::test_resume_*",
+    "test_tracking.py::test_evaluate_*",
+    "test_tracking.py::test_credentials_*",
+    "test_tracking.py::test_strict_*",
+    "test_tracking.py::test_tune_*",
+    "test_tracking.py::test_nothing_imports_mlflow_*",
+    "test_train.py::test_run_folder_*",
+    "test_train.py::test_saved_model_*",
+    "test_train.py::test_resolved_config_*",
+    "test_train.py::test_metrics_history_*",
+    "test_train.py::test_two_phases_*",
+    "test_train.py::test_failure_during_*",
+    "test_train.py::test_class_weight_*",
+    "test_train.py::test_sigmoid_head_*",
+    "test_train.py::test_grayscale_training_*",
+    "test_weights.py::test_imported_real_weights_*",
+)
+SUBPROCESS = (
+    "test_architecture.py::test_import_tlcli_loads_no_heavy_library",
+    "test_distributed.py::test_t[!f]*",
+    "test_distributed.py::test_a_*",
+    "test_distributed.py::test_stopping_*",
+    "test_report_worker.py::test_keras_loads_*",
+    "test_resume.py::test_ctrl_c_*",
+    "test_resume.py::test_fault_injection_*",
+    "test_tracking.py::test_a_server_stopped_*",
+    "test_tracking.py::test_nothing_imports_mlflow_*",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests SLOW and SUBPROCESS name (the markers registered in pyproject.toml)."""
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in SUBPROCESS):
+            item.add_marker(pytest.mark.subprocess)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in SLOW):
+            item.add_marker(pytest.mark.slow)
+
 
 needs_shared = pytest.mark.skipif(
     not MOBILENET_WEIGHTS.is_file() or not HYMENOPTERA.is_dir(),
@@ -141,3 +215,80 @@ def cli():
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+# ----------------------------------------------------------------------------- trained runs shared by the session
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One feature cache for the session: the shared runs train with it; a test that never needs a cold cache may use
+    it too (`warm_cache`) and so reuse features another test extracted."""
+    return tmp_path_factory.mktemp("tlcli_shared_cache")
+
+
+@pytest.fixture
+def warm_cache(shared_cache, monkeypatch) -> Path:
+    monkeypatch.setenv("TLCLI_CACHE_DIR", str(shared_cache))
+    return shared_cache
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train_shared(raw: dict, cache: Path) -> Path:
+    """Train `raw` with the session's feature cache (session fixtures run before the per-test `isolated_caches`)."""
+    from tlcli import load_config, train
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TLCLI_CACHE_DIR", str(cache))
+        return train(load_config(raw)).run_dir
+
+
+def assert_untouched(run_dir: Path, before: dict[str, bytes]) -> None:
+    """A shared run is read-only: a test that writes into one copies it first (`run_copy`)."""
+    assert snapshot(run_dir) == before, f"a test wrote into the shared run {run_dir}; copy it first (run_copy)"
+
+
+@pytest.fixture(scope="session")
+def binary_run(tmp_path_factory, shared_cache):
+    """READ-ONLY. A sigmoid single-unit head on cats vs dogs (16 + 16 train, 6 + 6 val images of 32 px, 3 epochs),
+    output p of class 1: the run tests/test_predict.py and tests/test_export.py read."""
+    root = tmp_path_factory.mktemp("binary")
+    make_image_folder(root / "data" / "train", {"cats": 16, "dogs": 16}, size=32, seed=3)
+    make_image_folder(root / "data" / "val", {"cats": 6, "dogs": 6}, size=32, seed=4)
+    config = tiny_config(
+        root / "data", root / "runs", data={"image_size": 32}, head={"activation": "sigmoid"}, train={"epochs": 3}
+    )
+    run_dir = train_shared(config, shared_cache)
+    before = snapshot(run_dir)
+    yield run_dir
+    assert_untouched(run_dir, before)
+
+
+@pytest.fixture(scope="session")
+def frozen_source(tmp_path_factory, shared_cache):
+    """READ-ONLY. A SmallCNN trained for 3 epochs whose frozen base gives separable features, and its data: 3 classes,
+    train/ (24 each, hash-split into train and val) and test/ (6 each). Returns (data, run_dir, root): tests may write
+    new folders under root, never into run_dir."""
+    root = tmp_path_factory.mktemp("frozen-source")
+    data = root / "data"
+    make_image_folder(data / "train", {"a": 24, "b": 24, "c": 24}, seed=1)
+    make_image_folder(data / "test", {"a": 6, "b": 6, "c": 6}, seed=5)
+    config = tiny_config(data, root / "runs", name="source", train={"epochs": 3})
+    run_dir = train_shared(config, shared_cache)
+    before = snapshot(run_dir)
+    yield data, run_dir, root
+    assert_untouched(run_dir, before)
+
+
+@pytest.fixture
+def run_copy(tmp_path):
+    """`run_copy(run)`: a copy of a shared run in tmp_path/runs/, for a test that writes into its run."""
+
+    def copy(run_dir: Path, **options) -> Path:
+        return Path(shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name, **options))
+
+    return copy

@@ -23,6 +23,9 @@ LOOSE = {
 }
 FLOAT = ("saved_model", "tflite", "onnx")
 
+# Every test here trains a run and exports it (the pure pieces: tests/test_export_units.py).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run3(tmp_path_factory) -> Path:
@@ -47,20 +50,6 @@ def exported(run3):
     from tlcli.export import export_run
 
     return export_run(run3, ["all"], gates=LOOSE)
-
-
-@pytest.fixture(scope="module")
-def binary_run(tmp_path_factory) -> Path:
-    """A sigmoid single-unit head: two classes, output p of class 1."""
-    from tlcli import load_config, train
-
-    root = tmp_path_factory.mktemp("export-binary")
-    make_image_folder(root / "data" / "train", {"cats": 16, "dogs": 16}, size=32, seed=3)
-    make_image_folder(root / "data" / "val", {"cats": 6, "dogs": 6}, size=32, seed=4)
-    config = tiny_config(
-        root / "data", root / "runs", data={"image_size": 32}, head={"activation": "sigmoid"}, train={"epochs": 3}
-    )
-    return train(load_config(config)).run_dir
 
 
 def keras_reference(run_dir: Path):
@@ -163,9 +152,11 @@ def test_exported_model_predicts_the_keras_models_labels(run3, exported):
         ExportedModel(exported.export_dir / "model.tflite").predict_probabilities(np.zeros((1, 16, 16, 3), np.uint8))
 
 
-def test_sigmoid_head_gives_two_class_probabilities(binary_run, tmp_path):
+def test_sigmoid_head_gives_two_class_probabilities(binary_run, run_copy, tmp_path):
+    """binary_run: the session's sigmoid single-unit head (conftest), two classes, output p of class 1."""
     from tlcli.export import ExportedModel, export_run
 
+    binary_run = run_copy(binary_run)  # the export is written into the run: a copy of the shared one
     result = export_run(binary_run, ["tflite", "tflite-int8"], gates=LOOSE)
     alone = export_run(binary_run, ["onnx"], out=tmp_path / "onnx")  # ONNX without a SavedModel traced first
     val, reference = keras_reference(binary_run)
@@ -311,17 +302,7 @@ def test_a_run_that_is_not_completed_is_refused(cli, run3, tmp_path):
 
 
 def test_options_are_checked_before_any_work(cli, run3):
-    from tlcli.export.formats import parse_formats, parse_gate_overrides
-
-    assert (
-        parse_formats(None) == ("saved_model", "tflite")
-        and parse_formats(["onnx,tflite"]) == ("tflite", "onnx")
-        and parse_formats(["all"]) == FORMATS
-    )
-    assert parse_gate_overrides(["all=0.9"], ["tflite=0.01"]) == {
-        **{name: {"min_agreement": 0.9} for name in FORMATS},
-        "tflite": {"min_agreement": 0.9, "max_difference": 0.01},
-    }
+    """The parsers themselves: tests/test_export_units.py."""
     for args, message in (
         (("--format", "tflite8"), "unknown format 'tflite8'; did you mean tflite"),
         (("--min-agreement", "tflite=97"), "out of range"),
@@ -551,28 +532,3 @@ def test_verify_checks_a_multi_label_exports_thresholds(ml_exported, tmp_path):
     (copy / "export.json").write_text(json.dumps(record))
     result = verify_export(copy, formats=["onnx"])
     assert not result.passed and any("thresholds differ" in line for line in result.failures)
-
-
-def test_multi_label_parity_counts_decisions_at_the_thresholds():
-    from tlcli.export.parity import compare, gate_failures
-
-    reference = np.array([[0.9, 0.2, 0.45], [0.1, 0.8, 0.7]])
-    artifact = np.array([[0.9, 0.2, 0.55], [0.1, 0.8, 0.7]])  # one decision of six flips (image 0, class 2 at 0.5)
-    labels = np.array([[1, 0, 0], [0, 1, 1]])
-    parity = compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.5])
-    assert (
-        parity.agreement == pytest.approx(5 / 6)
-        and parity.image_agreement == 0.5
-        and parity.max_difference == pytest.approx(0.1)
-    )
-    assert (
-        parity.keras_accuracy == 1.0
-        and parity.accuracy == pytest.approx(5 / 6)
-        and parity.to_dict()["image_agreement"] == 0.5
-    )
-    assert (
-        compare(reference, artifact, labels, 0.1, thresholds=[0.5, 0.5, 0.6]).agreement == 1.0
-    )  # at 0.6 neither gives red
-    (line,) = gate_failures("onnx", parity, Gate(min_agreement=0.9))
-    assert line.startswith("onnx: per-label agreement 0.8333 < 0.9")
-    assert "image_agreement" not in compare(reference, artifact, np.array([0, 1]), 0.1).to_dict()

@@ -86,6 +86,7 @@ def add_endless_files(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_fifos_devices_and_huge_files_are_unreadable_not_hangs(cli, world):
     data = copy_data(world, "endless")
     expected = add_endless_files(data)
@@ -110,6 +111,7 @@ def test_fifos_devices_and_huge_files_are_unreadable_not_hangs(cli, world):
     assert all(r["label"] for r in rows[3:]) and len(rows) == 3 + 8
 
 
+@pytest.mark.slow
 def test_the_read_cap_is_a_config_key(cli, world):
     data = copy_data(world, "capped")
     big = data / "dogs" / "big.png"
@@ -133,6 +135,7 @@ def add_loops(folder: Path) -> None:
     (folder / "cats" / "self").symlink_to("self")  # a link to itself (ELOOP)
 
 
+@pytest.mark.slow
 def test_symlink_loops_list_each_file_once_in_check_train_and_predict(cli, world):
     data = copy_data(world, "loops")
     add_loops(data)
@@ -183,6 +186,7 @@ def packs_of(summary: dict) -> list[Path]:
     return sorted(Path(summary["cache"]["folder"]).glob("packs/[!.]*.npy"))
 
 
+@pytest.mark.slow
 def test_a_damaged_pack_never_changes_a_figure(cli, world, tmp_path, monkeypatch):
     monkeypatch.setenv("TLCLI_CACHE_DIR", str(tmp_path / "cache"))
     config = source_and_target(world, "cachevictim")
@@ -210,6 +214,7 @@ def test_a_damaged_pack_never_changes_a_figure(cli, world, tmp_path, monkeypatch
     assert fourth["cache"]["hits"] == 16 and fourth["cache"]["damaged_packs"] == 0 and fourth["final"] == first["final"]
 
 
+@pytest.mark.slow
 def test_an_unusable_cache_folder_means_training_without_it(cli, world, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -237,6 +242,8 @@ def unprivileged(command: list[str], env: dict[str, str]) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_read_only_cache_folder_for_an_unprivileged_user(tmp_path):
     """Root ignores file permissions, so this case drops to `nobody` (setpriv) or is skipped, never passed vacuously."""
     if shutil.which("setpriv") is None or os.geteuid() != 0:
@@ -483,6 +490,8 @@ def test_a_killed_evaluation_leaves_no_half_report(world, monkeypatch):
     assert sorted(p.name for p in (world["reference"] / "eval").iterdir()) == before
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkilled_evaluations_leave_whole_reports_or_none(world):
     run_copy = world["root"] / "killed-evals"
     shutil.copytree(world["reference"], run_copy)
@@ -512,6 +521,7 @@ def test_sigkilled_evaluations_leave_whole_reports_or_none(world):
     assert len(published) >= 2  # the training report and the last, uninterrupted evaluation
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_the_reason(cli, world):
     config = config_for(
         world, world["data"], "diverges", train={"epochs": 5, "optimizer": "sgd", "learning_rate": 1.0e12}, cache="off"
@@ -531,6 +541,7 @@ def test_a_diverging_run_stops_with_the_reason(cli, world):
 # ----------------------------------------------------------------------------- files other people can read
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_written_files_honour_the_umask(cli, world, tmp_path, umask, mode):
     previous = os.umask(umask)

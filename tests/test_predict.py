@@ -10,21 +10,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HYMENOPTERA, make_image_folder, needs_shared, tiny_config
+from conftest import HYMENOPTERA, make_image_folder, needs_shared
 
 CONFIDENCE = re.compile(r"│\s+[01]\.\d{3} │")  # the table's confidence cell
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """One small sigmoid-head run (cats vs dogs) for the whole module."""
-    from tlcli import train
-
-    root = tmp_path_factory.mktemp("predict")
-    data = make_image_folder(root / "images", {"cats": 12, "dogs": 12})
-    return train(
-        tiny_config(data, root / "runs", head={"activation": "sigmoid"}, train={"epochs": 1, "learning_rate": 0.01})
-    ).run_dir
+def run(binary_run) -> Path:
+    """One small sigmoid-head run (cats vs dogs) for the whole module: the session's, read-only (conftest)."""
+    return binary_run
 
 
 def photo_folder(tmp_path: Path, good: int = 4) -> Path:
@@ -180,9 +174,10 @@ def test_bad_options_exit_2(cli, run, tmp_path):
 # ----------------------------------------------------------------------------- which run
 
 
-def test_uses_the_newest_completed_run_and_says_so_on_stderr(cli, run, tmp_path):
+def test_uses_the_newest_completed_run_and_says_so_on_stderr(cli, run, run_copy, tmp_path):
     from tlcli import runs
 
+    run = run_copy(run)  # a runs folder of its own: this test adds a run beside it
     # A newer run that failed before saving a model must not be picked.
     failed = runs.create_run_dir(run.parent, "later")
     runs.start_run(failed, "later")

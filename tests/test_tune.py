@@ -20,28 +20,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import make_image_folder, tiny_config, write_config
 
 optuna = pytest.importorskip("optuna") if os.environ.get("CI") != "true" else __import__("optuna")
 
-from tlcli import list_runs, load_config, train  # noqa: E402
+from tlcli import list_runs, load_config  # noqa: E402
 from tlcli.errors import ConfigError  # noqa: E402
 
 SUBPROCESS_TIMEOUT = 240  # seconds; a hung study fails its test instead of hanging the suite
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    """A trained SmallCNN (its frozen base) and its data: train/ (hash-split into train and val) and test/."""
-    root = tmp_path_factory.mktemp("tune")
-    data = root / "data"
-    make_image_folder(data / "train", {"a": 24, "b": 24, "c": 24}, seed=1)
-    make_image_folder(data / "test", {"a": 6, "b": 6, "c": 6}, seed=5)
-    run = train(load_config(tiny_config(data, root / "runs", name="source", train={"epochs": 3}))).run_dir
-    return data, run, root
+def source(frozen_source):
+    """A trained SmallCNN (its frozen base) and its data: train/ (hash-split into train and val) and test/; the
+    session's, read-only (conftest.frozen_source)."""
+    return frozen_source
 
 
 def study_config(source, runs_dir: Path, **tune) -> dict:
@@ -137,6 +132,7 @@ def finished(source):
     return tune(load_config(study_config(source, runs_dir)), train_best=True), runs_dir
 
 
+@pytest.mark.slow
 def test_a_small_study_writes_every_file(finished):
     result, runs_dir = finished
     folder = result.tune_dir
@@ -178,6 +174,7 @@ def test_a_small_study_writes_every_file(finished):
     assert record["storage"].startswith("sqlite:///") and record["storage"].endswith("study.db")
 
 
+@pytest.mark.slow
 def test_best_yaml_is_a_complete_config_that_trains(finished):
     result, runs_dir = finished
     best = load_config(result.best_config)  # a complete config: every default written out
@@ -199,6 +196,7 @@ def test_best_yaml_is_a_complete_config_that_trains(finished):
     assert json.loads((result.tune_dir / "tune.json").read_text())["train_best"]["run_dir"] == str(trained.run_dir)
 
 
+@pytest.mark.slow
 def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, cli):
     result, runs_dir = finished
     assert [s.name for s in list_runs(runs_dir)] == ["study-best"]
@@ -210,10 +208,12 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
     ]
 
 
-def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(source, tmp_path):
+@pytest.mark.slow
+def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(
+    source, tmp_path, warm_cache
+):
     """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
     from tlcli import tune
-    from tlcli.tuning.objective import fold_splits
 
     raw = study_config(
         source,
@@ -242,30 +242,10 @@ def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_t
     assert (
         result.train_best.metrics.refit["epochs"] == result.best["epochs"]
     )  # trained, then refitted, for the folds' median
-    x = np.arange(72) % 3
-    splits = fold_splits(x, 5, seed=0)
-    assert sorted(np.concatenate([held for _, held in splits]).tolist()) == list(
-        range(72)
-    )  # every image held out exactly once
-    assert all(
-        sorted(np.bincount(x[held], minlength=3)) in ([4, 5, 5], [5, 5, 5], [4, 4, 5]) for _, held in splits
-    )  # stratified
 
 
-def test_folds_auto_cross_validates_small_sets_only():
-    from tlcli.tuning.objective import AUTO_FOLDS_BELOW, resolve_folds
-
-    assert resolve_folds("auto", AUTO_FOLDS_BELOW - 1, flips=False)[0] == 5
-    assert resolve_folds("auto", AUTO_FOLDS_BELOW, flips=False) == (
-        1,
-        f"on the validation split ({AUTO_FOLDS_BELOW} training + validation images: enough)",
-    )
-    assert resolve_folds(3, 5000, flips=False)[0] == 3 and resolve_folds(1, 10, flips=False)[0] == 1
-    assert resolve_folds(10, 4, flips=False)[0] == 4  # never more folds than images
-    assert resolve_folds("auto", 100, flips=True)[0] == 1  # the flipped copies exist for the training split only
-
-
-def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path):
+@pytest.mark.slow
+def test_pruning_stops_a_trial_that_falls_behind(source, tmp_path, warm_cache):
     """A learning rate that learns nothing falls behind trial 0 at the same epoch: the median pruner stops it early."""
     from tlcli import tune
 
@@ -327,6 +307,7 @@ def test_a_bad_tune_section_exits_2_with_one_line(cli, tmp_path, tune_section, e
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_a_config_without_tune_section_and_its_own_value_outside_the_choices_are_refused(cli, source, tmp_path):
     raw = study_config(source, tmp_path / "runs")
     del raw["tune"]
@@ -336,26 +317,6 @@ def test_a_config_without_tune_section_and_its_own_value_outside_the_choices_are
 
         tune(load_config(study_config(source, tmp_path / "runs", space={"train.learning_rate": [0.1, 0.05]})))
     assert not list((tmp_path / "runs").glob("*-tune"))  # refused before a trial: no tune folder is left
-
-
-def test_storage_urls_and_pruners():
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    from tlcli.errors import UserError
-    from tlcli.tuning.study import make_pruner, open_storage, redact
-
-    assert redact("postgresql://tlcli:secret@db.example:5432/studies") == "postgresql://tlcli@db.example:5432/studies"
-    assert is_heartbeat_enabled(
-        open_storage(f"sqlite:///{tempfile.mkdtemp()}/s.db")
-    )  # a killed process's trial is failed by its silence
-    with pytest.raises(UserError, match="expected an RDB URL"):
-        open_storage("redis://localhost")
-    assert (
-        type(make_pruner("hyperband", {})).__name__ == "HyperbandPruner"
-        and type(make_pruner("none", {})).__name__ == "NopPruner"
-    )
-    with pytest.raises(ConfigError, match="tune.pruner_args: not accepted"):
-        make_pruner("median", {"n_startup": 3})
 
 
 # ----------------------------------------------------------------------------- processes
@@ -474,6 +435,8 @@ def shared_storage(request, tmp_path):
     return f"journal:{tmp_path / 'shared' / 'study.log'}"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_processes_at_once_share_one_study(source, tmp_path, shared_storage):
     """Two `tlcli tune` processes started together on one storage and study: the study ends with the sum of their
     trials (at least --trials), no trial number twice, and one trial that is the config as written."""
@@ -509,6 +472,8 @@ def test_two_processes_at_once_share_one_study(source, tmp_path, shared_storage)
     assert len({out["tune_dir"] for out in outputs}) == 2  # each process its own tune folder
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_processes_that_open_a_fresh_postgresql_database_together_all_get_the_storage(postgres):
     """Optuna creates its tables on first use; processes racing on a fresh database lost with a unique violation."""
     import psycopg2
@@ -547,6 +512,8 @@ def _wait_for_a_trial(database: Path, process: subprocess.Popen, deadline: float
     raise AssertionError(f"no trial finished in time (exit {process.poll()})")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_keeps_the_study_and_resume_continues_it(source, tmp_path):
     raw = study_config(source, tmp_path / "runs", trials=40)
     config = write_config(tmp_path / "study.yaml", raw)
