@@ -1,4 +1,5 @@
-"""The training callbacks on a tiny Keras model: best weights, history.csv, feature validation, early stopping, Ctrl-C, checkpoints."""
+"""The training callbacks on a tiny Keras model: best weights, history.csv, feature validation, early stopping,
+Ctrl-C, checkpoints."""
 
 from __future__ import annotations
 

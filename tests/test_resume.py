@@ -25,7 +25,8 @@ from tlcli.training import callbacks
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
-    """An earlier run whose base makes a two-phase config possible (its SmallCNN trains from scratch: no feature cache)."""
+    """An earlier run whose base makes a two-phase config possible (its SmallCNN trains from scratch: no feature
+    cache)."""
     tmp = tmp_path_factory.mktemp("source")
     data = make_image_folder(tmp / "images", {"cats": 16, "dogs": 16})
     return data, train(load_config(tiny_config(data, tmp / "runs", name="source"))).run_dir

@@ -1,4 +1,5 @@
-"""Defaults that converge (issue 12): the head's penalty chosen on validation, the refit, the probe, epochs: auto, the rollback."""
+"""Defaults that converge (issue 12): the head's penalty chosen on validation, the refit, the probe, epochs: auto,
+the rollback."""
 
 from __future__ import annotations
 

@@ -225,7 +225,8 @@ def server(tmp_path_factory):
 
 
 class KillsTheServer(Reporter):
-    """Stops the server at the end of epoch `at` (before that epoch is logged: every earlier one is), counts warnings."""
+    """Stops the server at the end of epoch `at` (before that epoch is logged: every earlier one is); counts
+    warnings."""
 
     def __init__(self, process, at: int = 2):
         self.process, self.at, self.warnings, self.epochs = process, at, [], 0
@@ -301,7 +302,8 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tracked_run, stor
 def test_tune_mlflow_logs_the_study_and_the_train_best_run_without_a_tracking_section(
     tracked_run, store, data, tmp_path
 ):
-    """`tlcli tune --mlflow URI` is `tlcli train --mlflow URI` for a study: the flag alone turns tracking on, for --train-best's run too."""
+    """`tlcli tune --mlflow URI` is `tlcli train --mlflow URI` for a study: the flag alone turns tracking on, for
+    --train-best's run too."""
     pytest.importorskip("optuna")
     from typer.testing import CliRunner
 
@@ -336,5 +338,8 @@ def test_tune_mlflow_logs_the_study_and_the_train_best_run_without_a_tracking_se
 
 
 def test_nothing_imports_mlflow_until_tracking_is_on():
-    code = "import sys, tlcli, tlcli.cli, tlcli.tracking.runs, tlcli.tracking.studies, tlcli.training.api; assert 'mlflow' not in sys.modules"
+    code = (
+        "import sys, tlcli, tlcli.cli, tlcli.tracking.runs, tlcli.tracking.studies, tlcli.training.api; "
+        "assert 'mlflow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

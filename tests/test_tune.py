@@ -1,4 +1,5 @@
-"""`tlcli tune` (issue 17): a study on cached features, its tune folder, pruning, one study shared by processes, Ctrl-C and --resume.
+"""`tlcli tune` (issue 17): a study on cached features, its tune folder, pruning, one study shared by processes,
+Ctrl-C and --resume.
 
 Tiny data throughout: a SmallCNN trained for three epochs is the frozen base (its features separate the classes),
 so a trial is a head fitted on 53 cached feature vectors. The shared-study test runs against a real PostgreSQL
@@ -69,7 +70,8 @@ def environment() -> dict[str, str]:
 
 @pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
 def test_a_trials_fast_validation_gives_the_figures_training_validation_gives(multi_label, tmp_path):
-    """Trials validate in one compiled call (`fast_validation`); a run validates with `FeatureValidation`: same figures, every epoch."""
+    """Trials validate in one compiled call (`fast_validation`); a run validates with `FeatureValidation`: same
+    figures, every epoch."""
     import keras
     import numpy as np
 
@@ -154,7 +156,8 @@ def test_a_small_study_writes_every_file(finished):
         rows = list(csv.DictReader(stream))
     assert [int(r["number"]) for r in rows] == [0, 1, 2, 3]
     assert list(rows[0])[:6] == ["number", "state", "value", "duration_s", "epochs", "kind"] and "head.dense" in rows[0]
-    # Trial 0 is the config as written: its own learning rate and optimizer, head.dropout auto pinned to 0 with the chosen penalty.
+    # Trial 0 is the config as written: its own learning rate and optimizer, head.dropout auto pinned to 0 with the
+    # chosen penalty.
     assert (
         rows[0]["train.learning_rate"] == "0.01"
         and rows[0]["train.optimizer"] == "adam"
@@ -212,7 +215,8 @@ def test_runs_lists_the_tune_folder_as_a_study_never_as_a_damaged_run(finished, 
 def test_cross_validated_trials_score_the_mean_over_folds_and_best_yaml_trains_their_epochs(
     source, tmp_path, warm_cache
 ):
-    """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the folds' mean."""
+    """`tune.folds: auto` on a small set: each trial is a fresh head per fold of train + validation; the value is the
+    folds' mean."""
     from tlcli import tune
 
     raw = study_config(
@@ -337,7 +341,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A throw-away PostgreSQL cluster on a free local port (initdb + pg_ctl as the postgres user; both refuse root), stopped after.
+    """A throw-away PostgreSQL cluster on a free local port (initdb + pg_ctl as the postgres user; both refuse root),
+    stopped after.
 
     Under CI=true a missing server fails the test: CI installs Debian's postgresql (.ci/run).
     """
