@@ -107,6 +107,11 @@ def test_the_reference_table_lists_every_variable():
         assert row.startswith(f"| `{variable.name}` |") and variable.meaning in row
 
 
+def test_the_readme_shows_the_generated_table():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert settings.reference_markdown() in readme, "README's environment table is stale: paste reference_markdown()"
+
+
 def test_scoped_sets_only_what_the_user_did_not_and_puts_it_back(monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
