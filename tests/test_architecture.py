@@ -161,6 +161,18 @@ def test_import_tlcli_loads_no_heavy_library():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
+def test_the_cli_and_the_stage_apis_load_no_heavy_library_on_import():
+    """The CLI sets TF_ENABLE_ONEDNN_OPTS and starts the report worker before TensorFlow loads: importing every command
+    module and every stage's API must load none of them (each stage imports Keras inside the functions that run)."""
+    cli_modules = sorted(p.stem for p in (PACKAGE / "cli").glob("*.py") if p.stem != "__init__")
+    stages = ["training.api", "tuning.api", "export.api", "evaluation.evaluate", "inference.predict"]
+    imports = ", ".join([f"tlcli.cli.{name}" for name in cli_modules] + [f"tlcli.{name}" for name in stages])
+    heavy = ("keras", "tensorflow", "sklearn", "matplotlib", "optuna", "mlflow")
+    code = f"import sys, {imports}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
+
+
 def test_paths_may_be_str_or_path(tmp_path):
     from tlcli import list_runs, newest_run
     from tlcli.errors import RunError

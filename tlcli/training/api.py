@@ -31,7 +31,6 @@ from tlcli.training.launcher import tell_launcher
 from tlcli.training.options import RunOptions
 from tlcli.training.phases import epochs_key
 from tlcli.training.prepare import Prepared, Validation, prepare, validate
-from tlcli.training.session import Session, train_in_run
 
 __all__ = ["RunOptions", "TrainResult", "Validation", "resume", "train", "validate"]
 
@@ -163,6 +162,10 @@ def _train_tracked(
     prepared: Prepared, run_dir: Path, reporter: Reporter, options: RunOptions, overrides: list[str] | None = None
 ) -> TrainResult:
     """`train_in_run`, tracked by every tracker `options.tracking` and the config turn on; `overrides`: a resume's."""
+    # The session pulls in Keras (its callbacks subclass Keras's): imported once a run starts, so that importing the
+    # API (the CLI does) loads no TensorFlow before the CLI has set TF_ENABLE_ONEDNN_OPTS and started the report worker.
+    from tlcli.training.session import Session, train_in_run
+
     plan = prepared.plan
     start = RunStart(run_dir, prepared.config, reporter, plan.chief, plan.describe(), overrides)
     with trackers(options.tracking).run(start) as tracking:
