@@ -162,6 +162,7 @@ def test_predict_refuses_labels_that_contradict_export_json(cli, binary_run, cop
     assert out.exit_code == 2 and f"{folder / 'labels.txt'}: lists dogs, cats" in line and "export.json" in line
 
 
+@pytest.mark.slow  # the module's export (its first use): the checks themselves take 0.1 s each
 @pytest.mark.parametrize(
     "key, damage",
     [

@@ -271,9 +271,9 @@ def _require_one_image_in_one_row_out(path: Path, inputs: list[TensorInfo], outp
     """
     if len(inputs) != 1 or len(outputs) != 1:
         raise UserError(
-            f"{path}: {len(inputs)} inputs ({', '.join(t.name for t in inputs)}) and {len(outputs)} outputs "
-            f"({', '.join(t.name for t in outputs)}); an exported image model takes one image batch and gives one "
-            "row of probabilities per image"
+            f"{path}: {len(inputs)} inputs ({', '.join(sorted(t.name for t in inputs))}) and {len(outputs)} outputs "
+            f"({', '.join(sorted(t.name for t in outputs))}); an exported image model takes one image batch and "
+            "gives one row of probabilities per image"
         )
     shape, out = inputs[0].shape, outputs[0].shape
     if len(shape) != 4 or None in shape[1:]:
