@@ -22,11 +22,17 @@ app.add_typer(weights_app, name="weights")
 @command
 def weights_import(
     file: Annotated[Path, typer.Argument(help="A Keras weights file, e.g. mobilenet_2_5_224_tf_no_top.h5.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a different file of the same name already in the cache.")
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Copy a weights file into the Keras cache ($KERAS_HOME/models), so `weights: imagenet` works offline."""
-    target = import_weights(file)
-    output().stdout.print(f"imported {file.name} -> {target}", highlight=False)
+    imported = import_weights(file, force=force)
+    if imported.unchanged:
+        output().stdout.print(f"{file.name}: already in the cache, unchanged ({imported.path})", highlight=False)
+    else:
+        output().stdout.print(f"imported {file.name} -> {imported.path}", highlight=False)
 
 
 @weights_app.command("list")

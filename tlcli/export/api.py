@@ -38,7 +38,7 @@ from tlcli.export.record import (
     read_export_record,
     versions,
 )
-from tlcli.export.runtime import ExportedModel
+from tlcli.export.runtime import ExportedModel, own_artifact
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
@@ -373,6 +373,7 @@ def verify_export(
         )
     require_completed(run_dir)
     names = _verified_formats(record, formats, export_dir)
+    artifacts = {name: own_artifact(export_dir, record, name) for name in names}
     _check_counts(1, parity_images)
     require_extras(names)
     recorded = {name: record.gate(name) for name in names}
@@ -387,7 +388,7 @@ def verify_export(
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     results = []
     for name in names:
-        result = check_format(name, export_dir / record.file(name), table[name], parity, reference, info)
+        result = check_format(name, artifacts[name], table[name], parity, reference, info)
         result.export_seconds = record.export_seconds(name)
         reporter.info(_describe(result))
         results.append(result)

@@ -8,6 +8,7 @@ the share of images whose every decision agrees.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -27,6 +28,8 @@ class Parity:
         share of decisions that match the labels).
     seconds: wall time of the artifact's runtime over the images (batches of 32).
     image_agreement: multi-label only: the share of images whose every decision is Keras's.
+    nonfinite: how many of the artifact's probabilities are NaN or infinite (any fails every gate: a comparison
+        with NaN is never "too far", so the figures alone cannot see it).
     """
 
     images: int
@@ -37,6 +40,7 @@ class Parity:
     accuracy: float
     seconds: float
     image_agreement: float | None = None
+    nonfinite: int = 0
 
     @property
     def multi_label(self) -> bool:
@@ -51,7 +55,10 @@ class Parity:
         data = {**asdict(self), "accuracy_drop": round(self.accuracy_drop, 4)}
         if data["image_agreement"] is None:
             del data["image_agreement"]  # single-label records stay as they were
-        return data
+        if not data["nonfinite"]:
+            del data["nonfinite"]
+        # export.json stays standard JSON: a NaN figure is written as null
+        return {key: None if isinstance(v, float) and not np.isfinite(v) else v for key, v in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Parity:
@@ -74,12 +81,15 @@ def compare(
     if not len(reference):
         raise ValueError("no parity images")
     difference = np.abs(probabilities - reference)
+    nonfinite = int((~np.isfinite(probabilities)).sum())
     if thresholds is not None:
-        return _compare_decisions(
+        parity = _compare_decisions(
             reference, probabilities, np.asarray(labels), np.asarray(thresholds, dtype=np.float64), difference, seconds
         )
+        return dataclasses.replace(parity, nonfinite=nonfinite)
     keras_top, top = reference.argmax(axis=1), probabilities.argmax(axis=1)
     return Parity(
+        nonfinite=nonfinite,
         images=len(reference),
         agreement=float((keras_top == top).mean()),
         max_difference=float(difference.max()),
@@ -111,6 +121,11 @@ def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
     """One line per figure of `parity` on the wrong side of `gate`, naming the format and how to change the
     threshold."""
     failures = []
+    if parity.nonfinite:
+        failures.append(
+            f"{name}: gives {parity.nonfinite} NaN or infinite probabilities on {parity.images} images "
+            "(a damaged artifact; no gate passes it)"
+        )
     what = "per-label agreement" if parity.multi_label else "top-1 agreement"
     if gate.min_agreement is not None and parity.agreement < gate.min_agreement:
         failures.append(

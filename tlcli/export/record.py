@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -279,6 +280,7 @@ class ExportRecord:
                 f"{path}: written by another tlcli (export format {data.get('format_version')}, "
                 f"formats {', '.join(formats)}); export the run again"
             )
+        _check_fields(path, data)
         return cls.from_dict(data)
 
     @classmethod
@@ -293,6 +295,43 @@ class ExportRecord:
                 data = _read(folder / EXPORT_RECORD)
                 return cls.from_dict(data) if isinstance(data, dict) and data else None
         return None
+
+
+# What `--verify` takes from a format's entry besides its file: each gate figure (a share, or a limit) and the time.
+_GATE_RANGES = {"min_agreement": (0.0, 1.0), "max_difference": (0.0, math.inf), "max_accuracy_drop": (0.0, math.inf)}
+
+
+def _check_fields(path: Path, data: dict[str, Any]) -> None:
+    """The entries `--verify` computes with are of their type and range (a NaN gate would pass anything).
+
+    Raises:
+        UserError: one line naming the file and the key.
+    """
+
+    def refuse(key: str, value: Any, expected: str) -> None:
+        raise UserError(f"{path}: {key} is {value!r}, expected {expected}; the file is damaged: export the run again")
+
+    for name, entry in data["formats"].items():
+        if entry.get("file") is not None and not isinstance(entry["file"], str):
+            refuse(f"formats.{name}.file", entry["file"], "a file name")
+        gate = entry.get("gate")
+        if gate is not None and not isinstance(gate, dict):
+            refuse(f"formats.{name}.gate", gate, "a mapping of gate figures")
+        for figure, (low, high) in _GATE_RANGES.items():
+            value = (gate or {}).get(figure)
+            if value is not None and not (_number(value) and low <= value <= high):
+                refuse(f"formats.{name}.gate.{figure}", value, f"a number from {low:g} to {high:g}, or null")
+        seconds = entry.get("export_seconds")
+        if seconds is not None and not (_number(seconds) and seconds >= 0):
+            refuse(f"formats.{name}.export_seconds", seconds, "a number of seconds, or null")
+    images = data.get("parity_images")
+    requested = images.get("requested") if isinstance(images, dict) else None
+    if requested is not None and not (isinstance(requested, int) and not isinstance(requested, bool) and requested > 0):
+        refuse("parity_images.requested", requested, "a positive whole number, or null")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read(path: Path) -> Any:

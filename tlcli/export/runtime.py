@@ -24,6 +24,7 @@ from tlcli.errors import UserError
 from tlcli.export.formats import FILES
 from tlcli.export.record import EXPORT_RECORD, LABELS_FILE, ExportRecord
 from tlcli.inference.probabilities import to_class_probabilities
+from tlcli.runs.atomic import not_regular
 from tlcli.settings import native_logs_quiet
 from tlcli.system import native_stderr_silenced
 
@@ -68,10 +69,10 @@ class _SavedModelRunner:
             raise ValueError("no serving signature")
         self._loaded = loaded  # the signature's variables live as long as the loaded object
         self._function = loaded.signatures[self.signature]
-        (self._input, spec), *_ = self._function.structured_input_signature[1].items()
-        (self._output, out), *_ = self._function.structured_outputs.items()
-        self.inputs = [TensorInfo(self._input, spec.dtype.name, spec.shape.as_list())]
-        self.outputs = [TensorInfo(self._output, out.dtype.name, out.shape.as_list())]
+        inputs, outputs = self._function.structured_input_signature[1], self._function.structured_outputs
+        self.inputs = [TensorInfo(name, spec.dtype.name, spec.shape.as_list()) for name, spec in inputs.items()]
+        self.outputs = [TensorInfo(name, out.dtype.name, out.shape.as_list()) for name, out in outputs.items()]
+        self._input, self._output = self.inputs[0].name, self.outputs[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._function(**{self._input: self.tf.constant(batch.astype(np.float32))})[self._output].numpy()
@@ -85,8 +86,9 @@ class _TFLiteRunner:
             self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
         signatures = self._interpreter.get_signature_list()
         self.signature = next(iter(signatures), None)
-        self._in, self._out = self._interpreter.get_input_details()[0], self._interpreter.get_output_details()[0]
-        self.inputs, self.outputs = [self._describe(self._in)], [self._describe(self._out)]
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        self._in, self._out = inputs[0], outputs[0]
+        self.inputs, self.outputs = [self._describe(d) for d in inputs], [self._describe(d) for d in outputs]
         self._shape: tuple[int, ...] | None = None
 
     @staticmethod
@@ -145,8 +147,8 @@ class _OnnxRunner:
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.signature = None
-        self.inputs = [self._describe(t) for t in self._session.get_inputs()[:1]]
-        self.outputs = [self._describe(t) for t in self._session.get_outputs()[:1]]
+        self.inputs = [self._describe(t) for t in self._session.get_inputs()]
+        self.outputs = [self._describe(t) for t in self._session.get_outputs()]
 
     @staticmethod
     def _describe(tensor) -> TensorInfo:
@@ -180,6 +182,7 @@ class ExportedModel:
 
     def __init__(self, path: str | Path, format: str | None = None, threads: int | None = None):
         self.path, folders = _resolve_artifact(Path(path), format)
+        require_regular_files(self.path)  # before anything opens it: a FIFO would block the runtime forever
         self.record: ExportRecord | None = ExportRecord.beside(folders)  # None: no export.json beside the artifact
         named = format or (self.record.format_of_file(self.path.name) if self.record is not None else None)
         self.class_names = _class_names(folders, self.record, self.path)
@@ -198,11 +201,10 @@ class ExportedModel:
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
             ) from None
         self.inputs, self.outputs, self.signature = self._runner.inputs, self._runner.outputs, self._runner.signature
+        _require_one_image_in_one_row_out(self.path, self.inputs, self.outputs)
         if named is None and family == "tflite" and self.inputs[0].scale is not None:
             self.format = "tflite-int8"
         shape = self.inputs[0].shape
-        if len(shape) != 4 or None in shape[1:]:
-            raise UserError(f"{self.path}: input of shape {shape}, expected (batch, height, width, channels)")
         self.image_size: tuple[int, int] = (int(shape[1]), int(shape[2]))
         self.channels = int(shape[3])
         self.task = self.record.task if self.record is not None else "single_label"
@@ -243,6 +245,74 @@ class ExportedModel:
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
         }
+
+
+def require_regular_files(path: Path) -> None:
+    """An artifact file, or every file in an artifact folder (a SavedModel), is a regular file (checked by `stat`).
+
+    Raises:
+        UserError: a FIFO, a device or a socket where an artifact's file should be (one line naming it).
+    """
+    paths = [path] if not path.is_dir() else [Path(top) / name for top, _, names in os.walk(path) for name in names]
+    for entry in paths:
+        try:
+            kind = not_regular(entry)
+        except OSError as exc:
+            raise UserError(f"{entry}: cannot be read ({exc.strerror or exc})") from None
+        if kind is not None:
+            raise UserError(f"{entry}: {kind}, not a regular file; an exported model is read from regular files only")
+
+
+def _require_one_image_in_one_row_out(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
+    """One (batch, height, width, channels) input and one (batch, units) output, as every tlcli export has.
+
+    Raises:
+        UserError: several inputs or outputs, or tensors of another rank (not an image classifier tlcli exported).
+    """
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError(
+            f"{path}: {len(inputs)} inputs ({', '.join(sorted(t.name for t in inputs))}) and {len(outputs)} outputs "
+            f"({', '.join(sorted(t.name for t in outputs))}); an exported image model takes one image batch and "
+            "gives one row of probabilities per image"
+        )
+    shape, out = inputs[0].shape, outputs[0].shape
+    if len(shape) != 4 or None in shape[1:]:
+        raise UserError(f"{path}: input of shape {shape}, expected (batch, height, width, channels)")
+    if len(out) != 2:
+        raise UserError(f"{path}: output of shape {out}, expected (batch, classes)")
+
+
+def own_artifact(export_dir: Path, record: ExportRecord, name: str) -> Path:
+    """The export folder's own artifact of format `name`: the file tlcli writes there, never a path export.json
+    points elsewhere, and a regular file (or a folder of them) that resolves inside the folder.
+
+    Raises:
+        UserError: export.json names another file, or the artifact leads outside the folder or is a FIFO, a device...
+    """
+    expected = FILES[name]
+    if record.file(name) != expected:
+        raise UserError(
+            f"{export_dir / EXPORT_RECORD}: formats.{name}.file is {record.file(name)!r}, but an export's {name} "
+            f"artifact is {expected!r} in the export folder; export the run again"
+        )
+    path = export_dir / expected
+    if not path.exists():
+        return path  # check_format reports it missing, with the other formats' verdicts
+    inside = _real(export_dir)
+    leads = [path, *path.rglob("*")] if path.is_dir() else [path]
+    outside = next((entry for entry in leads if not _real(entry).is_relative_to(inside)), None)
+    if outside is not None:
+        raise UserError(
+            f"{outside}: leads outside the export folder (to {_real(outside)}); --verify checks the folder's "
+            "own files only: copy the artifact in"
+        )
+    require_regular_files(path)
+    return path
+
+
+def _real(path: Path) -> Path:
+    """Where `path` leads, symlinks followed (a symlink loop gives a path, not an error)."""
+    return Path(os.path.realpath(path))
 
 
 def _resolve_artifact(path: Path, format: str | None) -> tuple[Path, list[Path]]:
@@ -299,14 +369,25 @@ def _thresholds(record: ExportRecord | None, class_names: list[str], path: Path)
 
 
 def _class_names(folders: list[Path], record: ExportRecord | None, path: Path) -> list[str]:
+    """labels.txt's classes (else export.json's); when both are beside the artifact they must agree.
+
+    Raises:
+        UserError: neither is there, or labels.txt contradicts export.json (which one is right is unknown).
+    """
+    recorded = list(record.class_names) if record is not None else []
     for folder in folders:
         labels = folder / LABELS_FILE
         if labels.is_file():
             names = [line for line in labels.read_text(encoding="utf-8").splitlines() if line]
+            if names and recorded and names != recorded:
+                raise UserError(
+                    f"{labels}: lists {', '.join(names)}, but the {EXPORT_RECORD} beside it says "
+                    f"{', '.join(recorded)}; the export folder is damaged: copy both from the export again"
+                )
             if names:
                 return names
-    if record is not None and record.class_names:
-        return list(record.class_names)
+    if recorded:
+        return recorded
     raise UserError(
         f"{path}: no {LABELS_FILE} or {EXPORT_RECORD} beside it, so its class names are unknown; "
         "copy them from the export folder"

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -64,6 +65,27 @@ def write_csv_atomic(path: Path, header: list[str], rows: Iterable[Iterable[Any]
 def save_model_atomic(model, path: Path) -> None:
     with atomic_path(path) as temporary:  # keeps `.keras`: Keras picks the format from the suffix
         model.save(temporary)
+
+
+def not_regular(path: Path) -> str | None:
+    """What `path` is when it is not a regular file (after symlinks): "a FIFO", "a character device", ...; None for a
+    regular file. Checked with `stat`, never `open`: opening a FIFO blocks until a writer comes, and a device such as
+    /dev/zero never ends (the data side's `read_image_file` refuses them the same way).
+
+    Raises:
+        OSError: `path` cannot be stat'ed (missing, a dangling symlink, no permission).
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def read_json(path: Path) -> Any:

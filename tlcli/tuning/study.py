@@ -36,6 +36,10 @@ HEARTBEAT_SECONDS = 10  # how often a running trial tells an RDB storage it is a
 GRACE_SECONDS = 40  # ...and how long after its last beat another process fails it
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 MEDIAN_DEFAULTS = {"n_startup_trials": 5, "n_warmup_steps": 5}
+# PostgreSQL waits are bounded: a server that accepts the connection and never answers fails the connect after
+# CONNECT_SECONDS (libpq's connect_timeout, per address tried), a statement that hangs after STATEMENT_SECONDS.
+CONNECT_SECONDS = 10
+STATEMENT_SECONDS = 30
 
 
 def finished_states():
@@ -104,7 +108,7 @@ def _rdb_storage(url: str, scheme: str, attempts: int = 6):
                     _with_driver(url),
                     heartbeat_interval=HEARTBEAT_SECONDS,
                     grace_period=GRACE_SECONDS,
-                    engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None,
+                    engine_kwargs=_engine_kwargs(url, scheme),
                 )
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             racing = isinstance(exc, IntegrityError) or "already exists" in str(exc) or "duplicate" in str(exc).lower()
@@ -112,6 +116,20 @@ def _rdb_storage(url: str, scheme: str, attempts: int = 6):
                 raise
             time.sleep(0.2 + random.random() * (attempt + 1))  # noqa: S311  (spreading retries, not security)
     raise AssertionError("unreachable")
+
+
+def _engine_kwargs(url: str, scheme: str) -> dict[str, Any] | None:
+    """SQLAlchemy's engine options: a server's connections checked before use; PostgreSQL's waits bounded (unless
+    the URL's own `?connect_timeout=` or `?options=` says otherwise)."""
+    if scheme == "sqlite":
+        return None
+    if scheme not in ("postgresql", "postgres"):
+        return {"pool_pre_ping": True}
+    from urllib.parse import parse_qs, urlsplit
+
+    given = parse_qs(urlsplit(url).query)
+    timeouts = {"connect_timeout": CONNECT_SECONDS, "options": f"-c statement_timeout={STATEMENT_SECONDS * 1000}"}
+    return {"pool_pre_ping": True, "connect_args": {k: v for k, v in timeouts.items() if k not in given}}
 
 
 def _with_driver(url: str) -> str:
