@@ -9,6 +9,7 @@ into a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -24,6 +25,7 @@ from tlcli.tracking.settings import TrackingSettings, redact_uri, require_mlflow
 MAX_PARAM_CHARS = 500  # the smallest limit of the MLflow servers still around (2.x before 2.10)
 BATCH = 100  # MLflow takes at most 100 params (and 1000 metrics) a request
 FIRST_CONTACT_SECONDS = 10.0  # the client's construction and its first call (an SQLite file that never answers)
+NEW_STORE_SECONDS = 60.0  # ...when MLflow creates a new SQLite store's tables (3-7 s measured on a busy 2-core machine)
 CALL_SECONDS = 300.0  # any later call (a model's artifacts to a slow server; HTTP has its own 5 s timeout)
 
 
@@ -177,18 +179,27 @@ class MlflowRun:
 
 def connect(settings: TrackingSettings, on_failure: Callable[[str], None] | None = None) -> MlflowRun:
     """An MlflowRun on `settings.uri` (no run yet), its client built and its store asked once within
-    FIRST_CONTACT_SECONDS; a client that could not be (a URI MLflow refuses, a store that never answers) is a failed
+    `first_contact_bound`; a client that could not be (a URI MLflow refuses, a store that never answers) is a failed
     MlflowRun. Raises UserError when mlflow is missing."""
     mlflow = require_mlflow()
     tracker = MlflowRun(settings, on_failure=on_failure)
+    if settings.uri.startswith("sqlite:"):
+        with contextlib.suppress(ImportError):  # imported here: an import is not the store's time
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
     def first_contact():
         client = mlflow.MlflowClient(tracking_uri=settings.uri)
         client.search_experiments(max_results=1)
         return client
 
-    tracker.client = tracker.guarded("MlflowClient", first_contact, FIRST_CONTACT_SECONDS)
+    tracker.client = tracker.guarded("MlflowClient", first_contact, first_contact_bound(settings.uri))
     return tracker
+
+
+def first_contact_bound(uri: str) -> float:
+    """FIRST_CONTACT_SECONDS, or NEW_STORE_SECONDS for an SQLite file not there yet (MLflow creates its tables)."""
+    new = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+    return NEW_STORE_SECONDS if new else FIRST_CONTACT_SECONDS
 
 
 def check_reachable(settings: TrackingSettings) -> None:
