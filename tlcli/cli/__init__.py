@@ -25,6 +25,7 @@ import typer
 
 from tlcli import settings
 from tlcli.cli.printing import Output, invocation, output
+from tlcli.config.schema import redact_uri
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, TlcliError, UserError
 from tlcli.system import native_stderr_silenced
 from tlcli.training.options import DEBUG, JSON, QUIET, RUNS_DIR, SET, TrainOption
@@ -128,20 +129,26 @@ def _run_command(out: Output, function: Callable, args: tuple, kwargs: dict[str,
         if out.debug:
             out.stderr.print_exception()
         message = str(exc) if isinstance(exc, ConfigError) else out.with_flag(str(exc))  # config keys stay keys
-        out.fail(message, exc.exit_code, extra=_run_dir_of(exc))
+        _fail(out, message, exc.exit_code, extra=_run_dir_of(exc))
     except KeyboardInterrupt as exc:
-        out.fail("interrupted", EXIT_INTERRUPTED, extra=_run_dir_of(exc))
+        _fail(out, "interrupted", EXIT_INTERRUPTED, extra=_run_dir_of(exc))
     except typer.Exit:
         raise
     except OSError as exc:
         if out.debug:
             raise
-        out.fail(describe_os_error(exc), EXIT_USER_ERROR if exc.errno in USER_OS_ERRORS else EXIT_FAILURE)
+        _fail(out, describe_os_error(exc), EXIT_USER_ERROR if exc.errno in USER_OS_ERRORS else EXIT_FAILURE)
     except Exception as exc:
         if out.debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
-        out.fail(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)", EXIT_FAILURE)
+        _fail(out, f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)", EXIT_FAILURE)
+
+
+def _fail(out: Output, message: str, code: int, extra: dict[str, Any] | None = None) -> NoReturn:
+    """The error line, without any password of a URI in it (a library's error text may quote the tracking or
+    storage URL)."""
+    out.fail(redact_uri(message), code, extra)
 
 
 def _run_dir_of(exc: BaseException) -> dict[str, Any] | None:

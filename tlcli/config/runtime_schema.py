@@ -55,7 +55,7 @@ class MlflowConfig(Section):
     tracking_uri: str | None = Field(
         None,
         description=(
-            "The MLflow tracking URI (`http://host:5000`, `sqlite:///mlruns.db`, `file:./mlruns`); unset: "
+            "The MLflow tracking URI (`http://host:5000`, `sqlite:///mlruns.db`); unset: "
             "`$MLFLOW_TRACKING_URI`, else `sqlite:///mlruns.db` in the working directory. A password in it is "
             "never written into the run folder (use `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`)."
         ),

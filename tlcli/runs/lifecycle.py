@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
+from tlcli.config.schema import redact_uri
 from tlcli.errors import Interrupted, TlcliError, TrainingError, UserError
 from tlcli.runs.records import finish_run
 
@@ -78,9 +79,16 @@ def disk_full(exc: BaseException | None) -> str | None:
     return None
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) without any password of a URI in them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_uri(super().format(record))
+
+
 def attach_log_file(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("tlcli")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcli.config.loading import load_config
-from tlcli.config.schema import ExperimentConfig
+from tlcli.config.schema import ExperimentConfig, redact_uri
 from tlcli.errors import RunError, TlcliError
 from tlcli.runs.atomic import read_json, write_json_atomic
 from tlcli.system import process_alive, process_start_ticks
@@ -155,10 +155,11 @@ def record_tracking(run_dir: Path, tracking: dict[str, Any]) -> RunRecord:
 
 
 def finish_run(run_dir: Path, status: str, error: str | None = None) -> RunRecord:
-    """Record the final status (and the reason, for a failed run)."""
+    """Record the final status (and the reason, for a failed run, without any password of a URI in it)."""
     assert status in STATUSES
+    reason = None if error is None else redact_uri(error)
     record = dataclasses.replace(
-        read_run_record(run_dir), status=status, finished=now_iso(), error=error, pid=None, pid_started=None
+        read_run_record(run_dir), status=status, finished=now_iso(), error=reason, pid=None, pid_started=None
     )
     record.write(run_dir)
     return record

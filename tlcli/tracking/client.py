@@ -1,30 +1,68 @@
 """A fail-safe MLflow client: the first failure warns once, and nothing calls the server after it.
 
-Tracking must never lose or stall the work it records: every call goes
-through `MlflowRun.call`, which catches whatever the client raises (a dead
-server, a timeout, a full disk of the store), records the reason, tells
-`on_failure` once, and turns every later call into a no-op.
+Tracking must never lose or stall the work it records: the client's construction, its first contact and every
+later call go through `MlflowRun.call`, which runs them on the run's own `Worker` thread within a time bound and
+catches whatever the client raises (a URI it refuses, a dead server, a store that never answers, a damaged or full
+store), records the reason (never a password: `redact_uri`), tells `on_failure` once, and turns every later call
+into a no-op.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import re
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tlcli.errors import UserError
-from tlcli.tracking.settings import TrackingSettings, require_mlflow, short_http
+from tlcli.tracking.settings import TrackingSettings, redact_uri, require_mlflow, short_http
 
 MAX_PARAM_CHARS = 500  # the smallest limit of the MLflow servers still around (2.x before 2.10)
 BATCH = 100  # MLflow takes at most 100 params (and 1000 metrics) a request
+FIRST_CONTACT_SECONDS = 10.0  # the client's construction and its first call (an SQLite file that never answers)
+NEW_STORE_SECONDS = 60.0  # ...when MLflow creates a new SQLite store's tables (3-7 s measured on a busy 2-core machine)
+CALL_SECONDS = 300.0  # any later call (a model's artifacts to a slow server; HTTP has its own 5 s timeout)
 
 
 def first_line(exc: BaseException) -> str:
+    """The error's first line, without any password of a URI in it (MLflow's errors quote the tracking URI)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    return redact_uri(f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__)
+
+
+class Worker:
+    """One daemon thread running a client's calls in order (SQLite connections stay on the thread that made them);
+    a call that outlives its bound is abandoned there, and the process still exits."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, name="tlcli-mlflow", daemon=True).start()
+
+    def run(self, job: Callable[[], Any], seconds: float) -> Any:
+        """`job()`'s result (or its exception); TimeoutError after `seconds`."""
+        box: list = []
+        done = threading.Event()
+        self.jobs.put((job, box, done))
+        if not done.wait(seconds):
+            raise TimeoutError(f"no answer within {seconds:g} s")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def _serve(self) -> None:
+        while True:
+            job, box, done = self.jobs.get()
+            try:
+                box.append((True, job()))
+            except BaseException as exc:  # noqa: BLE001  (handed back to the caller)
+                box.append((False, exc))
+            done.set()
 
 
 @dataclass
@@ -32,33 +70,43 @@ class MlflowRun:
     """One MLflow run, logged through a client that gives up after its first failure."""
 
     settings: TrackingSettings
-    client: Any
+    client: Any = None
     run_id: str | None = None
     experiment_id: str | None = None
     failed: str | None = None
     on_failure: Callable[[str], None] | None = None
     _warned: bool = field(default=False, repr=False)
+    worker: Worker = field(default_factory=Worker, repr=False)
 
     @property
     def active(self) -> bool:
         return self.failed is None and self.run_id is not None
 
-    def call(self, method: str, *args, **kwargs) -> Any:
-        """`client.<method>(*args)`, or None after (or at) the first failure."""
+    def call(self, method: str, *args, seconds: float = CALL_SECONDS, **kwargs) -> Any:
+        """`client.<method>(*args)`, or None after (or at) the first failure or `seconds` without an answer."""
+        return self.guarded(method, lambda: getattr(self.client, method)(*args, **kwargs), seconds)
+
+    def guarded(self, what: str, job: Callable[[], Any], seconds: float = CALL_SECONDS) -> Any:
+        """`job()` on the worker within `seconds`, or None after (or at) the first failure."""
         if self.failed is not None:
             return None
         try:
             with short_http():
-                return getattr(self.client, method)(*args, **kwargs)
+                return self.worker.run(job, seconds)
         except Exception as exc:  # noqa: BLE001  (whatever the server or store does, training goes on)
-            self.fail(f"{method}: {first_line(exc)}")
+            self.fail(f"{what}: {first_line(exc)}")
             return None
 
     def fail(self, reason: str) -> None:
-        self.failed = reason
-        if self.on_failure is not None and not self._warned:
+        self.failed = redact_uri(reason)
+        self.listen(self.on_failure)
+
+    def listen(self, on_failure: Callable[[str], None] | None) -> None:
+        """Tell `on_failure` of the first failure, once (now, when the client already failed)."""
+        self.on_failure = on_failure
+        if self.failed is not None and on_failure is not None and not self._warned:
             self._warned = True
-            self.on_failure(reason)
+            on_failure(self.failed)
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -78,13 +126,13 @@ class MlflowRun:
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        for chunk in _chunks([Param(k, v[:MAX_PARAM_CHARS]) for k, v in params.items()], BATCH):
+        for chunk in _chunks([Param(k, redact_uri(v)[:MAX_PARAM_CHARS]) for k, v in params.items()], BATCH):
             self.call("log_batch", self.run_id, params=chunk)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        for chunk in _chunks([RunTag(k, str(v)[:5000]) for k, v in tags.items()], BATCH):
+        for chunk in _chunks([RunTag(k, redact_uri(str(v))[:5000]) for k, v in tags.items()], BATCH):
             self.call("log_batch", self.run_id, tags=chunk)
 
     def log_files(self, files: Iterable[Path], artifact_path: str | None = None) -> None:
@@ -130,15 +178,33 @@ class MlflowRun:
 
 
 def connect(settings: TrackingSettings, on_failure: Callable[[str], None] | None = None) -> MlflowRun:
-    """An MlflowRun on `settings.uri` (no run yet); raises UserError when mlflow is missing."""
+    """An MlflowRun on `settings.uri` (no run yet), its client built and its store asked once within
+    `first_contact_bound`; a client that could not be (a URI MLflow refuses, a store that never answers) is a failed
+    MlflowRun. Raises UserError when mlflow is missing."""
     mlflow = require_mlflow()
-    return MlflowRun(settings, mlflow.MlflowClient(tracking_uri=settings.uri), on_failure=on_failure)
+    tracker = MlflowRun(settings, on_failure=on_failure)
+    if settings.uri.startswith("sqlite:"):
+        with contextlib.suppress(ImportError):  # imported here: an import is not the store's time
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    def first_contact():
+        client = mlflow.MlflowClient(tracking_uri=settings.uri)
+        client.search_experiments(max_results=1)
+        return client
+
+    tracker.client = tracker.guarded("MlflowClient", first_contact, first_contact_bound(settings.uri))
+    return tracker
+
+
+def first_contact_bound(uri: str) -> float:
+    """FIRST_CONTACT_SECONDS, or NEW_STORE_SECONDS for an SQLite file not there yet (MLflow creates its tables)."""
+    new = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+    return NEW_STORE_SECONDS if new else FIRST_CONTACT_SECONDS
 
 
 def check_reachable(settings: TrackingSettings) -> None:
     """`--strict-tracking`: the store answers now, else a one-line UserError (exit 2)."""
     tracker = connect(settings)
-    tracker.call("search_experiments", max_results=1)
     if tracker.failed is not None:
         raise UserError(
             f"tracking.strict: the MLflow tracking server {settings.shown_uri} cannot be used ({tracker.failed})"
@@ -169,9 +235,11 @@ def continue_run(tracker: MlflowRun, run_id: str, running: bool = True) -> bool:
     False when the store does not have it."""
     from mlflow.exceptions import MlflowException
 
+    if tracker.failed is not None:
+        return False
     try:
         with short_http():
-            run = tracker.client.get_run(run_id)
+            run = tracker.worker.run(lambda: tracker.client.get_run(run_id), CALL_SECONDS)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
             return False

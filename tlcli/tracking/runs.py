@@ -95,8 +95,13 @@ class RunTracking:
         self.save()
 
     def save(self) -> None:
+        """run.json's `tracking.mlflow`; the run id of a store that could not be asked stays (a later command finds
+        the MLflow run again once the store is back)."""
         with contextlib.suppress(OSError):  # a full disk: the run's own error says so, not this record
-            record_tracking(self.run_dir, {"mlflow": self.tracker.record()})
+            record = self.tracker.record()
+            recorded = (read_run_record(self.run_dir).tracking or {}).get("mlflow") or {}
+            record |= {key: recorded.get(key) for key in ("run_id", "experiment_id") if record[key] is None}
+            record_tracking(self.run_dir, {"mlflow": record})
 
 
 def start_tracking(start: RunStart, request: TrackingRequest | None) -> RunTracking | None:
@@ -115,7 +120,7 @@ def start_tracking(start: RunStart, request: TrackingRequest | None) -> RunTrack
 def _open(settings: TrackingSettings, start: RunStart, run_id: str | None) -> RunTracking:
     tracker = connect(settings)
     tracking = RunTracking(tracker, start.run_dir)
-    tracker.on_failure = lambda reason: (failure_warning(start.reporter)(reason), tracking.save())
+    tracker.listen(lambda reason: (failure_warning(start.reporter)(reason), tracking.save()))
     if run_id and continue_run(tracker, run_id):
         tracking.logged = tracker.last_step(STEP_KEY)
         tracker.set_tags({"tlcli.status": "running"})

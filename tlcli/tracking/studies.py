@@ -90,7 +90,14 @@ def _log_trial(parent: MlflowRun, trial, metric: str) -> bool:
     )
     if run is None:
         return False
-    child = MlflowRun(parent.settings, parent.client, run.info.run_id, parent.experiment_id, on_failure=parent.fail)
+    child = MlflowRun(
+        parent.settings,
+        parent.client,
+        run.info.run_id,
+        parent.experiment_id,
+        on_failure=parent.fail,
+        worker=parent.worker,
+    )
     child.log_params({k: v if isinstance(v, str) else json.dumps(v) for k, v in trial.params.items()})
     figures = numeric(trial.user_attrs.get("figures") or {}) | numeric({"epochs": trial.user_attrs.get("epochs")})
     if trial.value is not None:

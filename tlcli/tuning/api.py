@@ -251,7 +251,7 @@ def _objective(run: _Study):
             else:
                 outcome = full_trial(trial, config, run.result.metric, run.tune_dir / ".trials")
         except TlcliError as exc:
-            TrialRecord(error=str(exc)).save(trial)
+            TrialRecord(error=redact(str(exc))).save(trial)
             raise
         TrialRecord(epochs=outcome.epochs, folds=run.result.folds, figures=outcome.figures).save(trial)
         return outcome.value

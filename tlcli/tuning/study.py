@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from tlcli.config.schema import redact_uri
 from tlcli.errors import ConfigError, TlcliError, UserError
 
 log = logging.getLogger("tlcli")
@@ -51,7 +51,7 @@ def finished_states():
 def redact(url: str) -> str:
     """A storage URL without its password (tune.json is readable by the team; libpq also reads PGPASSWORD and
     ~/.pgpass)."""
-    return re.sub(r"^([a-z0-9+]+://[^:/@]*):[^@]*@", r"\1@", url)
+    return redact_uri(url)
 
 
 def open_storage(url: str):
@@ -87,7 +87,7 @@ def open_storage(url: str):
         ) from None
     except Exception as exc:  # SQLAlchemy's OperationalError and the like: the server, not tlcli
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--storage {redact(url)}: cannot open the study storage ({first[:200]})") from None
+        raise UserError(f"--storage {redact(url)}: cannot open the study storage ({redact(first)[:200]})") from None
 
 
 def _rdb_storage(url: str, scheme: str, attempts: int = 6):
