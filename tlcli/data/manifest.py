@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tlcli.config.schema import DataConfig
+from tlcli.data.names import check_class_name
 from tlcli.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
@@ -93,6 +94,8 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
         if isinstance(labels, str):
             bad.append(BadRow(number, written, labels))
             continue
+        for label in labels:  # a class name with a line break would break every file written later
+            check_class_name(label, f"data.manifest: row {number} of {source}")
         path = Path(written) if Path(written).is_absolute() else source.parent / written
         row = ManifestRow(number, path.absolute(), Path(written).as_posix(), labels, split)
         if (earlier := seen.get(row.written)) is not None:
@@ -131,6 +134,8 @@ def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, d
                 f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: "
                 f"{', '.join(header) or 'none'}); set data.columns.{role}"
             )
+    for name in config.label_columns or []:
+        check_class_name(name, "data.label_columns")
     missing = [name for name in config.label_columns or [] if name not in header]
     if missing:
         raise DataError(

@@ -1,0 +1,159 @@
+"""Hostile data and config (issue 25): class names that would break later stages, file names that are not UTF-8,
+repeated label columns, YAML 1.1 `off`, manifests that are not regular files, unterminated quotes, newline-free
+manifests.
+
+Each case ends with its documented exit code and one `error:` line (or runs to the end), bounded by the timeout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder, tiny_config, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def one_line(result) -> str:
+    """The error: one line, the last on stderr, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def write_manifest(folder: Path, text: str, name: str = "labels.csv") -> Path:
+    make_image_folder(folder, {"cats": 4, "dogs": 4})
+    path = folder / name
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def manifest_rows(labels: dict[str, str]) -> str:
+    rows = [f"cats/cats_{i:03d}.png,{labels.get('cats', 'cats')}" for i in range(4)]
+    rows += [f"dogs/dogs_{i:03d}.png,{labels.get('dogs', 'dogs')}" for i in range(4)]
+    return "path,label\r\n" + "\r\n".join(rows) + "\r\n"
+
+
+# ----------------------------------------------------------------------------- class names (defect class 6)
+
+
+@pytest.mark.parametrize("char", ["\n", "\u2028", "\u2029", "\u0085", "\x0b"], ids=["lf", "ls", "ps", "nel", "vt"])
+def test_class_folder_with_a_line_break_is_refused(cli, tmp_path, char):
+    data = make_image_folder(tmp_path / "data", {f"ca{char}ts": 4, "dogs": 4})
+    result = cli("check", data)
+    assert result.exit_code == 2, result.stderr
+    line = one_line(result)
+    assert "class name" in line and repr(f"ca{char}ts") in line and str(data) in line
+
+
+def test_manifest_label_with_a_line_break_is_refused(cli, tmp_path):
+    manifest = write_manifest(tmp_path / "data", manifest_rows({"cats": '"ca\nts"'}))
+    result = cli("check", "--manifest", manifest)
+    assert result.exit_code == 2, result.stderr
+    assert "row 2 of" in one_line(result) and "'ca\\nts'" in one_line(result)
+
+
+def test_label_column_with_a_separator_is_refused(cli, tmp_path):
+    make_image_folder(tmp_path / "data", {"cats": 4})
+    rows = "".join(f"cats/cats_{i:03d}.png,{i % 2},1\n" for i in range(4))
+    manifest = tmp_path / "data" / "labels.csv"
+    manifest.write_text("path,a\u2028b,c\n" + rows)
+    result = cli("check", "--manifest", manifest, "--multi-label", "--label-columns", "a\u2028b,c")
+    assert result.exit_code == 2, result.stderr
+    assert "data.label_columns" in one_line(result) or "--label-columns" in one_line(result)
+
+
+@pytest.mark.slow
+def test_accepted_class_names_round_trip(tmp_path):
+    """Any name the rule accepts (spaces, quotes, commas, accents, emoji) is written and read back unchanged."""
+    from tlcli import load_config, train
+
+    names = ['a, "b"', "été 🐈"]
+    data = make_image_folder(tmp_path / "data", {names[0]: 8, names[1]: 8})
+    raw = tiny_config(data, tmp_path / "runs", train={"epochs": 1}, data={"val_split": 0.5})
+    run = train(load_config(raw)).run_dir
+    assert json.loads((run / "labels.json").read_text(encoding="utf-8")) == names
+    with open(run / "splits" / "train.csv", encoding="utf-8", newline="") as stream:
+        assert {row["label"] for row in csv.DictReader(stream)} == set(names)
+
+
+# ----------------------------------------------------------------------------- file names that are not UTF-8
+
+
+@pytest.fixture
+def undecodable(tmp_path) -> Path:
+    """cats/dogs with one extra cat named b'bad\\xff.png' (not valid UTF-8)."""
+    data = make_image_folder(tmp_path / "data", {"cats": 6, "dogs": 6})
+    shutil.copy(data / "cats" / "cats_000.png", os.fsencode(data / "cats") + b"/bad\xff.png")
+    return data
+
+
+def test_check_lists_a_file_name_that_is_not_utf8(cli, undecodable):
+    result = cli("check", undecodable, "--json")
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    assert result.exit_code in (0, 4), result.stderr
+    ignored = {Path(i["path"]).name: i["reason"] for i in json.loads(result.stdout)["ignored"]}
+    assert "not valid UTF-8" in ignored["bad\\xff.png"]
+
+
+@pytest.mark.slow
+def test_train_skips_and_predict_escapes_a_file_name_that_is_not_utf8(cli, undecodable, tmp_path):
+    config = write_config(tmp_path / "c.yaml", tiny_config(undecodable, tmp_path / "runs", train={"epochs": 1}))
+    result = cli("train", config, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    run = next((tmp_path / "runs").iterdir())
+    recorded = "".join(p.read_text(encoding="utf-8") for p in run.glob("*.json"))
+    assert "bad\\\\xff.png" in recorded  # listed, its byte escaped (and the backslash escaped by JSON)
+    out = tmp_path / "predictions.csv"
+    result = cli("predict", "--run", run, undecodable / "cats", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(out.open(encoding="utf-8", newline=""))}
+    assert len(rows) == 7 and rows["bad\\xff.png"]["label"]  # predicted, its name written with the byte escaped
+
+
+# ----------------------------------------------------------------------------- repeated label columns (class 5)
+
+
+def test_repeated_label_column_is_refused(cli, tmp_path):
+    """Two outputs would collapse into one key in every report: exit 2 naming the key, before any work."""
+    raw = tiny_config(tmp_path / "data", tmp_path / "runs")
+    (tmp_path / "m.csv").write_text("path,a,b\n")
+    raw["data"] = {
+        "manifest": str(tmp_path / "m.csv"),
+        "multi_label": True,
+        "label_columns": ["a", "b", "a"],
+        "val_split": 0.5,
+    }
+    result = cli("train", write_config(tmp_path / "c.yaml", raw))
+    assert result.exit_code == 2, result.stderr
+    assert "data.label_columns" in one_line(result) and "'a'" in one_line(result)
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- YAML 1.1 reads `off` as false
+
+
+def test_documented_off_values_are_accepted_unquoted(tmp_path):
+    """`cache: off`, `probe: off`, `runtime.mixed_precision: off` (and `on`) as YAML 1.1 reads them, in a file and
+    by --set; `true` stays refused where `on` is not a value."""
+    from tlcli import load_config
+    from tlcli.config.schema import ExperimentConfig
+    from tlcli.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    text = write_config(path, tiny_config(tmp_path, tmp_path / "runs")).read_text().replace("probe: 'off'", "")
+    path.write_text(text + "probe: off\ncache: off\nruntime:\n  mixed_precision: off\n")
+    config = load_config(path)
+    assert (config.probe, config.cache, config.runtime.mixed_precision) == ("off", "off", "off")
+    assert load_config(path, ["runtime.mixed_precision=on", "cache=off"]).runtime.mixed_precision == "on"
+    with pytest.raises(ConfigError, match="cache"):
+        load_config(path, ["cache=on"])
+    schema = ExperimentConfig.model_json_schema()  # the before-validator leaves the documented choices as they are
+    assert schema["properties"]["cache"]["enum"] == ["auto", "disk", "memory", "off"]
