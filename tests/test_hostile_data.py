@@ -197,3 +197,16 @@ def test_newline_free_manifest_is_refused_quickly(cli, tmp_path):
     elapsed = time.monotonic() - start
     assert result.exit_code == 2, result.stderr
     assert len(one_line(result)) < 1000 and elapsed < 10, elapsed
+
+
+# ----------------------------------------------------------------------------- one JSON object a line
+
+
+def test_jsonl_error_document_is_one_line(tmp_path, capsys):
+    from tlcli.cli import run
+
+    images = make_image_folder(tmp_path / "data", {"cats": 1})
+    for args in (["--runs-dir", tmp_path / "nowhere"], ["--top-k", "zero"]):  # a command's error, a usage error
+        assert run(["predict", str(images), "-f", "jsonl", *map(str, args)]) == 2
+        stdout = capsys.readouterr().out
+        assert stdout.count("\n") == 1 and json.loads(stdout)["exit_code"] == 2, stdout
