@@ -210,3 +210,18 @@ def test_jsonl_error_document_is_one_line(tmp_path, capsys):
         assert run(["predict", str(images), "-f", "jsonl", *map(str, args)]) == 2
         stdout = capsys.readouterr().out
         assert stdout.count("\n") == 1 and json.loads(stdout)["exit_code"] == 2, stdout
+
+
+# ----------------------------------------------------------------------------- no placeholder in a run's error text
+
+
+def test_lost_peer_error_names_the_run_folder(tmp_path):
+    """The error recorded in run.json when a collective fails names the run to resume, not a `RUN_DIR` placeholder."""
+    import tensorflow as tf
+
+    from tlcli.errors import TrainingError
+    from tlcli.training.cluster import peers_lost
+
+    with pytest.raises(TrainingError) as caught, peers_lost(5.0, tmp_path / "run-1"):
+        raise tf.errors.DeadlineExceededError(None, None, "collective timed out")
+    assert f"tlcli train --resume {tmp_path / 'run-1'} " in str(caught.value) and "RUN_DIR" not in str(caught.value)
