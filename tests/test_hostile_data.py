@@ -225,3 +225,21 @@ def test_lost_peer_error_names_the_run_folder(tmp_path):
     with pytest.raises(TrainingError) as caught, peers_lost(5.0, tmp_path / "run-1"):
         raise tf.errors.DeadlineExceededError(None, None, "collective timed out")
     assert f"tlcli train --resume {tmp_path / 'run-1'} " in str(caught.value) and "RUN_DIR" not in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- a warning is printed once
+
+
+def test_a_warning_is_printed_once(capsys):
+    """The CLI's reporter prints `warning: ...`; the `tlcli` logger it also writes to (for train.log) must not reach
+    Python's last-resort handler, which printed the line a second time (and printed it with --quiet)."""
+    from rich.console import Console
+
+    from tlcli.cli import _quiet_libraries
+    from tlcli.progress import Reporter, RichReporter
+
+    _quiet_libraries(debug=False)  # what every command does first
+    RichReporter(Console(stderr=True)).warn("1 manifest row skipped")
+    assert capsys.readouterr().err.count("manifest row skipped") == 1
+    Reporter().warn("1 manifest row skipped")  # --quiet: nothing but errors
+    assert capsys.readouterr().err == ""
