@@ -243,3 +243,32 @@ def test_a_warning_is_printed_once(capsys):
     assert capsys.readouterr().err.count("manifest row skipped") == 1
     Reporter().warn("1 manifest row skipped")  # --quiet: nothing but errors
     assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- almost nothing usable
+
+
+def bad_rows(n: int) -> str:
+    return "".join(f"gone/{i:05d}.png,cats\r\n" for i in range(n))
+
+
+def test_a_manifest_almost_all_unusable_is_refused(cli, tmp_path):
+    """8 usable rows of 1,008 (under 1%): exit 2, one line, no run folder."""
+    manifest = write_manifest(tmp_path / "data", manifest_rows({}) + bad_rows(1000))
+    result = cli("check", "--manifest", manifest)
+    assert result.exit_code == 2, result.stderr
+    line = one_line(result)
+    assert "8 of 1008 rows" in line and "row 10" in line, line
+
+
+def test_problems_listed_are_capped_and_the_rest_counted(cli, tmp_path):
+    """1,200 bad rows beside 40 usable ones: the first 1,000 listed, all 1,200 counted, the rest said."""
+    make_image_folder(tmp_path / "data", {"cats": 20, "dogs": 20})
+    rows = "".join(f"{c}/{c}_{i:03d}.png,{c}\r\n" for c in ("cats", "dogs") for i in range(20))
+    manifest = tmp_path / "data" / "labels.csv"
+    manifest.write_text("path,label\r\n" + rows + bad_rows(1200), newline="")
+    result = cli("check", "--manifest", manifest, "--json")
+    assert result.exit_code == 4, result.stderr
+    problems = json.loads(result.stdout)["problems"]
+    assert problems["counts"]["bad_rows"] == 1200 and len(problems["bad_rows"]) == 1000
+    assert problems["not_listed"]["bad_rows"] == 200
