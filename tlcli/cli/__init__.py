@@ -223,10 +223,6 @@ def _quiet_libraries(debug: bool) -> None:
     # echo every log line to the terminal even with --quiet.
     logging.getLogger("tlcli").setLevel(logging.INFO)
     logging.getLogger("tlcli").propagate = debug
-    if not any(isinstance(h, logging.NullHandler) for h in logging.getLogger("tlcli").handlers):
-        # without a handler, Python's last resort prints every warning on stderr: a second copy of the reporter's
-        # `warning:` line, and a line even with --quiet
-        logging.getLogger("tlcli").addHandler(logging.NullHandler())
     if not debug:
         logging.getLogger("tensorflow").setLevel(
             logging.ERROR
