@@ -67,7 +67,8 @@ class RichReporter(Reporter):
         self.console.print(message, highlight=False)
 
     def warn(self, message: str) -> None:
-        super().warn(message)
+        if log.hasHandlers():  # train.log's (or the root's, with --debug); else Python's last resort would print it
+            super().warn(message)  # a second time on stderr
         self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
     @contextlib.contextmanager

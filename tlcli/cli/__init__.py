@@ -111,6 +111,7 @@ def command(function: Callable | None = None, *, flags: Mapping[str, str] | None
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         out = Output(
             json=bool(kwargs.get("json_output")) or kwargs.get("output_format") in ("json", "jsonl"),
+            lines=kwargs.get("output_format") == "jsonl",
             quiet=bool(kwargs.get("quiet")),
             debug=bool(kwargs.get("debug")) or settings.debug(),
             flags=_LazyFlags(function, flags or {}),
@@ -294,7 +295,7 @@ def run(argv: list[str]) -> int:
     except _usage_errors() as exc:
         context = getattr(exc, "ctx", None)
         message = exc.format_message() + (f" (see `{context.command_path} --help`)" if context is not None else "")
-        out = Output(json=_speaks_json(argv))
+        out = Output(json=_speaks_json(argv), lines=_format_after(argv) == "jsonl" or "--format=jsonl" in argv)
         out.error(message)
         if out.json:
             out.print_json({"error": message, "exit_code": exc.exit_code})

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tlcli.cli import Columns, Debug, Json, Quiet, app, command, output, parse_columns
 from tlcli.config.schema import DEFAULT_MAX_FILE_MB
+from tlcli.data.manifest import check_regular
 from tlcli.data.problems import check_dataset
 from tlcli.errors import UserError
 
@@ -78,8 +79,10 @@ def check_command(
     if (data_dir is None) == (manifest is None):
         raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
     data_dir = data_dir or manifest
-    if manifest is not None and not manifest.is_file():
+    if manifest is not None and not manifest.exists():
         raise UserError(f"--manifest: file not found: {manifest}")
+    if manifest is not None:
+        check_regular(manifest, "--manifest")
     if not 0 < val_split < 1:
         raise UserError(f"--val-split: must be between 0 and 1, got {val_split}")
     if not max_file_mb > 0:

@@ -26,6 +26,7 @@ class Output:
     JSON document yet."""
 
     json: bool = False
+    lines: bool = False  # `--format jsonl`: every document (an error's too) is one JSON object on one line
     quiet: bool = False
     debug: bool = False
     flags: Mapping[str, str] = field(default_factory=dict)  # a library argument's name -> this command's flag
@@ -39,7 +40,7 @@ class Output:
         self.printed = True
 
     def print_json(self, data: Any) -> None:
-        self.document(json.dumps(data, indent=2, default=str) + "\n")
+        self.document(json.dumps(data, indent=None if self.lines else 2, default=str) + "\n")
 
     def error(self, message: str) -> None:
         """One `error:` line on stderr."""

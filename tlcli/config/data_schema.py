@@ -166,6 +166,9 @@ class DataConfig(Section):
             )
         if self.label_columns is not None and len(set(self.label_columns)) < 2:
             raise ValueError("data.label_columns: name at least two distinct columns (one per class)")
+        repeated = next((n for i, n in enumerate(self.label_columns or []) if n in self.label_columns[:i]), None)
+        if repeated is not None:  # two outputs would share one class name, and one key in every report
+            raise ValueError(f"data.label_columns: column {repeated!r} is named twice; name each class once")
         if self.manifest is not None and folders:
             raise ValueError(
                 f"data.manifest and data.{folders[0]} exclude each other: the manifest lists every file and its split"

@@ -21,6 +21,22 @@ OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
 ScheduleName = Literal["constant", "cosine", "exponential"]
 
 
+def _switch_words(on: bool) -> BeforeValidator:
+    """YAML 1.1 reads an unquoted `off` (and `on`) as a boolean: read `false` back as "off", `true` as "on" when `on`
+    is a value of the key; any other value is left to the key's own validation."""
+
+    def read(value: Any) -> Any:
+        if value is False:
+            return "off"
+        return "on" if value is True and on else value
+
+    return BeforeValidator(read)
+
+
+OFF_WORD = _switch_words(on=False)  # keys with an `off` value but no `on` (`cache`, `probe`)
+ON_OFF_WORDS = _switch_words(on=True)  # keys with both (`runtime.mixed_precision`)
+
+
 class Section(BaseModel):
     # Unknown keys are errors, so a typo never silently falls back to a default.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

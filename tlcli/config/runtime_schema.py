@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from tlcli.config.fields import PathValue, Section
+from tlcli.config.fields import ON_OFF_WORDS, PathValue, Section
 
 
 class RuntimeConfig(Section):
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="`auto` uses every visible GPU (MirroredStrategy when more than one), else the CPU."
     )
-    mixed_precision: Literal["auto", "on", "off"] = Field(
+    mixed_precision: Annotated[Literal["auto", "on", "off"], ON_OFF_WORDS] = Field(
         "auto", description="`auto` = on for GPUs with compute capability 7.0 or newer."
     )
     deterministic: bool = Field(

@@ -10,12 +10,12 @@ generated from these classes by `tlcli.config.reference`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from tlcli.config.data_schema import DEFAULT_MAX_FILE_MB, AugmentConfig, DataConfig, ManifestColumns
-from tlcli.config.fields import OptimizerName, ScheduleName, Section, Trainable, Unfreeze
+from tlcli.config.fields import OFF_WORD, OptimizerName, ScheduleName, Section, Trainable, Unfreeze
 from tlcli.config.model_schema import BaseModelConfig, DenseLayerConfig, HeadConfig
 from tlcli.config.phase_schema import EarlyStoppingConfig, FineTuneConfig, OptimizerConfig, TrainConfig
 from tlcli.config.runtime_schema import MlflowConfig, OutputConfig, RuntimeConfig, TrackingConfig, redact_uri
@@ -68,7 +68,7 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Experiment tracking (MLflow); off by default."
     )
-    probe: Literal["auto", "off"] = Field(
+    probe: Annotated[Literal["auto", "off"], OFF_WORD] = Field(
         "auto",
         description=(
             "The linear-probe reference: a logistic regression on the cached features (penalty chosen on "
@@ -80,7 +80,7 @@ class ExperimentConfig(Section):
     tune: Union[TuneConfig, None] = Field(
         None, description="The hyperparameter search of `tlcli tune` (absent = none); `tlcli train` ignores it."
     )
-    cache: Literal["auto", "disk", "memory", "off"] = Field(
+    cache: Annotated[Literal["auto", "disk", "memory", "off"], OFF_WORD] = Field(
         "auto",
         description=(
             "Frozen-feature caching: `auto` trains phases whose base is frozen (wholly or below the top N "

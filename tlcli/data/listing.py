@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 from tlcli.data.images import IMAGE_EXTENSIONS, is_image_candidate
 from tlcli.data.manifest import is_manifest, read_paths
+from tlcli.data.names import check_class_name, is_valid_utf8, printable
 from tlcli.errors import DataError, UserError
 
 
@@ -34,10 +35,12 @@ def walk_files(
     try:
         identity = os.stat(folder)
     except OSError as exc:
-        skipped.append((str(folder), f"link not followed ({exc.strerror or exc})"))
+        skipped.append((printable(folder), f"link not followed ({exc.strerror or exc})"))
         return
     if (identity.st_dev, identity.st_ino) in seen:
-        skipped.append((str(folder), "link to a folder already listed (a loop or a second link), not walked again"))
+        skipped.append(
+            (printable(folder), "link to a folder already listed (a loop or a second link), not walked again")
+        )
         return
     seen.add((identity.st_dev, identity.st_ino))
     yield from _walk(Path(folder), seen, skipped)
@@ -47,7 +50,7 @@ def _walk(folder: Path, seen: set[tuple[int, int]], skipped: list[tuple[str, str
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
-        skipped.append((str(folder), f"folder not readable ({exc.strerror or exc})"))
+        skipped.append((printable(folder), f"folder not readable ({exc.strerror or exc})"))
         return
     folders = []
     for entry in entries:
@@ -63,11 +66,13 @@ def _walk(folder: Path, seen: set[tuple[int, int]], skipped: list[tuple[str, str
         try:
             identity = entry.stat()
         except OSError as exc:  # ELOOP: a link to itself
-            skipped.append((entry.path, f"link not followed ({exc.strerror or exc})"))
+            skipped.append((printable(entry.path), f"link not followed ({exc.strerror or exc})"))
             continue
         key = (identity.st_dev, identity.st_ino)
         if key in seen:
-            skipped.append((entry.path, "link to a folder already listed (a loop or a second link), not walked again"))
+            skipped.append(
+                (printable(entry.path), "link to a folder already listed (a loop or a second link), not walked again")
+            )
             continue
         seen.add(key)
         yield from _walk(Path(entry.path), seen, skipped)
@@ -92,11 +97,14 @@ def list_class_files(
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            ignored.append((str(entry), "file outside any class folder"))
+            ignored.append((printable(entry), "file outside any class folder"))
             continue
+        check_class_name(entry.name, f"{key}: a class folder in {printable(folder)}")
         files: list[tuple[Path, str]] = []
         for path in walk_files(entry, seen, ignored):
-            if is_image_candidate(path):
+            if not is_valid_utf8(str(path)):  # its relative path is the hash split's key and a record's text: skip it
+                ignored.append((printable(path), "file name is not valid UTF-8 (rename it)"))
+            elif is_image_candidate(path):
                 files.append((path.absolute(), path.relative_to(folder).as_posix()))
             else:
                 ignored.append((str(path), "hidden file" if path.name.startswith(".") else "not an image extension"))
@@ -138,9 +146,9 @@ def collect_images(specs: Sequence[str | Path]) -> dict[Path, str]:
         before = len(found)
         for match in matches:
             if match.is_dir():
-                found.update({p: str(p) for p in walk_files(match) if is_image_candidate(p) and p not in found})
+                found.update({p: printable(p) for p in walk_files(match) if is_image_candidate(p) and p not in found})
             elif match not in found:
-                found[match] = str(match)
+                found[match] = printable(match)  # a name that is not UTF-8 is output with its bytes escaped
         if len(found) == before and not any(m.is_file() for m in matches):
             raise UserError(f"{spec}: no image files in it ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found

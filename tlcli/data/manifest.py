@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from tlcli.config.schema import DataConfig
+from tlcli.data.names import check_class_name
 from tlcli.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 MANIFEST_SUFFIXES = (".csv", ".tsv")
 MAX_MANIFEST_BYTES = 512 * 1024**2  # a manifest of millions of rows is a few hundred MB at most
+SNIFF_CHARS = 64 * 1024  # the delimiter is told from the header line, cut here
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,21 @@ class Manifest:
 
 
 def is_manifest(path: str | Path) -> bool:
-    """A file named like a manifest (a folder never is)."""
+    """Something named like a manifest that exists and is not a folder (a FIFO or a device is then refused as not a
+    regular file, not mistaken for a folder)."""
     path = Path(path)
-    return path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file()
+    return path.suffix.lower() in MANIFEST_SUFFIXES and path.exists() and not path.is_dir()
+
+
+def check_regular(source: Path, key: str) -> None:
+    """Raise a `DataError` unless `source` is a regular file (a FIFO would block the read; /dev/zero never ends)."""
+    try:
+        mode = source.stat().st_mode
+    except OSError:
+        raise DataError(f"{key}: manifest not found: {source}") from None
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DataError(f"{key}: {source} is {what}, not a regular file; a manifest is a CSV or TSV file")
 
 
 def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
@@ -79,11 +95,11 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
             configured column; a row names a split other than train, val or test.
     """
     source = Path(config.manifest)  # type: ignore[arg-type]
-    reader, columns = _open(source, config, key)
+    reader, columns, text = _open(source, config, key)
     rows: list[ManifestRow] = []
     bad: list[BadRow] = []
     seen: dict[str, ManifestRow] = {}
-    for number, record in _records(reader):
+    for number, record in list(_records(reader, text)):  # all read first: an open quote is named first
         written = (record.get(columns["path"]) or "").strip()
         split = _split_of(record.get(columns["split"]) if columns["split"] else "", number, source, columns["split"])
         if not written:
@@ -93,6 +109,8 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
         if isinstance(labels, str):
             bad.append(BadRow(number, written, labels))
             continue
+        for label in labels:  # a class name with a line break would break every file written later
+            check_class_name(label, f"data.manifest: row {number} of {source}")
         path = Path(written) if Path(written).is_absolute() else source.parent / written
         row = ManifestRow(number, path.absolute(), Path(written).as_posix(), labels, split)
         if (earlier := seen.get(row.written)) is not None:
@@ -112,9 +130,9 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
     return Manifest(source, kept, sorted(bad, key=lambda b: b.row))
 
 
-def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, dict[str, str]]:
-    if not source.is_file():
-        raise DataError(f"{key}: manifest not found: {source}")
+def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, dict[str, str], str]:
+    """The reader (past the header), the configured columns that are present, and the text."""
+    check_regular(source, key)
     if source.stat().st_size > MAX_MANIFEST_BYTES:
         raise DataError(f"{key}: {source} is larger than {MAX_MANIFEST_BYTES // 1024**2} MB; split it")
     try:
@@ -129,16 +147,27 @@ def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, d
         if columns[role] not in header:
             raise DataError(
                 f"data.columns.{role}: the manifest {source} has no column {columns[role]!r} (its columns: "
-                f"{', '.join(header) or 'none'}); set data.columns.{role}"
+                f"{_shown_columns(header)}); set data.columns.{role}"
             )
+    for name in config.label_columns or []:
+        check_class_name(name, "data.label_columns")
     missing = [name for name in config.label_columns or [] if name not in header]
     if missing:
         raise DataError(
-            f"data.label_columns: the manifest {source} has no column {missing[0]!r} (its columns: {', '.join(header)})"
+            f"data.label_columns: the manifest {source} has no column {missing[0]!r} (its columns: "
+            f"{_shown_columns(header)})"
         )
     if columns["split"] not in header:
         columns["split"] = ""  # optional: the hash split applies
-    return reader, columns
+    return reader, columns, text
+
+
+def _shown_columns(header: list[str]) -> str:
+    """The header for an error line: at most 20 names of at most 40 characters (a header may be megabytes long)."""
+    names = [name[:40] + ("..." if len(name) > 40 else "") for name in header[:20]]
+    names = [name if name.isprintable() else repr(name) for name in names]
+    more = f", ... ({len(header)} columns)" if len(header) > 20 else ""
+    return ", ".join(names) + more if names else "none"
 
 
 def _dialect(text: str, source: Path, delimiter: str):
@@ -147,19 +176,42 @@ def _dialect(text: str, source: Path, delimiter: str):
     if source.suffix.lower() == ".tsv":
         return csv.excel_tab
     try:
-        return csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",\t;|")
+        # the header line, within a bounded prefix: the sniffer's time grows with its input (minutes for 500 MB)
+        return csv.Sniffer().sniff(text[:SNIFF_CHARS].split("\n", 1)[0], delimiters=",\t;|")
     except csv.Error:
         return csv.excel
 
 
-def _records(reader: csv.DictReader) -> Iterator[tuple[int, dict[str, str]]]:
-    """(spreadsheet row number, record): the header is row 1."""
+def _records(reader: csv.DictReader, text: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(spreadsheet row number, record): the header is row 1.
+
+    Raises:
+        DataError: a csv error; a quote opened in a row and never closed (it swallows every later row into one cell).
+    """
+    number, start, end = 1, reader.line_num, reader.line_num  # the last record: physical lines start+1 to end
     try:
         for number, record in enumerate(reader, start=2):
+            start, end = end, reader.line_num
             if any((value or "").strip() for value in record.values() if isinstance(value, str)):
                 yield number, record
     except csv.Error as exc:
         raise DataError(f"data.manifest: {exc} (row {reader.line_num})") from None
+    if end - start > 1 and _open_quote(text, start, reader.dialect):
+        raise DataError(
+            f"data.manifest: the quote opened in row {number} is never closed, so every later line was read into "
+            'one cell; close it (a quote inside a quoted cell is written "")'
+        )
+
+
+def _open_quote(text: str, skip: int, dialect) -> bool:
+    """Whether the text after its first `skip` physical lines ends inside a quoted cell (the one case the csv module
+    does not report unless strict)."""
+    try:
+        for _ in csv.reader(itertools.islice(io.StringIO(text, newline=""), skip, None), dialect, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _split_of(value: str | None, number: int, source: Path, column: str) -> str:
@@ -182,9 +234,9 @@ def read_paths(source: Path, column: str = "path", delimiter: str = "auto") -> l
     Labels and splits, when present, are not needed; a file that is not there becomes the prediction's error entry.
     """
     config = DataConfig(manifest=source, columns={"path": column, "label": column}, delimiter=delimiter)
-    reader, columns = _open(source, config, "IMAGES")
+    reader, columns, text = _open(source, config, "IMAGES")
     found = []
-    for _, record in _records(reader):
+    for _, record in _records(reader, text):
         written = (record.get(columns["path"]) or "").strip()
         if written:
             found.append(

@@ -82,6 +82,9 @@ class DuplicateGroup:
     kinds: list[str]
 
 
+MAX_LISTED = 1000  # entries of each kind written out: a count says the rest (a list of millions helps nobody)
+
+
 @dataclass
 class DataProblems:
     """What `tlcli check` exits 4 for, and `tlcli train --strict` refuses to train on."""
@@ -135,13 +138,24 @@ class DataProblems:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
+        """Every count, and the first `MAX_LISTED` entries of each list (`not_listed` says how many more there are)."""
+        cut = {
+            name: len(entries) - MAX_LISTED
+            for name, entries in (
+                ("bad_rows", self.bad_rows),
+                ("unreadable", self.unreadable),
+                ("duplicates", self.duplicates),
+            )
+            if len(entries) > MAX_LISTED
+        }
         return {
             "counts": self.counts(),
-            "bad_rows": [asdict(b) for b in self.bad_rows],
-            "unreadable": [asdict(f) for f in self.unreadable],
+            **({"not_listed": cut} if cut else {}),
+            "bad_rows": [asdict(b) for b in self.bad_rows[:MAX_LISTED]],
+            "unreadable": [asdict(f) for f in self.unreadable[:MAX_LISTED]],
             "duplicates": [
                 {"content_hash": g.content_hash, "kinds": g.kinds, "files": [asdict(f) for f in g.files]}
-                for g in self.duplicates
+                for g in self.duplicates[:MAX_LISTED]
             ],
         }
 

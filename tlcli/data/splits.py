@@ -229,6 +229,7 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     """
     manifest = read_manifest(config)
     where = str(manifest.source)
+    _check_usable(manifest.rows, manifest.bad, where)
     listed = {split: [row for row in manifest.rows if row.split == split] for split in SPLITS}
     unsplit = [row for row in manifest.rows if not row.split]
     held = {row.row for row in unsplit if split_bucket(row.written) < config.val_split} if not listed["val"] else set()
@@ -296,6 +297,17 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     if not splits.val:
         raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
     return splits
+
+
+def _check_usable(rows: list, bad: list, where: str) -> None:
+    """Refuse a manifest of which under 1% of the rows can be used: it is the wrong file or the wrong folder, not data
+    with a few problems (the bad rows would be trained past and only listed)."""
+    total = len(rows) + len(bad)
+    if bad and len(rows) * 100 < total:
+        raise DataError(
+            f"data.manifest: only {len(rows)} of {total} rows of {where} are usable (under 1%), e.g. row "
+            f"{bad[0].row}: {bad[0].problem}; is it the right manifest? (`tlcli check --manifest` lists the rows)"
+        )
 
 
 def _indices(row, index: dict[str, int], multi_label: bool) -> int | tuple[int, ...]:

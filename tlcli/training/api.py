@@ -79,7 +79,11 @@ def train(
 
 def _train_new(prepared: Prepared, run_dir: Path, reporter: Reporter, options: RunOptions) -> TrainResult:
     try:
-        with RunLock(run_dir), recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
+        with (
+            RunLock(run_dir),
+            recording_outcome(run_dir),
+            peers_lost(prepared.config.runtime.collective_timeout_s, run_dir),
+        ):
             start_run(run_dir, prepared.config.name)
             reporter.info(f"run folder: {run_dir}")
             return _train_tracked(prepared, run_dir, reporter, options)
@@ -146,7 +150,7 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     checks.check_same_splits(prepared.splits, run_dir)
     checks.check_same_contents(prepared.splits, run_dir, prepared.config.data.max_bytes)
     _check_tracking(prepared, options)
-    with recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s):
+    with recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s, run_dir):
         resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
         reporter.info(f"resuming run folder: {run_dir}")
         return _train_tracked(prepared, run_dir, reporter, options, overrides)

@@ -50,9 +50,9 @@ def worker_copy(run_dir: Path, scratch: Path) -> Path:
 
 
 @contextlib.contextmanager
-def peers_lost(timeout_s: float) -> Iterator[None]:
-    """A collective that failed because another worker died or stalled is one line naming the bound, not a
-    TensorFlow trace."""
+def peers_lost(timeout_s: float, run_dir: Path) -> Iterator[None]:
+    """A collective that failed because another worker died or stalled is one line naming the bound and the run to
+    resume, not a TensorFlow trace."""
     try:
         yield
     except Exception as exc:
@@ -63,5 +63,5 @@ def peers_lost(timeout_s: float) -> Iterator[None]:
         raise TrainingError(
             "another worker of the cluster stopped answering (a collective failed after at most "
             f"runtime.collective_timeout_s = {timeout_s:g} s: {kind}: {first}); "
-            "resume with tlcli train --resume RUN_DIR once every worker runs"
+            f"resume with tlcli train --resume {run_dir} once every worker runs"
         ) from exc
