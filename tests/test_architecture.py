@@ -21,6 +21,7 @@ RANK = {
     "tlcli.paths": 0,
     "tlcli.system": 0,
     "tlcli.global_state": 0,
+    "tlcli.lazy": 0,
     "tlcli.version": 0,
     "tlcli.progress": 0,
     "tlcli.settings": 0,

@@ -143,4 +143,4 @@ def test_import_tlcli_loads_no_stage_until_a_name_is_used():
         "tlcli.list_runs; print(before, 'tlcli.runs.listing' in sys.modules, 'tlcli.training' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.split() == ["['tlcli.version']", "True", "False"], out
+    assert out.returncode == 0 and out.stdout.split() == ["['tlcli.lazy',", "'tlcli.version']", "True", "False"], out

@@ -14,9 +14,9 @@ scikit-learn and matplotlib load on first use, so `import tlcli` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tlcli.lazy import lazy_exports
 from tlcli.version import __version__
 
 # Each public name and the module it lives in: loaded on first access (PEP 562), so that `import tlcli` (and the
@@ -45,8 +45,6 @@ _PUBLIC = {
     "tlcli.training.api": ("RunOptions", "Validation", "resume", "train", "validate"),
     "tlcli.tuning.api": ("TuneResult", "resume_tune", "tune"),
 }
-_HOME = {name: module for module, names in _PUBLIC.items() for name in names}
-
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from tlcli.config import ExperimentConfig, load_config
     from tlcli.data.problems import CheckReport, check_dataset
@@ -72,19 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from tlcli.tuning.api import TuneResult, resume_tune, tune
 
 
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use (then cached in this module)."""
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tlcli' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
-
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 __all__ = [
     "CheckReport",

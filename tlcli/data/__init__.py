@@ -2,12 +2,27 @@
 `screening`, `decoded`), batches for Keras (`batches`), and what is wrong with a
 folder (`problems`, the analysis behind `tlcli check`)."""
 
-from tlcli.data.batches import ArrayBatches, array_batches, class_weights, encode_targets, make_dataset
-from tlcli.data.decoded import DecodedImages, ScreenedSplit, SkippedFile, decode_samples
-from tlcli.data.images import ImageDecodeError, ImageInfo, decode_image
-from tlcli.data.listing import collect_images, list_class_files
-from tlcli.data.problems import CheckReport, DataProblems, check_dataset, find_problems
-from tlcli.data.splits import DataSplits, Sample, discover_splits, hash_split, split_bucket
+from typing import TYPE_CHECKING
+
+from tlcli.lazy import lazy_exports
+
+_PUBLIC = {
+    "tlcli.data.batches": ("ArrayBatches", "array_batches", "class_weights", "encode_targets", "make_dataset"),
+    "tlcli.data.decoded": ("DecodedImages", "ScreenedSplit", "SkippedFile", "decode_samples"),
+    "tlcli.data.images": ("ImageDecodeError", "ImageInfo", "decode_image"),
+    "tlcli.data.listing": ("collect_images", "list_class_files"),
+    "tlcli.data.problems": ("CheckReport", "DataProblems", "check_dataset", "find_problems"),
+    "tlcli.data.splits": ("DataSplits", "Sample", "discover_splits", "hash_split", "split_bucket"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+
+if TYPE_CHECKING:
+    from tlcli.data.batches import ArrayBatches, array_batches, class_weights, encode_targets, make_dataset
+    from tlcli.data.decoded import DecodedImages, ScreenedSplit, SkippedFile, decode_samples
+    from tlcli.data.images import ImageDecodeError, ImageInfo, decode_image
+    from tlcli.data.listing import collect_images, list_class_files
+    from tlcli.data.problems import CheckReport, DataProblems, check_dataset, find_problems
+    from tlcli.data.splits import DataSplits, Sample, discover_splits, hash_split, split_bucket
 
 __all__ = [
     "ArrayBatches",

@@ -2,12 +2,27 @@
 folder (`report`), `evaluate` (`evaluate`), the end-of-training report (`training_report`) and
 the process that draws it (`worker`)."""
 
-from tlcli.evaluation.evaluate import describe, evaluate, folder_samples, split_samples
-from tlcli.evaluation.gates import Gate, parse_gates
-from tlcli.evaluation.metrics import compute_metrics
-from tlcli.evaluation.report import EvalSpec, Evaluation, Scored, write_evaluation
-from tlcli.evaluation.training_report import ReportJob, write_report_files, write_training_report
-from tlcli.evaluation.worker import ReportWorker
+from typing import TYPE_CHECKING
+
+from tlcli.lazy import lazy_exports
+
+_PUBLIC = {
+    "tlcli.evaluation.evaluate": ("describe", "evaluate", "folder_samples", "split_samples"),
+    "tlcli.evaluation.gates": ("Gate", "parse_gates"),
+    "tlcli.evaluation.metrics": ("compute_metrics",),
+    "tlcli.evaluation.report": ("EvalSpec", "Evaluation", "Scored", "write_evaluation"),
+    "tlcli.evaluation.training_report": ("ReportJob", "write_report_files", "write_training_report"),
+    "tlcli.evaluation.worker": ("ReportWorker",),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+
+if TYPE_CHECKING:
+    from tlcli.evaluation.evaluate import describe, evaluate, folder_samples, split_samples
+    from tlcli.evaluation.gates import Gate, parse_gates
+    from tlcli.evaluation.metrics import compute_metrics
+    from tlcli.evaluation.report import EvalSpec, Evaluation, Scored, write_evaluation
+    from tlcli.evaluation.training_report import ReportJob, write_report_files, write_training_report
+    from tlcli.evaluation.worker import ReportWorker
 
 __all__ = [
     "EvalSpec",

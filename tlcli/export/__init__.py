@@ -11,12 +11,27 @@ export.json (`record`) and `ExportedModel`, which runs any artifact
 (`runtime`), are its modules. Nothing here imports TensorFlow until it is used.
 """
 
-from tlcli.export.api import export_run, verify_export
-from tlcli.export.artifacts import artifact_source, evaluate_artifact, predict_artifact
-from tlcli.export.formats import DEFAULT_FORMATS, DEFAULT_GATES, FORMATS, Gate
-from tlcli.export.parity import Parity
-from tlcli.export.record import ExportResult, FormatResult
-from tlcli.export.runtime import ExportedModel
+from typing import TYPE_CHECKING
+
+from tlcli.lazy import lazy_exports
+
+_PUBLIC = {
+    "tlcli.export.api": ("export_run", "verify_export"),
+    "tlcli.export.artifacts": ("artifact_source", "evaluate_artifact", "predict_artifact"),
+    "tlcli.export.formats": ("DEFAULT_FORMATS", "DEFAULT_GATES", "FORMATS", "Gate"),
+    "tlcli.export.parity": ("Parity",),
+    "tlcli.export.record": ("ExportResult", "FormatResult"),
+    "tlcli.export.runtime": ("ExportedModel",),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+
+if TYPE_CHECKING:
+    from tlcli.export.api import export_run, verify_export
+    from tlcli.export.artifacts import artifact_source, evaluate_artifact, predict_artifact
+    from tlcli.export.formats import DEFAULT_FORMATS, DEFAULT_GATES, FORMATS, Gate
+    from tlcli.export.parity import Parity
+    from tlcli.export.record import ExportResult, FormatResult
+    from tlcli.export.runtime import ExportedModel
 
 __all__ = [
     "DEFAULT_FORMATS",

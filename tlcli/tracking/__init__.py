@@ -7,9 +7,21 @@ today (`mlflow_tracker`): `settings` decides whether and where (config, `--mlflo
 tuning study's parent and nested runs. Nothing imports mlflow until tracking is on.
 """
 
-from tlcli.tracking.backends import trackers
-from tlcli.tracking.seam import RunStart, RunTracker, StudyEnd, Tracker, Trackers, suspended
-from tlcli.tracking.settings import DEFAULT_URI, TrackingRequest, TrackingSettings, resolve
+from typing import TYPE_CHECKING
+
+from tlcli.lazy import lazy_exports
+
+_PUBLIC = {
+    "tlcli.tracking.backends": ("trackers",),
+    "tlcli.tracking.seam": ("RunStart", "RunTracker", "StudyEnd", "Tracker", "Trackers", "suspended"),
+    "tlcli.tracking.settings": ("DEFAULT_URI", "TrackingRequest", "TrackingSettings", "resolve"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)  # `TrackingRequest` alone (the CLI's options) stays light
+
+if TYPE_CHECKING:
+    from tlcli.tracking.backends import trackers
+    from tlcli.tracking.seam import RunStart, RunTracker, StudyEnd, Tracker, Trackers, suspended
+    from tlcli.tracking.settings import DEFAULT_URI, TrackingRequest, TrackingSettings, resolve
 
 __all__ = [
     "DEFAULT_URI",

@@ -5,6 +5,14 @@ files (`passes`), what each phase fits (`inputs`), the run's objective and what 
 carried out (`head_policy`, `selection`), the records the steps hand each other (`records`), resume
 checks (`resume_checks`) and the steps inside the run folder (`session`)."""
 
-from tlcli.training.api import RunOptions, TrainResult, Validation, resume, train, validate
+from typing import TYPE_CHECKING
+
+from tlcli.lazy import lazy_exports
+
+_PUBLIC = {"tlcli.training.api": ("RunOptions", "TrainResult", "Validation", "resume", "train", "validate")}
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)  # `tlcli.training.options` alone must not load the session
+
+if TYPE_CHECKING:
+    from tlcli.training.api import RunOptions, TrainResult, Validation, resume, train, validate
 
 __all__ = ["RunOptions", "TrainResult", "Validation", "resume", "train", "validate"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tlcli.errors import UserError
-from tlcli.tracking import TrackingRequest
+from tlcli.tracking.settings import TrackingRequest
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,13 @@ study and runs the trials; `record` holds the typed records (`TuneResult`, tune.
 tune folder.
 """
 
-from tlcli.tuning.api import TuneResult, resume_tune, tune
+from typing import TYPE_CHECKING
+
+from tlcli.lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {"tlcli.tuning.api": ("TuneResult", "resume_tune", "tune")})
+
+if TYPE_CHECKING:
+    from tlcli.tuning.api import TuneResult, resume_tune, tune
 
 __all__ = ["TuneResult", "resume_tune", "tune"]
