@@ -10,9 +10,6 @@ import typer
 from rich.table import Table
 
 from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, app, command, output, parse_columns
-from tlcli.evaluation.evaluate import describe
-from tlcli.evaluation.evaluate import evaluate as evaluate_run
-from tlcli.export.artifacts import evaluate_artifact
 from tlcli.tracking import trackers
 
 
@@ -64,6 +61,10 @@ def evaluate(
     """Evaluate a run's model (or an exported artifact of it, --model); write a report into RUN_DIR/eval/."""
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.evaluation.evaluate import evaluate as evaluate_run
+    from tlcli.export.artifacts import evaluate_artifact
+
     run_evaluation = functools.partial(evaluate_artifact, model=model) if model is not None else evaluate_run
     reporter = output().reporter(silent=json_output)
     evaluation = run_evaluation(
@@ -88,6 +89,7 @@ def evaluate(
 
 
 def print_evaluation(evaluation) -> None:
+    from tlcli.evaluation.evaluate import describe  # imported when used, as in `evaluate`
 
     m = evaluation.metrics
     multi = m.get("task") == "multi_label"

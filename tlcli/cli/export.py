@@ -10,7 +10,6 @@ from rich.table import Table
 
 from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, app, command, output
 from tlcli.errors import UserError
-from tlcli.export.api import DEFAULT_PARITY_IMAGES, export_run, verify_export
 from tlcli.export.formats import parse_formats, parse_gate_overrides
 
 GateOption = Optional[list[str]]
@@ -99,6 +98,8 @@ def export(
     chosen = parse_formats(formats) if formats or verify is None else None
     gates = parse_gate_overrides(min_agreement or [], max_difference or [], max_accuracy_drop or [])
     _import_tensorflow(debug)
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.export.api import DEFAULT_PARITY_IMAGES, export_run, verify_export
 
     reporter = output().reporter(silent=json_output)
     if verify is not None:

@@ -13,9 +13,7 @@ from rich.table import Table
 
 from tlcli.cli import Debug, Quiet, _import_tensorflow, app, command, output
 from tlcli.errors import UserError
-from tlcli.export.artifacts import predict_artifact
 from tlcli.inference.formats import FORMATS, format_predictions, rows_for_table
-from tlcli.inference.predict import predict as run_prediction
 from tlcli.runs.atomic import write_text_atomic
 
 
@@ -89,6 +87,10 @@ def _predict(
 ):
     """The library call, saying on stderr which run or artifact predicts."""
     reporter = output().reporter()
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.export.artifacts import predict_artifact
+    from tlcli.inference.predict import predict as run_prediction
+
     if model is not None:
 
         def announce_model(source) -> None:

@@ -31,12 +31,8 @@ from tlcli.evaluation.worker import ReportWorker
 from tlcli.modeling import layers as names
 from tlcli.modeling.bases import base_names, preprocess_mode
 from tlcli.system import process_started
-from tlcli.training.api import RunOptions
-from tlcli.training.api import resume as resume_training
-from tlcli.training.api import train as run_training
-from tlcli.training.api import validate as run_validation
 from tlcli.training.launcher import launch
-from tlcli.training.options import TRAIN_OPTIONS, check_options, worker_argv
+from tlcli.training.options import TRAIN_OPTIONS, RunOptions, check_options, worker_argv
 
 # ----------------------------------------------------------------------------- train / validate
 
@@ -62,6 +58,10 @@ def train(**values: Any) -> None:
     _import_tensorflow(output().debug)
     options = RunOptions.from_options(values, started=process_started(), report_worker=worker)  # closes the worker
     reporter = output().reporter()
+    # The training API is imported when a run starts (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.training.api import resume as resume_training
+    from tlcli.training.api import train as run_training
+
     try:
         if resume is not None:
             result = resume_training(resume, overrides=overrides, reporter=reporter, options=options)
@@ -175,6 +175,8 @@ def _validated(config: Path, overrides: list[str], runs_dir: Path | None, debug:
         for problem in problems[1:]:
             output().error(problem)
         raise ConfigError("", problems[0])
+    from tlcli.training.api import validate as run_validation  # imported when used, as in `train`
+
     return run_validation(raw, runs_dir=runs_dir)
 
 
