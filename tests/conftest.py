@@ -186,6 +186,15 @@ def tiny_config(data_dir: Path, runs_dir: Path, **sections) -> dict:
     return config
 
 
+def one_line(result) -> str:
+    """The error: one line, the last on stderr (after any progress the command printed), no traceback."""
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    return errors[0]
+
+
 def write_config(path: Path, config: dict) -> Path:
     import yaml
 

@@ -212,3 +212,15 @@ def test_validate_changes_no_global_state(tmp_path, monkeypatch):
     assert tf_config.is_op_determinism_enabled() == determinism
     assert tf.config.get_visible_devices() == visible
     assert seeded == []
+
+
+def test_tests_import_neither_benchmarks_nor_the_tests_package():
+    """Tests import their helpers from `conftest` (pytest puts tests/ on the path): `tests.` can resolve to another
+    distribution's top-level `tests` package in site-packages, and benchmarks are run as scripts, never imported."""
+    offending = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offending += [f"{path.name}: {name}" for name in names if name.split(".")[0] in ("tests", "benchmarks")]
+    assert not offending, offending

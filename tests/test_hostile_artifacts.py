@@ -17,21 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import snapshot
+from conftest import one_line, snapshot
 
 from tlcli.export.formats import DEFAULT_GATES
 
 FIFO_BOUND_S = 20  # a non-regular artifact is refused at once (stat, no open); this is the test's wide margin
 PG_BOUND_S = 30  # tlcli.tuning.study.CONNECT_SECONDS (10) per address tried, within the issue's 30 s
-
-
-def one_line(result) -> str:
-    """The error: one line, the last on stderr, no traceback (as tests/test_hostile_inputs.py checks)."""
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

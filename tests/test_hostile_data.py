@@ -14,18 +14,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, tiny_config, write_config
+from conftest import make_image_folder, one_line, tiny_config, write_config
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def one_line(result) -> str:
-    """The error: one line, the last on stderr, no traceback."""
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
-    return errors[0]
 
 
 def write_manifest(folder: Path, text: str, name: str = "labels.csv") -> Path:

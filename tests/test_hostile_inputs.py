@@ -20,7 +20,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, tiny_config, write_config
+from conftest import make_image_folder, one_line, tiny_config, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,15 +41,6 @@ def world(tmp_path_factory):
     state = {"root": root, "data": data, "raw": raw, "reference": reference, "before": snapshot(reference)}
     yield state
     assert snapshot(reference) == state["before"], "a hostile case changed an earlier run"
-
-
-def one_line(result) -> str:
-    """The error: one line, the last on stderr (after any progress the command printed), no traceback."""
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
-    return errors[0]
 
 
 def copy_data(world, name: str) -> Path:

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import make_image_folder, tiny_config, write_config
-from tests.test_hostile_inputs import one_line
+from conftest import make_image_folder, one_line, tiny_config, write_config
 
 SECRET = "hunter2"
 
