@@ -63,6 +63,23 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
         assert sum(1 for line in stream) == 1 + 4
 
 
+def test_fine_tuning_through_skip_connections_on_cached_features_gives_the_uncached_model(tmp_path, image_folder):
+    """MobileNetV2's requested cut (the last 12 layers) falls inside a residual block: the cached phase cuts at the
+    block boundary below it and trains the same model as the full model on images."""
+    raw = tiny_config(
+        image_folder,
+        tmp_path / "runs",
+        data={"image_size": 32},
+        base={"name": "MobileNetV2", "weights": "none", "trainable": "none", "args": {"alpha": 0.35}},
+        fine_tune={"unfreeze": 12, "epochs": 2, "learning_rate": 0.01},
+    )
+    cached = train(load_config(raw))
+    uncached = train(load_config({**raw, "cache": "off"}))
+    assert cached.metrics.cache.cut == "layer:block_14_add" and uncached.metrics.cache.mode == "images"
+    x = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(predictions(cached.run_dir, x), predictions(uncached.run_dir, x), atol=1e-4)
+
+
 @pytest.mark.parametrize("mode", ["horizontal", "horizontal_and_vertical"])
 def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_folder, probe, mode):
     """RandomFlip's own draws pick each image's features or its flipped copy's: the run on images, without the base
@@ -195,8 +212,10 @@ def test_augmentation_and_skip_connections_fall_back_to_images(tmp_path, image_f
     model, _ = build_model(
         load_config({"data": {"dir": "x", "image_size": 32}, "base": {"name": "ResNet50", "weights": "none"}}), 2
     )
-    cut, why = find_cut(model, 5, "fine_tune.unfreeze")
-    assert cut is None and "skip connections" in why
+    cut, why = find_cut(model, 5, "fine_tune.unfreeze")  # inside conv5_block3: cut at the block boundary below
+    assert cut.name == "conv5_block2_out" and "block boundary" in why and "skip connections" in why
+    cut, why = find_cut(model, "all", "fine_tune.unfreeze")
+    assert cut is None and why == "the whole base trains"
     cut, _ = find_cut(model, "none", "base.trainable")
     assert cut is not None and cut.kind == "pool"
 

@@ -129,7 +129,9 @@ def _print_train_summary(result) -> None:
     if best:
         table.add_row("best epoch", f"{best.get('epoch')} ({best.get('phase')})")
     for phase, outcome in metrics.phases.items():
-        if outcome.get("kept") == "start":
+        if outcome.get("verdict"):  # a phase that started from trained weights: which it kept, by how much
+            table.add_row(f"{phase}", outcome["verdict"])
+        elif outcome.get("kept") == "start":
             table.add_row(f"{phase}", "ended no better than it started: its starting weights were kept")
     table.add_row("epochs", str(metrics.epochs["total"]))
     table.add_row("images", ", ".join(f"{k} {v}" for k, v in metrics.images.items()))

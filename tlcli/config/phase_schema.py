@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tlcli.config.fields import Epochs, OptimizerName, ScheduleName, Section, Unfreeze, auto_or, layer_count
 
@@ -15,6 +15,14 @@ class EarlyStoppingConfig(Section):
     )
     monitor: str = Field("val_loss", description="Metric watched for early stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+# First-class recipe keys and the optimizer/schedule arguments that would set the same thing: each is declared once.
+SAME_AS = {
+    "weight_decay": ("optimizer_args", ("weight_decay",)),
+    "clipnorm": ("optimizer_args", ("clipnorm", "global_clipnorm", "clipvalue")),
+    "warmup_epochs": ("schedule_args", ("warmup_steps", "warmup_target")),
+}
 
 
 class OptimizerConfig(Section):
@@ -32,6 +40,41 @@ class OptimizerConfig(Section):
         default_factory=dict,
         description="Schedule arguments: `alpha` for cosine; `decay_rate` (per epoch, default 0.9) for exponential.",
     )
+    weight_decay: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Decoupled weight decay (as AdamW's, for any optimizer), never applied to biases or normalisation "
+            "scales and offsets (every variable of rank 1 or less, timm's rule); unset = the optimizer's own "
+            "default (AdamW's 0.004, none for the others)."
+        ),
+    )
+    warmup_epochs: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Linear warmup from 0 to `learning_rate` over this many epochs, step by step, before the schedule "
+            "(`constant` or `cosine`; cosine then decays over the remaining steps)."
+        ),
+    )
+    clipnorm: float | None = Field(
+        None, gt=0, description="Clip the gradients' global norm to this value (Keras `global_clipnorm`); unset = off."
+    )
+
+    @model_validator(mode="after")
+    def _declared_once(self):
+        for key, (args_key, names) in SAME_AS.items():
+            given = sorted(set(names) & set(getattr(self, args_key)))
+            if given and key in self.model_fields_set:
+                raise ValueError(f"`{key}` and `{args_key}.{given[0]}` set the same thing: keep one of them")
+        if self.warmup_epochs and self.schedule == "exponential":
+            raise ValueError("`warmup_epochs` works with `schedule: constant` or `cosine`, not `exponential`")
+        return self
+
+    def recipe_value(self, key: str):
+        """A first-class key's value, unless `optimizer_args`/`schedule_args` set the same thing (they win then)."""
+        args_key, names = SAME_AS[key]
+        return None if set(names) & set(getattr(self, args_key)) else getattr(self, key)
 
 
 class TrainConfig(OptimizerConfig):
@@ -123,14 +166,40 @@ class TrainConfig(OptimizerConfig):
 
 
 class FineTuneConfig(OptimizerConfig):
-    """The optional second phase: unfreeze the top of the base and train at a lower rate."""
+    """The optional second phase: unfreeze the top of the base and train at a lower rate.
 
+    Its defaults are the modern fine-tuning recipe (AdamW with decoupled weight decay, a warmup then cosine schedule
+    step by step, label smoothing, gradient clipping), measured in benchmarks/QUALITY.md.
+    """
+
+    optimizer: OptimizerName = Field("adamw", description="`adam`, `adamw`, `sgd` or `rmsprop`.")
+    schedule: ScheduleName = Field(
+        "cosine",
+        description="Learning-rate schedule: `cosine` (after the warmup, decays to 0 over the phase), `constant` or "
+        "`exponential`.",
+    )
+    weight_decay: float | None = Field(
+        0.01,
+        ge=0,
+        description=(
+            "Decoupled weight decay, never on biases or normalisation scales and offsets (rank <= 1); null = none."
+        ),
+    )
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="Linear warmup from 0 to `learning_rate` over this many epochs, step by step."
+    )
+    clipnorm: float | None = Field(1.0, gt=0, description="Clip the gradients' global norm to this; null = off.")
+    label_smoothing: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Label smoothing of the fine-tuning phase's loss (`train.label_smoothing` is the first phase's).",
+    )
     epochs: Epochs = Field(
         "auto",
         description=(
-            "Epochs of the fine-tuning phase; `auto` as `train.epochs: auto` (until the validation loss has not "
-            "improved for `early_stopping.patience` epochs, default 10, at most `max_epochs`; on decoded images "
-            "at most 10)."
+            "Epochs of the fine-tuning phase. `auto`: 8 (at most `max_epochs`), the whole warmup + cosine "
+            "schedule, the best epoch by `monitor` kept (early stopping only if its `patience` is set)."
         ),
     )
     max_epochs: int = Field(30, ge=1, description="With `epochs: auto`, the most epochs the phase runs.")
@@ -141,9 +210,18 @@ class FineTuneConfig(OptimizerConfig):
             "default and the learning rate's were measured (benchmarks/QUALITY.md)."
         ),
     )
-    learning_rate: float = Field(1e-4, gt=0, description="Initial learning rate of the fine-tuning phase.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate of the fine-tuning phase.")
+    monitor: str = Field(
+        "auto",
+        description=(
+            "What picks the phase's best epoch and decides whether fine-tuning is kept at all (it must beat the "
+            "head it started from). `auto`: `val_accuracy` (multi-label: `val_map`), ties broken by the lower "
+            "`val_loss`: label smoothing changes the loss's scale, and fine-tuning's gains show in accuracy while "
+            "the loss of an overconfident model can rise (benchmarks/QUALITY.md)."
+        ),
+    )
     early_stopping: EarlyStoppingConfig = Field(
-        default_factory=EarlyStoppingConfig, description="Early stopping for this phase."
+        default_factory=EarlyStoppingConfig, description="Early stopping for this phase (off unless `patience`)."
     )
 
     @field_validator("unfreeze")

@@ -117,6 +117,14 @@ class ExperimentConfig(Section):
         return "val_map"
 
     @property
+    def fine_tune_monitor(self) -> str:
+        """`fine_tune.monitor` with `auto` resolved: `val_map` (multi-label) or `val_accuracy`."""
+        chosen = self.fine_tune.monitor if self.fine_tune is not None else "auto"
+        if chosen != "auto":
+            return chosen
+        return "val_map" if self.data.multi_label else "val_accuracy"
+
+    @property
     def multi_label(self) -> bool:
         return self.data.multi_label
 

@@ -8,9 +8,12 @@ frozen part's output once per image (`extract_features`, cached on disk by
 trainable part reuses the model's own layer objects, so training it trains
 the full model, which is what gets saved.
 
-A cut is possible where exactly one tensor crosses it; with skip connections
-across the cut (ResNet, EfficientNet blocks) `find_cut` says why not, and the
-phase trains the full model on decoded images.
+A cut is possible where exactly one tensor crosses it. With skip connections
+(MobileNetV2, ResNet, EfficientNet blocks) the requested point may sit inside a
+block, where two tensors cross; `find_cut` then cuts at the nearest block
+boundary below it, and says where: the few frozen layers between the two run
+every epoch, still frozen. Only when no boundary exists below does the phase
+train the full model on decoded images.
 """
 
 from __future__ import annotations
@@ -40,9 +43,8 @@ class Cut:
 
 
 def find_cut(model, spec: Any, key: str) -> tuple[Cut | None, str]:
-    """The cut for a phase whose base trains as `spec`, or (None, why not)."""
-    import keras
-
+    """The cut for a phase whose base trains as `spec`, or (None, why not): after the last frozen layer when one
+    tensor crosses there, else at the nearest block boundary below it (a layer whose output alone feeds the rest)."""
     base = model.get_layer(names.BASE)
     layers = base.layers
     start = first_trainable_index(layers, spec, key)
@@ -50,12 +52,28 @@ def find_cut(model, spec: Any, key: str) -> tuple[Cut | None, str]:
         return Cut("pool"), "the whole base is frozen"
     if start <= 1:
         return None, "the whole base trains"
-    last_frozen = layers[start - 1]
+    for index in range(start - 1, 0, -1):
+        if _single_tensor_after(base, layers[index]):
+            why = f"frozen below {layers[start].name}"
+            if index < start - 1:
+                skipped = start - 1 - index
+                why += (
+                    f"; cut at the block boundary after {layers[index].name}, {skipped} layer(s) lower (skip "
+                    "connections cross the requested point): they run every epoch, frozen"
+                )
+            return Cut("layer", index, layers[index].name), why
+    return None, f"more than one tensor crosses every point below {layers[start].name} (skip connections)"
+
+
+def _single_tensor_after(base, layer) -> bool:
+    """The rest of the base is a function of this layer's output alone."""
+    import keras
+
     try:
-        keras.Model(last_frozen.output, base.output)
+        keras.Model(layer.output, base.output)
     except ValueError:
-        return None, f"more than one tensor crosses the cut after {last_frozen.name} (skip connections)"
-    return Cut("layer", start - 1, last_frozen.name), f"frozen below {layers[start].name}"
+        return False
+    return True
 
 
 def _preprocess(model, x):

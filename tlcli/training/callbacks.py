@@ -29,14 +29,22 @@ def monitor_mode(monitor: str) -> str:
     return "min" if "loss" in monitor else "max"
 
 
-def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str) -> bool:
+TIE = 1e-6  # figures closer than this are equal (history rows are rounded to 6 digits)
+
+
+def is_better(
+    candidate: dict[str, Any], current: dict[str, Any], monitor: str, tie_break: str | None = None
+) -> bool:
+    """`candidate` beats `current` on `monitor`; on a tie, on `tie_break` when both have it (else it does not)."""
     if not candidate or monitor not in candidate:
         return False
     if not current:
         return True
-    if monitor_mode(monitor) == "min":
-        return candidate[monitor] < current[monitor]
-    return candidate[monitor] > current[monitor]
+    sign = -1.0 if monitor_mode(monitor) == "min" else 1.0
+    gain = sign * (float(candidate[monitor]) - float(current[monitor]))
+    if abs(gain) > TIE or tie_break is None:
+        return gain > TIE
+    return tie_break in candidate and tie_break in current and is_better(candidate, current, tie_break)
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -50,9 +58,10 @@ class BestWeights(keras.callbacks.Callback):
         best: dict[str, Any] | None = None,
         weights=None,
         epochs_run: int = 0,
+        tie_break: str | None = None,
     ):
         super().__init__()
-        self.monitor, self.phase, self.offset = monitor, phase, offset
+        self.monitor, self.phase, self.offset, self.tie_break = monitor, phase, offset, tie_break
         self.weights = weights
         self.best: dict[str, Any] = dict(best or {})
         self.epochs_run = epochs_run
@@ -65,7 +74,7 @@ class BestWeights(keras.callbacks.Callback):
             "phase": self.phase,
             **{k: round(float(v), 6) for k, v in logs.items() if k != "learning_rate"},
         }
-        if is_better(row, self.best, self.monitor):
+        if is_better(row, self.best, self.monitor, self.tie_break):
             self.best = row
             self.weights = self.model.get_weights()
 

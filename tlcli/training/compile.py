@@ -3,6 +3,7 @@ schedule; and the metric names monitors may watch."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ class Objective:
     num_classes: int
     class_weight: dict[int, float] | None = None  # single-label class weights (Keras's `class_weight`)
     alpha: list[float] | None = None  # multi-label class weights: each class's positives' weight in the loss
+    label_smoothing: float | None = None  # the phase's (`for_phase`); None: `train.label_smoothing`
 
     @classmethod
     def for_labels(cls, config: ExperimentConfig, labels, class_names: list[str]) -> Objective:
@@ -40,8 +42,12 @@ class Objective:
         """The figure that picks the best epoch (`train.monitor`)."""
         return self.config.best_monitor
 
+    def for_phase(self, phase: Phase) -> Objective:
+        """This objective with the phase's label smoothing (fine-tuning has its own)."""
+        return dataclasses.replace(self, label_smoothing=phase.label_smoothing)
+
     def loss(self):
-        return make_loss(self.config, self.alpha)
+        return make_loss(self.config, self.alpha, self.label_smoothing)
 
     def metrics(self) -> list:
         return make_metrics(self.config, self.num_classes)
@@ -51,27 +57,21 @@ class Objective:
         model.compile(optimizer=optimizer, loss=self.loss(), metrics=self.metrics(), **options)
 
 
-def make_optimizer(phase: Phase, steps_per_epoch: int):
-    """The phase's Keras optimizer, with its schedule decaying over the phase's epochs.
+def make_optimizer(phase: Phase, steps_per_epoch: int, variables=(), accumulate: int = 1):
+    """The phase's Keras optimizer: its learning rate warmed up then scheduled step by step over the phase's epochs,
+    decoupled weight decay on every variable of rank > 1 among `variables` (never biases or normalisation scales and
+    offsets), gradient clipping, and gradients accumulated over `accumulate` micro-batches (one update per batch).
+
+    `steps_per_epoch` counts optimizer calls (micro-batches when accumulating): Keras's schedules read that count.
 
     Raises:
         ConfigError: `optimizer_args` or `schedule_args` that the optimizer or schedule does not take.
     """
     import keras
 
-    opt = phase.optimizer
-    key = phase.name
-    rate: Any = phase.learning_rate
-    args = dict(opt.schedule_args)
+    opt, key = phase.optimizer, phase.name
     try:
-        if opt.schedule == "cosine":
-            rate = keras.optimizers.schedules.CosineDecay(
-                phase.learning_rate, decay_steps=max(1, steps_per_epoch * phase.epochs), **args
-            )
-        elif opt.schedule == "exponential":
-            rate = keras.optimizers.schedules.ExponentialDecay(
-                phase.learning_rate, decay_steps=max(1, steps_per_epoch), decay_rate=args.pop("decay_rate", 0.9), **args
-            )
+        rate = _learning_rate(phase, steps_per_epoch)
     except TypeError as exc:
         raise ConfigError(f"{key}.schedule_args", f"not accepted by the {opt.schedule} schedule ({exc})") from None
     classes = {
@@ -80,13 +80,51 @@ def make_optimizer(phase: Phase, steps_per_epoch: int):
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
+    args = _recipe_args(opt) | dict(opt.optimizer_args)
+    if accumulate > 1:
+        args["gradient_accumulation_steps"] = accumulate
     try:
-        return classes[opt.optimizer](learning_rate=rate, **opt.optimizer_args)
+        optimizer = classes[opt.optimizer](learning_rate=rate, **args)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key}.optimizer_args", f"not accepted by {opt.optimizer} ({exc})") from None
+    if getattr(optimizer, "weight_decay", None):
+        optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
+    return optimizer
 
 
-def make_loss(config: ExperimentConfig, alpha: list[float] | None = None):
+def _recipe_args(opt) -> dict[str, Any]:
+    """The optimizer arguments of the first-class recipe keys (`weight_decay`, `clipnorm`) that are set."""
+    args: dict[str, Any] = {}
+    if opt.recipe_value("weight_decay") is not None:
+        args["weight_decay"] = opt.weight_decay
+    if opt.recipe_value("clipnorm") is not None:
+        args["global_clipnorm"] = opt.clipnorm
+    return args
+
+
+def _learning_rate(phase: Phase, steps_per_epoch: int):
+    """The phase's learning rate: a number, or a Keras schedule read at every step (warmup included)."""
+    import keras
+
+    opt, peak = phase.optimizer, phase.learning_rate
+    args = dict(opt.schedule_args)
+    total = max(1, steps_per_epoch * phase.epochs)
+    warmup = min(total - 1, round(steps_per_epoch * (opt.recipe_value("warmup_epochs") or 0)))
+    if opt.schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            peak, decay_steps=max(1, steps_per_epoch), decay_rate=args.pop("decay_rate", 0.9), **args
+        )
+    if opt.schedule == "constant" and not warmup:
+        return peak
+    if opt.schedule == "constant":  # warmup, then a cosine that does not decay (alpha 1): constant
+        args = {"alpha": 1.0}
+    if warmup > 0:  # Keras's CosineDecay warms up linearly from its initial rate to `warmup_target`
+        args.update(warmup_target=peak, warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, total - warmup), **args)
+    return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total, **args)
+
+
+def make_loss(config: ExperimentConfig, alpha: list[float] | None = None, label_smoothing: float | None = None):
     """The phase's loss. Multi-label with class weights: binary cross-entropy whose positives of class c weigh alpha[c]
     and negatives 1 - alpha[c] (Keras's `BinaryFocalCrossentropy` with gamma 0: built in, nothing to register).
 
@@ -95,7 +133,7 @@ def make_loss(config: ExperimentConfig, alpha: list[float] | None = None):
     """
     import keras
 
-    smoothing = config.train.label_smoothing
+    smoothing = config.train.label_smoothing if label_smoothing is None else label_smoothing
     if config.multi_label and alpha is not None:  # an array: Keras computes 1 - alpha, which a list cannot do
         return keras.losses.BinaryFocalCrossentropy(
             apply_class_balancing=True,
@@ -176,6 +214,7 @@ def check_monitors(config: ExperimentConfig, num_classes: int) -> None:
     ]
     if config.fine_tune is not None:
         checks.append(("fine_tune.early_stopping.monitor", config.fine_tune.early_stopping.monitor))
+        checks.append(("fine_tune.monitor", config.fine_tune_monitor))
     for key, value in checks:
         if value not in names:
             close = did_you_mean(value, sorted(names), cutoff=0.6)

@@ -120,11 +120,21 @@ def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | 
             _end_as_uninterrupted(fitting, at, plan)
             continue
         ran, phase_best = _exact_phase(fitting, plan) if plan.head.exact else _fit_phase(fitting, plan, at)
-        if is_better(phase_best, progress.best, fitting.monitor):
-            progress.best = phase_best
+        _update_run_best(fitting, plan, phase_best)
         progress.session_epochs += ran - (at.state.phase_epoch if at else 0)
         progress.offset += ran
     return progress
+
+
+def _update_run_best(fitting: Fitting, plan: PhasePlan, phase_best: dict[str, Any]) -> None:
+    """The run's best epoch: the kept epoch of a later phase (its monitor and loss may differ from the first phase's,
+    so they are not compared); else the better of the two by `train.monitor`."""
+    progress = fitting.progress
+    if plan.index > 0:
+        if progress.outcome(plan.phase.name).kept == "best" and phase_best:
+            progress.best = phase_best
+    elif is_better(phase_best, progress.best, fitting.monitor):
+        progress.best = phase_best
 
 
 def _phase_is_over(at: Checkpoint, plan: PhasePlan) -> bool:
@@ -137,9 +147,8 @@ def _end_as_uninterrupted(fitting: Fitting, at: Checkpoint, plan: PhasePlan) -> 
     progress = fitting.progress
     if fitting.config.train.restore_best and at.best_weights_file is not None:
         checkpoints.load_weights(fitting.model, at.best_weights_file)
-    if is_better(at.state.phase_best, progress.best, fitting.monitor):
-        progress.best = at.state.phase_best
     _keep_the_better(fitting, plan, at.state.phase_start, at.state.phase_best)
+    _update_run_best(fitting, plan, at.state.phase_best)
     progress.offset += at.state.phase_epoch
 
 
@@ -151,12 +160,20 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     distributed = is_distributed(fitting.strategy)
     fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done, arrays=distributed)
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
-    fitting.objective.compile(fitted, make_optimizer(phase, fitting.steps), steps_per_execution=per_call)
+    objective = fitting.objective.for_phase(phase)
+    optimizer = make_optimizer(phase, fitting.steps, fitted.trainable_variables)
+    objective.compile(fitted, optimizer, steps_per_execution=per_call)
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
-    validation = fitting.inputs.validation(plan, fitting.objective) if val_data is None else None
+    validation = fitting.inputs.validation(plan, objective) if val_data is None else None
     keeper = BestWeights(
-        fitting.monitor, phase.name, offset, best=point.best, weights=point.best_weights, epochs_run=point.done
+        phase.monitor,
+        phase.name,
+        offset,
+        best=point.best,
+        weights=point.best_weights,
+        epochs_run=point.done,
+        tie_break=phase.tie_break,
     )
     interrupt = StopOnSigint(reporter)
     callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point, start)
@@ -241,7 +258,7 @@ def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
     """The validation figures of the weights the phase starts from (saved with them, for the rollback), or {}."""
     if not rolls_back(plan):
         return {}
-    objective = fitting.objective
+    objective = fitting.objective.for_phase(plan.phase)
     outputs = fitting.inputs.outputs(plan.val_cut if plan.val_cut is not None else plan.cut, "val")
     figures = fitting.inputs.figures("val", outputs, objective.loss(), objective.metrics())
     checkpoints.save_phase_start(fitting.run_dir, plan.index, fitting.model)
@@ -249,18 +266,19 @@ def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
 
 
 def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], best: dict[str, Any]) -> None:
-    """End the phase with its starting weights when none of its epochs beat them on validation (and say so)."""
-    worse = bool(start) and not is_better(best, start, fitting.monitor)
-    fitting.progress.outcomes[plan.phase.name] = PhaseOutcome(start=start, best=best, kept="start" if worse else "best")
-    if not worse:
+    """End the phase with its starting weights when none of its epochs beat them on validation (and say which was
+    kept, by how much)."""
+    phase = plan.phase
+    worse = bool(start) and not is_better(best, start, phase.monitor, phase.tie_break)
+    outcome = PhaseOutcome(start=start, best=best, kept="start" if worse else "best", monitor=phase.monitor)
+    fitting.progress.outcomes[phase.name] = outcome
+    if not start:
         return
-    checkpoints.load_weights(fitting.model, checkpoints.phase_start_file(fitting.run_dir, plan.index))
-    shown = fitting.monitor
-    fitting.reporter.warn(
-        f"phase {plan.phase.name} ended no better on validation than it started ({shown} "
-        f"{best.get(shown, float('nan')):.4f} at best, {start[shown]:.4f} at its start): "
-        "kept the weights it started from"
-    )
+    if worse:
+        checkpoints.load_weights(fitting.model, checkpoints.phase_start_file(fitting.run_dir, plan.index))
+        fitting.reporter.warn(f"phase {phase.name}: {outcome.verdict}")
+    else:
+        fitting.reporter.info(f"phase {phase.name}: {outcome.verdict}")
 
 
 def _callbacks(

@@ -22,6 +22,9 @@ from tlcli.training.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
 AUTO_PATIENCE = 10  # `epochs: auto` on cached features: epochs without a better validation loss before stopping
 AUTO_IMAGE_EPOCHS = 10  # `epochs: auto` on decoded images (each epoch runs the base): at most this many...
 AUTO_IMAGE_PATIENCE = 3  # ...stopping after this many without a better validation loss
+# `fine_tune.epochs: auto`: the whole warmup + cosine schedule over this many epochs (the plain recipe's 8 epochs,
+# benchmarks/baseline_finetune.py; an early stop would cut the schedule before its low-rate end).
+AUTO_FINE_TUNE_EPOCHS = 8
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class Phase:
     trainable_key: str
     early_stopping: EarlyStoppingConfig
     auto: bool = False
+    monitor: str = "val_loss"  # what picks the phase's best epoch (and, for a phase that rolls back, whether it is kept)
+    label_smoothing: float = 0.0  # of the phase's loss
+
+    @property
+    def tie_break(self) -> str | None:
+        """Between epochs (or a start) equal on an accuracy-like monitor, the lower validation loss wins."""
+        return None if "loss" in self.monitor else "val_loss"
 
 
 def phases_of(config: ExperimentConfig) -> list[Phase]:
@@ -55,6 +65,8 @@ def phases_of(config: ExperimentConfig) -> list[Phase]:
             "base.trainable",
             train.early_stopping,
             train.epochs == "auto",
+            monitor=config.best_monitor,
+            label_smoothing=train.label_smoothing,
         )
     )
     if config.fine_tune is not None:
@@ -69,6 +81,8 @@ def phases_of(config: ExperimentConfig) -> list[Phase]:
                 "fine_tune.unfreeze",
                 ft.early_stopping,
                 ft.epochs == "auto",
+                monitor=config.fine_tune_monitor,
+                label_smoothing=ft.label_smoothing,
             )
         )
     return phases
@@ -91,6 +105,9 @@ def resolve_auto(phase: Phase, on_features: bool) -> tuple[Phase, str]:
     """`epochs: auto` made concrete: until the validation loss stops improving (cheap on features, capped on images)."""
     if not phase.auto:
         return phase, ""
+    if phase.name == "fine_tune":
+        epochs = min(phase.epochs, AUTO_FINE_TUNE_EPOCHS)
+        return dataclasses.replace(phase, epochs=epochs), f"epochs auto: {epochs}, the whole warmup + cosine schedule"
     stop = phase.early_stopping
     if on_features:
         patience, epochs = stop.patience or AUTO_PATIENCE, phase.epochs

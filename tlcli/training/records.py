@@ -50,6 +50,19 @@ class PhaseOutcome:
     start: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
     kept: str = "best"
+    monitor: str = ""  # what decided (the phase's monitor, ties broken by the lower val_loss for an accuracy)
+
+    @property
+    def verdict(self) -> str:
+        """One line: which weights the phase kept and by how much they differ on validation from the other."""
+        if not self.start or not self.monitor:
+            return ""
+        shown = self.monitor
+        best, start = self.best.get(shown, float("nan")), self.start.get(shown, float("nan"))
+        change = f"{shown} {start:.4f} at its start, {best:.4f} at its best epoch ({best - start:+.4f})"
+        if self.kept == "start":
+            return f"no better on validation than it started ({change}): kept the weights it started from"
+        return f"kept its best epoch, {self.best_epoch} ({change})"
 
     @property
     def best_epoch(self) -> int:
@@ -63,7 +76,8 @@ class PhaseOutcome:
         return self.best_epoch - int(self.start.get("epoch", 0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "best": self.best, "kept": self.kept}
+        record = {"start": self.start, "best": self.best, "kept": self.kept}
+        return record | ({"decided_by": self.monitor, "verdict": self.verdict} if self.start else {})
 
 
 class Timings:

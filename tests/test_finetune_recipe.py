@@ -1,0 +1,147 @@
+"""The fine-tuning recipe's pieces (issue 26): the warmup + cosine schedule step by step, decoupled weight decay and
+its exclusions, gradient clipping, the phase's own label smoothing and monitor, each key declared once."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from tlcli.config.loading import load_config
+from tlcli.errors import ConfigError
+from tlcli.training.callbacks import is_better
+from tlcli.training.compile import Objective, make_optimizer
+from tlcli.training.phases import AUTO_FINE_TUNE_EPOCHS, phases_of, resolve_auto
+from tlcli.training.records import PhaseOutcome
+
+from conftest import tiny_config
+
+
+def config_with(tmp_path, **fine_tune):
+    raw = tiny_config(tmp_path / "data", tmp_path / "runs", base={"weights": "imagenet", "name": "MobileNetV2"})
+    raw["fine_tune"] = fine_tune
+    return raw
+
+
+def fine_tune_phase(tmp_path, epochs=4, **fine_tune):
+    config = load_config(config_with(tmp_path, epochs=epochs, **fine_tune))
+    return config, phases_of(config)[1]
+
+
+def rates(optimizer, steps: int) -> list[float]:
+    """The learning rate the optimizer applies at each of its first `steps` steps."""
+    out = []
+    for step in range(steps):
+        optimizer.iterations.assign(step)
+        out.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+    return out
+
+
+def test_fine_tune_warms_up_linearly_then_decays_by_a_cosine_step_by_step(tmp_path):
+    _, phase = fine_tune_phase(tmp_path, epochs=4, learning_rate=1e-3, warmup_epochs=1)
+    steps = 10  # per epoch: 10 warmup steps, then 30 of cosine
+    lr = rates(make_optimizer(phase, steps), 41)
+    np.testing.assert_allclose(lr[:11], [1e-3 * s / 10 for s in range(11)], rtol=1e-5, atol=1e-9)
+    cosine = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / 30)) for s in range(31)]
+    np.testing.assert_allclose(lr[10:41], cosine, rtol=1e-4, atol=1e-9)
+    assert lr[25] == pytest.approx(5e-4, rel=1e-4) and lr[40] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_constant_schedule_with_warmup_holds_its_peak_after_the_warmup(tmp_path):
+    _, phase = fine_tune_phase(tmp_path, learning_rate=2e-3, warmup_epochs=0.5, schedule="constant")
+    lr = rates(make_optimizer(phase, 8), 32)
+    np.testing.assert_allclose(lr[:5], [0.0, 5e-4, 1e-3, 1.5e-3, 2e-3], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(lr[4:], 2e-3, rtol=1e-6)
+
+
+def test_the_train_phase_keeps_its_constant_rate(tmp_path):
+    config = load_config(config_with(tmp_path))
+    train = phases_of(config)[0]
+    optimizer = make_optimizer(train, 10)
+    assert rates(optimizer, 3) == pytest.approx([0.01] * 3) and optimizer.weight_decay is None
+
+
+def tiny_model():
+    inputs = keras.Input((3,))
+    x = keras.layers.LayerNormalization(name="norm")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="dense")(x))
+
+
+def test_decoupled_weight_decay_shrinks_kernels_only_never_biases_or_norm_scales(tmp_path):
+    _, phase = fine_tune_phase(tmp_path, learning_rate=0.1, weight_decay=0.5, warmup_epochs=0, schedule="constant")
+    model = tiny_model()
+    for variable in model.trainable_variables:
+        variable.assign(np.ones(variable.shape, "float32"))
+    optimizer = make_optimizer(phase, 1, model.trainable_variables)
+    assert optimizer.weight_decay == 0.5 and type(optimizer).__name__ == "AdamW"
+    zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]  # Adam's step is 0: only decay acts
+    optimizer.apply(zeros, model.trainable_variables)
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+    np.testing.assert_allclose(after["dense/kernel"], 1 - 0.1 * 0.5)  # decoupled: w -= lr * wd * w
+    for untouched in ("dense/bias", "norm/gamma", "norm/beta"):
+        np.testing.assert_allclose(after[untouched], 1.0, err_msg=untouched)
+
+
+def test_clipping_bounds_the_global_norm_of_the_gradients(tmp_path):
+    _, phase = fine_tune_phase(
+        tmp_path, optimizer="sgd", learning_rate=1.0, clipnorm=1.0, weight_decay=None, warmup_epochs=0
+    )
+    variable = keras.Variable(np.zeros(4, "float32"))
+    optimizer = make_optimizer(phase, 100, [variable])
+    optimizer.apply([np.full(4, 10.0, "float32")], [variable])
+    moved = keras.ops.convert_to_numpy(variable)
+    assert float(np.linalg.norm(moved)) == pytest.approx(1.0, rel=1e-5)  # SGD moved by the clipped gradient
+
+
+@pytest.mark.parametrize(
+    ("fine_tune", "key"),
+    [
+        ({"weight_decay": 0.05, "optimizer_args": {"weight_decay": 0.01}}, "weight_decay"),
+        ({"clipnorm": 2.0, "optimizer_args": {"global_clipnorm": 1.0}}, "clipnorm"),
+        ({"warmup_epochs": 2, "schedule_args": {"warmup_steps": 10}}, "warmup_epochs"),
+    ],
+)
+def test_a_recipe_key_and_an_argument_for_the_same_thing_are_a_config_error(tmp_path, fine_tune, key):
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_with(tmp_path, **fine_tune))
+    assert "fine_tune" in str(caught.value) and key in str(caught.value) and "keep one" in str(caught.value)
+
+
+def test_an_argument_alone_wins_over_the_recipe_default(tmp_path):
+    _, phase = fine_tune_phase(tmp_path, optimizer_args={"weight_decay": 0.2})
+    assert make_optimizer(phase, 10, []).weight_decay == pytest.approx(0.2)
+
+
+def test_fine_tuning_has_its_own_label_smoothing_and_monitor(tmp_path):
+    config, phase = fine_tune_phase(tmp_path)
+    assert config.train.label_smoothing == 0 and phase.label_smoothing == 0.1
+    assert phase.monitor == "val_accuracy" and phase.tie_break == "val_loss"
+    objective = Objective(config, 2)
+    assert objective.loss().label_smoothing == 0 and objective.for_phase(phase).loss().label_smoothing == 0.1
+
+
+def test_fine_tune_auto_epochs_run_the_whole_schedule(tmp_path):
+    config = load_config(config_with(tmp_path))
+    phase, why = resolve_auto(phases_of(config)[1], on_features=False)
+    assert phase.epochs == AUTO_FINE_TUNE_EPOCHS and phase.early_stopping.patience is None and "cosine" in why
+
+
+def test_accuracy_ties_are_broken_by_the_lower_validation_loss():
+    start = {"val_accuracy": 0.9, "val_loss": 0.30}
+    assert is_better({"val_accuracy": 0.9, "val_loss": 0.25}, start, "val_accuracy", "val_loss")
+    assert not is_better({"val_accuracy": 0.9, "val_loss": 0.35}, start, "val_accuracy", "val_loss")
+    assert not is_better({"val_accuracy": 0.9, "val_loss": 0.25}, start, "val_accuracy")  # no tie-break: no gain
+    assert is_better({"val_accuracy": 0.92, "val_loss": 0.50}, start, "val_accuracy", "val_loss")
+
+
+def test_the_outcome_says_which_weights_were_kept_and_by_how_much():
+    start = {"epoch": 3, "val_accuracy": 0.9, "val_loss": 0.3}
+    kept = PhaseOutcome(start, {"epoch": 7, "val_accuracy": 0.93, "val_loss": 0.4}, "best", "val_accuracy")
+    assert kept.verdict == (
+        "kept its best epoch, 7 (val_accuracy 0.9000 at its start, 0.9300 at its best epoch (+0.0300))"
+    )
+    assert kept.to_dict()["decided_by"] == "val_accuracy" and kept.added_epochs == 4
+    rolled = PhaseOutcome(start, {"epoch": 5, "val_accuracy": 0.85}, "start", "val_accuracy")
+    assert rolled.verdict.startswith("no better on validation than it started") and "-0.0500" in rolled.verdict
