@@ -8,6 +8,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from tlcli.config.loading import load_config
 from tlcli.errors import ConfigError
@@ -15,8 +16,6 @@ from tlcli.training.callbacks import is_better
 from tlcli.training.compile import Objective, make_optimizer
 from tlcli.training.phases import AUTO_FINE_TUNE_EPOCHS, phases_of, resolve_auto
 from tlcli.training.records import PhaseOutcome
-
-from conftest import tiny_config
 
 
 def config_with(tmp_path, **fine_tune):

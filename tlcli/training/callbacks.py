@@ -32,9 +32,7 @@ def monitor_mode(monitor: str) -> str:
 TIE = 1e-6  # figures closer than this are equal (history rows are rounded to 6 digits)
 
 
-def is_better(
-    candidate: dict[str, Any], current: dict[str, Any], monitor: str, tie_break: str | None = None
-) -> bool:
+def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str, tie_break: str | None = None) -> bool:
     """`candidate` beats `current` on `monitor`; on a tie, on `tie_break` when both have it (else it does not)."""
     if not candidate or monitor not in candidate:
         return False

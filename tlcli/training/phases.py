@@ -43,7 +43,7 @@ class Phase:
     trainable_key: str
     early_stopping: EarlyStoppingConfig
     auto: bool = False
-    monitor: str = "val_loss"  # what picks the phase's best epoch (and, for a phase that rolls back, whether it is kept)
+    monitor: str = "val_loss"  # picks the phase's best epoch (and, for a phase that rolls back, whether it is kept)
     label_smoothing: float = 0.0  # of the phase's loss
 
     @property
