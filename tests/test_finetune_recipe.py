@@ -144,3 +144,34 @@ def test_the_outcome_says_which_weights_were_kept_and_by_how_much():
     assert kept.to_dict()["decided_by"] == "val_accuracy" and kept.added_epochs == 4
     rolled = PhaseOutcome(start, {"epoch": 5, "val_accuracy": 0.85}, "start", "val_accuracy")
     assert rolled.verdict.startswith("no better on validation than it started") and "-0.0500" in rolled.verdict
+
+
+def test_micro_batches_with_accumulated_gradients_train_the_model_whole_batches_train(tmp_path, split_folder):
+    """48 training images, batch 8: micro-batches of 4 (two per update) give the model batches of 8 give."""
+    from tlcli import train
+
+    def run(name, **data):
+        raw = tiny_config(
+            split_folder,
+            tmp_path / "runs",
+            name=name,
+            cache="off",
+            data={"batch_size": 8, **data},
+            base={"args": {"filters": 4, "blocks": 2, "batch_norm": False}},  # batch statistics differ by size
+            head={"dropout": 0.0},
+        )
+        return train(load_config(raw))
+
+    whole, micro = run("whole"), run("micro", micro_batch=4)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
+    models = [keras.models.load_model(r.run_dir / "model.keras") for r in (whole, micro)]
+    assert models[1].optimizer.gradient_accumulation_steps == 2 and not models[0].optimizer.gradient_accumulation_steps
+    outputs = [model.predict(x, verbose=0) for model in models]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    assert micro.metrics.final["val_loss"] == pytest.approx(whole.metrics.final["val_loss"], abs=1e-5)
+
+
+def test_a_micro_batch_that_does_not_divide_the_batch_is_a_config_error(tmp_path):
+    raw = tiny_config(tmp_path / "data", tmp_path / "runs", data={"batch_size": 8, "micro_batch": 3})
+    with pytest.raises(ConfigError, match="micro_batch"):
+        load_config(raw)

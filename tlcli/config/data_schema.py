@@ -114,7 +114,16 @@ class DataConfig(Section):
     image_size: tuple[int, int] = Field(
         (224, 224), description="Height and width the images are resized to (one number for square)."
     )
-    batch_size: int = Field(32, ge=1, le=4096, description="Images per batch.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per batch (per optimizer update).")
+    micro_batch: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Train on micro-batches of this many images and accumulate their gradients over `batch_size` (a "
+            "multiple of it): one optimizer update per batch, the same effective batch and schedule, a fraction "
+            "of the activation memory. Unset: whole batches."
+        ),
+    )
     color_mode: Literal["rgb", "grayscale"] = Field(
         "rgb", description="`grayscale` trains on one channel (replicated to three for bases that need RGB)."
     )
@@ -151,6 +160,16 @@ class DataConfig(Section):
             raise ValueError(f"must be between 1 and 4096 pixels, got {list(value)}")
         return value
 
+    @property
+    def step_batch(self) -> int:
+        """Images a training step feeds: the micro-batch when accumulating, else the batch."""
+        return self.micro_batch or self.batch_size
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches whose gradients make one update (1: none)."""
+        return self.batch_size // self.step_batch
+
     @model_validator(mode="after")
     def _has_data(self) -> DataConfig:
         folders = [key for key in ("dir", "train_dir", "val_dir", "test_dir") if getattr(self, key) is not None]
@@ -169,6 +188,10 @@ class DataConfig(Section):
         repeated = next((n for i, n in enumerate(self.label_columns or []) if n in self.label_columns[:i]), None)
         if repeated is not None:  # two outputs would share one class name, and one key in every report
             raise ValueError(f"data.label_columns: column {repeated!r} is named twice; name each class once")
+        if self.micro_batch is not None and (self.micro_batch >= self.batch_size or self.batch_size % self.micro_batch):
+            raise ValueError(
+                f"data.micro_batch: {self.micro_batch} must divide data.batch_size ({self.batch_size}) and be smaller"
+            )
         if self.manifest is not None and folders:
             raise ValueError(
                 f"data.manifest and data.{folders[0]} exclude each other: the manifest lists every file and its split"

@@ -65,7 +65,7 @@ class PhaseInputs:
         return ArrayBatches(
             self.features(cut, split),
             self._split(split).labels,
-            config.data.batch_size,
+            config.data.step_batch if split == "train" else config.data.batch_size,
             self.num_classes,
             self.binary,
             shuffle,
@@ -119,8 +119,9 @@ class PhaseInputs:
         return found
 
     def steps_per_epoch(self) -> int:
-        """Training steps in one epoch over the training split."""
-        return steps_per_epoch(len(self.splits.train), self.config.data.batch_size)
+        """Training steps in one epoch over the training split (micro-batches when accumulating: Keras's schedules
+        count them)."""
+        return steps_per_epoch(len(self.splits.train), self.config.data.step_batch)
 
     def train_arrays(self, cut: Cut | None, first_epoch: int = 0) -> ArrayBatches:
         """The training split as arrays: features at `cut` (with flipped copies when flips augment), or the decoded
@@ -131,7 +132,7 @@ class PhaseInputs:
         return ArrayBatches(
             self.splits.train.images,
             self.splits.train.labels,
-            config.data.batch_size,
+            config.data.step_batch,
             self.num_classes,
             self.binary,
             config.data.shuffle,
@@ -214,7 +215,7 @@ class ImageInputs(PhaseInputs):
         config = self.config
         return make_dataset(
             self._split(split),
-            batch_size=config.data.batch_size,
+            batch_size=config.data.step_batch if split == "train" else config.data.batch_size,
             num_classes=self.num_classes,
             binary=self.binary,
             shuffle=shuffle,

@@ -161,7 +161,8 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done, arrays=distributed)
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
     objective = fitting.objective.for_phase(phase)
-    optimizer = make_optimizer(phase, fitting.steps, fitted.trainable_variables)
+    accumulate = fitting.config.data.accumulation
+    optimizer = make_optimizer(phase, fitting.steps, fitted.trainable_variables, accumulate=accumulate)
     objective.compile(fitted, optimizer, steps_per_execution=per_call)
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
