@@ -11,9 +11,42 @@ from tlcli.config.fields import PathValue, Section
 DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
 
 
-class AugmentConfig(Section):
-    """Random augmentation, as Keras preprocessing layers active only in training."""
+# Named augmentation recipes: the keys each sets (a key the config sets itself wins). `light` is the plain fine-tuning
+# baseline's (benchmarks/baseline_finetune.py); `strong` adds RandAugment, random erasing and MixUp (timm's and Model
+# Garden's defaults, lighter); `overhead` is `light` for images with no up (satellite, microscopy): every flip and
+# quarter turn.
+AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "light": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.05},
+    "strong": {
+        "flip": "horizontal",
+        "rotation": 0.05,
+        "zoom": 0.1,
+        "translation": 0.05,
+        "rand_augment": 0.5,
+        "erasing": 0.25,
+        "mixup": 0.2,
+    },
+    "overhead": {"flip": "horizontal_and_vertical", "rot90": True, "zoom": 0.1, "translation": 0.05},
+}
+AugmentPreset = Literal["none", "light", "strong", "overhead"]
+# Keys that run on batches in the input pipeline (outside the model): they mix labels (MixUp, CutMix) or have no
+# layer the saved model should carry.
+BATCH_KEYS = ("rot90", "crop", "rand_augment", "color_jitter", "erasing", "mixup", "cutmix")
 
+
+class AugmentConfig(Section):
+    """Random augmentation, active only in training: Keras preprocessing layers inside the model (`flip`,
+    `rotation`, `zoom`, `translation`, `contrast`) and on training batches in the input pipeline (the rest)."""
+
+    preset: AugmentPreset = Field(
+        "none",
+        description=(
+            "A named recipe that sets the other keys (those set here win): `light` (flip, rotation 0.05, zoom "
+            "0.1, translation 0.05), `strong` (light + RandAugment 0.5, erasing 0.25, MixUp 0.2), `overhead` "
+            "(every flip and quarter turn, zoom and translation: aerial and microscope images)."
+        ),
+    )
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
         "none", description="Random flips (`keras.layers.RandomFlip` mode)."
     )
@@ -23,6 +56,28 @@ class AugmentConfig(Section):
     zoom: float = Field(0.0, ge=0, lt=1, description="Random zoom in or out, as a fraction of the image size.")
     translation: float = Field(0.0, ge=0, lt=1, description="Random shift, as a fraction of height and width.")
     contrast: float = Field(0.0, ge=0, le=1, description="Random contrast factor.")
+    rot90: bool = Field(False, description="Random quarter turns (0, 90, 180 or 270 degrees): images with no up.")
+    crop: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Random crop of up to this fraction of the side, resized back (a random-resized crop, zoom in).",
+    )
+    rand_augment: float = Field(
+        0.0, ge=0, le=1, description="RandAugment (`keras.layers.RandAugment`, 2 operations) at this magnitude."
+    )
+    color_jitter: float = Field(
+        0.0, ge=0, le=1, description="Random brightness, contrast and saturation by this factor, hue by a quarter."
+    )
+    erasing: float = Field(
+        0.0, ge=0, le=1, description="Probability of erasing a random rectangle (`keras.layers.RandomErasing`)."
+    )
+    mixup: float = Field(
+        0.0, ge=0, description="MixUp's alpha (`keras.layers.MixUp`): images and labels mixed in pairs; 0 = off."
+    )
+    cutmix: float = Field(
+        0.0, ge=0, le=1, description="CutMix's factor (`keras.layers.CutMix`): a patch and its share of labels."
+    )
     flip_features: bool = Field(
         True,
         description=(
@@ -33,14 +88,29 @@ class AugmentConfig(Section):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `augment: light` is `augment: {preset: light}`
+            value = {"preset": value}
+        if isinstance(value, dict) and value.get("preset") in AUGMENT_PRESETS:
+            return AUGMENT_PRESETS[value["preset"]] | value
+        return value
+
     @property
     def enabled(self) -> bool:
-        return self.flip != "none" or any((self.rotation, self.zoom, self.translation, self.contrast))
+        return self.flip != "none" or any((self.rotation, self.zoom, self.translation, self.contrast, self.in_batches))
+
+    @property
+    def in_batches(self) -> bool:
+        """Some augmentation runs on training batches in the input pipeline."""
+        return any(getattr(self, key) for key in BATCH_KEYS)
 
     @property
     def flips_only(self) -> str | None:
         """The flip mode when flips are the only augmentation (they can be precomputed), else None."""
-        if self.flip == "none" or any((self.rotation, self.zoom, self.translation, self.contrast)):
+        others = (self.rotation, self.zoom, self.translation, self.contrast, self.in_batches)
+        if self.flip == "none" or any(others):
             return None
         return self.flip
 

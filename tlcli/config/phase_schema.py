@@ -211,6 +211,14 @@ class FineTuneConfig(OptimizerConfig):
         ),
     )
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate of the fine-tuning phase.")
+    augment: Literal["none", "light", "strong", "overhead"] = Field(
+        "none",
+        description=(
+            "Augmentation of the fine-tuning phase alone: a `data.augment` preset run on its training batches (the "
+            "head phase before it keeps its cached features; the phase then runs the whole base every epoch). "
+            "`data.augment` applies to every phase, this one included."
+        ),
+    )
     monitor: str = Field(
         "auto",
         description=(

@@ -26,8 +26,10 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     first_epoch: int = 0,
+    augment=None,
 ):
-    """A `tf.data.Dataset` of (float32 pixels 0-255, targets) batches of decoded images (see `array_batches`)."""
+    """A `tf.data.Dataset` of (float32 pixels 0-255, targets) batches of decoded images (see `array_batches`);
+    `augment` (`tlcli.data.augment.batch_augmenter`) transforms each batch, for training."""
     return array_batches(
         decoded.images,
         decoded.labels,
@@ -37,6 +39,7 @@ def make_dataset(
         shuffle=shuffle,
         seed=seed,
         first_epoch=first_epoch,
+        augment=augment,
     )
 
 
@@ -50,6 +53,7 @@ def array_batches(
     shuffle: bool = False,
     seed: int = 0,
     first_epoch: int = 0,
+    augment=None,
 ):
     """A `tf.data.Dataset` of (float32 inputs, targets) batches from arrays (images or features).
 
@@ -70,7 +74,8 @@ def array_batches(
         return order
 
     def prepare(x, y):
-        return tf.cast(x, tf.float32), encode_targets(y, num_classes, binary)
+        x, y = tf.cast(x, tf.float32), encode_targets(y, num_classes, binary)
+        return (x, y) if augment is None else augment(x, y)
 
     if inputs.nbytes <= IN_GRAPH_MAX_BYTES:
         # Small arrays (cached features) live in the graph: one Python call per

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcli.config.schema import AugmentConfig, ExperimentConfig, HeadConfig
+from tlcli.data.augment import classic_layers
 from tlcli.errors import ConfigError, RunError
 from tlcli.modeling import bases
 from tlcli.modeling import layers as names
@@ -107,23 +108,12 @@ def _check_source_shape(source: SourceBase, size: tuple[int, int]) -> None:
 
 
 def augmentation_layers(augment: AugmentConfig, seed: int):
-    """A `keras.Sequential` of random layers (identity at inference), or None."""
+    """A `keras.Sequential` of random layers (identity at inference), or None. The batch keys (`tlcli.data.augment`)
+    run in the input pipeline instead."""
     import keras
 
-    if not augment.enabled:
-        return None
-    random_layers = []
-    if augment.flip != "none":
-        random_layers.append(keras.layers.RandomFlip(augment.flip, seed=seed))
-    if augment.rotation:
-        random_layers.append(keras.layers.RandomRotation(augment.rotation, seed=seed + 1))
-    if augment.zoom:
-        random_layers.append(keras.layers.RandomZoom(augment.zoom, seed=seed + 2))
-    if augment.translation:
-        random_layers.append(keras.layers.RandomTranslation(augment.translation, augment.translation, seed=seed + 3))
-    if augment.contrast:
-        random_layers.append(keras.layers.RandomContrast(augment.contrast, seed=seed + 4))
-    return keras.Sequential(random_layers, name=names.AUGMENTATION)
+    random_layers = classic_layers(augment, seed)
+    return keras.Sequential(random_layers, name=names.AUGMENTATION) if random_layers else None
 
 
 DEFAULT_DROPOUT = 0.2  # `head.dropout: auto` when the head's penalty is not chosen on validation

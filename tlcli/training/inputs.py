@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
+from tlcli.data.augment import batch_augmenter, check_batch_augment
 from tlcli.data.batches import ArrayBatches, encode_targets, make_dataset, steps_per_epoch
 from tlcli.data.decoded import DecodedImages, ScreenedSplit
+from tlcli.errors import ConfigError
 from tlcli.features.cut import Cut, across_replicas, bridge, extractor_for, flip_pixels, run_in_batches, trainable_part
 from tlcli.features.extract import FeatureSet
 from tlcli.inference.probabilities import to_class_probabilities
@@ -56,7 +58,7 @@ class PhaseInputs:
     def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
         raise NotImplementedError
 
-    def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0):
+    def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0, augment=None):
         raise NotImplementedError(f"{type(self).__name__} holds no decoded images")
 
     def arrays(self, cut: Cut, split: str, shuffle: bool, first_epoch: int = 0) -> ArrayBatches:
@@ -73,9 +75,9 @@ class PhaseInputs:
             first_epoch,
         )
 
-    def dataset(self, cut: Cut | None, split: str, shuffle: bool, first_epoch: int = 0):
+    def dataset(self, cut: Cut | None, split: str, shuffle: bool, first_epoch: int = 0, augment=None):
         return (
-            self.image_dataset(split, shuffle, first_epoch)
+            self.image_dataset(split, shuffle, first_epoch, augment)
             if cut is None
             else self.arrays(cut, split, shuffle, first_epoch).dataset()
         )
@@ -106,11 +108,23 @@ class PhaseInputs:
         """
         cut = plan.cut
         fitted = self.model if cut is None else trainable_part(self.model, cut)
+        augment = self._augmenter(plan)
         if arrays:
+            if augment is not None:
+                raise ConfigError(plan.augment.key, "augmentation on batches does not run across workers yet; set none")
             return fitted, self.train_arrays(cut, first_epoch), None
         val_ds = self.dataset(cut, "val", False) if plan.val_cut is None else None
-        train = self.in_memory(cut, first_epoch) or self.dataset(cut, "train", self.config.data.shuffle, first_epoch)
+        shuffle = self.config.data.shuffle
+        train = self.in_memory(cut, first_epoch) or self.dataset(cut, "train", shuffle, first_epoch, augment)
         return fitted, train, val_ds
+
+    def _augmenter(self, plan: PhasePlan):
+        """The phase's augmentation of training batches (None: none, or the phase trains on features)."""
+        if plan.augment is None or plan.cut is not None:
+            return None
+        spec = plan.augment
+        check_batch_augment(spec.config, self.config.data.image_size, spec.key)
+        return batch_augmenter(spec.config, self.config.seed, in_model=spec.in_model, key=spec.key)
 
     def _split(self, split: str) -> ScreenedSplit:
         found = self.splits.get(split)
@@ -211,7 +225,7 @@ class ImageInputs(PhaseInputs):
         images = self._split(split).images
         return run_in_batches(extractor_for(self.model, cut), flip_pixels(images, self.flip) if flipped else images)
 
-    def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0):
+    def image_dataset(self, split: str, shuffle: bool, first_epoch: int = 0, augment=None):
         config = self.config
         return make_dataset(
             self._split(split),
@@ -221,6 +235,7 @@ class ImageInputs(PhaseInputs):
             shuffle=shuffle,
             seed=config.seed,
             first_epoch=first_epoch,
+            augment=augment,
         )
 
 

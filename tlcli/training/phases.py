@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from tlcli.config.data_schema import AugmentConfig
 from tlcli.config.schema import EarlyStoppingConfig, ExperimentConfig, OptimizerConfig
 from tlcli.features.cut import Cut, cut_bytes, find_cut
 from tlcli.modeling.freezing import trainable_spec
@@ -163,6 +164,27 @@ class HeadPolicy:
 
 
 @dataclass(frozen=True)
+class PhaseAugment:
+    """A phase's augmentation on training batches in the input pipeline (`tlcli.data.augment`): `config`'s keys,
+    the classic ones too unless the model carries them (`in_model`); `key` names where it was asked for."""
+
+    config: AugmentConfig
+    in_model: bool
+    key: str
+
+
+def phase_augment(config: ExperimentConfig, phase: Phase) -> PhaseAugment | None:
+    """What the phase's training batches go through: `fine_tune.augment` for fine-tuning when it names a recipe (run
+    whole in the pipeline: the model carries none of it), else `data.augment`'s batch keys."""
+    data = config.data.augment
+    if phase.name == "fine_tune":
+        chosen = config.fine_tune.augment
+        if chosen != "none":
+            return PhaseAugment(AugmentConfig(preset=chosen), in_model=False, key="fine_tune.augment")
+    return PhaseAugment(data, in_model=True, key="data.augment") if data.in_batches else None
+
+
+@dataclass(frozen=True)
 class PhasePlan:
     """How one phase trains: on features at `cut`, or (cut None) the full model on images; it validates on features
     at `val_cut` when set. `head`: the head policy (the first phase's; later phases keep the default)."""
@@ -173,6 +195,7 @@ class PhasePlan:
     val_cut: Cut | None
     why: str
     head: HeadPolicy = HeadPolicy()
+    augment: PhaseAugment | None = None  # on training batches, in the input pipeline
 
     def describe(self) -> str:
         how = "training on cached features" if self.cut else "training the full model on decoded images"
@@ -204,7 +227,11 @@ def plan_phases(
     plans = []
     for index, (phase, option) in enumerate(zip(phases, options)):
         cut, why = option.cut, option.why
-        if cut is not None and config.data.augment.enabled:
+        augment = phase_augment(config, phase)
+        if cut is not None and augment is not None and augment.key == "fine_tune.augment":
+            preset = augment.config.preset
+            cut, why = None, f"fine_tune.augment: {preset} changes pixels every epoch; validation on cached features"
+        elif cut is not None and config.data.augment.enabled:
             if flip is None:
                 cut, why = None, "random augmentation changes every epoch; validation uses cached features"
             elif 2 * train_images * option.feature_bytes > FIT_IN_MEMORY_MAX_BYTES:
@@ -216,7 +243,8 @@ def plan_phases(
             else:
                 why += f"; random flips ({flip}) pick each image's features or its flipped copy's"
         phase, auto_why = resolve_auto(phase, cut is not None)
-        plans.append(PhasePlan(phase, index, cut, option.cut, f"{why}; {auto_why}" if auto_why else why))
+        why = f"{why}; {auto_why}" if auto_why else why
+        plans.append(PhasePlan(phase, index, cut, option.cut, why, augment=augment))
     return _with_selection(config, plans)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from tlcli.config.loading import load_config
 from tlcli.config.resolve import resolve_paths
 from tlcli.config.schema import ExperimentConfig
+from tlcli.data.augment import check_batch_augment
 from tlcli.data.batches import check_class_weight
 from tlcli.data.splits import DataSplits, discover_splits
 from tlcli.errors import ConfigError
@@ -40,7 +41,7 @@ from tlcli.runs.folder import resolve_run
 from tlcli.runs.records import ModelInfo
 from tlcli.settings import CACHE_DIR
 from tlcli.training.compile import check_monitors, make_optimizer
-from tlcli.training.phases import phases_of
+from tlcli.training.phases import phase_augment, phases_of
 
 
 @dataclass
@@ -181,6 +182,9 @@ def _check_built(prepared: Prepared) -> None:
     for phase in phases_of(config):
         first_trainable_index(base_layers, phase.trainable, phase.trainable_key)
         make_optimizer(phase, steps_per_epoch=1)
+        augment = phase_augment(config, phase)
+        if augment is not None:
+            check_batch_augment(augment.config, config.data.image_size, augment.key)
     check_monitors(config, prepared.num_classes)
     check_class_weight(config.train.class_weight, prepared.splits.class_names)
 
