@@ -1,0 +1,211 @@
+"""Issue 26's benchmark: does fine-tuning pay, on a real base (MobileNetV2 1.0, ImageNet, 224 px) and a far domain?
+
+    python benchmarks/finetune.py                                  # eurosat, seed 1: about 2 hours on 2 idle cores
+    python benchmarks/finetune.py --datasets eurosat,hymenoptera --seeds 1,2,3
+    python benchmarks/finetune.py --rows head,fine_tune --quick    # a smoke run: 1 fine-tuning epoch
+
+Rows, each a separate process on an empty feature cache, side by side in one run:
+
+- `head`: the smallest config with the real base, `base: {name: MobileNetV2}` and `data.dir`; its run also reports
+  the linear probe (logistic regression on the frozen features, C chosen on validation), the `probe` column;
+- `fine_tune`: the same plus `fine_tune: {}` (the defaults the README states);
+- `ft_all_light`, `ft_all_overhead`, `ft_60`, ...: `fine_tune` with the overrides in VARIANTS (the sweep and the
+  ablation: each recipe piece off in turn);
+- `baseline`: the plain Keras recipe of `benchmarks/baseline_finetune.py` (every layer, 8 epochs, augmentation).
+
+`data.dir` holds `train/` and `test/`; tlcli holds 10% of `train/` out for validation and scores `test/` once.
+Writes `benchmarks/FINETUNE.md` and `benchmarks/finetune.json` (every run, its command, wall time and peak memory).
+Weights: ../shared/weights is copied into a temporary KERAS_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import describe_machine, measure, train_test_layout  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+TIMEOUT = 4 * 3600
+# Overrides of each fine-tuning variant (`--set` pairs on top of `fine_tune: {}`): the sweep and the ablation.
+VARIANTS: dict[str, list[str]] = {
+    "fine_tune": [],
+    "ft_all_light": ["fine_tune.unfreeze=all", "fine_tune.learning_rate=3e-4", "fine_tune.augment=light"],
+    "ft_all_overhead": ["fine_tune.unfreeze=all", "fine_tune.learning_rate=3e-4", "fine_tune.augment=overhead"],
+    "ft_60_light": ["fine_tune.unfreeze=60", "fine_tune.learning_rate=3e-4", "fine_tune.augment=light"],
+    "ft_40_3e-4": ["fine_tune.learning_rate=3e-4"],
+    "ft_80": ["fine_tune.unfreeze=80", "fine_tune.learning_rate=3e-4"],
+    "no_warmup_cosine": ["fine_tune.schedule=constant", "fine_tune.warmup_epochs=0"],
+    "no_weight_decay": ["fine_tune.weight_decay=null"],
+    "no_label_smoothing": ["fine_tune.label_smoothing=0"],
+    "no_clipping": ["fine_tune.clipnorm=null"],
+    "old_defaults": [  # the recipe before issue 26: Adam at a constant 1e-4, no smoothing, picked by val_loss
+        "fine_tune.optimizer=adam",
+        "fine_tune.schedule=constant",
+        "fine_tune.warmup_epochs=0",
+        "fine_tune.weight_decay=null",
+        "fine_tune.clipnorm=null",
+        "fine_tune.label_smoothing=0",
+        "fine_tune.monitor=val_loss",
+    ],
+}
+CONFIG = "base: {name: MobileNetV2}\ndata: {dir: .}\n"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.rows, self.sequence = args, [], 0
+        self.work = Path(tempfile.mkdtemp(prefix="tlcli-finetune-"))
+        keras_home = self.work / "keras" / "models"
+        keras_home.mkdir(parents=True)
+        for weights in (SHARED / "weights").glob("*.h5"):
+            shutil.copy(weights, keras_home / weights.name)
+        self.env = {**os.environ, "KERAS_HOME": str(keras_home.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.config = self.work / "config.yaml"
+        self.config.write_text(CONFIG)
+
+    def layout(self, dataset: str) -> Path:
+        if (SHARED / "datasets" / dataset / "test").is_dir():
+            return SHARED / "datasets" / dataset
+        return train_test_layout(self.work, SHARED / "datasets", dataset)
+
+    def tlcli(self, dataset: str, seed: int, label: str) -> dict:
+        sets = [] if label == "head" else ["fine_tune={}", *VARIANTS[label]]
+        if self.args.quick:
+            sets += [] if label == "head" else ["fine_tune.epochs=1"]
+        command = [sys.executable, "-P", "-c", "from tlcli.cli import main; main()", "train", str(self.config)]
+        command += ["--json", "--quiet", "--runs-dir", str(self.work / "runs")]
+        for override in [f"data.dir={self.layout(dataset)}", f"seed={seed}", *sets]:
+            command += ["--set", override]
+        env = {**self.env, "PYTHONPATH": str(REPO), "TLCLI_CACHE_DIR": str(self.work / "cache" / str(self.sequence))}
+        return self._record(dataset, seed, label, command, env, _tlcli_figures)
+
+    def baseline(self, dataset: str, seed: int) -> dict:
+        command = [sys.executable, str(HERE / "baseline_finetune.py"), str(self.layout(dataset)), "--seed", str(seed)]
+        if self.args.quick:
+            command += ["--epochs", "1"]
+        return self._record(dataset, seed, "baseline", command, self.env, _baseline_figures)
+
+    def _record(self, dataset: str, seed: int, label: str, command: list[str], env: dict, figures) -> dict:
+        self.sequence += 1
+        run = measure(command, env, self.work / "logs", f"{self.sequence:03d}-{dataset}-{label}-{seed}", TIMEOUT)
+        row = {"dataset": dataset, "seed": seed, "label": label, **figures(run.get("output")), **_cost(run)}
+        row["command"] = " ".join(command)
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        self.write()
+        return row
+
+    def run(self) -> None:
+        for dataset in self.args.datasets:
+            for seed in self.args.seeds:
+                for label in self.args.rows:
+                    self.baseline(dataset, seed) if label == "baseline" else self.tlcli(dataset, seed, label)
+
+    def write(self) -> None:
+        report = {"when": dt.datetime.now().isoformat(timespec="seconds"), "machine": self.machine, "rows": self.rows}
+        (self.args.out_dir / "finetune.json").write_text(json.dumps(report, indent=1) + "\n")
+        (self.args.out_dir / "FINETUNE.md").write_text(render(report))
+
+    @property
+    def machine(self) -> dict:
+        if not hasattr(self, "_machine"):
+            self._machine = describe_machine(sys.executable)
+        return self._machine
+
+
+def _tlcli_figures(output: dict | None) -> dict:
+    output = output or {}
+    final, probe = output.get("final", {}), output.get("linear_probe") or {}
+    phases = output.get("phases", {}).get("fine_tune", {})
+    return {
+        "test_accuracy": final.get("test_accuracy"),
+        "probe_test_accuracy": probe.get("test_accuracy"),
+        "kept": phases.get("kept"),
+        "verdict": phases.get("verdict"),
+        "run_dir": output.get("run_dir"),
+    }
+
+
+def _baseline_figures(output: dict | None) -> dict:
+    output = output or {}
+    return {"test_accuracy": output.get("test_accuracy"), "probe_test_accuracy": output.get("probe_test_accuracy")}
+
+
+def _cost(run: dict) -> dict:
+    return {
+        "wall_time_s": round(run.get("wall_s") or 0, 1),
+        "peak_memory_mb": run.get("peak_rss_mb"),
+        "exit_code": run.get("returncode"),
+        "load_at_start": run.get("load_before"),
+        **({"error": run["error"]} if run.get("error") else {}),
+    }
+
+
+def render(report: dict) -> str:
+    lines = [
+        "# Fine-tuning on a real base (issue 26)",
+        "",
+        f"Measured {report['when']} by `python benchmarks/finetune.py` on {report['machine'].get('cpu', '?')}, "
+        "MobileNetV2 1.0 (ImageNet) at 224 px, each row a separate process on an empty feature cache. Test accuracy "
+        "on the untouched `test/` split; medians with [min, max] over seeds.",
+        "",
+        "| dataset | row | seeds | test accuracy | its probe | wall time (s) | peak memory (MB) | kept |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in report["rows"]:
+        groups.setdefault((row["dataset"], row["label"]), []).append(row)
+    for (dataset, label), rows in groups.items():
+        kept = ", ".join(sorted({str(r.get("kept")) for r in rows if r.get("kept")})) or ""
+        lines.append(
+            f"| {dataset} | {label} | {len(rows)} | {_spread([r.get('test_accuracy') for r in rows], 4)} | "
+            f"{_spread([r.get('probe_test_accuracy') for r in rows], 4)} | "
+            f"{_spread([r.get('wall_time_s') for r in rows], 0)} | "
+            f"{_spread([r.get('peak_memory_mb') for r in rows], 0)} | {kept} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _spread(values, digits: int) -> str:
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return "n/a"
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    listed = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+    p.add_argument("--datasets", type=listed, default=["eurosat"])
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in listed(s)], default=[1])
+    p.add_argument("--rows", type=listed, default=["head", "fine_tune", "ft_all_light", "baseline"])
+    p.add_argument("--quick", action="store_true", help="a smoke run: 1 fine-tuning epoch")
+    p.add_argument("--out-dir", type=Path, default=HERE)
+    args = p.parse_args(argv)
+    unknown = [r for r in args.rows if r not in VARIANTS and r not in ("head", "baseline")]
+    if unknown:
+        p.error(f"unknown row {unknown[0]} (known: head, baseline, {', '.join(VARIANTS)})")
+    return args
+
+
+def main(argv=None) -> int:
+    Bench(parse_args(argv)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
