@@ -3,6 +3,8 @@ quarter turns, and runs trained with them keep a plain Keras model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -104,3 +106,34 @@ def test_a_run_with_every_key_trains_on_images_and_saves_a_plain_keras_model(tmp
 def test_batch_keys_are_validated_by_the_schema(tmp_path, key):
     with pytest.raises(ConfigError, match=f"data.augment.{key}"):
         load_config(tiny_config(tmp_path, tmp_path, data={"augment": {key: -1}}))
+
+
+def test_test_time_augmentation_only_averages_the_model_over_the_run_s_views(binary_run, tmp_path):
+    """TTA's probabilities are exactly the mean of the model's on each view; the views follow the run's training."""
+    from tlcli.config.loading import load_config as load
+    from tlcli.inference.predict import run_source
+    from tlcli.inference.tta import VIEWS, tta_views, with_tta
+
+    source = run_source(binary_run)
+    images = np.random.default_rng(0).integers(0, 256, (5, *source.image_size, 3), dtype=np.uint8)
+    views = ("identity", "flip_h")
+    averaged = with_tta(source.probabilities, views)(images, 4)
+    expected = np.mean([source.probabilities(np.ascontiguousarray(VIEWS[v](images)), 4) for v in views], axis=0)
+    np.testing.assert_allclose(averaged, expected, rtol=1e-6)
+    np.testing.assert_allclose(with_tta(source.probabilities, ("identity",))(images, 4), source.probabilities(images, 4))
+    overhead = load(tiny_config(tmp_path, tmp_path, data={"augment": "overhead"}))
+    assert tta_views(overhead) == ("identity", "flip_h", "flip_v", "rot90", "rot180", "rot270")
+    assert tta_views(load(tiny_config(tmp_path, tmp_path))) == ("identity", "flip_h")
+
+
+def test_evaluate_and_predict_with_tta_say_so(binary_run, run_copy, cli, tmp_path):
+    run = run_copy(binary_run)
+    result = cli("evaluate", str(run), "--tta", "--json")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    record = json.loads(result.stdout)
+    metrics = json.loads((Path(record["eval_dir"]) / "metrics.json").read_text())
+    assert metrics["tta"] == ["identity", "flip_h"] and Path(record["eval_dir"]).name.endswith("-tta")
+    refused = cli("predict", str(tmp_path), "--model", str(tmp_path / "m.onnx"), "--tta")
+    assert refused.exit_code == 2 and "--tta" in refused.stderr

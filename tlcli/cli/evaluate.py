@@ -54,6 +54,9 @@ def evaluate(
             help="Exit 3 when a metric of metrics.json is above NUMBER: loss=0.5, calibration.ece=0.05 (repeatable).",
         ),
     ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average over the mirror images and turns the run trained with.")
+    ] = False,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -77,6 +80,7 @@ def evaluate(
         fail_over=fail_over or [],
         reporter=reporter,
         columns=parse_columns(column),
+        tta=tta,
     )
 
     # A tracked run: its figures go to the run's tracked run too (never fails the command).

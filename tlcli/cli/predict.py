@@ -51,6 +51,9 @@ def predict(
         typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average over the mirror images and turns the run trained with.")
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -63,9 +66,11 @@ def predict(
             "--model and --run exclude each other: "
             "--model predicts with an exported artifact, --run with a run's model.keras"
         )
+    if model is not None and tta:
+        raise UserError("--tta averages a run's model.keras over its views; predict with --run instead of --model")
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
-    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet)
+    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta)
     if output_file is not None:
         write_text_atomic(output_file, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
         if not quiet:
@@ -83,7 +88,14 @@ def predict(
 
 
 def _predict(
-    images: list[str], run: str | None, runs_dir: Path, model: Path | None, top_k: int, batch_size: int, quiet: bool
+    images: list[str],
+    run: str | None,
+    runs_dir: Path,
+    model: Path | None,
+    top_k: int,
+    batch_size: int,
+    quiet: bool,
+    tta: bool = False,
 ):
     """The library call, saying on stderr which run or artifact predicts."""
     reporter = output().reporter()
@@ -110,7 +122,14 @@ def _predict(
             )
 
     return run_prediction(
-        images, run=run, runs_dir=runs_dir, top_k=top_k, batch_size=batch_size, reporter=reporter, on_run=announce
+        images,
+        run=run,
+        runs_dir=runs_dir,
+        top_k=top_k,
+        batch_size=batch_size,
+        reporter=reporter,
+        on_run=announce,
+        tta=tta,
     )
 
 

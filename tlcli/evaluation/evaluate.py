@@ -27,6 +27,7 @@ from tlcli.evaluation.multilabel import multilabel_metric_keys
 from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
 from tlcli.inference.predict import ModelSource
 from tlcli.inference.probabilities import predict_probabilities
+from tlcli.inference.tta import tta_views, with_tta
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
@@ -46,6 +47,7 @@ def evaluate(
     reporter: Reporter | None = None,
     columns: dict[str, str] | None = None,
     source: ModelSource | None = None,
+    tta: bool = False,
 ) -> Evaluation:
     """Evaluate a run's model (or another model of the run, `source`) and write a new evaluation folder in the run.
 
@@ -66,6 +68,8 @@ def evaluate(
         reporter: receives progress.
         source: a model to evaluate instead of model.keras (an exported artifact, `tlcli.export.evaluate_artifact`);
             its `described` becomes metrics.json's `model`, and its format ends the folder's name.
+        tta: average the probabilities over the views the run trained with (`tlcli.inference.tta`); recorded in
+            metrics.json's `tta`, the folder's name ends with `-tta`.
 
     Returns:
         The evaluation folder and its metrics (call `raise_for_gates()` to
@@ -95,6 +99,9 @@ def evaluate(
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     # Before any work: a damaged run fails in one line.
     probabilities_of = _probabilities_of(run_dir, class_names, info, source)
+    views = tta_views(config) if tta else ()
+    if tta:
+        probabilities_of = with_tta(probabilities_of, views)
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
@@ -108,7 +115,7 @@ def evaluate(
         info.thresholds,
         labelling.separator,
     )
-    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described)
+    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views)
     return write_evaluation(run_dir, scored, spec)
 
 

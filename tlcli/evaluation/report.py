@@ -97,11 +97,13 @@ class EvalSpec:
     # The model evaluated when it is not the run's model.keras (an exported artifact's {"path", "format", ...}):
     # recorded as metrics.json's `model`, its format appended to the folder's name.
     model: dict[str, Any] | None = None
+    tta: Sequence[str] = ()  # the views averaged at test time (empty: none)
 
     @property
     def slug(self) -> str:
-        """The folder's suffix: an artifact's report is named apart from model.keras's."""
-        return eval_slug(self.name if self.model is None else f"{self.name}-{self.model.get('format', 'model')}")
+        """The folder's suffix: an artifact's and a TTA report are named apart from model.keras's."""
+        name = self.name if self.model is None else f"{self.name}-{self.model.get('format', 'model')}"
+        return eval_slug(f"{name}-tta" if self.tta else name)
 
 
 def write_evaluation(run_dir: Path, scored: Scored, spec: EvalSpec) -> Evaluation:
@@ -152,6 +154,7 @@ def evaluation_metrics(run_dir: Path, scored: Scored, spec: EvalSpec) -> dict[st
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "dataset": {"name": spec.name, "source": spec.source, "images": images, "skipped": len(spec.skipped)},
         **({"model": dict(spec.model)} if spec.model is not None else {}),
+        **({"tta": list(spec.tta)} if spec.tta else {}),
         **figures,
         "skipped_files": list(spec.skipped),
     }

@@ -24,6 +24,7 @@ by the run's separator.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from tlcli.data.listing import collect_images
 from tlcli.data.prefetch import bounded_map
 from tlcli.errors import PartialSuccess, UserError
 from tlcli.inference.probabilities import predict_probabilities
+from tlcli.inference.tta import tta_views, with_tta
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import newest_run, require_model, resolve_run
@@ -200,6 +202,7 @@ def predict(
     workers: int | None = None,
     reporter: Reporter | None = None,
     on_run: Callable[[Path], None] | None = None,
+    tta: bool = False,
 ) -> PredictResult:
     """Predict the top-k labels of image files with a run's model.
 
@@ -212,6 +215,7 @@ def predict(
         workers: decoding threads (default: CPU count, at most 8).
         reporter: receives progress.
         on_run: called with the run folder once it is chosen (before the model loads).
+        tta: average each image's probabilities over the views the run trained with (`tlcli.inference.tta`).
 
     Returns:
         One `Prediction` per file, in input order; unreadable files carry an
@@ -226,9 +230,11 @@ def predict(
     run_dir = resolve_predict_run(run, runs_dir)
     if on_run is not None:
         on_run(run_dir)
-    return predict_with(
-        run_source(run_dir), keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter
-    )
+    source = run_source(run_dir)
+    if tta:
+        views = tta_views(read_run_config(run_dir))
+        source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views))
+    return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
 
 
 def check_predict_options(top_k: int, batch_size: int) -> None:
