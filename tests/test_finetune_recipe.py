@@ -175,3 +175,26 @@ def test_a_micro_batch_that_does_not_divide_the_batch_is_a_config_error(tmp_path
     raw = tiny_config(tmp_path / "data", tmp_path / "runs", data={"batch_size": 8, "micro_batch": 3})
     with pytest.raises(ConfigError, match="micro_batch"):
         load_config(raw)
+
+
+def test_fine_tuning_is_skipped_when_the_head_leaves_nothing_to_gain_on_validation(frozen_source, tmp_path):
+    """`when: auto` skips the phase when the head is already perfect on validation (this data's separable features);
+    `always` runs it."""
+    from tlcli import train
+
+    data, source, _ = frozen_source
+
+    def run(when):
+        raw = tiny_config(data, tmp_path / "runs", name=when, train={"epochs": 4, "learning_rate": 0.05})
+        raw["base"] = {"run": str(source), "trainable": "none"}
+        raw["fine_tune"] = {"unfreeze": 2, "epochs": 2, "when": when}
+        return train(load_config(raw))
+
+    always = run("always")
+    start = always.metrics.phases["fine_tune"]["start"]
+    assert start["val_accuracy"] == pytest.approx(1.0)  # the premise: a perfect head on validation
+    assert "skipped" not in always.metrics.phases["fine_tune"] and always.metrics.epochs["total"] == 6
+    auto = run("auto")
+    outcome = auto.metrics.phases["fine_tune"]
+    assert outcome["kept"] == "start" and "val_accuracy is already 1.0000" in outcome["skipped"]
+    assert auto.metrics.epochs["total"] == 4 and outcome["verdict"].startswith("skipped:")

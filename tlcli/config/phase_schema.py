@@ -211,6 +211,13 @@ class FineTuneConfig(OptimizerConfig):
         ),
     )
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate of the fine-tuning phase.")
+    when: Literal["auto", "always"] = Field(
+        "auto",
+        description=(
+            "`auto`: skip the phase when the head already makes no error on validation (`monitor` at its best: "
+            "nothing fine-tuning could show it gained; metrics.json says so); `always`: fine-tune regardless."
+        ),
+    )
     augment: Literal["none", "light", "strong", "overhead"] = Field(
         "none",
         description=(

@@ -119,6 +119,8 @@ def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | 
         if at is not None and _phase_is_over(at, plan):
             _end_as_uninterrupted(fitting, at, plan)
             continue
+        if at is None and _nothing_to_gain(fitting, plan):
+            continue
         ran, phase_best = _exact_phase(fitting, plan) if plan.head.exact else _fit_phase(fitting, plan, at)
         _update_run_best(fitting, plan, phase_best)
         progress.session_epochs += ran - (at.state.phase_epoch if at else 0)
@@ -135,6 +137,22 @@ def _update_run_best(fitting: Fitting, plan: PhasePlan, phase_best: dict[str, An
             progress.best = phase_best
     elif is_better(phase_best, progress.best, fitting.monitor):
         progress.best = phase_best
+
+
+def _nothing_to_gain(fitting: Fitting, plan: PhasePlan) -> bool:
+    """`fine_tune.when: auto` and the weights the phase would start from are already perfect on validation by its
+    monitor: record the phase as skipped, with why, and say so."""
+    config = fitting.config
+    if plan.phase.name != "fine_tune" or config.fine_tune.when != "auto":
+        return False
+    start, monitor = _start_of(fitting, plan), plan.phase.monitor
+    if "loss" in monitor or float(start.get(monitor, 0.0)) < 1.0 - 1e-9:
+        return False
+    why = f"the head's {monitor} is already {float(start[monitor]):.4f} (fine_tune.when: auto; `always` runs it)"
+    outcome = PhaseOutcome(start=start, best=start, kept="start", monitor=monitor, skipped=why)
+    fitting.progress.outcomes[plan.phase.name] = outcome
+    fitting.reporter.info(f"phase {plan.phase.name}: {outcome.verdict}")
+    return True
 
 
 def _phase_is_over(at: Checkpoint, plan: PhasePlan) -> bool:

@@ -51,10 +51,13 @@ class PhaseOutcome:
     best: dict[str, Any] = field(default_factory=dict)
     kept: str = "best"
     monitor: str = ""  # what decided (the phase's monitor, ties broken by the lower val_loss for an accuracy)
+    skipped: str = ""  # why the phase did not run (`fine_tune.when: auto`), else ""
 
     @property
     def verdict(self) -> str:
         """One line: which weights the phase kept and by how much they differ on validation from the other."""
+        if self.skipped:
+            return f"skipped: {self.skipped}"
         if not self.start or not self.monitor:
             return ""
         shown = self.monitor
@@ -77,6 +80,7 @@ class PhaseOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         record = {"start": self.start, "best": self.best, "kept": self.kept}
+        record |= {"skipped": self.skipped} if self.skipped else {}
         return record | ({"decided_by": self.monitor, "verdict": self.verdict} if self.start else {})
 
 
