@@ -1,0 +1,79 @@
+"""Hostile inputs to `tlcli tune` (second round): search spaces that validation used to accept and Optuna cannot
+draw from.
+
+Each study is a head on a frozen SmallCNN from scratch (16 px images, a few epochs): seconds a study.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder, one_line, tiny_config, write_config
+
+optuna = pytest.importorskip("optuna") if os.environ.get("CI") != "true" else __import__("optuna")
+
+pytestmark = pytest.mark.timeout(300)
+
+SPACE = {"train.learning_rate": {"low": 1.0e-3, "high": 0.1, "log": True}}
+
+
+def head_study(root: Path, classes: dict[str, int] | None = None, **tune) -> dict:
+    """A study whose trials train a head on the cached features of a frozen (untrained) SmallCNN."""
+    data = make_image_folder(root / "data", classes or {"a": 12, "b": 12, "c": 3})
+    raw = tiny_config(data, root / "runs", name="hostile")
+    raw["base"] = {**raw["base"], "trainable": "none"}
+    raw["train"] = {"learning_rate": 0.01, "max_epochs": 3, "l2": 0.0}
+    raw["tune"] = {"trials": 2, "folds": 1, "space": SPACE, **tune}
+    return raw
+
+
+def tune_folders(runs_dir: Path) -> list[Path]:
+    return sorted(runs_dir.glob("*-tune")) if runs_dir.is_dir() else []
+
+
+# ----------------------------------------------------------------------------- spaces Optuna cannot draw from
+
+
+@pytest.mark.parametrize(
+    "tune, words",
+    [
+        (
+            {"space": {"train.learning_rate": {"low": 1.0e-3, "high": float("inf")}}},
+            "tune.space: train.learning_rate: high must be a finite number, got inf",
+        ),
+        (
+            {"space": {"train.learning_rate": {"low": float("nan"), "high": 0.1}}},
+            "tune.space: train.learning_rate: low must be a finite number, got nan",
+        ),
+        (
+            {"space": {"data.batch_size": {"low": 4, "high": 8, "step": 0.5}}},
+            "tune.space.data.batch_size: step 0.5 is not a whole number (data.batch_size takes integers)",
+        ),
+        (
+            {"folds": 5},
+            "tune.folds: 5 folds, but class 'c' has 3 training + validation images; set tune.folds to 3 or fewer",
+        ),
+    ],
+    ids=["infinite-bound", "nan-bound", "fractional-step", "folds-over-smallest-class"],
+)
+def test_a_space_optuna_cannot_draw_from_is_exit_2_naming_the_key(cli, tmp_path, tune, words):
+    """Each used to pass validation and then crash the study (an internal error, its tune folder left behind) or, for
+    the folds, silently score some folds without the small class."""
+    raw = head_study(tmp_path, **tune)
+    raw["data"]["batch_size"] = 4
+    result = cli("tune", write_config(tmp_path / "study.yaml", raw))
+    assert result.exit_code == 2 and words in one_line(result), result.stderr
+    assert tune_folders(tmp_path / "runs") == []  # no trial ran, no tune folder is left
+
+
+def test_folds_auto_never_asks_for_more_folds_than_the_smallest_class_has():
+    from tlcli.tuning.objective import resolve_folds
+
+    assert resolve_folds("auto", 27, False, ("c", 3)) == (
+        3,
+        "by 3-fold cross-validation over the 27 training + validation images (tune.folds auto, but class 'c' has 3 "
+        "images)",
+    )
+    assert resolve_folds("auto", 25, False, ("c", 1))[0] == 1 and resolve_folds(3, 27, False, ("c", 3))[0] == 3
