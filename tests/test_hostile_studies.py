@@ -1,5 +1,5 @@
 """Hostile inputs to `tlcli tune` (second round): search spaces that validation used to accept and Optuna cannot
-draw from.
+draw from, a resumed study whose database is gone.
 
 Each study is a head on a frozen SmallCNN from scratch (16 px images, a few epochs): seconds a study.
 """
@@ -7,10 +7,11 @@ Each study is a head on a frozen SmallCNN from scratch (16 px images, a few epoc
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, one_line, tiny_config, write_config
+from conftest import make_image_folder, one_line, snapshot, tiny_config, write_config
 
 optuna = pytest.importorskip("optuna") if os.environ.get("CI") != "true" else __import__("optuna")
 
@@ -77,3 +78,41 @@ def test_folds_auto_never_asks_for_more_folds_than_the_smallest_class_has():
         "images)",
     )
     assert resolve_folds("auto", 25, False, ("c", 1))[0] == 1 and resolve_folds(3, 27, False, ("c", 3))[0] == 3
+
+
+# ----------------------------------------------------------------------------- --resume without the study's database
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> Path:
+    """READ-ONLY. A finished one-trial study (copy it before changing it)."""
+    from tlcli import load_config, tune
+
+    root = tmp_path_factory.mktemp("finished-study")
+    return tune(load_config(head_study(root, trials=1))).tune_dir
+
+
+def test_resume_refuses_a_study_whose_database_is_gone(cli, finished_study, tmp_path):
+    """It used to start a new study over the old records (a new study.db, trial 0 again, tune.json rewritten)."""
+    folder = Path(shutil.copytree(finished_study, tmp_path / finished_study.name))
+    (folder / "study.db").unlink()
+    before = snapshot(folder)
+    result = cli("tune", "--resume", folder)
+    assert result.exit_code == 2 and one_line(result) == (
+        f"error: {folder / 'study.db'}: the study's database is missing, so study hostile cannot be resumed; "
+        f"start a new study folder: tlcli tune {folder / 'config.yaml'}"
+    )
+    assert snapshot(folder) == before  # no empty study.db, tune.json untouched
+
+
+def test_resume_refuses_a_database_that_holds_another_study(cli, finished_study, tmp_path):
+    folder = Path(shutil.copytree(finished_study, tmp_path / finished_study.name))
+    (folder / "study.db").unlink()
+    optuna.create_study(study_name="another", storage=f"sqlite:///{folder / 'study.db'}")
+    before = snapshot(folder)
+    result = cli("tune", "--resume", folder)
+    assert result.exit_code == 2, result.stderr
+    assert f"{folder / 'study.db'}: holds no study hostile, so it cannot be resumed; start a new study folder" in (
+        one_line(result)
+    )
+    assert snapshot(folder) == before

@@ -37,7 +37,16 @@ from tlcli.tuning.objective import HeadTrials, full_trial
 from tlcli.tuning.record import TrialRecord, TuneRecord, TuneResult
 from tlcli.tuning.shared import share_extraction, trial_kind, trial_zero
 from tlcli.tuning.space import SearchSpace, pins
-from tlcli.tuning.study import StudyProgress, count, create_or_join, make_pruner, open_storage, redact, run_trials
+from tlcli.tuning.study import (
+    StudyProgress,
+    count,
+    create_or_join,
+    make_pruner,
+    open_storage,
+    redact,
+    require_study,
+    run_trials,
+)
 from tlcli.tuning.summary import best_config, best_trial, summarize, trial_counts
 
 __all__ = ["TuneResult", "resume_tune", "tune"]
@@ -161,18 +170,21 @@ def resume_tune(
     password (tune.json keeps it without).
 
     Raises:
-        RunError: not a tune folder, or another process works in it.
+        RunError: not a tune folder, its study's database is gone (or holds no such study), or another process
+            works in it.
     """
     _require_optuna()
     _quiet_optuna()
     reporter, progress = reporter or Reporter(), progress or StudyProgress()
     tune_dir = Path(tune_dir)
     record = files.read_record(tune_dir)
+    url = storage or (files.default_storage_url(tune_dir) if record.storage_url_default else record.result.storage)
+    start_again = f"start a new study folder: tlcli tune {shlex.quote(str(tune_dir / 'config.yaml'))}"
+    require_study(url, record.result.study, start_again)  # before any work: --resume never starts a new study
     with RunLock(tune_dir):
         config = load_config(files.read_config(tune_dir))
         prepared = prepare(config, runs_dir=tune_dir.parent, reporter=reporter)
         total = trials if trials is not None else record.target or config.tune.trials
-        url = storage or (files.default_storage_url(tune_dir) if record.storage_url_default else record.result.storage)
         run = _begin(prepared, tune_dir, total, timeout, url, record.result.study, reporter)
         run.tracking = tracking
         reporter.info(f"resuming study {record.result.study} in {tune_dir}")
