@@ -1,5 +1,5 @@
 """Hostile inputs to `tlcli tune` (second round): search spaces that validation used to accept and Optuna cannot
-draw from, a resumed study whose database is gone.
+draw from, a resumed study whose database is gone, a study killed outright.
 
 Each study is a head on a frozen SmallCNN from scratch (16 px images, a few epochs): seconds a study.
 """
@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,50 @@ def test_resume_refuses_a_database_that_holds_another_study(cli, finished_study,
         one_line(result)
     )
     assert snapshot(folder) == before
+
+
+# ----------------------------------------------------------------------------- a study killed outright
+
+
+def finished_in(database: Path) -> int:
+    """Finished trials in a study's SQLite file (0 while it is being created)."""
+    try:
+        study = optuna.load_study(study_name="hostile", storage=f"sqlite:///{database}")
+        return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    except Exception:  # noqa: BLE001  (not created yet)
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_sigkilled_study_lists_the_trials_it_finished(cli, tmp_path):
+    """tune.json used to be written when the study started (0 trials) and when it ended: a killed study listed 0."""
+    config = write_config(tmp_path / "study.yaml", head_study(tmp_path, trials=200))
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from tlcli.cli import main; main()", "tune", str(config), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        deadline = time.monotonic() + 240
+        database = None
+        while time.monotonic() < deadline and process.poll() is None:
+            database = next(iter((tmp_path / "runs").glob("*-tune/study.db")), None)
+            # Optuna runs a trial's callbacks before the next trial: with 2 finished, the first was recorded.
+            if database is not None and finished_in(database) >= 2:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    from tlcli.runs.listing import list_studies
+
+    [study] = list_studies(tmp_path / "runs")
+    assert study.status == "interrupted" and 1 <= study.finished <= finished_in(database) and study.target == 200
+    assert study.best_trial is not None and study.best_value is not None
+    table = cli("runs", "--runs-dir", tmp_path / "runs")
+    assert table.exit_code == 0 and f"{study.finished}/200" in table.stdout

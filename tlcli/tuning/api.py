@@ -279,7 +279,13 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
     try:
         with suspended():  # MLflow: the trials are the study's nested runs (`_finish`), not runs of their own
             loop = run_trials(
-                study, _objective(run), total=run.total, timeout=run.timeout, progress=progress, warn=reporter.warn
+                study,
+                _objective(run),
+                total=run.total,
+                timeout=run.timeout,
+                progress=progress,
+                warn=reporter.warn,
+                on_trial=lambda ran: _checkpoint(run, ran),
             )
     except BaseException as exc:
         result.status = "failed"
@@ -312,16 +318,30 @@ def _interrupted(run: _Study) -> Interrupted:
     return error
 
 
+def _record_trials(run: _Study, ran: int):
+    """The study's trials (every process's) into the result: counts, trial 0, the best so far. Returns the best."""
+    result = run.result
+    trials = run.study.get_trials(deepcopy=False)
+    result.trials = trial_counts(trials, run.total, ran)
+    result.baseline = next((summarize(t) for t in trials if t.number == 0), None)
+    best = best_trial(trials, result.direction)
+    result.best = summarize(best) if best is not None else result.best
+    return best
+
+
+def _checkpoint(run: _Study, ran: int) -> None:
+    """After every finished trial, tune.json (atomically) with the trials so far: a study killed outright (SIGKILL,
+    a power cut) still lists what it finished; its pid, dead, then shows it `interrupted`."""
+    _record_trials(run, ran)
+    _write_record(run)
+
+
 def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     """What the study holds now (every process's trials), into the tune folder's files."""
     study, result = run.study, run.result
-    trials = study.get_trials(deepcopy=False)
-    result.trials = trial_counts(trials, run.total, ran)
-    result.baseline = next((summarize(t) for t in trials if t.number == 0), None)
+    best = _record_trials(run, ran)
     files.write_trials(run.tune_dir, study, run.space.keys)
-    best = best_trial(trials, result.direction)
     if best is not None:
-        result.best = summarize(best)
         result.best_config = files.write_best(run.tune_dir, best_config(run.space, run.config, best, result.kind))
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)

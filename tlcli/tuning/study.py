@@ -297,9 +297,19 @@ class LoopResult:
 
 
 def run_trials(
-    study, objective, *, total: int, timeout: float | None, progress: StudyProgress, warn: Callable[[str], None]
+    study,
+    objective,
+    *,
+    total: int,
+    timeout: float | None,
+    progress: StudyProgress,
+    warn: Callable[[str], None],
+    on_trial: Callable[[int], None] = lambda ran: None,
 ) -> LoopResult:
-    """Run trials until the study has `total` finished ones, `timeout` passes, or Ctrl-C."""
+    """Run trials until the study has `total` finished ones, `timeout` passes, or Ctrl-C.
+
+    `on_trial(ran)` follows every trial this process finishes (`ran` so far), before the next one starts.
+    """
     from optuna.study import MaxTrialsCallback
 
     done = count(study)
@@ -313,6 +323,7 @@ def run_trials(
         with contextlib.suppress(ValueError):
             best = study.best_trial
         progress.trial_end(trial, best, count(study), total)
+        on_trial(ran["n"])
 
     interrupted = False
     with stop_on_sigint(study, warn) as sigint:
