@@ -1,11 +1,12 @@
-"""Hostile inputs to `tlcli tune` (second round): search spaces that validation used to accept and Optuna cannot
-draw from, a resumed study whose database is gone, a study killed outright.
+"""Hostile inputs to `tlcli tune` (second round): a study whose every trial fails, a resumed study whose database is
+gone, search spaces that validation used to accept and Optuna cannot draw from, a study killed outright.
 
 Each study is a head on a frozen SmallCNN from scratch (16 px images, a few epochs): seconds a study.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -82,6 +83,46 @@ def test_folds_auto_never_asks_for_more_folds_than_the_smallest_class_has():
         "images)",
     )
     assert resolve_folds("auto", 25, False, ("c", 1))[0] == 1 and resolve_folds(3, 27, False, ("c", 3))[0] == 3
+
+
+# ----------------------------------------------------------------------------- a study whose every trial fails
+
+
+def test_a_study_whose_every_trial_fails_exits_1_with_the_first_reason(cli, tmp_path, monkeypatch):
+    """It used to exit 0 as `completed`, and --train-best then trained nothing and said nothing."""
+    from tlcli.errors import TrainingError
+    from tlcli.tuning.objective import HeadTrials
+
+    def diverges(self, trial, config, metric):
+        raise TrainingError(f"trial {trial.number}: the training loss diverged (nan at epoch 1)")
+
+    monkeypatch.setattr(HeadTrials, "run", diverges)
+    config = write_config(tmp_path / "study.yaml", head_study(tmp_path))
+    result = cli("tune", config, "--train-best", "--json")
+    assert result.exit_code == 1, result.stderr
+    line = one_line(result)
+    assert "all 2 trials failed; the first, trial 0: trial 0: the training loss diverged (nan at epoch 1)" in line
+    assert "--train-best has nothing to train" in line
+    [folder] = tune_folders(tmp_path / "runs")
+    assert json.loads(result.stdout) == {"error": line.removeprefix("error: "), "exit_code": 1, "tune_dir": str(folder)}
+    record = json.loads((folder / "tune.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("all 2 trials failed; the first, trial 0:")
+    assert record["trials"]["fail"] == 2 and record["best"] is None
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [folder.name]  # no run folder was trained
+
+
+def test_train_best_says_so_when_no_trial_completed(cli, tmp_path, monkeypatch):
+    """Pruned trials are no failure (exit 0), but there is no best config either: --train-best says so."""
+    from tlcli.tuning.objective import HeadTrials
+
+    def pruned(self, trial, config, metric):
+        raise optuna.TrialPruned("pruned at epoch 1")
+
+    monkeypatch.setattr(HeadTrials, "run", pruned)
+    result = cli("tune", write_config(tmp_path / "study.yaml", head_study(tmp_path)), "--train-best")
+    assert result.exit_code == 0, result.stderr
+    assert "--train-best: nothing to train, no trial completed (2 pruned, 0 failed)" in result.stderr
+    assert [p.name.endswith("-tune") for p in (tmp_path / "runs").iterdir()] == [True]
 
 
 # ----------------------------------------------------------------------------- --resume without the study's database

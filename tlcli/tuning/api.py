@@ -23,7 +23,7 @@ from typing import Any
 
 from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
-from tlcli.errors import ConfigError, Interrupted, TlcliError, UserError
+from tlcli.errors import ConfigError, Interrupted, TlcliError, TrainingError, UserError
 from tlcli.global_state import restores_global_state
 from tlcli.progress import Reporter
 from tlcli.runs.folder import RunLock
@@ -47,7 +47,7 @@ from tlcli.tuning.study import (
     require_study,
     run_trials,
 )
-from tlcli.tuning.summary import best_config, best_trial, summarize, trial_counts
+from tlcli.tuning.summary import all_failed, best_config, best_trial, summarize, trial_counts
 
 __all__ = ["TuneResult", "resume_tune", "tune"]
 
@@ -125,6 +125,7 @@ def tune(
 
     Raises:
         ConfigError, DataError, UserError: bad input; nothing was written.
+        TrainingError: every trial failed (exit 1): the first one's reason; tune.json says `failed` and why.
         Interrupted: Ctrl-C; the study is kept (`resume_tune` continues it).
     """
     from tlcli.runs.folder import RunLock, create_stamped_dir
@@ -172,6 +173,7 @@ def resume_tune(
     Raises:
         RunError: not a tune folder, its study's database is gone (or holds no such study), or another process
             works in it.
+        TrainingError: every trial failed (as `tune`).
     """
     _require_optuna()
     _quiet_optuna()
@@ -293,20 +295,41 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
             _finish(run, 0, reporter)
         raise exc
     result.timings_s["trials"] = round(time.perf_counter() - clock, 3)
-    result.status = "interrupted" if loop.interrupted else "completed"
+    result.error = None if loop.interrupted else all_failed(study.get_trials(deepcopy=False))
+    result.status = "interrupted" if loop.interrupted else "failed" if result.error else "completed"
     _finish(run, loop.ran, reporter)
     if loop.interrupted:
         raise _interrupted(run)
-    if train_best and result.best_config is not None:
-        reporter.info(f"training the best trial's config: {result.best_config}")
-        result.train_best = train(
-            result.best_config,
-            runs_dir=run.prepared.runs_dir,
-            reporter=reporter,
-            options=RunOptions(tracking=run.tracking),
-        )
-        _write_record(run)
+    if result.error is not None:
+        raise _failed(run, train_best)
+    if train_best:
+        _train_best(run, reporter)
     return result
+
+
+def _train_best(run: _Study, reporter: Reporter) -> None:
+    """`--train-best`: train best.yaml into a normal run folder, or say plainly that there is nothing to train."""
+    result = run.result
+    if result.best_config is None:
+        counts = result.trials
+        reporter.warn(
+            f"--train-best: nothing to train, no trial completed ({counts.get('pruned', 0)} pruned, "
+            f"{counts.get('fail', 0)} failed)"
+        )
+        return
+    reporter.info(f"training the best trial's config: {result.best_config}")
+    result.train_best = train(
+        result.best_config, runs_dir=run.prepared.runs_dir, reporter=reporter, options=RunOptions(tracking=run.tracking)
+    )
+    _write_record(run)
+
+
+def _failed(run: _Study, train_best: bool) -> TrainingError:
+    """Every trial failed: exit 1 with the first one's reason (a study that searched nothing is no success)."""
+    nothing = "; --train-best has nothing to train" if train_best else ""
+    error = TrainingError(f"{run.result.error}{nothing} (the study is kept in {run.tune_dir})")
+    error.run_dir = run.tune_dir  # the CLI's JSON names the folder
+    return error
 
 
 def _interrupted(run: _Study) -> Interrupted:
