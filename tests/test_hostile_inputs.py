@@ -324,6 +324,44 @@ def test_damaged_run_records_are_named_and_never_hide_other_runs(cli, world):
             shutil.rmtree(folder)
 
 
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("image_size", [0, 0], "image_size [0, 0]: expected [height, width], each 1 to 4096 pixels"),
+        ("image_size", [100000, 100000], "image_size [100000, 100000]: expected [height, width]"),
+        ("image_size", [32, 32], "image_size [32, 32] does not match model.keras, which takes 16x16 images"),
+        ("channels", 2, "channels 2: expected 1 (grayscale) or 3 (RGB)"),
+        ("channels", 1, "channels 1 does not match model.keras, which takes 3-channel images"),
+        ("activation", "sigmoid", "activation sigmoid does not match model.keras's output layer (softmax)"),
+        ("thresholds", [0.5], "thresholds lists 1 classes but model.keras has 2 outputs"),
+    ],
+    ids=["size-0", "size-100000", "size-32", "channels-2", "channels-1", "activation", "thresholds"],
+)
+def test_an_edited_model_json_is_named_before_any_image_is_decoded(cli, world, tmp_path, field, value, words):
+    """model.json's size, channels and outputs against model.keras: an absurd size was blamed on every image (a
+    division by zero, or memory), a wrong channel count was an internal error. Now every command that reads the run
+    (evaluate, predict, export, base.run) is exit 2 naming model.json and the field, and writes nothing."""
+    edited = damaged_copy(world, f"edited-{field}")
+    record = json.loads((edited / "model.json").read_text())
+    (edited / "model.json").write_text(json.dumps({**record, field: value}))
+    before = snapshot(edited)
+    raw = tiny_config(world["data"], world["root"] / "runs", name="fromedited")
+    raw["base"] = {"run": str(edited), "trainable": "none"}
+    try:
+        for args in (
+            ("evaluate", edited),
+            ("predict", world["data"] / "cats", "--run", edited),
+            ("export", edited, "--format", "saved_model", "--out", tmp_path / "export"),
+            ("validate", write_config(tmp_path / "fromedited.yaml", raw)),
+        ):
+            result = cli(*args)
+            line = one_line(result)
+            assert result.exit_code == 2 and f"{edited / 'model.json'}: {words}" in line, (args[0], line)
+        assert snapshot(edited) == before and not (tmp_path / "export").exists()
+    finally:
+        shutil.rmtree(edited)
+
+
 # ----------------------------------------------------------------------------- configs that expand
 
 

@@ -54,9 +54,10 @@ class RunError(UserError):
 
 
 class TrainingError(TlcliError):
-    """Training failed after it started; the run folder is marked failed."""
+    """Training failed after it started; the run folder is marked failed (a study: every trial failed)."""
 
     exit_code = EXIT_FAILURE
+    run_dir: Path | None = None  # the folder it leaves for people to read, when the error names one (a tune folder)
 
 
 class GateFailed(TlcliError):

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _import_tensorflow, app, command, fail, output
 from tlcli.config.loading import load_config
-from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
+from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, TrainingError, UserError
 from tlcli.tracking import TrackingRequest
 from tlcli.tuning import resume_tune, tune
 from tlcli.tuning.api import _require_optuna
@@ -176,6 +176,10 @@ def tune_command(
         if exc.run_dir is None:
             raise
         fail(str(exc), EXIT_INTERRUPTED, extra={"tune_dir": str(exc.run_dir)})
+    except TrainingError as exc:  # every trial failed: the study is kept
+        if exc.run_dir is None:
+            raise
+        fail(str(exc), exc.exit_code, extra={"tune_dir": str(exc.run_dir)})
     if json_output:
         output().print_json(result.to_dict())
     elif not quiet:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from tlcli.config.fields import PathValue, Section
 
 DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
+MAX_IMAGE_SIZE = 4096  # pixels a side: `data.image_size`, and what a run's model.json may say
 
 
 # Named augmentation recipes: the keys each sets (a key the config sets itself wins). `light` is the plain fine-tuning
@@ -226,8 +227,8 @@ class DataConfig(Section):
     @field_validator("image_size")
     @classmethod
     def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 1 or max(value) > 4096:
-            raise ValueError(f"must be between 1 and 4096 pixels, got {list(value)}")
+        if min(value) < 1 or max(value) > MAX_IMAGE_SIZE:
+            raise ValueError(f"must be between 1 and {MAX_IMAGE_SIZE} pixels, got {list(value)}")
         return value
 
     @property

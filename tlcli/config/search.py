@@ -13,6 +13,7 @@ first one would have refused.
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any, Literal, Union
 
@@ -49,6 +50,10 @@ class SearchRange(_Strict):
 
     @model_validator(mode="after")
     def _sane(self) -> SearchRange:
+        for name in ("low", "high", "step"):  # YAML's .inf and .nan are floats: Optuna cannot draw from them
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and (self.low <= 0 or self.step is not None):
@@ -161,7 +166,8 @@ class TuneConfig(_Strict):
             "pruner watches the first fold). `auto`: 5 folds when the two splits hold fewer than 1,000 "
             "images (a validation split of under 200, where one "
             "image moves accuracy by half a point and the best of many trials on it is mostly luck), else 1. "
-            "Trials that train the full model, and "
+            "Never more folds than the smallest class has training + validation images (single-label): `auto` "
+            "takes fewer, a larger `k` is an error before any trial. Trials that train the full model, and "
             "studies with random flips on cached features, use the validation split."
         ),
     )
@@ -280,6 +286,9 @@ def check_tune(config) -> None:
             raise ValueError(f"tune.space.{exc}") from None
         if isinstance(spec, SearchRange) and annotation is not None and not _leaves(annotation) & {int, float}:
             raise ValueError(f"{where}: takes no range (it is not a number); list its values instead")
+        if isinstance(spec, SearchRange) and spec.step is not None and search_integers(key, spec):
+            if spec.step != int(spec.step):  # Optuna's integer step would be int(step): 0, or another grid
+                raise ValueError(f"{where}: step {spec.step} is not a whole number ({key} takes integers)")
         for value in (spec.low, spec.high) if isinstance(spec, SearchRange) else spec.values():
             raw = config.model_dump(mode="json", exclude={"tune"})
             set_dotted(raw, key, value)

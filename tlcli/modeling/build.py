@@ -20,7 +20,7 @@ from tlcli.errors import ConfigError, RunError
 from tlcli.modeling import bases
 from tlcli.modeling import layers as names
 from tlcli.runs.folder import require_model
-from tlcli.runs.records import ModelInfo, read_model_info
+from tlcli.runs.records import ACTIVATIONS, ModelInfo, read_model_info
 
 
 @dataclass(frozen=True)
@@ -180,32 +180,62 @@ def set_head_regularisation(model, l2: float, dropout: float | None) -> None:
 
 
 def load_run_model(run_dir: Path, class_names: list[str] | None = None):
-    """Load a run's model with Keras safe mode on (nothing custom to register).
+    """Load a run's model with Keras safe mode on (nothing custom to register), checked against its model.json.
 
     Args:
         class_names: the run's labels.json; when given, the model's outputs must match them.
 
     Raises:
-        RunError: no model.keras, one that does not load, or outputs that do not match the labels.
+        RunError: no model.keras, one that does not load, a model.json it contradicts, or outputs that do not match
+            the labels.
     """
     import keras
 
     model_path = require_model(Path(run_dir))
+    info = read_model_info(Path(run_dir))  # its ranges first: before the model loads
     try:
         model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:
         raise RunError(
             f"{model_path}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         ) from None
+    contradiction = _contradiction(info, model)
+    if contradiction is not None:
+        raise RunError(f"{Path(run_dir) / 'model.json'}: {contradiction}; restore it or remove the run folder")
     if class_names is not None:
         units = int(model.output_shape[-1])
-        expected = 1 if len(class_names) == 2 and read_model_info(Path(run_dir)).binary else len(class_names)
+        expected = 1 if len(class_names) == 2 and info.binary else len(class_names)
         if units != expected:
             raise RunError(
                 f"{Path(run_dir) / 'labels.json'}: lists {len(class_names)} classes but model.keras has "
                 f"{units} outputs; the run folder is damaged"
             )
     return model
+
+
+def _contradiction(info: ModelInfo, model) -> str | None:
+    """The first field of model.json that the model it describes contradicts (an edit), or None.
+
+    Every consumer decodes images at model.json's size and channels and reads the outputs by its activation, task
+    and thresholds: a contradiction would fail on every image, or silently misread the outputs.
+    """
+    _, height, width, channels = model.input_shape
+    units = int(model.output_shape[-1])
+    try:
+        activation = model.get_layer(names.OUTPUT).get_config().get("activation")
+    except ValueError:  # no layer of that name: nothing to compare
+        activation = None
+    if None not in (height, width) and tuple(info.image_size) != (height, width):
+        return f"image_size {list(info.image_size)} does not match model.keras, which takes {height}x{width} images"
+    if channels is not None and info.channels != channels:
+        return f"channels {info.channels} does not match model.keras, which takes {channels}-channel images"
+    if activation in ACTIVATIONS and info.activation != activation:
+        return f"activation {info.activation} does not match model.keras's output layer ({activation})"
+    if info.binary and units != 1:
+        return f"task {info.task} with activation sigmoid means one output, but model.keras has {units}"
+    if info.thresholds is not None and len(info.thresholds) != units:
+        return f"thresholds lists {len(info.thresholds)} classes but model.keras has {units} outputs"
+    return None
 
 
 def source_base(run_dir: Path) -> SourceBase:

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tlcli.config.data_schema import MAX_IMAGE_SIZE
 from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig, redact_uri
 from tlcli.errors import RunError, TlcliError
@@ -165,6 +166,15 @@ def finish_run(run_dir: Path, status: str, error: str | None = None) -> RunRecor
     return record
 
 
+TASKS = ("single_label", "multi_label")
+ACTIVATIONS = ("softmax", "sigmoid")
+CHANNELS = (1, 3)
+
+
+class InvalidField(ValueError):
+    """A record's field holds a value tlcli never writes (the file was edited); the message names the field."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """`model.json`: what a run's model takes and how it was built."""
@@ -208,7 +218,28 @@ class ModelInfo:
         fields.setdefault("preprocess", "none")
         fields.setdefault("pretrained", True)
         fields.setdefault("base_layers", 0)
-        return cls(**fields)
+        info = cls(**fields)
+        info.check()
+        return info
+
+    def check(self) -> None:
+        """Every field in the range tlcli writes: an edited size or channel count would otherwise be blamed on every
+        image (a division by zero, memory exhausted) or fail deep inside the model.
+
+        Raises:
+            InvalidField: naming the field.
+        """
+        size = list(self.image_size)
+        if len(size) != 2 or not all(1 <= side <= MAX_IMAGE_SIZE for side in size):
+            raise InvalidField(f"image_size {size}: expected [height, width], each 1 to {MAX_IMAGE_SIZE} pixels")
+        if self.channels not in CHANNELS:
+            raise InvalidField(f"channels {self.channels}: expected 1 (grayscale) or 3 (RGB)")
+        if self.activation not in ACTIVATIONS:
+            raise InvalidField(f"activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        if self.task not in TASKS or (self.multi_label and self.activation != "sigmoid"):
+            raise InvalidField(f"task {self.task!r}: expected single_label, or multi_label with activation sigmoid")
+        if self.thresholds is not None and not all(0 <= t <= 1 for t in self.thresholds):
+            raise InvalidField(f"thresholds {list(self.thresholds)}: expected probabilities between 0 and 1")
 
     def write(self, run_dir: Path) -> None:
         write_json_atomic(run_dir / "model.json", self.to_dict())
@@ -218,6 +249,8 @@ def read_model_info(run_dir: Path) -> ModelInfo:
     path = Path(run_dir) / "model.json"
     try:
         return ModelInfo.from_dict(read_json(path))
+    except InvalidField as exc:
+        raise RunError(f"{path}: {exc}; restore it or remove the run folder") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RunError(f"{path}: missing or unreadable ({type(exc).__name__}); the run folder is incomplete") from None
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
-from tlcli.errors import ConfigError, Interrupted, TlcliError, UserError
+from tlcli.errors import ConfigError, Interrupted, TlcliError, TrainingError, UserError
 from tlcli.global_state import restores_global_state
 from tlcli.progress import Reporter
 from tlcli.runs.folder import RunLock
@@ -37,8 +37,17 @@ from tlcli.tuning.objective import HeadTrials, full_trial
 from tlcli.tuning.record import TrialRecord, TuneRecord, TuneResult
 from tlcli.tuning.shared import share_extraction, trial_kind, trial_zero
 from tlcli.tuning.space import SearchSpace, pins
-from tlcli.tuning.study import StudyProgress, count, create_or_join, make_pruner, open_storage, redact, run_trials
-from tlcli.tuning.summary import best_config, best_trial, summarize, trial_counts
+from tlcli.tuning.study import (
+    StudyProgress,
+    count,
+    create_or_join,
+    make_pruner,
+    open_storage,
+    redact,
+    require_study,
+    run_trials,
+)
+from tlcli.tuning.summary import all_failed, best_config, best_trial, summarize, trial_counts
 
 __all__ = ["TuneResult", "resume_tune", "tune"]
 
@@ -116,6 +125,7 @@ def tune(
 
     Raises:
         ConfigError, DataError, UserError: bad input; nothing was written.
+        TrainingError: every trial failed (exit 1): the first one's reason; tune.json says `failed` and why.
         Interrupted: Ctrl-C; the study is kept (`resume_tune` continues it).
     """
     from tlcli.runs.folder import RunLock, create_stamped_dir
@@ -161,18 +171,22 @@ def resume_tune(
     password (tune.json keeps it without).
 
     Raises:
-        RunError: not a tune folder, or another process works in it.
+        RunError: not a tune folder, its study's database is gone (or holds no such study), or another process
+            works in it.
+        TrainingError: every trial failed (as `tune`).
     """
     _require_optuna()
     _quiet_optuna()
     reporter, progress = reporter or Reporter(), progress or StudyProgress()
     tune_dir = Path(tune_dir)
     record = files.read_record(tune_dir)
+    url = storage or (files.default_storage_url(tune_dir) if record.storage_url_default else record.result.storage)
+    start_again = f"start a new study folder: tlcli tune {shlex.quote(str(tune_dir / 'config.yaml'))}"
+    require_study(url, record.result.study, start_again)  # before any work: --resume never starts a new study
     with RunLock(tune_dir):
         config = load_config(files.read_config(tune_dir))
         prepared = prepare(config, runs_dir=tune_dir.parent, reporter=reporter)
         total = trials if trials is not None else record.target or config.tune.trials
-        url = storage or (files.default_storage_url(tune_dir) if record.storage_url_default else record.result.storage)
         run = _begin(prepared, tune_dir, total, timeout, url, record.result.study, reporter)
         run.tracking = tracking
         reporter.info(f"resuming study {record.result.study} in {tune_dir}")
@@ -267,7 +281,13 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
     try:
         with suspended():  # MLflow: the trials are the study's nested runs (`_finish`), not runs of their own
             loop = run_trials(
-                study, _objective(run), total=run.total, timeout=run.timeout, progress=progress, warn=reporter.warn
+                study,
+                _objective(run),
+                total=run.total,
+                timeout=run.timeout,
+                progress=progress,
+                warn=reporter.warn,
+                on_trial=lambda ran: _checkpoint(run, ran),
             )
     except BaseException as exc:
         result.status = "failed"
@@ -275,20 +295,41 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
             _finish(run, 0, reporter)
         raise exc
     result.timings_s["trials"] = round(time.perf_counter() - clock, 3)
-    result.status = "interrupted" if loop.interrupted else "completed"
+    result.error = None if loop.interrupted else all_failed(study.get_trials(deepcopy=False))
+    result.status = "interrupted" if loop.interrupted else "failed" if result.error else "completed"
     _finish(run, loop.ran, reporter)
     if loop.interrupted:
         raise _interrupted(run)
-    if train_best and result.best_config is not None:
-        reporter.info(f"training the best trial's config: {result.best_config}")
-        result.train_best = train(
-            result.best_config,
-            runs_dir=run.prepared.runs_dir,
-            reporter=reporter,
-            options=RunOptions(tracking=run.tracking),
-        )
-        _write_record(run)
+    if result.error is not None:
+        raise _failed(run, train_best)
+    if train_best:
+        _train_best(run, reporter)
     return result
+
+
+def _train_best(run: _Study, reporter: Reporter) -> None:
+    """`--train-best`: train best.yaml into a normal run folder, or say plainly that there is nothing to train."""
+    result = run.result
+    if result.best_config is None:
+        counts = result.trials
+        reporter.warn(
+            f"--train-best: nothing to train, no trial completed ({counts.get('pruned', 0)} pruned, "
+            f"{counts.get('fail', 0)} failed)"
+        )
+        return
+    reporter.info(f"training the best trial's config: {result.best_config}")
+    result.train_best = train(
+        result.best_config, runs_dir=run.prepared.runs_dir, reporter=reporter, options=RunOptions(tracking=run.tracking)
+    )
+    _write_record(run)
+
+
+def _failed(run: _Study, train_best: bool) -> TrainingError:
+    """Every trial failed: exit 1 with the first one's reason (a study that searched nothing is no success)."""
+    nothing = "; --train-best has nothing to train" if train_best else ""
+    error = TrainingError(f"{run.result.error}{nothing} (the study is kept in {run.tune_dir})")
+    error.run_dir = run.tune_dir  # the CLI's JSON names the folder
+    return error
 
 
 def _interrupted(run: _Study) -> Interrupted:
@@ -300,16 +341,30 @@ def _interrupted(run: _Study) -> Interrupted:
     return error
 
 
+def _record_trials(run: _Study, ran: int):
+    """The study's trials (every process's) into the result: counts, trial 0, the best so far. Returns the best."""
+    result = run.result
+    trials = run.study.get_trials(deepcopy=False)
+    result.trials = trial_counts(trials, run.total, ran)
+    result.baseline = next((summarize(t) for t in trials if t.number == 0), None)
+    best = best_trial(trials, result.direction)
+    result.best = summarize(best) if best is not None else result.best
+    return best
+
+
+def _checkpoint(run: _Study, ran: int) -> None:
+    """After every finished trial, tune.json (atomically) with the trials so far: a study killed outright (SIGKILL,
+    a power cut) still lists what it finished; its pid, dead, then shows it `interrupted`."""
+    _record_trials(run, ran)
+    _write_record(run)
+
+
 def _finish(run: _Study, ran: int, reporter: Reporter) -> None:
     """What the study holds now (every process's trials), into the tune folder's files."""
     study, result = run.study, run.result
-    trials = study.get_trials(deepcopy=False)
-    result.trials = trial_counts(trials, run.total, ran)
-    result.baseline = next((summarize(t) for t in trials if t.number == 0), None)
+    best = _record_trials(run, ran)
     files.write_trials(run.tune_dir, study, run.space.keys)
-    best = best_trial(trials, result.direction)
     if best is not None:
-        result.best = summarize(best)
         result.best_config = files.write_best(run.tune_dir, best_config(run.space, run.config, best, result.kind))
     result.plots = files.write_plots(run.tune_dir, study)
     result.timings_s["total"] = round(sum(result.timings_s.get(k, 0.0) for k in ("extract", "trials")), 3)

@@ -12,8 +12,9 @@
 
 A tune folder has no `run.json`: it is not a run, and `tlcli runs` lists it
 as a study (`tlcli.runs.listing.list_studies`). Every file is written
-atomically; `tune.json` is written when the study starts (status `running`)
-and again when it ends.
+atomically; `tune.json` is written when the study starts (status `running`),
+after every finished trial (so a killed study lists what it finished) and
+when it ends.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.batches import ArrayBatches, class_weights, encode_targets, positive_weights, steps_per_epoch
-from tlcli.errors import TrainingError
+from tlcli.errors import ConfigError, TrainingError
 from tlcli.features.cut import Cut, trainable_part
 from tlcli.modeling import layers as names
 from tlcli.modeling.build import head_layers
@@ -149,20 +149,38 @@ def fast_validation(part, features: np.ndarray, targets: np.ndarray, loss, metri
 AUTO_FOLDS, AUTO_FOLDS_BELOW = 5, 1000
 
 
-def resolve_folds(folds: str | int, images: int, flips: bool) -> tuple[int, str]:
+def resolve_folds(
+    folds: str | int, images: int, flips: bool, smallest: tuple[str, int] | None = None
+) -> tuple[int, str]:
     """How a head study scores its trials (`tune.folds` made concrete for `images` training + validation images),
-    and why."""
+    and why.
+
+    Args:
+        smallest: the class with the fewest training + validation images and their number, when the folds are
+            stratified (single-label); None for plain k-fold (multi-label).
+
+    Raises:
+        ConfigError: `tune.folds: k` with more folds than the smallest class has images (some folds would hold none
+            of it out, and with every class that small the folds cannot be drawn at all).
+    """
     if flips:
         return 1, "on the validation split (random flips' copies are cached for the training split only)"
-    k = (AUTO_FOLDS if images < AUTO_FOLDS_BELOW else 1) if folds == "auto" else int(folds)
-    k = min(k, images)
-    if k == 1:
-        return 1, "on the validation split" + (
-            f" ({images} training + validation images: enough)" if folds == "auto" else ""
-        )
-    return k, f"by {k}-fold cross-validation over the {images} training + validation images" + (
-        f" (tune.folds auto: fewer than {AUTO_FOLDS_BELOW})" if folds == "auto" else ""
+    k = min((AUTO_FOLDS if images < AUTO_FOLDS_BELOW else 1) if folds == "auto" else int(folds), images)
+    why = (
+        f"tune.folds auto: fewer than {AUTO_FOLDS_BELOW}" if k > 1 else f"{images} training + validation images: enough"
     )
+    if smallest is not None and 1 < k and smallest[1] < k:
+        name, count = smallest
+        if folds != "auto":
+            fix = f"set tune.folds to {count} or fewer" if count > 1 else "set tune.folds: 1 (the validation split)"
+            raise ConfigError(
+                "tune.folds", f"{folds} folds, but class {name!r} has {count} training + validation images; {fix}"
+            )
+        k, why = max(count, 1), f"tune.folds auto, but class {name!r} has {count} images"
+    why = f" ({why})" if folds == "auto" else ""
+    if k == 1:
+        return 1, "on the validation split" + why
+    return k, f"by {k}-fold cross-validation over the {images} training + validation images{why}"
 
 
 def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

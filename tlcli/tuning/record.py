@@ -32,7 +32,7 @@ class TuneResult:
     direction: str
     kind: str  # "head": trials train a head on cached features; "full": every trial trains as a run does
     why: str
-    status: str  # running, completed, interrupted, failed
+    status: str  # running, completed, interrupted, failed (every finished trial failed: `error` says why)
     trials: dict[str, int] = field(default_factory=dict)
     best: dict[str, Any] | None = None
     baseline: dict[str, Any] | None = None  # trial 0, the config as written
@@ -44,6 +44,7 @@ class TuneResult:
     started: str = ""
     pid: int | None = None
     train_best: TrainResult | None = None
+    error: str | None = None  # why the study failed: every trial failed, and the first one's reason
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

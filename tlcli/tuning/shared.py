@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.problems import unusable_reason
 from tlcli.errors import UnusableData
@@ -64,7 +66,10 @@ def share_extraction(prepared: Prepared, reporter: Reporter) -> SharedExtraction
         prepared, FeatureInputs(prepared.model, features, Cut("pool"), prepared.config, prepared.num_classes)
     )
     heads.folds, how = resolve_folds(
-        prepared.config.tune.folds, len(features["train"]) + len(features["val"]), heads.flipped is not None
+        prepared.config.tune.folds,
+        len(features["train"]) + len(features["val"]),
+        heads.flipped is not None,
+        _smallest_class(features, prepared.splits.class_names),
     )
     reporter.info(f"trials are scored {how}")
     penalty = None
@@ -76,6 +81,17 @@ def share_extraction(prepared: Prepared, reporter: Reporter) -> SharedExtraction
             "trials start from scratch with it, without a refit"
         )
     return SharedExtraction(heads, cache_use.to_dict() | {"skipped": skipped}, penalty)
+
+
+def _smallest_class(features: dict[str, Any], class_names: list[str]) -> tuple[str, int] | None:
+    """The class with the fewest decoded training + validation images, and their number (None: multi-label, whose
+    folds are not stratified)."""
+    labels = np.concatenate([features["train"].labels, features["val"].labels])
+    if labels.ndim != 1:
+        return None
+    counts = class_counts(labels, class_names)
+    name = min(counts, key=counts.__getitem__)
+    return name, counts[name]
 
 
 def trial_zero(space: SearchSpace, config: ExperimentConfig, penalty: float | None, reporter: Reporter) -> dict:

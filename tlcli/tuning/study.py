@@ -25,10 +25,11 @@ import signal
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tlcli.config.schema import redact_uri
-from tlcli.errors import ConfigError, TlcliError, UserError
+from tlcli.errors import ConfigError, RunError, TlcliError, UserError
 
 log = logging.getLogger("tlcli")
 
@@ -88,6 +89,33 @@ def open_storage(url: str):
     except Exception as exc:  # SQLAlchemy's OperationalError and the like: the server, not tlcli
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--storage {redact(url)}: cannot open the study storage ({redact(first)[:200]})") from None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a file-backed storage keeps the study in (SQLite, Optuna's journal), or None (a server)."""
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:")) if url != "journal:" else None
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def require_study(url: str, name: str, start_again: str) -> None:
+    """Resuming continues a study, never starts one: opening a missing SQLite or journal file would create an empty
+    one, and an empty storage a new study over the old tune folder's records.
+
+    Raises:
+        RunError: the storage's file is gone, or the storage holds no study `name` (`start_again`: what to do).
+    """
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise RunError(f"{path}: the study's database is missing, so study {name} cannot be resumed; {start_again}")
+    try:
+        open_storage(url).get_study_id_from_name(name)
+    except KeyError:
+        where = path if path is not None else redact(url)
+        raise RunError(f"{where}: holds no study {name}, so it cannot be resumed; {start_again}") from None
 
 
 def _rdb_storage(url: str, scheme: str, attempts: int = 6):
@@ -269,9 +297,19 @@ class LoopResult:
 
 
 def run_trials(
-    study, objective, *, total: int, timeout: float | None, progress: StudyProgress, warn: Callable[[str], None]
+    study,
+    objective,
+    *,
+    total: int,
+    timeout: float | None,
+    progress: StudyProgress,
+    warn: Callable[[str], None],
+    on_trial: Callable[[int], None] = lambda ran: None,
 ) -> LoopResult:
-    """Run trials until the study has `total` finished ones, `timeout` passes, or Ctrl-C."""
+    """Run trials until the study has `total` finished ones, `timeout` passes, or Ctrl-C.
+
+    `on_trial(ran)` follows every trial this process finishes (`ran` so far), before the next one starts.
+    """
     from optuna.study import MaxTrialsCallback
 
     done = count(study)
@@ -285,6 +323,7 @@ def run_trials(
         with contextlib.suppress(ValueError):
             best = study.best_trial
         progress.trial_end(trial, best, count(study), total)
+        on_trial(ran["n"])
 
     interrupted = False
     with stop_on_sigint(study, warn) as sigint:

@@ -27,6 +27,20 @@ def trial_counts(trials: list, target: int, ran: int) -> dict[str, int]:
     }
 
 
+def all_failed(trials: list) -> str | None:
+    """Why a study has nothing to show when every trial it finished failed ("all N trials failed; the first, trial
+    K: its reason"), else None (a trial completed or was pruned, or none finished)."""
+    from optuna.trial import TrialState
+
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    failed = sorted((t for t in finished if t.state == TrialState.FAIL), key=lambda t: t.number)
+    if not failed or len(failed) < len(finished):
+        return None
+    reason = TrialRecord.of(failed[0]).error or "no reason recorded (its process may have been killed)"
+    reason = (reason.strip().splitlines() or [""])[0]
+    return f"all {len(failed)} trials failed; the first, trial {failed[0].number}: {reason}"
+
+
 def summarize(trial) -> dict[str, Any]:
     """tune.json `best` and `baseline`: a trial's number, state, value, parameters, figures, epochs and time."""
     record = TrialRecord.of(trial)
