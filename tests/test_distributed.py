@@ -321,3 +321,23 @@ def test_a_worker_that_never_starts_does_not_hang_the_chief(setup):
         .startswith("error: TF_CONFIG: not every worker of the cluster joined within 3 s")
     )
     assert not (setup["root"] / "alone").exists()  # nothing written
+
+
+# ----------------------------------------------------------------------------- what a launcher leaves, and its bounds
+
+
+def test_zombie_processes_are_not_alive():
+    """A process that ended but is not reaped yet (a killed launcher's worker until init reaps it) is dead: its run may
+    be marked and resumed."""
+    from tlcli.system import process_alive
+
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while "Z" not in Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        assert not process_alive(child.pid)
+    finally:
+        child.wait()
+    assert process_alive(os.getpid())

@@ -42,7 +42,17 @@ def process_alive(pid: Any) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """An ended process its parent has not reaped yet (Linux; a killed launcher's workers are zombies until init
+    reaps them, which some containers' init does only every second or so)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def peak_memory_mb() -> float:
