@@ -1,5 +1,5 @@
 """Several replicas (issue 15): MirroredStrategy over two logical CPUs, `--workers 2` (MultiWorkerMirroredStrategy over
-local processes), a killed worker, a worker that never starts, resume.
+local processes), a killed worker, a killed chief, a worker that never starts, resume.
 
 Every run is a `python -m tlcli` process (TensorFlow's devices and its cluster are per process). The model has
 neither BatchNorm nor dropout and determinism is on, so replicas must agree with one device: the stated tolerance
@@ -8,6 +8,7 @@ is 1e-4 relative on every loss and the same accuracies.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, write_config
+from conftest import make_image_folder, one_line, write_config
 
 from tlcli.errors import UserError
 from tlcli.modeling.devices import cluster_from_env, plan_devices
@@ -232,6 +233,16 @@ def _worker_pid(launcher: subprocess.Popen, index: int) -> int | None:
     return None
 
 
+def _alive(pids: list[int]) -> list[int]:
+    """The processes of `pids` still running (a zombie has ended)."""
+    running = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if "zombie" not in Path(f"/proc/{pid}/status").read_text():
+                running.append(pid)
+    return running
+
+
 def _launch_and_wait_for_two_epochs(setup, runs: Path) -> subprocess.Popen:
     launcher = subprocess.Popen(
         [sys.executable, "-m", "tlcli", "train", setup["long"], "--runs-dir", runs, "--workers", "2", "--quiet"],
@@ -275,6 +286,37 @@ def test_a_killed_worker_fails_the_run_within_the_bound_and_resume_completes_it(
     assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))  # contiguous: the partial epoch was dropped
 
 
+def test_a_killed_chief_fails_the_run_with_one_line_naming_it_and_the_run_resumes(setup):
+    """SIGKILL leaves the chief no moment to say why or to record the run's end: the launcher does both, stops the
+    other worker, and the checkpoints written before the kill resume the run."""
+    runs = setup["root"] / "chief-killed"
+    launcher = _launch_and_wait_for_two_epochs(setup, runs)
+    try:
+        chief, other = _worker_pid(launcher, 0), _worker_pid(launcher, 1)
+        assert None not in (chief, other), "the workers are not running"
+        os.kill(chief, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = launcher.communicate(timeout=60)
+        ended = time.monotonic() - killed
+    finally:
+        launcher.kill()
+    (run,) = runs.iterdir()
+    assert launcher.returncode == 1 and ended < 10, (launcher.returncode, ended, stderr[-2000:])  # not 247 (-9)
+    assert one_line(subprocess.CompletedProcess([], 1, "", stderr)) == (
+        "error: worker 0 of 2 (the chief) was killed by signal 9 (SIGKILL); the other workers were stopped; "
+        f"the run folder {run} is marked failed, continue it with: tlcli train --resume {run} --workers 2"
+    )
+    assert not _alive([other])
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("worker 0 of 2 (the chief) was killed by")
+    assert list((run / "checkpoints").glob("epoch-*")), "the checkpoints written before the kill are gone"
+    resumed = tlcli("train", "--resume", run, "--json", "--quiet")  # one process: the chief's checkpoints hold it all
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["epochs"]["total"] == 10
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(setup, signum):
     runs = setup["root"] / f"stopped-{signum.name}"
@@ -287,11 +329,7 @@ def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(
     finally:
         launcher.kill()
     assert launcher.returncode == 130, stderr[-2000:]
-    assert not [
-        pid
-        for pid in workers
-        if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    ]
+    assert not _alive(workers)
     (run,) = runs.iterdir()
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 

@@ -8,7 +8,8 @@ when the cluster ends. When any worker exits before the chief, the others are
 ended within `GRACE_S` seconds (TensorFlow would wait for the dead peer until
 a collective times out, and cannot be interrupted while it waits); the run is
 marked failed (or interrupted, after Ctrl-C) and this command exits with the
-chief's code, 1 after a lost worker, 130 after Ctrl-C.
+chief's code, 1 after a lost worker (the chief included: a worker killed by a
+signal is named, with the signal), 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -66,19 +67,25 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
         run_dir = resume if resume is not None else cluster.run_dir()
         if why is not None:
             _end_all(cluster)
-            _mark(run_dir, "interrupted" if code == EXIT_INTERRUPTED else "failed", why)
-            hint = (
-                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, "
-                f"continue it with: tlcli train --resume {run_dir} --workers {workers}"
-                if run_dir
-                else ""
-            )
-            print(f"error: {why}{hint}", file=sys.stderr, flush=True)
+            _report(run_dir, code, why, workers)
         _keep_logs(cluster, run_dir)
         return code
     finally:
         _end_all(cluster)
         shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+def _report(run_dir: Path | None, code: int, why: str, workers: int) -> None:
+    """Record how the launcher ended the run and say so in one line: where the run is and how to continue it."""
+    status = "interrupted" if code == EXIT_INTERRUPTED else "failed"
+    _mark(run_dir, status, why)
+    hint = (
+        f"; the run folder {run_dir} is marked {status}, continue it with: tlcli train --resume {run_dir} "
+        f"--workers {workers}"
+        if run_dir
+        else "; no run folder was made yet: start the run again"
+    )
+    print(f"error: {why}{hint}", file=sys.stderr, flush=True)
 
 
 def free_ports(count: int) -> list[int]:
@@ -141,7 +148,8 @@ def _watch(cluster: Cluster) -> tuple[int, str | None]:
     try:
         while True:
             if cluster.chief.poll() is not None:
-                return cluster.chief.returncode, None
+                code = cluster.chief.returncode  # killed by a signal: it could say nothing, nor record the run's end
+                return (code, None) if code >= 0 else (EXIT_FAILURE, _lost(cluster, 0, code))
             lost = next(
                 ((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if p.poll() is not None), None
             )
@@ -168,14 +176,26 @@ def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | Non
     at once."""
     chief_ended = _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None
     if chief_ended and code >= 0:
-        return cluster.chief.returncode, None
-    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    tail = _tail(cluster.logs[index])
+        chief = cluster.chief.returncode
+        return (chief, None) if chief >= 0 else (EXIT_FAILURE, _lost(cluster, 0, chief))
+    return EXIT_FAILURE, _lost(cluster, index, code)
+
+
+def _lost(cluster: Cluster, index: int, code: int) -> str:
+    """Which worker ended the cluster and how (the signal named, or its exit code and last error line)."""
+    how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
+    tail = _tail(cluster.logs[index]) if index else ""
+    chief = " (the chief)" if index == 0 else ""
     return (
-        EXIT_FAILURE,
-        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; "
-        "the other workers were stopped",
+        f"worker {index} of {len(cluster.processes)}{chief} {how}{': ' + tail if tail else ''}; "
+        "the other workers were stopped"
     )
+
+
+def _signal_name(number: int) -> str:
+    with contextlib.suppress(ValueError):
+        return signal.Signals(number).name
+    return "unknown signal"
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> int | None:
