@@ -1,5 +1,6 @@
 """Several replicas (issue 15): MirroredStrategy over two logical CPUs, `--workers 2` (MultiWorkerMirroredStrategy over
-local processes), a killed worker, a killed chief, a killed launcher, a worker that never starts, resume.
+local processes), a killed worker, a killed chief, a killed launcher, a worker that never starts, resume, and a cluster
+larger than the machine's memory.
 
 Every run is a `python -m tlcli` process (TensorFlow's devices and its cluster are per process). The model has
 neither BatchNorm nor dropout and determinism is on, so replicas must agree with one device: the stated tolerance
@@ -14,6 +15,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, one_line, write_config
+from conftest import make_image_folder, one_line, tiny_config, write_config
 
 from tlcli.errors import UserError
 from tlcli.modeling.devices import cluster_from_env, plan_devices
@@ -477,3 +479,27 @@ def test_workers_exit_when_their_launcher_is_gone_where_the_kernel_does_not_end_
     waiting.join(0.3)
     assert waiting.is_alive() and exits == [1]
     assert watch_launcher() is None  # a process no launcher started watches nothing
+
+
+def test_more_workers_than_the_memory_holds_are_refused_before_anything_starts(cli, tmp_path, monkeypatch):
+    from tlcli.training import launcher
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "images", tmp_path / "runs"))
+    result = cli("train", config, "--workers", "100000")
+    assert result.exit_code == 2
+    assert re.fullmatch(
+        rf"error: --workers: 100000 workers need at least [\d,.]+ GB of memory \({launcher.WORKER_MEMORY_MB} MB "
+        r"each\), but this machine has [\d,.]+ GB available; (use --workers \d+ or fewer|train in one process .*)",
+        one_line(result),
+    )
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("tlcli-*"))  # nothing started
+    monkeypatch.setattr(launcher, "memory_available_mb", lambda: 3.5 * launcher.WORKER_MEMORY_MB)
+    launcher.check_memory(3)
+    with pytest.raises(UserError, match=r"; use --workers 3 or fewer$"):
+        launcher.check_memory(4)
+    monkeypatch.setattr(launcher, "memory_available_mb", lambda: 1.5 * launcher.WORKER_MEMORY_MB)
+    with pytest.raises(UserError, match=r"; train in one process \(without --workers\)$"):
+        launcher.check_memory(2)
+    monkeypatch.setattr(launcher, "memory_available_mb", lambda: None)  # not Linux: nothing to check against
+    launcher.check_memory(100000)

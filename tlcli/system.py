@@ -61,6 +61,19 @@ def peak_memory_mb() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+def memory_available_mb() -> float | None:
+    """The memory this machine can give new processes without swapping (`MemAvailable` of Linux's `/proc/meminfo`),
+    in MB, or None where it cannot be read (macOS)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def cpu_workers() -> int:
     """Threads for decoding: the CPU count, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))

@@ -19,7 +19,8 @@ launcher's scratch folder, `<tmp>/tlcli-cluster-<pid>.<start>-*`, holds
 everything the cluster writes outside the run folder (worker logs, the other
 workers' scratch runs folders); a launcher that was killed cannot remove it, so
 every `--workers` launch first removes the folders of launchers no longer alive
-(and marks their runs, left `running`, interrupted).
+(and marks their runs, left `running`, interrupted). `N` workers must fit in the
+memory the machine has available (`WORKER_MEMORY_MB` each), or nothing starts.
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ from pathlib import Path
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
 from tlcli.runs.records import finish_run, read_run_record
 from tlcli.settings import CLUSTER_DIR, TF_CONFIG, child_environment, cluster_dir
-from tlcli.system import process_alive, process_start_ticks
+from tlcli.system import memory_available_mb, process_alive, process_start_ticks
 
 GRACE_S = 5.0  # how long workers get to end on their own once one has gone, before they are killed
 POLL_S = 0.2
+# The least memory one worker takes, measured (2026-12-06, this 2-core Linux machine, `--workers 2`): the smallest
+# run there is (SmallCNN from scratch, 16 px images, batch 10) peaked at 516-536 MB of proportional set size (PSS:
+# shared libraries split between the processes that map them) a worker, its report-worker process included; its
+# resident size, which counts the shared libraries in every process, was 836-972 MB. MobileNet alpha 0.25 on 224 px
+# images, fine-tuned (cache off, batch 16), took 1,285 MB PSS a worker. A floor: a larger model takes more.
+WORKER_MEMORY_MB = 520
 SCRATCH_PREFIX = "tlcli-cluster-"
 
 
@@ -74,6 +81,7 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
         raise UserError(
             f"workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
         )
+    check_memory(workers)
     sweep_orphans()
     pid = os.getpid()
     cluster = Cluster(Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{pid}.{process_start_ticks(pid)}-")))
@@ -104,6 +112,20 @@ def _report(run_dir: Path | None, code: int, why: str, workers: int) -> None:
         else "; no run folder was made yet: start the run again"
     )
     print(f"error: {why}{hint}", file=sys.stderr, flush=True)
+
+
+def check_memory(workers: int) -> None:
+    """Refuse a cluster whose workers cannot all fit in the memory available (`WORKER_MEMORY_MB` each, a floor); no
+    check where the available memory is unknown."""
+    available = memory_available_mb()
+    if available is None or workers * WORKER_MEMORY_MB <= available:
+        return
+    fits = int(available // WORKER_MEMORY_MB)
+    advice = f"use --workers {fits} or fewer" if fits >= 2 else "train in one process (without --workers)"
+    raise UserError(
+        f"workers: {workers} workers need at least {workers * WORKER_MEMORY_MB / 1024:,.1f} GB of memory "
+        f"({WORKER_MEMORY_MB} MB each), but this machine has {available / 1024:,.1f} GB available; {advice}"
+    )
 
 
 def sweep_orphans(folder: Path | None = None) -> list[Path]:
