@@ -1,5 +1,6 @@
 """Several replicas (issue 15): MirroredStrategy over two logical CPUs, `--workers 2` (MultiWorkerMirroredStrategy over
-local processes), a killed worker, a worker that never starts, resume.
+local processes), a killed worker, a killed chief, a killed launcher, a worker that never starts, resume, and a cluster
+larger than the machine's memory.
 
 Every run is a `python -m tlcli` process (TensorFlow's devices and its cluster are per process). The model has
 neither BatchNorm nor dropout and determinism is on, so replicas must agree with one device: the stated tolerance
@@ -8,18 +9,22 @@ is 1e-4 relative on every loss and the same accuracies.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, write_config
+from conftest import make_image_folder, one_line, tiny_config, write_config
 
 from tlcli.errors import UserError
 from tlcli.modeling.devices import cluster_from_env, plan_devices
@@ -232,12 +237,23 @@ def _worker_pid(launcher: subprocess.Popen, index: int) -> int | None:
     return None
 
 
-def _launch_and_wait_for_two_epochs(setup, runs: Path) -> subprocess.Popen:
+def _alive(pids: list[int]) -> list[int]:
+    """The processes of `pids` still running (a zombie has ended)."""
+    running = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if "zombie" not in Path(f"/proc/{pid}/status").read_text():
+                running.append(pid)
+    return running
+
+
+def _launch_and_wait_for_two_epochs(setup, runs: Path, env: dict | None = None) -> subprocess.Popen:
     launcher = subprocess.Popen(
         [sys.executable, "-m", "tlcli", "train", setup["long"], "--runs-dir", runs, "--workers", "2", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 180
     while (
@@ -275,6 +291,69 @@ def test_a_killed_worker_fails_the_run_within_the_bound_and_resume_completes_it(
     assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))  # contiguous: the partial epoch was dropped
 
 
+def test_a_killed_chief_fails_the_run_with_one_line_naming_it_and_the_run_resumes(setup):
+    """SIGKILL leaves the chief no moment to say why or to record the run's end: the launcher does both, stops the
+    other worker, and the checkpoints written before the kill resume the run."""
+    runs = setup["root"] / "chief-killed"
+    launcher = _launch_and_wait_for_two_epochs(setup, runs)
+    try:
+        chief, other = _worker_pid(launcher, 0), _worker_pid(launcher, 1)
+        assert None not in (chief, other), "the workers are not running"
+        os.kill(chief, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = launcher.communicate(timeout=60)
+        ended = time.monotonic() - killed
+    finally:
+        launcher.kill()
+    (run,) = runs.iterdir()
+    assert launcher.returncode == 1 and ended < 10, (launcher.returncode, ended, stderr[-2000:])  # not 247 (-9)
+    assert one_line(subprocess.CompletedProcess([], 1, "", stderr)) == (
+        "error: worker 0 of 2 (the chief) was killed by signal 9 (SIGKILL); the other workers were stopped; "
+        f"the run folder {run} is marked failed, continue it with: tlcli train --resume {run} --workers 2"
+    )
+    assert not _alive([other])
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("worker 0 of 2 (the chief) was killed by")
+    assert list((run / "checkpoints").glob("epoch-*")), "the checkpoints written before the kill are gone"
+    resumed = tlcli("train", "--resume", run, "--json", "--quiet")  # one process: the chief's checkpoints hold it all
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["epochs"]["total"] == 10
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))
+
+
+def test_a_killed_launcher_takes_its_workers_with_it_and_leaves_one_folder_the_next_launch_removes(setup, tmp_path):
+    """A SIGKILLed launcher can stop nothing itself: the kernel ends its workers (TensorFlow would catch a SIGTERM
+    and train on to the last epoch), and its scratch folder, left behind, goes with the next launch."""
+    runs, scratch = setup["root"] / "launcher-killed", tmp_path / "tmp"
+    scratch.mkdir()
+    launcher = _launch_and_wait_for_two_epochs(setup, runs, env={"TMPDIR": str(scratch)})
+    workers = [_worker_pid(launcher, index) for index in (0, 1)]
+    try:
+        assert None not in workers, "the workers are not running"
+        launcher.kill()
+        launcher.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(workers), "the workers outlived their launcher by 5 s"
+    finally:
+        for pid in _alive([pid for pid in workers if pid]):
+            os.kill(pid, signal.SIGKILL)
+        launcher.stdout.close()
+        launcher.stderr.close()
+    (run,) = runs.iterdir()
+    left = [p for p in scratch.iterdir() if p.name.startswith("tlcli-")]
+    assert [p.name.split("-")[2].split(".")[0] for p in left] == [str(launcher.pid)]  # one folder: the launcher's
+    assert list(left[0].glob("tlcli-worker1-*")), "the other worker's scratch is not inside the launcher's"
+    from tlcli.training.launcher import sweep_orphans
+
+    assert sweep_orphans(scratch) == left and not left[0].exists()  # what the next --workers launch does first
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and f"launcher (pid {launcher.pid}) was killed" in record["error"]
+    assert f"tlcli train --resume {run} --workers 2" in record["error"] and (run / "workers" / "1.log").is_file()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(setup, signum):
     runs = setup["root"] / f"stopped-{signum.name}"
@@ -287,11 +366,7 @@ def test_stopping_the_launcher_stops_every_worker_and_marks_the_run_interrupted(
     finally:
         launcher.kill()
     assert launcher.returncode == 130, stderr[-2000:]
-    assert not [
-        pid
-        for pid in workers
-        if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    ]
+    assert not _alive(workers)
     (run,) = runs.iterdir()
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
@@ -321,3 +396,110 @@ def test_a_worker_that_never_starts_does_not_hang_the_chief(setup):
         .startswith("error: TF_CONFIG: not every worker of the cluster joined within 3 s")
     )
     assert not (setup["root"] / "alone").exists()  # nothing written
+
+
+# ----------------------------------------------------------------------------- what a launcher leaves, and its bounds
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _orphan(tmp: Path, pid: int, ticks, run_dir: Path | None = None) -> Path:
+    """A launcher's scratch folder as a launcher of `pid` (started at `ticks`) would leave it."""
+    folder = Path(tempfile.mkdtemp(prefix=f"tlcli-cluster-{pid}.{ticks}-", dir=tmp))
+    (folder / "worker-1.log").write_text("worker 1's output\n")
+    if run_dir is not None:
+        (folder / "run_dir").write_text(str(run_dir))
+    return folder
+
+
+def test_scratch_folders_of_killed_launchers_are_removed_by_the_next_launch(tmp_path, monkeypatch):
+    """Only a dead launcher's folder goes (a pid now another process's counts as dead); its run, left `running`, is
+    marked interrupted with the command that resumes it; live launchers' folders and other folders stay."""
+    from tlcli.runs.records import read_run_record, start_run
+    from tlcli.system import process_start_ticks
+    from tlcli.training import launcher
+
+    run = tmp_path / "runs" / "20260101-000000-x"
+    run.mkdir(parents=True)
+    dataclasses.replace(start_run(run, "x"), pid=_dead_pid()).write(run)
+    me, started = os.getpid(), process_start_ticks(os.getpid())
+    dead = _orphan(tmp_path, _dead_pid(), 12345, run)
+    reused = _orphan(tmp_path, me, started + 1)
+    live = _orphan(tmp_path, me, started)
+    other = tmp_path / "tlcli-cluster-abc"
+    other.mkdir()
+    assert sorted(launcher.sweep_orphans(tmp_path)) == sorted([dead, reused])
+    assert not dead.exists() and not reused.exists() and live.exists() and other.exists()
+    record = read_run_record(run)
+    assert record.status == "interrupted" and "was killed" in record.error
+    assert record.error.endswith(f"continue it with: tlcli train --resume {run} --workers 2")
+    assert (run / "workers" / "1.log").read_text() == "worker 1's output\n"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a launch sweeps first, and leaves nothing if it fails
+    monkeypatch.setattr(launcher, "free_ports", lambda count: (_ for _ in ()).throw(OSError("no port")))
+    orphan = _orphan(tmp_path, _dead_pid(), 1)
+    with pytest.raises(OSError, match="no port"):
+        launcher.launch(["train", "c.yaml"], 2)
+    assert sorted(p.name for p in tmp_path.glob("tlcli-cluster-*")) == sorted([live.name, other.name])
+    assert not orphan.exists()
+
+
+def test_zombie_processes_are_not_alive():
+    """A process that ended but is not reaped yet (a killed launcher's worker until init reaps it) is dead: its run may
+    be marked and resumed."""
+    from tlcli.system import process_alive
+
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while "Z" not in Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        assert not process_alive(child.pid)
+    finally:
+        child.wait()
+    assert process_alive(os.getpid())
+
+
+def test_workers_exit_when_their_launcher_is_gone_where_the_kernel_does_not_end_them():
+    """The watch thread of a worker (PR_SET_PDEATHSIG is Linux's): it exits once its parent is no longer the
+    launcher, and not before."""
+    from tlcli.training.launcher import _exit_when_orphaned, watch_launcher
+
+    exits = []
+    _exit_when_orphaned(_dead_pid(), poll_s=0.01, end=exits.append)  # the launcher is not this process's parent
+    assert exits == [1]
+    import threading
+
+    waiting = threading.Thread(target=_exit_when_orphaned, args=(os.getppid(), 0.01, exits.append), daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and exits == [1]
+    assert watch_launcher() is None  # a process no launcher started watches nothing
+
+
+def test_more_workers_than_the_memory_holds_are_refused_before_anything_starts(cli, tmp_path, monkeypatch):
+    from tlcli.training import launcher
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "images", tmp_path / "runs"))
+    result = cli("train", config, "--workers", "100000")
+    assert result.exit_code == 2
+    assert re.fullmatch(
+        rf"error: --workers: 100000 workers need at least [\d,.]+ GB of memory \({launcher.WORKER_MEMORY_MB} MB "
+        r"each\), but this machine has [\d,.]+ GB available; (use --workers \d+ or fewer|train in one process .*)",
+        one_line(result),
+    )
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("tlcli-*"))  # nothing started
+    monkeypatch.setattr(launcher, "memory_available_mb", lambda: 3.5 * launcher.WORKER_MEMORY_MB)
+    launcher.check_memory(3)
+    with pytest.raises(UserError, match=r"; use --workers 3 or fewer$"):
+        launcher.check_memory(4)
+    monkeypatch.setattr(launcher, "memory_available_mb", lambda: 1.5 * launcher.WORKER_MEMORY_MB)
+    with pytest.raises(UserError, match=r"; train in one process \(without --workers\)$"):
+        launcher.check_memory(2)
+    monkeypatch.setattr(launcher, "memory_available_mb", lambda: None)  # not Linux: nothing to check against
+    launcher.check_memory(100000)

@@ -55,7 +55,8 @@ LOGICAL_CPUS = Variable(
 )
 CLUSTER_DIR = Variable(
     "TLCLI_CLUSTER_DIR",
-    "Scratch folder of a `--workers` launcher, where its chief writes the run folder's name.",
+    "Scratch folder of a `--workers` launcher: its chief writes the run folder's name there, the other workers their "
+    "scratch runs folders.",
     "unset (no launcher)",
     (LAUNCHER,),
 )

@@ -42,13 +42,36 @@ def process_alive(pid: Any) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """An ended process its parent has not reaped yet (Linux; a killed launcher's workers are zombies until init
+    reaps them, which some containers' init does only every second or so)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def peak_memory_mb() -> float:
     """This process's peak resident memory (ru_maxrss), in MB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def memory_available_mb() -> float | None:
+    """The memory this machine can give new processes without swapping (`MemAvailable` of Linux's `/proc/meminfo`),
+    in MB, or None where it cannot be read (macOS)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def cpu_workers() -> int:

@@ -31,7 +31,7 @@ from tlcli.evaluation.worker import ReportWorker
 from tlcli.modeling import layers as names
 from tlcli.modeling.bases import base_names, preprocess_mode
 from tlcli.system import process_started
-from tlcli.training.launcher import launch
+from tlcli.training.launcher import launch, watch_launcher
 from tlcli.training.options import TRAIN_OPTIONS, RunOptions, check_options, worker_argv
 
 # ----------------------------------------------------------------------------- train / validate
@@ -53,6 +53,7 @@ def train(**values: Any) -> None:
     check_options(values)
     if values["workers"] is not None:
         raise typer.Exit(launch(worker_argv(config, values), values["workers"], resume=resume))
+    watch_launcher()  # a worker of a `--workers` launcher ends when the launcher does
     _prepare_determinism(config if config is not None else resume / "config.yaml", overrides)
     worker = ReportWorker.start()  # first: it loads the report's libraries while TensorFlow loads here
     _import_tensorflow(output().debug)

@@ -2,7 +2,9 @@
 peer means.
 
 Only the chief (worker 0) writes the run folder. Every other worker runs the
-same steps in a scratch folder of its own (removed when it ends), so the code
+same steps in a scratch folder of its own (removed when it ends; under a
+`--workers` launcher, inside the launcher's scratch folder, so a killed
+cluster leaves one folder, which the next launch removes), so the code
 path is the chief's; it saves no model and draws no report. To resume, such
 a worker copies the run folder into its scratch before the cluster forms (the
 chief cannot write before every worker has joined), so all start from the
@@ -21,6 +23,7 @@ from typing import Iterator
 from tlcli.errors import TrainingError
 from tlcli.modeling.devices import cluster_from_env
 from tlcli.runs.records import read_run_record
+from tlcli.settings import cluster_dir
 
 # What the run folder holds that a worker's copy does not need (reports, exports, logs of other sessions).
 NOT_COPIED = ("eval", "export", "tensorboard", "workers", "model.keras", "curves.png", "train.log")
@@ -34,7 +37,9 @@ def worker_scratch() -> Iterator[Path | None]:
     if cluster is None or cluster.chief:
         yield None
         return
-    folder = Path(tempfile.mkdtemp(prefix=f"tlcli-worker{cluster.index}-"))
+    launcher = cluster_dir()  # a `--workers` launcher's scratch folder, if one started this worker
+    inside = launcher if launcher and Path(launcher).is_dir() else None
+    folder = Path(tempfile.mkdtemp(prefix=f"tlcli-worker{cluster.index}-", dir=inside))
     try:
         yield folder
     finally:

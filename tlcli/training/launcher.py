@@ -8,19 +8,35 @@ when the cluster ends. When any worker exits before the chief, the others are
 ended within `GRACE_S` seconds (TensorFlow would wait for the dead peer until
 a collective times out, and cannot be interrupted while it waits); the run is
 marked failed (or interrupted, after Ctrl-C) and this command exits with the
-chief's code, 1 after a lost worker, 130 after Ctrl-C.
+chief's code, 1 after a lost worker (the chief included: a worker killed by a
+signal is named, with the signal), 130 after Ctrl-C.
+
+Nothing outlives the launcher. Every worker is SIGKILLed by the kernel when the
+launcher dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG; SIGTERM would not do:
+TensorFlow's multi-worker runtime catches it), and where that is unavailable
+(macOS) a thread of the worker exits it once the launcher is gone. The
+launcher's scratch folder, `<tmp>/tlcli-cluster-<pid>.<start>-*`, holds
+everything the cluster writes outside the run folder (worker logs, the other
+workers' scratch runs folders); a launcher that was killed cannot remove it, so
+every `--workers` launch first removes the folders of launchers no longer alive
+(and marks their runs, left `running`, interrupted). `N` workers must fit in the
+memory the machine has available (`WORKER_MEMORY_MB` each), or nothing starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +44,17 @@ from pathlib import Path
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
 from tlcli.runs.records import finish_run, read_run_record
 from tlcli.settings import CLUSTER_DIR, TF_CONFIG, child_environment, cluster_dir
+from tlcli.system import memory_available_mb, process_alive, process_start_ticks
 
 GRACE_S = 5.0  # how long workers get to end on their own once one has gone, before they are killed
 POLL_S = 0.2
+# The least memory one worker takes, measured (2026-12-06, this 2-core Linux machine, `--workers 2`): the smallest
+# run there is (SmallCNN from scratch, 16 px images, batch 10) peaked at 516-536 MB of proportional set size (PSS:
+# shared libraries split between the processes that map them) a worker, its report-worker process included; its
+# resident size, which counts the shared libraries in every process, was 836-972 MB. MobileNet alpha 0.25 on 224 px
+# images, fine-tuned (cache off, batch 16), took 1,285 MB PSS a worker. A floor: a larger model takes more.
+WORKER_MEMORY_MB = 520
+SCRATCH_PREFIX = "tlcli-cluster-"
 
 
 @dataclass
@@ -57,28 +81,84 @@ def launch(args: list[str], workers: int, resume: Path | None = None) -> int:
         raise UserError(
             f"workers: a cluster needs at least 2 workers, got {workers} (without --workers, one process trains)"
         )
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="tlcli-cluster-")))
-    ports = free_ports(workers)
+    check_memory(workers)
+    sweep_orphans()
+    pid = os.getpid()
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{pid}.{process_start_ticks(pid)}-")))
     try:
+        ports = free_ports(workers)
         for index in range(workers):
             _start(cluster, args, ports, index)
         code, why = _watch(cluster)
         run_dir = resume if resume is not None else cluster.run_dir()
         if why is not None:
             _end_all(cluster)
-            _mark(run_dir, "interrupted" if code == EXIT_INTERRUPTED else "failed", why)
-            hint = (
-                f"; the run folder {run_dir} is marked {'interrupted' if code == EXIT_INTERRUPTED else 'failed'}, "
-                f"continue it with: tlcli train --resume {run_dir} --workers {workers}"
-                if run_dir
-                else ""
-            )
-            print(f"error: {why}{hint}", file=sys.stderr, flush=True)
+            _report(run_dir, code, why, workers)
         _keep_logs(cluster, run_dir)
         return code
     finally:
         _end_all(cluster)
         shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+def _report(run_dir: Path | None, code: int, why: str, workers: int) -> None:
+    """Record how the launcher ended the run and say so in one line: where the run is and how to continue it."""
+    status = "interrupted" if code == EXIT_INTERRUPTED else "failed"
+    _mark(run_dir, status, why)
+    hint = (
+        f"; the run folder {run_dir} is marked {status}, continue it with: tlcli train --resume {run_dir} "
+        f"--workers {workers}"
+        if run_dir
+        else "; no run folder was made yet: start the run again"
+    )
+    print(f"error: {why}{hint}", file=sys.stderr, flush=True)
+
+
+def check_memory(workers: int) -> None:
+    """Refuse a cluster whose workers cannot all fit in the memory available (`WORKER_MEMORY_MB` each, a floor); no
+    check where the available memory is unknown."""
+    available = memory_available_mb()
+    if available is None or workers * WORKER_MEMORY_MB <= available:
+        return
+    fits = int(available // WORKER_MEMORY_MB)
+    advice = f"use --workers {fits} or fewer" if fits >= 2 else "train in one process (without --workers)"
+    raise UserError(
+        f"workers: {workers} workers need at least {workers * WORKER_MEMORY_MB / 1024:,.1f} GB of memory "
+        f"({WORKER_MEMORY_MB} MB each), but this machine has {available / 1024:,.1f} GB available; {advice}"
+    )
+
+
+def sweep_orphans(folder: Path | None = None) -> list[Path]:
+    """Remove the scratch folders of `--workers` launchers that were killed (their pid is gone, or is another
+    process now), marking each one's run `interrupted` if it was left `running`; returns what was removed."""
+    removed = []
+    for scratch in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        owner = re.match(rf"{SCRATCH_PREFIX}(\d+)\.(\d+|None)-", scratch.name)
+        with contextlib.suppress(OSError):
+            if owner is None or scratch.stat().st_uid != os.getuid() or _launcher_alive(*owner.groups()):
+                continue
+            _close_orphan(scratch, owner.group(1))
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(scratch)
+    return removed
+
+
+def _close_orphan(scratch: Path, launcher: str) -> None:
+    """The run a killed launcher left `running` is marked interrupted (unless its chief still runs), with its
+    workers' logs."""
+    others = len(list(scratch.glob("worker-*.log")))  # worker-1.log ... worker-<N-1>.log: the chief's is not kept
+    cluster = Cluster(scratch, logs=[Path(), *(scratch / f"worker-{index}.log" for index in range(1, 1 + others))])
+    with contextlib.suppress(Exception):
+        run_dir = cluster.run_dir()
+        if run_dir is not None and not read_run_record(run_dir).is_live():
+            why = f"its --workers launcher (pid {launcher}) was killed, and its workers with it"
+            resume = f"tlcli train --resume {run_dir} --workers {len(cluster.logs)}"
+            _mark(run_dir, "interrupted", f"{why}; continue it with: {resume}")
+            _keep_logs(cluster, run_dir)
+
+
+def _launcher_alive(pid: str, started: str) -> bool:
+    return process_alive(int(pid)) and (started == "None" or str(process_start_ticks(int(pid))) in (started, "None"))
 
 
 def free_ports(count: int) -> list[int]:
@@ -97,8 +177,9 @@ def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> N
     spec = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
     env = child_environment({TF_CONFIG: json.dumps(spec), CLUSTER_DIR: str(cluster.folder)})
     command = [sys.executable, "-m", "tlcli", *args]
+    end_with_launcher = functools.partial(_end_with_parent, os.getpid())
     if index == 0:  # the chief speaks for the cluster: its progress and summary are this command's
-        cluster.processes.append(subprocess.Popen(command, env=env, preexec_fn=_end_with_parent))
+        cluster.processes.append(subprocess.Popen(command, env=env, preexec_fn=end_with_launcher))
         cluster.logs.append(Path())
         return
     log = cluster.folder / f"worker-{index}.log"
@@ -110,20 +191,42 @@ def _start(cluster: Cluster, args: list[str], ports: list[int], index: int) -> N
                 stdout=stream,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_end_with_parent,
+                preexec_fn=end_with_launcher,
             )
         )
     cluster.logs.append(log)
 
 
-def _end_with_parent() -> None:
-    """In the worker, before exec: on Linux, a SIGTERM when the launcher dies (even by SIGKILL), so no worker
-    outlives it."""
+def _end_with_parent(launcher: int) -> None:
+    """In the worker, before exec: on Linux, the kernel SIGKILLs it when the launcher dies, even by SIGKILL, so no
+    worker outlives it. SIGKILL, not SIGTERM: TensorFlow's multi-worker runtime catches SIGTERM (its preemption
+    notice) and trains on."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, from the C library
+    if os.getppid() != launcher:  # the launcher died before the request was made: the kernel will not send it
+        os._exit(EXIT_FAILURE)
+
+
+def watch_launcher() -> threading.Thread | None:
+    """In a worker a `--workers` launcher started: a thread that exits this process at once when the launcher is gone
+    (where the kernel does not kill it first: PR_SET_PDEATHSIG is Linux's); None in any other process."""
+    owner = re.match(rf"{SCRATCH_PREFIX}(\d+)\.", Path(cluster_dir() or "").name)
+    if owner is None:
+        return None
+    thread = threading.Thread(target=_exit_when_orphaned, args=(int(owner.group(1)),), daemon=True)
+    thread.start()
+    return thread
+
+
+def _exit_when_orphaned(launcher: int, poll_s: float = 0.5, end=os._exit) -> None:
+    """Wait while the launcher is this process's parent, then end the process at once (`os._exit`: a worker blocked
+    in a collective, or whose SIGTERM TensorFlow caught, would not stop otherwise)."""
+    while os.getppid() == launcher:
+        time.sleep(poll_s)
+    end(EXIT_FAILURE)
 
 
 def _watch(cluster: Cluster) -> tuple[int, str | None]:
@@ -141,7 +244,8 @@ def _watch(cluster: Cluster) -> tuple[int, str | None]:
     try:
         while True:
             if cluster.chief.poll() is not None:
-                return cluster.chief.returncode, None
+                code = cluster.chief.returncode  # killed by a signal: it could say nothing, nor record the run's end
+                return (code, None) if code >= 0 else (EXIT_FAILURE, _lost(cluster, 0, code))
             lost = next(
                 ((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if p.poll() is not None), None
             )
@@ -168,14 +272,26 @@ def _after_loss(cluster: Cluster, index: int, code: int) -> tuple[int, str | Non
     at once."""
     chief_ended = _wait(cluster.chief, GRACE_S if code == 0 else 1.0) is not None
     if chief_ended and code >= 0:
-        return cluster.chief.returncode, None
-    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    tail = _tail(cluster.logs[index])
+        chief = cluster.chief.returncode
+        return (chief, None) if chief >= 0 else (EXIT_FAILURE, _lost(cluster, 0, chief))
+    return EXIT_FAILURE, _lost(cluster, index, code)
+
+
+def _lost(cluster: Cluster, index: int, code: int) -> str:
+    """Which worker ended the cluster and how (the signal named, or its exit code and last error line)."""
+    how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
+    tail = _tail(cluster.logs[index]) if index else ""
+    chief = " (the chief)" if index == 0 else ""
     return (
-        EXIT_FAILURE,
-        f"worker {index} of {len(cluster.processes)} {how}{': ' + tail if tail else ''}; "
-        "the other workers were stopped",
+        f"worker {index} of {len(cluster.processes)}{chief} {how}{': ' + tail if tail else ''}; "
+        "the other workers were stopped"
     )
+
+
+def _signal_name(number: int) -> str:
+    with contextlib.suppress(ValueError):
+        return signal.Signals(number).name
+    return "unknown signal"
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> int | None:
