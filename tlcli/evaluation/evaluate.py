@@ -98,10 +98,8 @@ def evaluate(
 
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     # Before any work: a damaged run fails in one line.
-    probabilities_of = _probabilities_of(run_dir, class_names, info, source)
     views = tta_views(config) if tta else ()
-    if tta:
-        probabilities_of = with_tta(probabilities_of, views)
+    probabilities_of = _probabilities_of(run_dir, class_names, info, source, views)
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
@@ -119,13 +117,16 @@ def evaluate(
     return write_evaluation(run_dir, scored, spec)
 
 
-def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None):
-    """`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here)."""
+def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None, views=()):
+    """`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here); averaged over
+    `views` when given (test-time augmentation)."""
     if source is not None:
         check_source(source, run_dir, class_names, info)
-        return source.probabilities
-    model = load_run_model(run_dir, class_names)
-    return lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary)
+        probabilities = source.probabilities
+    else:
+        model = load_run_model(run_dir, class_names)
+        probabilities = lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary)  # noqa: E731
+    return with_tta(probabilities, views) if views else probabilities
 
 
 def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:
