@@ -109,7 +109,9 @@ def _learning_rate(phase: Phase, steps_per_epoch: int):
     opt, peak = phase.optimizer, phase.learning_rate
     args = dict(opt.schedule_args)
     total = max(1, steps_per_epoch * phase.epochs)
-    warmup = min(total - 1, round(steps_per_epoch * (opt.recipe_value("warmup_epochs") or 0)))
+    # Not capped by the phase's length: a 1-epoch phase warms up as the first epoch of a longer one does, so extending
+    # it (`--resume --set fine_tune.epochs=N`) continues exactly where the longer run would be.
+    warmup = round(steps_per_epoch * (opt.recipe_value("warmup_epochs") or 0))
     if opt.schedule == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
             peak, decay_steps=max(1, steps_per_epoch), decay_rate=args.pop("decay_rate", 0.9), **args
