@@ -212,10 +212,11 @@ class FineTuneConfig(OptimizerConfig):
     )
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate of the fine-tuning phase.")
     when: Literal["auto", "always"] = Field(
-        "auto",
+        "always",
         description=(
-            "`auto`: skip the phase when the head already makes no error on validation (`monitor` at its best: "
-            "nothing fine-tuning could show it gained; metrics.json says so); `always`: fine-tune regardless."
+            "`always`: the phase runs (a config that names `fine_tune` asked for it); `auto`: skip it when the head "
+            "already makes no error on validation (`monitor` at its best: nothing fine-tuning could show it "
+            "gained; metrics.json says so)."
         ),
     )
     augment: Literal["none", "light", "strong", "overhead"] = Field(
