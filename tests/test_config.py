@@ -33,8 +33,8 @@ def test_defaults_are_filled_in():
     )
     fine_tune = load_config({**BASE, "fine_tune": {}}).fine_tune
     assert (fine_tune.unfreeze, fine_tune.learning_rate, fine_tune.epochs, fine_tune.max_epochs) == (
-        40,
-        1e-4,
+        80,
+        3e-4,
         "auto",
         30,
     )
