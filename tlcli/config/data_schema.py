@@ -7,8 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tlcli.config.fields import PathValue, Section
-
-DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
+from tlcli.config.plain import DEFAULT_MAX_FILE_MB
 
 
 class AugmentConfig(Section):

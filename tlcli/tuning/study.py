@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from tlcli.config.schema import redact_uri
+from tlcli.config.plain import redact_uri
 from tlcli.errors import ConfigError, TlcliError, UserError
 
 log = logging.getLogger("tlcli")
