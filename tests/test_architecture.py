@@ -174,6 +174,29 @@ def test_the_cli_and_the_stage_apis_load_no_heavy_library_on_import():
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
 
 
+def test_help_loads_nothing_but_typer():
+    """`tlcli --help` registers every command without loading what the commands call: no pydantic, YAML, numpy, PIL
+    or rich (the command modules import their stage's modules when they run). A command's `--help` loads no more
+    than Typer's own pydantic (Typer's parameter types use it)."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from tlcli.cli import run\n"
+        "def loaded():\n"
+        "    third = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "    return sorted(m for m in ('pydantic', 'yaml', 'numpy', 'PIL', 'rich', 'keras') if m in third)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [run(['--help'])]\n"
+        "    top = loaded()\n"
+        "    codes += [run([name, '--help']) for name in ('train', 'check', 'predict', 'tune', 'export', 'evaluate')]\n"
+        "print(codes, top, loaded())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[0, 0, 0, 0, 0, 0, 0] [] ['pydantic']", (
+        out.stdout,
+        out.stderr[-2000:],
+    )
+
+
 def test_paths_may_be_str_or_path(tmp_path):
     from tlcli import list_runs, newest_run
     from tlcli.errors import RunError

@@ -25,7 +25,7 @@ import typer
 
 from tlcli import settings
 from tlcli.cli.printing import Output, invocation, output
-from tlcli.config.schema import redact_uri
+from tlcli.config.plain import redact_uri
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, TlcliError, UserError
 from tlcli.system import native_stderr_silenced
 from tlcli.training.options import DEBUG, JSON, QUIET, RUNS_DIR, SET, TrainOption

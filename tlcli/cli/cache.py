@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from tlcli.cli import Debug, Json, app, command, output
-from tlcli.features.store import cache_entries, clear_cache, max_bytes
 from tlcli.paths import cache_root
 from tlcli.settings import CACHE_DIR
 
@@ -20,6 +18,9 @@ app.add_typer(cache_app, name="cache")
 @command
 def cache_info(json_output: Json = False, debug: Debug = False) -> None:
     """Show where the cache is, its size and cap, and what it holds."""
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.features.store import cache_entries, max_bytes
+
     entries = cache_entries()
     facts = {
         "folder": str(cache_root()),
@@ -46,6 +47,8 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
         highlight=False,
     )
     if entries:
+        from rich.table import Table
+
         table = Table()
         for column in ("key", "base", "image size", "cut", "images", "MB"):
             table.add_column(column)
@@ -65,5 +68,7 @@ def cache_info(json_output: Json = False, debug: Debug = False) -> None:
 @command
 def cache_clear(debug: Debug = False) -> None:
     """Delete every cached feature (runs are not touched)."""
+    from tlcli.features.store import clear_cache
+
     freed = clear_cache()
     output().stdout.print(f"cleared {cache_root() / 'features'} ({freed / 1e6:.1f} MB)", highlight=False)

@@ -6,12 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from tlcli.cli import Columns, Debug, Json, Quiet, app, command, output, parse_columns
-from tlcli.config.schema import DEFAULT_MAX_FILE_MB
-from tlcli.data.manifest import check_regular
-from tlcli.data.problems import check_dataset
+from tlcli.config.plain import DEFAULT_MAX_FILE_MB
 from tlcli.errors import UserError
 
 SHOWN = 20  # files listed per section in the table view; --json has them all
@@ -78,6 +75,10 @@ def check_command(
     """
     if (data_dir is None) == (manifest is None):
         raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.data.manifest import check_regular
+    from tlcli.data.problems import check_dataset
+
     data_dir = data_dir or manifest
     if manifest is not None and not manifest.exists():
         raise UserError(f"--manifest: file not found: {manifest}")
@@ -117,6 +118,8 @@ def check_command(
 
 
 def _print_counts(report, console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{report.data_dir}: images per class", title_justify="left")
     table.add_column("class")
     for split in report.counts:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from tlcli.cli import Debug, app, command, output
-from tlcli.data.digits import export_digits
 
 datasets_app = typer.Typer(help="Example datasets that ship with dependencies.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -24,6 +23,9 @@ def datasets_digits(
     debug: Debug = False,
 ) -> None:
     """Export scikit-learn's bundled digits as class folders: source = 0-4, target = 5-9."""
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.data.digits import export_digits
+
     counts = export_digits(out_dir, target_train_per_class)
     for task, splits in counts.items():
         output().stdout.print(

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, app, command, output, parse_columns
-from tlcli.tracking import trackers
 
 
 @app.command()
@@ -67,6 +65,7 @@ def evaluate(
     # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
     from tlcli.evaluation.evaluate import evaluate as evaluate_run
     from tlcli.export.artifacts import evaluate_artifact
+    from tlcli.tracking import trackers
 
     run_evaluation = functools.partial(evaluate_artifact, model=model) if model is not None else evaluate_run
     reporter = output().reporter(silent=json_output)
@@ -93,6 +92,8 @@ def evaluate(
 
 
 def print_evaluation(evaluation) -> None:
+    from rich.table import Table
+
     from tlcli.evaluation.evaluate import describe  # imported when used, as in `evaluate`
 
     m = evaluation.metrics

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, app, command, output
 from tlcli.errors import UserError
@@ -126,6 +125,8 @@ def export(
 def print_export(result) -> None:
     """The parity table, one row per format (agreement: top-1 with Keras, or per label for a multi-label run); a
     failed gate's details follow as the error line (exit 3)."""
+    from rich.table import Table
+
     images = result.record.get("parity_images") or {}
     keras = next((entry.parity.keras_accuracy for entry in result.formats if entry.parity), None)
     multi = result.record.get("task") == "multi_label"  # agreement and accuracy are then per (image, class) decision

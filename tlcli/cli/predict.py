@@ -5,16 +5,15 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from tlcli.cli import Debug, Quiet, _import_tensorflow, app, command, output
 from tlcli.errors import UserError
-from tlcli.inference.formats import FORMATS, format_predictions, rows_for_table
-from tlcli.runs.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @app.command()
@@ -58,6 +57,9 @@ def predict(
     debug: Debug = False,
 ) -> None:
     """Predict the labels of IMAGES with a run's model, or an exported one (exit 4 when some files cannot be read)."""
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.inference.formats import FORMATS, format_predictions
+
     fmt = output_format or _default_format(output_file)
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -72,6 +74,8 @@ def predict(
         _import_tensorflow(debug)
     result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta)
     if output_file is not None:
+        from tlcli.runs.atomic import write_text_atomic
+
         write_text_atomic(output_file, _table_text(result) if fmt == "table" else format_predictions(result, fmt))
         if not quiet:
             output().stderr.print(
@@ -79,6 +83,8 @@ def predict(
                 highlight=False,
             )
     elif fmt == "table":
+        from rich.console import Console
+
         (output().stdout if output().stdout.is_terminal else Console(width=160, soft_wrap=True)).print(
             _table(result)
         )  # piped: no 80-column squeeze
@@ -99,7 +105,6 @@ def _predict(
 ):
     """The library call, saying on stderr which run or artifact predicts."""
     reporter = output().reporter()
-    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
     from tlcli.export.artifacts import predict_artifact
     from tlcli.inference.predict import predict as run_prediction
 
@@ -140,6 +145,9 @@ def _default_format(file: Path | None) -> str:
 
 
 def _table(result) -> Table:
+    from rich.table import Table
+
+    from tlcli.inference.formats import rows_for_table
 
     by = (
         f"{result.model['format']} model {Path(result.model['path']).name}"
@@ -160,6 +168,8 @@ def _table(result) -> Table:
 
 def _table_text(result) -> str:
     """The table as plain text, for -o FILE."""
+    from rich.console import Console
+
     console = Console(file=io.StringIO(), force_terminal=False, color_system=None, width=160, soft_wrap=False)
     console.print(_table(result))
     return console.file.getvalue()

@@ -12,12 +12,21 @@ import contextvars
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, NoReturn
 
 import typer
-from rich.console import Console
 
 from tlcli.progress import Reporter, RichReporter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _console(**options: Any) -> Console:
+    """A rich Console, rich imported when a command first prints (`tlcli --help` needs none)."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True, **options)
 
 
 @dataclass
@@ -31,8 +40,8 @@ class Output:
     debug: bool = False
     flags: Mapping[str, str] = field(default_factory=dict)  # a library argument's name -> this command's flag
     printed: bool = False
-    stdout: Console = field(default_factory=lambda: Console(soft_wrap=True))
-    stderr: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+    stdout: Console = field(default_factory=_console)
+    stderr: Console = field(default_factory=lambda: _console(stderr=True))
 
     def document(self, text: str) -> None:
         """Write the command's machine-readable output on stdout (an error then adds no second document)."""

@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from tlcli.cli import Debug, Json, app, command, output
-from tlcli.runs.listing import list_runs, list_studies
 
 # ----------------------------------------------------------------------------- runs
 
@@ -23,6 +20,12 @@ def runs_command(
     debug: Debug = False,
 ) -> None:
     """List the runs in the runs folder (and, after them, its studies: `tlcli tune` folders)."""
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from rich.console import Console
+    from rich.table import Table
+
+    from tlcli.runs.listing import list_runs, list_studies
+
     summaries = list_runs(runs_dir)
     if json_output:
         output().print_json([s.to_dict() for s in summaries])
@@ -85,6 +88,9 @@ def runs_command(
 
 def _print_studies(studies, runs_dir: Path) -> None:
     """Tune folders are studies, not runs: their own table (the JSON list stays runs only)."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"studies in {runs_dir} (tlcli tune)")
     for column in ("tune folder", "study", "date", "trials", "best", "status"):
         table.add_column(

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from tlcli import settings
 from tlcli.cli import (
@@ -24,15 +23,11 @@ from tlcli.cli import (
     output,
     with_options,
 )
-from tlcli.config.loading import config_problems, dump_config, parse_override, read_yaml, set_dotted
-from tlcli.config.reference import reference_markdown
 from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
-from tlcli.evaluation.worker import ReportWorker
-from tlcli.modeling import layers as names
-from tlcli.modeling.bases import base_names, preprocess_mode
 from tlcli.system import process_started
-from tlcli.training.launcher import launch, watch_launcher
 from tlcli.training.options import TRAIN_OPTIONS, RunOptions, check_options, worker_argv
+
+# The library each command calls is imported when it runs (the CLI's boundary): `tlcli --help` loads none of it.
 
 # ----------------------------------------------------------------------------- train / validate
 
@@ -52,14 +47,19 @@ def train(**values: Any) -> None:
         raise UserError("--runs-dir: not with --resume (the run stays in its folder)")
     check_options(values)
     if values["workers"] is not None:
+        from tlcli.training.launcher import launch
+
         raise typer.Exit(launch(worker_argv(config, values), values["workers"], resume=resume))
+    from tlcli.training.launcher import watch_launcher
+
     watch_launcher()  # a worker of a `--workers` launcher ends when the launcher does
     _prepare_determinism(config if config is not None else resume / "config.yaml", overrides)
+    from tlcli.evaluation.worker import ReportWorker
+
     worker = ReportWorker.start()  # first: it loads the report's libraries while TensorFlow loads here
     _import_tensorflow(output().debug)
     options = RunOptions.from_options(values, started=process_started(), report_worker=worker)  # closes the worker
     reporter = output().reporter()
-    # The training API is imported when a run starts (the CLI's boundary): `tlcli --help` need not load it.
     from tlcli.training.api import resume as resume_training
     from tlcli.training.api import train as run_training
 
@@ -91,6 +91,8 @@ def _prepare_determinism(config_path: Path, overrides: list[str]) -> None:
     """
     if "tensorflow" in sys.modules:
         return
+    from tlcli.config.loading import parse_override, read_yaml
+
     try:
         raw = read_yaml(config_path)  # the guarded reader: a hostile file fails there, not here
         deterministic = bool((raw.get("runtime") or {}).get("deterministic"))
@@ -106,6 +108,8 @@ def _prepare_determinism(config_path: Path, overrides: list[str]) -> None:
 
 def _print_train_summary(result) -> None:
     """The figures people should trust first first: an untouched split, then the ones that chose something (marked)."""
+    from rich.table import Table
+
     metrics = result.metrics
     table = Table(title="training summary", show_header=False)
     table.add_column("what")
@@ -161,6 +165,8 @@ def validate(
         output().print_json(validation.to_dict(str(config)))
         return
     if print_config:
+        from tlcli.config.loading import dump_config
+
         output().stdout.print(dump_config(validation.config), highlight=False, markup=False)
     output().stdout.print(
         f"{config}: OK. {validation.splits.describe()}; base {validation.base}; {validation.devices}", highlight=False
@@ -170,6 +176,8 @@ def validate(
 def _validated(config: Path, overrides: list[str], runs_dir: Path | None, debug: bool):
     """`tlcli.validate` on a config file, every schema problem printed (one line each) before the first is raised."""
     _import_tensorflow(debug)
+    from tlcli.config.loading import config_problems, parse_override, read_yaml, set_dotted
+
     raw = read_yaml(config)
     for override in overrides:
         set_dotted(raw, *parse_override(override))
@@ -178,7 +186,7 @@ def _validated(config: Path, overrides: list[str], runs_dir: Path | None, debug:
         for problem in problems[1:]:
             output().error(problem)
         raise ConfigError("", problems[0])
-    from tlcli.training.api import validate as run_validation  # imported when used, as in `train`
+    from tlcli.training.api import validate as run_validation
 
     return run_validation(raw, runs_dir=runs_dir)
 
@@ -196,6 +204,10 @@ def layers(
 ) -> None:
     """Print the base's layers in Keras order (for base.trainable and fine_tune.unfreeze)."""
     validation = _validated(config, set_ or [], runs_dir, debug)
+    from rich.table import Table
+
+    from tlcli.modeling import layers as names
+
     base_layers = validation.model.get_layer(names.BASE).layers
     table = Table(title=f"{validation.base}: {len(base_layers)} layers")
     for column in ("index", "from the top", "name", "type", "weights"):
@@ -215,6 +227,10 @@ def layers(
 @command
 def bases(debug: Debug = False) -> None:
     """List the base model names a config can use."""
+    from rich.table import Table
+
+    from tlcli.modeling.bases import base_names, preprocess_mode
+
     table = Table(title="bases")
     table.add_column("name")
     table.add_column("preprocessing")
@@ -227,4 +243,6 @@ def bases(debug: Debug = False) -> None:
 @command
 def config_reference(debug: Debug = False) -> None:
     """Print every config key with its default, as a Markdown table."""
+    from tlcli.config.reference import reference_markdown
+
     sys.stdout.write(reference_markdown())

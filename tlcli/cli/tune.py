@@ -6,15 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from tlcli.cli import Debug, Json, Quiet, RunsDir, Sets, _import_tensorflow, app, command, fail, output
-from tlcli.config.loading import load_config
 from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, TrainingError, UserError
-from tlcli.tracking import TrackingRequest
-from tlcli.tuning import resume_tune, tune
-from tlcli.tuning.api import _require_optuna
-from tlcli.tuning.record import TrialRecord
 from tlcli.tuning.study import StudyProgress
 
 
@@ -43,6 +37,8 @@ class RichStudyProgress(StudyProgress):
         self._task = self._progress.add_task("trials", total=total, completed=min(done, total), best="")
 
     def trial_end(self, trial, best, done: int, total: int) -> None:
+        from tlcli.tuning.record import TrialRecord
+
         super().trial_end(trial, best, done, total)
         state = trial.state.name.lower()
         record = TrialRecord.of(trial)
@@ -140,6 +136,10 @@ def tune_command(
     if config is not None:
         _check_config(config, set_ or [])  # exit 2 on a bad tune: section before TensorFlow loads
 
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.tracking import TrackingRequest
+    from tlcli.tuning.api import _require_optuna, resume_tune, tune
+
     _require_optuna()
     _import_tensorflow(debug)
 
@@ -187,6 +187,7 @@ def tune_command(
 
 
 def _check_config(config: Path, overrides: list[str]) -> None:
+    from tlcli.config.loading import load_config
 
     if load_config(config, overrides).tune is None:
         raise ConfigError("tune", f'{config} has no tune: section; add tune.space (see README "Tuning")')
@@ -195,6 +196,8 @@ def _check_config(config: Path, overrides: list[str]) -> None:
 def _print_summary(result) -> None:
     """The best trial first (its value, parameters, figures), then trial 0 to compare, the counts, the times,
     the files."""
+    from rich.table import Table
+
     table = Table(title=f"study {result.study}", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from tlcli.cli import Debug, Json, app, command, output
-from tlcli.modeling.weights import cached_weights, import_weights
 from tlcli.paths import keras_weights_dir
 
 weights_app = typer.Typer(help="Pretrained weights in the Keras cache (for offline machines).", no_args_is_help=True)
@@ -28,6 +27,9 @@ def weights_import(
     debug: Debug = False,
 ) -> None:
     """Copy a weights file into the Keras cache ($KERAS_HOME/models), so `weights: imagenet` works offline."""
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.modeling.weights import import_weights
+
     imported = import_weights(file, force=force)
     if imported.unchanged:
         output().stdout.print(f"{file.name}: already in the cache, unchanged ({imported.path})", highlight=False)
@@ -39,6 +41,8 @@ def weights_import(
 @command
 def weights_list(json_output: Json = False, debug: Debug = False) -> None:
     """List the weights files in the Keras cache."""
+    from tlcli.modeling.weights import cached_weights
+
     files = cached_weights()
     if json_output:
         output().print_json({"folder": str(keras_weights_dir()), "files": [str(p) for p in files]})

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tlcli.config.fields import PathValue, Section
+from tlcli.config.plain import DEFAULT_MAX_FILE_MB
 
-DEFAULT_MAX_FILE_MB = 100.0  # generous for photos and scans; far below what would exhaust memory
 MAX_IMAGE_SIZE = 4096  # pixels a side: `data.image_size`, and what a run's model.json may say
 
 

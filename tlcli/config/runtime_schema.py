@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,12 +40,6 @@ class RuntimeConfig(Section):
             "up (exit 1, one line, nothing written)."
         ),
     )
-
-
-def redact_uri(uri: str) -> str:
-    """A URL without the password of its `user:password@` part (run folders are shared; MLflow also reads
-    MLFLOW_TRACKING_PASSWORD)."""
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", r"\1@", uri)
 
 
 class MlflowConfig(Section):

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from tlcli.config.data_schema import DEFAULT_MAX_FILE_MB, AugmentConfig, DataConfig, ManifestColumns
+from tlcli.config.data_schema import AugmentConfig, DataConfig, ManifestColumns
 from tlcli.config.fields import OFF_WORD, OptimizerName, ScheduleName, Section, Trainable, Unfreeze
 from tlcli.config.model_schema import BaseModelConfig, DenseLayerConfig, HeadConfig
 from tlcli.config.phase_schema import EarlyStoppingConfig, FineTuneConfig, OptimizerConfig, TrainConfig
-from tlcli.config.runtime_schema import MlflowConfig, OutputConfig, RuntimeConfig, TrackingConfig, redact_uri
+from tlcli.config.plain import DEFAULT_MAX_FILE_MB, redact_uri
+from tlcli.config.runtime_schema import MlflowConfig, OutputConfig, RuntimeConfig, TrackingConfig
 from tlcli.config.search import TuneConfig, check_tune
 from tlcli.settings import CACHE_DIR
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tlcli.config.schema import ExperimentConfig, redact_uri
+from tlcli.config.plain import redact_uri
 from tlcli.errors import UserError
 from tlcli.settings import MLFLOW_HTTP_DEFAULTS, scoped, tracking_uri
+
+if TYPE_CHECKING:  # the schema (pydantic) stays unloaded for `TrackingRequest` alone (the CLI's options)
+    from tlcli.config.schema import ExperimentConfig
 
 __all__ = ["DEFAULT_URI", "TrackingRequest", "TrackingSettings", "redact_uri", "require_mlflow", "resolve"]
 

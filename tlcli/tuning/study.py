@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tlcli.config.schema import redact_uri
+from tlcli.config.plain import redact_uri
 from tlcli.errors import ConfigError, RunError, TlcliError, UserError
 
 log = logging.getLogger("tlcli")
