@@ -198,3 +198,19 @@ def test_fine_tuning_is_skipped_when_the_head_leaves_nothing_to_gain_on_validati
     outcome = auto.metrics.phases["fine_tune"]
     assert outcome["kept"] == "start" and "val_accuracy is already 1.0000" in outcome["skipped"]
     assert auto.metrics.epochs["total"] == 4 and outcome["verdict"].startswith("skipped:")
+
+
+def test_a_later_phase_must_gain_more_than_one_validation_image_to_be_kept():
+    from tlcli.training.loop import _beats_its_start
+    from tlcli.training.phases import Phase
+
+    phase = Phase("fine_tune", 8, 3e-4, None, 80, "fine_tune.unfreeze", None, monitor="val_accuracy")
+    start = {"epoch": 3, "val_accuracy": 44 / 47, "val_loss": 0.2}
+    one_more, two_more = {"val_accuracy": 45 / 47}, {"val_accuracy": 46 / 47}
+    needed = 1.5 / 47  # what the fit loop asks of a fine-tuning phase on 47 validation images
+    assert not _beats_its_start(phase, one_more, start, needed) and _beats_its_start(phase, two_more, start, needed)
+    rolled = PhaseOutcome(start, {"epoch": 6, **one_more}, "start", "val_accuracy", needed=needed)
+    assert rolled.verdict.startswith("gained no more than one validation image") and "needed more than" in (
+        rolled.verdict
+    )
+    assert rolled.to_dict()["needed_gain"] == pytest.approx(needed, abs=1e-6)

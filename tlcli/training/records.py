@@ -52,6 +52,7 @@ class PhaseOutcome:
     kept: str = "best"
     monitor: str = ""  # what decided (the phase's monitor, ties broken by the lower val_loss for an accuracy)
     skipped: str = ""  # why the phase did not run (`fine_tune.when: auto`), else ""
+    needed: float = 0.0  # the gain on `monitor` the phase had to exceed to be kept (more than one validation image)
 
     @property
     def verdict(self) -> str:
@@ -63,6 +64,11 @@ class PhaseOutcome:
         shown = self.monitor
         best, start = self.best.get(shown, float("nan")), self.start.get(shown, float("nan"))
         change = f"{shown} {start:.4f} at its start, {best:.4f} at its best epoch ({best - start:+.4f})"
+        if self.kept == "start" and self.needed and best > start:
+            return (
+                f"gained no more than one validation image ({change}; needed more than {self.needed:+.4f}): "
+                "kept the weights it started from"
+            )
         if self.kept == "start":
             return f"no better on validation than it started ({change}): kept the weights it started from"
         return f"kept its best epoch, {self.best_epoch} ({change})"
@@ -81,6 +87,7 @@ class PhaseOutcome:
     def to_dict(self) -> dict[str, Any]:
         record = {"start": self.start, "best": self.best, "kept": self.kept}
         record |= {"skipped": self.skipped} if self.skipped else {}
+        record |= {"needed_gain": round(self.needed, 6)} if self.needed else {}
         return record | ({"decided_by": self.monitor, "verdict": self.verdict} if self.start else {})
 
 
