@@ -161,7 +161,8 @@ def render(report: dict) -> str:
         "MobileNetV2 1.0 (ImageNet) at 224 px, each row a separate process on an empty feature cache. Test accuracy "
         "on the untouched `test/` split; medians with [min, max] over seeds.",
         "",
-        "| dataset | row | seeds | test accuracy | its probe | wall time (s) | peak memory (MB) | load at start | kept |",
+        "| dataset | row | seeds | test accuracy | its probe | wall time (s) | peak memory (MB) | load at start "
+        "| kept |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
