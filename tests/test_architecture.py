@@ -31,6 +31,7 @@ RANK = {
     "tlcli.modeling": 4,
     "tlcli.features": 5,
     "tlcli.inference": 6,
+    "tlcli.audit": 6.5,
     "tlcli.evaluation": 7,
     "tlcli.tracking": 7.5,
     "tlcli.training": 8,
