@@ -7,7 +7,7 @@ The command line is a thin layer over these functions:
     print(result.run_dir, result.metrics.final["val_accuracy"])
 
 The package is the pipeline, one subpackage per stage, imports pointing one
-way: config -> data -> runs -> modeling -> features -> inference ->
+way: config -> data -> runs -> modeling -> features -> inference -> audit ->
 evaluation -> training -> cli (README "Architecture"). Keras, TensorFlow,
 scikit-learn and matplotlib load on first use, so `import tlcli` stays light.
 """
@@ -22,6 +22,9 @@ from tlcli.version import __version__
 # Each public name and the module it lives in: loaded on first access (PEP 562), so that `import tlcli` (and the
 # CLI, which must set TensorFlow's variables and start its report worker first) loads no stage it does not use.
 _PUBLIC = {
+    "tlcli.audit.api": ("audit_dataset",),
+    "tlcli.audit.neighbours": ("NearDuplicates",),
+    "tlcli.audit.report": ("AuditReport", "write_check_folder"),
     "tlcli.config": ("ExperimentConfig", "load_config"),
     "tlcli.data.problems": ("CheckReport", "check_dataset"),
     "tlcli.errors": (
@@ -46,6 +49,9 @@ _PUBLIC = {
     "tlcli.tuning.api": ("TuneResult", "resume_tune", "tune"),
 }
 if TYPE_CHECKING:  # what type checkers and IDEs see
+    from tlcli.audit.api import audit_dataset
+    from tlcli.audit.neighbours import NearDuplicates
+    from tlcli.audit.report import AuditReport, write_check_folder
     from tlcli.config import ExperimentConfig, load_config
     from tlcli.data.problems import CheckReport, check_dataset
     from tlcli.errors import (
@@ -73,6 +79,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 __all__ = [
+    "AuditReport",
     "CheckReport",
     "ConfigError",
     "DataError",
@@ -81,6 +88,7 @@ __all__ = [
     "GateFailed",
     "Interrupted",
     "Metrics",
+    "NearDuplicates",
     "PartialSuccess",
     "PredictResult",
     "ReportWorker",
@@ -94,6 +102,7 @@ __all__ = [
     "UserError",
     "Validation",
     "__version__",
+    "audit_dataset",
     "check_dataset",
     "evaluate",
     "list_runs",
@@ -105,4 +114,5 @@ __all__ = [
     "train",
     "tune",
     "validate",
+    "write_check_folder",
 ]

@@ -2,7 +2,47 @@
 
 Near-duplicates within and across splits (`neighbours`), likely label errors from out-of-fold
 probabilities (`labels`), and per-class learning curves that say which classes need more images
-(`curve`). Embeddings come from the same feature cache training uses (`embed`).
+(`curve`). Embeddings come from the same feature cache training uses (`embed`); `audit_dataset`
+(`api`) runs them all, and `write_check_folder` (`report`) writes what they found.
 """
 
-__all__: list[str] = []
+from tlcli.audit.api import audit_dataset
+from tlcli.audit.curve import ClassCurve, LearningCurve, learning_curve, plot_learning_curve
+from tlcli.audit.embed import Embeddings, SplitEmbeddings, embed_splits, embedding_config
+from tlcli.audit.labels import LabelSuspect, LabelSuspects, OutOfFold, find_label_suspects, out_of_fold_probabilities
+from tlcli.audit.neighbours import (
+    DuplicateCluster,
+    NearDuplicatePair,
+    NearDuplicates,
+    brute_force_pairs,
+    find_near_duplicates,
+    similar_pairs,
+)
+from tlcli.audit.report import AuditReport, SuspectFindings, SuspectRow, write_check_folder
+
+__all__ = [
+    "AuditReport",
+    "ClassCurve",
+    "DuplicateCluster",
+    "Embeddings",
+    "LabelSuspect",
+    "LabelSuspects",
+    "LearningCurve",
+    "NearDuplicatePair",
+    "NearDuplicates",
+    "OutOfFold",
+    "SplitEmbeddings",
+    "SuspectFindings",
+    "SuspectRow",
+    "audit_dataset",
+    "brute_force_pairs",
+    "embed_splits",
+    "embedding_config",
+    "find_label_suspects",
+    "find_near_duplicates",
+    "learning_curve",
+    "out_of_fold_probabilities",
+    "plot_learning_curve",
+    "similar_pairs",
+    "write_check_folder",
+]

@@ -51,6 +51,30 @@ NoCache = Annotated[
 MaxFileMb = Annotated[
     float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")
 ]
+# --deep: the audit of tlcli.audit (tlcli/cli/check_deep.py prints it).
+Deep = Annotated[
+    bool,
+    typer.Option(
+        "--deep",
+        help="Also embed every image with a pretrained base (through the feature cache training uses) and report "
+        "near-duplicates within and across splits, likely label errors and per-class learning curves.",
+    ),
+]
+DeepBase = Annotated[
+    Optional[str],
+    typer.Option("--base", help="With --deep: the keras.applications base that embeds (default MobileNetV2)."),
+]
+DeepConfig = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="With --deep: embed with this config's base (its features are shared with train)."),
+]
+Strict = Annotated[
+    bool, typer.Option("--strict", help="With --deep: exit 4 on label suspects or classes still climbing too.")
+]
+Out = Annotated[
+    Optional[Path],
+    typer.Option("--out", help="With --deep: the check folder to write (default: a new one under ./checks/)."),
+]
 
 
 @app.command("check")
@@ -65,13 +89,19 @@ def check_command(
     val_split: ValSplit = 0.2,
     no_cache: NoCache = False,
     max_file_mb: MaxFileMb = DEFAULT_MAX_FILE_MB,
+    deep: Deep = False,
+    base: DeepBase = None,
+    config: DeepConfig = None,
+    strict: Strict = False,
+    out: Out = None,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Decode every image in DATA_DIR as training would and report what is wrong.
 
-    Exit 0: clean. 4: problems (unreadable files, duplicates, leakage). 2: unusable.
+    Exit 0: clean. 4: problems (unreadable files, duplicates, leakage; with --deep also near-duplicate leakage, and
+    with --strict label suspects or classes still climbing). 2: unusable.
     """
     if (data_dir is None) == (manifest is None):
         raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
@@ -88,6 +118,8 @@ def check_command(
         raise UserError(f"--val-split: must be between 0 and 1, got {val_split}")
     if not max_file_mb > 0:
         raise UserError(f"--max-file-mb: must be above 0, got {max_file_mb}")
+    if not deep and (base, config, out, strict) != (None, None, None, False):
+        raise UserError("--base, --config, --out and --strict belong to --deep; add --deep")
     if (label_columns is not None or label_separator != "|") and not multi_label:
         raise UserError("--label-separator and --label-columns describe a multi-label manifest; add --multi-label")
     labels = (
@@ -108,13 +140,30 @@ def check_command(
         columns=parse_columns(column),
         labels=labels,
     )
-    if json_output:
-        output().print_json(report.to_dict())
-    elif not quiet:
+    if not json_output and not quiet:
         _print_report(report)
+    audit, deep_exit = None, 0
+    if deep and not report.unusable:
+        from tlcli.cli.check_deep import run_deep
+
+        audit, deep_exit = run_deep(
+            data_dir,
+            base=base,
+            config=config,
+            out=out,
+            strict=strict,
+            json_output=json_output,
+            quiet=quiet,
+            val_split=val_split,
+            max_file_mb=max_file_mb,
+            columns=parse_columns(column),
+            labels=labels,
+        )
+    if json_output:
+        output().print_json(report.to_dict() | ({"deep": audit.to_dict()} if audit is not None else {}))
     if report.unusable:
         output().error(f"{data_dir}: {report.unusable}")
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(report.exit_code if report.unusable else max(report.exit_code, deep_exit))
 
 
 def _print_counts(report, console) -> None:

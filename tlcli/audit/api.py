@@ -1,0 +1,161 @@
+"""`audit_dataset`: embed a labelled folder once, then ask the embeddings what to trust.
+
+Near-duplicates are searched over every split (a copy in the test folder is the leakage that matters most); label
+suspects over the training and validation images (the test folder is excluded: relabelling it from what a probe
+predicts would tune the figure it exists to give honestly); the learning curve over the training images.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from tlcli.audit.curve import learning_curve
+from tlcli.audit.embed import Embeddings, embed_splits, embedding_config
+from tlcli.audit.labels import find_label_suspects
+from tlcli.audit.neighbours import find_near_duplicates
+from tlcli.audit.report import AuditReport, SuspectFindings, SuspectRow
+from tlcli.config.loading import load_config
+from tlcli.config.schema import DataConfig, ExperimentConfig
+from tlcli.data.manifest import is_manifest
+from tlcli.data.splits import discover_splits
+from tlcli.errors import UserError
+from tlcli.progress import Reporter
+
+SUSPECT_SPLITS = ("train", "val")
+MIN_IMAGES_PER_CLASS = 2  # fewer: no cross-validated probe can score a class
+
+
+def audit_dataset(
+    data_dir: str | Path | None = None,
+    *,
+    config: ExperimentConfig | str | Path | dict | None = None,
+    base: str | None = None,
+    val_split: float = 0.2,
+    max_file_mb: float | None = None,
+    columns: dict[str, str] | None = None,
+    labels: dict | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    use_cache: bool = True,
+    reporter: Reporter | None = None,
+) -> AuditReport:
+    """Embed every image of a labelled folder (or manifest) with a pretrained base, through the feature cache
+    training uses, and report near-duplicates (within and across splits), likely label errors and per-class
+    learning curves.
+
+    Args:
+        data_dir: a folder of class folders, a parent of train/ and val/ (and test/), or a CSV manifest, as
+            `tlcli check` takes (`val_split`, `max_file_mb`, `columns` and `labels` as `check_dataset` takes them);
+            None: the config's data.
+        config: a config (or its path) whose base embeds the images (and whose data is listed when `data_dir` is
+            None); its features are shared with `tlcli train` of the same config.
+        base: a keras.applications base name (ImageNet weights) instead; default MobileNetV2 at 224 px when its
+            weights are in the Keras cache.
+        folds: cross-validation folds of the label probe and the learning curve; `seed` shuffles them.
+
+    Raises:
+        UserError: neither data_dir nor config, or no base whose weights are available.
+        ConfigError: the config's base has random weights (`weights: none`), or cannot be built.
+        DataError: the folder cannot be listed (as `tlcli check`).
+    """
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    experiment = load_config(config) if config is not None and not isinstance(config, ExperimentConfig) else config
+    data = _data_config(
+        data_dir, experiment, val_split=val_split, max_file_mb=max_file_mb, columns=columns, labels=labels
+    )
+    splits = discover_splits(data)
+    embeddings = embed_splits(
+        splits, embedding_config(data, base=base, config=experiment), reporter=reporter, use_cache=use_cache
+    )
+    timings = {"embedding": round(time.perf_counter() - started, 3)}
+    paths = [p for s in embeddings.splits for p in s.paths]
+    names = [s.name for s in embeddings.splits for _ in range(len(s))]
+    features = np.concatenate([s.features for s in embeddings.splits])
+    near = find_near_duplicates(paths, names, features)
+    timings["near_duplicates"] = round(time.perf_counter() - started - sum(timings.values()), 3)
+    suspects, curve, notes = _label_findings(embeddings, folds=folds, seed=seed)
+    timings["labels"] = round(time.perf_counter() - started - sum(timings.values()), 3)
+    return AuditReport(
+        data_dir=str(Path(data.manifest or data.dir).absolute()),
+        base=embeddings.base,
+        image_size=embeddings.image_size,
+        images={s.name: len(s) for s in embeddings.splits},
+        from_cache=embeddings.hits,
+        seconds=round(time.perf_counter() - started, 3),
+        near_duplicates=near,
+        label_suspects=suspects,
+        learning_curve=curve,
+        notes=tuple(notes),
+        skipped=tuple(p for s in embeddings.splits for p in s.skipped),
+        cache_key=embeddings.cache_key,
+        timings=timings,
+    )
+
+
+def _data_config(data_dir, experiment: ExperimentConfig | None, **options) -> DataConfig:
+    """What to list: `data_dir` as `tlcli check` reads it (with the config's image settings), else the config's data.
+
+    Raises:
+        UserError: neither is given, or the options contradict each other.
+    """
+    if data_dir is None:
+        if experiment is None:
+            raise UserError("data_dir: give a data folder (or manifest), or a config whose data to audit")
+        return experiment.data
+    where = (
+        {"manifest": Path(data_dir), "columns": options["columns"] or {}}
+        if is_manifest(data_dir)
+        else {"dir": Path(data_dir)}
+    )
+    where |= options["labels"] or {}
+    if options["max_file_mb"] is not None:
+        where["max_file_mb"] = options["max_file_mb"]
+    if experiment is not None:
+        where |= {"image_size": experiment.data.image_size, "color_mode": experiment.data.color_mode}
+    try:
+        return DataConfig(**where, val_split=options["val_split"])
+    except ValidationError as exc:
+        raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
+def _label_findings(embeddings: Embeddings, *, folds: int, seed: int):
+    """Label suspects over train + val and the learning curve over train, or None each with the reason in notes."""
+    notes = ["label suspects: training and validation images; the test folder is not examined"]
+    if embeddings.multi_label:
+        notes.append("label suspects and learning curve: not for multi-label data (one label per image only)")
+        return None, None, notes
+    classes = list(embeddings.class_names)
+    parts = [embeddings.split(name) for name in SUSPECT_SPLITS if embeddings.split(name) is not None]
+    features = np.concatenate([p.features for p in parts])
+    labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
+    paths = [path for p in parts for path in p.paths]
+    split_of = [p.name for p in parts for _ in range(len(p))]
+    suspects = None
+    if np.bincount(labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
+        found = find_label_suspects(features, labels, folds=folds, seed=seed)
+        rows = tuple(
+            SuspectRow(
+                paths[s.index],
+                split_of[s.index],
+                classes[s.given],
+                classes[s.suggested],
+                round(float(s.confidence), 4),
+                round(float(s.given_probability), 4),
+            )
+            for s in found.suspects
+        )
+        suspects = SuspectFindings(rows, found.method, found.folds, len(labels), found.note)
+    else:
+        notes.append(f"label suspects: skipped, a class has fewer than {MIN_IMAGES_PER_CLASS} images")
+    train = embeddings.split("train")
+    curve = None
+    if train is not None and np.bincount(train.labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
+        curve = learning_curve(train.features, train.labels.astype(np.int64), classes, folds=folds, seed=seed)
+    else:
+        notes.append(f"learning curve: skipped, a training class has fewer than {MIN_IMAGES_PER_CLASS} images")
+    return suspects, curve, notes
