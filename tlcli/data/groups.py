@@ -114,17 +114,18 @@ def group_folds(
     """
     import warnings
 
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+    from sklearn import model_selection
 
-    stratified = labels.ndim == 1
-    if groups is None:
-        splitter: Any = (StratifiedKFold if stratified else KFold)(folds, shuffle=True, random_state=seed)
-    else:
-        distinct = len(set(groups))
-        if distinct < folds:
-            raise DataError(f"{KEY}: {folds} folds need at least {folds} groups; the images hold {distinct}")
-        splitter = (StratifiedGroupKFold if stratified else GroupKFold)(folds, shuffle=True, random_state=seed)
+    if groups is not None and len(set(groups)) < folds:
+        raise DataError(f"{KEY}: {folds} folds need at least {folds} groups; the images hold {len(set(groups))}")
+    method = fold_method(labels.ndim == 1, groups is not None)
+    splitter = getattr(model_selection, method)(folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a class with fewer images than folds is simply absent from some folds
         pairs = list(splitter.split(np.zeros((len(labels), 1)), labels, groups))
-    return pairs, type(splitter).__name__
+    return pairs, method
+
+
+def fold_method(stratified: bool, grouped: bool) -> str:
+    """The scikit-learn splitter `group_folds` uses: stratified for single-label labels, grouped with `groups`."""
+    return ("Stratified" if stratified else "") + ("Group" if grouped else "") + "KFold"
