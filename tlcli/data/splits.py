@@ -301,24 +301,31 @@ def manifest_splits(config: DataConfig) -> DataSplits:
         multi_label=config.multi_label,
         separator=config.label_separator,
     )
+    splits.warnings += _manifest_warnings(class_names, manifest, config)
+    if not splits.val:
+        raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
+    return splits
+
+
+def _manifest_warnings(class_names: list[str], manifest, config: DataConfig) -> list[str]:
+    """A label that looks like several joined, rows `data.group` names no group for, skipped rows."""
+    warnings = []
     joined = (
         next((name for name in class_names if config.label_separator in name), None) if not config.multi_label else None
     )
     if joined is not None:
-        splits.warnings.append(
+        warnings.append(
             f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have "
             "several labels, set data.multi_label: true"
         )
     if manifest.ungrouped:
-        splits.warnings.append(manifest.ungrouped)
+        warnings.append(manifest.ungrouped)
     if manifest.bad:
-        splits.warnings.append(
+        warnings.append(
             f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in "
             f"data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}"
         )
-    if not splits.val:
-        raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
-    return splits
+    return warnings
 
 
 def _check_usable(rows: list, bad: list, where: str) -> None:
