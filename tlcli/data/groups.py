@@ -67,7 +67,7 @@ def groups_of(samples: Sequence[Sample]) -> list[str] | None:
     return [sample.group if sample.group is not None else f"file:{sample.path}" for sample in samples]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CrossingGroup:
     """A group with images in more than one split: its name, its images per split, and a few of its files."""
 
