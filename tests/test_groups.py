@@ -162,6 +162,11 @@ def test_check_reports_a_group_that_crosses_given_splits_and_exits_4(cli, tmp_pa
     table = cli("check", root, "--group", r"patient_\d+")
     assert table.exit_code == 4 and "groups in more than one split (1)" in table.stdout
     assert "patient_05: train 2, val 2" in table.stdout and "1 group in more than one split" in table.stdout
+    # training's own pass reports the same (warned at its start, in data_problems.json, refused by --strict)
+    from tlcli.data.problems import find_problems
+
+    trained = find_problems(discover_splits(DataConfig(dir=root, group=r"patient_\d+")), {})
+    assert trained.count == 1 and trained.warnings()[0].startswith("groups: 1 group has images in more than one split")
     bad = cli("check", root, "--group", "patient_(")
     assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: --group: 'patient_(' is not a valid regular")
 
