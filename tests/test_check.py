@@ -73,6 +73,7 @@ def test_cli_check_json_and_exit_codes(cli, messy, image_folder):
         WITHIN_CLASS: 0,
         CONFLICTING_LABELS: 0,
         LEAKAGE: 1,
+        "crossing_groups": 0,  # no --group: none can cross
     }
     assert {u["path"] for u in document["problems"]["unreadable"]} == messy.unreadable_paths
     assert set(document) >= {

@@ -48,6 +48,15 @@ ValSplit = Annotated[
 NoCache = Annotated[
     bool, typer.Option("--no-cache", help="Decode every file again instead of trusting the screening cache.")
 ]
+Group = Annotated[
+    Optional[str],
+    typer.Option(
+        "--group",
+        help="Images that must stay on one side of the split (as data.group): a regular expression over the paths "
+        "whose match names the group, or a manifest's column; a group in more than one split is a problem.",
+        show_default=False,
+    ),
+]
 MaxFileMb = Annotated[
     float, typer.Option("--max-file-mb", help="Files larger than this are unreadable, unread (as data.max_file_mb).")
 ]
@@ -78,7 +87,7 @@ Out = Annotated[
 
 
 @app.command("check")
-@command
+@command(flags={"data.group": "--group"})
 def check_command(
     data_dir: DataDir = None,
     manifest: Manifest = None,
@@ -89,6 +98,7 @@ def check_command(
     val_split: ValSplit = 0.2,
     no_cache: NoCache = False,
     max_file_mb: MaxFileMb = DEFAULT_MAX_FILE_MB,
+    group: Group = None,
     deep: Deep = False,
     base: DeepBase = None,
     config: DeepConfig = None,
@@ -100,8 +110,8 @@ def check_command(
 ) -> None:
     """Decode every image in DATA_DIR as training would and report what is wrong.
 
-    Exit 0: clean. 4: problems (unreadable files, duplicates, leakage; with --deep also near-duplicate leakage, and
-    with --strict label suspects or classes still climbing). 2: unusable.
+    Exit 0: clean. 4: problems (unreadable files, duplicates, leakage, groups across splits; with --deep also
+    near-duplicate leakage, and with --strict label suspects or classes still climbing). 2: unusable.
     """
     if (data_dir is None) == (manifest is None):
         raise UserError("give a DATA_DIR (or a manifest file) or --manifest FILE (not both)")
@@ -139,6 +149,7 @@ def check_command(
         max_file_mb=max_file_mb,
         columns=parse_columns(column),
         labels=labels,
+        group=group,
     )
     if not json_output and not quiet:
         _print_report(report)
@@ -158,6 +169,7 @@ def check_command(
             max_file_mb=max_file_mb,
             columns=parse_columns(column),
             labels=labels,
+            group=group,
         )
     if json_output:
         output().print_json(report.to_dict() | ({"deep": audit.to_dict()} if audit is not None else {}))
@@ -219,6 +231,11 @@ def _sections(report) -> list[tuple[str, list[str], str | None]]:
                 f"{', '.join(k.replace('_', ' ') for k in g.kinds)}: " + " = ".join(where(f) for f in g.files)
                 for g in problems.duplicates
             ],
+            "red",
+        ),
+        (
+            "groups in more than one split",
+            [f"{g.describe()} (e.g. {rel(g.files[0]['path'])})" for g in problems.crossing_groups],
             "red",
         ),
         ("classes with fewer than 10 images", [f"{c['class']}: {c['images']}" for c in report.small_classes], "yellow"),

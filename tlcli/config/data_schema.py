@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tlcli.config.fields import PathValue, Section
 from tlcli.config.plain import DEFAULT_MAX_FILE_MB
@@ -116,6 +117,15 @@ class AugmentConfig(Section):
         return self.flip
 
 
+# `data.group` made only of these characters names a manifest column; anything else is a regular expression.
+_COLUMN_NAME = re.compile(r"[\w -]+")
+
+
+def is_column_name(group: str) -> bool:
+    """Whether `data.group` names a manifest column (letters, digits, `_`, `-`, spaces) rather than a pattern."""
+    return _COLUMN_NAME.fullmatch(group) is not None
+
+
 class ManifestColumns(Section):
     """Which columns of `data.manifest` hold what."""
 
@@ -179,7 +189,21 @@ class DataConfig(Section):
         lt=1,
         description=(
             "Fraction held out for validation when there is no validation folder; chosen per file by a hash of "
-            "its relative path, so adding images never reshuffles existing ones."
+            "its relative path (per group by a hash of its name, with `data.group`), so adding images never "
+            "reshuffles existing ones."
+        ),
+    )
+    group: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Images that must stay on one side of every split (a patient, a product, a video): a manifest column "
+            "(a name of letters, digits, `_`, `-`, spaces), or a regular expression searched in each path "
+            "relative to its split folder (class folder included: `cats/patient_07_a.jpg`; a manifest's path as "
+            "written) whose first capture group, else whole match, names the group (`'patient_\\d+'`). The hash "
+            "split then assigns whole groups, `tune.folds` keeps them whole, and `tlcli check` reports groups "
+            "that cross given splits. A path it does not match (an empty cell) is a group of its own, warned. "
+            "Unset: per file."
         ),
     )
     image_size: tuple[int, int] = Field(
@@ -218,6 +242,28 @@ class DataConfig(Section):
         return int(self.max_file_mb * 1_000_000)
 
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation (training only).")
+
+    @field_validator("group")
+    @classmethod
+    def _pattern(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if is_column_name(value):
+            if info.data.get("manifest") is None:  # a pattern without any special character puts all in one group
+                raise ValueError(
+                    f"{value!r} names a manifest column, but there is no data.manifest; with folders it is a "
+                    "regular expression whose match names the group, e.g. 'patient_\\d+' or '^[^/]+/([^/]+)/' "
+                    "(the folder inside each class folder)"
+                )
+            return value
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"{value!r} is not a valid regular expression ({exc}); escape special characters with a backslash "
+                "(e.g. '\\.' for a dot), or name a manifest column"
+            ) from None
+        return value
 
     @field_validator("image_size", mode="before")
     @classmethod

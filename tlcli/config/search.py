@@ -32,6 +32,7 @@ UNSEARCHABLE = (
     "data.val_dir",
     "data.test_dir",
     "data.manifest",
+    "data.group",  # which images go together: another grouping scores trials on other validation images
 )
 
 

@@ -1,6 +1,6 @@
 """Stage 2, the data: listing files (`listing`, `splits`), decoding them once (`images`,
 `screening`, `decoded`), batches for Keras (`batches`), and what is wrong with a
-folder (`problems`, the analysis behind `tlcli check`)."""
+folder (`problems`, the analysis behind `tlcli check`), groups kept on one side of a split (`groups`)."""
 
 from typing import TYPE_CHECKING
 
@@ -9,6 +9,7 @@ from tlcli.lazy import lazy_exports
 _PUBLIC = {
     "tlcli.data.batches": ("ArrayBatches", "array_batches", "class_weights", "encode_targets", "make_dataset"),
     "tlcli.data.decoded": ("DecodedImages", "ScreenedSplit", "SkippedFile", "decode_samples"),
+    "tlcli.data.groups": ("CrossingGroup", "crossing_groups", "group_folds", "groups_of"),
     "tlcli.data.images": ("ImageDecodeError", "ImageInfo", "decode_image"),
     "tlcli.data.listing": ("collect_images", "list_class_files"),
     "tlcli.data.problems": ("CheckReport", "DataProblems", "check_dataset", "find_problems"),
@@ -19,6 +20,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 if TYPE_CHECKING:
     from tlcli.data.batches import ArrayBatches, array_batches, class_weights, encode_targets, make_dataset
     from tlcli.data.decoded import DecodedImages, ScreenedSplit, SkippedFile, decode_samples
+    from tlcli.data.groups import CrossingGroup, crossing_groups, group_folds, groups_of
     from tlcli.data.images import ImageDecodeError, ImageInfo, decode_image
     from tlcli.data.listing import collect_images, list_class_files
     from tlcli.data.problems import CheckReport, DataProblems, check_dataset, find_problems
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrayBatches",
     "CheckReport",
+    "CrossingGroup",
     "DataProblems",
     "DataSplits",
     "DecodedImages",
@@ -39,11 +42,14 @@ __all__ = [
     "check_dataset",
     "class_weights",
     "collect_images",
+    "crossing_groups",
     "decode_image",
     "decode_samples",
     "discover_splits",
     "encode_targets",
     "find_problems",
+    "group_folds",
+    "groups_of",
     "hash_split",
     "list_class_files",
     "make_dataset",

@@ -19,12 +19,15 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from tlcli.config.data_schema import is_column_name
 from tlcli.config.schema import DataConfig
+from tlcli.data.groups import match_group, ungrouped_warning
 from tlcli.data.names import check_class_name
 from tlcli.errors import DataError
 
@@ -47,10 +50,16 @@ class ManifestRow:
     written: str
     labels: tuple[str, ...]
     split: str
+    group: str | None = None  # what `data.group` names for the row (None: unset, or none)
 
     @property
     def label(self) -> str:
         return self.labels[0]
+
+    @property
+    def split_key(self) -> str:
+        """What the hash split hashes: the group's name, else the path as written."""
+        return self.written if self.group is None else self.group
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class Manifest:
     source: Path
     rows: list[ManifestRow]
     bad: list[BadRow]
+    ungrouped: str | None = None  # the warning for rows `data.group` names no group for
 
 
 def is_manifest(path: str | Path) -> bool:
@@ -99,6 +109,7 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
     rows: list[ManifestRow] = []
     bad: list[BadRow] = []
     seen: dict[str, ManifestRow] = {}
+    group_of = _grouping(config)
     for number, record in list(_records(reader, text)):  # all read first: an open quote is named first
         written = (record.get(columns["path"]) or "").strip()
         split = _split_of(record.get(columns["split"]) if columns["split"] else "", number, source, columns["split"])
@@ -112,7 +123,8 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
         for label in labels:  # a class name with a line break would break every file written later
             check_class_name(label, f"data.manifest: row {number} of {source}")
         path = Path(written) if Path(written).is_absolute() else source.parent / written
-        row = ManifestRow(number, path.absolute(), Path(written).as_posix(), labels, split)
+        as_written = Path(written).as_posix()
+        row = ManifestRow(number, path.absolute(), as_written, labels, split, group_of(record, as_written))
         if (earlier := seen.get(row.written)) is not None:
             bad.append(_listed_again(row, earlier))
             continue
@@ -127,7 +139,20 @@ def read_manifest(config: DataConfig, key: str = "data.manifest") -> Manifest:
             bad.append(BadRow(row.row, row.written, f"file not found: {row.path}"))
         else:
             kept.append(row)
-    return Manifest(source, kept, sorted(bad, key=lambda b: b.row))
+    what = f"column '{config.group}'" if config.group and is_column_name(config.group) else f"pattern '{config.group}'"
+    ungrouped = [row.written for row in kept if row.group is None] if config.group is not None else []
+    return Manifest(source, kept, sorted(bad, key=lambda b: b.row), ungrouped_warning(ungrouped, len(kept), what))
+
+
+def _grouping(config: DataConfig) -> Callable[[dict, str], str | None]:
+    """How a row's group is read: `data.group`'s column (an empty cell: none), or its pattern over the path."""
+    column = config.group
+    if column is None:
+        return lambda record, written: None
+    if is_column_name(column):
+        return lambda record, written: (record.get(column) or "").strip() or None
+    pattern = re.compile(column)
+    return lambda record, written: match_group(pattern, written)
 
 
 def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, dict[str, str], str]:
@@ -156,6 +181,11 @@ def _open(source: Path, config: DataConfig, key: str) -> tuple[csv.DictReader, d
         raise DataError(
             f"data.label_columns: the manifest {source} has no column {missing[0]!r} (its columns: "
             f"{_shown_columns(header)})"
+        )
+    if config.group is not None and is_column_name(config.group) and config.group not in header:
+        raise DataError(
+            f"data.group: the manifest {source} has no column {config.group!r} (its columns: "
+            f"{_shown_columns(header)}); name one, or give a regular expression over the paths"
         )
     if columns["split"] not in header:
         columns["split"] = ""  # optional: the hash split applies

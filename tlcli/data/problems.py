@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from tlcli.config.schema import DataConfig
 from tlcli.data.decoded import ScreenedSplit
+from tlcli.data.groups import CrossingGroup, crossing_groups
 from tlcli.data.images import ImageInfo, extension_matches
 from tlcli.data.manifest import is_manifest
 from tlcli.data.screening import screen_files
@@ -35,6 +36,7 @@ FEW_IMAGES = 10  # a class with fewer images (all splits) is near-empty
 WITHIN_CLASS = "within_class"
 CONFLICTING_LABELS = "conflicting_labels"
 LEAKAGE = "leakage"
+CROSSING_GROUPS = "crossing_groups"  # `data.group`'s groups with images in more than one split
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,14 @@ class DataProblems:
     unreadable: list[UnreadableFile] = field(default_factory=list)
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     bad_rows: list = field(default_factory=list)  # a manifest's skipped rows (`tlcli.data.manifest.BadRow`)
+    crossing_groups: list[CrossingGroup] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> list[DuplicateGroup]:
         return [group for group in self.duplicates if kind in group.kinds]
 
     @property
     def count(self) -> int:
-        return len(self.unreadable) + len(self.duplicates) + len(self.bad_rows)
+        return len(self.unreadable) + len(self.duplicates) + len(self.bad_rows) + len(self.crossing_groups)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -107,6 +110,7 @@ class DataProblems:
             WITHIN_CLASS: len(self.of_kind(WITHIN_CLASS)),
             CONFLICTING_LABELS: len(self.of_kind(CONFLICTING_LABELS)),
             LEAKAGE: len(self.of_kind(LEAKAGE)),
+            CROSSING_GROUPS: len(self.crossing_groups),
         }
 
     def summary(self) -> str:
@@ -118,6 +122,7 @@ class DataProblems:
             WITHIN_CLASS: ("set of duplicates within a class", "sets of duplicates within a class"),
             CONFLICTING_LABELS: ("duplicate with conflicting labels", "duplicates with conflicting labels"),
             LEAKAGE: ("image shared between splits (leakage)", "images shared between splits (leakage)"),
+            CROSSING_GROUPS: ("group in more than one split", "groups in more than one split"),
         }
         return ", ".join(f"{n} {names[k][n != 1]}" for k, n in counts.items() if n)
 
@@ -135,6 +140,12 @@ class DataProblems:
                 n = f"{len(groups)} image{' is' if len(groups) == 1 else 's are'}"
                 example = " = ".join(f"{f.split}/{f.label}/{Path(f.path).name}" for f in groups[0].files[:2])
                 lines.append(f"{headline.format(n=n)}, e.g. {example} (listed in data_problems.json)")
+        if self.crossing_groups:
+            n = len(self.crossing_groups)
+            lines.append(
+                f"groups: {n} group{' has' if n == 1 else 's have'} images in more than one split, so validation "
+                f"metrics are optimistic, e.g. {self.crossing_groups[0].describe()} (listed in data_problems.json)"
+            )
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +156,7 @@ class DataProblems:
                 ("bad_rows", self.bad_rows),
                 ("unreadable", self.unreadable),
                 ("duplicates", self.duplicates),
+                (CROSSING_GROUPS, self.crossing_groups),
             )
             if len(entries) > MAX_LISTED
         }
@@ -157,6 +169,7 @@ class DataProblems:
                 {"content_hash": g.content_hash, "kinds": g.kinds, "files": [asdict(f) for f in g.files]}
                 for g in self.duplicates[:MAX_LISTED]
             ],
+            CROSSING_GROUPS: [g.to_dict() for g in self.crossing_groups[:MAX_LISTED]],
         }
 
 
@@ -230,6 +243,7 @@ def check_dataset(
     max_file_mb: float | None = None,
     columns: dict[str, str] | None = None,
     labels: dict | None = None,
+    group: str | None = None,
 ) -> CheckReport:
     """Screen every file of a data folder (or manifest) and report what training would find.
 
@@ -245,6 +259,8 @@ def check_dataset(
         max_file_mb: larger files are unreadable (as `data.max_file_mb`; default its default).
         labels: a multi-label manifest's `data` keys: `{"multi_label": True, "label_separator": ..., "label_columns":
         [...]}`.
+        group: as `data.group`, a manifest column or a regular expression over the relative paths: groups with images
+            in more than one split are problems (`DataProblems.crossing_groups`), and the hash split keeps them whole.
 
     Returns:
         A `CheckReport`; its `exit_code` is 0 (clean), 4 (problems) or 2
@@ -261,12 +277,13 @@ def check_dataset(
         if is_manifest(data_dir)
         else {"dir": Path(data_dir), **(labels or {})}
     )
+    optional = {"max_file_mb": max_file_mb, "group": group}
     try:
-        config = DataConfig(
-            **where, val_split=val_split, **({"max_file_mb": max_file_mb} if max_file_mb is not None else {})
-        )
+        config = DataConfig(**where, val_split=val_split, **{k: v for k, v in optional.items() if v is not None})
     except ValidationError as exc:  # options that contradict each other (--multi-label on class folders)
-        raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        first = exc.errors()[0]
+        named = "group: " if first["loc"] == ("group",) else ""  # the CLI prints it as its flag
+        raise UserError(named + first["msg"].removeprefix("Value error, ")) from None
     splits = discover_splits(config)
     samples = [(split, sample) for split in SPLITS for sample in getattr(splits, split)]
     with reporter.task("checking images", len(samples)) as advance:
@@ -307,7 +324,7 @@ def _entries_from_pass(splits: DataSplits, screened: dict[str, ScreenedSplit]) -
 
 
 def _problems(splits: DataSplits, entries: Iterable[FileVerdict]) -> DataProblems:
-    problems = DataProblems(bad_rows=list(splits.bad_rows))
+    problems = DataProblems(bad_rows=list(splits.bad_rows), crossing_groups=crossing_groups(dict(splits.listed())))
     by_hash: dict[str, list[FileRef]] = defaultdict(list)
     for entry in entries:
         label = splits.label_name(entry.sample.label)

@@ -3,7 +3,8 @@
 `discover_splits` finds the train / validation / test folders and lists the
 image files of every class. Without a validation folder, a `val_split`
 fraction of the training files is held out, chosen by a hash of each file's
-relative path, so adding images never moves existing ones between splits.
+relative path (with `data.group`, of its group's name: `tlcli.data.groups`), so
+adding images never moves existing ones between splits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from tlcli.config.schema import DataConfig
+from tlcli.data.groups import assign_groups, ungrouped_warning
 from tlcli.data.listing import list_class_files
 from tlcli.data.manifest import read_manifest
 from tlcli.errors import DataError
@@ -32,13 +34,20 @@ class Sample:
     """One image file and its class index (a multi-label manifest: a tuple of class indices, maybe empty);
     `relpath` is relative to its split folder (a manifest's path as written).
 
-    `row`: the file's row in the manifest it came from (None for class folders).
+    `row`: the file's row in the manifest it came from (None for class folders); `group`: the group `data.group`
+    names for it (None: unset, or the file has none), which the hash split and grouped folds keep whole.
     """
 
     path: Path
     label: int | tuple[int, ...]
     relpath: str
     row: int | None = None
+    group: str | None = None
+
+    @property
+    def split_key(self) -> str:
+        """What the hash split hashes: the group's name, else the relative path."""
+        return self.relpath if self.group is None else self.group
 
 
 def label_array(samples: Sequence[Sample], num_classes: int | None = None) -> np.ndarray:
@@ -134,12 +143,17 @@ def discover_splits(config: DataConfig, seed: int = 0) -> DataSplits:
     index = {name: i for i, name in enumerate(class_names)}
     train = [Sample(path, index[name], rel) for name in class_names for path, rel in train_files[name]]
     warnings: list[str] = []
-    if val_dir is not None:
-        val = _split_samples(val_dir, _key_for(config, "val"), index, ignored)
-    else:
-        train, val = hash_split(train, config.val_split)
-        sources["val"] = f"{config.val_split:.0%} of train by file hash"
+    val = _split_samples(val_dir, _key_for(config, "val"), index, ignored) if val_dir is not None else []
     test = _split_samples(test_dir, _key_for(config, "test"), index, ignored) if test_dir is not None else []
+    if config.group is not None:
+        train, val, test = (assign_groups(samples, config.group) for samples in (train, val, test))
+        ungrouped = [s.relpath for samples in (train, val, test) for s in samples if s.group is None]
+        warning = ungrouped_warning(ungrouped, len(train) + len(val) + len(test), f"pattern '{config.group}'")
+        warnings += [warning] if warning else []
+    if val_dir is None:
+        train, val = hash_split(train, config.val_split)
+        by = "file hash" if config.group is None else "group hash (data.group)"
+        sources["val"] = f"{config.val_split:.0%} of train by {by}"
     splits = DataSplits(class_names, train, val, test, sources, ignored, warnings)
     for split in ("train", "val"):
         missing = [name for name, count in splits.counts(split).items() if count == 0]
@@ -206,10 +220,11 @@ def _split_samples(folder: Path, key: str, index: dict[str, int], ignored: list[
 
 
 def hash_split(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
-    """Split by a hash of each relative path: a file's side never changes as files are added."""
+    """Split by a hash of each relative path (a grouped sample: of its group's name, so a group goes whole): a file's
+    side never changes as files are added."""
     train, val = [], []
     for sample in samples:
-        (val if split_bucket(sample.relpath) < fraction else train).append(sample)
+        (val if split_bucket(sample.split_key) < fraction else train).append(sample)
     return train, val
 
 
@@ -232,7 +247,9 @@ def manifest_splits(config: DataConfig) -> DataSplits:
     _check_usable(manifest.rows, manifest.bad, where)
     listed = {split: [row for row in manifest.rows if row.split == split] for split in SPLITS}
     unsplit = [row for row in manifest.rows if not row.split]
-    held = {row.row for row in unsplit if split_bucket(row.written) < config.val_split} if not listed["val"] else set()
+    held = (
+        {row.row for row in unsplit if split_bucket(row.split_key) < config.val_split} if not listed["val"] else set()
+    )
     listed["train"] += [row for row in unsplit if row.row not in held]
     listed["val"] += [row for row in unsplit if row.row in held]
     class_names = (
@@ -261,7 +278,10 @@ def manifest_splits(config: DataConfig) -> DataSplits:
                 f"no training row has ({', '.join(class_names)}){hint}"
             )
         samples[split] = sorted(
-            (Sample(row.path, _indices(row, index, config.multi_label), row.written, row.row) for row in rows),
+            (
+                Sample(row.path, _indices(row, index, config.multi_label), row.written, row.row, row.group)
+                for row in rows
+            ),
             key=lambda s: (s.label, s.relpath),
         )
     sources = {
@@ -270,7 +290,7 @@ def manifest_splits(config: DataConfig) -> DataSplits:
         if samples[split]
     }
     if held:
-        sources["val"] = f"{config.val_split:.0%} of {where} by path hash"
+        sources["val"] = f"{config.val_split:.0%} of {where} by {'path' if config.group is None else 'group'} hash"
     splits = DataSplits(
         class_names,
         samples["train"],
@@ -281,22 +301,31 @@ def manifest_splits(config: DataConfig) -> DataSplits:
         multi_label=config.multi_label,
         separator=config.label_separator,
     )
+    splits.warnings += _manifest_warnings(class_names, manifest, config)
+    if not splits.val:
+        raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
+    return splits
+
+
+def _manifest_warnings(class_names: list[str], manifest, config: DataConfig) -> list[str]:
+    """A label that looks like several joined, rows `data.group` names no group for, skipped rows."""
+    warnings = []
     joined = (
         next((name for name in class_names if config.label_separator in name), None) if not config.multi_label else None
     )
     if joined is not None:
-        splits.warnings.append(
+        warnings.append(
             f"label {joined!r} looks like several labels joined by {config.label_separator!r}; if images have "
             "several labels, set data.multi_label: true"
         )
+    if manifest.ungrouped:
+        warnings.append(manifest.ungrouped)
     if manifest.bad:
-        splits.warnings.append(
+        warnings.append(
             f"{len(manifest.bad)} manifest row{'s' if len(manifest.bad) > 1 else ''} skipped (listed in "
             f"data_problems.json), e.g. row {manifest.bad[0].row}: {manifest.bad[0].problem}"
         )
-    if not splits.val:
-        raise DataError("data.manifest: no validation rows; give some rows split val, or raise data.val_split")
-    return splits
+    return warnings
 
 
 def _check_usable(rows: list, bad: list, where: str) -> None:

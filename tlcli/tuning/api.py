@@ -244,6 +244,7 @@ def _prepare_trials(run: _Study, reporter: Reporter) -> None:
         shared = share_extraction(run.prepared, reporter)
         run.heads, run.penalty = shared.heads, shared.penalty
         run.result.extraction, run.result.folds = shared.extraction, shared.heads.folds
+        run.result.fold_method = shared.heads.fold_method
         return
     scored = (
         "; they are scored on the validation split (tune.folds is for head trials)"

@@ -25,6 +25,7 @@ import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.batches import ArrayBatches, class_weights, encode_targets, positive_weights, steps_per_epoch
+from tlcli.data.groups import fold_method, group_folds
 from tlcli.errors import ConfigError, TrainingError
 from tlcli.features.cut import Cut, trainable_part
 from tlcli.modeling import layers as names
@@ -150,7 +151,7 @@ AUTO_FOLDS, AUTO_FOLDS_BELOW = 5, 1000
 
 
 def resolve_folds(
-    folds: str | int, images: int, flips: bool, smallest: tuple[str, int] | None = None
+    folds: str | int, images: int, flips: bool, smallest: tuple[str, int] | None = None, groups: int | None = None
 ) -> tuple[int, str]:
     """How a head study scores its trials (`tune.folds` made concrete for `images` training + validation images),
     and why.
@@ -158,14 +159,22 @@ def resolve_folds(
     Args:
         smallest: the class with the fewest training + validation images and their number, when the folds are
             stratified (single-label); None for plain k-fold (multi-label).
+        groups: the number of `data.group` groups among the images (None: no groups); a fold holds whole groups.
 
     Raises:
         ConfigError: `tune.folds: k` with more folds than the smallest class has images (some folds would hold none
-            of it out, and with every class that small the folds cannot be drawn at all).
+            of it out, and with every class that small the folds cannot be drawn at all), or than there are groups.
     """
     if flips:
         return 1, "on the validation split (random flips' copies are cached for the training split only)"
     k = min((AUTO_FOLDS if images < AUTO_FOLDS_BELOW else 1) if folds == "auto" else int(folds), images)
+    if groups is not None and groups < k:
+        if folds != "auto":
+            raise ConfigError(
+                "tune.folds",
+                f"{folds} folds, but data.group names {groups} groups; set tune.folds to {groups} or fewer",
+            )
+        k = groups
     why = (
         f"tune.folds auto: fewer than {AUTO_FOLDS_BELOW}" if k > 1 else f"{images} training + validation images: enough"
     )
@@ -180,23 +189,16 @@ def resolve_folds(
     why = f" ({why})" if folds == "auto" else ""
     if k == 1:
         return 1, "on the validation split" + why
-    return k, f"by {k}-fold cross-validation over the {images} training + validation images{why}"
+    whole = f", keeping each of the {groups} groups of data.group in one fold" if groups is not None else ""
+    return k, f"by {k}-fold cross-validation over the {images} training + validation images{whole}{why}"
 
 
-def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`folds` (fit rows, held-out rows) pairs over `labels`: stratified by class (multi-label: plain k-fold)."""
-    import warnings
-
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class with fewer images than folds is simply absent from some folds
-        splitter = (
-            StratifiedKFold(folds, shuffle=True, random_state=seed)
-            if labels.ndim == 1
-            else KFold(folds, shuffle=True, random_state=seed)
-        )
-        return list(splitter.split(np.zeros((len(labels), 1)), labels))
+def fold_splits(
+    labels: np.ndarray, folds: int, seed: int, groups: list[str] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`folds` (fit rows, held-out rows) pairs over `labels`: stratified by class (multi-label: plain k-fold); with
+    `groups` (`tlcli.data.groups.groups_of`), no group on both sides of a fold (`group_folds`)."""
+    return group_folds(labels, folds, seed, groups)[0]
 
 
 class HeadTrials:
@@ -214,6 +216,7 @@ class HeadTrials:
             1  # how trials are scored (`resolve_folds`): 1, on the validation split; k, by k-fold cross-validation
         )
         self._splits: dict[int, list] = {}  # seed -> the folds
+        self.groups: list[str] | None = None  # each train + validation image's group (`groups_of`; None: no groups)
 
     def penalty(self) -> float | None:
         """`train.l2: auto` made concrete once for the study: the penalty training's selection would choose (exact
@@ -273,10 +276,17 @@ class HeadTrials:
             figures | {"epoch": epochs, "folds": [round(float(kept[metric]), 6) for kept, _ in folds]},
         )
 
+    @property
+    def fold_method(self) -> str | None:
+        """The scikit-learn splitter of the study's folds (None: trials are scored on the validation split)."""
+        return (
+            None if self.folds == 1 else fold_method(self.inputs.splits.train.labels.ndim == 1, self.groups is not None)
+        )
+
     def splits(self, labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """The study's folds for a trial's seed (`fold_splits`), drawn once per seed."""
         if seed not in self._splits:
-            self._splits[seed] = fold_splits(labels, self.folds, seed)
+            self._splits[seed] = fold_splits(labels, self.folds, seed, self.groups)
         return self._splits[seed]
 
     def _fit(

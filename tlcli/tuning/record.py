@@ -40,6 +40,9 @@ class TuneResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     extraction: dict[str, Any] | None = None
     folds: int = 1  # head trials' scoring: 1, the validation split; k, k-fold cross-validation over train + validation
+    fold_method: str | None = (
+        None  # the folds' scikit-learn splitter: StratifiedKFold, StratifiedGroupKFold (data.group)
+    )
     plots: dict[str, str] = field(default_factory=dict)
     started: str = ""
     pid: int | None = None

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
+from tlcli.data.groups import groups_of
 from tlcli.data.problems import unusable_reason
 from tlcli.errors import UnusableData
 from tlcli.features.cut import Cut
@@ -65,11 +66,13 @@ def share_extraction(prepared: Prepared, reporter: Reporter) -> SharedExtraction
     heads = HeadTrials(
         prepared, FeatureInputs(prepared.model, features, Cut("pool"), prepared.config, prepared.num_classes)
     )
+    heads.groups = groups_of(features["train"].samples + features["val"].samples)  # in the order folds see them
     heads.folds, how = resolve_folds(
         prepared.config.tune.folds,
         len(features["train"]) + len(features["val"]),
         heads.flipped is not None,
         _smallest_class(features, prepared.splits.class_names),
+        len(set(heads.groups)) if heads.groups is not None else None,
     )
     reporter.info(f"trials are scored {how}")
     penalty = None
