@@ -38,6 +38,7 @@ def audit_dataset(
     max_file_mb: float | None = None,
     columns: dict[str, str] | None = None,
     labels: dict | None = None,
+    group: str | None = None,
     folds: int = 5,
     seed: int = 0,
     use_cache: bool = True,
@@ -49,13 +50,14 @@ def audit_dataset(
 
     Args:
         data_dir: a folder of class folders, a parent of train/ and val/ (and test/), or a CSV manifest, as
-            `tlcli check` takes (`val_split`, `max_file_mb`, `columns` and `labels` as `check_dataset` takes them);
-            None: the config's data.
+            `tlcli check` takes (`val_split`, `max_file_mb`, `columns`, `labels` and `group` as `check_dataset`
+            takes them); None: the config's data.
         config: a config (or its path) whose base embeds the images (and whose data is listed when `data_dir` is
             None); its features are shared with `tlcli train` of the same config.
         base: a keras.applications base name (ImageNet weights) instead; default MobileNetV2 at 224 px when its
             weights are in the Keras cache.
-        folds: cross-validation folds of the label probe and the learning curve; `seed` shuffles them.
+        folds: cross-validation folds of the label probe and the learning curve (with `data.group`, whole groups
+            each); `seed` shuffles them.
 
     Raises:
         UserError: neither data_dir nor config, or no base whose weights are available.
@@ -66,7 +68,7 @@ def audit_dataset(
     reporter = reporter or Reporter()
     experiment = load_config(config) if config is not None and not isinstance(config, ExperimentConfig) else config
     data = _data_config(
-        data_dir, experiment, val_split=val_split, max_file_mb=max_file_mb, columns=columns, labels=labels
+        data_dir, experiment, val_split=val_split, max_file_mb=max_file_mb, columns=columns, labels=labels, group=group
     )
     splits = discover_splits(data)
     embeddings = embed_splits(
@@ -113,8 +115,9 @@ def _data_config(data_dir, experiment: ExperimentConfig | None, **options) -> Da
         else {"dir": Path(data_dir)}
     )
     where |= options["labels"] or {}
-    if options["max_file_mb"] is not None:
-        where["max_file_mb"] = options["max_file_mb"]
+    for key in ("max_file_mb", "group"):
+        if options[key] is not None:
+            where[key] = options[key]
     if experiment is not None:
         where |= {"image_size": experiment.data.image_size, "color_mode": experiment.data.color_mode}
     try:
@@ -137,7 +140,7 @@ def _label_findings(embeddings: Embeddings, *, folds: int, seed: int):
     split_of = [p.name for p in parts for _ in range(len(p))]
     suspects = None
     if np.bincount(labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
-        found = find_label_suspects(features, labels, folds=folds, seed=seed)
+        found = find_label_suspects(features, labels, folds=folds, seed=seed, groups=_groups(parts))
         rows = tuple(
             SuspectRow(
                 paths[s.index],
@@ -155,7 +158,19 @@ def _label_findings(embeddings: Embeddings, *, folds: int, seed: int):
     train = embeddings.split("train")
     curve = None
     if train is not None and np.bincount(train.labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
-        curve = learning_curve(train.features, train.labels.astype(np.int64), classes, folds=folds, seed=seed)
+        curve = learning_curve(
+            train.features, train.labels.astype(np.int64), classes, folds=folds, seed=seed, groups=_groups([train])
+        )
     else:
         notes.append(f"learning curve: skipped, a training class has fewer than {MIN_IMAGES_PER_CLASS} images")
     return suspects, curve, notes
+
+
+def _groups(parts) -> np.ndarray | None:
+    """Each row's group for grouped folds (a file without one: a group of its own), or None without `data.group`
+    (as `tlcli.data.groups.groups_of`)."""
+    if not any(group is not None for part in parts for group in part.groups):
+        return None
+    return np.array(
+        [group or f"file:{path}" for part in parts for path, group in zip(part.paths, part.groups)], dtype=object
+    )

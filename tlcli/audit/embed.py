@@ -37,6 +37,7 @@ class SplitEmbeddings:
     labels: np.ndarray  # (n,) class indices (multi-label: (n, classes) 0/1)
     features: np.ndarray  # (n, dim) float32
     skipped: tuple[str, ...] = ()  # files that could not be decoded
+    groups: tuple[str | None, ...] = ()  # each row's `data.group` group (None: none); empty without data.group
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -137,6 +138,7 @@ def embed_splits(
                 found.labels,
                 np.ascontiguousarray(found.features.reshape(len(found.samples), -1), dtype=np.float32),
                 tuple(str(s.path) for s in found.skipped),
+                tuple(s.group for s in found.samples) if config.data.group is not None else (),
             )
         )
     if store is not None:
