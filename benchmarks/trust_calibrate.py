@@ -11,7 +11,7 @@ hold them), and every pair of images whose cosine reaches FLOOR is scored by the
 
 - per transformation, the cosine and thumbnail score of each copy against its source, and the share of copies
   reported (a cross-split pair with its own source) at the thresholds;
-- on the untouched hymenoptera and cats_and_dogs_filtered folders, the cross-split pairs reported at the thresholds
+- on the untouched hymenoptera, cats_and_dogs_filtered and eurosat folders, the pairs reported at the thresholds
   (to inspect by eye) and the closest non-reported ones (the margin);
 - the false share of the planted set's reported cross-split pairs: those that are not a copy and its source and
   not a pair the untouched folder already had.
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--shifted-cosine", type=float, default=neighbours.SHIFTED_COSINE)
     parser.add_argument("--shifted-pixel", type=float, default=neighbours.SHIFTED_PIXEL)
     parser.add_argument("--transforms", default=",".join(TRANSFORMS))
-    parser.add_argument("--untouched", default="hymenoptera,cats_and_dogs_filtered")
+    parser.add_argument("--untouched", default="hymenoptera,cats_and_dogs_filtered,eurosat")
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared datasets folder")
     parser.add_argument("--out", type=Path, default=HERE / "trust_calibration.json")
     args = parser.parse_args()

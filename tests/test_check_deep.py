@@ -19,7 +19,8 @@ from PIL import Image
 
 # ../shared beside the repository (a clone), or beside the folder of worktrees (a worktree of it).
 WEIGHTS = next(
-    (p for p in (MOBILENET_WEIGHTS, ROOT.parents[1] / "shared" / "weights" / MOBILENET_WEIGHTS.name) if p.is_file()), None
+    (p for p in (MOBILENET_WEIGHTS, ROOT.parents[1] / "shared" / "weights" / MOBILENET_WEIGHTS.name) if p.is_file()),
+    None,
 )
 pytestmark = pytest.mark.skipif(WEIGHTS is None, reason="../shared (real weights) is absent")
 
@@ -90,7 +91,6 @@ def test_a_planted_copy_is_leakage_and_a_second_run_takes_every_embedding_from_t
     expected = {"near_duplicates.csv", "label_suspects.csv", "learning_curve.csv", "report.json"}
     assert expected | {"near_duplicates.png", "learning_curve.png"} <= {p.name for p in folder.iterdir()}
     assert "copy_of_red3.jpg" in (folder / "near_duplicates.csv").read_text()
-
 
     # Without the copy: clean, exit 0, every embedding from the cache, the tables, a new folder under ./checks/.
     (data / "val" / "red" / "copy_of_red3.jpg").unlink()

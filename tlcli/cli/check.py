@@ -141,41 +141,28 @@ def check_command(
         if multi_label
         else None
     )
-    report = check_dataset(
-        data_dir,
-        val_split=val_split,
-        use_cache=not no_cache,
-        reporter=output().reporter(silent=json_output),
-        max_file_mb=max_file_mb,
-        columns=parse_columns(column),
-        labels=labels,
-        group=group,
-    )
+    listing = {
+        "val_split": val_split,
+        "max_file_mb": max_file_mb,
+        "columns": parse_columns(column),
+        "labels": labels,
+        "group": group,
+    }
+    report = check_dataset(data_dir, use_cache=not no_cache, reporter=output().reporter(silent=json_output), **listing)
     if not json_output and not quiet:
         _print_report(report)
-    audit, deep_exit = None, 0
+    audit = None
     if deep and not report.unusable:
         from tlcli.cli.check_deep import run_deep
 
-        audit, deep_exit = run_deep(
-            data_dir,
-            base=base,
-            config=config,
-            out=out,
-            strict=strict,
-            json_output=json_output,
-            quiet=quiet,
-            val_split=val_split,
-            max_file_mb=max_file_mb,
-            columns=parse_columns(column),
-            labels=labels,
-            group=group,
-        )
+        audit = run_deep(data_dir, base, config, out, strict=strict, json_output=json_output, quiet=quiet, **listing)
     if json_output:
         output().print_json(report.to_dict() | ({"deep": audit.to_dict()} if audit is not None else {}))
     if report.unusable:
         output().error(f"{data_dir}: {report.unusable}")
-    raise typer.Exit(report.exit_code if report.unusable else max(report.exit_code, deep_exit))
+    raise typer.Exit(
+        report.exit_code if report.unusable else max(report.exit_code, audit.exit_code(strict) if audit else 0)
+    )
 
 
 def _print_counts(report, console) -> None:

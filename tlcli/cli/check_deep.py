@@ -34,12 +34,9 @@ def check_folder(data_dir: Path, out: Path | None) -> Path:
     return folder
 
 
-def run_deep(data_dir: Path, *, base, config, out, strict: bool, json_output: bool, quiet: bool, **listing):
-    """Audit `data_dir`, write the check folder, print the tables (unless --json or --quiet).
-
-    Returns:
-        (the report with its folder, its exit code).
-    """
+def run_deep(data_dir: Path, base, config, out, *, strict: bool, json_output: bool, quiet: bool, **listing):
+    """Audit `data_dir`, write the check folder, print the tables (unless --json or --quiet); returns the report
+    (with its folder)."""
     from tlcli.audit import audit_dataset, write_check_folder
 
     if base is not None and config is not None:
@@ -57,7 +54,7 @@ def run_deep(data_dir: Path, *, base, config, out, strict: bool, json_output: bo
     report = dataclasses.replace(report, folder=str(folder.absolute()))
     if not json_output and not quiet:
         print_deep(report, strict)
-    return report, report.exit_code(strict)
+    return report
 
 
 def print_deep(report, strict: bool) -> None:
