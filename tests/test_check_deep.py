@@ -124,3 +124,5 @@ def test_refusals_name_the_flag_and_the_fix(cli, tmp_path, weights):
     taken = cli("check", data, "--deep", "--out", tmp_path / "taken")
     assert taken.exit_code == 2 and "already exists" in one_line(taken)
     assert cli("check", data, "--strict").exit_code == 2  # --strict belongs to --deep
+    default = cli("check", data, "--deep", "--out", tmp_path / "default")  # MobileNetV2's weights are not there
+    assert default.exit_code == 2 and "tlcli weights import" in one_line(default) and "--base" in one_line(default)
