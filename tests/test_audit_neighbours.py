@@ -118,3 +118,20 @@ def test_near_duplicates_across_splits_are_leakage_and_look_alikes_are_not_count
     assert [c.paths for c in found.clusters] == [(paths[0], paths[1])] and found.clusters[0].cross_split
     document = found.to_dict()
     assert document["leakage"] == 1 and document["pairs"][0]["confirmed"] is True
+
+
+def test_the_label_folds_keep_near_duplicates_and_groups_together():
+    from tlcli.audit.api import _fold_groups
+    from tlcli.audit.embed import SplitEmbeddings
+
+    def part(name, paths, groups=()):
+        return SplitEmbeddings(name, tuple(paths), np.zeros(len(paths), int), np.zeros((len(paths), 2)), (), groups)
+
+    copy = neighbours.NearDuplicatePair("t/a", "v/a2", "train", "val", 0.9, 0.99, True)
+    lookalike = neighbours.NearDuplicatePair("t/b", "t/c", "train", "train", 0.99, 0.1, False)
+    near = neighbours.NearDuplicates((copy, lookalike), (), 2, 1)
+    parts = [part("train", ["t/a", "t/b", "t/c", "t/d"], ("x", None, None, "x")), part("val", ["v/a2", "v/e"], ())]
+    groups = _fold_groups(parts, near)
+    assert groups[0] == groups[3] == groups[4]  # group x, and the copy of its first image
+    assert len({groups[0], groups[1], groups[2], groups[5]}) == 4  # a look-alike is not a copy
+    assert _fold_groups([part("train", ["t/b", "t/c"])], neighbours.NearDuplicates((lookalike,), (), 1, 1)) is None

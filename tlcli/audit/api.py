@@ -2,7 +2,8 @@
 
 Near-duplicates are searched over every split (a copy in the test folder is the leakage that matters most); label
 suspects over the training and validation images (the test folder is excluded: relabelling it from what a probe
-predicts would tune the figure it exists to give honestly); the learning curve over the training images.
+predicts would tune the figure it exists to give honestly); the learning curve over the training images. The folds
+of both keep near-duplicate clusters, and `data.group`'s groups, whole.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from tlcli.audit.curve import learning_curve
 from tlcli.audit.embed import Embeddings, embed_splits, embedding_config
 from tlcli.audit.labels import find_label_suspects
-from tlcli.audit.neighbours import find_near_duplicates
+from tlcli.audit.neighbours import NearDuplicates, clusters_of, find_near_duplicates
 from tlcli.audit.report import AuditReport, SuspectFindings, SuspectRow
 from tlcli.config.loading import load_config
 from tlcli.config.schema import DataConfig, ExperimentConfig
@@ -80,7 +81,7 @@ def audit_dataset(
     features = np.concatenate([s.features for s in embeddings.splits])
     near = find_near_duplicates(paths, names, features)
     timings["near_duplicates"] = round(time.perf_counter() - started - sum(timings.values()), 3)
-    suspects, curve, notes = _label_findings(embeddings, folds=folds, seed=seed)
+    suspects, curve, notes = _label_findings(embeddings, near, folds=folds, seed=seed)
     timings["labels"] = round(time.perf_counter() - started - sum(timings.values()), 3)
     return AuditReport(
         data_dir=str(Path(data.manifest or data.dir).absolute()),
@@ -126,7 +127,7 @@ def _data_config(data_dir, experiment: ExperimentConfig | None, **options) -> Da
         raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
-def _label_findings(embeddings: Embeddings, *, folds: int, seed: int):
+def _label_findings(embeddings: Embeddings, near: NearDuplicates, *, folds: int, seed: int):
     """Label suspects over train + val and the learning curve over train, or None each with the reason in notes."""
     notes = ["label suspects: training and validation images; the test folder is not examined"]
     if embeddings.multi_label:
@@ -140,7 +141,7 @@ def _label_findings(embeddings: Embeddings, *, folds: int, seed: int):
     split_of = [p.name for p in parts for _ in range(len(p))]
     suspects = None
     if np.bincount(labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
-        found = find_label_suspects(features, labels, folds=folds, seed=seed, groups=_groups(parts))
+        found = find_label_suspects(features, labels, folds=folds, seed=seed, groups=_fold_groups(parts, near))
         rows = tuple(
             SuspectRow(
                 paths[s.index],
@@ -159,18 +160,31 @@ def _label_findings(embeddings: Embeddings, *, folds: int, seed: int):
     curve = None
     if train is not None and np.bincount(train.labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
         curve = learning_curve(
-            train.features, train.labels.astype(np.int64), classes, folds=folds, seed=seed, groups=_groups([train])
+            train.features,
+            train.labels.astype(np.int64),
+            classes,
+            folds=folds,
+            seed=seed,
+            groups=_fold_groups([train], near),
         )
     else:
         notes.append(f"learning curve: skipped, a training class has fewer than {MIN_IMAGES_PER_CLASS} images")
     return suspects, curve, notes
 
 
-def _groups(parts) -> np.ndarray | None:
-    """Each row's group for grouped folds (a file without one: a group of its own), or None without `data.group`
-    (as `tlcli.data.groups.groups_of`)."""
-    if not any(group is not None for part in parts for group in part.groups):
+def _fold_groups(parts, near: NearDuplicates) -> np.ndarray | None:
+    """Each row's group for the folds: confirmed near-duplicates together (so a copy never vouches for its source's
+    label from another fold), and `data.group`'s groups whole; None when neither joins any two rows."""
+    paths = [path for part in parts for path in part.paths]
+    row = {path: k for k, path in enumerate(paths)}
+    edges = [(row[p.a], row[p.b]) for p in near.confirmed if p.a in row and p.b in row]
+    first: dict[str, int] = {}
+    named = [group for part in parts for group in (part.groups or (None,) * len(part))]
+    edges += [(first.setdefault(group, k), k) for k, group in enumerate(named) if group is not None]
+    edges = [(a, b) for a, b in edges if a != b]
+    if not edges:
         return None
-    return np.array(
-        [group or f"file:{path}" for part in parts for path, group in zip(part.paths, part.groups)], dtype=object
-    )
+    component = np.arange(len(paths))
+    for number, members in enumerate(clusters_of(len(paths), *(np.array(side) for side in zip(*edges)))):
+        component[members] = len(paths) + number
+    return component
