@@ -31,7 +31,8 @@ LOOKALIKE = 0.95  # cosine from which an unconfirmed candidate is listed (not co
 
 def normalise(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (float32; a zero row stays zero)."""
-    x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+    x = np.asarray(features, dtype=np.float32)
+    x = x.reshape(len(x), int(np.prod(x.shape[1:])))
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
 
@@ -58,7 +59,7 @@ def similar_pairs(
     x, sorted_groups = x[order], groups[order]
     bounds = np.flatnonzero(np.diff(sorted_groups)) + 1
     ranges = list(zip(np.r_[0, bounds], np.r_[bounds, len(x)]))
-    found_i, found_j, found_s = [], [], []
+    found_i, found_j, found_s = [np.zeros(0, int)], [np.zeros(0, int)], [np.zeros(0, np.float32)]
     for start in range(0, len(x), block):
         sims = x[start : start + block] @ x.T
         rows = np.arange(start, start + len(sims))
