@@ -12,6 +12,7 @@ linear). Two scores, both correlations of zero-mean thumbnails (so brightness an
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -38,26 +39,44 @@ def grey_square(path: str | Path) -> np.ndarray | None:
 
 
 def _unit(pixels: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(pixels, dtype=np.float32).ravel()
-    pixels = pixels - pixels.mean()
-    return pixels / max(float(np.linalg.norm(pixels)), 1e-6)
+    """Rows (or one array) made zero-mean and unit-length."""
+    pixels = np.asarray(pixels, dtype=np.float32).reshape(-1, THUMB * THUMB)
+    pixels = pixels - pixels.mean(axis=1, keepdims=True)
+    return pixels / np.maximum(np.linalg.norm(pixels, axis=1, keepdims=True), 1e-6)
 
 
-def _resized(square: np.ndarray, size: int, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    from PIL import Image
+@functools.lru_cache(maxsize=64)
+def _area(size: int, start: float = 0.0, stop: float = GRID) -> np.ndarray:
+    """The (size, GRID) matrix that resamples [start, stop) of a GRID-pixel line to `size` pixels, each the average
+    of the span it covers (area resampling: no aliasing, and a view is two small matrix products)."""
+    edges = start + (stop - start) * np.arange(size + 1) / size
+    left, right = np.arange(GRID), np.arange(1, GRID + 1)
+    overlap = np.clip(np.minimum(edges[1:, None], right) - np.maximum(edges[:-1, None], left), 0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR, box=box), dtype=np.float32)
+
+@functools.lru_cache(maxsize=1)
+def _view_operators() -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Names, row and column operators of the views: whole, centred crops, corner crops (mirrored: the whole's
+    columns reversed)."""
+    boxes = {"whole": (0.0, 0.0, GRID, GRID)}
+    for kept in CROPS:
+        margin = GRID * (1 - kept) / 2
+        boxes[f"crop{kept:g}"] = (margin, margin, GRID - margin, GRID - margin)
+    side = GRID * CORNER_CROP
+    for corner, (x, y) in enumerate(((0, 0), (GRID - side, 0), (0, GRID - side), (GRID - side, GRID - side))):
+        boxes[f"corner{corner}"] = (x, y, x + side, y + side)
+    rows = np.stack([_area(THUMB, top, bottom) for _, top, _, bottom in boxes.values()])
+    columns = np.stack([_area(THUMB, left, right) for left, _, right, _ in boxes.values()])
+    return tuple(boxes), rows, columns
 
 
 def views(square: np.ndarray) -> dict[str, np.ndarray]:
     """The whole, mirrored, centred-crop and corner-crop thumbnails of a square, each a zero-mean unit vector."""
-    found = {"whole": _unit(_resized(square, THUMB)), "mirrored": _unit(_resized(square[:, ::-1].copy(), THUMB))}
-    for kept in CROPS:
-        margin = GRID * (1 - kept) / 2
-        found[f"crop{kept:g}"] = _unit(_resized(square, THUMB, (margin, margin, GRID - margin, GRID - margin)))
-    side = GRID * CORNER_CROP
-    for corner, (x, y) in enumerate(((0, 0), (GRID - side, 0), (0, GRID - side), (GRID - side, GRID - side))):
-        found[f"corner{corner}"] = _unit(_resized(square, THUMB, (x, y, x + side, y + side)))
+    names, rows, columns = _view_operators()
+    thumbs = (rows @ np.asarray(square, dtype=np.float32)) @ columns.transpose(0, 2, 1)
+    found = dict(zip(names, _unit(thumbs)))
+    found["mirrored"] = _unit(thumbs[0][:, ::-1])[0]
     return found
 
 
@@ -79,9 +98,10 @@ def shifted_crop_score(a: np.ndarray, b: np.ndarray) -> float:
 
     best = -1.0
     for small, big in ((a, b), (b, a)):
-        whole = _unit(_resized(small, THUMB))
+        whole = _unit(_area(THUMB) @ np.asarray(small, dtype=np.float32) @ _area(THUMB).T)[0]
         for kept in CROPS:
-            scaled = _resized(big, round(THUMB / kept))
+            operator = _area(round(THUMB / kept))
+            scaled = operator @ np.asarray(big, dtype=np.float32) @ operator.T
             windows = sliding_window_view(scaled, (THUMB, THUMB)).reshape(-1, THUMB * THUMB)
             spread = (windows * windows).sum(1) - windows.sum(1) ** 2 / (THUMB * THUMB)
             best = max(best, float(((windows @ whole) / np.sqrt(np.maximum(spread, 1e-6))).max()))
