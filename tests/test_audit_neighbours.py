@@ -135,3 +135,15 @@ def test_the_label_folds_keep_near_duplicates_and_groups_together():
     assert groups[0] == groups[3] == groups[4]  # group x, and the copy of its first image
     assert len({groups[0], groups[1], groups[2], groups[5]}) == 4  # a look-alike is not a copy
     assert _fold_groups([part("train", ["t/b", "t/c"])], neighbours.NearDuplicates((lookalike,), (), 1, 1)) is None
+
+
+def test_a_class_too_small_to_cross_validate_is_a_note_not_a_failure():
+    from tlcli.audit.api import _label_findings
+    from tlcli.audit.embed import Embeddings, SplitEmbeddings
+
+    train = SplitEmbeddings("train", ("a", "b", "c"), np.array([0, 0, 1]), np.eye(3, dtype=np.float32))
+    embeddings = Embeddings("MobileNetV2", (224, 224), ("ants", "bees"), (train,), 0, 3, 0.0)
+    suspects, curve, notes = _label_findings(embeddings, neighbours.NearDuplicates((), (), 0, 0), folds=2, seed=0)
+    assert suspects is None and curve is None
+    assert any(n.startswith("label suspects: skipped") for n in notes)
+    assert any(n.startswith("learning curve: skipped") for n in notes)

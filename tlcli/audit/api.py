@@ -23,11 +23,10 @@ from tlcli.config.loading import load_config
 from tlcli.config.schema import DataConfig, ExperimentConfig
 from tlcli.data.manifest import is_manifest
 from tlcli.data.splits import discover_splits
-from tlcli.errors import UserError
+from tlcli.errors import DataError, UserError
 from tlcli.progress import Reporter
 
 SUSPECT_SPLITS = ("train", "val")
-MIN_IMAGES_PER_CLASS = 2  # fewer: no cross-validated probe can score a class
 
 
 def audit_dataset(
@@ -133,43 +132,51 @@ def _label_findings(embeddings: Embeddings, near: NearDuplicates, *, folds: int,
     if embeddings.multi_label:
         notes.append("label suspects and learning curve: not for multi-label data (one label per image only)")
         return None, None, notes
-    classes = list(embeddings.class_names)
-    parts = [embeddings.split(name) for name in SUSPECT_SPLITS if embeddings.split(name) is not None]
-    features = np.concatenate([p.features for p in parts])
-    labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
-    paths = [path for p in parts for path in p.paths]
-    split_of = [p.name for p in parts for _ in range(len(p))]
-    suspects = None
-    if np.bincount(labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
-        found = find_label_suspects(features, labels, folds=folds, seed=seed, groups=_fold_groups(parts, near))
-        rows = tuple(
-            SuspectRow(
-                paths[s.index],
-                split_of[s.index],
-                classes[s.given],
-                classes[s.suggested],
-                round(float(s.confidence), 4),
-                round(float(s.given_probability), 4),
-            )
-            for s in found.suspects
-        )
-        suspects = SuspectFindings(rows, found.method, found.folds, len(labels), found.note)
-    else:
-        notes.append(f"label suspects: skipped, a class has fewer than {MIN_IMAGES_PER_CLASS} images")
+    suspects = curve = None
+    try:
+        suspects = _suspects(embeddings, near, folds=folds, seed=seed)
+    except DataError as exc:  # too few images (or groups) of a class for cross-validation
+        notes.append(f"label suspects: skipped ({exc})")
     train = embeddings.split("train")
-    curve = None
-    if train is not None and np.bincount(train.labels, minlength=len(classes)).min() >= MIN_IMAGES_PER_CLASS:
+    try:
         curve = learning_curve(
             train.features,
             train.labels.astype(np.int64),
-            classes,
+            list(embeddings.class_names),
             folds=folds,
             seed=seed,
             groups=_fold_groups([train], near),
         )
-    else:
-        notes.append(f"learning curve: skipped, a training class has fewer than {MIN_IMAGES_PER_CLASS} images")
+    except DataError as exc:
+        notes.append(f"learning curve: skipped ({exc})")
     return suspects, curve, notes
+
+
+def _suspects(embeddings: Embeddings, near: NearDuplicates, *, folds: int, seed: int) -> SuspectFindings:
+    """Likely label errors among the training and validation images, with their paths, splits and class names.
+
+    Raises:
+        DataError: a class has too few images (or groups) for cross-validation.
+    """
+    classes = list(embeddings.class_names)
+    parts = [embeddings.split(name) for name in SUSPECT_SPLITS if embeddings.split(name) is not None]
+    labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
+    features = np.concatenate([p.features for p in parts])
+    paths = [path for p in parts for path in p.paths]
+    split_of = [p.name for p in parts for _ in range(len(p))]
+    found = find_label_suspects(features, labels, folds=folds, seed=seed, groups=_fold_groups(parts, near))
+    rows = tuple(
+        SuspectRow(
+            paths[s.index],
+            split_of[s.index],
+            classes[s.given],
+            classes[s.suggested],
+            round(float(s.confidence), 4),
+            round(float(s.given_probability), 4),
+        )
+        for s in found.suspects
+    )
+    return SuspectFindings(rows, found.method, found.folds, len(labels), found.note)
 
 
 def _fold_groups(parts, near: NearDuplicates) -> np.ndarray | None:
