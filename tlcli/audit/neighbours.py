@@ -22,6 +22,7 @@ from tlcli.audit import pixels
 
 BLOCK = 1024  # rows multiplied against all rows at once: a BLOCK x n float32 matrix at a time
 PER_SPLIT = 8  # neighbours kept per row and split (a bound on memory when many images are alike)
+CROWDED_CHUNK = 128  # rows with more than PER_SPLIT neighbours, ranked this many at a time
 GREY = 0.75  # cosine from which a pair is a candidate (copies: >= 0.78; measured)
 PIXEL = 0.93  # thumbnail correlation that confirms a candidate (copies: >= 0.93; other images: <= 0.91 at >= GREY)
 SHIFTED_COSINE = 0.85  # from this cosine, an off-centre crop is searched for (shifted copies: >= 0.86)
@@ -73,21 +74,22 @@ def similar_pairs(
 
 
 def _top_above(sims: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, column, value) of each row's k largest values that reach `threshold`."""
+    """(row, column, value) of each row's k largest values that reach `threshold` (rows with more than k: their k
+    largest, by `argpartition` a few rows at a time, so even a folder of identical images stays within memory)."""
     if sims.shape[1] == 0:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32)
-    rows, cols = np.nonzero(sims >= threshold)
-    if len(rows) == 0:
-        return rows, cols, np.zeros(0, np.float32)
-    values = sims[rows, cols]
-    crowded = np.bincount(rows, minlength=len(sims)) > k
-    if crowded.any():  # keep each row's k largest (rare: many images alike)
-        keep = np.lexsort((-values, rows))
-        rows, cols, values = rows[keep], cols[keep], values[keep]
-        first = np.searchsorted(rows, rows)  # where each row's run starts
-        mask = np.arange(len(rows)) - first < k
-        rows, cols, values = rows[mask], cols[mask], values[mask]
-    return rows, cols, values
+    above = sims >= threshold
+    count = above.sum(axis=1)
+    plain = np.flatnonzero((count > 0) & (count <= k))
+    found_rows, cols = np.nonzero(above[plain])
+    rows, columns = [plain[found_rows]], [cols]
+    crowded = np.flatnonzero(count > k)
+    for start in range(0, len(crowded), CROWDED_CHUNK):  # rare: many images alike
+        chunk = crowded[start : start + CROWDED_CHUNK]
+        rows.append(np.repeat(chunk, k))
+        columns.append(np.argpartition(-sims[chunk], k - 1, axis=1)[:, :k].ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(columns)
+    return rows, cols, sims[rows, cols]
 
 
 def _unique_pairs(order, i, j, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
