@@ -63,10 +63,10 @@ def test_out_of_fold_probabilities_come_from_a_probe_that_never_saw_the_row():
 
 def test_groups_are_never_split_across_folds():
     features, labels = blobs(per_class=24)
-    groups = np.arange(len(labels)) // 3  # 24 groups of 3 images, each within one class
+    groups = [f"g{i // 3}" for i in range(len(labels))]  # 24 groups of 3 images, each within one class
     oof = out_of_fold_probabilities(features, labels, folds=4, groups=groups)
-    for group in np.unique(groups):
-        assert len(set(oof.fold[groups == group])) == 1, group
+    for group in set(groups):
+        assert len({fold for fold, g in zip(oof.fold, groups) if g == group}) == 1, group
     assert oof.folds == 4
 
 
@@ -79,6 +79,9 @@ def test_fewer_folds_when_a_class_is_small_and_a_refusal_when_it_has_one_image()
         out_of_fold_probabilities(features[:21], labels[:21])
     with pytest.raises(DataError, match="^features:"):
         out_of_fold_probabilities(features[:5], labels)
+    features[4, 1] = np.nan
+    with pytest.raises(DataError, match="^features: row 4 is not finite"):
+        out_of_fold_probabilities(features, labels)
 
 
 def test_the_own_implementation_agrees_with_cleanlab():

@@ -5,7 +5,8 @@ Every image is scored by a logistic-regression probe trained on the other folds 
 (Northcutt, Jiang and Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021) then flags
 the images whose given label the probabilities contradict: `cleanlab`'s `find_label_issues` when the optional extra is
 installed (`pip install 'tlcli[audit]'`), else tlcli's own implementation of the same published method (per-class
-thresholds, confident joint, prune by noise rate), which `method="own"` runs explicitly.
+thresholds, confident joint, then the lowest self-confidences or prune by noise rate), which `method="own"` runs
+explicitly; the two agree image for image.
 """
 
 from __future__ import annotations
@@ -101,10 +102,14 @@ def check_inputs(features, labels, groups=None) -> tuple[np.ndarray, np.ndarray,
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != len(labels):
             raise DataError(f"features: expected shape ({len(labels)}, d), one row per label; got {features.shape}")
+        if not np.isfinite(features).all():
+            row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
+            raise DataError(f"features: row {row} is not finite (NaN or infinity); re-extract that image's features")
     if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != labels.shape:
-            raise DataError(f"groups: expected one group id per label ({len(labels)}); got shape {groups.shape}")
+        if len(groups) != len(labels):
+            raise DataError(f"groups: expected one group id per label ({len(labels)}); got {len(groups)}")
+        codes: dict = {}
+        groups = np.array([codes.setdefault(g, len(codes)) for g in groups])  # any hashable id: str, int, tuple
     counts = np.bincount(labels) if labels.size else np.zeros(0, dtype=int)
     if len(counts) < 2:
         raise DataError("labels: a classifier needs images of at least two classes")
