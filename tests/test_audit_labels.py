@@ -70,6 +70,19 @@ def test_groups_are_never_split_across_folds():
     assert oof.folds == 4
 
 
+def test_a_class_held_out_whole_by_its_groups_is_not_judged():
+    """Class 2 is one group: its probe never saw the class, so its images get no verdict (instead of all looking
+    mislabelled), and the note says why; the other classes are still judged."""
+    features, labels = blobs(per_class=20)
+    noisy = flip(labels, [7])
+    groups = [f"g{i // 4}" if label < 2 else "class 2" for i, label in enumerate(labels)]
+    oof = out_of_fold_probabilities(features, noisy, folds=4, groups=groups)
+    assert oof.unjudged == tuple(range(40, 60)) and "20 images of class 2 cannot be judged" in oof.note
+    for method in ("own", "auto"):
+        found = find_label_suspects(None, noisy, out_of_fold=oof, method=method)
+        assert found.suspects[0].index == 7 and all(s.index < 40 for s in found.suspects) and found.images == 40
+
+
 def test_fewer_folds_when_a_class_is_small_and_a_refusal_when_it_has_one_image():
     features, labels = blobs(per_class=10)
     keep = np.r_[np.arange(20), 20, 21, 22]  # class 2 keeps 3 images

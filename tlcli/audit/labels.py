@@ -44,7 +44,8 @@ class OutOfFold:
     probabilities: np.ndarray  # (n, k) float64, rows sum to 1
     fold: np.ndarray  # (n,) int: the held-out fold in which each row was scored
     folds: int
-    note: str = ""  # why fewer folds than asked were used, if they were
+    note: str = ""  # why fewer folds than asked were used, or why some rows cannot be judged
+    unjudged: tuple[int, ...] = ()  # rows whose class their probe never saw (groups held all of it out): no verdict
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,17 @@ def fold_plan(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | No
 
 
 def fit_probe(features: np.ndarray, labels: np.ndarray):
-    """The probe (standardize, then multinomial logistic regression), fitted; its `classes_` are the labels seen."""
+    """The probe (standardize, then multinomial logistic regression), fitted; its `classes_` are the labels seen.
+
+    Raises:
+        DataError: the rows hold a single class (groups put every other class in the held-out fold).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if len(np.unique(labels)) < 2:
+        raise DataError("groups: a training fold holds a single class; use fewer folds, or smaller or more groups")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER))
     return probe.fit(features, labels)
 
@@ -196,10 +203,22 @@ def out_of_fold_probabilities(features, labels, *, folds: int = 5, seed: int = 0
     plan = fold_plan(labels, folds, seed, groups)
     num_classes = int(labels.max()) + 1
     probabilities = np.zeros((len(labels), num_classes))
+    unjudged: list[int] = []
     for train, test in plan.splits:
         probe = fit_probe(features[train], labels[train])
         probabilities[test] = probe_probabilities(probe, features[test], num_classes)
-    return OutOfFold(probabilities, plan.assignments, plan.folds, plan.note)
+        unjudged.extend(int(i) for i in test[~np.isin(labels[test], probe.classes_)])
+    note = plan.note
+    if unjudged:
+        classes = sorted({int(labels[i]) for i in unjudged})
+        note = "; ".join(
+            ([note] if note else [])
+            + [
+                f"{len(unjudged)} images of class {', '.join(map(str, classes))} cannot be judged: their groups hold "
+                "every image of the class in one fold"
+            ]
+        )
+    return OutOfFold(probabilities, plan.assignments, plan.folds, note, tuple(sorted(unjudged)))
 
 
 def find_label_suspects(
@@ -238,21 +257,28 @@ def find_label_suspects(
     probabilities = out_of_fold.probabilities
     if probabilities.shape[0] != len(labels):
         raise DataError(f"out_of_fold: {probabilities.shape[0]} rows of probabilities for {len(labels)} labels")
+    judged = np.setdiff1d(np.arange(len(labels)), np.asarray(out_of_fold.unjudged, dtype=int))
+    labels, probabilities = labels[judged], probabilities[judged]
+    ranked, described = _rank(labels, probabilities, method, filter_by)
+    suspects = tuple(_suspect(int(judged[i]), int(labels[i]), probabilities[i]) for i in ranked)
+    return LabelSuspects(suspects, described, out_of_fold.folds, out_of_fold.note, len(labels))
+
+
+def _rank(labels: np.ndarray, probabilities: np.ndarray, method: str, filter_by: str) -> tuple[np.ndarray, str]:
+    """The issues' row indices, most suspect first, by cleanlab (when `method` allows and it is installed) or tlcli's
+    own confident learning, and which of them ran."""
     version = _cleanlab_version() if method != "own" else None
     if method == "cleanlab" and version is None:
         raise UserError("method: cleanlab is not installed; pip install 'tlcli[audit]', or use method='own'")
-    if version is not None:
-        from cleanlab.filter import find_label_issues
-
-        ranked = find_label_issues(
-            labels, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence", n_jobs=1
-        )
-        described = f"cleanlab {version} find_label_issues ({filter_by}), ranked by self_confidence"
-    else:
-        ranked = confident_learning_issues(labels, probabilities, filter_by)
+    if version is None:
         described = f"confident learning (Northcutt et al. 2021, {filter_by}), tlcli's own, ranked by self_confidence"
-    suspects = tuple(_suspect(int(i), labels, probabilities) for i in ranked)
-    return LabelSuspects(suspects, described, out_of_fold.folds, out_of_fold.note, len(labels))
+        return confident_learning_issues(labels, probabilities, filter_by), described
+    from cleanlab.filter import find_label_issues
+
+    ranked = find_label_issues(
+        labels, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence", n_jobs=1
+    )
+    return ranked, f"cleanlab {version} find_label_issues ({filter_by}), ranked by self_confidence"
 
 
 def _cleanlab_version() -> str | None:
@@ -263,14 +289,12 @@ def _cleanlab_version() -> str | None:
     return str(cleanlab.__version__)
 
 
-def _suspect(index: int, labels: np.ndarray, probabilities: np.ndarray) -> LabelSuspect:
-    given = int(labels[index])
-    others = probabilities[index].copy()
+def _suspect(index: int, given: int, probabilities: np.ndarray) -> LabelSuspect:
+    """`probabilities`: the row's out-of-fold probabilities."""
+    others = probabilities.copy()
     others[given] = -1.0
     suggested = int(np.argmax(others))
-    return LabelSuspect(
-        index, given, suggested, float(probabilities[index, suggested]), float(probabilities[index, given])
-    )
+    return LabelSuspect(index, given, suggested, float(probabilities[suggested]), float(probabilities[given]))
 
 
 def confident_learning_issues(
@@ -306,7 +330,9 @@ def _label_is_argmax(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarra
 def _confident_guesses(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-2: which rows confidently belong to some class (mask), and to which (guess)."""
     k = probabilities.shape[1]
-    thresholds = np.array([probabilities[labels == j, j].mean() for j in range(k)]).clip(min=_THRESHOLD_FLOOR)
+    counts = np.bincount(labels, minlength=k)
+    means = [probabilities[labels == j, j].mean() if counts[j] else 2.0 for j in range(k)]  # 2: never reached
+    thresholds = np.array(means).clip(min=_THRESHOLD_FLOOR)
     confident = probabilities >= thresholds - _FLOAT_TOLERANCE
     guess = np.where(confident.sum(axis=1) > 1, probabilities.argmax(axis=1), confident.argmax(axis=1))
     return confident.any(axis=1), guess
