@@ -61,3 +61,16 @@ def test_bad_fractions_are_refused_naming_the_argument():
     features, labels, _ = twins(easy=6, pairs=3)
     with pytest.raises(UserError, match="^fractions:"):
         learning_curve(features, labels, NAMES, fractions=(0.5, 0.25))
+
+
+def test_repeats_average_cross_validations_and_one_image_gained_is_not_climbing():
+    features, labels, _ = twins()
+    curve = learning_curve(features, labels, NAMES, folds=5, repeats=2)
+    assert curve.repeats == 2 and curve.climbing == ("hard",) and curve.classes[0].images == (8.0, 16.0, 24.0, 32.0)
+    from tlcli.audit.curve import _class_curve
+
+    one = np.zeros((2, 100))
+    one[1, 0] = 1.0  # a single image gained, none lost
+    assert not _class_curve("x", one, np.array([10.0, 20.0]), "50%").climbing
+    one[1, 1] = 1.0  # two
+    assert _class_curve("x", one, np.array([10.0, 20.0]), "50%").climbing
