@@ -208,16 +208,13 @@ def out_of_fold_probabilities(features, labels, *, folds: int = 5, seed: int = 0
         probe = fit_probe(features[train], labels[train])
         probabilities[test] = probe_probabilities(probe, features[test], num_classes)
         unjudged.extend(int(i) for i in test[~np.isin(labels[test], probe.classes_)])
-    note = plan.note
+    notes = [plan.note] if plan.note else []
     if unjudged:
-        classes = sorted({int(labels[i]) for i in unjudged})
-        note = "; ".join(
-            ([note] if note else [])
-            + [
-                f"{len(unjudged)} images of class {', '.join(map(str, classes))} cannot be judged: their groups hold "
-                "every image of the class in one fold"
-            ]
+        classes = ", ".join(str(k) for k in sorted({int(labels[i]) for i in unjudged}))
+        notes.append(
+            f"{len(unjudged)} images of class {classes} cannot be judged: groups hold all of the class in a fold"
         )
+    note = "; ".join(notes)
     return OutOfFold(probabilities, plan.assignments, plan.folds, note, tuple(sorted(unjudged)))
 
 
