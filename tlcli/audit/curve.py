@@ -159,7 +159,7 @@ def _class_curve(name: str, correct: np.ndarray, images: np.ndarray, last: str) 
     """`correct`: (fractions, n) how often each of the class's images was right at each fraction (0 to 1)."""
     n = correct.shape[1]
     change = correct[-1] - correct[-2]
-    gain = 100 * float(change.mean())
+    gain = round(100 * float(change.mean()), 9) + 0.0  # no "-0.0 pt" from averaging
     error = 100 * float(change.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
     climbing = gain > error + 1e-9  # one image gained and none lost gives gain == error, which rounding may tip
     if climbing:
