@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tlcli.data.groups import group_folds
 from tlcli.errors import DataError, UserError
 
 # The probe: multinomial logistic regression (L-BFGS) on standardized features, C = 0.1. Standardizing makes C mean the
@@ -136,8 +137,6 @@ def fold_plan(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | No
         UserError: `folds` is below 2.
         DataError: fewer than two groups.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
     if folds < 2:
         raise UserError(f"folds: {folds} is too few; cross-validation needs at least 2")
     smallest = int(np.bincount(labels).min())
@@ -152,10 +151,7 @@ def fold_plan(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | No
         if distinct < usable:
             usable = distinct
             notes.append(f"{usable} folds instead of {folds}: there are {distinct} groups")
-        splitter = StratifiedGroupKFold(n_splits=usable, shuffle=True, random_state=seed)
-        pairs = splitter.split(np.zeros(len(labels)), labels, groups)
-    else:
-        pairs = StratifiedKFold(n_splits=usable, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+    pairs, _ = group_folds(labels, usable, seed, groups)  # the same folds as tune's cross-validation
     splits = tuple((np.sort(train), np.sort(test)) for train, test in pairs)
     assignments = np.full(len(labels), -1, dtype=int)
     for number, (_, test) in enumerate(splits):
