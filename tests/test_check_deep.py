@@ -113,6 +113,9 @@ def test_a_planted_copy_is_leakage_and_a_second_run_takes_every_embedding_from_t
 
 
 def test_refusals_name_the_flag_and_the_fix(cli, tmp_path, weights):
+    import tlcli
+
+    assert tlcli.audit_dataset.__doc__ and tlcli.write_check_folder.__doc__ and tlcli.AuditReport  # the public API
     data = make_folder(tmp_path / "data", planted=False)
     random = deep_config(tmp_path / "random.yaml", data, weights="none")
     result = cli("check", data, "--deep", "--config", random, "--out", tmp_path / "out")

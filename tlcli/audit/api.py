@@ -83,7 +83,7 @@ def audit_dataset(
     suspects, curve, notes = _label_findings(embeddings, near, folds=folds, seed=seed)
     timings["labels"] = round(time.perf_counter() - started - sum(timings.values()), 3)
     return AuditReport(
-        data_dir=str(Path(data.manifest or data.dir).absolute()),
+        data_dir=str(Path(data.manifest or data.dir or data.train_dir).absolute()),
         base=embeddings.base,
         image_size=embeddings.image_size,
         images={s.name: len(s) for s in embeddings.splits},
