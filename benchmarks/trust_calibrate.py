@@ -2,6 +2,7 @@
 
     KERAS_HOME=/work/bench/kh TLCLI_CACHE_DIR=/tmp/cache python benchmarks/trust_calibrate.py
     python benchmarks/trust_calibrate.py --grey 0.7 --pixel 0.95     # evaluate other thresholds
+    python benchmarks/trust_calibrate.py --base '{"name": "MobileNet", "args": {"alpha": 0.25}}' --out /tmp/m.json
 
 A temporary copy of hymenoptera (symlinks to ../shared, which is never written) gets 50 of its training images
 copied into its validation folder under each transformation of TRANSFORMS (the issue's four, then others: 550
@@ -37,7 +38,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 from tlcli.audit import neighbours, pixels  # noqa: E402
 from tlcli.audit.embed import embed_splits, embedding_config  # noqa: E402
-from tlcli.config.schema import DataConfig  # noqa: E402
+from tlcli.config.schema import DataConfig, ExperimentConfig  # noqa: E402
 from tlcli.data.splits import discover_splits  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "datasets"  # --shared: elsewhere (a worktree)
@@ -103,11 +104,13 @@ def planted_copy(source: Path, root: Path, transforms: list[str], seed: int = 0)
     return planted
 
 
-def embedded(folder: Path):
-    """Stacked embeddings of every split: features, paths, split index per row, split names, seconds."""
+def embedded(folder: Path, base: dict | None = None):
+    """Stacked embeddings of every split (by the default base, or `base`: a config's base section at 224 px):
+    features, paths, split index per row, split names, seconds."""
     data = DataConfig(dir=folder)
     started = time.perf_counter()
-    emb = embed_splits(discover_splits(data), embedding_config(data))
+    config = ExperimentConfig(data=data, base=base) if base else None
+    emb = embed_splits(discover_splits(data), embedding_config(data, config=config))
     features = np.concatenate([s.features for s in emb.splits])
     paths = [p for s in emb.splits for p in s.paths]
     split_of = np.concatenate([np.full(len(s), k) for k, s in enumerate(emb.splits)])
@@ -145,7 +148,7 @@ def reported(s, scores, args) -> np.ndarray:
 
 def planted_results(args, root: Path, transforms: list[str]) -> dict:
     planted = planted_copy(args.shared / "hymenoptera", root, transforms)
-    features, paths, split_of, names, seconds = embedded(root)
+    features, paths, split_of, names, seconds = embedded(root, args.base)
     row = {p: k for k, p in enumerate(paths)}
     x = neighbours.normalise(features)
     i, j, s, thumbs = candidates(features, paths, split_of)
@@ -192,7 +195,7 @@ def _short(path: str) -> str:
 
 def untouched_results(args, folder: Path) -> dict:
     """The cross-split pairs reported on an untouched folder, and the closest ones that are not."""
-    features, paths, split_of, names, seconds = embedded(folder)
+    features, paths, split_of, names, seconds = embedded(folder, args.base)
     i, j, s, thumbs = candidates(features, paths, split_of)
     cross = split_of[i] != split_of[j]
     hit = reported(s, thumbs, args)
@@ -225,10 +228,16 @@ def main() -> None:
     parser.add_argument("--shifted-pixel", type=float, default=neighbours.SHIFTED_PIXEL)
     parser.add_argument("--transforms", default=",".join(TRANSFORMS))
     parser.add_argument("--untouched", default="hymenoptera,cats_and_dogs_filtered,eurosat")
+    parser.add_argument(
+        "--base", type=json.loads, default=None, help="another base, as a config's base section: '{\"name\": ...}'"
+    )
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared datasets folder")
     parser.add_argument("--out", type=Path, default=HERE / "trust_calibration.json")
     args = parser.parse_args()
-    results = {"thresholds": {k: getattr(args, k) for k in ("grey", "pixel", "shifted_cosine", "shifted_pixel")}}
+    results = {
+        "base": args.base or "MobileNetV2 (default)",
+        "thresholds": {k: getattr(args, k) for k in ("grey", "pixel", "shifted_cosine", "shifted_pixel")},
+    }
     with tempfile.TemporaryDirectory(prefix="trust-calibrate-") as tmp:
         results["planted"] = planted_results(args, Path(tmp) / "hymenoptera", args.transforms.split(","))
     names = [name for name in args.untouched.split(",") if name]
