@@ -138,12 +138,27 @@ def test_the_label_folds_keep_near_duplicates_and_groups_together():
 
 
 def test_a_class_too_small_to_cross_validate_is_a_note_not_a_failure():
-    from tlcli.audit.api import _label_findings
-    from tlcli.audit.embed import Embeddings, SplitEmbeddings
+    from tlcli.audit import Embeddings, SplitEmbeddings, audit_embeddings
 
     train = SplitEmbeddings("train", ("a", "b", "c"), np.array([0, 0, 1]), np.eye(3, dtype=np.float32))
     embeddings = Embeddings("MobileNetV2", (224, 224), ("ants", "bees"), (train,), 0, 3, 0.0)
-    suspects, curve, notes = _label_findings(embeddings, neighbours.NearDuplicates((), (), 0, 0), folds=2, seed=0)
+    report = audit_embeddings(embeddings, folds=2)
+    suspects, curve, notes = report.label_suspects, report.learning_curve, report.notes
     assert suspects is None and curve is None
     assert any(n.startswith("label suspects: skipped") for n in notes)
     assert any(n.startswith("learning curve: skipped") for n in notes)
+
+
+def test_each_part_of_an_audit_can_be_turned_off():
+    from tlcli.audit import Embeddings, SplitEmbeddings, audit_embeddings
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 10)
+    features = (rng.normal(size=(20, 8)) + labels[:, None] * 3).astype(np.float32)
+    train = SplitEmbeddings("train", tuple(f"x{k}" for k in range(20)), labels, features)
+    embeddings = Embeddings("MobileNetV2", (224, 224), ("ants", "bees"), (train,), 0, 20, 0.0)
+    off = audit_embeddings(embeddings, near_duplicates=False, label_suspects=False, learning_curve=False, folds=2)
+    assert off.near_duplicates is None and off.label_suspects is None and off.learning_curve is None
+    assert off.to_dict()["near_duplicates"] is None and off.exit_code() == 0
+    on = audit_embeddings(embeddings, near_duplicates=False, folds=2)
+    assert on.label_suspects is not None and on.learning_curve is not None

@@ -6,7 +6,7 @@ probabilities (`labels`), and per-class learning curves that say which classes n
 (`api`) runs them all, and `write_check_folder` (`report`) writes what they found.
 """
 
-from tlcli.audit.api import audit_dataset
+from tlcli.audit.api import audit_dataset, audit_embeddings
 from tlcli.audit.curve import ClassCurve, LearningCurve, learning_curve, plot_learning_curve
 from tlcli.audit.embed import Embeddings, SplitEmbeddings, embed_splits, embedding_config
 from tlcli.audit.labels import LabelSuspect, LabelSuspects, OutOfFold, find_label_suspects, out_of_fold_probabilities
@@ -35,6 +35,7 @@ __all__ = [
     "SuspectFindings",
     "SuspectRow",
     "audit_dataset",
+    "audit_embeddings",
     "brute_force_pairs",
     "embed_splits",
     "embedding_config",

@@ -8,6 +8,7 @@ of both keep near-duplicate clusters, and `data.group`'s groups, whole.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -74,16 +75,37 @@ def audit_dataset(
     embeddings = embed_splits(
         splits, embedding_config(data, base=base, config=experiment), reporter=reporter, use_cache=use_cache
     )
-    timings = {"embedding": round(time.perf_counter() - started, 3)}
-    paths = [p for s in embeddings.splits for p in s.paths]
-    names = [s.name for s in embeddings.splits for _ in range(len(s))]
-    features = np.concatenate([s.features for s in embeddings.splits])
-    near = find_near_duplicates(paths, names, features)
-    timings["near_duplicates"] = round(time.perf_counter() - started - sum(timings.values()), 3)
-    suspects, curve, notes = _label_findings(embeddings, near, folds=folds, seed=seed)
-    timings["labels"] = round(time.perf_counter() - started - sum(timings.values()), 3)
+    embedding = round(time.perf_counter() - started, 3)
+    report = audit_embeddings(embeddings, folds=folds, seed=seed)
+    return dataclasses.replace(
+        report,
+        data_dir=str(Path(data.manifest or data.dir).absolute()),
+        seconds=round(time.perf_counter() - started, 3),
+        timings={"embedding": embedding, **report.timings},
+    )
+
+
+def audit_embeddings(
+    embeddings: Embeddings,
+    *,
+    near_duplicates: bool = True,
+    label_suspects: bool = True,
+    learning_curve: bool = True,
+    folds: int = 5,
+    seed: int = 0,
+) -> AuditReport:
+    """What embeddings already made tell: near-duplicates over every split, label suspects over train + val, the
+    learning curve over train (each part can be turned off: its field is then None). `tlcli train` calls this on
+    the features it cached; `audit_dataset` on the ones it embedded."""
+    started = time.perf_counter()
+    near = _near_duplicates(embeddings) if near_duplicates else None
+    timings = {"near_duplicates": round(time.perf_counter() - started, 3)}
+    suspects, curve, notes = _label_findings(
+        embeddings, near, folds=folds, seed=seed, suspects=label_suspects, curve=learning_curve
+    )
+    timings["labels"] = round(time.perf_counter() - started - timings["near_duplicates"], 3)
     return AuditReport(
-        data_dir=str(Path(data.manifest or data.dir or data.train_dir).absolute()),
+        data_dir="",
         base=embeddings.base,
         image_size=embeddings.image_size,
         images={s.name: len(s) for s in embeddings.splits},
@@ -97,6 +119,13 @@ def audit_dataset(
         cache_key=embeddings.cache_key,
         timings=timings,
     )
+
+
+def _near_duplicates(embeddings: Embeddings) -> NearDuplicates:
+    """Near-duplicates among every split's images."""
+    paths = [p for s in embeddings.splits for p in s.paths]
+    names = [s.name for s in embeddings.splits for _ in range(len(s))]
+    return find_near_duplicates(paths, names, np.concatenate([s.features for s in embeddings.splits]))
 
 
 def _data_config(data_dir, experiment: ExperimentConfig | None, **options) -> DataConfig:
@@ -126,20 +155,27 @@ def _data_config(data_dir, experiment: ExperimentConfig | None, **options) -> Da
         raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
-def _label_findings(embeddings: Embeddings, near: NearDuplicates, *, folds: int, seed: int):
+def _label_findings(
+    embeddings: Embeddings, near: NearDuplicates | None, *, folds: int, seed: int, suspects: bool, curve: bool
+):
     """Label suspects over train + val and the learning curve over train, or None each with the reason in notes."""
-    notes = ["label suspects: training and validation images; the test folder is not examined"]
-    if embeddings.multi_label:
+    notes = ["label suspects: training and validation images; the test folder is not examined"] if suspects else []
+    if embeddings.multi_label and (suspects or curve):
         notes.append("label suspects and learning curve: not for multi-label data (one label per image only)")
         return None, None, notes
-    suspects = curve = None
+    found = None
     try:
-        suspects = _suspects(embeddings, near, folds=folds, seed=seed)
+        found = _suspects(embeddings, near, folds=folds, seed=seed) if suspects else None
     except DataError as exc:  # too few images (or groups) of a class for cross-validation
         notes.append(f"label suspects: skipped ({exc})")
+    return found, (_curve(embeddings, near, folds, seed, notes) if curve else None), notes
+
+
+def _curve(embeddings: Embeddings, near: NearDuplicates | None, folds: int, seed: int, notes: list[str]):
+    """The training images' learning curve, or None with the reason added to `notes`."""
     train = embeddings.split("train")
     try:
-        curve = learning_curve(
+        return learning_curve(
             train.features,
             train.labels.astype(np.int64),
             list(embeddings.class_names),
@@ -149,10 +185,10 @@ def _label_findings(embeddings: Embeddings, near: NearDuplicates, *, folds: int,
         )
     except DataError as exc:
         notes.append(f"learning curve: skipped ({exc})")
-    return suspects, curve, notes
+        return None
 
 
-def _suspects(embeddings: Embeddings, near: NearDuplicates, *, folds: int, seed: int) -> SuspectFindings:
+def _suspects(embeddings: Embeddings, near: NearDuplicates | None, *, folds: int, seed: int) -> SuspectFindings:
     """Likely label errors among the training and validation images, with their paths, splits and class names.
 
     Raises:
@@ -179,12 +215,13 @@ def _suspects(embeddings: Embeddings, near: NearDuplicates, *, folds: int, seed:
     return SuspectFindings(rows, found.method, found.folds, len(labels), found.note)
 
 
-def _fold_groups(parts, near: NearDuplicates) -> np.ndarray | None:
+def _fold_groups(parts, near: NearDuplicates | None) -> np.ndarray | None:
     """Each row's group for the folds: confirmed near-duplicates together (so a copy never vouches for its source's
     label from another fold), and `data.group`'s groups whole; None when neither joins any two rows."""
     paths = [path for part in parts for path in part.paths]
     row = {path: k for k, path in enumerate(paths)}
-    edges = [(row[p.a], row[p.b]) for p in near.confirmed if p.a in row and p.b in row]
+    confirmed = near.confirmed if near is not None else ()
+    edges = [(row[p.a], row[p.b]) for p in confirmed if p.a in row and p.b in row]
     first: dict[str, int] = {}
     named = [group for part in parts for group in (part.groups or (None,) * len(part))]
     edges += [(first.setdefault(group, k), k) for k, group in enumerate(named) if group is not None]

@@ -64,7 +64,7 @@ class AuditReport:
     images: dict[str, int]  # embedded images per split
     from_cache: int  # of them, features read from the cache
     seconds: float  # the whole audit, embedding included
-    near_duplicates: NearDuplicates
+    near_duplicates: NearDuplicates | None  # None: not searched (`tlcli train` with data.leakage: off)
     label_suspects: SuspectFindings | None
     learning_curve: LearningCurve | None
     notes: tuple[str, ...] = ()  # what was not examined, and why
@@ -86,7 +86,8 @@ class AuditReport:
 
     def exit_code(self, strict: bool = False) -> int:
         """4 on near-duplicate leakage (and with `strict`, on label suspects or classes still climbing), else 0."""
-        if self.near_duplicates.leakage or (strict and self.advice):
+        leakage = self.near_duplicates is not None and self.near_duplicates.leakage
+        if leakage or (strict and self.advice):
             return EXIT_PARTIAL
         return EXIT_OK
 
@@ -104,7 +105,7 @@ class AuditReport:
             "folder": self.folder,
             "notes": list(self.notes),
             "skipped": list(self.skipped),
-            "near_duplicates": self.near_duplicates.to_dict(),
+            "near_duplicates": self.near_duplicates.to_dict() if self.near_duplicates is not None else None,
             "label_suspects": self.label_suspects.to_dict() if self.label_suspects is not None else None,
             "learning_curve": self.learning_curve.to_dict() if self.learning_curve is not None else None,
         }
