@@ -129,8 +129,22 @@ def print_evaluation(evaluation) -> None:
     if m["dataset"]["skipped"]:
         headline.add_row("skipped files", str(m["dataset"]["skipped"]))
     output().stdout.print(headline)
+    _print_copies(m.get("training_copies") or {})
     if m.get("model"):
         output().stdout.print(
             f"model: {m['model']['path']} ({m['model']['format']}, {m['model']['runtime']})", highlight=False
         )
     output().stdout.print(f"report: {evaluation.eval_dir}", highlight=False)
+
+
+def _print_copies(copies: dict) -> None:
+    """The evaluated images that are near-copies of training images, and the accuracy without them."""
+    if not copies.get("images"):
+        return
+    without = copies.get("accuracy_without")
+    output().stdout.print(
+        f"[yellow]{copies['images']} image(s) are near-copies of training images[/] (listed in metrics.json's "
+        "training_copies)"
+        + (f": accuracy {copies['accuracy']:.4f} with them, {without:.4f} without" if without is not None else ""),
+        highlight=False,
+    )

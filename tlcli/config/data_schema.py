@@ -206,6 +206,24 @@ class DataConfig(Section):
             "Unset: per file."
         ),
     )
+    leakage: Literal["warn", "error", "off"] = Field(
+        "warn",
+        description=(
+            "Near-duplicates across splits (the same photo resized, recompressed, cropped, mirrored or "
+            "re-exposed: the base's pooled features, confirmed on thumbnails, as `tlcli check --deep`), searched "
+            "on the features the run caches: `warn` lists them in data_trust.json, metrics.json and the summary, "
+            "`error` stops the run before fitting, `off` skips the search. Skipped, and said, without pretrained "
+            "weights or cached features."
+        ),
+    )
+    label_suspects: bool = Field(
+        True,
+        description=(
+            "Rank likely label errors of the training and validation images (confident learning on out-of-fold "
+            "probe probabilities of the cached features, as `tlcli check --deep`): counted in metrics.json, "
+            "listed in data_trust.json. Single-label runs with pretrained weights and cached features."
+        ),
+    )
     image_size: tuple[int, int] = Field(
         (224, 224), description="Height and width the images are resized to (one number for square)."
     )

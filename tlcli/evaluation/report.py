@@ -25,6 +25,7 @@ import numpy as np
 
 from tlcli.errors import GateFailed, UserError
 from tlcli.evaluation.gates import Gate, gate_failures
+from tlcli.evaluation.leakage import copies_record, training_copies
 from tlcli.evaluation.metrics import compute_metrics
 from tlcli.evaluation.multilabel import compute_multilabel_metrics, write_multilabel_files
 from tlcli.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
@@ -149,6 +150,8 @@ def evaluation_metrics(run_dir: Path, scored: Scored, spec: EvalSpec) -> dict[st
     else:
         figures = compute_metrics(scored.probabilities, scored.labels, scored.class_names, spec.top_k)
     images = int(len(scored.labels))
+    paths = [str(path) for path in scored.paths]
+    correct = None if scored.multi_label else np.argmax(scored.probabilities, axis=1) == np.asarray(scored.labels)
     return {
         "run_dir": str(Path(run_dir).absolute()),
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -156,6 +159,7 @@ def evaluation_metrics(run_dir: Path, scored: Scored, spec: EvalSpec) -> dict[st
         **({"model": dict(spec.model)} if spec.model is not None else {}),
         **({"tta": list(spec.tta)} if spec.tta else {}),
         **figures,
+        "training_copies": copies_record(training_copies(run_dir, paths), paths, correct),
         "skipped_files": list(spec.skipped),
     }
 

@@ -63,6 +63,7 @@ class Metrics:
         default_factory=dict
     )  # where it trained: strategy, replicas, workers and their hosts (as env.json)
     refit: dict[str, Any] | None = None  # a pinned recipe retrained on train + validation: its epochs, images, seconds
+    data_trust: dict[str, Any] | None = None  # near-duplicate leakage and label suspects found (data_trust.json)
 
     @property
     def untouched_split(self) -> str | None:
@@ -88,6 +89,7 @@ class Metrics:
             "phases": self.phases,
             "devices": self.devices,
             "refit": self.refit,
+            "data_trust": self.data_trust,
         }
 
     @classmethod
@@ -119,6 +121,7 @@ class Metrics:
                 figures=dict(data.get("figures") or {}),
                 devices=dict(data.get("devices") or {}),
                 refit=data.get("refit"),
+                data_trust=data.get("data_trust"),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"{path}: damaged ({exc})") from None

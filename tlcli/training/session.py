@@ -40,6 +40,7 @@ from tlcli.training.passes import decode_splits, extract_splits, record_pass
 from tlcli.training.phases import PhasePlan, evaluation_cut, extraction_cut, plan_run
 from tlcli.training.prepare import Prepared
 from tlcli.training.records import Timings
+from tlcli.training.trust import DataTrust, check_trust
 
 
 @dataclass
@@ -90,6 +91,7 @@ class SinglePass:
     inputs: PhaseInputs
     cache_use: CacheUse
     skipped: list[dict[str, str]]
+    trust: DataTrust
 
 
 def _plan(session: Session) -> list[PhasePlan]:
@@ -143,6 +145,7 @@ def _metrics(
         peak_memory_mb=peak_memory_mb(),
         selection=head.selection.to_dict() if head.selected else None,
         linear_probe=head.probe,
+        data_trust=single.trust.record(),
         phases=progress.phases_record(),
         figures=figures_meaning(inputs, head),
         refit=refit.record,
@@ -192,7 +195,9 @@ def _single_pass(session: Session, plans: list[PhasePlan], timings: Timings) -> 
         inputs = ImageInputs(prepared.model, decoded, prepared.config, prepared.num_classes)
     timings.record("extract" if cut is not None else "decode", clock)
     skipped = record_pass(session.run_dir, prepared, inputs.splits, reporter, strict=session.options.strict)
-    return SinglePass(inputs, cache_use, skipped)
+    with timings.measure("trust"):
+        trust = check_trust(prepared, inputs, session.run_dir, reporter)
+    return SinglePass(inputs, cache_use, skipped, trust)
 
 
 def _restore(session: Session) -> Checkpoint | None:
