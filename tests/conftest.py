@@ -301,3 +301,43 @@ def run_copy(tmp_path):
         return Path(shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name, **options))
 
     return copy
+
+
+# ../shared beside the repository (a clone), or beside the folder of worktrees (a worktree of it).
+REAL_WEIGHTS = next(
+    (p for p in (MOBILENET_WEIGHTS, ROOT.parents[1] / "shared" / "weights" / MOBILENET_WEIGHTS.name) if p.is_file()),
+    None,
+)
+needs_real_weights = pytest.mark.skipif(REAL_WEIGHTS is None, reason="../shared (real weights) is absent")
+
+
+@pytest.fixture
+def real_weights(isolated_caches) -> None:
+    """MobileNet 0.25's ImageNet weights in this test's Keras cache (tests marked `needs_real_weights`)."""
+    (isolated_caches / "models").mkdir(exist_ok=True)
+    shutil.copy(REAL_WEIGHTS, isolated_caches / "models" / REAL_WEIGHTS.name)
+
+
+def blobs(seed: int, tint: int, size: int = 72) -> Image.Image:
+    """A photo-like image: smooth random colour blobs, tinted by class, with some detail (pretrained features tell
+    such images apart, and a resized, recompressed copy from its source)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 200, (5, 5, 3)).astype(np.uint8)
+    coarse[..., tint] += 55
+    smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=float)
+    return Image.fromarray(np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8))
+
+
+def blob_folder(root: Path, planted: bool, copy_to: str = "val", splits=(("train", 8), ("val", 4))) -> Path:
+    """Class folders `red` and `green` of blob images per split (train 8 + val 4 each by default); `planted`: a
+    resized (72 -> 50 px), JPEG-40 copy of train/red/red3.png in `copy_to`/red/copy_of_red3.jpg."""
+    for label, name in enumerate(("red", "green")):
+        for number, (split, count) in enumerate(splits):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                blobs(1000 * label + 100 * number + k, label).save(folder / f"{name}{k}.png")
+    if planted:
+        source = Image.open(root / "train" / "red" / "red3.png")
+        source.resize((50, 50), Image.LANCZOS).save(root / copy_to / "red" / "copy_of_red3.jpg", quality=40)
+    return root

@@ -9,50 +9,16 @@ random features say nothing about duplicates.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import MOBILENET_WEIGHTS, ROOT, one_line, write_config
-from PIL import Image
+from conftest import blob_folder, needs_real_weights, one_line, write_config
 
-# ../shared beside the repository (a clone), or beside the folder of worktrees (a worktree of it).
-WEIGHTS = next(
-    (p for p in (MOBILENET_WEIGHTS, ROOT.parents[1] / "shared" / "weights" / MOBILENET_WEIGHTS.name) if p.is_file()),
-    None,
-)
-pytestmark = pytest.mark.skipif(WEIGHTS is None, reason="../shared (real weights) is absent")
-
-
-def blobs(seed: int, tint: int, size: int = 72) -> Image.Image:
-    """A photo-like image: smooth random colour blobs, tinted by class, with some detail."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 200, (5, 5, 3)).astype(np.uint8)
-    coarse[..., tint] += 55
-    smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=float)
-    return Image.fromarray(np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8))
+pytestmark = needs_real_weights
 
 
 def make_folder(root: Path, planted: bool) -> Path:
-    """train/ and val/ of two classes (8 + 4 images each); `planted`: a resized, recompressed copy of a training
-    image in val/."""
-    for label, name in enumerate(("red", "green")):
-        for split, count in (("train", 8), ("val", 4)):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(count):
-                blobs(1000 * label + 100 * (split == "val") + k, label).save(folder / f"{name}{k}.png")
-    if planted:
-        source = Image.open(root / "train" / "red" / "red3.png")
-        source.resize((50, 50), Image.LANCZOS).save(root / "val" / "red" / "copy_of_red3.jpg", quality=40)
-    return root
-
-
-@pytest.fixture
-def weights(isolated_caches) -> None:
-    (isolated_caches / "models").mkdir(exist_ok=True)
-    shutil.copy(WEIGHTS, isolated_caches / "models" / WEIGHTS.name)
+    return blob_folder(root, planted)
 
 
 def deep_config(path: Path, data: Path, **base) -> Path:
@@ -67,7 +33,7 @@ def deep_config(path: Path, data: Path, **base) -> Path:
 
 @pytest.mark.slow
 def test_a_planted_copy_is_leakage_and_a_second_run_takes_every_embedding_from_trainings_cache(
-    cli, tmp_path, weights, monkeypatch
+    cli, tmp_path, real_weights, monkeypatch
 ):
     data = make_folder(tmp_path / "data", planted=True)
     config = deep_config(tmp_path / "c.yaml", data)
@@ -112,7 +78,7 @@ def test_a_planted_copy_is_leakage_and_a_second_run_takes_every_embedding_from_t
     assert report["cache_key"] == store_for(prepared.config, prepared.info, prepared.model, Cut("pool")).key
 
 
-def test_refusals_name_the_flag_and_the_fix(cli, tmp_path, weights):
+def test_refusals_name_the_flag_and_the_fix(cli, tmp_path, real_weights):
     import tlcli
 
     assert tlcli.audit_dataset.__doc__ and tlcli.write_check_folder.__doc__ and tlcli.AuditReport  # the public API

@@ -16,13 +16,13 @@ from typing import Any
 
 from tlcli.audit import AuditReport, Embeddings, SplitEmbeddings, audit_embeddings
 from tlcli.errors import DataError
-from tlcli.features.cut import POOL, Cut
+from tlcli.features.cut import Cut
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_json_atomic
 from tlcli.training.inputs import FeatureInputs, PhaseInputs
 from tlcli.training.prepare import Prepared
 
-POOL_CUT = Cut(POOL)
+POOL_CUT = Cut("pool")  # after the head's pooling: the base's pooled features
 FILE = "data_trust.json"
 
 
@@ -41,7 +41,7 @@ class DataTrust:
         return {
             "leakage": near.leakage if near is not None else None,
             "near_duplicates": len(near.confirmed) if near is not None else None,
-            "label_suspects": len(suspects.rows) if suspects is not None else None,
+            "label_suspects": len(suspects.suspects) if suspects is not None else None,
             "notes": list(self.report.notes),
             "seconds": round(self.seconds, 3),
             "file": FILE,
