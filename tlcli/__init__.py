@@ -41,6 +41,7 @@ _PUBLIC = {
     "tlcli.evaluation.evaluate": ("evaluate",),
     "tlcli.evaluation.report": ("Evaluation",),
     "tlcli.evaluation.worker": ("ReportWorker",),
+    "tlcli.inference.explain": ("grad_cam", "write_overlay"),
     "tlcli.inference.predict": ("PredictResult", "predict"),
     "tlcli.runs.folder": ("newest_run",),
     "tlcli.runs.listing": ("RunSummary", "list_runs"),
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from tlcli.evaluation.evaluate import evaluate
     from tlcli.evaluation.report import Evaluation
     from tlcli.evaluation.worker import ReportWorker
+    from tlcli.inference.explain import grad_cam, write_overlay
     from tlcli.inference.predict import PredictResult, predict
     from tlcli.runs.folder import newest_run
     from tlcli.runs.listing import RunSummary, list_runs
@@ -105,6 +107,7 @@ __all__ = [
     "audit_dataset",
     "check_dataset",
     "evaluate",
+    "grad_cam",
     "list_runs",
     "load_config",
     "newest_run",
@@ -115,4 +118,5 @@ __all__ = [
     "tune",
     "validate",
     "write_check_folder",
+    "write_overlay",
 ]

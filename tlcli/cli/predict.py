@@ -53,6 +53,18 @@ def predict(
     tta: Annotated[
         bool, typer.Option("--tta", help="Average over the mirror images and turns the run trained with.")
     ] = False,
+    explain_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--explain",
+            help="Write a Grad-CAM overlay per image (image, heatmap, both) into this new or empty folder, "
+            "named in each row's `explanation`.",
+        ),
+    ] = None,
+    explain_layer: Annotated[
+        Optional[str],
+        typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -70,9 +82,16 @@ def predict(
         )
     if model is not None and tta:
         raise UserError("--tta averages a run's model.keras over its views; predict with --run instead of --model")
+    if model is not None and (explain_dir is not None or explain_layer is not None):
+        raise UserError(
+            "--explain and --model exclude each other: Grad-CAM takes the gradients of a run's model.keras, an "
+            "exported artifact has none; predict with --run instead"
+        )
+    if explain_layer is not None and explain_dir is None:
+        raise UserError("--explain-layer chooses the layer of --explain's heatmaps; add --explain DIR")
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
-    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta)
+    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta, (explain_dir, explain_layer))
     if output_file is not None:
         from tlcli.runs.atomic import write_text_atomic
 
@@ -102,6 +121,7 @@ def _predict(
     batch_size: int,
     quiet: bool,
     tta: bool = False,
+    explain: tuple[Path | None, str | None] = (None, None),
 ):
     """The library call, saying on stderr which run or artifact predicts."""
     reporter = output().reporter()
@@ -135,6 +155,8 @@ def _predict(
         reporter=reporter,
         on_run=announce,
         tta=tta,
+        explain_dir=explain[0],
+        explain_layer=explain[1],
     )
 
 
@@ -161,8 +183,13 @@ def _table(result) -> Table:
     table.add_column("labels" if result.multi_label else "label", no_wrap=True)
     table.add_column("top probability" if result.multi_label else "confidence", justify="right", no_wrap=True)
     table.add_column("top-k probabilities / error" if result.multi_label else "other labels / error", overflow="fold")
-    for path, label, confidence, details in rows_for_table(result):
-        table.add_row(path, label, confidence, details, style="red" if label == "error" and not confidence else None)
+    if result.explained:
+        table.add_column("explanation", overflow="fold")
+    for (path, label, confidence, details), p in zip(rows_for_table(result), result.predictions):
+        extra = [p.explanation or ""] if result.explained else []
+        table.add_row(
+            path, label, confidence, details, *extra, style="red" if label == "error" and not confidence else None
+        )
     return table
 
 

@@ -25,6 +25,7 @@ from tlcli.evaluation.gates import check_gate_keys, parse_gates
 from tlcli.evaluation.metrics import metric_keys
 from tlcli.evaluation.multilabel import multilabel_metric_keys
 from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
+from tlcli.inference.explain import feature_layer, grad_cam
 from tlcli.inference.predict import ModelSource
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.inference.tta import tta_views, with_tta
@@ -48,6 +49,8 @@ def evaluate(
     columns: dict[str, str] | None = None,
     source: ModelSource | None = None,
     tta: bool = False,
+    explain: bool = True,
+    explain_layer: str | None = None,
 ) -> Evaluation:
     """Evaluate a run's model (or another model of the run, `source`) and write a new evaluation folder in the run.
 
@@ -70,6 +73,9 @@ def evaluate(
             its `described` becomes metrics.json's `model`, and its format ends the folder's name.
         tta: average the probabilities over the views the run trained with (`tlcli.inference.tta`); recorded in
             metrics.json's `tta`, the folder's name ends with `-tta`.
+        explain: write `mistakes_gradcam.png`, the most confident mistakes with their Grad-CAM heatmaps
+            (`tlcli.evaluation.gallery`; the run's model.keras only: an exported artifact has no gradients here).
+        explain_layer: the base layer Grad-CAM weighs (default: its last feature map larger than 1x1).
 
     Returns:
         The evaluation folder and its metrics (call `raise_for_gates()` to
@@ -99,7 +105,8 @@ def evaluate(
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     # Before any work: a damaged run fails in one line.
     views = tta_views(config) if tta else ()
-    probabilities_of = _probabilities_of(run_dir, class_names, info, source, views)
+    probabilities_of, model = _probabilities_of(run_dir, class_names, info, source, views)
+    heatmaps_of = _heatmaps_of(model, explain_layer) if explain and model is not None else None
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
@@ -112,21 +119,29 @@ def evaluate(
         decoded.images,
         info.thresholds,
         labelling.separator,
+        heatmaps_of,
     )
     spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views)
     return write_evaluation(run_dir, scored, spec)
 
 
 def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None, views=()):
-    """`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here); averaged over
-    `views` when given (test-time augmentation)."""
+    """(`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here), averaged over
+    `views` when given (test-time augmentation); the Keras model, None for `source`)."""
+    model = None
     if source is not None:
         check_source(source, run_dir, class_names, info)
         probabilities = source.probabilities
     else:
         model = load_run_model(run_dir, class_names)
         probabilities = lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary)  # noqa: E731
-    return with_tta(probabilities, views) if views else probabilities
+    return (with_tta(probabilities, views) if views else probabilities), model
+
+
+def _heatmaps_of(model, layer: str | None):
+    """The model's Grad-CAM as `(pixels, class indices) -> heatmaps`; a layer the base lacks fails before any work."""
+    feature_layer(model, layer)
+    return lambda pixels, classes: grad_cam(model, pixels, classes, layer)
 
 
 def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:

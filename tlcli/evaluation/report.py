@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from tlcli.errors import GateFailed, UserError
+from tlcli.evaluation.gallery import GALLERY, write_gallery
 from tlcli.evaluation.gates import Gate, gate_failures
 from tlcli.evaluation.leakage import copies_record, training_copies
 from tlcli.evaluation.metrics import compute_metrics
@@ -44,6 +45,7 @@ EVAL_FILES = {
     "confusion_matrix.png": "the confusion matrix as a picture",
     "reliability.png": "reliability diagram: accuracy against confidence, with the expected calibration error",
     "mistakes.png": "the most confident mistakes, as a picture grid",
+    GALLERY: "the most confident mistakes with the Grad-CAM heatmap of the class predicted (tlcli evaluate)",
 }
 
 
@@ -80,6 +82,9 @@ class Scored:
     images: np.ndarray | None = None  # (n, h, w, c) uint8 pixels, for the picture of mistakes (optional)
     thresholds: Sequence[float] | None = None  # multi-label: each class's threshold (default 0.5)
     separator: str = "|"  # multi-label: what joins an image's labels in predictions.csv
+    # (pixels, class index per image) -> the model's Grad-CAM heatmaps (`tlcli.inference.grad_cam`): the evaluation
+    # then writes mistakes_gradcam.png (`tlcli.evaluation.gallery`). None: no gallery (an artifact, --no-explain).
+    heatmaps_of: Callable[[np.ndarray, Sequence[int]], np.ndarray] | None = None
 
     @property
     def multi_label(self) -> bool:
@@ -138,6 +143,8 @@ def write_evaluation(run_dir: Path, scored: Scored, spec: EvalSpec) -> Evaluatio
             )
         else:
             _write_single_label_files(staged, scored, metrics)
+        if scored.heatmaps_of is not None and scored.images is not None:  # in this process: the model is here
+            write_gallery(staged / GALLERY, scored)
         eval_dir = publish_stamped_dir(staged, parent, spec.slug)
     return Evaluation(eval_dir, metrics, failures)
 

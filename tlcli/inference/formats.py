@@ -19,34 +19,39 @@ def format_predictions(result: PredictResult, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result.to_dict(), indent=2) + "\n"
     if fmt == "jsonl":
-        return "".join(json.dumps(p.to_dict()) + "\n" for p in result.predictions)
+        return "".join(json.dumps(p.to_dict(result.explained)) + "\n" for p in result.predictions)
     if fmt == "csv":
         return _csv_text(result)
     raise UserError(f"fmt: expected one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-def csv_header(top_k: int) -> list[str]:
+def csv_header(top_k: int, explained: bool = False) -> list[str]:
     header = ["path", "label", "confidence"]
     for rank in range(2, top_k + 1):
         header += [f"label_{rank}", f"probability_{rank}"]
-    return header + ["error"]
+    return header + (["explanation"] if explained else []) + ["error"]
 
 
 def _csv_text(result: PredictResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    explained = result.explained  # the overlay's file before the error (the later per-image columns beside it)
+
+    def extra(p) -> list[str]:
+        return [p.explanation or ""] if explained else []
+
     if result.multi_label:  # the labels, then one probability column per class
-        writer.writerow(["path", "labels", *result.class_names, "error"])
+        writer.writerow(["path", "labels", *result.class_names, *(["explanation"] if explained else []), "error"])
         for p in result.predictions:
             scores = [f"{value:.6f}" for _, value in p.scores] or [""] * len(result.class_names)
-            writer.writerow([p.path, result.separator.join(p.labels or ()), *scores, p.error or ""])
+            writer.writerow([p.path, result.separator.join(p.labels or ()), *scores, *extra(p), p.error or ""])
         return buffer.getvalue()
-    writer.writerow(csv_header(result.top_k))
+    writer.writerow(csv_header(result.top_k, explained))
     for p in result.predictions:
         cells: list[Any] = [p.path]
         for rank in range(result.top_k):
             cells += [p.top[rank][0], f"{p.top[rank][1]:.6f}"] if rank < len(p.top) else ["", ""]
-        writer.writerow(cells + [p.error or ""])
+        writer.writerow(cells + extra(p) + [p.error or ""])
     return buffer.getvalue()
 
 

@@ -15,6 +15,9 @@ Output formats (`tlcli.inference.formats`), documented in the README:
   "predictions": [the objects above]}`.
 - `csv`: `path,label,confidence,label_2,probability_2,...,error`.
 
+With `explain_dir` (`tlcli.inference.explain`), every row also has `explanation`: the overlay PNG written for the
+image (null for an error), placed before `error` in csv; later per-image columns sit beside it.
+
 A multi-label run predicts every label whose probability reaches its class's
 threshold (model.json): `jsonl` objects are `{"path", "labels": [...],
 "probabilities": {class: p}, "top_k", "error"}`, `csv` is
@@ -35,6 +38,13 @@ from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_image
 from tlcli.data.listing import collect_images
 from tlcli.data.prefetch import bounded_map
 from tlcli.errors import PartialSuccess, UserError
+from tlcli.inference.explain import (
+    explained_classes,
+    feature_layer,
+    overlay_name,
+    prepare_explain_dir,
+    write_explanation,
+)
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.inference.tta import tta_views, with_tta
 from tlcli.modeling.build import load_run_model
@@ -53,6 +63,7 @@ class Prediction:
     labels: tuple[str, ...] | None = None  # multi-label: every label at or above its threshold (maybe none)
     scores: tuple[tuple[str, float], ...] = ()  # multi-label: every class's probability, in class order
     multi_label: bool = False
+    explanation: str | None = None  # the Grad-CAM overlay written for the image (predict's explain_dir)
 
     @property
     def label(self) -> str | None:
@@ -62,13 +73,16 @@ class Prediction:
     def confidence(self) -> float | None:
         return self.top[0][1] if self.top else None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, explained: bool = False) -> dict[str, Any]:
+        """The output row; `explained` (predict wrote overlays): with its `explanation`, null when there is none."""
+        extra = {"explanation": self.explanation} if explained else {}
         if self.multi_label:
             return {
                 "path": self.path,
                 "labels": list(self.labels) if self.labels is not None else None,
                 "probabilities": dict(self.scores) if self.scores else None,
                 "top_k": [{"label": label, "probability": p} for label, p in self.top],
+                **extra,
                 "error": self.error,
             }
         return {
@@ -76,6 +90,7 @@ class Prediction:
             "label": self.label,
             "confidence": self.confidence,
             "top_k": [{"label": label, "probability": p} for label, p in self.top],
+            **extra,
             "error": self.error,
         }
 
@@ -94,6 +109,11 @@ class PredictResult:
     model: dict[str, Any] | None = (
         None  # an exported model's {"path", "format", "runtime"} (None: the run's model.keras)
     )
+    explain_dir: Path | None = None  # where the Grad-CAM overlays went (None: not asked for)
+
+    @property
+    def explained(self) -> bool:
+        return self.explain_dir is not None
 
     @property
     def multi_label(self) -> bool:
@@ -117,7 +137,8 @@ class PredictResult:
             "top_k": self.top_k,
             "count": len(self.predictions),
             "errors": len(self.errors),
-            "predictions": [p.to_dict() for p in self.predictions],
+            **({"explain_dir": str(self.explain_dir)} if self.explained else {}),
+            "predictions": [p.to_dict(self.explained) for p in self.predictions],
         }
 
     def raise_for_errors(self) -> None:
@@ -153,6 +174,7 @@ class ModelSource:
     separator: str = "|"  # multi-label: what joins an image's labels
     max_bytes: int = DEFAULT_MAX_BYTES  # larger files are unreadable unread (the run's data.max_file_mb)
     described: dict[str, Any] | None = None
+    model: Any = None  # the run's Keras model, whose gradients Grad-CAM takes (None: an exported artifact)
 
 
 def resolve_predict_run(run: str | Path | None, runs_dir: str | Path) -> Path:
@@ -186,6 +208,7 @@ def run_source(run_dir: Path) -> ModelSource:
         thresholds,
         config.data.label_separator if config else "|",
         config.data.max_bytes if config else DEFAULT_MAX_BYTES,
+        model=model,
     )
 
 
@@ -203,6 +226,8 @@ def predict(
     reporter: Reporter | None = None,
     on_run: Callable[[Path], None] | None = None,
     tta: bool = False,
+    explain_dir: str | Path | None = None,
+    explain_layer: str | None = None,
 ) -> PredictResult:
     """Predict the top-k labels of image files with a run's model.
 
@@ -216,17 +241,23 @@ def predict(
         reporter: receives progress.
         on_run: called with the run folder once it is chosen (before the model loads).
         tta: average each image's probabilities over the views the run trained with (`tlcli.inference.tta`).
+        explain_dir: write a Grad-CAM overlay per image into this new (or empty) folder
+            (`tlcli.inference.explain`; multi-label: a row per predicted label), named in each row's `explanation`.
+        explain_layer: the base layer Grad-CAM weighs (default: the base's last feature map larger than 1x1).
 
     Returns:
         One `Prediction` per file, in input order; unreadable files carry an
         error instead of labels (call `raise_for_errors` to turn them into exit 4).
 
     Raises:
-        UserError: bad arguments, or a path or glob matching nothing.
+        UserError: bad arguments, a path or glob matching nothing, an `explain_dir` that is not empty, an
+            `explain_layer` the base does not have.
         RunError: no run, or a run without a model.
     """
     check_predict_options(top_k, batch_size)
     keys = collect_images(images)
+    if explain_dir is not None and Path(explain_dir).exists():
+        prepare_explain_dir(explain_dir)  # refused before the model loads
     run_dir = resolve_predict_run(run, runs_dir)
     if on_run is not None:
         on_run(run_dir)
@@ -234,7 +265,33 @@ def predict(
     if tta:
         views = tta_views(read_run_config(run_dir))
         source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views))
-    return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
+    explain = None
+    if explain_dir is not None:
+        feature_layer(source.model, explain_layer)  # a layer the base does not have fails before any work
+        explain = Explanations(
+            source.model, prepare_explain_dir(explain_dir), len(keys), source.class_names, explain_layer
+        )
+    return predict_with(
+        source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter, explain=explain
+    )
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """Writes each predicted image's Grad-CAM overlay into `folder` (`tlcli.inference.explain`), in the main process."""
+
+    model: Any
+    folder: Path
+    total: int  # the number of input files (the width of the overlays' numbers)
+    class_names: list[str]
+    layer: str | None = None
+
+    def __call__(self, number: int, pixels: np.ndarray, prediction: Prediction) -> Prediction:
+        """`prediction` with the overlay written for the `number`th input file."""
+        classes = explained_classes(prediction.top, prediction.labels, self.class_names)
+        path = self.folder / overlay_name(number, self.total, prediction.path)
+        write_explanation(self.model, path, prediction.path, pixels, classes, self.layer)
+        return dataclasses.replace(prediction, explanation=str(path))
 
 
 def check_predict_options(top_k: int, batch_size: int) -> None:
@@ -253,11 +310,13 @@ def predict_with(
     batch_size: int = 32,
     workers: int | None = None,
     reporter: Reporter | None = None,
+    explain: Explanations | None = None,
 ) -> PredictResult:
     """Predict the files of `keys` (path -> the path as the user wrote it; `collect_images`) with any model.
 
     Decoding (at the source's size and channels, as in training) runs a bounded window ahead of inference;
-    unreadable files become error entries. Returns one `Prediction` per file, in input order.
+    unreadable files become error entries; `explain` writes each predicted image's overlay. Returns one
+    `Prediction` per file, in input order.
     """
     reporter = reporter or Reporter()
     paths = list(keys)
@@ -266,12 +325,14 @@ def predict_with(
     predictions: list[Prediction] = []
     batch_paths: list[Path] = []
     batch_pixels: list[np.ndarray] = []
+    number = {path: i for i, path in enumerate(paths, start=1)}
 
     def flush() -> None:
         if batch_pixels:
             probabilities = source.probabilities(np.stack(batch_pixels), batch_size)
-            for path, row in zip(batch_paths, probabilities):
-                predictions.append(_prediction(keys[path], row, class_names, k, thresholds))
+            for path, row, pixels in zip(batch_paths, probabilities, batch_pixels):
+                prediction = _prediction(keys[path], row, class_names, k, thresholds)
+                predictions.append(explain(number[path], pixels, prediction) if explain else prediction)
         batch_paths.clear()
         batch_pixels.clear()
 
@@ -292,7 +353,16 @@ def predict_with(
     # Errors are recorded as they come while their batch is still filling: restore input order.
     index_of = {keys[p]: i for i, p in enumerate(paths)}
     predictions.sort(key=lambda p: index_of[p.path])
-    return PredictResult(source.run_dir, class_names, k, predictions, thresholds, source.separator, source.described)
+    return PredictResult(
+        source.run_dir,
+        class_names,
+        k,
+        predictions,
+        thresholds,
+        source.separator,
+        source.described,
+        explain.folder if explain else None,
+    )
 
 
 def _prediction(
