@@ -15,7 +15,7 @@ import pytest
 from conftest import label_squares, one_line, tiny_config, write_image
 from PIL import Image
 
-from tlcli import grad_cam, load_config, train, write_overlay
+from tlcli import grad_cam, load_config, predict, train, write_overlay
 from tlcli.errors import UserError
 from tlcli.evaluation.gallery import GALLERY
 from tlcli.evaluation.report import EvalSpec, Scored, write_evaluation
@@ -24,17 +24,14 @@ from tlcli.inference.predict import Explanations, ModelSource, predict_with
 from tlcli.modeling.build import build_model, load_run_model
 from tlcli.runs.records import read_labels
 
-# Each class's patch: its colour channel and its corner (top, left) in a 64 px image.
-PATCHES = {"blue": (2, (48, 48)), "red": (0, (0, 0))}
-QUADRANTS = {"blue": (slice(4, 8), slice(4, 8)), "red": (slice(0, 4), slice(0, 4))}  # on the 8x8 feature map
+PATCHES = {"blue": 2, "red": 0}  # each class's colour channel: its 16 px patch is in the top-left corner
 
 
 def patch_image(name: str, rng: np.random.Generator) -> np.ndarray:
-    """Dark noise with one bright 16 px square of the class's colour in the class's corner: nothing else tells the
+    """Dark noise with one bright 16 px square of the class's colour in the top-left corner: nothing else tells the
     classes apart."""
     image = rng.integers(0, 60, size=(64, 64, 3), dtype=np.uint8)
-    channel, (top, left) = PATCHES[name]
-    image[top : top + 16, left : left + 16, channel] = 240
+    image[:16, :16, PATCHES[name]] = 240
     return image
 
 
@@ -60,7 +57,8 @@ def patch_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_grad_cam_puts_the_mass_on_the_planted_patch(patch_run):
-    """Per image: at least 60% of the heatmap of an image's own class lies in the quadrant of its patch."""
+    """Per image (each test image of each class): at least 60% of the Grad-CAM mass of the image's own class lies in
+    the patch's quadrant (the top-left 4x4 of the 8x8 feature map)."""
     root, run_dir = patch_run
     model = load_run_model(run_dir)
     assert feature_layer(model) == "block3_pool"
@@ -70,8 +68,7 @@ def test_grad_cam_puts_the_mass_on_the_planted_patch(patch_run):
         pixels = np.stack([np.asarray(Image.open(f)) for f in files])
         maps = grad_cam(model, pixels, class_names.index(name))
         assert maps.shape == (len(files), 8, 8)
-        rows, columns = QUADRANTS[name]
-        mass = maps[:, rows, columns].sum(axis=(1, 2)) / maps.sum(axis=(1, 2))
+        mass = maps[:, :4, :4].sum(axis=(1, 2)) / maps.sum(axis=(1, 2))
         assert (mass >= 0.6).all(), (name, mass)
 
 
@@ -81,31 +78,34 @@ def _test_images(root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_predict_explain_writes_an_overlay_per_image_named_in_every_format(patch_run, cli, tmp_path):
+    """The command once (csv), then the library's result in the other formats (one model load each)."""
+    from tlcli.cli.predict import _table_text
+    from tlcli.inference import format_predictions
+
     root, run_dir = patch_run
-    images = _test_images(root)
-    for fmt in ("jsonl", "json", "csv", "table"):
-        out = tmp_path / fmt
-        result = cli("predict", *images, "--run", run_dir, "--explain", out, "-f", fmt)
-        assert result.exit_code == 0, result.stderr
-        overlays = sorted(str(p) for p in out.iterdir())
-        assert [Path(p).name for p in overlays] == ["1-blue_000.png", "2-red_000.png"]
-        if fmt == "jsonl":
-            named = [json.loads(line)["explanation"] for line in result.stdout.splitlines()]
-        elif fmt == "json":
-            document = json.loads(result.stdout)
-            assert document["explain_dir"] == str(out)
-            named = [p["explanation"] for p in document["predictions"]]
-        elif fmt == "csv":
-            rows = list(csv.DictReader(io.StringIO(result.stdout)))
-            assert list(rows[0])[-2:] == ["explanation", "error"]
-            named = [row["explanation"] for row in rows]
-        else:  # the table has the column (its cells fold long paths)
-            assert "explanation" in result.stdout and "2-red_000" in result.stdout.replace("\n", "")
-            named = overlays
-        assert named == overlays
+    result = cli("predict", *_test_images(root), "--run", run_dir, "--explain", tmp_path / "cli", "-f", "csv")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0])[-2:] == ["explanation", "error"]
+    overlays = sorted(str(p) for p in (tmp_path / "cli").iterdir())
+    assert [Path(p).name for p in overlays] == ["1-blue_000.png", "2-red_000.png"]
+    assert [row["explanation"] for row in rows] == overlays
+
+    out = tmp_path / "library"
+    predicted = predict(_test_images(root), run=run_dir, explain_dir=out)
+    overlays = sorted(str(p) for p in out.iterdir())
+    document = json.loads(format_predictions(predicted, "json"))
+    assert document["explain_dir"] == str(out) and [p["explanation"] for p in document["predictions"]] == overlays
+    lines = format_predictions(predicted, "jsonl").splitlines()
+    assert [json.loads(line)["explanation"] for line in lines] == overlays
+    table = _table_text(predicted)
+    assert "explanation" in table.splitlines()[2] and "2-red_000" in table.replace("\n", "")
     # An overlay: the image, the heatmap and both, side by side.
     width, height = Image.open(overlays[0]).size
     assert width > 2 * height
+    # Without --explain, the rows are as before: no explanation column.
+    plain = predict(_test_images(root), run=run_dir)
+    assert "explanation" not in format_predictions(plain, "csv") + format_predictions(plain, "json")
 
 
 @pytest.mark.slow

@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, app, command, output, parse_columns
-from tlcli.errors import UserError
+
+ExplainLayer = Annotated[
+    Optional[str],
+    typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
+]
+Explain = Annotated[
+    bool,
+    typer.Option(
+        "--explain/--no-explain",
+        help="Write mistakes_gradcam.png: the most confident mistakes with their Grad-CAM heatmaps "
+        "(the run's model.keras only, not --model).",
+    ),
+]
 
 
 @app.command()
@@ -56,28 +68,13 @@ def evaluate(
     tta: Annotated[
         bool, typer.Option("--tta", help="Average over the mirror images and turns the run trained with.")
     ] = False,
-    explain: Annotated[
-        bool,
-        typer.Option(
-            "--explain/--no-explain",
-            help="Write mistakes_gradcam.png: the most confident mistakes with their Grad-CAM heatmaps "
-            "(the run's model.keras only, not --model).",
-        ),
-    ] = True,
-    explain_layer: Annotated[
-        Optional[str],
-        typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
-    ] = None,
+    explain: Explain = True,
+    explain_layer: ExplainLayer = None,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Evaluate a run's model (or an exported artifact of it, --model); write a report into RUN_DIR/eval/."""
-    if model is not None and explain_layer is not None:
-        raise UserError(
-            "--explain-layer and --model exclude each other: Grad-CAM takes the gradients of a run's model.keras, an "
-            "exported artifact has none"
-        )
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
     # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
+ExplainDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--explain",
+        help="Write a Grad-CAM overlay per image (image, heatmap, both) into this new or empty folder, "
+        "named in each row's `explanation`.",
+    ),
+]
+ExplainLayer = Annotated[
+    Optional[str],
+    typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
+]
+
+
 @app.command()
 @command
 def predict(
@@ -53,18 +67,8 @@ def predict(
     tta: Annotated[
         bool, typer.Option("--tta", help="Average over the mirror images and turns the run trained with.")
     ] = False,
-    explain_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--explain",
-            help="Write a Grad-CAM overlay per image (image, heatmap, both) into this new or empty folder, "
-            "named in each row's `explanation`.",
-        ),
-    ] = None,
-    explain_layer: Annotated[
-        Optional[str],
-        typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
-    ] = None,
+    explain_dir: ExplainDir = None,
+    explain_layer: ExplainLayer = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -75,20 +79,7 @@ def predict(
     fmt = output_format or _default_format(output_file)
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if model is not None and run is not None:
-        raise UserError(
-            "--model and --run exclude each other: "
-            "--model predicts with an exported artifact, --run with a run's model.keras"
-        )
-    if model is not None and tta:
-        raise UserError("--tta averages a run's model.keras over its views; predict with --run instead of --model")
-    if model is not None and (explain_dir is not None or explain_layer is not None):
-        raise UserError(
-            "--explain and --model exclude each other: Grad-CAM takes the gradients of a run's model.keras, an "
-            "exported artifact has none; predict with --run instead"
-        )
-    if explain_layer is not None and explain_dir is None:
-        raise UserError("--explain-layer chooses the layer of --explain's heatmaps; add --explain DIR")
+    _refuse_conflicts(model, run, tta, explain_dir, explain_layer)
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
     result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta, (explain_dir, explain_layer))
@@ -110,6 +101,26 @@ def predict(
     else:
         output().document(format_predictions(result, fmt))
     result.raise_for_errors()
+
+
+def _refuse_conflicts(
+    model: Path | None, run: str | None, tta: bool, explain_dir: Path | None, explain_layer: str | None
+) -> None:
+    """Options that exclude each other, refused before any work (UserError, exit 2)."""
+    if model is not None and run is not None:
+        raise UserError(
+            "--model and --run exclude each other: "
+            "--model predicts with an exported artifact, --run with a run's model.keras"
+        )
+    if model is not None and tta:
+        raise UserError("--tta averages a run's model.keras over its views; predict with --run instead of --model")
+    if model is not None and (explain_dir is not None or explain_layer is not None):
+        raise UserError(
+            "--explain and --model exclude each other: Grad-CAM takes the gradients of a run's model.keras, an "
+            "exported artifact has none; predict with --run instead"
+        )
+    if explain_layer is not None and explain_dir is None:
+        raise UserError("--explain-layer chooses the layer of --explain's heatmaps; add --explain DIR")
 
 
 def _predict(

@@ -56,30 +56,24 @@ def evaluate(
 
     Args:
         run_dir: the run folder.
-        data: a folder of class folders, or a CSV manifest (every usable row), to evaluate on instead of the run's own
-        split.
+        data: a folder of class folders, or a CSV manifest (every usable row), instead of the run's own split.
         columns: the manifest's column names, as `data.columns`.
         split: `val` or `test` (default: test when the run had one, else val).
-        top_k: k of the top-k accuracy (default: the run's `train.top_k`, else 5;
-            capped at the number of classes).
+        top_k: k of the top-k accuracy (default: the run's `train.top_k`, else 5; capped at the number of classes).
         batch_size: images per model call.
-        fail_under: `METRIC=NUMBER` quality gates, failing when the metric is
-            below NUMBER; checked by name before any work, and against the
-            results in `Evaluation.gate_failures`.
-        fail_over: the same, failing when the metric is above NUMBER (for
-            figures where lower is better: `loss`, `calibration.ece`).
+        fail_under: `METRIC=NUMBER` quality gates, failing when the metric is below NUMBER; checked by name before any
+            work, and against the results in `Evaluation.gate_failures`.
+        fail_over: the same, failing when the metric is above NUMBER (lower is better: `loss`, `calibration.ece`).
         reporter: receives progress.
         source: a model to evaluate instead of model.keras (an exported artifact, `tlcli.export.evaluate_artifact`);
             its `described` becomes metrics.json's `model`, and its format ends the folder's name.
         tta: average the probabilities over the views the run trained with (`tlcli.inference.tta`); recorded in
             metrics.json's `tta`, the folder's name ends with `-tta`.
-        explain: write `mistakes_gradcam.png`, the most confident mistakes with their Grad-CAM heatmaps
-            (`tlcli.evaluation.gallery`; the run's model.keras only: an exported artifact has no gradients here).
-        explain_layer: the base layer Grad-CAM weighs (default: its last feature map larger than 1x1).
+        explain, explain_layer: write `mistakes_gradcam.png` (`tlcli.evaluation.gallery`; model.keras only, not a
+            `source`), Grad-CAM on base layer `explain_layer` (default: the last feature map larger than 1x1).
 
     Returns:
-        The evaluation folder and its metrics (call `raise_for_gates()` to
-        turn failed gates into `GateFailed`, exit 3).
+        The evaluation folder and its metrics (call `raise_for_gates()` to turn failed gates into `GateFailed`, exit 3).
 
     Raises:
         RunError: not a run folder, or no model / labels / split file.
@@ -105,8 +99,7 @@ def evaluate(
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     # Before any work: a damaged run fails in one line.
     views = tta_views(config) if tta else ()
-    probabilities_of, model = _probabilities_of(run_dir, class_names, info, source, views)
-    heatmaps_of = _heatmaps_of(model, explain_layer) if explain and model is not None else None
+    probabilities_of, heatmaps_of = _probabilities_of(run_dir, class_names, info, source, views, explain, explain_layer)
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
 
@@ -125,23 +118,31 @@ def evaluate(
     return write_evaluation(run_dir, scored, spec)
 
 
-def _probabilities_of(run_dir: Path, class_names: list[str], info, source: ModelSource | None, views=()):
-    """(`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here), averaged over
-    `views` when given (test-time augmentation); the Keras model, None for `source`)."""
-    model = None
+def _probabilities_of(
+    run_dir: Path,
+    class_names: list[str],
+    info,
+    source: ModelSource | None,
+    views=(),
+    explain: bool = False,
+    layer: str | None = None,
+):
+    """`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here), averaged over
+    `views` when given (test-time augmentation); and, with `explain` and model.keras, its Grad-CAM as `(pixels, class
+    indices) -> heatmaps` (else None; a `layer` the base lacks fails here, before any work)."""
+    heatmaps = None
     if source is not None:
+        if layer is not None:
+            raise UserError("explain_layer: an exported artifact has no Grad-CAM here; evaluate the run's model.keras")
         check_source(source, run_dir, class_names, info)
         probabilities = source.probabilities
     else:
         model = load_run_model(run_dir, class_names)
         probabilities = lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary)  # noqa: E731
-    return (with_tta(probabilities, views) if views else probabilities), model
-
-
-def _heatmaps_of(model, layer: str | None):
-    """The model's Grad-CAM as `(pixels, class indices) -> heatmaps`; a layer the base lacks fails before any work."""
-    feature_layer(model, layer)
-    return lambda pixels, classes: grad_cam(model, pixels, classes, layer)
+        if explain:
+            feature_layer(model, layer)
+            heatmaps = lambda pixels, classes: grad_cam(model, pixels, classes, layer)  # noqa: E731
+    return (with_tta(probabilities, views) if views else probabilities), heatmaps
 
 
 def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:
