@@ -41,9 +41,10 @@ from tlcli.errors import PartialSuccess, UserError
 from tlcli.inference.explain import (
     explained_classes,
     feature_layer,
+    heatmaps_by_image,
     overlay_name,
     prepare_explain_dir,
-    write_explanation,
+    write_overlay_rows,
 )
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.inference.tta import tta_views, with_tta
@@ -286,12 +287,17 @@ class Explanations:
     class_names: list[str]
     layer: str | None = None
 
-    def __call__(self, number: int, pixels: np.ndarray, prediction: Prediction) -> Prediction:
-        """`prediction` with the overlay written for the `number`th input file."""
-        classes = explained_classes(prediction.top, prediction.labels, self.class_names)
-        path = self.folder / overlay_name(number, self.total, prediction.path)
-        write_explanation(self.model, path, prediction.path, pixels, classes, self.layer)
-        return dataclasses.replace(prediction, explanation=str(path))
+    def __call__(self, numbers: Sequence[int], images: Sequence[np.ndarray], predictions: Sequence[Prediction]):
+        """`predictions` with their overlays written (the `number`th input files): one gradient pass a batch."""
+        classes = [explained_classes(p.top, p.labels, self.class_names) for p in predictions]
+        maps = heatmaps_by_image(self.model, images, [[index for index, _ in chosen] for chosen in classes], self.layer)
+        done = []
+        for number, image, prediction, chosen, heatmaps in zip(numbers, images, predictions, classes, maps):
+            path = self.folder / overlay_name(number, self.total, prediction.path)
+            name = Path(prediction.path).name
+            write_overlay_rows(path, [(image, heat, f"{name}: {title}") for heat, (_, title) in zip(heatmaps, chosen)])
+            done.append(dataclasses.replace(prediction, explanation=str(path)))
+        return done
 
 
 def check_predict_options(top_k: int, batch_size: int) -> None:
@@ -330,9 +336,11 @@ def predict_with(
     def flush() -> None:
         if batch_pixels:
             probabilities = source.probabilities(np.stack(batch_pixels), batch_size)
-            for path, row, pixels in zip(batch_paths, probabilities, batch_pixels):
-                prediction = _prediction(keys[path], row, class_names, k, thresholds)
-                predictions.append(explain(number[path], pixels, prediction) if explain else prediction)
+            batch = [
+                _prediction(keys[path], row, class_names, k, thresholds)
+                for path, row in zip(batch_paths, probabilities)
+            ]
+            predictions.extend(explain([number[p] for p in batch_paths], batch_pixels, batch) if explain else batch)
         batch_paths.clear()
         batch_pixels.clear()
 
