@@ -167,6 +167,9 @@ def test_heatmaps_are_at_the_feature_maps_resolution_in_zero_one(tmp_path):
         assert maps.shape == (3, 8, 8) and maps.min() >= 0.0 and maps.max() <= 1.0
         assert all(m.max() in (0.0, 1.0) for m in maps)  # each normalised by its own peak (zero: no evidence)
         assert np.allclose(maps[0], one, atol=1e-5)
+    # Past the first 16 images of a model, a compiled function computes the same maps (the sigmoid head's here).
+    many = grad_cam(model, np.concatenate([pixels] * 6), classes * 6)
+    assert many.shape == (18, 8, 8) and np.allclose(many[:3], maps, atol=1e-4)
     model = built(tmp_path)
     assert grad_cam(model, pixels[0], 0, layer="block2_pool").shape == (16, 16)
     with pytest.raises(UserError, match="explain_layer: 'nope': no such layer"):

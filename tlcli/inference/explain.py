@@ -109,7 +109,7 @@ class _Explainer:
             tape.watch(x)  # every operation from the input on is recorded, frozen layers included
             features, outputs = self.network(x, training=False)
             if outputs.shape[-1] == 1:  # one sigmoid unit: p is class 1's probability, 1 - p class 0's
-                score = tf.where(indices == 1, outputs[:, 0], 1.0 - outputs[:, 0])
+                score = tf.where(tf.equal(indices, 1), outputs[:, 0], 1.0 - outputs[:, 0])
             else:
                 score = tf.gather(outputs, indices, axis=1, batch_dims=1)
         gradients = tape.gradient(score, features)
@@ -206,10 +206,15 @@ def overlay_name(number: int, total: int, key: str) -> str:
     return f"{number:0{len(str(total))}d}-{stem}.png"
 
 
-def explained_classes(top: Sequence[tuple[str, float]], labels: Sequence[str] | None, class_names: Sequence[str]):
+def explained_classes(
+    top: Sequence[tuple[str, float]],
+    labels: Sequence[str] | None,
+    class_names: Sequence[str],
+    scores: Sequence[tuple[str, float]] = (),
+):
     """[(class index, title)] to explain: a multi-label prediction's every label (its top class when it has none, said
-    so), else the top class."""
-    probability = dict(top)
+    so), else the top class; `scores`: every class's probability (multi-label), for the titles."""
+    probability = dict(scores) or dict(top)
     if labels:
         return [(list(class_names).index(name), f"{name} ({probability.get(name, 0.0):.2f})") for name in labels]
     name, p = top[0]

@@ -289,7 +289,7 @@ class Explanations:
 
     def __call__(self, numbers: Sequence[int], images: Sequence[np.ndarray], predictions: Sequence[Prediction]):
         """`predictions` with their overlays written (the `number`th input files): one gradient pass a batch."""
-        classes = [explained_classes(p.top, p.labels, self.class_names) for p in predictions]
+        classes = [explained_classes(p.top, p.labels, self.class_names, p.scores) for p in predictions]
         maps = heatmaps_by_image(self.model, images, [[index for index, _ in chosen] for chosen in classes], self.layer)
         done = []
         for number, image, prediction, chosen, heatmaps in zip(numbers, images, predictions, classes, maps):
