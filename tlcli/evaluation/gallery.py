@@ -44,7 +44,7 @@ def single_label_mistakes(
         q, t = int(predicted[i]), int(labels[i])
         p = float(probabilities[i, q])
         found.append(
-            Mistake(int(i), q, f"{Path(paths[i]).name}: {class_names[t]}, predicted {class_names[q]} ({p:.2f})", p)
+            Mistake(int(i), q, f"{Path(paths[i]).name}: true {class_names[t]}, predicted {class_names[q]} ({p:.2f})", p)
         )
     return sorted(found, key=lambda m: -m.severity)
 
