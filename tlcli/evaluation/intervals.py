@@ -4,7 +4,9 @@
   stays inside [0, 1], is not degenerate at 0/n or n/n, and covers close to its nominal 95% even for small n
   (Newcombe 1998, "Two-sided confidence intervals for the single proportion").
 - A figure with no closed form (macro F1) gets a percentile bootstrap over the images: `BOOTSTRAP_RESAMPLES`
-  resamples drawn with a fixed seed (`BOOTSTRAP_SEED`), so the same predictions always give the same interval.
+  resamples drawn with a fixed seed (`BOOTSTRAP_SEED`), so the same predictions always give the same interval. When
+  every resample gives the same value (no mistakes at all) it gives none: a bootstrap cannot see variation the
+  sample lacks (the accuracy's Wilson interval still says how sure that is).
 - Two models on the same images: the exact McNemar test (a two-sided exact binomial test on the images exactly one
   of them got right), and the difference of their accuracies with Newcombe's interval for paired proportions
   (Newcombe 1998, "Improving the confidence interval for the difference between two paired proportions", method
@@ -68,6 +70,9 @@ def bootstrap(
         statistic: `(b, n) indices -> (b,) values`: the statistic of each of b resamples (rows of image indices).
         n: the number of images.
         resamples: how many resamples; `seed`: the generator's seed (same seed, same interval).
+
+    Returns:
+        (low, high), or None for no images or when every resample gives the same value.
     """
     if n <= 0:
         return None
@@ -78,7 +83,8 @@ def bootstrap(
     )
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
-    return float(low), float(high)
+    # Every resample alike (no mistakes at all): the bootstrap cannot see variation the sample lacks; claim nothing.
+    return None if low == high else (float(low), float(high))
 
 
 def macro_f1_statistic(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> Callable[[np.ndarray], np.ndarray]:
