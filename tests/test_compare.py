@@ -82,6 +82,9 @@ def test_compare_prints_the_figures_and_the_verdict_and_json_has_the_fields(cli,
     low, high = found["intervals"]["difference"]
     assert low < 0 < high
     assert set(found["intervals"]) == {"a.accuracy", "b.accuracy", "difference"}
+    assert found["caution"] is None  # the test split chose nothing
+    on_val = json.loads(cli("compare", run_a, run_b, "--json", "--split", "val").stdout)
+    assert on_val["caution"].startswith("val was used to choose things in A (selection) and B (selection)")
     assert sorted(p.name for p in run_b.rglob("*")) == before  # compare writes nothing
 
 

@@ -69,4 +69,6 @@ def print_comparison(comparison) -> None:
     )
     if comparison.skipped:
         output().stdout.print(f"{comparison.skipped} file(s) could not be decoded and were left out", highlight=False)
+    if comparison.caution:
+        output().stdout.print(f"caution: {comparison.caution}", highlight=False, markup=False)
     output().stdout.print(comparison.verdict, highlight=False, markup=False)

@@ -19,13 +19,14 @@ from tlcli.data.decoded import decode_samples
 from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.manifest import is_manifest
 from tlcli.data.splits import Sample
-from tlcli.errors import DataError, UserError
+from tlcli.errors import DataError, RunError, UserError
 from tlcli.evaluation.evaluate import folder_samples, manifest_samples, split_samples
 from tlcli.evaluation.intervals import LEVEL, SIGNIFICANCE, mcnemar_exact, paired_difference, rounded, wilson
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
+from tlcli.runs.metrics import Metrics
 from tlcli.runs.provenance import read_split
 from tlcli.runs.records import ModelInfo, read_labels, read_model_info, read_run_config, read_run_record
 
@@ -60,6 +61,7 @@ class Comparison:
     both_wrong: int
     p_value: float  # exact McNemar, two-sided
     skipped: int = 0  # files either model could not decode, left out of both
+    caution: str | None = None  # why the split favours one run (its validation chose something), when it does
 
     @property
     def images(self) -> int:
@@ -116,6 +118,7 @@ class Comparison:
             },
             "better": self.better,
             "verdict": self.verdict,
+            "caution": self.caution,
         }
 
 
@@ -170,6 +173,7 @@ def compare_runs(
     _check_classes(a, b)
     name, source, samples = _shared_images(a, b, split, data)
     reporter.info(f"comparing {a.run_dir} (A) and {b.run_dir} (B) on {len(samples)} images ({source})")
+    caution = _validation_caution(a, b) if data is None and name == "val" else None
     right_a, right_b = _right(a, samples, batch_size, reporter), _right(b, samples, batch_size, reporter)
     scored = [path for path in right_a if path in right_b]
     if not scored:
@@ -187,6 +191,7 @@ def compare_runs(
         both_wrong=int((~ra & ~rb).sum()),
         p_value=mcnemar_exact(a_only, b_only),
         skipped=len(samples) - len(scored),
+        caution=caution,
     )
 
 
@@ -207,6 +212,26 @@ def _check_classes(a: _Run, b: _Run) -> None:
     raise UserError(
         f"the runs have different classes ({differs or 'the same ones in another order'}): A {a.run_dir} "
         f"({', '.join(a.class_names)}), B {b.run_dir} ({', '.join(b.class_names)}); compare runs of the same classes"
+    )
+
+
+def _validation_caution(a: _Run, b: _Run) -> str | None:
+    """A run whose validation split chose something (the best epoch, a penalty...) is flattered by it: say so."""
+    chose = []
+    for side, run in (("A", a), ("B", b)):
+        try:
+            meaning = (
+                Metrics.read(run.run_dir).figures.get("val", "") if (run.run_dir / "metrics.json").exists() else ""
+            )
+        except RunError:
+            meaning = ""
+        if meaning not in ("", "untouched"):
+            chose.append(f"{side} ({meaning.split(':')[0]})")
+    if not chose:
+        return None
+    return (
+        f"val was used to choose things in {' and '.join(chose)}: its accuracy there is optimistic; "
+        "compare on a test split or --data for an unbiased verdict"
     )
 
 
