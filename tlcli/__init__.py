@@ -38,6 +38,7 @@ _PUBLIC = {
         "TrainingError",
         "UserError",
     ),
+    "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
     "tlcli.evaluation.evaluate": ("evaluate",),
     "tlcli.evaluation.report": ("Evaluation",),
     "tlcli.evaluation.worker": ("ReportWorker",),
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         TrainingError,
         UserError,
     )
+    from tlcli.evaluation.compare import Comparison, compare_runs
     from tlcli.evaluation.evaluate import evaluate
     from tlcli.evaluation.report import Evaluation
     from tlcli.evaluation.worker import ReportWorker
@@ -83,6 +85,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 __all__ = [
     "AuditReport",
     "CheckReport",
+    "Comparison",
     "ConfigError",
     "DataError",
     "Evaluation",
@@ -106,6 +109,7 @@ __all__ = [
     "__version__",
     "audit_dataset",
     "check_dataset",
+    "compare_runs",
     "evaluate",
     "grad_cam",
     "list_runs",

@@ -273,7 +273,19 @@ def import_keras() -> None:
 
 
 # One module per command group, in the order `tlcli --help` lists them.
-COMMAND_MODULES = ("train", "tune", "evaluate", "predict", "export", "check", "runs", "cache", "weights", "datasets")
+COMMAND_MODULES = (
+    "train",
+    "tune",
+    "evaluate",
+    "compare",
+    "predict",
+    "export",
+    "check",
+    "runs",
+    "cache",
+    "weights",
+    "datasets",
+)
 
 
 def _register_commands() -> None:

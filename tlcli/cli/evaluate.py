@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, app, command, output, parse_columns
+from tlcli.cli.printing import with_interval
 
 ExplainLayer = Annotated[
     Optional[str],
@@ -111,7 +112,7 @@ def evaluate(
 def print_evaluation(evaluation) -> None:
     from rich.table import Table
 
-    from tlcli.evaluation.evaluate import describe  # imported when used, as in `evaluate`
+    from tlcli.evaluation.evaluate import describe, describe_intervals  # imported when used, as in `evaluate`
 
     m = evaluation.metrics
     multi = m.get("task") == "multi_label"
@@ -123,8 +124,10 @@ def print_evaluation(evaluation) -> None:
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
+    intervals = m.get("intervals") or {}  # none in an evaluation written before format_version 2
     for name, row in m["per_class"].items():
-        figures = [f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}"]
+        recall = with_interval(row["recall"], intervals.get(f"per_class.{name}.recall"), digits=3)
+        figures = [f"{row['precision']:.3f}", recall, f"{row['f1']:.3f}"]
         if multi:
             figures = [
                 f"{row['threshold']:.3f}",
@@ -141,8 +144,12 @@ def print_evaluation(evaluation) -> None:
     headline = Table(show_header=False, box=None)
     headline.add_column("what")
     headline.add_column("value", justify="right")
+    shown_intervals = describe_intervals(evaluation)
     for label, value in describe(evaluation).items():
-        headline.add_row(label, "-" if value is None else f"{value:.4f}")
+        headline.add_row(label, "-" if value is None else with_interval(value, shown_intervals.get(label)))
+    if shown_intervals:
+        how = "Wilson" + ("; macro F1: bootstrap" if "macro F1" in shown_intervals else "")
+        headline.add_row("(low-high)", f"95% interval ({how})")
     if m["dataset"]["skipped"]:
         headline.add_row("skipped files", str(m["dataset"]["skipped"]))
     output().stdout.print(headline)

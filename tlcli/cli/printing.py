@@ -73,6 +73,15 @@ class Output:
         return Reporter() if self.quiet or silent else RichReporter(self.stderr)
 
 
+def with_interval(value: float, interval: Any = None, digits: int = 4) -> str:
+    """`0.9542 (0.912-0.978)`: a figure and its 95% interval (`[low, high]`, or None: the figure alone)."""
+    if not interval:
+        return f"{value:.{digits}f}"
+    low, high = interval
+    middle = "-" if low >= 0 else " to "  # a difference's interval may start below 0
+    return f"{value:.{digits}f} ({low:.{max(digits - 1, 2)}f}{middle}{high:.{max(digits - 1, 2)}f})"
+
+
 _CURRENT: contextvars.ContextVar[Output] = contextvars.ContextVar("tlcli_output")
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tlcli.cli import Debug, Json, app, command, output
+from tlcli.cli.printing import with_interval
 
 # ----------------------------------------------------------------------------- runs
 
@@ -40,7 +41,8 @@ def runs_command(
             f"no runs in {runs_dir}; train one with `tlcli train CONFIG`, or pass --runs-dir", highlight=False
         )
         return
-    table = Table(title=f"runs in {runs_dir}")
+    caption = "(low-high): the 95% interval" if any(s.intervals for s in summaries) else None
+    table = Table(title=f"runs in {runs_dir}", caption=caption)
     tracked = any(s.mlflow_run_id for s in summaries)  # the MLflow column only when some run is tracked
     for column in (
         "run",
@@ -63,7 +65,11 @@ def runs_command(
     for s in summaries:
         unit = " mAP" if s.metric == "map" else ""  # a multi-label run's figures are mean average precision
         best = f"{s.best_val:.4f}{unit}" if s.best_val is not None else "-"
-        estimate = f"{s.estimate:.4f}{unit} ({s.estimate_on})" if s.estimate is not None else "-"
+        estimate = (
+            f"{with_interval(s.estimate, s.intervals.get('estimate'))}{unit} ({s.estimate_on})"
+            if s.estimate is not None
+            else "-"
+        )
         mlflow = [s.mlflow_run_id or "-"] if tracked else []
         table.add_row(
             s.path.name,

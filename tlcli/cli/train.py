@@ -23,6 +23,7 @@ from tlcli.cli import (
     output,
     with_options,
 )
+from tlcli.cli.printing import with_interval
 from tlcli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
 from tlcli.system import process_started
 from tlcli.training.options import TRAIN_OPTIONS, RunOptions, check_options, worker_argv
@@ -111,7 +112,8 @@ def _print_train_summary(result) -> None:
     from rich.table import Table
 
     metrics = result.metrics
-    table = Table(title="training summary", show_header=False)
+    caption = "(low-high): the 95% interval (Wilson)" if metrics.intervals else None
+    table = Table(title="training summary", show_header=False, caption=caption)
     table.add_column("what")
     table.add_column("value")
     order = sorted(metrics.final, key=lambda key: (not key.startswith(f"{metrics.untouched_split}_"), key))
@@ -119,7 +121,8 @@ def _print_train_summary(result) -> None:
         split = key.split("_", 1)[0]
         meaning = metrics.figures.get(split, "")
         mark = "" if meaning in ("", "untouched") else f"  ({meaning.split(':')[0]})"
-        table.add_row(key + ("  (untouched)" if meaning == "untouched" else mark), f"{metrics.final[key]:.4f}")
+        shown = with_interval(metrics.final[key], metrics.intervals.get(key))  # the 95% interval, when it has one
+        table.add_row(key + ("  (untouched)" if meaning == "untouched" else mark), shown)
     probe = metrics.linear_probe or {}
     if "val_accuracy" in probe:
         shown = f"val {probe['val_accuracy']:.4f}" + (

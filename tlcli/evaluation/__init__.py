@@ -1,13 +1,14 @@
-"""Stage 7, evaluation: figures (`metrics`), quality gates (`gates`), pictures (`plots`), the eval
-folder (`report`), `evaluate` (`evaluate`), the end-of-training report (`training_report`) and
-the process that draws it (`worker`)."""
+"""Stage 7, evaluation: figures (`metrics`) and their 95% intervals (`intervals`), quality gates (`gates`), pictures
+(`plots`), the eval folder (`report`), `evaluate` (`evaluate`), run B against run A (`compare`), the end-of-training
+report (`training_report`) and the process that draws it (`worker`)."""
 
 from typing import TYPE_CHECKING
 
 from tlcli.lazy import lazy_exports
 
 _PUBLIC = {
-    "tlcli.evaluation.evaluate": ("describe", "evaluate", "folder_samples", "split_samples"),
+    "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
+    "tlcli.evaluation.evaluate": ("describe", "describe_intervals", "evaluate", "folder_samples", "split_samples"),
     "tlcli.evaluation.gates": ("Gate", "parse_gates"),
     "tlcli.evaluation.metrics": ("compute_metrics",),
     "tlcli.evaluation.report": ("EvalSpec", "Evaluation", "Scored", "write_evaluation"),
@@ -17,7 +18,8 @@ _PUBLIC = {
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 if TYPE_CHECKING:
-    from tlcli.evaluation.evaluate import describe, evaluate, folder_samples, split_samples
+    from tlcli.evaluation.compare import Comparison, compare_runs
+    from tlcli.evaluation.evaluate import describe, describe_intervals, evaluate, folder_samples, split_samples
     from tlcli.evaluation.gates import Gate, parse_gates
     from tlcli.evaluation.metrics import compute_metrics
     from tlcli.evaluation.report import EvalSpec, Evaluation, Scored, write_evaluation
@@ -25,14 +27,17 @@ if TYPE_CHECKING:
     from tlcli.evaluation.worker import ReportWorker
 
 __all__ = [
+    "Comparison",
     "EvalSpec",
     "Evaluation",
     "Gate",
     "ReportJob",
     "ReportWorker",
     "Scored",
+    "compare_runs",
     "compute_metrics",
     "describe",
+    "describe_intervals",
     "evaluate",
     "folder_samples",
     "parse_gates",

@@ -355,3 +355,15 @@ def describe(evaluation: Evaluation) -> dict[str, Any]:
         "weighted F1": m["weighted_avg"]["f1"],
         "calibration error (ECE)": m["calibration"]["ece"],
     }
+
+
+def describe_intervals(evaluation: Evaluation) -> dict[str, list[float]]:
+    """The 95% intervals of `describe`'s figures that have one, by the same labels (none for an evaluation written
+    before metrics.json's format_version 2)."""
+    intervals = evaluation.metrics.get("intervals") or {}
+    keys = {"subset accuracy": "subset_accuracy", "macro F1": "macro_avg.f1"}
+    return {
+        label: intervals[keys.get(label, label)]
+        for label in describe(evaluation)
+        if keys.get(label, label) in intervals
+    }

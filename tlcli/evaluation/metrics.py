@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlcli.evaluation.intervals import single_label_intervals
+
 CALIBRATION_BINS = 10
 # Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropy; doing the
 # same makes `loss` comparable with the val_loss of training.
@@ -27,7 +29,8 @@ def compute_metrics(
 
     Returns:
         A dict with `accuracy`, `top{k}_accuracy`, `loss`, `per_class`,
-        `macro_avg`, `weighted_avg`, `confusion_matrix` and `calibration`.
+        `macro_avg`, `weighted_avg`, `confusion_matrix`, `calibration` and
+        `intervals` (95%, `tlcli.evaluation.intervals`: `{figure: [low, high]}`).
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
@@ -64,6 +67,7 @@ def compute_metrics(
         },
         "confusion_matrix": {"labels": list(class_names), "matrix": matrix.astype(int).tolist()},
         "calibration": calibration(probabilities, labels),
+        "intervals": single_label_intervals(labels, predicted, rank, class_names, k),
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlcli.evaluation.intervals import multilabel_intervals
 from tlcli.evaluation.metrics import flatten_numbers
 from tlcli.evaluation.plots import plot_label_mistakes, plot_pr_curves
 from tlcli.runs.atomic import write_csv_atomic
@@ -106,6 +107,7 @@ def compute_multilabel_metrics(
             }
             for i, name in enumerate(class_names)
         },
+        "intervals": multilabel_intervals(labels, predicted, class_names),
     }
 
 

@@ -32,6 +32,7 @@ from tlcli.evaluation.multilabel import compute_multilabel_metrics, write_multil
 from tlcli.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
 from tlcli.runs.atomic import write_csv_atomic, write_json_atomic
 from tlcli.runs.folder import publish_stamped_dir, staged_dir
+from tlcli.runs.metrics import METRICS_FORMAT
 
 DEFAULT_TOP_K = 5  # k of the top-k accuracy when neither the run nor the command says
 
@@ -160,6 +161,7 @@ def evaluation_metrics(run_dir: Path, scored: Scored, spec: EvalSpec) -> dict[st
     paths = [str(path) for path in scored.paths]
     correct = None if scored.multi_label else np.argmax(scored.probabilities, axis=1) == np.asarray(scored.labels)
     return {
+        "format_version": METRICS_FORMAT,  # the run's metrics.json's: 2 added `intervals`
         "run_dir": str(Path(run_dir).absolute()),
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "dataset": {"name": spec.name, "source": spec.source, "images": images, "skipped": len(spec.skipped)},

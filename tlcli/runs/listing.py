@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class RunSummary:
     metric: str = "accuracy"  # what best_val and estimate are: accuracy, or mAP ("map") for a multi-label run
     best_val: float | None = None  # the best epoch's validation `metric`
     mlflow_run_id: str | None = None  # the run's MLflow run (`tlcli train --mlflow`), when tracked
+    # 95% intervals, {"estimate": [low, high]} (metrics.json's `intervals`; {} for a run written before them)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -100,7 +102,12 @@ def _estimate(metrics: Metrics | None) -> dict[str, Any]:
         return {}
     meaning = metrics.figures.get(split, "untouched" if split == "test" else "")
     on = split if meaning in ("", "untouched") else f"{split} ({meaning.split(':')[0]})"
-    return {"estimate": metrics.final[f"{split}_{metric}"], "estimate_on": on}
+    interval = metrics.intervals.get(f"{split}_{metric}")
+    return {
+        "estimate": metrics.final[f"{split}_{metric}"],
+        "estimate_on": on,
+        "intervals": {"estimate": interval} if interval else {},
+    }
 
 
 # A tune folder (`tlcli tune`: runs/<stamp>-<name>-tune/) holds a study, not a run: it has tune.json and no run.json.

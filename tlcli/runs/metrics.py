@@ -3,6 +3,9 @@
 Written last by training, so a run with `metrics.json` is complete. Its keys
 are documented in the README ("The run folder"); this class is the only
 place that defines them.
+
+`format_version` 2 added `intervals` (95% intervals of the final accuracies); a file without it is version 1 and
+still reads (no intervals). An evaluation's metrics.json carries the same version.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 
 from tlcli.errors import RunError
 from tlcli.runs.atomic import read_json, write_json_atomic
+
+METRICS_FORMAT = 2  # metrics.json's format_version (1: before intervals, written without a version)
 
 
 @dataclass
@@ -64,6 +69,9 @@ class Metrics:
     )  # where it trained: strategy, replicas, workers and their hosts (as env.json)
     refit: dict[str, Any] | None = None  # a pinned recipe retrained on train + validation: its epochs, images, seconds
     data_trust: dict[str, Any] | None = None  # near-duplicate leakage and label suspects found (data_trust.json)
+    # 95% intervals of `final`'s accuracies, `{key: [low, high]}` (`tlcli.evaluation.intervals`); {} before version 2
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    format_version: int = METRICS_FORMAT  # what the file was written as (1: an older run's, without intervals)
 
     @property
     def untouched_split(self) -> str | None:
@@ -73,8 +81,10 @@ class Metrics:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "format_version": METRICS_FORMAT,
             "figures": self.figures,
             "final": self.final,
+            "intervals": self.intervals,
             "best": self.best,
             "epochs": self.epochs,
             "resumes": self.resumes,
@@ -122,6 +132,8 @@ class Metrics:
                 devices=dict(data.get("devices") or {}),
                 refit=data.get("refit"),
                 data_trust=data.get("data_trust"),
+                intervals=read_intervals(data.get("intervals")),
+                format_version=int(data.get("format_version") or 1),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"{path}: damaged ({exc})") from None
@@ -137,6 +149,17 @@ class Metrics:
         except (OSError, ValueError) as exc:
             raise RunError(f"{path}: missing or unreadable ({type(exc).__name__}); the run has not completed") from None
         return cls.from_dict(data, path)
+
+
+def read_intervals(written: Any) -> dict[str, list[float]]:
+    """metrics.json's `intervals` object, keeping only well-formed `[low, high]` pairs (none in a version 1 file)."""
+    if not isinstance(written, dict):
+        return {}
+    return {
+        str(key): [float(pair[0]), float(pair[1])]
+        for key, pair in written.items()
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) for x in pair)
+    }
 
 
 @dataclass

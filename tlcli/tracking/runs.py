@@ -186,7 +186,7 @@ def log_evaluation(run_dir: Path, evaluation, reporter: Reporter) -> str | None:
 def _eval_figures(metrics: dict[str, Any]) -> dict[str, float]:
     """The headline figures of an evaluation's metrics.json: top-level numbers, and one level down
     (`macro_avg.f1`, `calibration.ece`)."""
-    figures = numeric(metrics)
+    figures = {k: v for k, v in numeric(metrics).items() if k != "format_version"}  # the file's, not a figure
     for key, value in metrics.items():
         if isinstance(value, dict) and key not in ("per_class", "dataset", "model", "gates"):
             figures |= {f"{key}.{k}": v for k, v in numeric(value).items()}

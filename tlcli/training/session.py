@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tlcli.config.loading import dump_config
+from tlcli.evaluation.intervals import accuracy_intervals
 from tlcli.evaluation.multilabel import choose_thresholds
 from tlcli.evaluation.training_report import ReportJob, write_training_report
 from tlcli.progress import Reporter
@@ -132,12 +133,14 @@ def _metrics(
     """metrics.json's record of the run."""
     prepared, inputs, progress = session.prepared, single.inputs, fitting.progress
     trained = timings.get("train")
+    images = {split: len(kept) for split, kept in inputs.splits.items()} | {"skipped": len(single.skipped)}
     return Metrics(
         final=final,
+        intervals=accuracy_intervals(final, images),
         best=progress.best,
         epochs={"total": progress.offset, **fitting.history.epochs_per_phase()},
         resumes=len(read_run_record(session.run_dir).resumes),
-        images={split: len(kept) for split, kept in inputs.splits.items()} | {"skipped": len(single.skipped)},
+        images=images,
         cache=single.cache_use,
         wall_time_s=round(time.perf_counter() - session.options.start_time(), 3),
         timings_s=timings.as_dict(),
