@@ -116,8 +116,13 @@ def evaluate(
         heatmaps_of,
     )
     spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views)
-    evaluation = write_evaluation(run_dir, scored, spec)
-    if data is None and source is None and not views:  # the run's own model on its own split: the card shows it
+    return _on_card(write_evaluation(run_dir, scored, spec), run_dir, data is None and source is None and not views)
+
+
+def _on_card(evaluation: Evaluation, run_dir: Path, own_split: bool) -> Evaluation:
+    """The run's model card shows the newest evaluation of its own model.keras on its own split: refresh it (when
+    the run has one) after such an evaluation."""
+    if own_split:
         refresh_model_card(run_dir)
     return evaluation
 
