@@ -90,7 +90,7 @@ def test_limitations_name_leakage_suspects_few_images_and_the_calibration_error(
     (report,) = (run_dir / "eval").glob("*-val")
     ece = json.loads((report / "metrics.json").read_text())["calibration"]["ece"]
     assert f"off from its accuracy by {ece:.3f}" in limits
-    assert "The val figures are optimistic (selection" in limits  # validation chose the epoch
+    assert "The val figures are optimistic; training used that split: selection" in limits  # validation chose the epoch
 
 
 def test_evaluate_adds_its_figures_with_intervals_to_the_card(frozen_source, run_copy):

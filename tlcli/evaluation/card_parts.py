@@ -83,7 +83,7 @@ def honesty(s: CardSources) -> list[str]:
     if s.metrics is None:
         return []
     lines = [
-        f"- The {split} figures are optimistic ({used})."
+        f"- The {split} figures are optimistic; training used that split: {used}."
         for split, used in s.metrics.figures.items()
         if used != "untouched"
     ]
