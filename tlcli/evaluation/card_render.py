@@ -144,8 +144,11 @@ def training_data(s: CardSources) -> list[str]:
         row = counts.get(split)
         if isinstance(row, dict):
             cells = " | ".join(str(row.get(n, 0)) for n in names)
-            lines.append(f"| {split} | {sum(row.values())} | {cells} | {sources.get(split, '')} |")
+            images = s.metrics.images.get(split) if s.metrics is not None else None  # multi-label: not the sum
+            lines.append(f"| {split} | {images or sum(row.values())} | {cells} | {sources.get(split, '')} |")
     skipped = (s.metrics.images.get("skipped") if s.metrics else None) or 0
+    if s.info is not None and s.info.multi_label:
+        lines += ["", "Per class: the images carrying that label (an image may carry several, or none)."]
     lines += ["", f"{skipped} file(s) skipped as unreadable (skipped_files.json)."]
     if data.get("fingerprint"):
         lines.append(f"Dataset fingerprint `{str(data['fingerprint'])[:16]}` (dataset.json).")
