@@ -72,7 +72,7 @@ def front_matter(s: CardSources) -> list[str]:
 def intro(s: CardSources, in_export: bool) -> list[str]:
     where = f"the copy in an export of the run `{s.run_dir}`" if in_export else f"run folder `{s.run_dir}`"
     return [
-        f"An image classifier trained by transfer learning with tlcli ({where}). Written by "
+        f"An image classifier trained with tlcli ({where}). Written by "
         f"tlcli {__version__} from the run's own files; `tlcli evaluate` and `tlcli export` bring it up to date."
     ]
 
