@@ -40,6 +40,7 @@ _PUBLIC = {
     ),
     "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
     "tlcli.evaluation.evaluate": ("evaluate",),
+    "tlcli.evaluation.model_card": ("write_model_card",),
     "tlcli.evaluation.report": ("Evaluation",),
     "tlcli.evaluation.worker": ("ReportWorker",),
     "tlcli.inference.explain": ("grad_cam", "write_overlay"),
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from tlcli.evaluation.compare import Comparison, compare_runs
     from tlcli.evaluation.evaluate import evaluate
+    from tlcli.evaluation.model_card import write_model_card
     from tlcli.evaluation.report import Evaluation
     from tlcli.evaluation.worker import ReportWorker
     from tlcli.inference.explain import grad_cam, write_overlay
@@ -122,5 +124,6 @@ __all__ = [
     "tune",
     "validate",
     "write_check_folder",
+    "write_model_card",
     "write_overlay",
 ]
