@@ -120,3 +120,13 @@ def test_the_own_implementation_agrees_with_cleanlab():
             given, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence", n_jobs=1
         )
         assert len(expected) > 3 and list(confident_learning_issues(given, probabilities, filter_by)) == list(expected)
+
+
+def test_a_single_judged_class_is_refused_as_data_not_passed_to_confident_learning():
+    from tlcli.audit.labels import OutOfFold
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.tile([0.6, 0.4], (6, 1))
+    held_out = OutOfFold(probabilities, np.array([0, 0, 0, 1, 1, 1]), 2, unjudged=(3, 4, 5))  # class 1 never judged
+    with pytest.raises(DataError, match="single class"):
+        find_label_suspects(None, labels, out_of_fold=held_out)

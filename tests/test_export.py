@@ -254,6 +254,7 @@ def test_a_failed_gate_exits_3_and_still_publishes(cli, run3, exported, tmp_path
     record = json.loads((tmp_path / "strict" / "export.json").read_text())
     assert not record["passed"] and record["failures"] and (tmp_path / "strict" / "model.tflite").is_file()
     assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == [
+        "MODEL_CARD.md",
         "export.json",
         "labels.txt",
         "model.tflite",

@@ -252,6 +252,11 @@ def find_label_suspects(
         raise DataError(f"out_of_fold: {probabilities.shape[0]} rows of probabilities for {len(labels)} labels")
     judged = np.setdiff1d(np.arange(len(labels)), np.asarray(out_of_fold.unjudged, dtype=int))
     labels, probabilities = labels[judged], probabilities[judged]
+    if len(np.unique(labels)) < 2:  # every other class held out whole (by its groups): nothing to weigh a label against
+        raise DataError(
+            f"labels: the images the probe could judge hold a single class ({out_of_fold.note or 'groups'}); "
+            "label suspects need two"
+        )
     ranked, described = _rank(labels, probabilities, method, filter_by)
     suspects = tuple(_suspect(int(judged[i]), int(labels[i]), probabilities[i]) for i in ranked)
     return LabelSuspects(suspects, described, out_of_fold.folds, out_of_fold.note, len(labels))
