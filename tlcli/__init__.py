@@ -40,6 +40,7 @@ _PUBLIC = {
     ),
     "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
     "tlcli.evaluation.evaluate": ("evaluate",),
+    "tlcli.evaluation.html_report": ("write_report",),
     "tlcli.evaluation.report": ("Evaluation",),
     "tlcli.evaluation.worker": ("ReportWorker",),
     "tlcli.inference.explain": ("grad_cam", "write_overlay"),
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from tlcli.evaluation.compare import Comparison, compare_runs
     from tlcli.evaluation.evaluate import evaluate
+    from tlcli.evaluation.html_report import write_report
     from tlcli.evaluation.report import Evaluation
     from tlcli.evaluation.worker import ReportWorker
     from tlcli.inference.explain import grad_cam, write_overlay
@@ -123,4 +125,5 @@ __all__ = [
     "validate",
     "write_check_folder",
     "write_overlay",
+    "write_report",
 ]

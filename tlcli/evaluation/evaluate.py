@@ -114,7 +114,8 @@ def evaluate(
         labelling.separator,
         heatmaps_of,
     )
-    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views)
+    html = config.output.report if config else True
+    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views, html=html)
     return write_evaluation(run_dir, scored, spec)
 
 
