@@ -33,6 +33,7 @@ td.num { text-align: right; }
 pre { background: var(--panel); border: 1px solid var(--line); padding: 0.8rem; overflow: auto; font-size: 13px;
   max-height: 26rem; }
 figure { margin: 0.5rem 0 1.2rem; }
+.row { display: flex; flex-wrap: wrap; gap: 1rem; } .row figure { flex: 1 1 360px; margin: 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); background: #ffffff; }
 figcaption, .muted { color: var(--muted); font-size: 0.9rem; }
 .missing { color: var(--muted); font-style: italic; }

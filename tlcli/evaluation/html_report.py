@@ -96,7 +96,7 @@ def summary_section(metrics: dict | None, why: str | None, evaluation: Path | No
         rows = [(key, with_interval(value, intervals.get(key))) for key, value in final.items()]
         parts.append("<h3>Final figures of the run (95% interval)</h3>" + table(["figure", "value"], rows, (1,)))
         for split, verdict in (metrics.get("figures") or {}).items():
-            parts.append(f"<p>{esc(split)}: {esc(verdict)}</p>")
+            parts.append(f"<p>How far to trust the {esc(split)} figures: {esc(verdict)}</p>")
     scored, _ = read_json(evaluation / "metrics.json") if evaluation is not None else (None, None)
     if scored is not None and "accuracy" in scored:
         iv = (scored.get("intervals") or {}).get("accuracy")
@@ -269,25 +269,19 @@ def per_class_part(scored: dict) -> str:
 
 
 def pictures_part(evaluation: Path, scored: dict) -> str:
-    """The confusion matrix, calibration (or precision-recall curves) and the mistakes, with their heatmaps."""
-    ece = (scored.get("calibration") or {}).get("ece")
-    parts = ["<h3>Confusion matrix</h3>"]
+    """The confusion matrix and calibration (multi-label: precision-recall curves) side by side, then the mistakes,
+    with their heatmaps."""
     if (evaluation / "pr_curves.png").is_file():  # multi-label: no single confusion matrix
+        parts = ["<h3>Precision-recall curves</h3>"]
         parts.append(figure(evaluation / "pr_curves.png", "Precision-recall curve of each class", "pr_curves.png"))
     else:
-        parts.append(
-            figure(
-                evaluation / "confusion_matrix.png", "Confusion matrix: true classes in rows", "confusion_matrix.png"
-            )
+        ece = number((scored.get("calibration") or {}).get("ece"))
+        matrix = figure(
+            evaluation / "confusion_matrix.png", "Confusion matrix: true classes in rows", "confusion_matrix.png"
         )
-        parts.append("<h3>Calibration</h3>")
-        parts.append(
-            figure(
-                evaluation / "reliability.png",
-                "Reliability diagram: accuracy per confidence bin against the diagonal",
-                f"reliability.png: expected calibration error {number(ece)}",
-            )
-        )
+        diagram = "Reliability diagram: accuracy per confidence bin against the diagonal"
+        reliability = figure(evaluation / "reliability.png", diagram, f"reliability.png: calibration error {ece}")
+        parts = ["<h3>Confusion matrix and calibration</h3>", f'<div class="row">{matrix}{reliability}</div>']
     parts.append("<h3>Most confident mistakes</h3>")
     parts.append(
         figure(evaluation / "mistakes.png", "The most confident mistakes, true and predicted class", "mistakes.png")
