@@ -60,6 +60,14 @@ def test_an_older_run_without_the_new_files_still_renders(binary_run, run_copy):
         assert line in page
 
 
+def test_a_file_of_another_shape_costs_its_section_one_line(binary_run, run_copy):
+    run = run_copy(binary_run, ignore=shutil.ignore_patterns("model.keras", "tensorboard", "checkpoints"))
+    (run / "dataset.json").write_text("[1, 2]")  # edited by hand into another shape
+    page = write_report(run).read_text(encoding="utf-8")
+    assert page.count("This section could not be drawn") == 1
+    assert "confusion_matrix.png" in page and "tensorflow" in page  # the other sections are whole
+
+
 def test_tlcli_report_rebuilds_the_page(binary_run, run_copy, cli):
     run = run_copy(binary_run, ignore=shutil.ignore_patterns("model.keras", "tensorboard", "checkpoints"))
     (run / "report.html").unlink()

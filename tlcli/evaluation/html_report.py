@@ -11,7 +11,7 @@ mistakes and their Grad-CAM heatmaps) and the provenance (`env.json`, `run.json`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tlcli.errors import RunError
 from tlcli.evaluation.html_parts import (
@@ -75,14 +75,22 @@ def render_report(run_dir: Path, eval_dir: Path | None, *, evaluation: bool = Fa
     kind = "the report of one evaluation of the run" if evaluation else "the run's report"
     subtitle = f"{run_dir} · status: {(run or {}).get('status', 'unknown')} · {kind}"
     sections = [
-        ("summary", "Summary", summary_section(metrics, metrics_missing, eval_dir)),
-        ("config", "Config as run", config_section(run_dir)),
-        ("data", "Data", data_section(run_dir, metrics)),
-        ("training", "Training", training_section(run_dir, metrics, metrics_missing)),
-        ("evaluation", "Evaluation", evaluation_section(eval_dir)),
-        ("provenance", "Provenance", provenance_section(run_dir, run, metrics)),
+        ("summary", "Summary", drawn(summary_section, metrics, metrics_missing, eval_dir)),
+        ("config", "Config as run", drawn(config_section, run_dir)),
+        ("data", "Data", drawn(data_section, run_dir, metrics)),
+        ("training", "Training", drawn(training_section, run_dir, metrics, metrics_missing)),
+        ("evaluation", "Evaluation", drawn(evaluation_section, eval_dir)),
+        ("provenance", "Provenance", drawn(provenance_section, run_dir, run, metrics)),
     ]
     return page(f"tlcli report: {name}", subtitle, sections)
+
+
+def drawn(section: Callable[..., str], *args: Any) -> str:
+    """A section's HTML; a file of an unexpected shape (edited, damaged) costs that section one line, not the page."""
+    try:
+        return section(*args)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        return missing(f"This section could not be drawn: a file is not of the expected shape ({exc!r}).")
 
 
 def summary_section(metrics: dict | None, why: str | None, evaluation: Path | None) -> str:
