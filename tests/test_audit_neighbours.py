@@ -32,6 +32,18 @@ def test_the_blockwise_search_equals_the_all_pairs_reference(block):
     np.testing.assert_allclose(fast[2], slow[2], atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [1, 1024])
+def test_the_across_splits_search_equals_the_reference_pairs_across_groups(block):
+    x, groups = planted_vectors()
+    fast = neighbours.similar_pairs(x, groups, 0.8, block=block, across_only=True)
+    i, j, s = neighbours.brute_force_pairs(x, 0.8)
+    across = groups[i] != groups[j]
+    assert 0 < across.sum() < len(i)  # some planted copies sit in another group, some in their own
+    np.testing.assert_array_equal(fast[0], i[across])
+    np.testing.assert_array_equal(fast[1], j[across])
+    np.testing.assert_allclose(fast[2], s[across], atol=1e-5)
+
+
 def test_many_alike_images_keep_a_bounded_number_of_neighbours_each():
     x = np.ones((300, 8), dtype=np.float32)  # 300 identical rows: 44,850 pairs in the all-pairs reference
     groups = np.repeat([0, 1], 150)

@@ -88,3 +88,10 @@ def test_random_weights_skip_the_step_and_say_why(binary_run):
     record = json.loads((binary_run / "metrics.json").read_text())["data_trust"]
     assert "random weights" in record["skipped"]
     assert not (binary_run / "data_trust.json").exists()
+
+
+def test_leakage_off_is_read_as_yaml_writes_it(tmp_path):
+    from tlcli.config import load_config
+
+    (tmp_path / "c.yaml").write_text(f"data: {{dir: {tmp_path}, leakage: off}}\n")  # YAML 1.1 reads off as false
+    assert load_config(tmp_path / "c.yaml").data.leakage == "off"

@@ -28,6 +28,7 @@ from tlcli.errors import DataError, UserError
 from tlcli.progress import Reporter
 
 SUSPECT_SPLITS = ("train", "val")
+LEAKAGE_NEIGHBOURS = 2  # with leakage_only: nearest images of each other split examined (a copy's source is first)
 
 
 def audit_dataset(
@@ -89,16 +90,19 @@ def audit_embeddings(
     embeddings: Embeddings,
     *,
     near_duplicates: bool = True,
+    leakage_only: bool = False,
     label_suspects: bool = True,
     learning_curve: bool = True,
     folds: int = 5,
     seed: int = 0,
 ) -> AuditReport:
     """What embeddings already made tell: near-duplicates over every split, label suspects over train + val, the
-    learning curve over train (each part can be turned off: its field is then None). `tlcli train` calls this on
-    the features it cached; `audit_dataset` on the ones it embedded."""
+    learning curve over train (each part can be turned off: its field is then None). `leakage_only`: near-duplicates
+    across splits only, each image's LEAKAGE_NEIGHBOURS nearest of every other split examined (what training asks:
+    a fraction of the thumbnails to compare). `tlcli train` calls this on the features it cached; `audit_dataset`
+    on the ones it embedded."""
     started = time.perf_counter()
-    near = _near_duplicates(embeddings) if near_duplicates else None
+    near = _near_duplicates(embeddings, leakage_only) if near_duplicates else None
     timings = {"near_duplicates": round(time.perf_counter() - started, 3)}
     suspects, curve, notes = _label_findings(
         embeddings, near, folds=folds, seed=seed, suspects=label_suspects, curve=learning_curve
@@ -121,11 +125,14 @@ def audit_embeddings(
     )
 
 
-def _near_duplicates(embeddings: Embeddings) -> NearDuplicates:
-    """Near-duplicates among every split's images."""
+def _near_duplicates(embeddings: Embeddings, leakage_only: bool) -> NearDuplicates:
+    """Near-duplicates among every split's images (`leakage_only`: across splits only)."""
     paths = [p for s in embeddings.splits for p in s.paths]
     names = [s.name for s in embeddings.splits for _ in range(len(s))]
-    return find_near_duplicates(paths, names, np.concatenate([s.features for s in embeddings.splits]))
+    features = np.concatenate([s.features for s in embeddings.splits])
+    if leakage_only:
+        return find_near_duplicates(paths, names, features, across_only=True, per_split=LEAKAGE_NEIGHBOURS)
+    return find_near_duplicates(paths, names, features)
 
 
 def _data_config(data_dir, experiment: ExperimentConfig | None, **options) -> DataConfig:

@@ -28,6 +28,7 @@ PIXEL = 0.93  # thumbnail correlation that confirms a candidate (copies: >= 0.93
 SHIFTED_COSINE = 0.85  # from this cosine, an off-centre crop is searched for (shifted copies: >= 0.86)
 SHIFTED_PIXEL = 0.90  # the shifted crop's correlation that confirms
 LOOKALIKE = 0.95  # cosine from which an unconfirmed candidate is listed (not counted)
+DECODERS = 4  # threads decoding thumbnails of candidate pairs
 
 
 def normalise(features: np.ndarray) -> np.ndarray:
@@ -45,9 +46,11 @@ def similar_pairs(
     *,
     per_group: int = PER_SPLIT,
     block: int = BLOCK,
+    across_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) whose cosine similarity is at least `threshold`: for each row, its `per_group` most similar rows
-    of each group (a split) above the threshold; a pair is kept when either of its rows keeps it.
+    of each group (a split) above the threshold; a pair is kept when either of its rows keeps it. `across_only`:
+    rows of other groups only (leakage, without the pairs inside a split).
 
     Memory: a `block` x n similarity matrix at a time, and the pairs kept (at most n x groups x per_group).
 
@@ -66,6 +69,9 @@ def similar_pairs(
         rows = np.arange(start, start + len(sims))
         sims[rows - start, rows] = -np.inf  # not its own neighbour
         for low, high in ranges:
+            if across_only:  # a row's own group: out of reach
+                own = (rows >= low) & (rows < high)
+                sims[own, low:high] = -np.inf
             i, j, s = _top_above(sims[:, low:high], threshold, per_group)
             found_i.append(i + start)
             found_j.append(j + low)
@@ -170,18 +176,16 @@ def score_pairs(
     *,
     squares: Callable[[str], np.ndarray | None] = pixels.grey_square,
 ) -> list[ScoredPair]:
-    """Each candidate pair with its thumbnail score (each image decoded once, only if it is in a candidate pair; 4 KB
-    kept per image)."""
-    cache: dict[int, np.ndarray | None] = {}
+    """Each candidate pair with its thumbnail score (each image decoded once, only if it is in a candidate pair, by
+    DECODERS threads: Pillow releases the GIL while it decodes; 4 KB kept per image)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def square(row: int):
-        if row not in cache:
-            cache[row] = squares(paths[row])
-        return cache[row]
-
+    rows = sorted(set(i.tolist()) | set(j.tolist()))
+    with ThreadPoolExecutor(max_workers=DECODERS) as pool:
+        cache = dict(zip(rows, pool.map(lambda row: squares(paths[row]), rows)))
     scored = []
     for a, b, s in zip(i.tolist(), j.tolist(), sims.tolist()):
-        score, confirmed = confirm(s, square(a), square(b))
+        score, confirmed = confirm(s, cache[a], cache[b])
         scored.append(ScoredPair(a, b, float(s), score, confirmed))
     return scored
 
@@ -269,11 +273,14 @@ def find_near_duplicates(
     features: np.ndarray,
     *,
     squares: Callable[[str], np.ndarray | None] = pixels.grey_square,
+    across_only: bool = False,
+    per_split: int = PER_SPLIT,
 ) -> NearDuplicates:
-    """Near-duplicates among the images (`paths[i]` in split `splits[i]` has embedding `features[i]`)."""
+    """Near-duplicates among the images (`paths[i]` in split `splits[i]` has embedding `features[i]`); `across_only`:
+    only pairs across splits (leakage), each image's `per_split` nearest images of every other split examined."""
     names = sorted(set(splits))
     split_ids = np.array([names.index(s) for s in splits], dtype=np.int64)
-    i, j, s = similar_pairs(features, split_ids, GREY)
+    i, j, s = similar_pairs(features, split_ids, GREY, per_group=per_split, across_only=across_only)
     scored = score_pairs(paths, i, j, s, squares=squares)
     confirmed = [p for p in scored if p.confirmed]
     lookalikes = [p for p in scored if not p.confirmed and p.similarity >= LOOKALIKE]

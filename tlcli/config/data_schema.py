@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tlcli.config.fields import PathValue, Section
+from tlcli.config.fields import OFF_WORD, PathValue, Section
 from tlcli.config.plain import DEFAULT_MAX_FILE_MB
 
 MAX_IMAGE_SIZE = 4096  # pixels a side: `data.image_size`, and what a run's model.json may say
@@ -206,7 +206,7 @@ class DataConfig(Section):
             "Unset: per file."
         ),
     )
-    leakage: Literal["warn", "error", "off"] = Field(
+    leakage: Annotated[Literal["warn", "error", "off"], OFF_WORD] = Field(
         "warn",
         description=(
             "Near-duplicates across splits (the same photo resized, recompressed, cropped, mirrored or "
