@@ -71,6 +71,9 @@ def render_report(run_dir: Path, eval_dir: Path | None, *, evaluation: bool = Fa
     run_dir = Path(run_dir)
     run, _ = read_json(run_dir / "run.json")
     metrics, metrics_missing = read_json(run_dir / "metrics.json")
+    run = run if isinstance(run, dict) else None  # another shape: read as absent (edited by hand)
+    if metrics is not None and not isinstance(metrics, dict):
+        metrics, metrics_missing = None, "metrics.json is not of the expected shape (an object)."
     name = (run or {}).get("name") or run_dir.name
     kind = "the report of one evaluation of the run" if evaluation else "the run's report"
     subtitle = f"{run_dir} · status: {(run or {}).get('status', 'unknown')} · {kind}"
@@ -106,10 +109,11 @@ def summary_section(metrics: dict | None, why: str | None, evaluation: Path | No
         for split, verdict in (metrics.get("figures") or {}).items():
             parts.append(f"<p>How far to trust the {esc(split)} figures: {esc(verdict)}</p>")
     scored, _ = read_json(evaluation / "metrics.json") if evaluation is not None else (None, None)
-    if scored is not None and "accuracy" in scored:
-        iv = (scored.get("intervals") or {}).get("accuracy")
+    headline = next((key for key in ("accuracy", "map", "subset_accuracy") if key in (scored or {})), None)
+    if headline is not None:  # multi-label evaluations have no accuracy: their mAP
+        value = with_interval(scored[headline], (scored.get("intervals") or {}).get(headline))
         dataset = (scored.get("dataset") or {}).get("name", "?")
-        parts.append(f"<p>Evaluation on <b>{esc(dataset)}</b>: accuracy {esc(with_interval(scored['accuracy'], iv))}")
+        parts.append(f"<p>Evaluation on <b>{esc(dataset)}</b>: {esc(headline)} {esc(value)}</p>")
     return "\n".join(parts)
 
 
@@ -253,10 +257,23 @@ def evaluation_section(evaluation: Path | None) -> str:
         f"<p>{esc(label)}: {esc(dataset.get('images', '?'))} images of <b>{esc(dataset.get('name', '?'))}</b> "
         f"({esc(dataset.get('source', ''))}), {esc(dataset.get('skipped', 0))} skipped.</p>",
         table(["figure", "value (95% interval)"], headline, (1,)),
+        copies_part(scored.get("training_copies")),
         "<h3>Per class</h3>" + per_class_part(scored),
         pictures_part(evaluation, scored),
     ]
     return "\n".join(parts)
+
+
+def copies_part(copies: Any) -> str:
+    """How many evaluated images are near-duplicates of training images (data_trust.json), and the accuracy
+    without them."""
+    if not isinstance(copies, dict):
+        return ""
+    if not copies.get("known", True):
+        return f'<p class="muted">Copies of training images: not known ({esc(copies.get("why", ""))}).</p>'
+    without = copies.get("accuracy_without")
+    tail = f"; accuracy without them {number(without)}" if copies.get("images") and without is not None else ""
+    return f"<p>Near-duplicates of training images among these: {status(copies.get('images', 0))}{esc(tail)}.</p>"
 
 
 def _headline(key: str, value: Any) -> bool:
