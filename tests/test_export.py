@@ -72,7 +72,9 @@ def test_every_format_is_written_recorded_and_reloaded(run3, exported):
     assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")], (
         "the staging folder is gone once published"
     )
-    assert sorted(p.name for p in export_dir.iterdir()) == sorted([*FILES.values(), "export.json", "labels.txt"])
+    assert sorted(p.name for p in export_dir.iterdir()) == sorted(
+        [*FILES.values(), "export.json", "labels.txt", "MODEL_CARD.md"]
+    )
     assert (export_dir / "labels.txt").read_text() == "a\nb\nc\n"
     record = json.loads((export_dir / "export.json").read_text())
     assert (
@@ -107,6 +109,18 @@ def test_every_format_is_written_recorded_and_reloaded(run3, exported):
         and record["formats"]["tflite-int8"]["inputs"][0]["zero_point"] == 0
     )
     assert record["formats"]["tflite-int8"]["outputs"][0]["dtype"] == "uint8"
+
+
+def test_the_export_carries_the_model_card_with_its_formats_and_parity(run3, exported):
+    """MODEL_CARD.md in the export folder: the run's card, with this export's formats and their parity figures; the
+    run's own card lists the export."""
+    copy = (exported.export_dir / "MODEL_CARD.md").read_text()
+    own = (run3 / "MODEL_CARD.md").read_text()
+    assert "3 classes, in output order: `a`, `b`, `c`" in copy and "This export:" in copy
+    assert f"`export/{exported.export_dir.name}`:" in own
+    for result in exported.formats:
+        row = f"| `{result.format}` | `{result.file}` | {result.bytes / 1e6:.2f} MB | {result.parity.agreement:.4f} |"
+        assert row in copy and row in own, result.format
 
 
 def test_parity_is_measured_on_the_runs_validation_files(run3, exported):

@@ -1,6 +1,7 @@
 """Stage 7, evaluation: figures (`metrics`) and their 95% intervals (`intervals`), quality gates (`gates`), pictures
 (`plots`), the eval folder (`report`), the HTML page (`html_report`), `evaluate` (`evaluate`), run B against run A
-(`compare`), the end-of-training report (`training_report`) and the process that draws it (`worker`)."""
+(`compare`), the end-of-training report (`training_report`) and the process that draws it (`worker`), and the model
+card (`model_card`)."""
 
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ _PUBLIC = {
     "tlcli.evaluation.gates": ("Gate", "parse_gates"),
     "tlcli.evaluation.html_report": ("render_report", "write_report"),
     "tlcli.evaluation.metrics": ("compute_metrics",),
+    "tlcli.evaluation.model_card": ("refresh_model_card", "write_model_card"),
     "tlcli.evaluation.report": ("EvalSpec", "Evaluation", "Scored", "write_evaluation"),
     "tlcli.evaluation.training_report": ("ReportJob", "write_report_files", "write_training_report"),
     "tlcli.evaluation.worker": ("ReportWorker",),
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from tlcli.evaluation.gates import Gate, parse_gates
     from tlcli.evaluation.html_report import render_report, write_report
     from tlcli.evaluation.metrics import compute_metrics
+    from tlcli.evaluation.model_card import refresh_model_card, write_model_card
     from tlcli.evaluation.report import EvalSpec, Evaluation, Scored, write_evaluation
     from tlcli.evaluation.training_report import ReportJob, write_report_files, write_training_report
     from tlcli.evaluation.worker import ReportWorker
@@ -43,9 +46,11 @@ __all__ = [
     "evaluate",
     "folder_samples",
     "parse_gates",
+    "refresh_model_card",
     "render_report",
     "split_samples",
     "write_evaluation",
+    "write_model_card",
     "write_report",
     "write_report_files",
     "write_training_report",

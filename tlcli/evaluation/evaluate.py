@@ -23,6 +23,7 @@ from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError, UserError
 from tlcli.evaluation.gates import check_gate_keys, parse_gates
 from tlcli.evaluation.metrics import metric_keys
+from tlcli.evaluation.model_card import refresh_model_card
 from tlcli.evaluation.multilabel import multilabel_metric_keys
 from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
 from tlcli.inference.explain import feature_layer, grad_cam
@@ -115,7 +116,15 @@ def evaluate(
     )
     html = config.output.report if config else True  # report.html, unless the run's config turned it off
     spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views, html=html)
-    return write_evaluation(run_dir, scored, spec)
+    return _on_card(write_evaluation(run_dir, scored, spec), run_dir, data is None and source is None and not views)
+
+
+def _on_card(evaluation: Evaluation, run_dir: Path, own_split: bool) -> Evaluation:
+    """The run's model card shows the newest evaluation of its own model.keras on its own split: refresh it (when
+    the run has one) after such an evaluation."""
+    if own_split:
+        refresh_model_card(run_dir)
+    return evaluation
 
 
 def _probabilities_of(

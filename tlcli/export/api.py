@@ -1,11 +1,12 @@
 """`export_run` and `verify_export`: a completed run's model as deployable artifacts, each checked against Keras.
 
 An export is a new folder, `RUN_DIR/export/<YYYYMMDD-HHMMSS>-<formats>/` (or
-`out`), built hidden and renamed whole: one artifact per format, `labels.txt`
-and `export.json`. After writing each artifact, its own runtime runs it on
-the run's validation images and the parity gate compares it with the Keras
-model; a failed gate still publishes the folder (its export.json records the
-failure) and `ExportResult.raise_for_gates()` raises `GateFailed` (exit 3).
+`out`), built hidden and renamed whole: one artifact per format, `labels.txt`,
+`export.json` and `MODEL_CARD.md` (the run's card with this export's formats).
+After writing each artifact, its own runtime runs it on the run's validation
+images and the parity gate compares it with the Keras model; a failed gate
+still publishes the folder (its export.json records the failure) and
+`ExportResult.raise_for_gates()` raises `GateFailed` (exit 3).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tlcli.errors import RunError, UserError
+from tlcli.evaluation.model_card import refresh_model_card, write_model_card
 from tlcli.export.convert import converting, inference_model, write_onnx, write_saved_model, write_tflite
 from tlcli.export.formats import FILES, FORMATS, OPTIONS, TFLITE_FORMATS, Gate, gates_for, parse_formats, require_extras
 from tlcli.export.images import SplitImages, load_split_images
@@ -122,7 +124,9 @@ def export_run(
         )
         export_record = head.with_results(results, parity.to_dict())
         export_record.write(staged)
+        write_model_card(run_dir, export_dir=staged)  # the run's card, with this export's formats and parity
         export_dir = _publish(staged, parent, label, out)
+    refresh_model_card(run_dir)  # the run's own card lists its exports
     reporter.info(f"exported {', '.join(names)} to {export_dir}")
     return ExportResult(export_dir, run_dir, results, export_record)
 

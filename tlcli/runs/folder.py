@@ -47,6 +47,10 @@ RUN_FILES = {
     "eval/<timestamp>-val/": (
         "the final validation report (metrics.json, confusion matrix, predictions.csv, reliability and mistakes plots)"
     ),
+    "MODEL_CARD.md": (
+        "the model card: classes, base and weights, data, figures with their 95% intervals, limitations, how to load "
+        "it, its exports"
+    ),
     "tensorboard/": "TensorBoard logs",
     "checkpoints/": (
         "the last two resumable checkpoints (`epoch-NNNN/`: weights, best-epoch weights, optimizer and seed "

@@ -35,6 +35,7 @@ RUN_FILES = (
     "skipped_files.json",
     "labels.json",
     "model.json",
+    "MODEL_CARD.md",
 )
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 

@@ -6,7 +6,7 @@
    head policy's probe and selection (`tlcli.training.head_policy`);
 4. restore the newest checkpoint when resuming;
 5. fit the phases (`tlcli.training.loop`), refit the head as its policy says, and evaluate the final weights;
-6. save the model, write the validation report, and last `metrics.json`.
+6. save the model, write the validation report, and last `metrics.json`; then the model card from them (chief).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from tlcli.config.loading import dump_config
 from tlcli.evaluation.intervals import accuracy_intervals
+from tlcli.evaluation.model_card import write_model_card
 from tlcli.evaluation.multilabel import choose_thresholds
 from tlcli.evaluation.training_report import ReportJob, write_training_report
 from tlcli.progress import Reporter
@@ -79,6 +80,8 @@ def train_in_run(session: Session) -> TrainResult:
     _save_and_report(session, inputs, objective, probabilities["val"], timings)
     metrics = _metrics(session, single, fitting, head, refit, final, timings)
     metrics.write(session.run_dir)  # last: a run with metrics.json is complete
+    if prepared.plan.chief:  # the model card reads the final metrics.json
+        write_model_card(session.run_dir)
     if session.tracking is not None:
         session.tracking.log_completed(metrics, prepared.model)
     return TrainResult(session.run_dir, metrics, single.skipped)
