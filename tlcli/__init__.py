@@ -40,6 +40,7 @@ _PUBLIC = {
     ),
     "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
     "tlcli.evaluation.evaluate": ("evaluate",),
+    "tlcli.evaluation.html_report": ("write_report",),
     "tlcli.evaluation.model_card": ("write_model_card",),
     "tlcli.evaluation.report": ("Evaluation",),
     "tlcli.evaluation.worker": ("ReportWorker",),
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from tlcli.evaluation.compare import Comparison, compare_runs
     from tlcli.evaluation.evaluate import evaluate
+    from tlcli.evaluation.html_report import write_report
     from tlcli.evaluation.model_card import write_model_card
     from tlcli.evaluation.report import Evaluation
     from tlcli.evaluation.worker import ReportWorker
@@ -126,4 +128,5 @@ __all__ = [
     "write_check_folder",
     "write_model_card",
     "write_overlay",
+    "write_report",
 ]

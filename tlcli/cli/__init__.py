@@ -278,6 +278,7 @@ COMMAND_MODULES = (
     "tune",
     "evaluate",
     "compare",
+    "report",
     "predict",
     "export",
     "check",

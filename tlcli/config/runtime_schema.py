@@ -76,3 +76,10 @@ class OutputConfig(Section):
     runs_dir: PathValue = Field(
         Path("runs"), description="Folder that receives the run folders (`--runs-dir` overrides)."
     )
+    report: bool = Field(
+        True,
+        description=(
+            "Write `report.html` (one self-contained page: config, data, curves, figures with intervals, mistakes, "
+            "provenance) into the run folder at the end of `tlcli train` and into each `tlcli evaluate` folder."
+        ),
+    )

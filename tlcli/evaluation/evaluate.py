@@ -103,7 +103,6 @@ def evaluate(
     probabilities_of, heatmaps_of = _probabilities_of(run_dir, class_names, info, source, views, explain, explain_layer)
     described = source.described if source is not None else None
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
-
     decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, origin, reporter)
     scored = Scored(
         probabilities_of(decoded.images, batch_size),
@@ -115,7 +114,8 @@ def evaluate(
         labelling.separator,
         heatmaps_of,
     )
-    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views)
+    html = config.output.report if config else True  # report.html, unless the run's config turned it off
+    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views, html=html)
     return _on_card(write_evaluation(run_dir, scored, spec), run_dir, data is None and source is None and not views)
 
 

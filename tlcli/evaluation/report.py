@@ -26,6 +26,7 @@ import numpy as np
 from tlcli.errors import GateFailed, UserError
 from tlcli.evaluation.gallery import GALLERY, write_gallery
 from tlcli.evaluation.gates import Gate, gate_failures
+from tlcli.evaluation.html_report import REPORT, write_report_file
 from tlcli.evaluation.leakage import copies_record, training_copies
 from tlcli.evaluation.metrics import compute_metrics
 from tlcli.evaluation.multilabel import compute_multilabel_metrics, write_multilabel_files
@@ -47,6 +48,7 @@ EVAL_FILES = {
     "reliability.png": "reliability diagram: accuracy against confidence, with the expected calibration error",
     "mistakes.png": "the most confident mistakes, as a picture grid",
     GALLERY: "the most confident mistakes with the Grad-CAM heatmap of the class predicted (tlcli evaluate)",
+    REPORT: "one self-contained page: the run's config, data, curves, this evaluation's figures and pictures",
 }
 
 
@@ -105,6 +107,7 @@ class EvalSpec:
     # recorded as metrics.json's `model`, its format appended to the folder's name.
     model: dict[str, Any] | None = None
     tta: Sequence[str] = ()  # the views averaged at test time (empty: none)
+    html: bool = False  # also write report.html into the folder (`tlcli.evaluation.html_report`)
 
     @property
     def slug(self) -> str:
@@ -146,6 +149,8 @@ def write_evaluation(run_dir: Path, scored: Scored, spec: EvalSpec) -> Evaluatio
             _write_single_label_files(staged, scored, metrics)
         if scored.heatmaps_of is not None and scored.images is not None:  # in this process: the model is here
             write_gallery(staged / GALLERY, scored)
+        if spec.html:  # last: it embeds the pictures above
+            write_report_file(Path(run_dir), staged, staged / REPORT, evaluation=True)
         eval_dir = publish_stamped_dir(staged, parent, spec.slug)
     return Evaluation(eval_dir, metrics, failures)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from tlcli.config.loading import load_config, parse_override, read_yaml
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import RunError, UnusableData
+from tlcli.evaluation.html_report import write_report
 from tlcli.global_state import restores_global_state
 from tlcli.progress import Reporter
 from tlcli.runs.checkpoints import newest_state
@@ -86,11 +87,13 @@ def _train_new(prepared: Prepared, run_dir: Path, reporter: Reporter, options: R
         ):
             start_run(run_dir, prepared.config.name)
             reporter.info(f"run folder: {run_dir}")
-            return _train_tracked(prepared, run_dir, reporter, options)
+            result = _train_tracked(prepared, run_dir, reporter, options)
     except UnusableData:
         # Found by the pass over the files, which runs inside the folder (so it can resume); nothing was trained.
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    _write_html_report(prepared, run_dir, reporter)  # once run.json says completed
+    return result
 
 
 @restores_global_state
@@ -153,7 +156,9 @@ def _resume_locked(run_dir: Path, overrides: list[str], reporter: Reporter, opti
     with recording_outcome(run_dir), peers_lost(prepared.config.runtime.collective_timeout_s, run_dir):
         resume_run(run_dir, state.epoch if state else 0, state.phase if state else None, overrides)
         reporter.info(f"resuming run folder: {run_dir}")
-        return _train_tracked(prepared, run_dir, reporter, options, overrides)
+        result = _train_tracked(prepared, run_dir, reporter, options, overrides)
+    _write_html_report(prepared, run_dir, reporter)
+    return result
 
 
 def _check_tracking(prepared: Prepared, options: RunOptions) -> None:
@@ -175,3 +180,14 @@ def _train_tracked(
     with trackers(options.tracking).run(start) as tracking:
         session = Session(prepared, run_dir, reporter, options, resuming=overrides is not None, tracking=tracking)
         return train_in_run(session)
+
+
+def _write_html_report(prepared: Prepared, run_dir: Path, reporter: Reporter) -> None:
+    """`report.html` of a completed run (the chief's; `output.report: false`: none). The run is complete without it:
+    a failure to write it is a warning, and `tlcli report RUN_DIR` writes it again."""
+    if not (prepared.plan.chief and prepared.config.output.report):
+        return
+    try:
+        reporter.info(f"report: {write_report(run_dir)}")
+    except OSError as exc:
+        reporter.warn(f"report.html not written ({exc}); write it with `tlcli report {run_dir}`")
