@@ -177,3 +177,17 @@ def test_dark_mode_turns_the_page_dark(browser, binary_run):
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "", "features": []})
     red, green, blue = map(int, re.findall(r"\d+", background)[:3])
     assert red + green + blue < 150, background  # dark, and the text (a light colour) stays readable on it
+
+
+@pytest.mark.slow
+def test_output_report_false_writes_neither_the_page_nor_the_model_card(tmp_path):
+    from conftest import make_image_folder, tiny_config
+
+    from tlcli import train
+    from tlcli.config import load_config
+
+    make_image_folder(tmp_path / "data" / "train", {"a": 8, "b": 8}, seed=1)
+    config = tiny_config(tmp_path / "data", tmp_path / "runs", output={"report": False}, train={"epochs": 1})
+    run_dir = train(load_config(config)).run_dir
+    assert (run_dir / "metrics.json").is_file()
+    assert not (run_dir / "report.html").exists() and not (run_dir / "MODEL_CARD.md").exists()

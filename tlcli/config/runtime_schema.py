@@ -80,6 +80,7 @@ class OutputConfig(Section):
         True,
         description=(
             "Write `report.html` (one self-contained page: config, data, curves, figures with intervals, mistakes, "
-            "provenance) into the run folder at the end of `tlcli train` and into each `tlcli evaluate` folder."
+            "provenance) and `MODEL_CARD.md` into the run folder at the end of `tlcli train`, and `report.html` "
+            "into each `tlcli evaluate` folder (`false`: neither; `tlcli report` and an export still write them)."
         ),
     )

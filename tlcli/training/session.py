@@ -80,7 +80,7 @@ def train_in_run(session: Session) -> TrainResult:
     _save_and_report(session, inputs, objective, probabilities["val"], timings)
     metrics = _metrics(session, single, fitting, head, refit, final, timings)
     metrics.write(session.run_dir)  # last: a run with metrics.json is complete
-    if prepared.plan.chief:  # the model card reads the final metrics.json
+    if prepared.plan.chief and config.output.report:  # the model card reads the final metrics.json
         write_model_card(session.run_dir)
     if session.tracking is not None:
         session.tracking.log_completed(metrics, prepared.model)
