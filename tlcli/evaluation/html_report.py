@@ -28,6 +28,7 @@ from tlcli.evaluation.html_parts import (
     with_interval,
 )
 from tlcli.runs.atomic import write_text_atomic
+from tlcli.runs.folder import TRUST_FILE
 
 REPORT = "report.html"
 SUSPECTS_SHOWN = 20  # label suspects listed (all are in data_trust.json)
@@ -157,7 +158,7 @@ def problems_part(run_dir: Path) -> str:
 
 def trust_part(run_dir: Path, metrics: dict | None) -> str:
     """Leakage (near-duplicates across splits), other confirmed pairs, and the ranked label suspects."""
-    trust, why = read_json(run_dir / "data_trust.json")
+    trust, why = read_json(run_dir / TRUST_FILE)
     if trust is None:
         skipped = ((metrics or {}).get("data_trust") or {}).get("skipped")
         return missing(f"The data-trust step was skipped: {skipped}" if skipped else why or "")

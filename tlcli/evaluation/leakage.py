@@ -15,9 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlcli.runs.atomic import read_json
+from tlcli.runs.folder import TRUST_FILE
 from tlcli.runs.provenance import read_split
-
-TRUST_FILE = "data_trust.json"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from tlcli.errors import TlcliError
 from tlcli.evaluation.card_render import render_card
 from tlcli.evaluation.intervals import accuracy_intervals
 from tlcli.runs.atomic import read_json, write_text_atomic
+from tlcli.runs.folder import TRUST_FILE
 from tlcli.runs.metrics import Metrics
 from tlcli.runs.records import ModelInfo, RunRecord, read_labels, read_model_info, read_run_config, read_run_record
 
@@ -111,7 +112,7 @@ def gather(run_dir: Path, export_dir: Path | None = None) -> CardSources:
     if sources.metrics is not None and not sources.metrics.intervals:  # an older run: its intervals, computed here
         sources.metrics.intervals = accuracy_intervals(sources.metrics.final, sources.metrics.images)
     sources.dataset = _json(run_dir / "dataset.json")
-    sources.trust = _json(run_dir / "data_trust.json")
+    sources.trust = _json(run_dir / TRUST_FILE)
     sources.env = _json(run_dir / "env.json")
     sources.evals = own_evaluations(run_dir)
     if export_dir is not None:

@@ -15,6 +15,7 @@ from tlcli.runs.atomic import (
 )
 from tlcli.runs.folder import (
     RUN_FILES,
+    TRUST_FILE,
     RunLock,
     create_run_dir,
     create_stamped_dir,
@@ -39,6 +40,7 @@ from tlcli.runs.records import (
 
 __all__ = [
     "RUN_FILES",
+    "TRUST_FILE",
     "CacheUse",
     "Metrics",
     "ModelInfo",

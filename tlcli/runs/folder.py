@@ -23,6 +23,8 @@ from tlcli.runs.atomic import fsync_dir, fsync_file
 from tlcli.runs.listing import list_runs
 from tlcli.runs.records import read_run_record
 
+TRUST_FILE = "data_trust.json"  # the data-trust step's findings: written only when the step ran, so not in RUN_FILES
+
 RUN_FILES = {
     "run.json": (
         "format version, name, status (running, completed, failed, interrupted), start and end times, failure "

@@ -19,11 +19,11 @@ from tlcli.errors import DataError
 from tlcli.features.cut import Cut
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_json_atomic
+from tlcli.runs.folder import TRUST_FILE
 from tlcli.training.inputs import FeatureInputs, PhaseInputs
 from tlcli.training.prepare import Prepared
 
 POOL_CUT = Cut("pool")  # after the head's pooling: the base's pooled features
-FILE = "data_trust.json"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class DataTrust:
             "label_suspects": len(suspects.suspects) if suspects is not None else None,
             "notes": list(self.report.notes),
             "seconds": round(self.seconds, 3),
-            "file": FILE,
+            "file": TRUST_FILE,
         }
 
 
@@ -82,13 +82,13 @@ def check_trust(prepared: Prepared, inputs: PhaseInputs, run_dir: Path, reporter
     )
     trust = DataTrust(report, seconds=time.perf_counter() - started)
     if prepared.plan.chief:
-        write_json_atomic(run_dir / FILE, report.to_dict())
+        write_json_atomic(run_dir / TRUST_FILE, report.to_dict())
     _tell(trust, run_dir, reporter)
     near = report.near_duplicates
     if data.leakage == "error" and near is not None and near.leakage:
         raise DataError(
             f"data.leakage: error: {near.leakage} near-duplicate pair(s) cross the splits (listed in "
-            f"{run_dir / FILE}); move or remove one image of each pair, or set data.leakage: warn"
+            f"{run_dir / TRUST_FILE}); move or remove one image of each pair, or set data.leakage: warn"
         )
     return trust
 
@@ -123,11 +123,11 @@ def _tell(trust: DataTrust, run_dir: Path, reporter: Reporter) -> None:
     if record["leakage"]:
         reporter.warn(
             f"{record['leakage']} near-duplicate pair(s) cross the splits (the same photo resized, recompressed, "
-            f"cropped or re-exposed; listed in {FILE}): figures on the split holding the copies are optimistic"
+            f"cropped or re-exposed; listed in {TRUST_FILE}): figures on the split holding the copies are optimistic"
         )
     parts = [f"{record['near_duplicates']} near-duplicate pair(s)"] if record["near_duplicates"] is not None else []
     if record["label_suspects"] is not None:
         parts.append(f"{record['label_suspects']} label suspect(s) among train + val")
     if parts:
         shown = ", ".join(parts)
-        reporter.info(f"data trust: {shown} ({FILE}; `tlcli check --deep` draws them), {trust.seconds:.1f} s")
+        reporter.info(f"data trust: {shown} ({TRUST_FILE}; `tlcli check --deep` draws them), {trust.seconds:.1f} s")
