@@ -127,6 +127,10 @@ def expected() -> dict[Path, bytes]:
     return files
 
 
+def shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def stale() -> list[Path]:
     return [path for path, content in expected().items() if not path.exists() or path.read_bytes() != content]
 
@@ -135,7 +139,7 @@ def main(argv: list[str]) -> int:
     if argv == ["--check"]:
         old = stale()
         for path in old:
-            print(f"stale: {path.relative_to(ROOT)} (run `python docs/gen_ref.py`)", file=sys.stderr)
+            print(f"stale: {shown(path)} (run `python docs/gen_ref.py`)", file=sys.stderr)
         return 1 if old else 0
     if argv:
         print("usage: python docs/gen_ref.py [--check]", file=sys.stderr)
@@ -143,7 +147,7 @@ def main(argv: list[str]) -> int:
     for path, content in expected().items():
         if not path.exists() or path.read_bytes() != content:
             path.write_bytes(content)
-            print(f"wrote {path.relative_to(ROOT)}")
+            print(f"wrote {shown(path)}")
     return 0
 
 

@@ -1,0 +1,125 @@
+"""The README and the docs site: short, current, and their examples run.
+
+The strict site build itself (every link and anchor) is `.ci/run`'s `mkdocs build --strict`; here: the generated
+reference pages match the code, the README stays short and its links resolve, and the docs' examples run on tiny data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import sys
+
+import pytest
+from conftest import ROOT, make_image_folder, tiny_config, write_config
+
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+
+def gen_ref():
+    spec = importlib.util.spec_from_file_location("gen_ref", DOCS / "gen_ref.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def code_block(page: str, language: str) -> str:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.search(rf"```{language}\n(.*?)```", text, re.S).group(1)
+
+
+def test_readme_is_at_most_8_kb():
+    assert len(README.read_bytes()) <= 8 * 1024, "README.md is for the first minute: move detail into docs/"
+
+
+def test_readme_links_point_at_files_that_exist():
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    local = [t for t in targets if "://" not in t]
+    assert local and all((ROOT / t).exists() for t in local), [t for t in local if not (ROOT / t).exists()]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme, ci = README.read_text(encoding="utf-8"), (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert '.venv/bin/pip install -e ".[test]" && .venv/bin/pytest -q' in readme
+    assert 'install --quiet -e ".[test]"' in ci and '/bin/pytest" -q' in ci
+    assert 'mkdocs" build --strict' in ci and "docs/gen_ref.py --check" in ci
+
+
+def test_generated_reference_pages_match_the_code():
+    """A stale page (a key, variable, command, option, exit code or run file added without regenerating) fails."""
+    stale = gen_ref().stale()
+    assert not stale, f"stale docs: {[str(p.relative_to(ROOT)) for p in stale]}; run `python docs/gen_ref.py`"
+
+
+def test_a_changed_block_is_stale(tmp_path, monkeypatch):
+    module = gen_ref()
+    page = tmp_path / "reference" / "environment.md"
+    page.parent.mkdir()
+    page.write_text("# x\n\n<!-- generated:environment -->\n| old |\n<!-- /generated:environment -->\n")
+    monkeypatch.setattr(module, "DOCS", tmp_path)
+    monkeypatch.setattr(module, "BLOCKS", {"reference/environment.md": module.BLOCKS["reference/environment.md"]})
+    monkeypatch.setattr(module, "BENCHMARKS", ())
+    assert module.stale() == [page] and module.main(["--check"]) == 1
+    assert module.main([]) == 0 and module.stale() == [] and "TLCLI_CACHE_DIR" in page.read_text()
+
+
+def test_every_page_in_docs_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    assert pages and all(page in nav for page in pages), sorted(p for p in pages if p not in nav)
+
+
+def test_the_docs_extra_is_in_the_test_extra():
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["docs"] and set(extras["docs"]) <= set(extras["test"])
+
+
+@pytest.mark.slow
+def test_the_python_api_example_runs(tmp_path, monkeypatch):
+    """docs/reference/python-api.md's example, on tiny data instead of hymenoptera."""
+    data = make_image_folder(tmp_path / "images", {"ants": 12, "bees": 12})
+    config = write_config(tmp_path / "tiny.yaml", tiny_config(data, tmp_path / "runs"))
+    example = code_block("reference/python-api.md", "python")
+    for real, tiny in (
+        ('"configs/hymenoptera-mobilenet.yaml"', repr(str(config))),
+        ('["train.epochs=5"]', '["train.epochs=1"]'),
+        ('"runs/old"', "result.run_dir"),
+        ('"photo.jpg"', repr(str(next((data / "ants").iterdir())))),
+    ):
+        assert real in example, real
+        example = example.replace(real, tiny)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(example, "python-api.md", "exec"), namespace)
+    assert namespace["page"].name == "report.html" and namespace["card"].name == "MODEL_CARD.md"
+    assert "no evidence" in namespace["verdict"] and len(namespace["labels"].predictions) == 1
+
+
+@pytest.mark.slow
+def test_the_quickstart_commands_run(cli, tmp_path, monkeypatch):
+    """configs/quickstart/run.sh's tlcli commands, in order, with one epoch a phase (the docs' quickstart page)."""
+    monkeypatch.chdir(tmp_path)
+    script = (ROOT / "configs" / "quickstart" / "run.sh").read_text(encoding="utf-8")
+    target_run = None
+    for line in script.splitlines():
+        if line.startswith("target_run="):
+            runs = json.loads(cli("runs", "--json").stdout)
+            target_run = [r["path"] for r in runs if r["name"] == "digits-target" and r["status"] == "completed"][-1]
+        if not line.startswith("tlcli "):
+            continue
+        args = [target_run if a == "$target_run" else a for a in shlex.split(line.split(" | ")[0])[1:]]
+        if args[0] == "train":
+            args[1] = str(ROOT / args[1])
+            args += ["--set", "train.epochs=1", "--quiet"]
+            args += ["--set", "fine_tune.epochs=1"] if "fine_tune" in (ROOT / args[1]).read_text() else []
+        result = cli(*args)
+        assert result.exit_code == 0, (line, result.stderr[-2000:])
+        if args[0] == "datasets":  # tiny data: the quickstart's folders, 6 images a class and split
+            for folder in (tmp_path / "data" / "digits").glob("*/*/*"):
+                for extra in sorted(folder.iterdir())[6:]:
+                    extra.unlink()
+    assert target_run and (tmp_path / "data" / "digits" / "target").is_dir()
