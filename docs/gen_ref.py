@@ -39,12 +39,13 @@ def exit_codes_block() -> str:
 
     names = {value: name for name, value in vars(errors).items() if name.startswith("EXIT_")}
     classes = [c for c in vars(errors).values() if isinstance(c, type) and hasattr(c, "exit_code")]
-    lines = ["| code | constant | raised as (`tlcli.errors`) |", "| --- | --- | --- |"]
+    lines = ["| code | constant | error class | raised when |", "| --- | --- | --- | --- |"]
     for code in sorted(names):
-        raised = "; ".join(
-            f"`{c.__name__}`: {(c.__doc__ or '').strip().splitlines()[0]}" for c in classes if c.exit_code == code
-        )
-        lines.append(f"| {code} | `{names[code]}` | {raised or 'success'} |")
+        raised = [c for c in classes if c.exit_code == code]
+        for c in raised:
+            lines.append(f"| {code} | `{names[code]}` | `{c.__name__}` | {(c.__doc__ or '').strip().splitlines()[0]} |")
+        if not raised:
+            lines.append(f"| {code} | `{names[code]}` | | success |")
     return "\n".join(lines) + "\n"
 
 
@@ -81,7 +82,21 @@ def cli_block() -> str:
     return "\n".join(parts)
 
 
+def benchmark_pages_block() -> str:
+    """One line per benchmark page: its title and the date it was measured (the first date in it)."""
+    lines = ["| page | measured | source |", "| --- | --- | --- |"]
+    for name in BENCHMARKS:
+        text = benchmark_page(name)[0]
+        title = re.search(r"^# (.+)$", text, re.M).group(1)
+        date = re.search(r"(?<!\d)(20\d\d-\d\d-\d\d)(?!\d)", text)
+        lines.append(
+            f"| [{title}]({page_slug(name)}.md) | {date.group(1) if date else 'not stated'} | `benchmarks/{name}.md` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
+    "benchmarks/index.md": {"benchmark-pages": benchmark_pages_block},
     "reference/config.md": {"config": config_block},
     "reference/environment.md": {"environment": environment_block},
     "reference/exit-codes.md": {"exit-codes": exit_codes_block},
