@@ -100,6 +100,7 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess  # `tlcli train` starts its report worker
 def test_the_quickstart_commands_run(cli, tmp_path, monkeypatch):
     """configs/quickstart/run.sh's tlcli commands, in order, with one epoch a phase (the docs' quickstart page)."""
     monkeypatch.chdir(tmp_path)
@@ -123,3 +124,33 @@ def test_the_quickstart_commands_run(cli, tmp_path, monkeypatch):
                 for extra in sorted(folder.iterdir())[6:]:
                     extra.unlink()
     assert target_run and (tmp_path / "data" / "digits" / "target").is_dir()
+
+
+def console_commands(page: str, *commands: str) -> list[list[str]]:
+    """The `$ tlcli COMMAND ...` lines of a page's console blocks, without their comments and pipes."""
+    lines = []
+    for line in (DOCS / page).read_text(encoding="utf-8").splitlines():
+        words = line.split("  #")[0].split(" | ")[0]
+        if any(words.startswith(f"$ tlcli {command} ") for command in commands):
+            lines.append(shlex.split(words)[2:])
+    return lines
+
+
+@pytest.mark.slow
+def test_the_evaluate_and_predict_guides_commands_run(cli, binary_run, run_copy, tmp_path, monkeypatch):
+    """The guides' `tlcli evaluate` and `tlcli predict` examples, on the tests' tiny cats-vs-dogs run."""
+    run = run_copy(binary_run)
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "photos", {"cats": 2, "dogs": 2}, size=32, seed=8)
+    make_image_folder(tmp_path / "holiday", {"beach": 2}, size=32, seed=9, suffix=".jpg")
+    make_image_folder(tmp_path / "scans" / "2024", {"box": 2}, size=32, seed=10)
+    (tmp_path / "photo.jpg").write_bytes(next((tmp_path / "holiday" / "beach").iterdir()).read_bytes())
+    examples = console_commands("guides/evaluate-predict.md", "evaluate", "predict")
+    examples += [c for c in console_commands("guides/reports.md", "predict") if "--explain-layer" not in c]
+    assert len(examples) >= 9
+    for args in examples:
+        args = [str(run) if a == "runs/20250301-100000-flowers" else a for a in args]
+        result = cli(*args)
+        assert result.exit_code in ((0, 3) if "--fail-under" in args else (0,)), (args, result.stderr[-2000:])
+    assert (tmp_path / "predictions.csv").read_text().startswith("path,label,confidence")
+    assert len(list((tmp_path / "why").iterdir())) == 4
