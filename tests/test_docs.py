@@ -78,6 +78,56 @@ def test_the_docs_extra_is_in_the_test_extra():
     assert extras["docs"] and set(extras["docs"]) <= set(extras["test"])
 
 
+def config_blocks() -> list[tuple[str, dict]]:
+    """Every ```yaml block of the README and the docs that is a tlcli config (its keys are the schema's)."""
+    import yaml
+
+    from tlcli.config.schema import ExperimentConfig
+
+    found = []
+    for page in [README, *sorted(DOCS.rglob("*.md"))]:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            config = yaml.safe_load(block)
+            if isinstance(config, dict) and set(config) <= set(ExperimentConfig.model_fields):
+                found.append((str(page.relative_to(ROOT)), config))
+    return found
+
+
+def test_every_config_in_the_docs_is_valid():
+    """A key renamed in the schema breaks the page that shows it (the data folders need not exist)."""
+    from tlcli import TlcliError, load_config
+
+    blocks = config_blocks()
+    assert {"README.md", "docs/guides/manifests.md", "docs/guides/multi-label.md", "docs/guides/tune.md"} <= {
+        page for page, _ in blocks
+    }
+    for page, config in blocks:
+        try:
+            load_config({"base": {"name": "MobileNet"}, "data": {"dir": "photos"}, **config})
+        except TlcliError as error:
+            pytest.fail(f"{page}: {error}")
+
+
+def test_the_readme_config_is_the_real_one():
+    import yaml
+
+    (readme,) = [config for page, config in config_blocks() if page == "README.md"]
+    assert readme == yaml.safe_load((ROOT / "configs" / "hymenoptera-mobilenet.yaml").read_text())
+
+
+def test_the_check_guides_plain_commands_run(cli, tmp_path, monkeypatch):
+    """docs/guides/check.md's first example (`tlcli check photos/`, `--json`) on a tiny clean folder."""
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "photos", {"ants": 6, "bees": 6})
+    lines = code_block("guides/check.md", "").strip().splitlines()
+    assert [line.split("#")[0].split() for line in lines] == [
+        ["tlcli", "check", "photos/"],
+        ["tlcli", "check", "photos/", "--json"],
+    ]
+    assert cli("check", "photos/").exit_code == 0
+    assert json.loads(cli("check", "photos/", "--json").stdout)["status"] == "clean"
+
+
 @pytest.mark.slow
 def test_the_python_api_example_runs(tmp_path, monkeypatch):
     """docs/reference/python-api.md's example, on tiny data instead of hymenoptera."""
