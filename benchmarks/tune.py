@@ -77,8 +77,8 @@ TUNE_SECTION = {
 class Benchmark:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        (HERE / "work").mkdir(exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="tune-", dir=HERE / "work"))
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="tune-", dir=args.work_dir))
         self.env = {
             **os.environ,
             "KERAS_HOME": str(self.work / "keras_home"),
@@ -388,6 +388,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED / "datasets")
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--out-dir", type=Path, default=HERE)
+    parser.add_argument("--work-dir", type=Path, default=HERE / "work", help="where the scratch folder goes")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, tune folders, logs)")
     args = parser.parse_args()
     bench = Benchmark(args)
