@@ -136,7 +136,7 @@ def _deep_advice(
     import yaml
 
     config = validate_config(yaml.safe_load(starter_config(survey, choices)))
-    splits = discover_splits(config.data, seed=config.seed)
+    splits = dataclasses.replace(discover_splits(config.data, seed=config.seed), test=[])  # test/ stays unseen
     embeddings = embed_splits(splits, embedding_config(config.data, config=config), reporter=reporter)
     report = audit_embeddings(embeddings, near_duplicates=False, label_suspects=False, learning_curve=True)
     curve = report.learning_curve

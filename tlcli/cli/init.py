@@ -54,7 +54,8 @@ def init(
     )
     if result.schema_written:
         say(f"wrote {result.schema_written} (the JSON Schema the config's first line points editors at)", markup=False)
-    for line in result.advice[:2]:
+    curve = result.learning_curve
+    for line in result.advice[: 1 + bool(curve and curve.climbing)]:  # the advice, not the per-class lines
         say(line, markup=False)
     if not quiet:
         say(f"next: tlcli validate {result.path} && tlcli train {result.path}", markup=False)

@@ -134,7 +134,7 @@ def _fine_tune_lines(choices: StarterChoices) -> list[str]:
     lines = [""]
     if choices.advice:
         lines += ["# What the data says (`tlcli init --deep`: a probe on the base's features, cross-validated):"]
-        lines += [f"#   {line}" for line in choices.advice]
+        lines += [*(f"#   {line}" for line in choices.advice), ""]
     return lines + [
         "# Fine-tuning the top of the base after the head: slower (the base runs every epoch), worth most on images",
         "# unlike ImageNet's photos (satellite, microscope: benchmarks/FINETUNE.md). Uncomment to try it:",
