@@ -39,9 +39,9 @@ def main(
 def env(json_output: Json = False, debug: Debug = False) -> None:
     """Print the versions, the devices TensorFlow sees and where weights and caches are read from (for bug reports)."""
     _import_tensorflow(debug)
-    from tlcli.modeling.environment import environment
+    from tlcli.modeling.environment import environment_report
 
-    found = environment()
+    found = environment_report()
     if json_output:
         output().print_json(found.to_dict())
         return

@@ -4,7 +4,7 @@ reports (`environment`)."""
 
 from tlcli.modeling.build import SourceBase, build_model, load_run_model, source_base
 from tlcli.modeling.devices import DevicePlan, GpuInfo, apply_device_plan, plan_devices
-from tlcli.modeling.environment import Environment, environment
+from tlcli.modeling.environment import Environment, environment_report
 from tlcli.modeling.freezing import first_trainable_index, set_base_trainable, trainable_spec
 
 __all__ = [
@@ -14,7 +14,7 @@ __all__ = [
     "SourceBase",
     "apply_device_plan",
     "build_model",
-    "environment",
+    "environment_report",
     "first_trainable_index",
     "load_run_model",
     "plan_devices",

@@ -43,7 +43,7 @@ class Environment:
         }
 
 
-def environment() -> Environment:
+def environment_report() -> Environment:
     """The installed versions and the devices TensorFlow sees (loads TensorFlow)."""
     gpus = tuple(visible_gpus())
     plan = plan_devices("auto", "auto", list(gpus), cluster_from_env(), logical_cpus_from_env())
