@@ -48,6 +48,7 @@ class InitResult:
     schema_written: Path | None = None
     learning_curve: LearningCurve | None = None
     advice: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what to do before training (weights to import)
 
     def to_dict(self) -> dict:
         return {
@@ -56,6 +57,7 @@ class InitResult:
             "survey": self.survey.to_dict(),
             "learning_curve": self.learning_curve.to_dict() if self.learning_curve else None,
             "advice": list(self.advice),
+            "notes": list(self.notes),
         }
 
 
@@ -99,14 +101,16 @@ def init_config(
     _validated(text)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output, text)
-    return InitResult(output, text, survey, schema_written, curve, tuple(advice))
+    found = "found in" in choices.weights_note
+    notes = () if found else (f"base {base}: {choices.weights_note}",)
+    return InitResult(output, text, survey, schema_written, curve, tuple(advice), notes)
 
 
 def _weights_note(weights_file: str) -> str:
     if weights_file and (keras_weights_dir() / weights_file).is_file():
         return f"ImageNet weights found in {keras_weights_dir()}"
     if weights_file:
-        return f"offline: `tlcli weights import {weights_file}` first (online, Keras downloads it)"
+        return f"offline: `tlcli weights import path/to/{weights_file}` first (online, Keras downloads it)"
     return "ImageNet weights: Keras downloads them on first use (offline: `tlcli weights import FILE`)"
 
 

@@ -54,6 +54,8 @@ def init(
     )
     if result.schema_written:
         say(f"wrote {result.schema_written} (the JSON Schema the config's first line points editors at)", markup=False)
+    for note in result.notes:
+        say(note, markup=False)
     curve = result.learning_curve
     for line in result.advice[: 1 + bool(curve and curve.climbing)]:  # the advice, not the per-class lines
         say(line, markup=False)
