@@ -25,6 +25,7 @@ def test_init_writes_a_commented_config_the_loader_and_the_schema_accept(cli, tm
     result = cli("init", data, "-o", out)
     assert result.exit_code == 0, result.stderr
     assert f"wrote {out}: 2 classes, train " in result.stdout and "median 20x20" in result.stdout
+    assert "base MobileNetV2: offline: `tlcli weights import path/to/mobilenet_v2_" in result.stdout  # none cached
     text = out.read_text()
     config = load_config(out)
     assert config.data.dir == data and config.data.image_size == (224, 224) and config.data.val_split == 0.2
