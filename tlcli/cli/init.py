@@ -12,7 +12,7 @@ from tlcli.cli import Debug, Json, Quiet, _import_tensorflow, app, command, outp
 
 
 @app.command()
-@command(flags={"output": "--output"})
+@command(flags={"output": "--output", "data_dir": "DATA_DIR"})
 def init(
     data_dir: Annotated[Path, typer.Argument(help="A folder of class folders, or a parent of train/ (val/, test/).")],
     output_file: Annotated[

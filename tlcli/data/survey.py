@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tlcli.config.schema import DataConfig
 from tlcli.data.splits import DataSplits, discover_splits
+from tlcli.errors import DataError
 
 SIZE_SAMPLE = 400  # files whose headers are read (spread evenly over every split and class)
 
@@ -68,8 +69,14 @@ def survey_folder(data_dir: str | Path, val_split: float = 0.2) -> FolderSurvey:
     """List a folder of class folders (or a parent of `train/`, `val/`, `test/`) and read a sample of image headers.
 
     Raises:
-        DataError: the folder is missing, has fewer than two classes or an empty class (as training says it).
+        DataError: `data_dir` is not a folder, or it has fewer than two classes or an empty class (as training says it).
     """
+    if not Path(data_dir).is_dir():
+        what = "is a file" if Path(data_dir).exists() else "does not exist"
+        raise DataError(
+            f"data_dir: {data_dir} {what}; give a folder of class folders, or a parent of train/ (a CSV manifest "
+            "needs a config written by hand: data.manifest)"
+        )
     splits = discover_splits(DataConfig(dir=Path(data_dir), val_split=val_split))
     counts = {split: splits.counts(split) for split, _ in splits.listed()}
     return FolderSurvey(
