@@ -57,3 +57,12 @@ def test_env_json_lists_versions_and_devices(cli, monkeypatch):
     assert found["versions"]["tensorflow"] and found["gpus"] == [{"name": "Tesla T4", "compute_capability": [7, 5]}]
     assert found["devices"].startswith("1 GPU (Tesla T4)")
     assert found["keras_weights_dir"].endswith("models") and found["cpus"] >= 1
+
+
+def test_install_completion_writes_the_script_and_sources_it(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SHELL", "/bin/bash")
+    result = cli("--install-completion", "bash")
+    assert result.exit_code == 0, result.stderr
+    script = tmp_path / ".bash_completions" / "tlcli.sh"
+    assert "_TLCLI_COMPLETE" in script.read_text() and f"source '{script}'" in (tmp_path / ".bashrc").read_text()
