@@ -36,8 +36,14 @@ def test_versions_come_from_package_metadata():
     assert set(found.to_dict()) == {"tlcli", "python", "tensorflow", "keras"}
 
 
+# Typer detects the shell from the parent processes (shellingham), which CI does not have: this switch of Typer's
+# takes the shell named on the command line instead.
+DETECTION_OFF = "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"
+
+
 def test_show_completion_prints_a_bash_script(cli, monkeypatch):
     monkeypatch.setenv("SHELL", "/bin/bash")
+    monkeypatch.setenv(DETECTION_OFF, "1")
     result = cli("--show-completion", "bash")
     assert result.exit_code == 0
     assert "complete -o default -F _tlcli_completion tlcli" in result.stdout and "_TLCLI_COMPLETE" in result.stdout
@@ -62,6 +68,7 @@ def test_env_json_lists_versions_and_devices(cli, monkeypatch):
 def test_install_completion_writes_the_script_and_sources_it(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("SHELL", "/bin/bash")
+    monkeypatch.setenv(DETECTION_OFF, "1")
     result = cli("--install-completion", "bash")
     assert result.exit_code == 0, result.stderr
     script = tmp_path / ".bash_completions" / "tlcli.sh"
