@@ -564,3 +564,50 @@ def test_ctrl_c_keeps_the_study_and_resume_continues_it(source, tmp_path):
     with open(folder / "trials.csv", newline="") as stream:
         assert [int(r["number"]) for r in csv.DictReader(stream)] == list(range(kept + 2))
     assert yaml.safe_load((folder / "config.yaml").read_text())["tune"]["trials"] == 40
+
+
+@pytest.mark.slow
+def test_a_study_over_two_bases_and_a_fine_tuning_key_gives_each_base_its_own_features(source, tmp_path):
+    """`base` as labelled choices (a name with its arguments) and `fine_tune.learning_rate`: every trial trains as a
+    run does, on its own base's cached features (the cache keys by base), reports its fine-tuning epochs to the
+    successive-halving pruner, and records which base it trained."""
+    from tlcli import tune
+    from tlcli.settings import cache_dir
+
+    data, _, _ = source
+    bases = {
+        "cnn": {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}, "trainable": "none"},
+        "mobilenet": {"name": "MobileNet", "weights": "none", "args": {"alpha": 0.25}, "trainable": "none"},
+    }
+    raw = tiny_config(data, tmp_path / "runs", name="bases", base=bases["cnn"])
+    raw["data"]["image_size"] = 32  # MobileNet's smallest
+    raw["output"]["report"] = False
+    raw["fine_tune"] = {"unfreeze": 2, "epochs": 2, "when": "always", "learning_rate": 1.0e-3}
+    raw["tune"] = {
+        "trials": 2,  # trial 0 the config's base; trial 1 draws the other (with the config's seed)
+        "space": {"base": {"choices": bases}, "fine_tune.learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True}},
+        "pruner": "successive_halving",
+    }
+    result = tune(load_config(raw))
+    assert result.kind == "full" and result.stopped_by == "trials"
+    study = optuna.load_study(study_name="bases", storage=f"sqlite:///{result.tune_dir / 'study.db'}")
+    trained = {t.params["base"]: t.user_attrs["backbone"] for t in study.trials}
+    assert trained == {"cnn": 'SmallCNN {"blocks": 2, "filters": 8}', "mobilenet": 'MobileNet {"alpha": 0.25}'}
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in study.trials)  # fine_tune's epochs, not the head's
+    with (result.tune_dir / "trials.csv").open() as handle:
+        assert {row["backbone"] for row in csv.DictReader(handle)} == set(trained.values())
+    keys = [json.loads(meta.read_text())["base"] for meta in Path(cache_dir()).glob("features/*/meta.json")]
+    assert sorted(keys) == ["MobileNet", "SmallCNN"]  # one cache entry per base: no trial reads another's features
+    assert yaml.safe_load((result.tune_dir / "best.yaml").read_text())["base"]["name"] in ("SmallCNN", "MobileNet")
+
+
+@pytest.mark.slow
+def test_the_budget_stops_the_study_and_tune_json_says_why(source, tmp_path, warm_cache):
+    from tlcli import tune
+
+    raw = study_config(source, tmp_path / "runs", trials=20, budget=1.0e-6)  # minutes: spent by the first trial
+    result = tune(load_config(raw))
+    record = json.loads((result.tune_dir / "tune.json").read_text())
+    assert record["stopped_by"] == "budget" and record["status"] == "completed"
+    assert record["trials"]["finished"] == 1 and record["budget"]["minutes"] == 1.0e-6
+    assert record["budget"]["spent"] >= 0 and record["best_config"]

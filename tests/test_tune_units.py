@@ -56,3 +56,55 @@ def test_storage_urls_and_pruners():
     )
     with pytest.raises(ConfigError, match="tune.pruner_args: not accepted"):
         make_pruner("median", {"n_startup": 3})
+
+
+def _study(pruner=None):
+    optuna = pytest.importorskip("optuna") if os.environ.get("CI") != "true" else __import__("optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna, optuna.create_study(direction="maximize", pruner=pruner)
+
+
+def test_successive_halving_prunes_a_fine_tuning_trial_that_falls_behind_at_its_first_fine_tuning_epoch():
+    """A full trial reports its last phase's epochs (step N: fine-tuning epoch N), so trials are compared at the same
+    fine-tuning epoch whatever their head phase took; the multi-fidelity pruner stops the bad one at the first rung."""
+    from tlcli.tuning.objective import PruningReporter
+    from tlcli.tuning.study import make_pruner
+
+    optuna, study = _study(make_pruner("successive_halving", {"min_resource": 1, "reduction_factor": 2}))
+    for head_epochs in (3, 5, 2, 4):
+        trial = study.ask()
+        reporter = PruningReporter(trial, "val_accuracy", "fine_tune")
+        for epoch in range(1, head_epochs + 1):  # the head phase: not reported
+            reporter.epoch_end("train", epoch, head_epochs, {"val_accuracy": 0.5})
+        for epoch in range(1, 5):
+            reporter.epoch_end("fine_tune", epoch, 4, {"val_accuracy": 0.8 + epoch / 100})
+        assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2, 3, 4]
+        study.tell(trial, 0.84)
+    bad = study.ask()
+    reporter = PruningReporter(bad, "val_accuracy", "fine_tune")
+    reporter.epoch_end("train", 1, 1, {"val_accuracy": 0.9})
+    with pytest.raises(optuna.TrialPruned, match="fine_tune epoch 1"):
+        reporter.epoch_end("fine_tune", 1, 4, {"val_accuracy": 0.2})
+    assert type(make_pruner("successive_halving", {})).__name__ == "SuccessiveHalvingPruner"
+
+
+def test_the_budget_stops_starting_trials_and_says_so_and_a_resumed_study_starts_none():
+    import time
+
+    from tlcli.tuning.study import StudyProgress, run_trials, spent_minutes
+
+    _, study = _study()
+
+    def objective(trial):
+        time.sleep(0.05)
+        return trial.suggest_float("x", 0, 1)
+
+    budget = 0.1 / 60  # minutes: the trials' durations together, here 0.1 s
+    loop = run_trials(study, objective, total=50, timeout=None, progress=StudyProgress(), warn=print, budget=budget)
+    assert loop.stopped_by == "budget" and 2 <= loop.ran < 5 and spent_minutes(study) >= budget
+    again = run_trials(study, objective, total=50, timeout=None, progress=StudyProgress(), warn=print, budget=budget)
+    assert (again.ran, again.stopped_by) == (0, "budget")  # --resume: the budget counts every earlier trial
+    loose = run_trials(
+        study, objective, total=len(study.trials) + 1, timeout=None, progress=StudyProgress(), warn=print, budget=10.0
+    )
+    assert loose.stopped_by == "trials"

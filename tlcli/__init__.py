@@ -25,6 +25,7 @@ _PUBLIC = {
     "tlcli.audit.api": ("audit_dataset",),
     "tlcli.audit.neighbours": ("NearDuplicates",),
     "tlcli.audit.report": ("AuditReport", "write_check_folder"),
+    "tlcli.audit.starter": ("InitResult", "init_config"),
     "tlcli.config": ("ExperimentConfig", "load_config"),
     "tlcli.data.problems": ("CheckReport", "check_dataset"),
     "tlcli.errors": (
@@ -51,11 +52,13 @@ _PUBLIC = {
     "tlcli.runs.metrics": ("Metrics", "TrainResult"),
     "tlcli.training.api": ("RunOptions", "Validation", "resume", "train", "validate"),
     "tlcli.tuning.api": ("TuneResult", "resume_tune", "tune"),
+    "tlcli.version": ("versions",),
 }
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from tlcli.audit.api import audit_dataset
     from tlcli.audit.neighbours import NearDuplicates
     from tlcli.audit.report import AuditReport, write_check_folder
+    from tlcli.audit.starter import InitResult, init_config
     from tlcli.config import ExperimentConfig, load_config
     from tlcli.data.problems import CheckReport, check_dataset
     from tlcli.errors import (
@@ -82,6 +85,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from tlcli.runs.metrics import Metrics, TrainResult
     from tlcli.training.api import RunOptions, Validation, resume, train, validate
     from tlcli.tuning.api import TuneResult, resume_tune, tune
+    from tlcli.version import versions
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
@@ -95,6 +99,7 @@ __all__ = [
     "Evaluation",
     "ExperimentConfig",
     "GateFailed",
+    "InitResult",
     "Interrupted",
     "Metrics",
     "NearDuplicates",
@@ -116,6 +121,7 @@ __all__ = [
     "compare_runs",
     "evaluate",
     "grad_cam",
+    "init_config",
     "list_runs",
     "load_config",
     "newest_run",
@@ -125,6 +131,7 @@ __all__ = [
     "train",
     "tune",
     "validate",
+    "versions",
     "write_check_folder",
     "write_model_card",
     "write_overlay",

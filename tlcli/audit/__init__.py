@@ -3,7 +3,8 @@
 Near-duplicates within and across splits (`neighbours`), likely label errors from out-of-fold
 probabilities (`labels`), and per-class learning curves that say which classes need more images
 (`curve`). Embeddings come from the same feature cache training uses (`embed`); `audit_dataset`
-(`api`) runs them all, and `write_check_folder` (`report`) writes what they found.
+(`api`) runs them all, `write_check_folder` (`report`) writes what they found,
+and `init_config` (`starter`) writes a starting config for a folder (`tlcli init`).
 """
 
 from tlcli.audit.api import audit_dataset, audit_embeddings
@@ -19,12 +20,14 @@ from tlcli.audit.neighbours import (
     similar_pairs,
 )
 from tlcli.audit.report import AuditReport, SuspectFindings, SuspectRow, write_check_folder
+from tlcli.audit.starter import InitResult, advice_from_curve, init_config
 
 __all__ = [
     "AuditReport",
     "ClassCurve",
     "DuplicateCluster",
     "Embeddings",
+    "InitResult",
     "LabelSuspect",
     "LabelSuspects",
     "LearningCurve",
@@ -34,6 +37,7 @@ __all__ = [
     "SplitEmbeddings",
     "SuspectFindings",
     "SuspectRow",
+    "advice_from_curve",
     "audit_dataset",
     "audit_embeddings",
     "brute_force_pairs",
@@ -41,6 +45,7 @@ __all__ = [
     "embedding_config",
     "find_label_suspects",
     "find_near_duplicates",
+    "init_config",
     "learning_curve",
     "out_of_fold_probabilities",
     "plot_learning_curve",

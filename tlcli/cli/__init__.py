@@ -34,7 +34,7 @@ app = typer.Typer(
     name="tlcli",
     help="Config-driven transfer learning for Keras 3 / TensorFlow.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (docs/getting-started/first-hour.md)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -274,6 +274,7 @@ def import_keras() -> None:
 
 # One module per command group, in the order `tlcli --help` lists them.
 COMMAND_MODULES = (
+    "init",
     "train",
     "tune",
     "evaluate",
@@ -286,6 +287,7 @@ COMMAND_MODULES = (
     "cache",
     "weights",
     "datasets",
+    "about",
 )
 
 

@@ -190,7 +190,7 @@ def _check_config(config: Path, overrides: list[str]) -> None:
     from tlcli.config.loading import load_config
 
     if load_config(config, overrides).tune is None:
-        raise ConfigError("tune", f'{config} has no tune: section; add tune.space (see README "Tuning")')
+        raise ConfigError("tune", f"{config} has no tune: section; add tune.space (see docs/guides/tune.md)")
 
 
 def _print_summary(result) -> None:

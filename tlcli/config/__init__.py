@@ -1,6 +1,6 @@
 """Stage 1, the config: the pydantic schema (`schema`), reading YAML and `--set` (`loading`), absolute paths
-(`resolve`), the generated reference (`reference`); what needs no pydantic (`plain`). Names load on first use, so
-that the CLI can read `plain` without loading the schema."""
+(`resolve`), the generated reference (`reference`) and JSON Schema (`json_schema`); what needs no pydantic (`plain`).
+Names load on first use, so that the CLI can read `plain` without loading the schema."""
 
 from typing import TYPE_CHECKING
 
@@ -8,6 +8,8 @@ from tlcli.lazy import lazy_exports
 
 _PUBLIC = {
     "tlcli.config.loading": (
+        "config_json_schema",
+        "config_json_schema_text",
         "config_problems",
         "dump_config",
         "load_config",
@@ -16,6 +18,7 @@ _PUBLIC = {
         "set_dotted",
         "validate_config",
     ),
+    "tlcli.config.json_schema": ("config_json_schema", "config_json_schema_text"),
     "tlcli.config.reference": ("reference_markdown", "reference_rows"),
     "tlcli.config.resolve": ("path_keys", "resolve_paths"),
     "tlcli.config.schema": (
@@ -35,6 +38,7 @@ _PUBLIC = {
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 if TYPE_CHECKING:
+    from tlcli.config.json_schema import config_json_schema, config_json_schema_text
     from tlcli.config.loading import (
         config_problems,
         dump_config,
@@ -72,6 +76,8 @@ __all__ = [
     "OptimizerConfig",
     "RuntimeConfig",
     "TrainConfig",
+    "config_json_schema",
+    "config_json_schema_text",
     "config_problems",
     "dump_config",
     "load_config",

@@ -144,17 +144,28 @@ class TuneConfig(_Strict):
     timeout: Union[float, None] = Field(
         None, gt=0, description="Start no trial after this many seconds (`--timeout` overrides)."
     )
-    pruner: Literal["median", "hyperband", "none"] = Field(
+    budget: Union[float, None] = Field(
+        None,
+        gt=0,
+        description=(
+            "The study's time budget in minutes: once its finished trials (every process's, every `--resume`'s) "
+            "have taken this long together, no new trial starts; the one running finishes, and tune.json says "
+            "`stopped_by: budget`. `timeout` is one process's limit in seconds, counted from its start."
+        ),
+    )
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = Field(
         "median",
         description=(
-            "Stops trials whose per-epoch figure falls behind the others': Optuna's `MedianPruner` or "
-            "`HyperbandPruner`, or none."
+            "Stops trials whose per-epoch figure falls behind the others': Optuna's `MedianPruner`, or the "
+            "multi-fidelity `HyperbandPruner` and `SuccessiveHalvingPruner` (an epoch is the resource), or none. "
+            "A trial that fine-tunes reports the epochs of its `fine_tune` phase."
         ),
     )
     pruner_args: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "Arguments of the pruner, e.g. `{n_startup_trials: 5, n_warmup_steps: 5}` (tlcli's defaults for median)."
+            "Arguments of the pruner, e.g. `{n_startup_trials: 5, n_warmup_steps: 5}` (tlcli's defaults for median), "
+            "`{min_resource: 2, reduction_factor: 3}` for hyperband or successive_halving."
         ),
     )
     folds: Union[Literal["auto"], int] = Field(

@@ -1,6 +1,7 @@
 """Stage 2, the data: listing files (`listing`, `splits`), decoding them once (`images`,
 `screening`, `decoded`), batches for Keras (`batches`), and what is wrong with a
-folder (`problems`, the analysis behind `tlcli check`), groups kept on one side of a split (`groups`)."""
+folder (`problems`, the analysis behind `tlcli check`), groups kept on one side of a split (`groups`), a folder at a
+glance and the starting config `tlcli init` writes for it (`survey`, `starter`)."""
 
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ _PUBLIC = {
     "tlcli.data.listing": ("collect_images", "list_class_files"),
     "tlcli.data.problems": ("CheckReport", "DataProblems", "check_dataset", "find_problems"),
     "tlcli.data.splits": ("DataSplits", "Sample", "discover_splits", "hash_split", "split_bucket"),
+    "tlcli.data.starter": ("StarterChoices", "starter_config"),
+    "tlcli.data.survey": ("FolderSurvey", "ImageSizes", "survey_folder"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from tlcli.data.listing import collect_images, list_class_files
     from tlcli.data.problems import CheckReport, DataProblems, check_dataset, find_problems
     from tlcli.data.splits import DataSplits, Sample, discover_splits, hash_split, split_bucket
+    from tlcli.data.starter import StarterChoices, starter_config
+    from tlcli.data.survey import FolderSurvey, ImageSizes, survey_folder
 
 __all__ = [
     "ArrayBatches",
@@ -33,11 +38,14 @@ __all__ = [
     "DataProblems",
     "DataSplits",
     "DecodedImages",
+    "FolderSurvey",
     "ImageDecodeError",
+    "ImageSizes",
     "ImageInfo",
     "Sample",
     "ScreenedSplit",
     "SkippedFile",
+    "StarterChoices",
     "array_batches",
     "check_dataset",
     "class_weights",
@@ -54,4 +62,6 @@ __all__ = [
     "list_class_files",
     "make_dataset",
     "split_bucket",
+    "starter_config",
+    "survey_folder",
 ]

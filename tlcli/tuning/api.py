@@ -36,7 +36,7 @@ from tlcli.tuning import folder as files
 from tlcli.tuning.objective import HeadTrials, full_trial
 from tlcli.tuning.record import TrialRecord, TuneRecord, TuneResult
 from tlcli.tuning.shared import share_extraction, trial_kind, trial_zero
-from tlcli.tuning.space import SearchSpace, pins
+from tlcli.tuning.space import SearchSpace, base_label, pins
 from tlcli.tuning.study import (
     StudyProgress,
     count,
@@ -46,6 +46,7 @@ from tlcli.tuning.study import (
     redact,
     require_study,
     run_trials,
+    spent_minutes,
 )
 from tlcli.tuning.summary import all_failed, best_config, best_trial, summarize, trial_counts
 
@@ -261,6 +262,7 @@ def _objective(run: _Study):
         TrialRecord(pins=fixed, kind=run.result.kind).save(trial)
         try:
             config = run.space.config_for(values, fixed)
+            TrialRecord(backbone=base_label(config)).save(trial)
             if run.result.kind == "head":
                 outcome = run.heads.run(trial, config, run.result.metric)
             else:
@@ -289,6 +291,7 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
                 progress=progress,
                 warn=reporter.warn,
                 on_trial=lambda ran: _checkpoint(run, ran),
+                budget=run.config.tune.budget,
             )
     except BaseException as exc:
         result.status = "failed"
@@ -296,6 +299,10 @@ def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best
             _finish(run, 0, reporter)
         raise exc
     result.timings_s["trials"] = round(time.perf_counter() - clock, 3)
+    result.stopped_by = loop.stopped_by
+    if loop.stopped_by == "budget":
+        spent, budget = spent_minutes(study), run.config.tune.budget
+        reporter.info(f"tune.budget spent: the trials took {spent:.1f} of {budget:g} minutes; no new trial started")
     result.error = None if loop.interrupted else all_failed(study.get_trials(deepcopy=False))
     result.status = "interrupted" if loop.interrupted else "failed" if result.error else "completed"
     _finish(run, loop.ran, reporter)
@@ -350,6 +357,9 @@ def _record_trials(run: _Study, ran: int):
     result.baseline = next((summarize(t) for t in trials if t.number == 0), None)
     best = best_trial(trials, result.direction)
     result.best = summarize(best) if best is not None else result.best
+    budget = run.config.tune.budget
+    if budget is not None:
+        result.budget = {"minutes": budget, "spent": round(spent_minutes(run.study), 3)}
     return best
 
 

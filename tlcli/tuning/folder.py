@@ -76,10 +76,12 @@ def write_trials(tune_dir: Path, study, keys: list[str]) -> None:
                 seconds,
                 "" if record.epochs is None else record.epochs,
                 "" if record.kind is None else record.kind,
+                "" if record.backbone is None else record.backbone,
                 *(trial.params.get(key, "") for key in keys),
             ]
         )
-    write_csv_atomic(tune_dir / "trials.csv", ["number", "state", "value", "duration_s", "epochs", "kind", *keys], rows)
+    header = ["number", "state", "value", "duration_s", "epochs", "kind", "backbone", *keys]
+    write_csv_atomic(tune_dir / "trials.csv", header, rows)
 
 
 def write_best(tune_dir: Path, config: ExperimentConfig) -> Path:

@@ -367,10 +367,14 @@ def _last(history) -> dict[str, Any]:
 
 class PruningReporter(Reporter):
     """Training's progress events of a full-model trial, turned into the trial's reports (and pruning); nothing is
-    drawn."""
+    drawn.
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric, self.step = trial, metric, 0
+    Only the epochs of the config's last phase are reported, step N being its epoch N: in a study of fine-tuning
+    trials the resource a multi-fidelity pruner (Hyperband, successive halving) hands out is fine-tuning epochs, and
+    trials are compared at the same one, whatever their head phase took."""
+
+    def __init__(self, trial, metric: str, phase: str = "train"):
+        self.trial, self.metric, self.phase = trial, metric, phase
 
     def info(self, message: str) -> None:  # the trial's own run lines: to the log only
         super().info(f"trial {self.trial.number}: {message}")
@@ -379,13 +383,12 @@ class PruningReporter(Reporter):
         import optuna
 
         super().epoch_end(phase, epoch, epochs, logs)
-        self.step += 1
         value = logs.get(self.metric)
-        if value is None or not np.isfinite(value):
+        if phase != self.phase or value is None or not np.isfinite(value):
             return
-        self.trial.report(float(value), self.step)
+        self.trial.report(float(value), epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {self.step} ({self.metric} {float(value):.4f})")
+            raise optuna.TrialPruned(f"pruned at {phase} epoch {epoch} ({self.metric} {float(value):.4f})")
 
 
 def full_trial(trial, config: ExperimentConfig, metric: str, scratch: Path) -> TrialOutcome:
@@ -394,7 +397,7 @@ def full_trial(trial, config: ExperimentConfig, metric: str, scratch: Path) -> T
 
     folder = scratch / f"trial-{trial.number}"
     try:
-        result = train(config, runs_dir=folder, reporter=PruningReporter(trial, metric))
+        result = train(config, runs_dir=folder, reporter=PruningReporter(trial, metric, phases_of(config)[-1].name))
     except TrainingError as exc:
         if isinstance(exc.__cause__, optuna.TrialPruned):
             raise exc.__cause__ from None

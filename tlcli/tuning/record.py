@@ -48,6 +48,8 @@ class TuneResult:
     pid: int | None = None
     train_best: TrainResult | None = None
     error: str | None = None  # why the study failed: every trial failed, and the first one's reason
+    stopped_by: str = ""  # why this process started no more trials: trials, budget, timeout, ctrl-c ("": none to run)
+    budget: dict[str, float] | None = None  # `tune.budget`: {"minutes": the budget, "spent": the trials' minutes}
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -66,7 +68,15 @@ class TuneResult:
 # What tune.json must hold, with its type, for `--resume` to reopen the study; every other entry has a default
 # (older tune folders lack the newer ones, `folds` for one).
 _REQUIRED = {"study": str, "storage": str}
-_TYPED = {"trials": dict, "best": dict, "baseline": dict, "timings_s": dict, "extraction": dict, "plots": dict}
+_TYPED = {
+    "trials": dict,
+    "best": dict,
+    "baseline": dict,
+    "timings_s": dict,
+    "extraction": dict,
+    "plots": dict,
+    "budget": dict,
+}
 
 
 @dataclass
@@ -127,6 +137,7 @@ class TrialRecord:
 
     pins: dict[str, Any] | None = None  # the config's `auto` values, pinned for the trial (`tlcli.tuning.space.pins`)
     kind: str | None = None  # "head" or "full" (TuneResult.kind)
+    backbone: str | None = None  # the trial's base: its name and arguments (`MobileNet {"alpha": 0.25}`), or its run
     epochs: int | None = None  # epochs trained (cross-validated: the folds' median)
     folds: int | None = None  # 1: scored on the validation split; k: the mean over k folds
     figures: dict[str, Any] | None = None  # the kept epoch's validation figures (folds: their means, and each fold's)

@@ -17,7 +17,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from tlcli.config.loading import set_dotted, validate_config
 from tlcli.config.schema import ExperimentConfig
@@ -94,15 +94,16 @@ class Param:
             return copy.deepcopy(self.spec.choices[drawn])
         return drawn
 
-    def stored(self, value: Any) -> Any:
-        """What the study stores for a config value (its label), or MISSING when the choices do not hold it."""
+    def stored(self, value: Any, held: Callable[[Any], Any] = lambda choice: choice) -> Any:
+        """What the study stores for a config value (its label), or MISSING when the choices do not hold it
+        (`held(choice)`: the choice as the config holds it)."""
         if isinstance(self.spec, SearchChoice):
             pairs = (
                 self.spec.choices.items()
                 if isinstance(self.spec.choices, dict)
                 else ((choice, choice) for choice in self.spec.choices)
             )
-            return next((stored for stored, choice in pairs if _same(choice, value)), MISSING)
+            return next((stored for stored, choice in pairs if _same(held(choice), value)), MISSING)
         return int(value) if self.integer else float(value)
 
 
@@ -118,7 +119,9 @@ class SearchSpace:
 
     def __init__(self, config: ExperimentConfig):
         if config.tune is None:
-            raise ConfigError("tune", 'the config has no tune: section; add one with tune.space (see README "Tuning")')
+            raise ConfigError(
+                "tune", "the config has no tune: section; add one with tune.space (see docs/guides/tune.md)"
+            )
         self.config = config
         items = sorted(config.tune.space.items(), key=lambda item: item[0].count("."))
         self.params = [
@@ -176,6 +179,16 @@ class SearchSpace:
             set_dotted(raw, key, copy.deepcopy(value))
         return validate_config(raw)
 
+    def held(self, key: str, choice: Any) -> Any:
+        """A choice as a config holds it once validated: a section's with its defaults filled in (`base: {name:
+        MobileNet}`), `image_size: 224` as `[224, 224]`; as given when the config refuses it alone."""
+        try:
+            raw = self.config_for({key: choice}).model_dump(mode="json", exclude={"tune"})
+        except ConfigError:
+            return choice
+        value = get_dotted(raw, key)
+        return choice if value is MISSING else value
+
     def trial_zero(self, pinned: ExperimentConfig) -> dict[str, Any]:
         """The stored params of the config as written (its `auto` values as `pin` makes them).
 
@@ -188,7 +201,7 @@ class SearchSpace:
             value = get_dotted(raw, param.key)
             if value is MISSING:
                 continue  # inside an absent section, or a free mapping that does not set it: drawn
-            stored = param.stored(value)
+            stored = param.stored(value, lambda choice, key=param.key: self.held(key, choice))
             if stored is MISSING:
                 raise ConfigError(
                     f"tune.space.{param.key}",
@@ -221,3 +234,11 @@ def pins(config: ExperimentConfig, penalty: float | None) -> dict[str, Any]:
     if config.head.dropout == "auto":
         fixed["head.dropout"] = 0.0 if chosen else DEFAULT_DROPOUT
     return fixed
+
+
+def base_label(config: ExperimentConfig) -> str:
+    """The base a trial trains on, for its record: `MobileNet {"alpha": 0.25}`, or the run it starts from."""
+    base = config.base
+    if base.run is not None:
+        return f"run {base.run}"
+    return base.name + (f" {json.dumps(base.args, sort_keys=True)}" if base.args else "")

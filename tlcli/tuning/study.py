@@ -184,6 +184,8 @@ def make_pruner(name: str, args: dict[str, Any]):
             return optuna.pruners.MedianPruner(**{**MEDIAN_DEFAULTS, **args})
         if name == "hyperband":
             return optuna.pruners.HyperbandPruner(**args)
+        if name == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(**args)
         return optuna.pruners.NopPruner()
     except (TypeError, ValueError) as exc:
         raise ConfigError("tune.pruner_args", f"not accepted by the {name} pruner ({exc})") from None
@@ -245,6 +247,12 @@ def count(study, states=None) -> int:
     return len(study.get_trials(deepcopy=False, states=states if states is not None else finished_states()))
 
 
+def spent_minutes(study) -> float:
+    """What `tune.budget` counts: the minutes the study's finished trials took, every process's and every run's."""
+    trials = study.get_trials(deepcopy=False, states=finished_states())
+    return sum(trial.duration.total_seconds() for trial in trials if trial.duration is not None) / 60
+
+
 class StudyProgress:
     """What a study tells people; this base class only logs. The CLI draws a bar with the best value so far."""
 
@@ -293,7 +301,7 @@ def stop_on_sigint(study, warn: Callable[[str], None]) -> Iterator[dict[str, boo
 class LoopResult:
     ran: int  # trials this process finished
     interrupted: bool
-    stopped_by: str  # "trials", "timeout", "ctrl-c" or "" (nothing to do)
+    stopped_by: str  # "trials", "budget", "timeout", "ctrl-c" or "" (nothing to do)
 
 
 def run_trials(
@@ -305,8 +313,10 @@ def run_trials(
     progress: StudyProgress,
     warn: Callable[[str], None],
     on_trial: Callable[[int], None] = lambda ran: None,
+    budget: float | None = None,
 ) -> LoopResult:
-    """Run trials until the study has `total` finished ones, `timeout` passes, or Ctrl-C.
+    """Run trials until the study has `total` finished ones, its trials have taken `budget` minutes together
+    (`spent_minutes`), `timeout` seconds pass, or Ctrl-C.
 
     `on_trial(ran)` follows every trial this process finishes (`ran` so far), before the next one starts.
     """
@@ -315,7 +325,9 @@ def run_trials(
     done = count(study)
     if done >= total:
         return LoopResult(0, False, "")
-    ran = {"n": 0}
+    if budget is not None and spent_minutes(study) >= budget:
+        return LoopResult(0, False, "budget")
+    ran = {"n": 0, "spent": False}
 
     def after_trial(study, trial) -> None:
         ran["n"] += 1
@@ -324,6 +336,9 @@ def run_trials(
             best = study.best_trial
         progress.trial_end(trial, best, count(study), total)
         on_trial(ran["n"])
+        if budget is not None and spent_minutes(study) >= budget:
+            ran["spent"] = True
+            study.stop()  # after this trial: Optuna starts no other
 
     interrupted = False
     with stop_on_sigint(study, warn) as sigint:
@@ -339,5 +354,15 @@ def run_trials(
             interrupted = True
         interrupted = interrupted or sigint["requested"]
     progress.stop()
-    stopped_by = "ctrl-c" if interrupted else "trials" if count(study) >= total else "timeout" if timeout else "trials"
+    stopped_by = (
+        "ctrl-c"
+        if interrupted
+        else "trials"
+        if count(study) >= total
+        else "budget"
+        if ran["spent"]
+        else "timeout"
+        if timeout
+        else "trials"
+    )
     return LoopResult(ran["n"], interrupted, stopped_by)

@@ -51,6 +51,7 @@ def summarize(trial) -> dict[str, Any]:
         "params": dict(trial.params),
         "figures": record.figures if record.figures is not None else {},
         "epochs": record.epochs,
+        "backbone": record.backbone,
         "seconds": round(trial.duration.total_seconds(), 3) if trial.duration is not None else None,
     }
 
