@@ -8,6 +8,7 @@ Run it with the Python that has tlcli installed (the baseline and the floor run
 with the same interpreter). Every measurement is a separate process:
 
 - floor:     benchmarks/floor.py (import TF, build the base, one decode-and-forward pass)
+- import:    benchmarks/bare_import.py (import Keras and TensorFlow as tlcli does, nothing else), before W1 and W3
 - baseline:  benchmarks/baseline_keras.py (the TF tutorial's recipe, no caching)
 - tlcli:     `tlcli train benchmarks/configs/wN.yaml --json --quiet`
 
@@ -54,6 +55,9 @@ GNU_TIME = Path("/usr/bin/time")
 
 DESCRIPTIONS = {
     "floor": "import TensorFlow, build the base, one decode-and-forward pass over train + validation",
+    "import": (
+        "a process that imports Keras and TensorFlow as tlcli does (scikit-learn and matplotlib hidden), then exits"
+    ),
     "W1": "base frozen, {epochs} epochs, batch 32, no augmentation",
     "W2": "W1, then {ft_epochs} epochs fine-tuning the last 30 base layers at 1e-5 (whole runs)",
     "W3": "W1 again on the same data, with the cache W1's tlcli run just filled",
@@ -68,14 +72,19 @@ DESCRIPTIONS = {
 # Workloads whose tlcli runs are compared with another workload's baseline (it would be the same process).
 BASELINE_OF = {"W3": "W1", "W4i": "W4"}
 
-# (workload, check, limit): ratios must be <= limit; accuracy drops must be <= limit.
+WARM_CHECK = "(W3 - bare import) / (W1 - bare import) wall time"
+
+# (workload, check, limit): ratios must be <= limit; accuracy drops must be <= limit; limit None: reported only.
 TARGETS = [
     ("W1", "tlcli / baseline wall time", 0.2),
     ("W1", "tlcli / floor wall time", 1.3),
     ("W1", "val accuracy drop vs baseline (points)", 1.0),
     ("W2", "tlcli / baseline wall time", 0.5),
     ("W2", "val accuracy drop vs baseline (points)", 1.0),
-    ("W3", "W3 tlcli / W1 tlcli wall time", 0.4),
+    # Issue 30: the warm-run target is on what tlcli controls, the bare import (benchmarks/bare_import.py, measured
+    # in the same run) taken off both; the plain ratio is still reported (its 0.4x target, issue 5's, is retired).
+    ("W3", WARM_CHECK, 0.25),
+    ("W3", "W3 tlcli / W1 tlcli wall time", None),
     ("W4", "tlcli / baseline wall time", 0.7),
     ("W4i", "tlcli / baseline wall time", 0.7),
     ("scale", "4x / 1x tlcli wall time", 4.2),
@@ -284,6 +293,9 @@ class Bench:
     def floor_cmd(self, data: Path) -> list[str]:
         return [self.python, str(HERE / "floor.py"), str(data)]
 
+    def import_cmd(self) -> list[str]:
+        return [self.python, str(HERE / "bare_import.py")]
+
     # -- running
 
     def run_one(self, key: str, side: str, cmd: list[str], rep: int, cache: Path | None = None) -> dict:
@@ -313,7 +325,7 @@ class Bench:
     def pair(self, key: str, rep: int, data: Path, with_baseline: bool = True, after_tlcli=None) -> None:
         """Baseline and tlcli back to back; the first alternates between repetitions."""
         order = ["baseline", "tlcli"] if rep % 2 == 0 else ["tlcli", "baseline"]
-        if not with_baseline:
+        if not with_baseline or self.args.no_baseline:
             order = ["tlcli"]
         for side in order:
             if side == "baseline":
@@ -334,6 +346,7 @@ class Bench:
             self.scaled_info = build(self.data, scaled_dir)
             self.scaled = scaled_dir
         self.started = dt.datetime.now().astimezone()
+        self.loadavg = {"start": read_loadavg()}
         self.machine = describe_machine(self.python)
         print(
             f"machine: {self.machine['cpu']}, {self.machine['cores']} cores, {self.machine['ram_gib']} GiB; "
@@ -358,6 +371,8 @@ class Bench:
         for rep in range(self.reps):
             if not self.args.no_floor:
                 self.run_one("floor", "floor", self.floor_cmd(self.data), rep)
+            if wanted & {"W1", "W3"}:
+                self.run_one("import", "import", self.import_cmd(), rep)
             if wanted & {"W1", "W3", "scale"}:
                 warm = (
                     (lambda cache, rep=rep: self.run_one("W3", "tlcli", self.tlcli_cmd("W3", self.data), rep, cache))
@@ -387,6 +402,7 @@ class Bench:
     # -- reporting
 
     def write(self) -> str:
+        self.loadavg["end"] = read_loadavg()
         report = build_report(self)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -413,6 +429,13 @@ def make_subset(src: Path, dst: Path, per_class: int) -> None:
             for file in sorted(p for p in class_dir.iterdir() if p.is_file())[:per_class]:
                 shutil.copyfile(file, target / file.name)
     marker.write_text(json.dumps(want))
+
+
+def read_loadavg() -> str | None:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return None
 
 
 def read_all(folder: Path) -> None:
@@ -582,13 +605,62 @@ def evaluate_targets(summaries: dict) -> list[dict]:
             value = round((b - t) * 100, 2) if t is not None and b is not None else None
         elif check == "W3 tlcli / W1 tlcli wall time":
             value = ratio(get("W3", "tlcli", "wall_s"), get("W1", "tlcli", "wall_s"))
+        elif check == WARM_CHECK:
+            bare = get("import", "import", "wall_s")
+            w1, w3 = get("W1", "tlcli", "wall_s"), get("W3", "tlcli", "wall_s")
+            value = ratio(w3 - bare, w1 - bare) if None not in (bare, w1, w3) else None
         elif check == "4x / 1x tlcli wall time":
             value = ratio(get("scale", "tlcli", "wall_s"), get("W1", "tlcli", "wall_s"))
         elif check == "4x / 1x tlcli peak memory":
             value = ratio(get("scale", "tlcli", "peak_rss_mb"), get("W1", "tlcli", "peak_rss_mb"))
-        status = "n/a" if value is None else ("PASS" if value <= limit else "FAIL")
+        status = "n/a" if value is None else "reported" if limit is None else ("PASS" if value <= limit else "FAIL")
         rows.append({"workload": workload, "check": check, "limit": limit, "value": value, "status": status})
     return rows
+
+
+def warm_run(results: dict, summaries: dict) -> dict | None:
+    """The bare import, W1 and W3 (medians and ranges), and both ratios per repetition (each from its own three
+    processes) and from the medians."""
+    if "import" not in summaries or not {"W1", "W3"} <= set(summaries):
+        return None
+
+    def walls(key: str, side: str) -> dict[int, float]:
+        return {r["rep"]: r["wall_s"] for r in (results.get(key) or {}).get(side, []) if "error" not in r}
+
+    bare, w1, w3 = walls("import", "import"), walls("W1", "tlcli"), walls("W3", "tlcli")
+    pairs = []
+    for rep in sorted(set(bare) & set(w1) & set(w3)):
+        pairs.append(
+            {
+                "rep": rep,
+                "import_s": bare[rep],
+                "w1_s": w1[rep],
+                "w3_s": w3[rep],
+                "w3_over_w1": ratio(w3[rep], w1[rep]),
+                "net_ratio": ratio(w3[rep] - bare[rep], w1[rep] - bare[rep]),
+            }
+        )
+    spread = {
+        name: {k: summaries[key][side].get(k) for k in ("wall_s", "wall_s_min", "wall_s_max")}
+        for name, key, side in (("import", "import", "import"), ("W1", "W1", "tlcli"), ("W3", "W3", "tlcli"))
+    }
+    net = [r["net_ratio"] for r in pairs]
+    bare_m, w1_m, w3_m = (spread[k]["wall_s"] for k in ("import", "W1", "W3"))
+    return {
+        "medians": spread,
+        "per_rep": pairs,
+        "net_ratio_median": round(statistics.median(net), 3) if net else None,
+        "net_ratio_range": [min(net), max(net)] if net else None,
+        "net_ratio_of_medians": ratio(w3_m - bare_m, w1_m - bare_m),
+        "w3_over_w1_of_medians": ratio(w3_m, w1_m),
+    }
+
+
+def judge_warm_run(row: dict, warm: dict) -> dict:
+    """The warm-run target on the median of the per-repetition ratios: each from a bare import, W1 and W3 run back to
+    back, so a drifting load (another job starting) moves all three, not one side of a ratio of medians."""
+    value = round(statistics.median(r["net_ratio"] for r in warm["per_rep"]), 3)
+    return {**row, "value": value, "status": "PASS" if value <= row["limit"] else "FAIL"}
 
 
 def build_report(bench: Bench) -> dict:
@@ -596,8 +668,13 @@ def build_report(bench: Bench) -> dict:
         key: {side: summarize(side, runs) for side, runs in sides.items()} for key, sides in bench.results.items()
     }
     targets = evaluate_targets(summaries)
+    warm = warm_run(bench.results, summaries)
+    if warm and warm["per_rep"]:
+        targets = [judge_warm_run(row, warm) if row["check"] == WARM_CHECK else row for row in targets]
     measured = {row["workload"] for row in targets if row["status"] != "n/a"}
     targets = [row for row in targets if row["workload"] in set(bench.workloads) or row["workload"] in measured]
+    if bench.args.no_baseline or bench.args.no_floor:  # checks against a side that did not run
+        targets = [row for row in targets if row["status"] != "n/a"]
     return {
         "date": bench.started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -620,7 +697,9 @@ def build_report(bench: Bench) -> dict:
                 k: v.format(epochs=bench.epochs, ft_epochs=bench.ft_epochs) for k, v in DESCRIPTIONS.items()
             },
         },
+        "loadavg": getattr(bench, "loadavg", None),
         "summaries": summaries,
+        "warm_run": warm,
         "targets": targets,
         "runs": bench.results,
     }
@@ -639,9 +718,55 @@ def render_targets_text(report: dict) -> str:
     lines = ["targets:"]
     for row in report["targets"]:
         value = fmt(row["value"], 2) + (" pt" if "points" in row["check"] else "x")
-        limit = f"{row['limit']:g}" + (" pt" if "points" in row["check"] else "x")
-        lines.append(f"  {row['status']:<4}  {row['workload']:<5} {row['check']:<42} {value:>9}  (limit {limit})")
+        unit = " pt" if "points" in row["check"] else "x"
+        limit = "no limit" if row["limit"] is None else f"limit {row['limit']:g}{unit}"
+        lines.append(f"  {row['status']:<8}  {row['workload']:<5} {row['check']:<50} {value:>9}  ({limit})")
     return "\n".join(lines)
+
+
+def render_warm_run(report: dict) -> list[str]:
+    warm = report.get("warm_run")
+    if not warm:
+        return []
+    med = warm["medians"]
+    out = ["## The warm run against the bare import", ""]
+    out += [
+        (
+            f"Bare import ({report['settings']['descriptions']['import']}), W1 and W3 as whole processes, in each "
+            "repetition in that order (W3 on the cache W1 just filled). Medians, range in brackets."
+        ),
+        "",
+        "| process | median wall (s) | range (s) |",
+        "| --- | ---: | --- |",
+    ]
+    for name, label in (("import", "bare import"), ("W1", "W1 (cold cache)"), ("W3", "W3 (warm cache)")):
+        m = med[name]
+        out.append(f"| {label} | {fmt(m['wall_s'], 2)} | {fmt(m['wall_s_min'], 2)}-{fmt(m['wall_s_max'], 2)} |")
+    out += [
+        "",
+        "| rep | bare import (s) | W1 (s) | W3 (s) | W3 / W1 | (W3 - import) / (W1 - import) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in warm["per_rep"]:
+        out.append(
+            f"| {r['rep']} | {fmt(r['import_s'], 2)} | {fmt(r['w1_s'], 2)} | {fmt(r['w3_s'], 2)} | "
+            f"{fmt(r['w3_over_w1'], 3)} | {fmt(r['net_ratio'], 3)} |"
+        )
+    load = report.get("loadavg") or {}
+    low, high = warm["net_ratio_range"] or (None, None)
+    out += [
+        "",
+        (
+            f"(W3 - import) / (W1 - import): median of the repetitions {fmt(warm['net_ratio_median'], 3)} "
+            f"(range {fmt(low, 3)}-{fmt(high, 3)}), the target's figure; from the medians above "
+            f"{fmt(warm['net_ratio_of_medians'], 3)}. "
+            f"W3 / W1 from the medians: {fmt(warm['w3_over_w1_of_medians'], 3)}."
+        ),
+        "",
+        f"`/proc/loadavg` at the start: `{load.get('start')}`; at the last write: `{load.get('end')}`.",
+        "",
+    ]
+    return out
 
 
 def render_markdown(report: dict) -> str:
@@ -696,7 +821,8 @@ def render_markdown(report: dict) -> str:
     for row in report["targets"]:
         unit = " pt" if "points" in row["check"] else "x"
         out.append(
-            f"| {row['workload']} | {row['check']} | {fmt(row['value'], 2, unit)} | {row['limit']:g}{unit} | "
+            f"| {row['workload']} | {row['check']} | {fmt(row['value'], 2, unit)} | "
+            f"{'–' if row['limit'] is None else format(row['limit'], 'g') + unit} | "
             f"**{row['status']}** |"
         )
     out += [
@@ -705,6 +831,7 @@ def render_markdown(report: dict) -> str:
         "",
     ]
 
+    out += render_warm_run(report)
     out += ["## Side by side (medians)", ""]
     out += [
         (
@@ -882,6 +1009,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--scale-baseline", action="store_true", help="also run the baseline on the 4x set (adds about 3 x 6 minutes)"
     )
     p.add_argument("--no-floor", action="store_true", help="skip the floor process")
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the plain Keras baseline (tlcli, the floor, the bare import)"
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds before a process is killed (default 3600)")
     p.add_argument(
         "--out-dir",
