@@ -8,12 +8,15 @@ checked on the run's validation images, as `tlcli export` checks it:
 
 - `tlcli`: what `tlcli export --format tflite-int8` writes (per-channel weights, uint8 input and output);
 - `per-tensor`: per-channel quantisation switched off, to show it was on;
-- `float fallback: N worst`: the N operators the quantization debugger
-  (`tf.lite.experimental.QuantizationDebugger`) finds losing most (RMSE of the
-  quantised output against the float one, over its scale) kept in float;
-- `float fallback: classifier` / `first conv`: the output layer or the first
-  convolution kept in float.
+- `float fallback: N worst` (N = 1, 3, 10): the N operators the quantization
+  debugger (`tf.lite.experimental.QuantizationDebugger`, on 64 calibration
+  images) finds losing most (RMSE of the quantised output against the float
+  one, over its scale) kept in float (`denylisted_nodes`);
+- `float fallback: classifier` / `first conv`: the last FULLY_CONNECTED
+  operator (the head's output layer) or the first CONV_2D kept in float.
 
+The debugger's models take and give float32 (the uint8 input of raw pixels is
+exact; the uint8 output's 1/256 steps are left out).
 Float-fallback models are no longer full-integer (an NPU or microcontroller
 that needs full integer cannot run them); they are measured to say where the
 loss is, not as a format tlcli writes.
@@ -46,8 +49,8 @@ def converter_for(saved_model: Path, images: np.ndarray, full_integer: bool = Tr
     return converter
 
 
-def worst_layers(saved_model: Path, images: np.ndarray, count: int) -> tuple[list[dict], object]:
-    """The quantization debugger's per-operator statistics, the `count` worst by RMSE over scale."""
+def worst_layers(saved_model: Path, images: np.ndarray) -> tuple[list[dict], object]:
+    """The quantization debugger's per-operator statistics, worst first by RMSE over scale."""
     import tensorflow as tf
 
     converter = converter_for(saved_model, images)
@@ -68,7 +71,7 @@ def worst_layers(saved_model: Path, images: np.ndarray, count: int) -> tuple[lis
         row["rmse_over_scale"] = float(row["mean_squared_error"]) ** 0.5 / scale
     rows.sort(key=lambda row: -row["rmse_over_scale"])
     keep = ("op_name", "tensor_name", "tensor_idx", "scale", "mean_squared_error", "rmse_over_scale")
-    return [{key: row.get(key) for key in keep} for row in rows[:count]], debugger
+    return [{key: row.get(key) for key in keep} for row in rows], debugger
 
 
 def selective(saved_model: Path, images: np.ndarray, nodes: list[str]) -> bytes:
@@ -101,6 +104,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--calibration-images", type=int, default=300)
+    p.add_argument(
+        "--variants",
+        type=lambda text: text.split(","),
+        default=["tlcli", "per-tensor", "classifier", "first conv", "worst"],
+        help="comma-separated: tlcli, per-tensor, classifier, first conv, worst",
+    )
     p.add_argument("--json", type=Path, dest="json_path")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -129,17 +138,31 @@ def main(argv=None) -> int:
         write_saved_model(inference_model(model), saved_model)
         (folder / "out").mkdir()
         out = folder / "out"
-        rows.append(
-            {
-                "variant": "tlcli",
-                **measure(converter_for(saved_model, images).convert(), out, export_dir, val, reference),
-            }
-        )
-        converter = converter_for(saved_model, images)
-        converter._experimental_disable_per_channel = True
-        rows.append({"variant": "per-tensor", **measure(converter.convert(), out, export_dir, val, reference)})
-        worst, debugger = worst_layers(saved_model, images, 10)
-        for count in (1, 3, 10):
+        if "tlcli" in args.variants:
+            data = converter_for(saved_model, images).convert()
+            rows.append({"variant": "tlcli", **measure(data, out, export_dir, val, reference)})
+        if "per-tensor" in args.variants:
+            converter = converter_for(saved_model, images)
+            converter._experimental_disable_per_channel = True
+            rows.append({"variant": "per-tensor", **measure(converter.convert(), out, export_dir, val, reference)})
+        layers, _ = worst_layers(saved_model, images)
+        by_index = sorted(layers, key=lambda row: int(row["tensor_idx"]))
+        chosen = {
+            "classifier": [row["tensor_name"] for row in by_index if row["op_name"] == "FULLY_CONNECTED"][-1:],
+            "first conv": [row["tensor_name"] for row in by_index if row["op_name"] == "CONV_2D"][:1],
+        }
+        for name, nodes in chosen.items():
+            if name in args.variants and nodes:
+                data = selective(saved_model, images, nodes)
+                rows.append(
+                    {
+                        "variant": f"float fallback: {name}",
+                        "nodes": nodes,
+                        **measure(data, out, export_dir, val, reference),
+                    }
+                )
+        worst = layers[:10]
+        for count in (1, 3, 10) if "worst" in args.variants else ():
             nodes = [row["tensor_name"] for row in worst[:count]]
             data = selective(saved_model, images, nodes)
             rows.append(
