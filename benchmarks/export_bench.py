@@ -235,6 +235,12 @@ def _figure(value) -> str:
 
 
 def print_table(document: dict) -> None:
+    if document["rows"]:
+        print_formats(document)
+    print_broken(document)
+
+
+def print_formats(document: dict) -> None:
     print(
         "| format | size | export time | latency / image | top-1 agreement | max abs prob. diff | accuracy "
         "(Keras) | default gate |"
@@ -251,6 +257,14 @@ def print_table(document: dict) -> None:
             f"| {row['format']} | {size} | {row['export_seconds']:.1f} s | {row['latency_ms']:.2f} ms | "
             f"{row['agreement']:.4f} | {row['max_difference']:.2g} | {accuracy} | {verdict} |"
         )
+    for row in document.get("int8_calibration", []):
+        print(
+            f"int8, {row['calibration_images']} calibration images: agreement {row['agreement']:.4f}, "
+            f"accuracy {row['accuracy']:.4f}, drop {row['accuracy_drop']:.2f} points"
+        )
+
+
+def print_broken(document: dict) -> None:
     if document.get("broken"):
         print(
             "\n| format | artifact | top-1 agreement | max abs prob. diff | mean abs prob. diff | accuracy (Keras) "
@@ -267,11 +281,6 @@ def print_table(document: dict) -> None:
         print(
             f"| {row['format']} | {row['case']} | {row['agreement']:.4f} | {_figure(row['max_difference'])} | "
             f"{_figure(row['mean_difference'])} | {row['accuracy']:.3f} ({row['keras_accuracy']:.3f}) | {verdict} |"
-        )
-    for row in document.get("int8_calibration", []):
-        print(
-            f"int8, {row['calibration_images']} calibration images: agreement {row['agreement']:.4f}, "
-            f"accuracy {row['accuracy']:.4f}, drop {row['accuracy_drop']:.2f} points"
         )
 
 
