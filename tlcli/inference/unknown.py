@@ -8,7 +8,8 @@ training images' pooled features the feature-space scores need beside it (`UNKNO
 Every score is "higher = more like the training data", and an image is accepted when its score reaches the
 threshold, set on the validation split so that the `accept` fraction of its images reaches it:
 
-- `msp`: the highest calibrated probability, softmax(logits / T);
+- `msp`: the highest calibrated probability p of softmax(logits / T), as its log-odds log(p / (1 - p)) (the same
+  order; confident images would otherwise all tie at p = 1.0 in floating point);
 - `energy`: logsumexp(logits) (the negative free energy of Liu et al. 2020, at temperature 1);
 - `knn`: minus the distance from the image's L2-normalised pooled features to its k-th nearest training image's
   (Sun et al. 2022);
@@ -52,9 +53,12 @@ def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+SMALLEST = float(np.finfo(np.float32).tiny)  # float32 probabilities below this (or flushed to 0) count as this
+
+
 def logits_of_probabilities(probabilities: np.ndarray) -> np.ndarray:
     """log(p): logits up to a constant per row, which neither softmax nor `msp` sees."""
-    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), SMALLEST, 1.0))
 
 
 def class_logits(outputs: np.ndarray, binary: bool) -> np.ndarray:
@@ -143,17 +147,25 @@ def score_images(
     temperature: float = 1.0,
 ) -> np.ndarray:
     """Score `name` of each image (higher = more like the training data) from its logits and pooled features."""
-    if name == "msp":
-        return calibrated(logits, temperature).max(axis=1)
+    if name == "msp":  # as log-odds, log(p / (1 - p)): confident images do not all tie at p = 1.0
+        # from the float32 probabilities a model (or an exported artifact) outputs: the same score from either
+        z = logits_of_probabilities(calibrated(logits, 1.0).astype(np.float32)) / float(temperature)
+        top = z.argmax(axis=1)
+        others = z.copy()
+        others[np.arange(len(z)), top] = -np.inf
+        return z[np.arange(len(z)), top] - _logsumexp(others)
     if name == "energy":
-        z = np.asarray(logits, dtype=np.float64)
-        top = z.max(axis=1)
-        return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+        return _logsumexp(np.asarray(logits, dtype=np.float64))
     if name not in FEATURE_SCORES:
         raise UserError(f"score: expected one of {', '.join(SCORES)}, got {name!r}")
     if bank is None or features is None:
         raise RunError(f"score {name} needs the pooled features and the run's {UNKNOWN_FEATURES_FILE}")
     return bank.knn(features) if name == "knn" else bank.mahalanobis(features)
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    top = z.max(axis=1)
+    return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
 
 
 def threshold_at(scores: np.ndarray, accept: float) -> float:

@@ -1,0 +1,63 @@
+"""The run's rule for images of no class, carried into an export (docs/guides/unknown-images.md).
+
+The artifacts keep giving the model's own (uncalibrated) probabilities. `export.json`'s `unknown` gives the
+temperature, the formula, the score with its parameters and the threshold, and the export folder holds a copy of
+the run's `unknown.json` (its validation scores: `--accept` moves the threshold here too); `tlcli predict --model`
+applies them. The artifacts output probabilities only, so they can reject by a score computed from probabilities
+(`msp`); with a score that needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`), export.json
+says so (`rejects: false`, `why`) and `predict --model` predicts as before (the run's `tlcli predict` rejects).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcli.inference.unknown import UNKNOWN_FILE, UnknownRule, logits_of_probabilities, read_unknown_rule, score_images
+
+FROM_PROBABILITIES = ("msp",)  # the scores an artifact's probabilities give
+
+
+def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
+    """export.json's `unknown`: the rule without its validation scores, and whether the artifacts can apply it."""
+    if rule is None:
+        return None
+    rejects = rule.score in FROM_PROBABILITIES
+    record = {**rule.summary(), "file": UNKNOWN_FILE, "applied_by": "tlcli predict --model", "rejects": rejects}
+    if not rejects:
+        record["why"] = (
+            f"score {rule.score} needs the model's {'logits' if rule.score == 'energy' else 'pooled features'}, "
+            "and the artifacts output probabilities only: predict with the run to reject unknown images, or train "
+            "with predict.unknown.score: msp"
+        )
+    return record
+
+
+def copy_rule(rule: UnknownRule | None, export_dir: Path) -> None:
+    if rule is not None and rule.run_dir is not None:
+        shutil.copyfile(Path(rule.run_dir) / UNKNOWN_FILE, Path(export_dir) / UNKNOWN_FILE)
+
+
+def artifact_rule(folder: Path, record: dict[str, Any] | None) -> UnknownRule | None:
+    """The rule an artifact in `folder` applies (None: no rule, or one its probabilities cannot give)."""
+    if not record or not record.get("rejects"):
+        return None
+    rule = read_unknown_rule(folder)
+    return rule if rule is not None and rule.score in FROM_PROBABILITIES else None
+
+
+def probability_rows(probabilities):
+    """An artifact's `(images, batch_size) -> probabilities` as the rows a rule judges (log-probabilities)."""
+    return lambda images, batch_size: logits_of_probabilities(probabilities(images, batch_size))
+
+
+def decision_agreement(rule: UnknownRule | None, reference: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """The share of images the artifact accepts or rejects as the run does (None: the artifacts cannot reject)."""
+    if rule is None or rule.score not in FROM_PROBABILITIES:
+        return None
+    run = rule.accepts(score_images(rule.score, logits_of_probabilities(reference), temperature=rule.temperature))
+    own = rule.accepts(score_images(rule.score, logits_of_probabilities(probabilities), temperature=rule.temperature))
+    return float((run == own).mean())
