@@ -32,9 +32,8 @@ import numpy as np
 
 from tlcli.errors import RunError, UserError
 from tlcli.runs.atomic import read_json
+from tlcli.runs.folder import UNKNOWN_FEATURES_FILE, UNKNOWN_FILE
 
-UNKNOWN_FILE = "unknown.json"  # the rule; written by single-label training runs, so not in RUN_FILES
-UNKNOWN_FEATURES_FILE = "unknown_features.npz"  # the training images' pooled features (feature-space scores)
 UNKNOWN_LABEL = "unknown"
 SCORES = ("msp", "energy", "knn", "mahalanobis")
 FEATURE_SCORES = ("knn", "mahalanobis")
