@@ -1,11 +1,11 @@
 """The run's rule for images of no class, carried into an export (docs/guides/unknown-images.md).
 
 The artifacts keep giving the model's own (uncalibrated) probabilities. `export.json`'s `unknown` gives the
-temperature, the formula, the score with its parameters and the threshold, and the export folder holds a copy of
-the run's `unknown.json` (its validation scores: `--accept` moves the threshold here too); `tlcli predict --model`
-applies them. The artifacts output probabilities only, so they can reject by a score computed from probabilities
-(`msp`); with a score that needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`), export.json
-says so (`rejects: false`, `why`) and `predict --model` predicts as before (the run's `tlcli predict` rejects).
+temperature, the formula, the score with its parameters and the threshold. The artifacts output probabilities only,
+so they can reject by a score computed from probabilities (`msp`): then the export folder holds a copy of the run's
+`unknown.json` (its validation scores: `--accept` moves the threshold here too) and `tlcli predict --model` applies
+it. With a score that needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`), export.json says so
+(`rejects: false`, `why`) and `predict --model` predicts as before (the run's `tlcli predict` rejects).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
     if rule is None:
         return None
     rejects = rule.score in FROM_PROBABILITIES
-    record = {**rule.summary(), "file": UNKNOWN_FILE, "applied_by": "tlcli predict --model", "rejects": rejects}
-    if not rejects:
+    record = {**rule.summary(), "applied_by": "tlcli predict --model", "rejects": rejects}
+    if rejects:
+        record["file"] = UNKNOWN_FILE  # beside the artifacts: its validation scores move the threshold (--accept)
+    else:
         record["why"] = (
             f"score {rule.score} needs the model's {'logits' if rule.score == 'energy' else 'pooled features'}, "
             "and the artifacts output probabilities only: predict with the run to reject unknown images, or train "
@@ -37,7 +39,8 @@ def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
 
 
 def copy_rule(rule: UnknownRule | None, export_dir: Path) -> None:
-    if rule is not None and rule.run_dir is not None:
+    """The run's unknown.json into the export folder, when the artifacts can apply it."""
+    if rule is not None and rule.run_dir is not None and rule.score in FROM_PROBABILITIES:
         shutil.copyfile(Path(rule.run_dir) / UNKNOWN_FILE, Path(export_dir) / UNKNOWN_FILE)
 
 
