@@ -45,6 +45,9 @@ def artifact_source(model: str | Path, *, threads: int | None = None, reporter: 
         (reporter or Reporter()).warn(
             f"{artifact.path}: no {EXPORT_RECORD} beside it; taken as a single-label model of the classes in labels.txt"
         )
+    unknown = artifact.record.unknown if artifact.record is not None else None
+    if unknown and not unknown.get("rejects"):
+        (reporter or Reporter()).warn(f"{artifact.path}: no rejection of unknown images here ({unknown.get('why')})")
     return source_of(artifact)
 
 
