@@ -79,6 +79,8 @@ def test_no_unknown_predicts_as_a_run_from_before_the_rule(cli, binary_run, run_
     assert before.exit_code == switched_off.exit_code == 0
     assert before.stdout == switched_off.stdout and before.stdout.startswith("path,label,confidence,label_2,")
     assert "unknown" not in before.stdout
+    refused = cli("predict", images, "--run", old, "--accept", "0.9")
+    assert refused.exit_code == 2 and "--accept: this model has no rule for unknown images" in refused.stderr
     judged = cli("predict", images, "--run", binary_run, "-f", "csv", "-q")
     assert "unknown_score,would_be" in judged.stdout.splitlines()[0]
 

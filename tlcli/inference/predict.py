@@ -197,7 +197,10 @@ class ModelSource:
     bank: FeatureBank | None = None  # the training features a feature-space score compares with
 
     def with_unknown(self, accept: float | None = None, enabled: bool = True) -> ModelSource:
-        """This source with its rule at another accept fraction (`enabled` False: without it, predicting as before)."""
+        """This source with its rule at another accept fraction (`enabled` False: without it, as before); UserError
+        for an `accept` when there is no rule (multi-label, trained before it, an artifact that cannot apply it)."""
+        if accept is not None and enabled and self.unknown is None:
+            raise UserError("accept: this model has no rule for unknown images (docs/guides/unknown-images.md)")
         if self.unknown is None or not enabled:
             return dataclasses.replace(self, unknown=None, outputs=None, bank=None)
         return dataclasses.replace(self, unknown=self.unknown.with_accept(accept))
