@@ -119,11 +119,15 @@ class FeatureBank:
         """Minus the smallest class-conditional squared Mahalanobis distance (features normalised here)."""
         bank = self.with_statistics()
         query = normalised(features)
-        distances = []
-        for mean in bank.means:
-            centred = query - mean
-            distances.append(np.einsum("nd,de,ne->n", centred, bank.precision, centred))
-        return -np.min(np.stack(distances, axis=1), axis=1) if len(query) else np.zeros(0)
+        if not len(query):
+            return np.zeros(0)
+        # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm for every class mean m: one d x d product for all the classes
+        projected_means = bank.means @ bank.precision
+        quadratic = np.einsum("nd,nd->n", query @ bank.precision, query)
+        distances = (
+            quadratic[:, None] - 2 * query @ projected_means.T + np.einsum("cd,cd->c", projected_means, bank.means)
+        )
+        return -np.min(distances, axis=1)
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:
@@ -222,7 +226,8 @@ class UnknownRule:
             return None
         if self.run_dir is None:
             raise RunError(f"score {self.score} needs {UNKNOWN_FEATURES_FILE}, and this rule has no folder")
-        return FeatureBank.load(Path(self.run_dir) / UNKNOWN_FEATURES_FILE)
+        bank = FeatureBank.load(Path(self.run_dir) / UNKNOWN_FEATURES_FILE)
+        return bank.with_statistics() if self.score == "mahalanobis" else bank  # once, not per batch
 
     def to_dict(self) -> dict[str, Any]:
         return {
