@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlcli.evaluation.calibration import calibration_errors, fit_temperature
-from tlcli.inference.unknown import FeatureBank, UnknownRule, calibrated, score_images, threshold_at
+from tlcli.inference.unknown import FeatureBank, UnknownRule, calibrated, class_logits, score_images, threshold_at
 
 
 def honest_logits(n: int = 3000, classes: int = 4, seed: int = 0):
@@ -75,3 +75,10 @@ def test_energy_and_msp_are_higher_for_a_confident_image():
     assert score_images("msp", logits, temperature=2.0) == pytest.approx(np.log(p / (1 - p)))  # msp's log-odds
     confident = np.array([[60.0, 0.0], [40.0, 0.0]])  # p = 1.0 for both in floating point, yet ordered
     assert score_images("msp", confident)[0] > score_images("msp", confident)[1]
+
+
+def test_a_sigmoid_heads_logit_gives_its_probabilities_and_a_symmetric_energy():
+    logits = class_logits(np.array([[-5.0], [5.0], [0.0]]), binary=True)
+    assert calibrated(logits, 1.0)[:, 1] == pytest.approx(1 / (1 + np.exp([5.0, -5.0, 0.0])))
+    confident_0, confident_1, undecided = score_images("energy", logits)
+    assert confident_0 == pytest.approx(confident_1) and confident_0 > undecided

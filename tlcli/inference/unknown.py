@@ -61,11 +61,12 @@ def logits_of_probabilities(probabilities: np.ndarray) -> np.ndarray:
 
 
 def class_logits(outputs: np.ndarray, binary: bool) -> np.ndarray:
-    """(n, classes) logits; a sigmoid head's single logit z becomes [0, z] (softmax of which is [1 - p, p])."""
+    """(n, classes) logits; a sigmoid head's single logit z becomes [-z/2, z/2]: softmax gives [1 - p, p], and the
+    pair is symmetric like a two-unit softmax head's, so `energy` ranks a confident class 0 above an undecided image."""
     outputs = np.asarray(outputs, dtype=np.float64)
     if binary:
-        z = outputs.reshape(len(outputs), -1)[:, 0]
-        return np.stack([np.zeros_like(z), z], axis=1)
+        z = outputs.reshape(len(outputs), -1)[:, 0] / 2
+        return np.stack([-z, z], axis=1)
     return outputs
 
 
