@@ -192,8 +192,7 @@ class ModelSource:
     described: dict[str, Any] | None = None
     model: Any = None  # the run's Keras model, whose gradients Grad-CAM takes (None: an exported artifact)
     unknown: UnknownRule | None = None  # rejects images of no class (None: predicts as before)
-    # `(images, batch_size) -> rows of [class logits | pooled features]` (features only for a feature-space score)
-    outputs: Callable[[np.ndarray, int], np.ndarray] | None = None
+    outputs: Callable[[np.ndarray, int], np.ndarray] | None = None  # `(images, batch_size) -> [logits | features]`
     bank: FeatureBank | None = None  # the training features a feature-space score compares with
 
     def with_unknown(self, accept: float | None = None, enabled: bool = True) -> ModelSource:
