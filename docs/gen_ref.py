@@ -50,11 +50,20 @@ def exit_codes_block() -> str:
 
 
 def run_files_block() -> str:
-    from tlcli.runs import RUN_FILES, TRUST_FILE
+    from tlcli.runs import RUN_FILES, TRUST_FILE, UNKNOWN_FEATURES_FILE, UNKNOWN_FILE
 
     lines = ["| file | contents |", "| --- | --- |"]
     lines += [f"| `{name}` | {meaning} |" for name, meaning in RUN_FILES.items()]
     lines.append(f"| `{TRUST_FILE}` | the data-trust step's findings; written only when the step ran |")
+    lines.append(
+        f"| `{UNKNOWN_FILE}` | the rule for images of no class: temperature, ECE before and after, score and its "
+        "parameters, validation scores, threshold; single-label runs only "
+        "([Unknown images](../guides/unknown-images.md)) |"
+    )
+    lines.append(
+        f"| `{UNKNOWN_FEATURES_FILE}` | the training images' pooled features (float16, at most 5,000 images) that the "
+        "`knn` and `mahalanobis` scores compare with; single-label runs only |"
+    )
     return "\n".join(lines) + "\n"
 
 
