@@ -38,6 +38,7 @@ _PUBLIC = {
         "TrainingError",
         "UserError",
     ),
+    "tlcli.evaluation.calibration": ("expected_calibration_error", "fit_temperature"),
     "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
     "tlcli.evaluation.evaluate": ("evaluate",),
     "tlcli.evaluation.html_report": ("write_report",),
@@ -46,6 +47,7 @@ _PUBLIC = {
     "tlcli.evaluation.worker": ("ReportWorker",),
     "tlcli.inference.explain": ("grad_cam", "write_overlay"),
     "tlcli.inference.predict": ("PredictResult", "predict"),
+    "tlcli.inference.unknown": ("UnknownRule", "read_unknown_rule", "score_images"),
     "tlcli.runs.folder": ("newest_run",),
     "tlcli.runs.listing": ("RunSummary", "list_runs"),
     "tlcli.runs.metrics": ("Metrics", "TrainResult"),
@@ -69,6 +71,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         TrainingError,
         UserError,
     )
+    from tlcli.evaluation.calibration import expected_calibration_error, fit_temperature
     from tlcli.evaluation.compare import Comparison, compare_runs
     from tlcli.evaluation.evaluate import evaluate
     from tlcli.evaluation.html_report import write_report
@@ -77,6 +80,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from tlcli.evaluation.worker import ReportWorker
     from tlcli.inference.explain import grad_cam, write_overlay
     from tlcli.inference.predict import PredictResult, predict
+    from tlcli.inference.unknown import UnknownRule, read_unknown_rule, score_images
     from tlcli.runs.folder import newest_run
     from tlcli.runs.listing import RunSummary, list_runs
     from tlcli.runs.metrics import Metrics, TrainResult
@@ -108,6 +112,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "TuneResult",
+    "UnknownRule",
     "UserError",
     "Validation",
     "__version__",
@@ -115,13 +120,17 @@ __all__ = [
     "check_dataset",
     "compare_runs",
     "evaluate",
+    "expected_calibration_error",
+    "fit_temperature",
     "grad_cam",
     "list_runs",
     "load_config",
     "newest_run",
     "predict",
+    "read_unknown_rule",
     "resume",
     "resume_tune",
+    "score_images",
     "train",
     "tune",
     "validate",

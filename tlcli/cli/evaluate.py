@@ -9,11 +9,21 @@ from typing import Annotated, Optional
 import typer
 
 from tlcli.cli import Columns, Debug, Json, Quiet, _import_tensorflow, app, command, output, parse_columns
+from tlcli.cli.predict import Accept, NoUnknown
 from tlcli.cli.printing import with_interval
+from tlcli.errors import UserError
 
 ExplainLayer = Annotated[
     Optional[str],
     typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
+]
+UnknownDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--unknown",
+        help="A folder of images of no class: adds the AUROC of the run's unknown-image score and the share "
+        "of them accepted at its threshold.",
+    ),
 ]
 Explain = Annotated[
     bool,
@@ -71,19 +81,19 @@ def evaluate(
     ] = False,
     explain: Explain = True,
     explain_layer: ExplainLayer = None,
+    unknown_dir: UnknownDir = None,
+    accept: Accept = None,
+    no_unknown: NoUnknown = False,
     json_output: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Evaluate a run's model (or an exported artifact of it, --model); write a report into RUN_DIR/eval/."""
-    if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
-        _import_tensorflow(debug)
-    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
-    from tlcli.evaluation.evaluate import evaluate as evaluate_run
-    from tlcli.export.artifacts import evaluate_artifact
+    _refuse_unknown_conflicts(no_unknown, accept, unknown_dir)
+    run_evaluation = _evaluator(model, debug)
     from tlcli.tracking import trackers
 
-    run_evaluation = functools.partial(evaluate_artifact, model=model) if model is not None else evaluate_run
+    judging = {"unknown_dir": unknown_dir, "accept": accept, "unknown": not no_unknown}
     reporter = output().reporter(silent=json_output)
     evaluation = run_evaluation(
         run_dir,
@@ -98,8 +108,8 @@ def evaluate(
         tta=tta,
         explain=explain,
         explain_layer=explain_layer,
+        **judging,
     )
-
     # A tracked run: its figures go to the run's tracked run too (never fails the command).
     trackers().log_evaluation(run_dir, evaluation, reporter)
     if json_output:
@@ -154,11 +164,46 @@ def print_evaluation(evaluation) -> None:
         headline.add_row("skipped files", str(m["dataset"]["skipped"]))
     output().stdout.print(headline)
     _print_copies(m.get("training_copies") or {})
+    _print_unknown(m.get("unknown"))
     if m.get("model"):
         output().stdout.print(
             f"model: {m['model']['path']} ({m['model']['format']}, {m['model']['runtime']})", highlight=False
         )
     output().stdout.print(f"report: {evaluation.eval_dir}", highlight=False)
+
+
+def _evaluator(model: Path | None, debug: bool):
+    """The library's evaluate for the run's model.keras, or for the exported artifact `model`."""
+    if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
+        _import_tensorflow(debug)
+    # The library is imported when the command runs (the CLI's boundary): `tlcli --help` need not load it.
+    from tlcli.evaluation.evaluate import evaluate as evaluate_run
+    from tlcli.export.artifacts import evaluate_artifact
+
+    return functools.partial(evaluate_artifact, model=model) if model is not None else evaluate_run
+
+
+def _refuse_unknown_conflicts(no_unknown: bool, accept: float | None, unknown_dir: Path | None) -> None:
+    if no_unknown and (accept is not None or unknown_dir is not None):
+        raise UserError("--no-unknown turns the rule for unknown images off; drop --accept and --unknown with it")
+
+
+def _print_unknown(unknown: dict | None) -> None:
+    """The rule for unknown images: what it accepts and, with --unknown, how well it rejects."""
+    if not unknown:
+        return
+    accepted = unknown["accuracy_accepted"]
+    line = (
+        f"unknown images: score {unknown['score']}, temperature {unknown['temperature']:.3f} (ECE "
+        f"{unknown['ece_before']:.3f} -> {unknown['ece_after']:.3f}); at accept {unknown['accept']:.2f} it accepts "
+        f"{unknown['coverage']:.1%} of these images, accuracy on them "
+        + ("-" if accepted is None else f"{accepted:.4f}")
+        + f" (all: {unknown['accuracy_all']:.4f})"
+    )
+    if "auroc" in unknown:
+        auroc = "-" if unknown["auroc"] is None else f"{unknown['auroc']:.4f}"
+        line += f"; {unknown['n_unknown']} unknown images: AUROC {auroc}, {unknown['false_accept_rate']:.1%} accepted"
+    output().stdout.print(line, highlight=False)
 
 
 def _print_copies(copies: dict) -> None:

@@ -24,6 +24,18 @@ ExplainDir = Annotated[
         "named in each row's `explanation`.",
     ),
 ]
+Accept = Annotated[
+    Optional[float],
+    typer.Option(
+        "--accept",
+        help="The share of validation images to accept (the run's predict.unknown.accept moved without "
+        "retraining); images scoring below the threshold are predicted `unknown`.",
+    ),
+]
+NoUnknown = Annotated[
+    bool,
+    typer.Option("--no-unknown", help="No rejection of unknown images and uncalibrated probabilities (as before)."),
+]
 ExplainLayer = Annotated[
     Optional[str],
     typer.Option("--explain-layer", help="The base layer Grad-CAM weighs (default: its last feature map)."),
@@ -69,6 +81,8 @@ def predict(
     ] = False,
     explain_dir: ExplainDir = None,
     explain_layer: ExplainLayer = None,
+    accept: Accept = None,
+    no_unknown: NoUnknown = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -80,9 +94,12 @@ def predict(
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     _refuse_conflicts(model, run, tta, explain_dir, explain_layer)
+    if accept is not None and no_unknown:
+        raise UserError("--accept moves the threshold of unknown images, --no-unknown turns rejection off: pick one")
     if model is None or model.is_dir():  # a SavedModel runs in TensorFlow; LiteRT and onnxruntime do not need it
         _import_tensorflow(debug)
-    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta, (explain_dir, explain_layer))
+    explain, unknown = (explain_dir, explain_layer), (accept, not no_unknown)
+    result = _predict(images, run, runs_dir, model, top_k, batch_size, quiet, tta, explain, unknown)
     if output_file is not None:
         from tlcli.runs.atomic import write_text_atomic
 
@@ -133,8 +150,9 @@ def _predict(
     quiet: bool,
     tta: bool = False,
     explain: tuple[Path | None, str | None] = (None, None),
+    unknown: tuple[float | None, bool] = (None, True),
 ):
-    """The library call, saying on stderr which run or artifact predicts."""
+    """The library call, saying on stderr which run or artifact predicts; `unknown` is (accept, enabled)."""
     reporter = output().reporter()
     from tlcli.export.artifacts import predict_artifact
     from tlcli.inference.predict import predict as run_prediction
@@ -148,7 +166,14 @@ def _predict(
                 )
 
         return predict_artifact(
-            images, model, top_k=top_k, batch_size=batch_size, reporter=reporter, on_model=announce_model
+            images,
+            model,
+            top_k=top_k,
+            batch_size=batch_size,
+            reporter=reporter,
+            on_model=announce_model,
+            accept=unknown[0],
+            unknown=unknown[1],
         )
 
     def announce(run_dir: Path) -> None:
@@ -168,6 +193,8 @@ def _predict(
         tta=tta,
         explain_dir=explain[0],
         explain_layer=explain[1],
+        accept=unknown[0],
+        unknown=unknown[1],
     )
 
 
@@ -198,9 +225,8 @@ def _table(result) -> Table:
         table.add_column("explanation", overflow="fold")
     for (path, label, confidence, details), p in zip(rows_for_table(result), result.predictions):
         extra = [p.explanation or ""] if result.explained else []
-        table.add_row(
-            path, label, confidence, details, *extra, style="red" if label == "error" and not confidence else None
-        )
+        style = "red" if label == "error" and not confidence else ("yellow" if p.rejected else None)
+        table.add_row(path, label, confidence, details, *extra, style=style)
     return table
 
 

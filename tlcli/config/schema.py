@@ -19,6 +19,7 @@ from tlcli.config.fields import OFF_WORD, OptimizerName, ScheduleName, Section, 
 from tlcli.config.model_schema import BaseModelConfig, DenseLayerConfig, HeadConfig
 from tlcli.config.phase_schema import EarlyStoppingConfig, FineTuneConfig, OptimizerConfig, TrainConfig
 from tlcli.config.plain import DEFAULT_MAX_FILE_MB, redact_uri
+from tlcli.config.predict_schema import PredictConfig, UnknownConfig
 from tlcli.config.runtime_schema import MlflowConfig, OutputConfig, RuntimeConfig, TrackingConfig
 from tlcli.config.search import TuneConfig, check_tune
 from tlcli.settings import CACHE_DIR
@@ -38,6 +39,7 @@ __all__ = [
     "OptimizerConfig",
     "OptimizerName",
     "OutputConfig",
+    "PredictConfig",
     "RuntimeConfig",
     "ScheduleName",
     "TrackingConfig",
@@ -45,6 +47,7 @@ __all__ = [
     "Trainable",
     "TuneConfig",
     "Unfreeze",
+    "UnknownConfig",
     "check_tune",
     "redact_uri",
 ]
@@ -68,6 +71,9 @@ class ExperimentConfig(Section):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where runs go.")
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Experiment tracking (MLflow); off by default."
+    )
+    predict: PredictConfig = Field(
+        default_factory=PredictConfig, description="How the trained model's predictions are served."
     )
     probe: Annotated[Literal["auto", "off"], OFF_WORD] = Field(
         "auto",

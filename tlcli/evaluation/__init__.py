@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from tlcli.lazy import lazy_exports
 
 _PUBLIC = {
+    "tlcli.evaluation.calibration": ("expected_calibration_error", "fit_temperature"),
     "tlcli.evaluation.compare": ("Comparison", "compare_runs"),
     "tlcli.evaluation.evaluate": ("describe", "describe_intervals", "evaluate", "folder_samples", "split_samples"),
     "tlcli.evaluation.gates": ("Gate", "parse_gates"),
@@ -21,6 +22,7 @@ _PUBLIC = {
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 if TYPE_CHECKING:
+    from tlcli.evaluation.calibration import expected_calibration_error, fit_temperature
     from tlcli.evaluation.compare import Comparison, compare_runs
     from tlcli.evaluation.evaluate import describe, describe_intervals, evaluate, folder_samples, split_samples
     from tlcli.evaluation.gates import Gate, parse_gates
@@ -44,6 +46,8 @@ __all__ = [
     "describe",
     "describe_intervals",
     "evaluate",
+    "expected_calibration_error",
+    "fit_temperature",
     "folder_samples",
     "parse_gates",
     "refresh_model_card",

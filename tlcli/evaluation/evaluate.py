@@ -10,6 +10,7 @@ into a new `RUN_DIR/eval/<stamp>-<dataset>/` folder.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,11 +27,10 @@ from tlcli.evaluation.metrics import metric_keys
 from tlcli.evaluation.model_card import refresh_model_card
 from tlcli.evaluation.multilabel import multilabel_metric_keys
 from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored, write_evaluation
+from tlcli.evaluation.unknown_report import judged_probabilities
 from tlcli.inference.explain import feature_layer, grad_cam
-from tlcli.inference.predict import ModelSource
-from tlcli.inference.probabilities import predict_probabilities
+from tlcli.inference.predict import ModelSource, run_source
 from tlcli.inference.tta import tta_views, with_tta
-from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
 from tlcli.runs.provenance import labelled_split, read_split
@@ -52,6 +52,9 @@ def evaluate(
     tta: bool = False,
     explain: bool = True,
     explain_layer: str | None = None,
+    unknown_dir: str | Path | None = None,
+    accept: float | None = None,
+    unknown: bool = True,
 ) -> Evaluation:
     """Evaluate a run's model (or another model of the run, `source`) and write a new evaluation folder in the run.
 
@@ -72,6 +75,8 @@ def evaluate(
             metrics.json's `tta`, the folder's name ends with `-tta`.
         explain, explain_layer: write `mistakes_gradcam.png` (`tlcli.evaluation.gallery`; model.keras only, not a
             `source`), Grad-CAM on base layer `explain_layer` (default: the last feature map larger than 1x1).
+        unknown_dir, accept, unknown: images of no class, scored by the run's rule (at `accept`, else its own;
+            `unknown` False: no rule, as before) into metrics.json's `unknown` (`tlcli.evaluation.unknown_report`).
 
     Returns:
         The evaluation folder and its metrics (call `raise_for_gates()` to turn failed gates into `GateFailed`, exit 3).
@@ -87,10 +92,7 @@ def evaluate(
     require_model(run_dir)
     class_names = read_labels(run_dir)
     info = read_model_info(run_dir)
-    if batch_size < 1:
-        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k: must be at least 1, got {top_k}")
+    _check_counts(batch_size, top_k)
     config = read_run_config(run_dir)
     k = top_k or (config.train.top_k if config else 0) or DEFAULT_TOP_K
     gates = parse_gates(fail_under) + parse_gates(fail_over, over=True)
@@ -100,23 +102,25 @@ def evaluate(
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     # Before any work: a damaged run fails in one line.
     views = tta_views(config) if tta else ()
-    probabilities_of, heatmaps_of = _probabilities_of(run_dir, class_names, info, source, views, explain, explain_layer)
     described = source.described if source is not None else None
+    judging = (accept, unknown and not info.multi_label)
+    source, heatmaps_of = _model_of(run_dir, class_names, info, source, views, (explain, explain_layer), judging)
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
     decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, origin, reporter)
-    scored = Scored(
-        probabilities_of(decoded.images, batch_size),
-        decoded.labels,
-        [s.path for s in decoded.samples],
-        class_names,
-        decoded.images,
-        info.thresholds,
-        labelling.separator,
-        heatmaps_of,
-    )
+    probabilities, judged = judged_probabilities(source, decoded.images, decoded.labels, batch_size, unknown_dir)
+    paths, own = [s.path for s in decoded.samples], data is None and described is None and not views
+    found = (probabilities, decoded.labels, paths, class_names, decoded.images, info.thresholds, labelling.separator)
+    scored = Scored(*found, heatmaps_of)
     html = config.output.report if config else True  # report.html, unless the run's config turned it off
-    spec = EvalSpec(name, source=origin, skipped=skipped, top_k=k, gates=gates, model=described, tta=views, html=html)
-    return _on_card(write_evaluation(run_dir, scored, spec), run_dir, data is None and source is None and not views)
+    spec = EvalSpec(name, origin, skipped, k, gates, model=described, tta=views, html=html, unknown=judged)
+    return _on_card(write_evaluation(run_dir, scored, spec), run_dir, own)
+
+
+def _check_counts(batch_size: int, top_k: int | None) -> None:
+    if batch_size < 1:
+        raise UserError(f"batch_size: must be at least 1, got {batch_size}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k: must be at least 1, got {top_k}")
 
 
 def _on_card(evaluation: Evaluation, run_dir: Path, own_split: bool) -> Evaluation:
@@ -127,31 +131,35 @@ def _on_card(evaluation: Evaluation, run_dir: Path, own_split: bool) -> Evaluati
     return evaluation
 
 
-def _probabilities_of(
+def _model_of(
     run_dir: Path,
     class_names: list[str],
     info,
     source: ModelSource | None,
     views=(),
-    explain: bool = False,
-    layer: str | None = None,
-):
-    """`(images, batch_size) -> probabilities` of `source`, else of the run's model.keras (loaded here), averaged over
-    `views` when given (test-time augmentation); and, with `explain` and model.keras, its Grad-CAM as `(pixels, class
-    indices) -> heatmaps` (else None; a `layer` the base lacks fails here, before any work)."""
-    heatmaps = None
+    explaining: tuple[bool, str | None] = (False, None),
+    judging: tuple[float | None, bool] = (None, True),
+) -> tuple[ModelSource, Any]:
+    """`source`, else the run's model.keras (loaded here), with its rule for unknown images at `judging` = (accept,
+    enabled), averaged over `views` when given (test-time augmentation); and, with `explaining` = (explain, layer)
+    and model.keras, its Grad-CAM as `(pixels, class indices) -> heatmaps` (else None; a `layer` the base lacks
+    fails here, before any work)."""
+    heatmaps, (explain, layer), (accept, unknown) = None, explaining, judging
     if source is not None:
         if layer is not None:
             raise UserError("explain_layer: an exported artifact has no Grad-CAM here; evaluate the run's model.keras")
         check_source(source, run_dir, class_names, info)
-        probabilities = source.probabilities
     else:
-        model = load_run_model(run_dir, class_names)
-        probabilities = lambda images, batch_size: predict_probabilities(model, images, batch_size, info.binary)  # noqa: E731
+        source = run_source(run_dir, unknown)
+        model = source.model
         if explain:
             feature_layer(model, layer)
             heatmaps = lambda pixels, classes: grad_cam(model, pixels, classes, layer)  # noqa: E731
-    return (with_tta(probabilities, views) if views else probabilities), heatmaps
+    source = source.with_unknown(accept, unknown)
+    if views:
+        outputs = with_tta(source.outputs, views) if source.outputs is not None else None
+        source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views), outputs=outputs)
+    return source, heatmaps
 
 
 def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:

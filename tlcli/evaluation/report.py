@@ -108,6 +108,7 @@ class EvalSpec:
     model: dict[str, Any] | None = None
     tta: Sequence[str] = ()  # the views averaged at test time (empty: none)
     html: bool = False  # also write report.html into the folder (`tlcli.evaluation.html_report`)
+    unknown: dict[str, Any] | None = None  # the rule for unknown images (`tlcli.evaluation.unknown_report`)
 
     @property
     def slug(self) -> str:
@@ -174,6 +175,7 @@ def evaluation_metrics(run_dir: Path, scored: Scored, spec: EvalSpec) -> dict[st
         **({"tta": list(spec.tta)} if spec.tta else {}),
         **figures,
         "training_copies": copies_record(training_copies(run_dir, paths), paths, correct),
+        **({"unknown": dict(spec.unknown)} if spec.unknown is not None else {}),
         "skipped_files": list(spec.skipped),
     }
 

@@ -14,8 +14,10 @@ map of the evidence for one class, not a segmentation, and not a proof that the 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -233,3 +235,26 @@ def heatmaps_by_image(
     maps = grad_cam(model, np.stack([image for image, _ in pairs]), [index for _, index in pairs], layer)
     bounds = np.cumsum([0, *(len(chosen) for chosen in classes)])
     return [maps[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """Writes each predicted image's Grad-CAM overlay into `folder` (`tlcli.inference.explain`), in the main process."""
+
+    model: Any
+    folder: Path
+    total: int  # the number of input files (the width of the overlays' numbers)
+    class_names: list[str]
+    layer: str | None = None
+
+    def __call__(self, numbers: Sequence[int], images: Sequence[np.ndarray], predictions: Sequence[Any]):
+        """`predictions` with their overlays written (the `number`th input files): one gradient pass a batch."""
+        classes = [explained_classes(p.top, p.labels, self.class_names, p.scores) for p in predictions]
+        maps = heatmaps_by_image(self.model, images, [[index for index, _ in chosen] for chosen in classes], self.layer)
+        done = []
+        for number, image, prediction, chosen, heatmaps in zip(numbers, images, predictions, classes, maps):
+            path = self.folder / overlay_name(number, self.total, prediction.path)
+            name = Path(prediction.path).name
+            write_overlay_rows(path, [(image, heat, f"{name}: {title}") for heat, (_, title) in zip(heatmaps, chosen)])
+            done.append(dataclasses.replace(prediction, explanation=str(path)))
+        return done

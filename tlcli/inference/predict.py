@@ -16,7 +16,9 @@ Output formats (`tlcli.inference.formats`), documented in the README:
 - `csv`: `path,label,confidence,label_2,probability_2,...,error`.
 
 With `explain_dir` (`tlcli.inference.explain`), every row also has `explanation`: the overlay PNG written for the
-image (null for an error), placed before `error` in csv; later per-image columns sit beside it.
+image (null for an error), placed before `error` in csv; later per-image columns sit beside it. A run with a rule for
+unknown images (`tlcli.inference.unknown`) adds `unknown_score` and `would_be` (the class of an image predicted
+`unknown`, else null) the same way, and its probabilities are calibrated.
 
 A multi-label run predicts every label whose probability reaches its class's
 threshold (model.json): `jsonl` objects are `{"path", "labels": [...],
@@ -38,16 +40,19 @@ from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_image
 from tlcli.data.listing import collect_images
 from tlcli.data.prefetch import bounded_map
 from tlcli.errors import PartialSuccess, UserError
-from tlcli.inference.explain import (
-    explained_classes,
-    feature_layer,
-    heatmaps_by_image,
-    overlay_name,
-    prepare_explain_dir,
-    write_overlay_rows,
-)
+from tlcli.inference.explain import Explanations, feature_layer, prepare_explain_dir
+from tlcli.inference.outputs import outputs_function
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.inference.tta import tta_views, with_tta
+from tlcli.inference.unknown import (
+    UNKNOWN_LABEL,
+    FeatureBank,
+    Judged,
+    UnknownRule,
+    check_accept,
+    judge,
+    read_unknown_rule,
+)
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.folder import newest_run, require_model, resolve_run
@@ -65,18 +70,28 @@ class Prediction:
     scores: tuple[tuple[str, float], ...] = ()  # multi-label: every class's probability, in class order
     multi_label: bool = False
     explanation: str | None = None  # the Grad-CAM overlay written for the image (predict's explain_dir)
+    unknown_score: float | None = None  # the run's rule judged it: its score (None: no rule applied)
+    rejected: bool = False  # the score is below the threshold: predicted `unknown`
 
     @property
     def label(self) -> str | None:
-        return self.top[0][0] if self.top else None
+        return UNKNOWN_LABEL if self.rejected else (self.top[0][0] if self.top else None)
 
     @property
     def confidence(self) -> float | None:
-        return self.top[0][1] if self.top else None
+        return None if self.rejected else (self.top[0][1] if self.top else None)
 
-    def to_dict(self, explained: bool = False) -> dict[str, Any]:
-        """The output row; `explained` (predict wrote overlays): with its `explanation`, null when there is none."""
+    @property
+    def would_be(self) -> str | None:
+        """A rejected image's most probable class (None: accepted, or no rule)."""
+        return self.top[0][0] if self.rejected and self.top else None
+
+    def to_dict(self, explained: bool = False, judged: bool = False) -> dict[str, Any]:
+        """The output row; `explained` (predict wrote overlays): with its `explanation`, null when there is none;
+        `judged` (a rule for unknown images applied): with its `unknown_score` and `would_be` label."""
         extra = {"explanation": self.explanation} if explained else {}
+        if judged:
+            extra |= {"unknown_score": self.unknown_score, "would_be": self.would_be}
         if self.multi_label:
             return {
                 "path": self.path,
@@ -107,10 +122,9 @@ class PredictResult:
     predictions: list[Prediction] = field(default_factory=list)
     thresholds: tuple[float, ...] | None = None  # a multi-label run's (None: single-label)
     separator: str = "|"  # a multi-label run's label separator (the csv's labels cell)
-    model: dict[str, Any] | None = (
-        None  # an exported model's {"path", "format", "runtime"} (None: the run's model.keras)
-    )
+    model: dict[str, Any] | None = None  # an exported model's {"path", "format", "runtime"} (None: model.keras)
     explain_dir: Path | None = None  # where the Grad-CAM overlays went (None: not asked for)
+    unknown: UnknownRule | None = None  # the rule that judged every image (None: none applied)
 
     @property
     def explained(self) -> bool:
@@ -139,7 +153,8 @@ class PredictResult:
             "count": len(self.predictions),
             "errors": len(self.errors),
             **({"explain_dir": str(self.explain_dir)} if self.explained else {}),
-            "predictions": [p.to_dict(self.explained) for p in self.predictions],
+            **({"unknown": self.unknown.summary()} if self.unknown is not None else {}),
+            "predictions": [p.to_dict(self.explained, self.unknown is not None) for p in self.predictions],
         }
 
     def raise_for_errors(self) -> None:
@@ -176,6 +191,23 @@ class ModelSource:
     max_bytes: int = DEFAULT_MAX_BYTES  # larger files are unreadable unread (the run's data.max_file_mb)
     described: dict[str, Any] | None = None
     model: Any = None  # the run's Keras model, whose gradients Grad-CAM takes (None: an exported artifact)
+    unknown: UnknownRule | None = None  # rejects images of no class (None: predicts as before)
+    # `(images, batch_size) -> rows of [class logits | pooled features]` (features only for a feature-space score)
+    outputs: Callable[[np.ndarray, int], np.ndarray] | None = None
+    bank: FeatureBank | None = None  # the training features a feature-space score compares with
+
+    def with_unknown(self, accept: float | None = None, enabled: bool = True) -> ModelSource:
+        """This source with its rule at another accept fraction (`enabled` False: without it, predicting as before)."""
+        if self.unknown is None or not enabled:
+            return dataclasses.replace(self, unknown=None, outputs=None, bank=None)
+        return dataclasses.replace(self, unknown=self.unknown.with_accept(accept))
+
+    def judge(self, images: np.ndarray, batch_size: int) -> Judged:
+        """The images' calibrated probabilities, scores and decisions under this source's rule."""
+        rows = self.outputs(images, batch_size)
+        classes = len(self.class_names)
+        features = rows[:, classes:] if rows.shape[1] > classes else None
+        return judge(self.unknown, rows[:, :classes], features, self.bank)
 
 
 def resolve_predict_run(run: str | Path | None, runs_dir: str | Path) -> Path:
@@ -189,8 +221,9 @@ def resolve_predict_run(run: str | Path | None, runs_dir: str | Path) -> Path:
     return run_dir
 
 
-def run_source(run_dir: Path) -> ModelSource:
-    """The run's model.keras as a `ModelSource` (loaded once, here).
+def run_source(run_dir: Path, unknown: bool = True) -> ModelSource:
+    """The run's model.keras as a `ModelSource` (loaded once, here), with the run's rule for unknown images when it
+    has one (`unknown` False: without it).
 
     Raises:
         RunError: damaged run records, or labels that do not match the model's outputs.
@@ -200,6 +233,10 @@ def run_source(run_dir: Path) -> ModelSource:
     config = read_run_config(run_dir)
     model = load_run_model(run_dir, class_names)
     thresholds = (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
+    rule = read_unknown_rule(run_dir) if unknown and not info.multi_label else None
+    judging = {}
+    if rule is not None:
+        judging = {"unknown": rule, "outputs": outputs_function(model, info.binary), "bank": rule.bank()}
     return ModelSource(
         run_dir,
         class_names,
@@ -210,6 +247,7 @@ def run_source(run_dir: Path) -> ModelSource:
         config.data.label_separator if config else "|",
         config.data.max_bytes if config else DEFAULT_MAX_BYTES,
         model=model,
+        **judging,
     )
 
 
@@ -229,6 +267,8 @@ def predict(
     tta: bool = False,
     explain_dir: str | Path | None = None,
     explain_layer: str | None = None,
+    accept: float | None = None,
+    unknown: bool = True,
 ) -> PredictResult:
     """Predict the top-k labels of image files with a run's model.
 
@@ -245,6 +285,9 @@ def predict(
         explain_dir: write a Grad-CAM overlay per image into this new (or empty) folder
             (`tlcli.inference.explain`; multi-label: a row per predicted label), named in each row's `explanation`.
         explain_layer: the base layer Grad-CAM weighs (default: the base's last feature map larger than 1x1).
+        accept: with the run's rule for unknown images (`unknown.json`), accept this share of validation images
+            instead of the run's `predict.unknown.accept` (the threshold moves on the stored validation scores).
+        unknown: False: no rejection and uncalibrated probabilities, as runs without the rule predict.
 
     Returns:
         One `Prediction` per file, in input order; unreadable files carry an
@@ -256,16 +299,19 @@ def predict(
         RunError: no run, or a run without a model.
     """
     check_predict_options(top_k, batch_size)
+    if accept is not None:
+        check_accept(accept)
     keys = collect_images(images)
     if explain_dir is not None and Path(explain_dir).exists():
         prepare_explain_dir(explain_dir)  # refused before the model loads
     run_dir = resolve_predict_run(run, runs_dir)
     if on_run is not None:
         on_run(run_dir)
-    source = run_source(run_dir)
+    source = run_source(run_dir, unknown).with_unknown(accept, unknown)
     if tta:
         views = tta_views(read_run_config(run_dir))
-        source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views))
+        outputs = with_tta(source.outputs, views) if source.outputs is not None else None
+        source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views), outputs=outputs)
     explain = None
     if explain_dir is not None:
         feature_layer(source.model, explain_layer)  # a layer the base does not have fails before any work
@@ -275,29 +321,6 @@ def predict(
     return predict_with(
         source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter, explain=explain
     )
-
-
-@dataclass(frozen=True)
-class Explanations:
-    """Writes each predicted image's Grad-CAM overlay into `folder` (`tlcli.inference.explain`), in the main process."""
-
-    model: Any
-    folder: Path
-    total: int  # the number of input files (the width of the overlays' numbers)
-    class_names: list[str]
-    layer: str | None = None
-
-    def __call__(self, numbers: Sequence[int], images: Sequence[np.ndarray], predictions: Sequence[Prediction]):
-        """`predictions` with their overlays written (the `number`th input files): one gradient pass a batch."""
-        classes = [explained_classes(p.top, p.labels, self.class_names, p.scores) for p in predictions]
-        maps = heatmaps_by_image(self.model, images, [[index for index, _ in chosen] for chosen in classes], self.layer)
-        done = []
-        for number, image, prediction, chosen, heatmaps in zip(numbers, images, predictions, classes, maps):
-            path = self.folder / overlay_name(number, self.total, prediction.path)
-            name = Path(prediction.path).name
-            write_overlay_rows(path, [(image, heat, f"{name}: {title}") for heat, (_, title) in zip(heatmaps, chosen)])
-            done.append(dataclasses.replace(prediction, explanation=str(path)))
-        return done
 
 
 def check_predict_options(top_k: int, batch_size: int) -> None:
@@ -335,11 +358,7 @@ def predict_with(
 
     def flush() -> None:
         if batch_pixels:
-            probabilities = source.probabilities(np.stack(batch_pixels), batch_size)
-            batch = [
-                _prediction(keys[path], row, class_names, k, thresholds)
-                for path, row in zip(batch_paths, probabilities)
-            ]
+            batch = _predict_batch(source, [keys[path] for path in batch_paths], np.stack(batch_pixels), k, batch_size)
             predictions.extend(explain([number[p] for p in batch_paths], batch_pixels, batch) if explain else batch)
         batch_paths.clear()
         batch_pixels.clear()
@@ -370,7 +389,22 @@ def predict_with(
         source.separator,
         source.described,
         explain.folder if explain else None,
+        source.unknown,
     )
+
+
+def _predict_batch(source: ModelSource, names: list[str], pixels: np.ndarray, k: int, batch_size: int):
+    """The batch's predictions; under the source's rule, with calibrated probabilities and each image judged."""
+    if source.unknown is None:
+        rows = source.probabilities(pixels, batch_size)
+        return [_prediction(name, row, source.class_names, k, source.thresholds) for name, row in zip(names, rows)]
+    judged = source.judge(pixels, batch_size)
+    return [
+        dataclasses.replace(
+            _prediction(name, row, source.class_names, k, None), unknown_score=round(float(s), 6) + 0.0, rejected=not a
+        )
+        for name, row, s, a in zip(names, judged.probabilities, judged.scores, judged.accepted)
+    ]
 
 
 def _prediction(

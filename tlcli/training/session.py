@@ -5,7 +5,8 @@
 3. one pass over the files: features or decoded images (`tlcli.training.passes`), then the objective and the
    head policy's probe and selection (`tlcli.training.head_policy`);
 4. restore the newest checkpoint when resuming;
-5. fit the phases (`tlcli.training.loop`), refit the head as its policy says, and evaluate the final weights;
+5. fit the phases (`tlcli.training.loop`), record the rule for unknown images (`tlcli.training.unknown`), refit the
+   head as its policy says, and evaluate the final weights;
 6. save the model, write the validation report, and last `metrics.json`; then the model card from them (chief).
 """
 
@@ -43,6 +44,7 @@ from tlcli.training.phases import PhasePlan, evaluation_cut, extraction_cut, pla
 from tlcli.training.prepare import Prepared
 from tlcli.training.records import Timings
 from tlcli.training.trust import DataTrust, check_trust
+from tlcli.training.unknown import record_unknown
 
 
 @dataclass
@@ -72,6 +74,8 @@ def train_in_run(session: Session) -> TrainResult:
         fitting = _fitting(session, inputs, objective, restored)
         with prepared.scope():
             fit_phases(fitting, head.plans, restored)  # 5.
+            with timings.measure("unknown"):  # before any refit: the validation outputs stay held out
+                record_unknown(inputs, session.run_dir, session.reporter, prepared.plan.chief)
             refit = after_fitting(fitting, head)
             final, probabilities = inputs.evaluate(evaluation_cut(head.plans), objective)
     if config.multi_label:  # 6. thresholds from validation probabilities the model was not fitted on (before a refit)
