@@ -194,9 +194,12 @@ class Bench:
         print(f"eurosat cache warm-up: {self.result['eurosat_warm']}", flush=True)
 
     def eurosat(self) -> None:
+        """Train on 9 classes (CLI); the figures from `evaluate --unknown` (`--eurosat-evaluate cli`) or from the
+        feature cache (`cached`, the default: the same figures, checked on hymenoptera, minutes faster a run)."""
         names = class_names(self.args.data / "eurosat" / "train")
         held_out = self.args.loco if self.args.loco is not None else list(range(len(names)))
         started = time.perf_counter()
+        trained = []
         for k in held_out:
             kept = [n for i, n in enumerate(names) if i != k]
             data = self.work / "data" / f"eurosat-without-{names[k]}"
@@ -204,18 +207,89 @@ class Bench:
                 link_classes(self.args.data / "eurosat" / link, data / link, kept)
             unknown = self.args.data / "eurosat" / "test" / names[k]
             for seed in self.args.seeds:
-                row = self.trial(f"eurosat-without-{names[k]}-s{seed}", data, unknown, seed)
+                label = f"eurosat-without-{names[k]}-s{seed}"
+                if self.args.eurosat_evaluate == "cli":
+                    row = self.trial(label, data, unknown, seed)
+                else:
+                    record, run_dir = self.train(label, data, seed)
+                    row = {
+                        "label": label,
+                        "seed": seed,
+                        "train_s": record["wall_s"],
+                        "train_load": record["load_before"],
+                    }
+                    row |= {"run_dir": str(run_dir)} if run_dir else {"error": record.get("error") or "no run folder"}
+                    trained.append((k, row))
                 self.result["eurosat"].append(row | {"held_out": names[k]})
                 self.write()
+        if trained:
+            self._cached_figures(trained)
         self.result["eurosat_seconds"] = round(time.perf_counter() - started, 1)
+
+    def _cached_figures(self, trained: list[tuple[int, dict]]) -> None:
+        """One process scores every trained run from the feature cache (`benchmarks/unknown_cached.py`)."""
+        runs = [f"{row['run_dir']}:{k}" for k, row in trained if "run_dir" in row]
+        started, load = time.perf_counter(), loadavg()
+        done = self.helper("loco", str(self.work / "data" / "eurosat-all"), *runs)
+        found = {}
+        for line in done.stdout.splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                found[item["run_dir"]] = item["unknown"]
+        seconds = round(time.perf_counter() - started, 1)
+        for _, row in trained:
+            if row.get("run_dir") in found:
+                row |= {"unknown": found[row["run_dir"]], "evaluate_s": None, "evaluate_load": load}
+            elif "error" not in row:
+                row["error"] = done.stderr[-300:] or "no figures from unknown_cached.py"
+        self.result["eurosat_cached_evaluate"] = {"seconds": seconds, "load_before": load, "runs": len(runs)}
+        self.write()
+
+    def helper(self, *arguments: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-P", str(HERE / "unknown_cached.py"), *arguments]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=TIMEOUT)
+
+    def cached_check(self) -> None:
+        """The cached figures of the first hymenoptera run against its `evaluate --unknown` figures."""
+        done = [r for r in self.result["hymenoptera"] if "unknown" in r]
+        if not done:
+            return
+        data = self.work / "data" / "hymenoptera"
+        unknown = link_classes(
+            self.args.data / "cats_and_dogs_filtered" / "validation",
+            self.work / "data" / "cats-val" / "train",
+            ["cats", "dogs"],
+        ).parent
+        found = self.helper("check", done[0]["run_dir"], str(data), str(unknown))
+        rows = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+        if not rows:
+            self.result["cached_check"] = {"error": found.stderr[-300:]}
+            return
+        cached, cli = rows[0]["unknown"], done[0]["unknown"]
+        keys = (
+            "auroc",
+            "false_accept_rate",
+            "coverage",
+            "accuracy_all",
+            "accuracy_accepted",
+            "ece_before",
+            "ece_after",
+        )
+        gaps = {key: abs((cached.get(key) or 0) - (cli.get(key) or 0)) for key in keys}
+        gaps |= {f"auroc_{s}": abs(cached["auroc_by_score"][s] - cli["auroc_by_score"][s]) for s in SCORES}
+        self.result["cached_check"] = {"run_dir": done[0]["run_dir"], "largest_gap": max(gaps.values()), "gaps": gaps}
+        print(f"cached vs evaluate --unknown: largest gap {max(gaps.values()):.2g}", flush=True)
 
     def predict_cost(self) -> None:
         """predict on the 1,000 cats/dogs validation images, with and without the score, alternated."""
-        done = [r for r in self.result["hymenoptera"] if r.get("run_dir")]
-        if not done:
-            self.result["predict_cost_error"] = "no hymenoptera run to predict with"
+        done = [r["run_dir"] for r in self.result["hymenoptera"] if r.get("run_dir")]
+        if self.args.predict_run is None and not done:
+            self.result["predict_cost_error"] = (
+                "no hymenoptera run to predict with (--parts hymenoptera or --predict-run)"
+            )
             return
-        run_dir = done[0]["run_dir"]
+        run_dir = str(self.args.predict_run or done[0])
+        self.result["predict_run"] = run_dir
         images = self.args.data / "cats_and_dogs_filtered" / "validation"
         for repeat in range(self.args.repeats):
             for mode in ("with", "without") if repeat % 2 == 0 else ("without", "with"):
@@ -251,6 +325,33 @@ def count_unknown(output) -> dict | None:
     return {"images": len(labels), "unknown": sum(label == "unknown" for label in labels)}
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """One report from several runs of this script (parts run side by side): lists joined, the rest from the
+    first file that has it; `sources` names the parts."""
+    merged: dict = {"hymenoptera": [], "eurosat": [], "predict_cost": [], "sources": []}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        merged["sources"].append(
+            {
+                "file": str(path),
+                "parts": part.get("args", {}).get("parts"),
+                "when": part.get("when"),
+                "seconds": part.get("seconds"),
+                "load_start": part.get("load_start"),
+            }
+        )
+        for key, value in part.items():
+            if key in ("hymenoptera", "eurosat", "predict_cost"):
+                merged[key] += value
+            elif key not in merged or merged[key] in (None, [], {}):
+                merged[key] = value
+    merged["seconds"] = sum(s["seconds"] or 0 for s in merged["sources"])
+    (out / "unknown.json").write_text(json.dumps(merged, indent=1) + "\n")
+    (out / "UNKNOWN.md").write_text(markdown(merged))
+    print(f"merged {len(paths)} files into {out / 'UNKNOWN.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "datasets")
@@ -261,11 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accept", type=float, default=0.95)
     parser.add_argument("--score", default=None, help="predict.unknown.score (default: tlcli's default)")
     parser.add_argument("--parts", nargs="+", default=["hymenoptera", "eurosat", "cost"])
+    parser.add_argument("--eurosat-evaluate", choices=["cached", "cli"], default="cached")
+    parser.add_argument("--predict-run", type=Path, default=None, help="run for the cost part (default: hymenoptera's)")
     parser.add_argument(
         "--work", type=Path, default=None, help="work folder (default: a new benchmarks/work/unknown-*)"
     )
     parser.add_argument("--cache", type=Path, default=None, help="TLCLI_CACHE_DIR (default: <work>/cache)")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="only merge these unknown.json files")
     parser.add_argument("--quick", action="store_true", help="seed 1, eurosat without classes 0 and 1, 1 predict pair")
     args = parser.parse_args(argv)
     if args.quick:
@@ -279,17 +383,19 @@ def main(argv: list[str] | None = None) -> int:
         if not needed.exists():
             print(f"needs {needed} (see ../shared/README.md)", file=sys.stderr)
             return 2
+    if args.merge:
+        return merge(args.merge, args.out)
     bench = Bench(args)
     started = time.perf_counter()
     bench.result["load_start"] = loadavg()
     if "hymenoptera" in args.parts:
         bench.hymenoptera()
+    if "hymenoptera" in args.parts:
+        bench.cached_check()
     if "eurosat" in args.parts:
         bench.warm_eurosat()
         bench.eurosat()
     if "cost" in args.parts:
-        if "hymenoptera" not in args.parts:
-            bench.hymenoptera()
         bench.predict_cost()
     bench.result["seconds"] = round(time.perf_counter() - started, 1)
     bench.write()
