@@ -26,6 +26,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+def fast_mahalanobis() -> None:
+    """tlcli's `FeatureBank.mahalanobis` (at 105cfab) with its einsum replaced by a matrix product: the same values
+    (checked with np.allclose), 50x faster (500 images x 9 classes: 129 s vs 2.5 s on the shared machine), so that
+    scoring 30 eurosat runs takes minutes, not hours. Reported to the lead as a defect of the einsum."""
+    from tlcli.inference.unknown import FeatureBank, normalised
+
+    def mahalanobis(self, features: np.ndarray) -> np.ndarray:
+        bank, query = self.with_statistics(), normalised(features)
+        distances = [(((query - mean) @ bank.precision) * (query - mean)).sum(axis=1) for mean in bank.means]
+        return -np.min(np.stack(distances, axis=1), axis=1) if len(query) else np.zeros(0)
+
+    FeatureBank.mahalanobis = mahalanobis
+
+
 def figures(run_dir: Path, features: np.ndarray, labels: np.ndarray, unknown: np.ndarray) -> dict:
     """The `unknown` object of `evaluate RUN --unknown` for in-distribution `features` (class indices `labels` of
     the run) and unknown images' features `unknown`."""
@@ -78,6 +92,7 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
 def main(argv: list[str]) -> int:
     import unknown_scores
 
+    fast_mahalanobis()
     if argv[0] == "check":
         run_dir, data, unknown = (Path(a) for a in argv[1:4])
         test = unknown_scores.embed_folder(data)["test"]
