@@ -89,6 +89,8 @@ class Bench:
             "MPLCONFIGDIR": str(self.work / "mpl"),
             "PYTHONPATH": str(REPO),
         }
+        if args.blas_threads:  # threaded BLAS on an oversubscribed machine: the probe's fits took 7 minutes, not 1
+            self.env |= {name: str(args.blas_threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
         self.sequence = 0
         self.result: dict = {
             "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -126,6 +128,11 @@ class Bench:
 
     def train(self, label: str, data: Path, seed: int) -> tuple[dict, Path | None]:
         runs = self.work / "runs" / label
+        done = sorted(p.parent for p in runs.glob("*/metrics.json") if (p.parent / "unknown.json").is_file())
+        if self.args.reuse and done:  # a run this work folder finished before (its wall time is metrics.json's)
+            run_dir = done[-1]
+            timings = json.loads((run_dir / "metrics.json").read_text()).get("timings_s") or {}
+            return {"wall_s": round(sum(timings.values()), 1), "load_before": "reused", "output": {}}, run_dir
         record = self.tlcli(
             f"train-{label}", "train", str(self.config()), "--json", "--quiet", "--runs-dir", str(runs),
             "--set", f"data.dir={data}", "--set", f"seed={seed}",
@@ -223,7 +230,8 @@ class Bench:
                     }
                     row |= {"run_dir": str(run_dir)} if run_dir else {"error": record.get("error") or "no run folder"}
                     trained.append((k, row))
-                self.result["eurosat"].append(row | {"held_out": names[k]})
+                row["held_out"] = names[k]  # the same dict as in `trained`: the cached figures land in it
+                self.result["eurosat"].append(row)
                 self.write()
         if trained:
             self._cached_figures(trained)
@@ -330,7 +338,7 @@ def count_unknown(output) -> dict | None:
     return {"images": len(labels), "unknown": sum(label == "unknown" for label in labels)}
 
 
-def merge(paths: list[Path], out: Path) -> int:
+def merge(paths: list[Path], out: Path, notes: Path | None = None) -> int:
     """One report from several runs of this script (parts run side by side): lists joined, the rest from the
     first file that has it; `sources` names the parts."""
     merged: dict = {"hymenoptera": [], "eurosat": [], "predict_cost": [], "sources": []}
@@ -351,6 +359,8 @@ def merge(paths: list[Path], out: Path) -> int:
             elif key not in merged or merged[key] in (None, [], {}):
                 merged[key] = value
     merged["seconds"] = sum(s["seconds"] or 0 for s in merged["sources"])
+    if notes is not None:
+        merged["notes"] = notes.read_text().splitlines()
     (out / "unknown.json").write_text(json.dumps(merged, indent=1) + "\n")
     (out / "UNKNOWN.md").write_text(markdown(merged))
     print(f"merged {len(paths)} files into {out / 'UNKNOWN.md'}")
@@ -381,8 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         help="more `--set KEY=VALUE` for train, e.g. data.label_suspects=false (no change to the model: it skips the "
         "label-error ranking, 200 s a eurosat run on a loaded machine)",
     )
+    parser.add_argument("--reuse", action="store_true", help="keep the runs <work>/runs/ holds already")
+    parser.add_argument(
+        "--blas-threads", default=None, help="OPENBLAS/OMP threads of the children (1 on a busy machine)"
+    )
     parser.add_argument("--skip-warm", action="store_true", help="the cache is warm already (--cache)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="only merge these unknown.json files")
+    parser.add_argument("--notes", type=Path, default=None, help="with --merge: a Markdown file of notes to add")
     parser.add_argument("--quick", action="store_true", help="seed 1, eurosat without classes 0 and 1, 1 predict pair")
     args = parser.parse_args(argv)
     if args.quick:
@@ -397,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"needs {needed} (see ../shared/README.md)", file=sys.stderr)
             return 2
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.notes)
     bench = Bench(args)
     started = time.perf_counter()
     bench.result["load_start"] = loadavg()

@@ -173,7 +173,25 @@ def cost_section(result: dict) -> list[str]:
             f"{extra:+.1f}% (target <= +10%: {ok(extra <= 10)}). Whole processes (TensorFlow's import, the model's "
             "load, decoding and the base's forward pass included) on a shared machine: see the load column.",
         ]
+        pairs = paired_ratios(rows)
+        if pairs:
+            med = 100 * (median(pairs) - 1)
+            lines += [
+                "",
+                "Each repeat runs the two back to back (the order alternates), so the ratio within a repeat is less "
+                "exposed to the load moving between repeats: with / without = "
+                + ", ".join(f"{r:.3f}" for r in pairs)
+                + f"; median {med:+.1f}% (target <= +10%: {ok(med <= 10)}).",
+            ]
     return lines + [""]
+
+
+def paired_ratios(rows: list[dict]) -> list[float]:
+    """with / without wall time within each repeat that has both."""
+    by_repeat: dict[int, dict[str, float]] = {}
+    for r in rows:
+        by_repeat.setdefault(r["repeat"], {})[r["mode"]] = r["wall_s"]
+    return [p["with"] / p["without"] for _, p in sorted(by_repeat.items()) if "with" in p and "without" in p]
 
 
 def markdown(result: dict) -> str:

@@ -16,6 +16,7 @@ training data):
 - `msp`: the maximum calibrated probability, softmax(logits / T);
 - `energy`: T * logsumexp(logits / T) (minus the energy) at T = 1 and at the calibrated T;
 - `knn1`, `knn5`, `knn10`: minus the distance to the k-th nearest training feature, features L2-normalised;
+- `knn5+energy`, `knn5+msp`: the sum of the two scores, each standardised by its validation mean and deviation;
 - `mahalanobis`: minus the smallest class-conditional Mahalanobis distance, class means of the training part and one
   shared covariance (Ledoit-Wolf shrinkage), on the raw pooled features; `mahalanobis_l2`: the same on L2-normalised
   features.
@@ -45,7 +46,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHARED = REPO.parent / "shared"
 WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-SCORES = ("msp", "energy", "energy_T1", "knn1", "knn5", "knn10", "mahalanobis", "mahalanobis_l2")
+SCORES = (
+    "msp",
+    "energy",
+    "energy_T1",
+    "knn1",
+    "knn5",
+    "knn10",
+    "mahalanobis",
+    "mahalanobis_l2",
+    "knn5+energy",
+    "knn5+msp",
+)
+COMBINED = {"knn5+energy": ("knn5", "energy_T1"), "knn5+msp": ("knn5", "msp")}
 ACCEPT = 0.95
 
 
@@ -234,6 +247,10 @@ def evaluate_task(task: Task) -> dict:
     t = fit_temperature(zval, task.val.y)
     scorer = Scorer(probe, t, task.train)
     val, test, unknown = scorer.all(task.val.x), scorer.all(task.test.x), scorer.all(task.unknown)
+    for name, parts in COMBINED.items():  # the sum of the parts, each standardised on validation
+        scale = {p: (val[p].mean(), val[p].std() or 1.0) for p in parts}
+        for scores in (val, test, unknown):
+            scores[name] = sum((scores[p] - scale[p][0]) / scale[p][1] for p in parts)
     right = logits(probe, task.test.x).argmax(axis=1) == task.test.y
     ztest = logits(probe, task.test.x)
     row = {
@@ -324,14 +341,24 @@ def markdown(result: dict) -> str:
 
 
 def recommend(hym: dict, mean: dict) -> str:
-    """The score with the best worst-case of (hymenoptera AUROC, eurosat mean AUROC)."""
-    ranked = sorted(SCORES, key=lambda n: -min(hym["scores"][n]["auroc"], mean[n]["auroc_mean"]))
+    """Among the scores that meet the hymenoptera target (AUROC >= 0.95), the best eurosat mean; none: the best
+    worst-case of the two."""
+    meeting = [n for n in SCORES if hym["scores"][n]["auroc"] >= 0.95]
+    ranked = sorted(meeting, key=lambda n: -mean[n]["auroc_mean"]) or sorted(
+        SCORES, key=lambda n: -min(hym["scores"][n]["auroc"], mean[n]["auroc_mean"])
+    )
     best = ranked[0]
+    why = (
+        "the best eurosat mean among the scores with hymenoptera AUROC >= 0.95"
+        if meeting
+        else "no score reaches hymenoptera AUROC 0.95; the best worst-case of the two setups"
+    )
     return (
-        f"Default: `{best}` (best worst-case of the two setups: hymenoptera AUROC {hym['scores'][best]['auroc']:.4f}, "
-        f"eurosat mean {mean[best]['auroc_mean']:.4f}; max-probability baseline `msp`: "
-        f"{hym['scores']['msp']['auroc']:.4f} and {mean['msp']['auroc_mean']:.4f}). Ranking by that worst-case: "
-        + ", ".join(f"{n} {min(hym['scores'][n]['auroc'], mean[n]['auroc_mean']):.4f}" for n in ranked)
+        f"Default: `{best}` ({why}: "
+        f"hymenoptera AUROC {hym['scores'][best]['auroc']:.4f}, eurosat mean {mean[best]['auroc_mean']:.4f}; the "
+        f"max-probability baseline `msp`: {hym['scores']['msp']['auroc']:.4f} and {mean['msp']['auroc_mean']:.4f}). "
+        "Eurosat means, best first: "
+        + ", ".join(f"{n} {mean[n]['auroc_mean']:.4f}" for n in sorted(SCORES, key=lambda n: -mean[n]["auroc_mean"]))
         + "."
     )
 
