@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=None, help="with --merge: a Markdown file of notes to add")
     parser.add_argument("--quick", action="store_true", help="seed 1, eurosat without classes 0 and 1, 1 predict pair")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out, args.notes)
     if args.quick:
         args.seeds, args.loco, args.repeats = [1], args.loco or [0, 1], 1
     for needed in (
@@ -411,8 +413,6 @@ def main(argv: list[str] | None = None) -> int:
         if not needed.exists():
             print(f"needs {needed} (see ../shared/README.md)", file=sys.stderr)
             return 2
-    if args.merge:
-        return merge(args.merge, args.out, args.notes)
     bench = Bench(args)
     started = time.perf_counter()
     bench.result["load_start"] = loadavg()
