@@ -1,8 +1,15 @@
 """Issue 29's benchmark: does tlcli say "unknown" for images of no class, and what does it cost?
 
-    python benchmarks/unknown.py                      # everything, 3 seeds (about 75 minutes on 2 quiet cores)
+    python benchmarks/unknown.py                      # everything, 3 seeds
     python benchmarks/unknown.py --quick              # smoke: seed 1, eurosat without 2 classes, 1 predict pair
     python benchmarks/unknown.py --loco 0 3 --seeds 1 # eurosat without class 0 and 3 only, one seed
+    python benchmarks/unknown.py --parts eurosat --blas-threads 1 --train-set data.label_suspects=false  # busy machine
+    python benchmarks/unknown.py --merge A/unknown.json B/unknown.json    # one report from parts run side by side
+
+Running time, measured on 2 shared cores (load 6-17): hymenoptera 3 seeds 25 minutes (train 35-165 s, evaluate
+--unknown 113-544 s a seed), eurosat 2.6 minutes of cache warm-up then 30-60 s a leave-one-class-out run (30 runs)
+plus 15 s a run of cached scoring, predict's cost 8-23 minutes (6 runs of 50-400 s): about an hour in all on a
+quiet machine, more on a busy one. `--quick`: about 10 minutes.
 
 Run from a fresh clone with ../shared beside it. tlcli runs as a child process (`python -m tlcli`, this checkout on
 PYTHONPATH) with a temporary KERAS_HOME holding ../shared/weights' MobileNetV2 1.0 file and one feature cache for
@@ -17,9 +24,11 @@ one with MobileNetV2 (`base: {name: MobileNetV2}`, `data.dir`, `seed`; 224 px by
   10% of unknowns accepted.
 - eurosat leave-one-class-out: the 9 other classes' train/ and test/, the 10th class's test/ images are unknown;
   every class in turn (or `--loco`): the chosen score's mean AUROC against the maximum-probability baseline (`msp`
-  in `auroc_by_score`). Target: 5 points better. The cache is warmed first (timed separately).
+  in `auroc_by_score`). Target: 5 points better. The cache is warmed first (timed separately). By default each
+  run's figures come from the feature cache (`benchmarks/unknown_cached.py`, checked against `evaluate --unknown` on
+  a hymenoptera run, `cached_check`); `--eurosat-evaluate cli` runs `evaluate --unknown` for each instead.
 - accuracy on accepted test images >= on all of them (median over seeds, each seed listed).
-- predict's cost: `tlcli predict RUN <cats_and_dogs_filtered's 1,000 validation images> --json` with and without
+- predict's cost: `tlcli predict <cats_and_dogs_filtered's 1,000 validation images> --run RUN -f json` with and without
   `--no-unknown`, alternated, `--repeats` of each (median and range). Target: at most +10%.
 
 Writes benchmarks/UNKNOWN.md and benchmarks/unknown.json (`--out` elsewhere). Every timing comes with the load
