@@ -363,7 +363,9 @@ def merge(paths: list[Path], out: Path, notes: Path | None = None) -> int:
             }
         )
         for key, value in part.items():
-            if key in ("hymenoptera", "eurosat", "predict_cost"):
+            if key == "predict_cost":  # repeats named by their file, so that pairs stay within a series
+                merged[key] += [row | {"repeat": f"{len(merged['sources'])}:{row['repeat']}"} for row in value]
+            elif key in ("hymenoptera", "eurosat"):
                 merged[key] += value
             elif key not in merged or merged[key] in (None, [], {}):
                 merged[key] = value

@@ -201,7 +201,12 @@ def markdown(result: dict) -> str:
         "",
         f"`python benchmarks/unknown.py` at commit {result.get('commit')}, {result.get('when')}; load at the start "
         f"{result.get('load_start')}, now {result.get('load_now')} (2 cores shared with other jobs); "
-        f"total {fmt(result.get('seconds'), 0)} s. Config: the smallest one with MobileNetV2 "
+        + (
+            f"the parts' times add up to {fmt(result.get('seconds'), 0)} s (they ran side by side: `sources`). Config:"
+            if result.get("sources")
+            else f"total {fmt(result.get('seconds'), 0)} s. Config:"
+        )
+        + " the smallest one with MobileNetV2 "
         "(`base: {name: MobileNetV2}`, `data.dir`, `seed`; 224 px) plus `predict: {unknown: {accept: 0.95}}`. "
         "Figures are `tlcli evaluate RUN --unknown DIR --json`'s `unknown` object.",
         "",
