@@ -54,13 +54,13 @@ def test_bases_lists_every_application_with_its_preprocessing(cli):
         assert f"{name} {mode}" in text or f"{name} │ {mode}" in text, name
 
 
-def test_config_reference_is_the_readme_table(cli):
+def test_config_reference_is_the_docs_table(cli):
     from conftest import ROOT
 
     result = cli("config-reference")
     assert result.exit_code == 0
     assert result.stdout.startswith("| key | default | meaning |")
-    assert result.stdout in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert result.stdout in (ROOT / "docs" / "reference" / "config.md").read_text(encoding="utf-8")
 
 
 def test_cache_info_and_clear(cli, tmp_path, monkeypatch):

@@ -277,7 +277,7 @@ def test_a_killed_worker_fails_the_run_within_the_bound_and_resume_completes_it(
         ended = time.monotonic() - killed
     finally:
         launcher.kill()
-    assert launcher.returncode == 1 and ended < 10, (ended, stderr[-2000:])  # README: within 10 s under --workers
+    assert launcher.returncode == 1 and ended < 10, (ended, stderr[-2000:])  # docs: within 10 s under --workers
     assert "worker 1 of 2 was killed by signal 9" in stderr.strip().splitlines()[-1]
     (run,) = runs.iterdir()
     record = json.loads((run / "run.json").read_text())

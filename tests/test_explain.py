@@ -86,7 +86,7 @@ def test_predict_explain_writes_an_overlay_per_image_named_in_every_format(patch
     result = cli("predict", *_test_images(root), "--run", run_dir, "--explain", tmp_path / "cli", "-f", "csv")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0])[-2:] == ["explanation", "error"]
+    assert list(rows[0])[-4:] == ["explanation", "unknown_score", "would_be", "error"]  # the run's rule: beside it
     overlays = sorted(str(p) for p in (tmp_path / "cli").iterdir())
     assert [Path(p).name for p in overlays] == ["1-blue_000.png", "2-red_000.png"]
     assert [row["explanation"] for row in rows] == overlays

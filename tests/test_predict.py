@@ -47,7 +47,7 @@ def parse(fmt: str, text: str) -> tuple[list[dict], list[dict]]:
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
 def test_each_format_has_predictions_and_error_entries_and_exits_4(cli, run, tmp_path, fmt):
     folder = photo_folder(tmp_path)
-    result = cli("predict", folder, "--run", run, "--format", fmt)
+    result = cli("predict", folder, "--run", run, "--format", fmt, "--no-unknown")
     assert result.exit_code == 4
     predictions, errors = parse(fmt, result.stdout)
     assert len(predictions) == 4 and len(errors) == 2
@@ -60,7 +60,7 @@ def test_each_format_has_predictions_and_error_entries_and_exits_4(cli, run, tmp
 
 
 def test_jsonl_is_the_default_when_stdout_is_not_a_terminal(cli, run, tmp_path):
-    result = cli("predict", photo_folder(tmp_path), "--run", run)
+    result = cli("predict", photo_folder(tmp_path), "--run", run, "--no-unknown")
     entries = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(entries) == 6 and result.exit_code == 4
     ok = next(e for e in entries if e["error"] is None)
@@ -75,19 +75,19 @@ def test_jsonl_is_the_default_when_stdout_is_not_a_terminal(cli, run, tmp_path):
 
 def test_json_document_and_csv_header(cli, run, tmp_path):
     folder = photo_folder(tmp_path)
-    document = json.loads(cli("predict", folder, "--run", run, "--format", "json").stdout)
+    document = json.loads(cli("predict", folder, "--run", run, "--format", "json", "--no-unknown").stdout)
     assert document["labels"] == ["cats", "dogs"] and document["top_k"] == 2
     assert document["count"] == 6 and document["errors"] == 2 and Path(document["run_dir"]) == run
-    header = cli("predict", folder, "--run", run, "--format", "csv", "--top-k", "1").stdout.splitlines()[0]
+    header = cli("predict", folder, "--run", run, "-f", "csv", "--top-k", "1", "--no-unknown").stdout.splitlines()[0]
     assert header == "path,label,confidence,error"
-    header = cli("predict", folder, "--run", run, "--format", "csv").stdout.splitlines()[0]
+    header = cli("predict", folder, "--run", run, "--format", "csv", "--no-unknown").stdout.splitlines()[0]
     assert header == "path,label,confidence,label_2,probability_2,error"
 
 
 def test_table_format(cli, run, tmp_path, monkeypatch):
     photo_folder(tmp_path)
     monkeypatch.chdir(tmp_path)  # short relative paths: one table row per file
-    result = cli("predict", "photos", "--run", run, "--format", "table")
+    result = cli("predict", "photos", "--run", run, "--format", "table", "--no-unknown")
     assert result.exit_code == 4
     lines = result.stdout.splitlines()
     assert any("empty.jpg" in line and "error" in line and "empty file" in line for line in lines)

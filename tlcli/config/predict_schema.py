@@ -30,7 +30,7 @@ class UnknownConfig(Section):
             "How an image is scored: `knn` (the distance to the 5th nearest training image in the normalised "
             "pooled features; the default, see docs/guides/unknown-images.md for the measured comparison), "
             "`mahalanobis` (the class-conditional Mahalanobis distance on them), `msp` (the highest calibrated "
-            "probability) or `energy` (the log-sum-exp of the logits). Single-label runs only."
+            "probability, as log-odds) or `energy` (the log-sum-exp of the logits). Single-label runs only."
         ),
     )
 

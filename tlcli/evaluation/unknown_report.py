@@ -149,10 +149,10 @@ def decode_folder(folder: str | Path, source: ModelSource, reporter: Reporter | 
 def _bank(source: ModelSource) -> FeatureBank | None:
     """The training features for every feature-space score (the run's, when its folder holds them)."""
     if source.bank is not None:
-        return source.bank
+        return source.bank.with_statistics()
     folder = source.unknown.run_dir if source.unknown is not None else None
     path = Path(folder) / UNKNOWN_FEATURES_FILE if folder is not None else None
-    return FeatureBank.load(path) if path is not None and path.is_file() else None
+    return FeatureBank.load(path).with_statistics() if path is not None and path.is_file() else None
 
 
 def _share(flags: np.ndarray) -> float:

@@ -41,7 +41,9 @@ from tlcli.export.record import (
     versions,
 )
 from tlcli.export.runtime import ExportedModel, own_artifact
+from tlcli.export.unknown import artifact_rule, copy_rule, unknown_record
 from tlcli.inference.probabilities import predict_probabilities
+from tlcli.inference.unknown import read_unknown_rule
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import fsync_dir, fsync_file, write_text_atomic
@@ -112,6 +114,8 @@ def export_run(
     )
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     head = _record_head(run_dir, record, class_names, info, task, names, _calibration_record(calibration))
+    rule = read_unknown_rule(run_dir) if not info.multi_label else None  # carried, and its decisions checked
+    head = dataclasses.replace(head, unknown=unknown_record(rule))
     parent, label = (
         (out.absolute().parent, out.name)
         if out is not None
@@ -119,8 +123,9 @@ def export_run(
     )
     with staged_dir(parent, label) as staged:
         write_text_atomic(staged / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
+        copy_rule(rule, staged)
         results = _write_and_check(
-            inference_model(model), staged, names, table, calibration, parity, reference, info, reporter
+            inference_model(model), staged, names, table, calibration, parity, reference, info, reporter, rule
         )
         export_record = head.with_results(results, parity.to_dict())
         export_record.write(staged)
@@ -242,7 +247,7 @@ def _separator(run_dir: Path) -> str:
 
 
 def _write_and_check(
-    model, staged: Path, names, table, calibration, parity, reference, info, reporter
+    model, staged: Path, names, table, calibration, parity, reference, info, reporter, rule=None
 ) -> list[FormatResult]:
     """Write each format into `staged` (the TFLite variants from the SavedModel) and run its parity check."""
     results = []
@@ -263,7 +268,7 @@ def _write_and_check(
             else:
                 write_tflite(saved_model, path, name, calibration.images if calibration is not None else None)
         seconds = round(time.perf_counter() - started, 3)
-        result = check_format(name, path, table[name], parity, reference, info)
+        result = check_format(name, path, table[name], parity, reference, info, rule)
         result.export_seconds = seconds
         reporter.info(_describe(result))
         results.append(result)
@@ -273,10 +278,10 @@ def _write_and_check(
 
 
 def check_format(
-    name: str, path: Path, gate: Gate, parity: SplitImages, reference: np.ndarray, info: ModelInfo
+    name: str, path: Path, gate: Gate, parity: SplitImages, reference: np.ndarray, info: ModelInfo, rule=None
 ) -> FormatResult:
-    """Run one artifact with its own runtime on the parity images and judge it by `gate` (every problem is a failure
-    line)."""
+    """Run one artifact with its own runtime on the parity images and judge it by `gate` and, with the run's `rule`
+    for unknown images, by its accept/reject decisions (every problem is a failure line)."""
     result = FormatResult(name, path.name, artifact_bytes(path) if path.exists() else 0, gate)
     if not path.exists():
         result.failures.append(f"{name}: {path.name} is missing from the export folder")
@@ -297,13 +302,9 @@ def check_format(
     started = time.perf_counter()
     try:
         probabilities = artifact.predict_probabilities(parity.images, BATCH)
-        result.parity = compare(
-            reference,
-            probabilities,
-            parity.labels,
-            time.perf_counter() - started,
-            run_thresholds(info, artifact.class_names),
-        )
+        thresholds = run_thresholds(info, artifact.class_names)
+        seconds = time.perf_counter() - started
+        result.parity = compare(reference, probabilities, parity.labels, seconds, thresholds, rule)
     except Exception as exc:  # a runtime refusing the artifact is what the check is for
         result.failures.append(
             f"{name}: fails to run ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
@@ -390,9 +391,9 @@ def verify_export(
     limit = parity_images or record.parity_requested() or DEFAULT_PARITY_IMAGES
     parity = load_split_images(run_dir, "val", class_names, info, limit, reporter)
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
-    results = []
+    results, rule = [], artifact_rule(export_dir, record.unknown)
     for name in names:
-        result = check_format(name, artifacts[name], table[name], parity, reference, info)
+        result = check_format(name, artifacts[name], table[name], parity, reference, info, rule)
         result.export_seconds = record.export_seconds(name)
         reporter.info(_describe(result))
         results.append(result)

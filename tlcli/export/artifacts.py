@@ -21,6 +21,7 @@ from tlcli.evaluation.report import Evaluation
 from tlcli.export.formats import RUNTIMES
 from tlcli.export.record import EXPORT_RECORD
 from tlcli.export.runtime import ExportedModel
+from tlcli.export.unknown import artifact_rule, probability_rows
 from tlcli.inference.predict import ModelSource, PredictResult, check_predict_options, predict_with
 from tlcli.progress import Reporter
 from tlcli.runs.records import read_labels, read_model_info
@@ -44,12 +45,18 @@ def artifact_source(model: str | Path, *, threads: int | None = None, reporter: 
         (reporter or Reporter()).warn(
             f"{artifact.path}: no {EXPORT_RECORD} beside it; taken as a single-label model of the classes in labels.txt"
         )
+    unknown = artifact.record.unknown if artifact.record is not None else None
+    if unknown and not unknown.get("rejects"):
+        (reporter or Reporter()).warn(f"{artifact.path}: no rejection of unknown images here ({unknown.get('why')})")
     return source_of(artifact)
 
 
 def source_of(artifact: ExportedModel) -> ModelSource:
-    """`artifact` as a `ModelSource`: its classes, size, thresholds, and what a result records of it."""
+    """`artifact` as a `ModelSource`: its classes, size, thresholds, its export's rule for unknown images (when its
+    probabilities can apply it: `tlcli.export.unknown`), and what a result records of it."""
     run = artifact.record.run if artifact.record is not None else None
+    rule = artifact_rule(Path(artifact.path).parent, artifact.record.unknown) if artifact.record is not None else None
+    judging = {"unknown": rule, "outputs": probability_rows(artifact.predict_probabilities)} if rule else {}
     return ModelSource(
         run_dir=Path(run.dir) if run is not None and run.dir is not None else None,
         class_names=list(artifact.class_names),
@@ -63,6 +70,7 @@ def source_of(artifact: ExportedModel) -> ModelSource:
             "format": artifact.format,
             "runtime": RUNTIMES[artifact.format],
         },
+        **judging,
     )
 
 
@@ -76,6 +84,8 @@ def predict_artifact(
     threads: int | None = None,
     reporter: Reporter | None = None,
     on_model: Callable[[ModelSource], None] | None = None,
+    accept: float | None = None,
+    unknown: bool = True,
 ) -> PredictResult:
     """Predict the labels of image files with an exported artifact, exactly as `tlcli.predict` does with a run.
 
@@ -87,13 +97,14 @@ def predict_artifact(
         images: files, folders (searched recursively) and globs.
         model: see `artifact_source`.
         on_model: called with the loaded model before any image is decoded.
+        accept, unknown: as `tlcli.predict`'s, for the export's rule for unknown images (`tlcli.export.unknown`).
 
     Raises:
         UserError: bad options, a path or glob matching nothing, or what `artifact_source` raises.
     """
     check_predict_options(top_k, batch_size)
     keys = collect_images(images)
-    source = artifact_source(model, threads=threads, reporter=reporter)
+    source = artifact_source(model, threads=threads, reporter=reporter).with_unknown(accept, unknown)
     if on_model is not None:
         on_model(source)
     return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)

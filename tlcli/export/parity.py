@@ -15,6 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlcli.export.formats import OPTIONS, Gate
+from tlcli.export.unknown import decision_agreement
+from tlcli.inference.unknown import UnknownRule
+
+# The accept/reject decisions for unknown images an artifact must share with the run on the parity images: a gate of
+# its own (not one of `Gate`'s figures); int8's probabilities move most, so the decisions at the threshold flip most.
+MIN_UNKNOWN_AGREEMENT = {"tflite-int8": 0.95}
+MIN_UNKNOWN_AGREEMENT_DEFAULT = 0.99
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class Parity:
     image_agreement: multi-label only: the share of images whose every decision is Keras's.
     nonfinite: how many of the artifact's probabilities are NaN or infinite (any fails every gate: a comparison
         with NaN is never "too far", so the figures alone cannot see it).
+    unknown_agreement: the share of images the artifact accepts or rejects as unknown as the run does
+        (`tlcli.export.unknown`; None: no rule the artifacts apply), gated by `MIN_UNKNOWN_AGREEMENT`.
     """
 
     images: int
@@ -41,6 +50,7 @@ class Parity:
     seconds: float
     image_agreement: float | None = None
     nonfinite: int = 0
+    unknown_agreement: float | None = None
 
     @property
     def multi_label(self) -> bool:
@@ -57,6 +67,8 @@ class Parity:
             del data["image_agreement"]  # single-label records stay as they were
         if not data["nonfinite"]:
             del data["nonfinite"]
+        if data["unknown_agreement"] is None:
+            del data["unknown_agreement"]
         # export.json stays standard JSON: a NaN figure is written as null
         return {key: None if isinstance(v, float) and not np.isfinite(v) else v for key, v in data.items()}
 
@@ -71,9 +83,11 @@ def compare(
     labels: np.ndarray,
     seconds: float,
     thresholds: Sequence[float] | None = None,
+    rule: UnknownRule | None = None,
 ) -> Parity:
     """Parity of `probabilities` against the Keras model's `reference` ((n, classes) each) on images labelled `labels`
-    ((n,) class indices; multi-label, `thresholds` given: (n, classes) 0/1 rows)."""
+    ((n,) class indices; multi-label, `thresholds` given: (n, classes) 0/1 rows); with the run's `rule` for unknown
+    images, also how often the accept/reject decisions agree."""
     reference = np.asarray(reference, dtype=np.float64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if reference.shape != probabilities.shape:
@@ -90,6 +104,7 @@ def compare(
     keras_top, top = reference.argmax(axis=1), probabilities.argmax(axis=1)
     return Parity(
         nonfinite=nonfinite,
+        unknown_agreement=decision_agreement(rule, reference, probabilities),
         images=len(reference),
         agreement=float((keras_top == top).mean()),
         max_difference=float(difference.max()),
@@ -142,4 +157,15 @@ def gate_failures(name: str, parity: Parity, gate: Gate) -> list[str]:
             f"{parity.accuracy_drop:.2f} points below Keras's {parity.keras_accuracy:.4f} "
             f"(> {gate.max_accuracy_drop:g}; {OPTIONS['max_accuracy_drop']} {name}=X)"
         )
-    return failures
+    return failures + unknown_failures(name, parity)
+
+
+def unknown_failures(name: str, parity: Parity) -> list[str]:
+    """A failure line when the artifact accepts or rejects unknown images differently from the run too often."""
+    least = MIN_UNKNOWN_AGREEMENT.get(name, MIN_UNKNOWN_AGREEMENT_DEFAULT)
+    if parity.unknown_agreement is None or parity.unknown_agreement >= least:
+        return []
+    return [
+        f"{name}: accepts or rejects unknown images as the run does on {parity.unknown_agreement:.4f} of the images "
+        f"< {least:g} (its probabilities move the decisions at the threshold)"
+    ]

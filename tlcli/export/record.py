@@ -179,6 +179,7 @@ class ExportRecord:
     passed: bool = True
     failures: list[str] = field(default_factory=list)
     verified: dict[str, str] | None = None  # `--verify`: when and against which run (never written)
+    unknown: dict[str, Any] | None = None  # the run's rule for unknown images (`tlcli.export.unknown.export_record`)
 
     def with_results(self, results: list[FormatResult], parity_images: dict[str, Any]) -> ExportRecord:
         """This record with `results` (replacing the formats they checked), their images and verdict."""
@@ -219,6 +220,7 @@ class ExportRecord:
         }
         data |= {"thresholds": self.thresholds} if self.thresholds is not None else {}
         data |= {"label_separator": self.label_separator} if self.label_separator is not None else {}
+        data |= {"unknown": self.unknown} if self.unknown is not None else {}
         data |= {
             "labels_file": self.labels_file,
             "run": self.run.to_dict() if self.run is not None else None,
@@ -255,6 +257,7 @@ class ExportRecord:
             parity_images=_mapping(data.get("parity_images")),
             calibration_images=_mapping(data.get("calibration_images")),
             passed=bool(data.get("passed", True)),
+            unknown=_mapping(data.get("unknown")),
             failures=[str(line) for line in failures] if isinstance(failures := data.get("failures"), list) else [],
         )
 

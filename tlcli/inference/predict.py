@@ -192,12 +192,14 @@ class ModelSource:
     described: dict[str, Any] | None = None
     model: Any = None  # the run's Keras model, whose gradients Grad-CAM takes (None: an exported artifact)
     unknown: UnknownRule | None = None  # rejects images of no class (None: predicts as before)
-    # `(images, batch_size) -> rows of [class logits | pooled features]` (features only for a feature-space score)
-    outputs: Callable[[np.ndarray, int], np.ndarray] | None = None
+    outputs: Callable[[np.ndarray, int], np.ndarray] | None = None  # `(images, batch_size) -> [logits | features]`
     bank: FeatureBank | None = None  # the training features a feature-space score compares with
 
     def with_unknown(self, accept: float | None = None, enabled: bool = True) -> ModelSource:
-        """This source with its rule at another accept fraction (`enabled` False: without it, predicting as before)."""
+        """This source with its rule at another accept fraction (`enabled` False: without it, as before); UserError
+        for an `accept` when there is no rule (multi-label, trained before it, an artifact that cannot apply it)."""
+        if accept is not None and enabled and self.unknown is None:
+            raise UserError("accept: this model has no rule for unknown images (docs/guides/unknown-images.md)")
         if self.unknown is None or not enabled:
             return dataclasses.replace(self, unknown=None, outputs=None, bank=None)
         return dataclasses.replace(self, unknown=self.unknown.with_accept(accept))

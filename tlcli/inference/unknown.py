@@ -8,7 +8,8 @@ training images' pooled features the feature-space scores need beside it (`UNKNO
 Every score is "higher = more like the training data", and an image is accepted when its score reaches the
 threshold, set on the validation split so that the `accept` fraction of its images reaches it:
 
-- `msp`: the highest calibrated probability, softmax(logits / T);
+- `msp`: the highest calibrated probability p of softmax(logits / T), as its log-odds log(p / (1 - p)) (the same
+  order; confident images would otherwise all tie at p = 1.0 in floating point);
 - `energy`: logsumexp(logits) (the negative free energy of Liu et al. 2020, at temperature 1);
 - `knn`: minus the distance from the image's L2-normalised pooled features to its k-th nearest training image's
   (Sun et al. 2022);
@@ -31,9 +32,8 @@ import numpy as np
 
 from tlcli.errors import RunError, UserError
 from tlcli.runs.atomic import read_json
+from tlcli.runs.folder import UNKNOWN_FEATURES_FILE, UNKNOWN_FILE
 
-UNKNOWN_FILE = "unknown.json"  # the rule; written by single-label training runs, so not in RUN_FILES
-UNKNOWN_FEATURES_FILE = "unknown_features.npz"  # the training images' pooled features (feature-space scores)
 UNKNOWN_LABEL = "unknown"
 SCORES = ("msp", "energy", "knn", "mahalanobis")
 FEATURE_SCORES = ("knn", "mahalanobis")
@@ -52,17 +52,21 @@ def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+SMALLEST = float(np.finfo(np.float32).tiny)  # float32 probabilities below this (or flushed to 0) count as this
+
+
 def logits_of_probabilities(probabilities: np.ndarray) -> np.ndarray:
     """log(p): logits up to a constant per row, which neither softmax nor `msp` sees."""
-    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), SMALLEST, 1.0))
 
 
 def class_logits(outputs: np.ndarray, binary: bool) -> np.ndarray:
-    """(n, classes) logits; a sigmoid head's single logit z becomes [0, z] (softmax of which is [1 - p, p])."""
+    """(n, classes) logits; a sigmoid head's single logit z becomes [-z/2, z/2]: softmax gives [1 - p, p], and the
+    pair is symmetric like a two-unit softmax head's, so `energy` ranks a confident class 0 above an undecided image."""
     outputs = np.asarray(outputs, dtype=np.float64)
     if binary:
-        z = outputs.reshape(len(outputs), -1)[:, 0]
-        return np.stack([np.zeros_like(z), z], axis=1)
+        z = outputs.reshape(len(outputs), -1)[:, 0] / 2
+        return np.stack([-z, z], axis=1)
     return outputs
 
 
@@ -116,11 +120,15 @@ class FeatureBank:
         """Minus the smallest class-conditional squared Mahalanobis distance (features normalised here)."""
         bank = self.with_statistics()
         query = normalised(features)
-        distances = []
-        for mean in bank.means:
-            centred = query - mean
-            distances.append(np.einsum("nd,de,ne->n", centred, bank.precision, centred))
-        return -np.min(np.stack(distances, axis=1), axis=1) if len(query) else np.zeros(0)
+        if not len(query):
+            return np.zeros(0)
+        # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm for every class mean m: one d x d product for all the classes
+        projected_means = bank.means @ bank.precision
+        quadratic = np.einsum("nd,nd->n", query @ bank.precision, query)
+        distances = (
+            quadratic[:, None] - 2 * query @ projected_means.T + np.einsum("cd,cd->c", projected_means, bank.means)
+        )
+        return -np.min(distances, axis=1)
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:
@@ -143,17 +151,25 @@ def score_images(
     temperature: float = 1.0,
 ) -> np.ndarray:
     """Score `name` of each image (higher = more like the training data) from its logits and pooled features."""
-    if name == "msp":
-        return calibrated(logits, temperature).max(axis=1)
+    if name == "msp":  # as log-odds, log(p / (1 - p)): confident images do not all tie at p = 1.0
+        # from the float32 probabilities a model (or an exported artifact) outputs: the same score from either
+        z = logits_of_probabilities(calibrated(logits, 1.0).astype(np.float32)) / float(temperature)
+        top = z.argmax(axis=1)
+        others = z.copy()
+        others[np.arange(len(z)), top] = -np.inf
+        return z[np.arange(len(z)), top] - _logsumexp(others)
     if name == "energy":
-        z = np.asarray(logits, dtype=np.float64)
-        top = z.max(axis=1)
-        return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+        return _logsumexp(np.asarray(logits, dtype=np.float64))
     if name not in FEATURE_SCORES:
         raise UserError(f"score: expected one of {', '.join(SCORES)}, got {name!r}")
     if bank is None or features is None:
         raise RunError(f"score {name} needs the pooled features and the run's {UNKNOWN_FEATURES_FILE}")
     return bank.knn(features) if name == "knn" else bank.mahalanobis(features)
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    top = z.max(axis=1)
+    return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
 
 
 def threshold_at(scores: np.ndarray, accept: float) -> float:
@@ -211,7 +227,8 @@ class UnknownRule:
             return None
         if self.run_dir is None:
             raise RunError(f"score {self.score} needs {UNKNOWN_FEATURES_FILE}, and this rule has no folder")
-        return FeatureBank.load(Path(self.run_dir) / UNKNOWN_FEATURES_FILE)
+        bank = FeatureBank.load(Path(self.run_dir) / UNKNOWN_FEATURES_FILE)
+        return bank.with_statistics() if self.score == "mahalanobis" else bank  # once, not per batch
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,8 @@ from tlcli.runs.atomic import (
 from tlcli.runs.folder import (
     RUN_FILES,
     TRUST_FILE,
+    UNKNOWN_FEATURES_FILE,
+    UNKNOWN_FILE,
     RunLock,
     create_run_dir,
     create_stamped_dir,
@@ -41,6 +43,8 @@ from tlcli.runs.records import (
 __all__ = [
     "RUN_FILES",
     "TRUST_FILE",
+    "UNKNOWN_FEATURES_FILE",
+    "UNKNOWN_FILE",
     "CacheUse",
     "Metrics",
     "ModelInfo",

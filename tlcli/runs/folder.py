@@ -24,6 +24,10 @@ from tlcli.runs.listing import list_runs
 from tlcli.runs.records import read_run_record
 
 TRUST_FILE = "data_trust.json"  # the data-trust step's findings: written only when the step ran, so not in RUN_FILES
+# The rule for images of no class (`tlcli.inference.unknown`) and the training features its scores compare with:
+# written by single-label runs only, so not in RUN_FILES either.
+UNKNOWN_FILE = "unknown.json"
+UNKNOWN_FEATURES_FILE = "unknown_features.npz"
 
 RUN_FILES = {
     "run.json": (

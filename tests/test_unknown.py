@@ -1,0 +1,139 @@
+"""Images of no class: the rule training writes (unknown.json), `predict`'s `unknown` label in every format,
+`--accept` and `--no-unknown`, runs from before the rule, `evaluate --unknown`, and the decision surviving export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder, tiny_config, train_shared
+
+from tlcli.inference.unknown import UNKNOWN_FEATURES_FILE, UNKNOWN_FILE
+
+
+def val_folder(run_dir: Path) -> Path:
+    return run_dir.parent.parent / "data" / "val"
+
+
+def no_class_folder(tmp_path: Path) -> Path:
+    """Images unlike any class: another pattern generator's seed and size."""
+    return make_image_folder(tmp_path / "no-class", {"other": 8}, size=48, seed=11, suffix=".jpg") / "other"
+
+
+@pytest.fixture(scope="module")
+def msp_run(tmp_path_factory, shared_cache):
+    """A run whose score is the calibrated maximum probability: one the exported artifacts can apply."""
+    root = tmp_path_factory.mktemp("msp")
+    make_image_folder(root / "data" / "train", {"a": 12, "b": 12, "c": 12}, seed=6)
+    make_image_folder(root / "data" / "val", {"a": 6, "b": 6, "c": 6}, seed=7)
+    config = tiny_config(root / "data", root / "runs", predict={"unknown": {"score": "msp", "accept": 0.8}})
+    return train_shared(config, shared_cache)
+
+
+def test_training_writes_the_rule_and_its_threshold_accepts_the_accept_fraction(binary_run, msp_run):
+    from tlcli import predict, read_unknown_rule
+
+    record = json.loads((binary_run / UNKNOWN_FILE).read_text())  # the default score
+    assert record["score"] == "knn" and record["accept"] == 0.95 and record["temperature"] > 0
+    assert {"ece_before", "ece_after", "threshold", "formula", "params"} <= set(record)
+    assert len(record["validation_scores"]) == 12 and (binary_run / UNKNOWN_FEATURES_FILE).is_file()
+    rule = read_unknown_rule(msp_run)
+    assert rule.score == "msp" and rule.accept == 0.8 and len(rule.validation_scores) == 18
+    for accept in (0.8, 0.5):  # predicting the validation images again: the accept fraction of them, within one
+        result = predict([val_folder(msp_run)], run=msp_run, accept=accept)
+        accepted = sum(p.label != "unknown" for p in result.predictions)
+        assert abs(accepted - math.ceil(accept * 18)) <= 1, (accept, accepted)
+        assert result.unknown.threshold == rule.with_accept(accept).threshold
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
+def test_a_rejected_image_is_unknown_with_its_score_and_would_be_label_in_every_format(cli, msp_run, fmt):
+    result = cli("predict", val_folder(msp_run), "--run", msp_run, "-f", fmt, "--accept", "0.5", "-q")
+    assert result.exit_code == 0, result.stderr
+    if fmt == "table":
+        assert "unknown" in result.stdout and "would be" in result.stdout
+        return
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    else:
+        text = result.stdout
+        rows = json.loads(text)["predictions"] if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+    rejected = [row for row in rows if row["label"] == "unknown"]
+    assert 8 <= len(rejected) <= 10 and all(row["would_be"] in ("a", "b", "c") for row in rejected)
+    assert all(row["unknown_score"] not in (None, "") for row in rows)
+    assert all(row["would_be"] in (None, "") for row in rows if row["label"] != "unknown")
+
+
+def test_no_unknown_predicts_as_a_run_from_before_the_rule(cli, binary_run, run_copy):
+    old = run_copy(binary_run)
+    (old / UNKNOWN_FILE).unlink()
+    (old / UNKNOWN_FEATURES_FILE).unlink()
+    images = val_folder(binary_run)
+    before = cli("predict", images, "--run", old, "-f", "csv", "-q")
+    switched_off = cli("predict", images, "--run", binary_run, "-f", "csv", "-q", "--no-unknown")
+    assert before.exit_code == switched_off.exit_code == 0
+    assert before.stdout == switched_off.stdout and before.stdout.startswith("path,label,confidence,label_2,")
+    assert "unknown" not in before.stdout
+    refused = cli("predict", images, "--run", old, "--accept", "0.9")
+    assert refused.exit_code == 2 and "--accept: this model has no rule for unknown images" in refused.stderr
+    judged = cli("predict", images, "--run", binary_run, "-f", "csv", "-q")
+    assert "unknown_score,would_be" in judged.stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_evaluate_reports_coverage_and_with_unknown_images_the_auroc(cli, binary_run, run_copy, tmp_path):
+    run = run_copy(binary_run)
+    result = cli("evaluate", run, "--unknown", no_class_folder(tmp_path), "--json", "--no-explain")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    unknown = metrics["unknown"]
+    assert unknown["score"] == "knn" and unknown["n_unknown"] == 8 and 0 <= unknown["auroc"] <= 1
+    assert set(unknown["auroc_by_score"]) == {"msp", "energy", "knn", "mahalanobis"}
+    assert 0 <= unknown["false_accept_rate"] <= 1 and 0 < unknown["coverage"] <= 1
+    assert unknown["accuracy_all"] == pytest.approx(metrics["accuracy"])
+    for key in ("temperature", "ece_before", "ece_after", "accept", "threshold", "accuracy_accepted"):
+        assert unknown[key] is not None, key
+    moved = json.loads(cli("evaluate", run, "--accept", "0.5", "--json", "--no-explain").stdout)["unknown"]
+    assert moved["accept"] == 0.5 and moved["threshold"] > unknown["threshold"]
+    assert "unknown" not in json.loads(cli("evaluate", run, "--no-unknown", "--json", "--no-explain").stdout)
+
+
+@pytest.mark.slow
+def test_the_decision_survives_export(cli, msp_run, run_copy, tmp_path):
+    from tlcli.export import export_run
+
+    run = run_copy(msp_run)
+    exported = export_run(run, ["onnx"], out=tmp_path / "export")
+    record = json.loads((exported.export_dir / "export.json").read_text())
+    unknown = record["unknown"]
+    assert unknown["score"] == "msp" and unknown["rejects"] is True and unknown["formula"].startswith("p = softmax")
+    assert unknown["temperature"] == json.loads((run / UNKNOWN_FILE).read_text())["temperature"]
+    assert record["formats"]["onnx"]["parity"]["unknown_agreement"] == 1.0 and record["passed"]
+    images = val_folder(msp_run)
+    for accept in ("0.8", "0.5"):
+        by_run = json.loads(cli("predict", images, "--run", run, "-f", "json", "--accept", accept, "-q").stdout)
+        model = exported.export_dir / "model.onnx"
+        by_model = cli("predict", images, "--model", model, "-f", "json", "--accept", accept, "-q")
+        by_model = json.loads(by_model.stdout)
+        assert [p["label"] for p in by_model["predictions"]] == [p["label"] for p in by_run["predictions"]]
+        assert sum(p["label"] == "unknown" for p in by_run["predictions"]) >= 2
+        for ours, theirs in zip(by_model["predictions"], by_run["predictions"]):
+            assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=1e-4)  # both calibrated
+    raw = json.loads(
+        cli("predict", images, "--model", exported.export_dir / "model.onnx", "-f", "json", "--no-unknown", "-q").stdout
+    )
+    assert all("unknown_score" not in p for p in raw["predictions"])
+
+
+def test_a_feature_space_score_is_not_applied_by_the_artifacts_and_export_json_says_why():
+    from tlcli.export.unknown import unknown_record
+    from tlcli.inference.unknown import UnknownRule
+
+    record = unknown_record(UnknownRule("knn", 1.2, 0.95, -0.4, (-0.3, -0.5), params={"k": 5}))
+    assert record["rejects"] is False and "pooled features" in record["why"] and record["params"] == {"k": 5}
+    assert "validation_scores" not in record and shutil.which  # the record stays small
