@@ -130,6 +130,30 @@ def test_the_decision_survives_export(cli, msp_run, run_copy, tmp_path):
     assert all("unknown_score" not in p for p in raw["predictions"])
 
 
+def test_a_feature_space_run_exports_its_msp_rule_and_the_artifacts_apply_it(cli, binary_run, run_copy, tmp_path):
+    """The default score needs pooled features the artifacts do not output: its export rejects by the msp rule the
+    run recorded from the same validation outputs, export.json says so, and the gate checks the decisions."""
+    from tlcli.export import export_run
+    from tlcli.inference.unknown import read_unknown_rule
+
+    run = run_copy(binary_run)
+    own = read_unknown_rule(run)
+    assert own.score == "knn" and own.portable_rule() is not None
+    exported = export_run(run, ["onnx"], out=tmp_path / "export")
+    record = json.loads((exported.export_dir / "export.json").read_text())
+    unknown = record["unknown"]
+    assert unknown["score"] == "msp" and unknown["rejects"] is True and unknown["params"] == {"in_place_of": "knn"}
+    assert "rejects by knn" in unknown["why"] and unknown["threshold"] == own.portable_rule().threshold
+    assert record["formats"]["onnx"]["parity"]["unknown_agreement"] == 1.0 and record["passed"]
+    carried = read_unknown_rule(exported.export_dir)
+    assert carried.score == "msp" and carried.validation_scores == own.portable_rule().validation_scores
+    model = exported.export_dir / "model.onnx"
+    result = cli("predict", val_folder(binary_run), "--model", model, "-f", "json", "--accept", "0.5", "-q")
+    assert result.exit_code == 0 and "no rejection" not in result.stderr
+    labels = [p["label"] for p in json.loads(result.stdout)["predictions"]]
+    assert labels.count("unknown") >= 2  # the artifact rejects, by the carried msp rule moved to accept half
+
+
 def test_a_feature_space_score_is_not_applied_by_the_artifacts_and_export_json_says_why():
     from tlcli.export.unknown import unknown_record
     from tlcli.inference.unknown import UnknownRule

@@ -41,7 +41,7 @@ from tlcli.export.record import (
     versions,
 )
 from tlcli.export.runtime import ExportedModel, own_artifact
-from tlcli.export.unknown import artifact_rule, copy_rule, unknown_record
+from tlcli.export.unknown import artifact_rule, copy_rule, exported_rule, unknown_record
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.inference.unknown import read_unknown_rule
 from tlcli.modeling.build import load_run_model
@@ -114,8 +114,9 @@ def export_run(
     )
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     head = _record_head(run_dir, record, class_names, info, task, names, _calibration_record(calibration))
-    rule = read_unknown_rule(run_dir) if not info.multi_label else None  # carried, and its decisions checked
-    head = dataclasses.replace(head, unknown=unknown_record(rule))
+    run_rule = read_unknown_rule(run_dir) if not info.multi_label else None  # carried, and its decisions checked
+    head = dataclasses.replace(head, unknown=unknown_record(run_rule))
+    rule = exported_rule(run_rule)  # what the artifacts apply: the run's msp rule for a score they cannot compute
     parent, label = (
         (out.absolute().parent, out.name)
         if out is not None

@@ -2,46 +2,66 @@
 
 The artifacts keep giving the model's own (uncalibrated) probabilities. `export.json`'s `unknown` gives the
 temperature, the formula, the score with its parameters and the threshold. The artifacts output probabilities only,
-so they can reject by a score computed from probabilities (`msp`): then the export folder holds a copy of the run's
-`unknown.json` (its validation scores: `--accept` moves the threshold here too) and `tlcli predict --model` applies
-it. With a score that needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`), export.json says so
-(`rejects: false`, `why`) and `predict --model` predicts as before (the run's `tlcli predict` rejects).
+so they reject by a score computed from probabilities (`msp`): the export folder holds the rule they apply as its
+`unknown.json` (with its validation scores: `--accept` moves the threshold here too) and `tlcli predict --model`
+applies it. A run whose score needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`, ...) recorded,
+from the same held-out validation outputs, an msp rule at the same accept fraction (`portable`): its exports reject
+by that, and export.json names both scores (`in_place_of`). Only a run recorded without it (none is, today) exports
+without rejection (`rejects: false`, `why`), and `predict --model` then predicts as before.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tlcli.inference.unknown import UNKNOWN_FILE, UnknownRule, logits_of_probabilities, read_unknown_rule, score_images
+from tlcli.runs.atomic import write_json_atomic
 
 FROM_PROBABILITIES = ("msp",)  # the scores an artifact's probabilities give
 
 
+def exported_rule(rule: UnknownRule | None) -> UnknownRule | None:
+    """The rule an export's artifacts apply: the run's own when its score comes from probabilities, else the msp
+    rule the run recorded for its exports (None: no rule, or none they can apply)."""
+    if rule is None or rule.score in FROM_PROBABILITIES:
+        return rule
+    return rule.portable_rule()
+
+
 def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
-    """export.json's `unknown`: the rule without its validation scores, and whether the artifacts can apply it."""
+    """export.json's `unknown`: the rule the artifacts apply without its validation scores (and the run's own score
+    when it is another), or why they apply none."""
     if rule is None:
         return None
-    rejects = rule.score in FROM_PROBABILITIES
-    record = {**rule.summary(), "applied_by": "tlcli predict --model", "rejects": rejects}
-    if rejects:
-        record["file"] = UNKNOWN_FILE  # beside the artifacts: its validation scores move the threshold (--accept)
-    else:
+    applied = exported_rule(rule)
+    if applied is None:
+        return {
+            **rule.summary(),
+            "applied_by": "tlcli predict --model",
+            "rejects": False,
+            "why": (
+                f"score {rule.score} needs the model's {'logits' if rule.score == 'energy' else 'pooled features'}, "
+                "and the artifacts output probabilities only: predict with the run to reject unknown images, or train "
+                "with predict.unknown.score: msp"
+            ),
+        }
+    record = {**applied.summary(), "applied_by": "tlcli predict --model", "rejects": True, "file": UNKNOWN_FILE}
+    if applied is not rule:
         record["why"] = (
-            f"score {rule.score} needs the model's {'logits' if rule.score == 'energy' else 'pooled features'}, "
-            "and the artifacts output probabilities only: predict with the run to reject unknown images, or train "
-            "with predict.unknown.score: msp"
+            f"the run rejects by {rule.score}, which needs more than the probabilities the artifacts output; they "
+            f"reject by msp, its threshold chosen on the same validation images to accept {rule.accept:.0%} of them"
         )
     return record
 
 
 def copy_rule(rule: UnknownRule | None, export_dir: Path) -> None:
-    """The run's unknown.json into the export folder, when the artifacts can apply it."""
-    if rule is not None and rule.run_dir is not None and rule.score in FROM_PROBABILITIES:
-        shutil.copyfile(Path(rule.run_dir) / UNKNOWN_FILE, Path(export_dir) / UNKNOWN_FILE)
+    """The rule the artifacts apply (`exported_rule`), as the export folder's unknown.json."""
+    applied = exported_rule(rule)
+    if applied is not None:
+        write_json_atomic(Path(export_dir) / UNKNOWN_FILE, applied.to_dict())
 
 
 def artifact_rule(folder: Path, record: dict[str, Any] | None) -> UnknownRule | None:

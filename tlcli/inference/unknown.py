@@ -205,6 +205,9 @@ class UnknownRule:
     ece_after: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None  # where it was read from (the feature bank beside it)
+    # The msp rule from the same held-out validation outputs, at the same accept fraction, for a run whose score the
+    # exported artifacts cannot compute (they output probabilities only): {"threshold": ..., "validation_scores": ...}
+    portable: dict[str, Any] | None = None
 
     @property
     def needs_features(self) -> bool:
@@ -242,6 +245,7 @@ class UnknownRule:
             "accept": self.accept,
             "threshold": self.threshold,
             "validation_scores": list(self.validation_scores),
+            **({"portable": dict(self.portable)} if self.portable is not None else {}),
         }
 
     @classmethod
@@ -256,12 +260,29 @@ class UnknownRule:
             ece_after=data.get("ece_after"),
             params=dict(data.get("params") or {}),
             run_dir=run_dir,
+            portable=dict(data["portable"]) if data.get("portable") else None,
+        )
+
+    def portable_rule(self) -> UnknownRule | None:
+        """The msp rule an export's artifacts apply in place of this rule's score (None: none was recorded)."""
+        if self.portable is None:
+            return None
+        return UnknownRule(
+            score="msp",
+            temperature=self.temperature,
+            accept=self.accept,
+            threshold=float(self.portable["threshold"]),
+            validation_scores=tuple(float(s) for s in self.portable["validation_scores"]),
+            ece_before=self.ece_before,
+            ece_after=self.ece_after,
+            params={"in_place_of": self.score},
         )
 
     def summary(self) -> dict[str, Any]:
         """The record without the validation scores (export.json, evaluate's `unknown`)."""
         found = self.to_dict()
         del found["validation_scores"], found["format_version"]
+        found.pop("portable", None)
         return found
 
 

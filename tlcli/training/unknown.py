@@ -65,6 +65,7 @@ def record_unknown(inputs: PhaseInputs, run_dir: Path, reporter: Reporter, chief
         ece_before=before,
         ece_after=after,
         params=_params(config.score, bank),
+        portable=_portable(config.score, logits, temperature, config.accept),
     )
     bank.save(run_dir / UNKNOWN_FEATURES_FILE)
     write_json_atomic(run_dir / UNKNOWN_FILE, rule.to_dict())
@@ -76,6 +77,15 @@ def _validation_outputs(inputs: PhaseInputs) -> tuple[np.ndarray, np.ndarray]:
     """The validation images' logits and pooled features with the current weights (before any refit)."""
     pooled = np.asarray(inputs.features(POOL, "val", fresh=True), dtype=np.float32).reshape(len(inputs.splits.val), -1)
     return head_logits(inputs.model, pooled, inputs.binary), pooled
+
+
+def _portable(score: str, logits: np.ndarray, temperature: float, accept: float) -> dict | None:
+    """The msp rule from the same validation outputs, for exports of a run whose score needs more than the
+    probabilities the artifacts output (None: the run's score is msp already)."""
+    if score == "msp":
+        return None
+    scores = np.asarray(score_images("msp", logits, temperature=temperature), dtype=np.float64)
+    return {"threshold": threshold_at(scores, accept), "validation_scores": [float(s) for s in scores]}
 
 
 def _params(score: str, bank: FeatureBank) -> dict:
