@@ -73,7 +73,7 @@ def test_every_format_is_written_recorded_and_reloaded(run3, exported):
         "the staging folder is gone once published"
     )
     assert sorted(p.name for p in export_dir.iterdir()) == sorted(
-        [*FILES.values(), "export.json", "labels.txt", "MODEL_CARD.md"]
+        [*FILES.values(), "export.json", "labels.txt", "MODEL_CARD.md", "unknown.json"]  # the rule the artifacts apply
     )
     assert (export_dir / "labels.txt").read_text() == "a\nb\nc\n"
     record = json.loads((export_dir / "export.json").read_text())
@@ -258,6 +258,7 @@ def test_a_failed_gate_exits_3_and_still_publishes(cli, run3, exported, tmp_path
         "export.json",
         "labels.txt",
         "model.tflite",
+        "unknown.json",
     ]  # the converter's SavedModel is gone
     assert json.loads(out.stdout)["formats"]["tflite"]["passed"] is False
 
@@ -360,10 +361,12 @@ def test_predicting_with_each_exported_format_gives_the_runs_labels_in_every_out
     from tlcli.export import predict_artifact
 
     val = run3.parent.parent / "data" / "val"
-    by_run = predict([val], run=run3, top_k=2)
+    # the labels, without rejection: the run rejects by its own score, the artifacts by the portable msp rule
+    # (tests/test_unknown.py checks their decisions)
+    by_run = predict([val], run=run3, top_k=2, unknown=False)
     assert len(by_run.predictions) == 21 and not by_run.errors
     for name in FORMATS:
-        result = predict_artifact([val], exported.export_dir / FILES[name], top_k=2)
+        result = predict_artifact([val], exported.export_dir / FILES[name], top_k=2, unknown=False)
         assert result.model["format"] == name and result.model["path"] == str(
             (exported.export_dir / FILES[name]).absolute()
         )
@@ -378,8 +381,10 @@ def test_predicting_with_each_exported_format_gives_the_runs_labels_in_every_out
 
 def test_predict_model_on_the_command_line(cli, run3, exported):
     val = run3.parent.parent / "data" / "val"
-    expected = cli("predict", val, "--run", run3, "-f", "csv", "--quiet")
-    out = cli("predict", val, "--model", exported.export_dir / "model-int8.tflite", "-f", "csv")
+    expected = cli(
+        "predict", val, "--run", run3, "-f", "csv", "--quiet", "--no-unknown"
+    )  # labels; decisions: test_unknown
+    out = cli("predict", val, "--model", exported.export_dir / "model-int8.tflite", "-f", "csv", "--no-unknown")
     assert out.exit_code == 0 and f"using tflite-int8 model {exported.export_dir / 'model-int8.tflite'}" in out.stderr
     assert top1_labels(out.stdout, "csv") == top1_labels(expected.stdout, "csv")
     table = cli("predict", val, "--model", exported.export_dir / "saved_model", "-f", "table", "--quiet")
