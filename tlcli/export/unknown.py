@@ -4,8 +4,9 @@ The artifacts keep giving the model's own (uncalibrated) probabilities. `export.
 temperature, the formula, the score with its parameters and the threshold. The artifacts output probabilities only,
 so they can reject by a score computed from probabilities (`msp`): then the export folder holds a copy of the run's
 `unknown.json` (its validation scores: `--accept` moves the threshold here too) and `tlcli predict --model` applies
-it. With a score that needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`), export.json says so
-(`rejects: false`, `why`) and `predict --model` predicts as before (the run's `tlcli predict` rejects).
+it. With a score that needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`, `knn_energy`),
+export.json says so (`rejects: false`, `why`) and `predict --model` predicts as before (the run's `tlcli predict`
+rejects).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from tlcli.inference.unknown import UNKNOWN_FILE, UnknownRule, logits_of_probabilities, read_unknown_rule, score_images
 
 FROM_PROBABILITIES = ("msp",)  # the scores an artifact's probabilities give
+NEEDS = {"energy": "logits", "knn_energy": "pooled features and logits"}  # what the others need (else features)
 
 
 def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
@@ -31,7 +33,7 @@ def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
         record["file"] = UNKNOWN_FILE  # beside the artifacts: its validation scores move the threshold (--accept)
     else:
         record["why"] = (
-            f"score {rule.score} needs the model's {'logits' if rule.score == 'energy' else 'pooled features'}, "
+            f"score {rule.score} needs the model's {NEEDS.get(rule.score, 'pooled features')}, "
             "and the artifacts output probabilities only: predict with the run to reject unknown images, or train "
             "with predict.unknown.score: msp"
         )
