@@ -95,6 +95,18 @@ def test_an_old_knn_record_still_loads_and_predicts(msp_run, run_copy):
     assert abs(sum(p.label != "unknown" for p in again.predictions) - 9) <= 1
 
 
+def test_evaluate_leaves_out_knn_energy_for_an_old_record_and_says_why(cli, msp_run, run_copy, tmp_path):
+    old = run_copy(msp_run)
+    record = json.loads((old / UNKNOWN_FILE).read_text())
+    del record["params"]["standardise"]  # a record written before knn_energy: no validation statistics
+    (old / UNKNOWN_FILE).write_text(json.dumps(record))
+    result = cli("evaluate", old, "--unknown", no_class_folder(tmp_path), "--json", "--no-explain")
+    assert result.exit_code == 0, result.stderr
+    unknown = json.loads(result.stdout)["unknown"]
+    assert set(unknown["auroc_by_score"]) == {"msp", "energy", "knn", "mahalanobis"}
+    assert "train the run again" in unknown["auroc_omitted"]["knn_energy"]
+
+
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
 def test_a_rejected_image_is_unknown_with_its_score_and_would_be_label_in_every_format(cli, msp_run, fmt):
     result = cli("predict", val_folder(msp_run), "--run", msp_run, "-f", fmt, "--accept", "0.5", "-q")
