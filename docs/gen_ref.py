@@ -74,7 +74,7 @@ def run_files_block() -> str:
     )
     lines.append(
         f"| `{UNKNOWN_FEATURES_FILE}` | the training images' pooled features (float16, at most 5,000 images) that the "
-        "`knn` and `mahalanobis` scores compare with; single-label runs only |"
+        "`knn`, `knn_energy` and `mahalanobis` scores compare with; single-label runs only |"
     )
     return "\n".join(lines) + "\n"
 

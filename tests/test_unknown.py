@@ -10,6 +10,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_image_folder, tiny_config, train_shared
 
@@ -39,16 +40,71 @@ def test_training_writes_the_rule_and_its_threshold_accepts_the_accept_fraction(
     from tlcli import predict, read_unknown_rule
 
     record = json.loads((binary_run / UNKNOWN_FILE).read_text())  # the default score
-    assert record["score"] == "knn" and record["accept"] == 0.95 and record["temperature"] > 0
+    assert record["score"] == "knn_energy" and record["accept"] == 0.95 and record["temperature"] > 0
     assert {"ece_before", "ece_after", "threshold", "formula", "params"} <= set(record)
     assert len(record["validation_scores"]) == 12 and (binary_run / UNKNOWN_FEATURES_FILE).is_file()
+    standardise = record["params"]["standardise"]  # the components' validation statistics: the sum is centred
+    assert set(standardise) == {"knn", "energy"} and all(s["std"] >= 0 for s in standardise.values())
+    assert abs(np.mean(record["validation_scores"])) < 1e-6
     rule = read_unknown_rule(msp_run)
     assert rule.score == "msp" and rule.accept == 0.8 and len(rule.validation_scores) == 18
-    for accept in (0.8, 0.5):  # predicting the validation images again: the accept fraction of them, within one
-        result = predict([val_folder(msp_run)], run=msp_run, accept=accept)
+    for run, accept, count in ((msp_run, 0.8, 18), (msp_run, 0.5, 18), (binary_run, 0.5, 12)):
+        # predicting the validation images again: the accept fraction of them, within one
+        result = predict([val_folder(run)], run=run, accept=accept)
         accepted = sum(p.label != "unknown" for p in result.predictions)
-        assert abs(accepted - math.ceil(accept * 18)) <= 1, (accept, accepted)
-        assert result.unknown.threshold == rule.with_accept(accept).threshold
+        assert abs(accepted - math.ceil(accept * count)) <= 1, (run, accept, accepted)
+        assert result.unknown.threshold == read_unknown_rule(run).with_accept(accept).threshold
+
+
+def test_knn_energy_is_the_sum_of_knn_and_energy_standardised_on_validation():
+    from tlcli.errors import RunError
+    from tlcli.inference.unknown import FeatureBank, score_images, standardisation
+
+    rng = np.random.default_rng(0)
+    bank = FeatureBank.of(rng.normal(size=(20, 8)), rng.integers(0, 3, 20))
+    val_logits, val_features = rng.normal(size=(10, 3)), rng.normal(size=(10, 8))
+    stats = standardisation(val_logits, val_features, bank)
+    logits, features = rng.normal(size=(6, 3)) * 3, rng.normal(size=(6, 8))
+    knn, energy = bank.knn(features), np.log(np.exp(logits).sum(axis=1))  # the two scores as they are
+    val_knn, val_energy = bank.knn(val_features), np.log(np.exp(val_logits).sum(axis=1))
+    assert stats["knn"] == pytest.approx({"mean": val_knn.mean(), "std": val_knn.std()})
+    assert stats["energy"] == pytest.approx({"mean": val_energy.mean(), "std": val_energy.std()})
+    by_hand = (knn - val_knn.mean()) / val_knn.std() + (energy - val_energy.mean()) / val_energy.std()
+    combined = score_images("knn_energy", logits, features, bank, temperature=2.0, standardise=stats)
+    assert combined == pytest.approx(by_hand, abs=1e-5)  # knn is float32
+    with pytest.raises(RunError, match="standard deviation of knn and energy"):
+        score_images("knn_energy", logits, features, bank)
+
+
+def test_an_old_knn_record_still_loads_and_predicts(msp_run, run_copy):
+    from tlcli import predict, read_unknown_rule
+    from tlcli.inference.unknown import threshold_at
+
+    old = run_copy(msp_run)
+    record = json.loads((old / UNKNOWN_FILE).read_text())
+    record["score"], record["params"] = "knn", {"features": "pooled, L2-normalised", "k": 5}  # before knn_energy
+    record["threshold"] = -1e9
+    (old / UNKNOWN_FILE).write_text(json.dumps(record))
+    first = predict([val_folder(msp_run)], run=old)
+    scores = [p.unknown_score for p in first.predictions]
+    assert first.unknown.score == "knn" and all(s <= 0 for s in scores)  # minus a distance
+    record["validation_scores"], record["threshold"] = scores, threshold_at(np.array(scores), 0.95)
+    (old / UNKNOWN_FILE).write_text(json.dumps(record))  # as training with score knn recorded it
+    assert read_unknown_rule(old).standardise is None
+    again = predict([val_folder(msp_run)], run=old, accept=0.5)
+    assert abs(sum(p.label != "unknown" for p in again.predictions) - 9) <= 1
+
+
+def test_evaluate_leaves_out_knn_energy_for_an_old_record_and_says_why(cli, msp_run, run_copy, tmp_path):
+    old = run_copy(msp_run)
+    record = json.loads((old / UNKNOWN_FILE).read_text())
+    del record["params"]["standardise"]  # a record written before knn_energy: no validation statistics
+    (old / UNKNOWN_FILE).write_text(json.dumps(record))
+    result = cli("evaluate", old, "--unknown", no_class_folder(tmp_path), "--json", "--no-explain")
+    assert result.exit_code == 0, result.stderr
+    unknown = json.loads(result.stdout)["unknown"]
+    assert set(unknown["auroc_by_score"]) == {"msp", "energy", "knn", "mahalanobis"}
+    assert "train the run again" in unknown["auroc_omitted"]["knn_energy"]
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
@@ -69,19 +125,19 @@ def test_a_rejected_image_is_unknown_with_its_score_and_would_be_label_in_every_
     assert all(row["would_be"] in (None, "") for row in rows if row["label"] != "unknown")
 
 
-def test_no_unknown_predicts_as_a_run_from_before_the_rule(cli, binary_run, run_copy):
-    old = run_copy(binary_run)
+def test_no_unknown_predicts_as_a_run_from_before_the_rule(cli, msp_run, run_copy):
+    old = run_copy(msp_run)
     (old / UNKNOWN_FILE).unlink()
     (old / UNKNOWN_FEATURES_FILE).unlink()
-    images = val_folder(binary_run)
+    images = val_folder(msp_run)
     before = cli("predict", images, "--run", old, "-f", "csv", "-q")
-    switched_off = cli("predict", images, "--run", binary_run, "-f", "csv", "-q", "--no-unknown")
+    switched_off = cli("predict", images, "--run", msp_run, "-f", "csv", "-q", "--no-unknown")
     assert before.exit_code == switched_off.exit_code == 0
     assert before.stdout == switched_off.stdout and before.stdout.startswith("path,label,confidence,label_2,")
     assert "unknown" not in before.stdout
     refused = cli("predict", images, "--run", old, "--accept", "0.9")
     assert refused.exit_code == 2 and "--accept: this model has no rule for unknown images" in refused.stderr
-    judged = cli("predict", images, "--run", binary_run, "-f", "csv", "-q")
+    judged = cli("predict", images, "--run", msp_run, "-f", "csv", "-q")
     assert "unknown_score,would_be" in judged.stdout.splitlines()[0]
 
 
@@ -92,8 +148,9 @@ def test_evaluate_reports_coverage_and_with_unknown_images_the_auroc(cli, binary
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)
     unknown = metrics["unknown"]
-    assert unknown["score"] == "knn" and unknown["n_unknown"] == 8 and 0 <= unknown["auroc"] <= 1
-    assert set(unknown["auroc_by_score"]) == {"msp", "energy", "knn", "mahalanobis"}
+    assert unknown["score"] == "knn_energy" and unknown["n_unknown"] == 8 and 0 <= unknown["auroc"] <= 1
+    assert set(unknown["auroc_by_score"]) == {"msp", "energy", "knn", "mahalanobis", "knn_energy"}
+    assert unknown["auroc_omitted"] == {}
     assert 0 <= unknown["false_accept_rate"] <= 1 and 0 < unknown["coverage"] <= 1
     assert unknown["accuracy_all"] == pytest.approx(metrics["accuracy"])
     for key in ("temperature", "ece_before", "ece_after", "accept", "threshold", "accuracy_accepted"):
@@ -138,12 +195,14 @@ def test_a_feature_space_run_exports_its_msp_rule_and_the_artifacts_apply_it(cli
 
     run = run_copy(binary_run)
     own = read_unknown_rule(run)
-    assert own.score == "knn" and own.portable_rule() is not None
+    assert own.score == "knn_energy" and own.portable_rule() is not None
     exported = export_run(run, ["onnx"], out=tmp_path / "export")
     record = json.loads((exported.export_dir / "export.json").read_text())
     unknown = record["unknown"]
-    assert unknown["score"] == "msp" and unknown["rejects"] is True and unknown["params"] == {"in_place_of": "knn"}
-    assert "rejects by knn" in unknown["why"] and unknown["threshold"] == own.portable_rule().threshold
+    assert (
+        unknown["score"] == "msp" and unknown["rejects"] is True and unknown["params"] == {"in_place_of": "knn_energy"}
+    )
+    assert "rejects by knn_energy" in unknown["why"] and unknown["threshold"] == own.portable_rule().threshold
     assert record["formats"]["onnx"]["parity"]["unknown_agreement"] == 1.0 and record["passed"]
     carried = read_unknown_rule(exported.export_dir)
     assert carried.score == "msp" and carried.validation_scores == own.portable_rule().validation_scores

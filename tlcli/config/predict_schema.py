@@ -8,7 +8,7 @@ from pydantic import Field
 
 from tlcli.config.fields import Section
 
-UnknownScore = Literal["msp", "energy", "knn", "mahalanobis"]
+UnknownScore = Literal["msp", "energy", "knn", "mahalanobis", "knn_energy"]
 
 
 class UnknownConfig(Section):
@@ -25,12 +25,14 @@ class UnknownConfig(Section):
         ),
     )
     score: UnknownScore = Field(
-        "knn",
+        "knn_energy",
         description=(
-            "How an image is scored: `knn` (the distance to the 5th nearest training image in the normalised "
-            "pooled features; the default, see docs/guides/unknown-images.md for the measured comparison), "
+            "How an image is scored: `knn_energy` (the default: `knn` plus `energy`, each standardised by its mean "
+            "and standard deviation on validation; see docs/guides/unknown-images.md for the measured comparison), "
+            "`knn` (the distance to the 5th nearest training image in the normalised pooled features), "
             "`mahalanobis` (the class-conditional Mahalanobis distance on them), `msp` (the highest calibrated "
-            "probability, as log-odds) or `energy` (the log-sum-exp of the logits). Single-label runs only."
+            "probability, as log-odds) or `energy` (the log-sum-exp of the logits). Exported models apply `msp`: "
+            "for another score, the msp rule recorded on the same validation images. Single-label runs only."
         ),
     )
 

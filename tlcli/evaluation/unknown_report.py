@@ -3,7 +3,8 @@
 The headline figures stay over all images; this adds the share of images the rule accepts (`coverage`) and the
 accuracy on them, the calibration error before and after the temperature on these images and, given a folder of
 images of no class (`unknown_dir`), how well the score tells them apart (`auroc`, and `auroc_by_score` for every
-candidate score this model can give) and the share of them accepted at the threshold (`false_accept_rate`).
+candidate score this model can give, `auroc_omitted` saying why for the others) and the share of them accepted at
+the threshold (`false_accept_rate`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tlcli.errors import DataError, UserError
 from tlcli.evaluation.calibration import calibration_errors
 from tlcli.inference.predict import ModelSource, decode_stream
 from tlcli.inference.unknown import (
+    COMBINED,
     FEATURE_SCORES,
     SCORES,
     UNKNOWN_FEATURES_FILE,
@@ -74,16 +76,28 @@ class _Outputs:
         return cls(rows[:, :classes], rows[:, classes:] if rows.shape[1] > classes else None)
 
     def scores(self, name: str, rule: UnknownRule, bank: FeatureBank | None) -> np.ndarray | None:
-        """Score `name` of these images, or None when this model cannot give it."""
+        """Score `name` of these images, or None when this model cannot give it (`why_not`)."""
+        if self.why_not(name, rule, bank) is not None:
+            return None
+        return score_images(name, self.logits, self.features, bank, rule.temperature, rule.standardise)
+
+    def why_not(self, name: str, rule: UnknownRule, bank: FeatureBank | None) -> str | None:
+        """Why this model cannot give score `name` (None: it can)."""
         if self.features is None and name != "msp":  # log-probabilities: no energy, no features
-            return None
+            return "an exported model outputs probabilities only: msp alone"
         if name in FEATURE_SCORES and bank is None:
-            return None
-        return score_images(name, self.logits, self.features, bank, rule.temperature)
+            return f"no {UNKNOWN_FEATURES_FILE} (the training images' features) beside the run"
+        missing = [part for part in COMBINED.get(name, ()) if part not in (rule.standardise or {})]
+        if missing:  # not derivable from the stored record: the validation logits and features are not kept
+            return (
+                f"unknown.json has no validation mean and standard deviation of {' and '.join(missing)} "
+                f"(a run trained before {name}): train the run again to measure it"
+            )
+        return None
 
 
 def _figures(rule: UnknownRule, known: _Outputs, labels: np.ndarray, bank: FeatureBank | None) -> dict[str, Any]:
-    scores = score_images(rule.score, known.logits, known.features, bank, rule.temperature)
+    scores = score_images(rule.score, known.logits, known.features, bank, rule.temperature, rule.standardise)
     accepted = rule.accepts(scores)
     correct = known.logits.argmax(axis=1) == labels
     before, after = calibration_errors(known.logits, labels, rule.temperature)
@@ -106,17 +120,20 @@ def _figures(rule: UnknownRule, known: _Outputs, labels: np.ndarray, bank: Featu
 
 def _separation(rule: UnknownRule, known: _Outputs, unknown: _Outputs, bank: FeatureBank | None) -> dict[str, Any]:
     """AUROC of telling the evaluated images (positive) from the unknown ones, and the unknown ones accepted."""
-    by_score = {}
+    by_score, omitted = {}, {}
     for name in SCORES:
-        inside, outside = known.scores(name, rule, bank), unknown.scores(name, rule, bank)
-        if inside is not None and outside is not None:
-            by_score[name] = auroc(inside, outside)
+        why = known.why_not(name, rule, bank) or unknown.why_not(name, rule, bank)
+        if why is not None:
+            omitted[name] = why
+            continue
+        by_score[name] = auroc(known.scores(name, rule, bank), unknown.scores(name, rule, bank))
     chosen = unknown.scores(rule.score, rule, bank)
     return {
         "n_unknown": int(len(unknown.logits)),
         "auroc": by_score.get(rule.score),
         "false_accept_rate": _share(rule.accepts(chosen)) if chosen is not None else None,
         "auroc_by_score": by_score,
+        "auroc_omitted": omitted,
     }
 
 

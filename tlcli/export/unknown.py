@@ -4,10 +4,10 @@ The artifacts keep giving the model's own (uncalibrated) probabilities. `export.
 temperature, the formula, the score with its parameters and the threshold. The artifacts output probabilities only,
 so they reject by a score computed from probabilities (`msp`): the export folder holds the rule they apply as its
 `unknown.json` (with its validation scores: `--accept` moves the threshold here too) and `tlcli predict --model`
-applies it. A run whose score needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`, ...) recorded,
-from the same held-out validation outputs, an msp rule at the same accept fraction (`portable`): its exports reject
-by that, and export.json names both scores (`in_place_of`). Only a run recorded without it (none is, today) exports
-without rejection (`rejects: false`, `why`), and `predict --model` then predicts as before.
+applies it. A run whose score needs the logits or the pooled features (`energy`, `knn`, `mahalanobis`,
+`knn_energy`) recorded, from the same held-out validation outputs, an msp rule at the same accept fraction
+(`portable`): its exports reject by that, and export.json names both scores (`in_place_of`). Only a run recorded
+without it exports without rejection (`rejects: false`, `why`), and `predict --model` then predicts as before.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tlcli.inference.unknown import UNKNOWN_FILE, UnknownRule, logits_of_probabi
 from tlcli.runs.atomic import write_json_atomic
 
 FROM_PROBABILITIES = ("msp",)  # the scores an artifact's probabilities give
+NEEDS = {"energy": "logits", "knn_energy": "pooled features and logits"}  # what the others need (else features)
 
 
 def exported_rule(rule: UnknownRule | None) -> UnknownRule | None:
@@ -43,7 +44,7 @@ def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
             "applied_by": "tlcli predict --model",
             "rejects": False,
             "why": (
-                f"score {rule.score} needs the model's {'logits' if rule.score == 'energy' else 'pooled features'}, "
+                f"score {rule.score} needs the model's {NEEDS.get(rule.score, 'pooled features')}, "
                 "and the artifacts output probabilities only: predict with the run to reject unknown images, or train "
                 "with predict.unknown.score: msp"
             ),

@@ -14,7 +14,10 @@ threshold, set on the validation split so that the `accept` fraction of its imag
 - `knn`: minus the distance from the image's L2-normalised pooled features to its k-th nearest training image's
   (Sun et al. 2022);
 - `mahalanobis`: minus the smallest class-conditional Mahalanobis distance on the same normalised features, with
-  one shrunk covariance shared by the classes (Lee et al. 2018).
+  one shrunk covariance shared by the classes (Lee et al. 2018);
+- `knn_energy` (`COMBINED`): `knn` plus `energy`, each standardised by its mean and standard deviation over the
+  validation images (`standardisation`, recorded at training as the rule's `params["standardise"]`): `knn` finds
+  images unlike the training data, `energy` a new class from the same domain, where `knn` fails.
 
 Calibration works from the model's probabilities alone (`FORMULA`), so an exported artifact's outputs calibrate
 the same way.
@@ -35,8 +38,10 @@ from tlcli.runs.atomic import read_json
 from tlcli.runs.folder import UNKNOWN_FEATURES_FILE, UNKNOWN_FILE
 
 UNKNOWN_LABEL = "unknown"
-SCORES = ("msp", "energy", "knn", "mahalanobis")
-FEATURE_SCORES = ("knn", "mahalanobis")
+SCORES = ("msp", "energy", "knn", "mahalanobis", "knn_energy")
+FEATURE_SCORES = ("knn", "mahalanobis", "knn_energy")
+COMBINED = {"knn_energy": ("knn", "energy")}  # a sum of these scores, each standardised on validation
+STANDARDISE = "standardise"  # the key of the components' validation statistics in the rule's params
 KNN_K = 5  # the k-th nearest training image (capped by the bank's size)
 BANK_MAX = 5000  # training images kept for the feature-space scores (a seeded sample above this)
 SHRINKAGE = 0.1  # mahalanobis: the covariance shrunk this far towards its mean variance (fewer images than features)
@@ -149,8 +154,12 @@ def score_images(
     features: np.ndarray | None = None,
     bank: FeatureBank | None = None,
     temperature: float = 1.0,
+    standardise: dict[str, dict[str, float]] | None = None,
 ) -> np.ndarray:
-    """Score `name` of each image (higher = more like the training data) from its logits and pooled features."""
+    """Score `name` of each image (higher = more like the training data) from its logits and pooled features
+    (`standardise`: a combined score's components' validation `mean` and `std`, from `standardisation`)."""
+    if name in COMBINED:
+        return _combined(name, logits, features, bank, temperature, standardise)
     if name == "msp":  # as log-odds, log(p / (1 - p)): confident images do not all tie at p = 1.0
         # from the float32 probabilities a model (or an exported artifact) outputs: the same score from either
         z = logits_of_probabilities(calibrated(logits, 1.0).astype(np.float32)) / float(temperature)
@@ -165,6 +174,41 @@ def score_images(
     if bank is None or features is None:
         raise RunError(f"score {name} needs the pooled features and the run's {UNKNOWN_FEATURES_FILE}")
     return bank.knn(features) if name == "knn" else bank.mahalanobis(features)
+
+
+def _combined(
+    name: str,
+    logits: np.ndarray,
+    features: np.ndarray | None,
+    bank: FeatureBank | None,
+    temperature: float,
+    standardise: dict[str, dict[str, float]] | None,
+) -> np.ndarray:
+    """The sum of the components of `name`, each standardised by its validation mean and standard deviation."""
+    missing = [part for part in COMBINED[name] if part not in (standardise or {})]
+    if missing:
+        raise RunError(
+            f"score {name} needs the validation mean and standard deviation of {' and '.join(missing)} "
+            f"(params.{STANDARDISE} in {UNKNOWN_FILE}); train the run again"
+        )
+    total = np.zeros(len(logits), dtype=np.float64)
+    for part in COMBINED[name]:
+        stats = standardise[part]
+        scores = score_images(part, logits, features, bank, temperature)
+        total += (scores - float(stats["mean"])) / (float(stats["std"]) or 1.0)  # std 0: all alike, only shifted
+    return total
+
+
+def standardisation(
+    logits: np.ndarray, features: np.ndarray, bank: FeatureBank, temperature: float = 1.0
+) -> dict[str, dict[str, float]]:
+    """The mean and standard deviation over these (validation) images of every score a combined score sums."""
+    parts = sorted({part for combined in COMBINED.values() for part in combined})
+    found = {}
+    for part in parts:
+        scores = np.asarray(score_images(part, logits, features, bank, temperature), dtype=np.float64)
+        found[part] = {"mean": float(scores.mean()), "std": float(scores.std())}
+    return found
 
 
 def _logsumexp(z: np.ndarray) -> np.ndarray:
@@ -212,6 +256,11 @@ class UnknownRule:
     @property
     def needs_features(self) -> bool:
         return self.score in FEATURE_SCORES
+
+    @property
+    def standardise(self) -> dict[str, dict[str, float]] | None:
+        """The validation statistics a combined score standardises its components with (None: not recorded)."""
+        return self.params.get(STANDARDISE)
 
     def with_accept(self, accept: float | None) -> UnknownRule:
         """The rule at another accept fraction: the threshold moved on the stored validation scores."""
@@ -312,5 +361,5 @@ class Judged:
 
 
 def judge(rule: UnknownRule, logits: np.ndarray, features: np.ndarray | None, bank: FeatureBank | None) -> Judged:
-    scores = score_images(rule.score, logits, features, bank, rule.temperature)
+    scores = score_images(rule.score, logits, features, bank, rule.temperature, rule.standardise)
     return Judged(calibrated(logits, rule.temperature), scores, rule.accepts(scores))

@@ -17,11 +17,13 @@ from tlcli.evaluation.calibration import calibration_errors, fit_temperature
 from tlcli.inference.outputs import head_logits
 from tlcli.inference.unknown import (
     KNN_K,
+    STANDARDISE,
     UNKNOWN_FEATURES_FILE,
     UNKNOWN_FILE,
     FeatureBank,
     UnknownRule,
     score_images,
+    standardisation,
     threshold_at,
 )
 from tlcli.progress import Reporter
@@ -55,7 +57,8 @@ def record_unknown(inputs: PhaseInputs, run_dir: Path, reporter: Reporter, chief
     temperature = fit_temperature(logits, labels)
     before, after = calibration_errors(logits, labels, temperature)
     bank = FeatureBank.of(inputs.features(POOL, "train", fresh=True), inputs.splits.train.labels, inputs.config.seed)
-    scores = np.asarray(score_images(config.score, logits, pooled, bank, temperature), dtype=np.float64)
+    statistics = standardisation(logits, pooled, bank, temperature)  # whatever the score: evaluate compares them all
+    scores = np.asarray(score_images(config.score, logits, pooled, bank, temperature, statistics), dtype=np.float64)
     rule = UnknownRule(
         score=config.score,
         temperature=temperature,
@@ -64,7 +67,7 @@ def record_unknown(inputs: PhaseInputs, run_dir: Path, reporter: Reporter, chief
         validation_scores=tuple(float(s) for s in scores),
         ece_before=before,
         ece_after=after,
-        params=_params(config.score, bank),
+        params=_params(config.score, bank, statistics),
         portable=_portable(config.score, logits, temperature, config.accept),
     )
     bank.save(run_dir / UNKNOWN_FEATURES_FILE)
@@ -88,11 +91,11 @@ def _portable(score: str, logits: np.ndarray, temperature: float, accept: float)
     return {"threshold": threshold_at(scores, accept), "validation_scores": [float(s) for s in scores]}
 
 
-def _params(score: str, bank: FeatureBank) -> dict:
+def _params(score: str, bank: FeatureBank, statistics: dict) -> dict:
     found = {"features": "pooled, L2-normalised", "bank_images": len(bank.features), "file": UNKNOWN_FEATURES_FILE}
-    if score == "knn":
+    if score in ("knn", "knn_energy"):
         found["k"] = min(KNN_K, len(bank.features))
-    return found
+    return found | {STANDARDISE: statistics}  # the validation mean and std of knn and energy (knn_energy's)
 
 
 def _described(rule: UnknownRule, bank: FeatureBank, run_dir: Path) -> str:
