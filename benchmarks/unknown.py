@@ -57,7 +57,7 @@ from unknown_report import markdown  # noqa: E402
 SHARED = REPO.parent / "shared"  # a fresh clone with ../shared beside it; --data elsewhere
 WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 TIMEOUT = 3600
-SCORES = ("msp", "energy", "knn", "mahalanobis")
+SCORES = ("msp", "energy", "knn", "mahalanobis", "knn_energy")
 
 
 def loadavg() -> str:
@@ -296,7 +296,11 @@ class Bench:
             "ece_after",
         )
         gaps = {key: abs((cached.get(key) or 0) - (cli.get(key) or 0)) for key in keys}
-        gaps |= {f"auroc_{s}": abs(cached["auroc_by_score"][s] - cli["auroc_by_score"][s]) for s in SCORES}
+        gaps |= {
+            f"auroc_{s}": abs(cached["auroc_by_score"][s] - cli["auroc_by_score"][s])
+            for s in SCORES
+            if s in cached["auroc_by_score"] and s in cli["auroc_by_score"]
+        }
         self.result["cached_check"] = {"run_dir": done[0]["run_dir"], "largest_gap": max(gaps.values()), "gaps": gaps}
         print(f"cached vs evaluate --unknown: largest gap {max(gaps.values()):.2g}", flush=True)
 

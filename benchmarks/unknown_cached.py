@@ -46,18 +46,21 @@ def figures(run_dir: Path, features: np.ndarray, labels: np.ndarray, unknown: np
     from tlcli.evaluation.calibration import calibration_errors
     from tlcli.inference.outputs import head_logits
     from tlcli.inference.predict import run_source
-    from tlcli.inference.unknown import SCORES, score_images
+    from tlcli.inference.unknown import SCORES, STANDARDISE, score_images
     from tlcli.runs.records import read_model_info
 
     source = run_source(run_dir)
     rule, bank, binary = source.unknown, source.bank, read_model_info(run_dir).binary
     known, outside = (head_logits(source.model, x, binary) for x in (features, unknown))
+    stats = rule.params.get(STANDARDISE)  # knn_energy's validation statistics (runs trained before it: none)
     by_score = {}
     for name in SCORES:
-        inside = score_images(name, known, features, bank, rule.temperature)
-        out = score_images(name, outside, unknown, bank, rule.temperature)
+        if name == "knn_energy" and not stats:
+            continue
+        inside = score_images(name, known, features, bank, rule.temperature, stats)
+        out = score_images(name, outside, unknown, bank, rule.temperature, stats)
         by_score[name] = auroc(inside, out)
-    chosen = score_images(rule.score, known, features, bank, rule.temperature)
+    chosen = score_images(rule.score, known, features, bank, rule.temperature, stats)
     accepted = rule.accepts(chosen)
     correct = known.argmax(axis=1) == labels
     before, after = calibration_errors(known, labels, rule.temperature)
@@ -75,7 +78,7 @@ def figures(run_dir: Path, features: np.ndarray, labels: np.ndarray, unknown: np
         "n_unknown": int(len(unknown)),
         "auroc": by_score[rule.score],
         "false_accept_rate": round(
-            float(rule.accepts(score_images(rule.score, outside, unknown, bank, rule.temperature)).mean()), 6
+            float(rule.accepts(score_images(rule.score, outside, unknown, bank, rule.temperature, stats)).mean()), 6
         ),
         "auroc_by_score": by_score,
         "from": "feature cache (benchmarks/unknown_cached.py)",
