@@ -110,7 +110,7 @@ def eurosat_section(result: dict) -> list[str]:
             f"Mean AUROC over {len(good)} runs ({len({r['held_out'] for r in good})} held-out classes): chosen score "
             f"`{chosen}` {chosen_mean:.4f} vs the maximum-probability baseline `msp` {mean['msp']:.4f}: "
             f"{gain:+.1f} points (target >= +5: {ok(gain >= 5)}). By score: "
-            + ", ".join(f"{s} {v:.4f}" for s, v in mean.items())
+            + ", ".join(f"{s} {v:.4f}" for s, v in mean.items() if v is not None)
             + ".",
         ]
     return lines + [""]
