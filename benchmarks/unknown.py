@@ -338,6 +338,7 @@ class Bench:
     def write(self) -> None:
         self.result["load_now"] = loadavg()
         out = Path(self.args.out)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "unknown.json").write_text(json.dumps(self.result, indent=1) + "\n")
         (out / "UNKNOWN.md").write_text(markdown(self.result))
 
