@@ -76,6 +76,29 @@ def test_knn_energy_is_the_sum_of_knn_and_energy_standardised_on_validation():
         score_images("knn_energy", logits, features, bank)
 
 
+def test_judging_a_batch_on_one_blas_thread_scores_as_the_reference_and_restores_the_thread_count():
+    from threadpoolctl import threadpool_info
+
+    from tlcli.inference.unknown import FeatureBank, UnknownRule, judge, one_blas_thread, score_images, standardisation
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    rng = np.random.default_rng(1)
+    bank = FeatureBank.of(rng.normal(size=(300, 64)), rng.integers(0, 3, 300))
+    logits, features = rng.normal(size=(32, 3)), rng.normal(size=(32, 64))
+    stats = standardisation(rng.normal(size=(40, 3)), rng.normal(size=(40, 64)), bank)
+    rule = UnknownRule("knn_energy", 1.3, 0.95, 0.0, (0.0, 1.0), params={"k": 5, "standardise": stats})
+    before = blas_threads()
+    with one_blas_thread():
+        assert set(blas_threads()) == {1}
+    judged = judge(rule, logits, features, bank)
+    assert blas_threads() == before  # the limit is undone: training's larger products keep every thread
+    reference = score_images("knn_energy", logits, features, bank, 1.3, stats)
+    np.testing.assert_array_equal(judged.scores, reference)
+    np.testing.assert_array_equal(judged.accepted, reference >= 0.0)
+
+
 def test_an_old_knn_record_still_loads_and_predicts(msp_run, run_copy):
     from tlcli import predict, read_unknown_rule
     from tlcli.inference.unknown import threshold_at
