@@ -218,17 +218,17 @@ def test_a_feature_space_run_exports_its_msp_rule_and_the_artifacts_apply_it(cli
 
     run = run_copy(binary_run)
     own = read_unknown_rule(run)
-    assert own.score == "knn_energy" and own.portable_rule() is not None
+    assert own.score == "knn_energy" and own.portable is not None
     exported = export_run(run, ["onnx"], out=tmp_path / "export")
     record = json.loads((exported.export_dir / "export.json").read_text())
     unknown = record["unknown"]
     assert (
         unknown["score"] == "msp" and unknown["rejects"] is True and unknown["params"] == {"in_place_of": "knn_energy"}
     )
-    assert "rejects by knn_energy" in unknown["why"] and unknown["threshold"] == own.portable_rule().threshold
+    assert "rejects by knn_energy" in unknown["why"] and unknown["threshold"] == own.portable.threshold
     assert record["formats"]["onnx"]["parity"]["unknown_agreement"] == 1.0 and record["passed"]
     carried = read_unknown_rule(exported.export_dir)
-    assert carried.score == "msp" and carried.validation_scores == own.portable_rule().validation_scores
+    assert carried.score == "msp" and carried.validation_scores == own.portable.validation_scores
     model = exported.export_dir / "model.onnx"
     result = cli("predict", val_folder(binary_run), "--model", model, "-f", "json", "--accept", "0.5", "-q")
     assert result.exit_code == 0 and "no rejection" not in result.stderr
@@ -237,9 +237,10 @@ def test_a_feature_space_run_exports_its_msp_rule_and_the_artifacts_apply_it(cli
 
 
 def test_a_feature_space_score_is_not_applied_by_the_artifacts_and_export_json_says_why():
-    from tlcli.export.unknown import unknown_record
+    from tlcli.export.unknown import exported_rule, unknown_record
     from tlcli.inference.unknown import UnknownRule
 
-    record = unknown_record(UnknownRule("knn", 1.2, 0.95, -0.4, (-0.3, -0.5), params={"k": 5}))
+    rule = UnknownRule("knn", 1.2, 0.95, -0.4, (-0.3, -0.5), params={"k": 5})
+    record = unknown_record(rule, exported_rule(rule))
     assert record["rejects"] is False and "pooled features" in record["why"] and record["params"] == {"k": 5}
     assert "validation_scores" not in record and shutil.which  # the record stays small

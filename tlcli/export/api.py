@@ -115,8 +115,8 @@ def export_run(
     reference = predict_probabilities(model, parity.images, BATCH, info.binary)
     head = _record_head(run_dir, record, class_names, info, task, names, _calibration_record(calibration))
     run_rule = read_unknown_rule(run_dir) if not info.multi_label else None  # carried, and its decisions checked
-    head = dataclasses.replace(head, unknown=unknown_record(run_rule))
     rule = exported_rule(run_rule)  # what the artifacts apply: the run's msp rule for a score they cannot compute
+    head = dataclasses.replace(head, unknown=unknown_record(run_rule, rule))
     parent, label = (
         (out.absolute().parent, out.name)
         if out is not None

@@ -29,15 +29,14 @@ def exported_rule(rule: UnknownRule | None) -> UnknownRule | None:
     rule the run recorded for its exports (None: no rule, or none they can apply)."""
     if rule is None or rule.score in FROM_PROBABILITIES:
         return rule
-    return rule.portable_rule()
+    return rule.portable
 
 
-def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
-    """export.json's `unknown`: the rule the artifacts apply without its validation scores (and the run's own score
-    when it is another), or why they apply none."""
+def unknown_record(rule: UnknownRule | None, applied: UnknownRule | None) -> dict[str, Any] | None:
+    """export.json's `unknown`: the rule the artifacts apply (`applied`, the run's `rule` as `exported_rule` gives
+    it) without its validation scores (and the run's own score when it is another), or why they apply none."""
     if rule is None:
         return None
-    applied = exported_rule(rule)
     if applied is None:
         return {
             **rule.summary(),
@@ -58,9 +57,8 @@ def unknown_record(rule: UnknownRule | None) -> dict[str, Any] | None:
     return record
 
 
-def copy_rule(rule: UnknownRule | None, export_dir: Path) -> None:
-    """The rule the artifacts apply (`exported_rule`), as the export folder's unknown.json."""
-    applied = exported_rule(rule)
+def copy_rule(applied: UnknownRule | None, export_dir: Path) -> None:
+    """The rule the artifacts apply (`exported_rule`'s), as the export folder's unknown.json."""
     if applied is not None:
         write_json_atomic(Path(export_dir) / UNKNOWN_FILE, applied.to_dict())
 

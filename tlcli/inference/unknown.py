@@ -252,8 +252,9 @@ class UnknownRule:
     params: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None  # where it was read from (the feature bank beside it)
     # The msp rule from the same held-out validation outputs, at the same accept fraction, for a run whose score the
-    # exported artifacts cannot compute (they output probabilities only): {"threshold": ..., "validation_scores": ...}
-    portable: dict[str, Any] | None = None
+    # exported artifacts cannot compute (they output probabilities only; `with_portable`). Stored as its threshold and
+    # validation scores: the rest is this rule's.
+    portable: UnknownRule | None = None
 
     @property
     def needs_features(self) -> bool:
@@ -296,12 +297,16 @@ class UnknownRule:
             "accept": self.accept,
             "threshold": self.threshold,
             "validation_scores": list(self.validation_scores),
-            **({"portable": dict(self.portable)} if self.portable is not None else {}),
+            **({"portable": self.portable.scores_record()} if self.portable is not None else {}),
         }
+
+    def scores_record(self) -> dict[str, Any]:
+        """The threshold and validation scores: what a rule nested as another's `portable` stores of itself."""
+        return {"threshold": self.threshold, "validation_scores": list(self.validation_scores)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], run_dir: Path | None = None) -> UnknownRule:
-        return cls(
+        rule = cls(
             score=str(data["score"]),
             temperature=float(data["temperature"]),
             accept=float(data["accept"]),
@@ -311,23 +316,24 @@ class UnknownRule:
             ece_after=data.get("ece_after"),
             params=dict(data.get("params") or {}),
             run_dir=run_dir,
-            portable=dict(data["portable"]) if data.get("portable") else None,
         )
+        if not data.get("portable"):
+            return rule
+        stored = data["portable"]
+        return rule.with_portable(float(stored["threshold"]), tuple(float(s) for s in stored["validation_scores"]))
 
-    def portable_rule(self) -> UnknownRule | None:
-        """The msp rule an export's artifacts apply in place of this rule's score (None: none was recorded)."""
-        if self.portable is None:
-            return None
-        return UnknownRule(
+    def with_portable(self, threshold: float, validation_scores: tuple[float, ...]) -> UnknownRule:
+        """This rule carrying the msp rule with this threshold and these validation scores, for its exports."""
+        portable = dataclasses.replace(
+            self,
             score="msp",
-            temperature=self.temperature,
-            accept=self.accept,
-            threshold=float(self.portable["threshold"]),
-            validation_scores=tuple(float(s) for s in self.portable["validation_scores"]),
-            ece_before=self.ece_before,
-            ece_after=self.ece_after,
+            threshold=threshold,
+            validation_scores=validation_scores,
             params={"in_place_of": self.score},
+            run_dir=None,
+            portable=None,
         )
+        return dataclasses.replace(self, portable=portable)
 
     def summary(self) -> dict[str, Any]:
         """The record without the validation scores (export.json, evaluate's `unknown`)."""

@@ -68,8 +68,8 @@ def record_unknown(inputs: PhaseInputs, run_dir: Path, reporter: Reporter, chief
         ece_before=before,
         ece_after=after,
         params=_params(config.score, bank, statistics),
-        portable=_portable(config.score, logits, temperature, config.accept),
     )
+    rule = _with_portable(rule, logits)
     bank.save(run_dir / UNKNOWN_FEATURES_FILE)
     write_json_atomic(run_dir / UNKNOWN_FILE, rule.to_dict())
     reporter.info(_described(rule, bank, run_dir))
@@ -82,13 +82,13 @@ def _validation_outputs(inputs: PhaseInputs) -> tuple[np.ndarray, np.ndarray]:
     return head_logits(inputs.model, pooled, inputs.binary), pooled
 
 
-def _portable(score: str, logits: np.ndarray, temperature: float, accept: float) -> dict | None:
-    """The msp rule from the same validation outputs, for exports of a run whose score needs more than the
-    probabilities the artifacts output (None: the run's score is msp already)."""
-    if score == "msp":
-        return None
-    scores = np.asarray(score_images("msp", logits, temperature=temperature), dtype=np.float64)
-    return {"threshold": threshold_at(scores, accept), "validation_scores": [float(s) for s in scores]}
+def _with_portable(rule: UnknownRule, logits: np.ndarray) -> UnknownRule:
+    """The rule with the msp rule from the same validation outputs, for exports of a run whose score needs more than
+    the probabilities the artifacts output (unchanged: the run's score is msp already)."""
+    if rule.score == "msp":
+        return rule
+    scores = np.asarray(score_images("msp", logits, temperature=rule.temperature), dtype=np.float64)
+    return rule.with_portable(threshold_at(scores, rule.accept), tuple(float(s) for s in scores))
 
 
 def _params(score: str, bank: FeatureBank, statistics: dict) -> dict:
