@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import make_image_folder, tiny_config
 
 from tlcli.config.data_schema import AUGMENT_PRESETS, AugmentConfig
 from tlcli.config.loading import load_config
@@ -136,5 +136,29 @@ def test_evaluate_and_predict_with_tta_say_so(binary_run, run_copy, cli, tmp_pat
     record = json.loads(result.stdout)
     metrics = json.loads((Path(record["eval_dir"]) / "metrics.json").read_text())
     assert metrics["tta"] == ["identity", "flip_h"] and Path(record["eval_dir"]).name.endswith("-tta")
-    refused = cli("predict", str(tmp_path), "--model", str(tmp_path / "m.onnx"), "--tta")
-    assert refused.exit_code == 2 and "--tta" in refused.stderr
+
+
+@pytest.mark.slow
+def test_an_exported_model_averages_over_the_views_its_run_recorded_as_the_run_does(binary_run, run_copy, tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the export extra: pip install 'tlcli[export]'")
+    import json
+
+    from tlcli import predict
+    from tlcli.export import export_run
+    from tlcli.export.artifacts import predict_artifact
+    from tlcli.export.formats import FILES
+
+    run = run_copy(binary_run)
+    exported = export_run(run, ["onnx"], out=tmp_path / "export")
+    assert json.loads((exported.export_dir / "export.json").read_text())["tta_views"] == ["identity", "flip_h"]
+    images = make_image_folder(tmp_path / "images", {"x": 6}, seed=3)
+    artifact = exported.export_dir / FILES["onnx"]
+
+    def probabilities(result) -> list[dict[str, float]]:
+        return [dict(p.top) for p in result.predictions]
+
+    averaged = probabilities(predict_artifact([images], artifact, tta=True, unknown=False))
+    by_run = probabilities(predict([images], run=run, tta=True, unknown=False))
+    for mine, theirs in zip(averaged, by_run, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-3)  # the float32 parity gate's tolerance
+    assert averaged != probabilities(predict_artifact([images], artifact, unknown=False))  # the mirror counted

@@ -129,8 +129,6 @@ def _refuse_conflicts(
             "--model and --run exclude each other: "
             "--model predicts with an exported artifact, --run with a run's model.keras"
         )
-    if model is not None and tta:
-        raise UserError("--tta averages a run's model.keras over its views; predict with --run instead of --model")
     if model is not None and (explain_dir is not None or explain_layer is not None):
         raise UserError(
             "--explain and --model exclude each other: Grad-CAM takes the gradients of a run's model.keras, an "
@@ -174,6 +172,7 @@ def _predict(
             on_model=announce_model,
             accept=unknown[0],
             unknown=unknown[1],
+            tta=tta,
         )
 
     def announce(run_dir: Path) -> None:

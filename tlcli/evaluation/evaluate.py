@@ -10,7 +10,6 @@ into a new `RUN_DIR/eval/<stamp>-<dataset>/` folder.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,7 +29,7 @@ from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored,
 from tlcli.evaluation.unknown_report import judged_probabilities
 from tlcli.inference.explain import feature_layer, grad_cam
 from tlcli.inference.predict import ModelSource, run_source
-from tlcli.inference.tta import tta_views, with_tta
+from tlcli.inference.tta import tta_views
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
 from tlcli.runs.provenance import labelled_split, read_split
@@ -156,10 +155,7 @@ def _model_of(
             feature_layer(model, layer)
             heatmaps = lambda pixels, classes: grad_cam(model, pixels, classes, layer)  # noqa: E731
     source = source.with_unknown(accept, unknown)
-    if views:
-        outputs = with_tta(source.outputs, views) if source.outputs is not None else None
-        source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views), outputs=outputs)
-    return source, heatmaps
+    return (source.with_tta(views) if views else source), heatmaps
 
 
 def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:

@@ -43,6 +43,7 @@ from tlcli.export.record import (
 from tlcli.export.runtime import ExportedModel, own_artifact
 from tlcli.export.unknown import artifact_rule, copy_rule, exported_rule, unknown_record
 from tlcli.inference.probabilities import predict_probabilities
+from tlcli.inference.tta import tta_views
 from tlcli.inference.unknown import read_unknown_rule
 from tlcli.modeling.build import load_run_model
 from tlcli.progress import Reporter
@@ -225,6 +226,7 @@ def _record_head(
         },
         versions=versions(list(names)),
         formats={},
+        tta_views=list(tta_views(read_run_config(run_dir))),
         calibration_images=calibration,
     )
 

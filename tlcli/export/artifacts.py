@@ -23,6 +23,7 @@ from tlcli.export.record import EXPORT_RECORD
 from tlcli.export.runtime import ExportedModel
 from tlcli.export.unknown import artifact_rule, probability_rows
 from tlcli.inference.predict import ModelSource, PredictResult, check_predict_options, predict_with
+from tlcli.inference.tta import tta_views
 from tlcli.progress import Reporter
 from tlcli.runs.records import read_labels, read_model_info
 
@@ -70,6 +71,7 @@ def source_of(artifact: ExportedModel) -> ModelSource:
             "format": artifact.format,
             "runtime": RUNTIMES[artifact.format],
         },
+        views=tuple(artifact.record.tta_views) if artifact.record and artifact.record.tta_views else None,
         **judging,
     )
 
@@ -86,6 +88,7 @@ def predict_artifact(
     on_model: Callable[[ModelSource], None] | None = None,
     accept: float | None = None,
     unknown: bool = True,
+    tta: bool = False,
 ) -> PredictResult:
     """Predict the labels of image files with an exported artifact, exactly as `tlcli.predict` does with a run.
 
@@ -98,6 +101,8 @@ def predict_artifact(
         model: see `artifact_source`.
         on_model: called with the loaded model before any image is decoded.
         accept, unknown: as `tlcli.predict`'s, for the export's rule for unknown images (`tlcli.export.unknown`).
+        tta: average over the views the exported run trained with (export.json `tta_views`; the mirror alone for an
+            export that does not record them).
 
     Raises:
         UserError: bad options, a path or glob matching nothing, or what `artifact_source` raises.
@@ -107,6 +112,10 @@ def predict_artifact(
     source = artifact_source(model, threads=threads, reporter=reporter).with_unknown(accept, unknown)
     if on_model is not None:
         on_model(source)
+    if tta:
+        if source.views is None:
+            (reporter or Reporter()).warn(f"{model}: export.json records no views for --tta; averaging over the mirror")
+        source = source.with_tta(source.views or tta_views(None))
     return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
 
 

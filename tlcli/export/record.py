@@ -23,6 +23,7 @@ from typing import Any
 from tlcli.errors import GateFailed, UserError
 from tlcli.export.formats import FILES, RUNTIMES, Gate
 from tlcli.export.parity import Parity
+from tlcli.inference.tta import VIEWS
 from tlcli.runs.atomic import read_json, write_json_atomic
 from tlcli.version import __version__
 
@@ -180,6 +181,7 @@ class ExportRecord:
     failures: list[str] = field(default_factory=list)
     verified: dict[str, str] | None = None  # `--verify`: when and against which run (never written)
     unknown: dict[str, Any] | None = None  # the run's rule for unknown images (`tlcli.export.unknown.export_record`)
+    tta_views: list[str] | None = None  # the views `predict --model --tta` averages over: the run's (`tta_views`)
 
     def with_results(self, results: list[FormatResult], parity_images: dict[str, Any]) -> ExportRecord:
         """This record with `results` (replacing the formats they checked), their images and verdict."""
@@ -221,6 +223,7 @@ class ExportRecord:
         data |= {"thresholds": self.thresholds} if self.thresholds is not None else {}
         data |= {"label_separator": self.label_separator} if self.label_separator is not None else {}
         data |= {"unknown": self.unknown} if self.unknown is not None else {}
+        data |= {"tta_views": list(self.tta_views)} if self.tta_views is not None else {}
         data |= {
             "labels_file": self.labels_file,
             "run": self.run.to_dict() if self.run is not None else None,
@@ -258,6 +261,7 @@ class ExportRecord:
             calibration_images=_mapping(data.get("calibration_images")),
             passed=bool(data.get("passed", True)),
             unknown=_mapping(data.get("unknown")),
+            tta_views=_views(data.get("tta_views")),
             failures=[str(line) for line in failures] if isinstance(failures := data.get("failures"), list) else [],
         )
 
@@ -302,6 +306,13 @@ class ExportRecord:
 
 # What `--verify` takes from a format's entry besides its file: each gate figure (a share, or a limit) and the time.
 _GATE_RANGES = {"min_agreement": (0.0, 1.0), "max_difference": (0.0, math.inf), "max_accuracy_drop": (0.0, math.inf)}
+
+
+def _views(value: Any) -> list[str] | None:
+    """export.json's `tta_views` when it names known views only (else absent: the mirror is assumed)."""
+    if isinstance(value, list) and value and all(isinstance(view, str) and view in VIEWS for view in value):
+        return list(value)
+    return None
 
 
 def _check_fields(path: Path, data: dict[str, Any]) -> None:

@@ -1,18 +1,15 @@
 """`predict`: image files in, top-k labels out, through the run's own model.
 
-Images are decoded with `tlcli.data.images.decode_image` at the run's image size
-and channels (the same decoding as training) in a thread pool, a bounded
-window ahead of inference, and fed to the model in batches as 0-255 float32
-pixels; the model holds its own preprocessing. A file that cannot be read or
-decoded becomes an error entry and the others go on.
+Images are decoded with `tlcli.data.images.decode_image` at the run's image size and channels (the same decoding as
+training) in a thread pool, a bounded window ahead of inference, and fed to the model in batches as 0-255 float32
+pixels; the model holds its own preprocessing. A file that cannot be read or decoded becomes an error entry and the
+others go on.
 
 Output formats (`tlcli.inference.formats`), documented in the README:
 
-- `jsonl`: one object per image: `{"path", "label", "confidence", "top_k":
-  [{"label", "probability"}...], "error"}`; errors have `label` and
-  `confidence` null, `top_k` empty and `error` set.
-- `json`: one document `{"run_dir", "labels", "top_k", "count", "errors",
-  "predictions": [the objects above]}`.
+- `jsonl`: one object per image: `{"path", "label", "confidence", "top_k": [{"label", "probability"}...], "error"}`;
+  errors have `label` and `confidence` null, `top_k` empty and `error` set.
+- `json`: one document `{"run_dir", "labels", "top_k", "count", "errors", "predictions": [the objects above]}`.
 - `csv`: `path,label,confidence,label_2,probability_2,...,error`.
 
 With `explain_dir` (`tlcli.inference.explain`), every row also has `explanation`: the overlay PNG written for the
@@ -20,11 +17,9 @@ image (null for an error), placed before `error` in csv; later per-image columns
 unknown images (`tlcli.inference.unknown`) adds `unknown_score` and `would_be` (the class of an image predicted
 `unknown`, else null) the same way, and its probabilities are calibrated.
 
-A multi-label run predicts every label whose probability reaches its class's
-threshold (model.json): `jsonl` objects are `{"path", "labels": [...],
-"probabilities": {class: p}, "top_k", "error"}`, `csv` is
-`path,labels,<one probability column per class>,error` with the labels joined
-by the run's separator.
+A multi-label run predicts every label whose probability reaches its class's threshold (model.json): `jsonl` objects
+are `{"path", "labels": [...], "probabilities": {class: p}, "top_k", "error"}`, `csv` is
+`path,labels,<one probability column per class>,error` with the labels joined by the run's separator.
 """
 
 from __future__ import annotations
@@ -194,6 +189,7 @@ class ModelSource:
     unknown: UnknownRule | None = None  # rejects images of no class (None: predicts as before)
     outputs: Callable[[np.ndarray, int], np.ndarray] | None = None  # `(images, batch_size) -> [logits | features]`
     bank: FeatureBank | None = None  # the training features a feature-space score compares with
+    views: tuple[str, ...] | None = None  # the views `--tta` averages over (`tta_views`; None: not recorded)
 
     def with_unknown(self, accept: float | None = None, enabled: bool = True) -> ModelSource:
         """This source with its rule at another accept fraction (`enabled` False: without it, as before); UserError
@@ -203,6 +199,11 @@ class ModelSource:
         if self.unknown is None or not enabled:
             return dataclasses.replace(self, unknown=None, outputs=None, bank=None)
         return dataclasses.replace(self, unknown=self.unknown.with_accept(accept))
+
+    def with_tta(self, views: tuple[str, ...]) -> ModelSource:
+        """This source averaging its probabilities (and its rule's outputs) over `views` of each image."""
+        outputs = with_tta(self.outputs, views) if self.outputs is not None else None
+        return dataclasses.replace(self, probabilities=with_tta(self.probabilities, views), outputs=outputs)
 
     def judge(self, images: np.ndarray, batch_size: int) -> Judged:
         """The images' calibrated probabilities, scores and decisions under this source's rule."""
@@ -249,6 +250,7 @@ def run_source(run_dir: Path, unknown: bool = True) -> ModelSource:
         config.data.label_separator if config else "|",
         config.data.max_bytes if config else DEFAULT_MAX_BYTES,
         model=model,
+        views=tta_views(config),
         **judging,
     )
 
@@ -311,9 +313,7 @@ def predict(
         on_run(run_dir)
     source = run_source(run_dir, unknown).with_unknown(accept, unknown)
     if tta:
-        views = tta_views(read_run_config(run_dir))
-        outputs = with_tta(source.outputs, views) if source.outputs is not None else None
-        source = dataclasses.replace(source, probabilities=with_tta(source.probabilities, views), outputs=outputs)
+        source = source.with_tta(source.views)
     explain = None
     if explain_dir is not None:
         feature_layer(source.model, explain_layer)  # a layer the base does not have fails before any work
