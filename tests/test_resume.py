@@ -103,6 +103,31 @@ def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source
     assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
 
 
+def test_resume_with_micro_batches_ends_exactly_like_the_uninterrupted_run(tmp_path, source_run, monkeypatch):
+    """Gradient accumulation (`data.micro_batch`) through an interruption in the fine-tuning phase: the accumulators
+    and the schedule's position come back with the checkpoint."""
+    data, source = source_run
+    raw = two_phase(data, tmp_path / "runs", source)
+    raw["data"]["micro_batch"] = 4  # 2 micro-batches a batch of 8
+    reference = train(load_config(raw)).run_dir
+    stop_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(raw))
+    monkeypatch.undo()
+    run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
+    from tlcli.training import loop
+
+    accumulated = []
+    original = loop.make_optimizer
+    monkeypatch.setattr(
+        loop, "make_optimizer", lambda *a, **k: accumulated.append(k["accumulate"]) or original(*a, **k)
+    )
+    resume(run_dir)
+    assert accumulated == [2]  # the resumed fine-tuning phase accumulated two micro-batches an update
+    assert history(run_dir) == history(reference)
+    assert metrics(run_dir)["final"] == metrics(reference)["final"]
+
+
 def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path, monkeypatch):
     """The full model on decoded images (cache off); the newest checkpoint fails to load: the previous one is used."""
     data = make_image_folder(tmp_path / "images", {"cats": 16, "dogs": 16})
