@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 
 from tlcli.config.schema import ExperimentConfig
-from tlcli.data.decoded import decode_samples
-from tlcli.data.images import DEFAULT_MAX_BYTES
 from tlcli.data.manifest import is_manifest
 from tlcli.data.splits import Sample
 from tlcli.errors import DataError, RunError, UserError
-from tlcli.evaluation.evaluate import folder_samples, manifest_samples, split_samples
+from tlcli.evaluation.evaluate import decode_as_trained, folder_samples, manifest_samples, split_samples
 from tlcli.evaluation.intervals import LEVEL, SIGNIFICANCE, mcnemar_exact, paired_difference, rounded, wilson
 from tlcli.inference.probabilities import predict_probabilities
 from tlcli.modeling.build import load_run_model
@@ -264,16 +262,9 @@ def _shared_images(a: _Run, b: _Run, split: str | None, data: str | Path | None)
 def _right(run: _Run, samples: list[Sample], batch_size: int, reporter: Reporter) -> dict[str, bool]:
     """{path: whether the run's model gets the image right}, decoded and scored as `evaluate` does."""
     info = run.info
-    with reporter.task(f"scoring {run.run_dir.name}", len(samples)) as advance:
-        decoded = decode_samples(
-            samples,
-            info.image_size,
-            info.channels,
-            on_bad_file="skip",
-            progress=advance,
-            max_bytes=run.config.data.max_bytes if run.config else DEFAULT_MAX_BYTES,
-            num_classes=len(run.class_names),
-        )
+    decoded = decode_as_trained(
+        samples, info, run.config, len(run.class_names), reporter, f"scoring {run.run_dir.name}"
+    )
     if not len(decoded):
         return {}
     model = load_run_model(run.run_dir, run.class_names)

@@ -193,16 +193,7 @@ def _decode(
     Raises:
         DataError: none could be decoded.
     """
-    with reporter.task("decoding", len(samples)) as advance:
-        decoded = decode_samples(
-            samples,
-            info.image_size,
-            info.channels,
-            on_bad_file="skip",
-            progress=advance,
-            max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES,
-            num_classes=num_classes,
-        )
+    decoded = decode_as_trained(samples, info, config, num_classes, reporter)
     skipped = bad_rows + [{"path": s.path, "reason": s.reason} for s in decoded.skipped]
     if skipped:
         reporter.warn(
@@ -212,6 +203,22 @@ def _decode(
     if not len(decoded):
         raise DataError(f"{source}: none of the {len(samples)} images could be decoded; nothing to evaluate")
     return decoded, skipped
+
+
+def decode_as_trained(
+    samples: list[Sample], info, config, num_classes: int, reporter: Reporter, task: str = "decoding"
+):
+    """The samples decoded as the run trained (its size, channels and `data.max_file_mb`), the unreadable skipped."""
+    with reporter.task(task, len(samples)) as advance:
+        return decode_samples(
+            samples,
+            info.image_size,
+            info.channels,
+            on_bad_file="skip",
+            progress=advance,
+            max_bytes=config.data.max_bytes if config else DEFAULT_MAX_BYTES,
+            num_classes=num_classes,
+        )
 
 
 @dataclass(frozen=True)
