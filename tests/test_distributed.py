@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_image_folder, one_line, tiny_config, write_config
 
 from tlcli.errors import UserError
@@ -161,6 +162,17 @@ def test_two_logical_cpus_train_both_phases_as_one_device(setup, one_device, kin
     assert_same_training(mirrored, one_device[kind])
     env = json.loads((Path(mirrored["run_dir"]) / "env.json").read_text())
     assert env["devices"]["logical_cpus"] == 2
+
+
+def test_micro_batches_on_two_replicas_train_as_on_one_device(setup):
+    """Gradient accumulation (`data.micro_batch`) under MirroredStrategy: the same updates as one device."""
+    root = setup["root"]
+    raw = yaml.safe_load(setup["features"].read_text())
+    raw["data"]["micro_batch"] = 5  # two micro-batches an update of 10
+    config = write_config(root / "micro.yaml", raw)
+    mirrored = train_json(config, root / "micro-mirrored", env={"TLCLI_LOGICAL_CPUS": "2"})
+    assert mirrored["devices"]["replicas"] == 2
+    assert_same_training(mirrored, train_json(config, root / "micro-one"))
 
 
 @pytest.mark.parametrize("resume_on", ["2", ""], ids=["two-replicas", "one-device"])

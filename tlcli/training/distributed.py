@@ -26,6 +26,7 @@ import numpy as np
 from tlcli.data.batches import ArrayBatches, encode_targets
 from tlcli.data.decoded import SkippedFile
 from tlcli.data.splits import label_array
+from tlcli.errors import UserError
 from tlcli.features.extract import FeatureSet
 from tlcli.training.fit_in_memory import fit_in_memory
 
@@ -93,6 +94,7 @@ class _StepFunction:
         self.count = replicas(strategy)
         with strategy.scope():
             _build(model, data.inputs[: data.batch_size], self.targets[: data.batch_size])
+            self.accumulation = _Accumulation.of(model)
         self.spec = (
             tf.TensorSpec((None, *data.inputs.shape[1:]), tf.float32),
             tf.TensorSpec((None, *self.targets.shape[1:]), tf.float32),
@@ -100,6 +102,7 @@ class _StepFunction:
             tf.TensorSpec((), tf.float32),
         )
         self.run = tf.function(self._global_step)
+        self.add = tf.function(lambda iterator: self._global_step(iterator, apply=False))
 
     def epoch(self, order: np.ndarray, epoch: int, callback_list) -> dict[str, float]:
         """One epoch over `order`; returns the epoch's logs (the loss: the mean over images of each step's loss, as
@@ -116,7 +119,7 @@ class _StepFunction:
         for index in range(self.data.steps):
             callback_list.on_train_batch_begin(index)
             size = len(order[index * self.data.batch_size : (index + 1) * self.data.batch_size])
-            loss = float(self.run(iterator))
+            loss = float(self._step(iterator))
             total, seen = total + loss * size, seen + size
             logs = {
                 **{k: float(v) for k, v in self.model.get_metrics_result().items() if k != "loss"},
@@ -153,15 +156,39 @@ class _StepFunction:
             rows[flip] = self.data.flipped[index[flip]]
         return rows
 
-    def _global_step(self, iterator):
+    def _step(self, iterator):
+        """One compiled step; accumulating, the host chooses whether it applies or only adds its gradient."""
+        if self.accumulation is None or self.accumulation.applies(self.model.optimizer):
+            return self.run(iterator)
+        return self.add(iterator)
+
+    def _global_step(self, iterator, apply: bool = True):
         import tensorflow as tf
 
-        per_replica = self.strategy.run(self._replica_step, args=next(iterator))
+        step = self._replica_step if apply else self._replica_add
+        per_replica = self.strategy.run(step, args=next(iterator))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def _replica_step(self, x, y, w, global_size):
-        """The share's loss sum over the global batch size (plus this replica's part of the penalty), its gradient
-        applied."""
+        """The share's loss (`_replica_gradients`), its gradient applied (summed over the replicas by the optimizer;
+        accumulating, with the micro-batches' gradients this replica added since the last update)."""
+        loss, gradients = self._replica_gradients(x, y, w, global_size)
+        if self.accumulation is None:
+            self.model.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        else:
+            self.accumulation.apply(self.model.optimizer, gradients, self.model.trainable_variables)
+        return loss
+
+    def _replica_add(self, x, y, w, global_size):
+        """Accumulating: the share's loss, its gradient added to this replica's sum, the step counted."""
+        loss, gradients = self._replica_gradients(x, y, w, global_size)
+        self.accumulation.add(gradients)
+        self.model.optimizer._iterations.assign_add(1)  # a micro-batch counted, as Keras counts it (`_Accumulation`)
+        return loss
+
+    def _replica_gradients(self, x, y, w, global_size):
+        """The share's loss sum over the global batch size (plus this replica's part of the penalty) and its gradient
+        (of the scaled loss under mixed precision: the optimizer unscales it); the metrics updated."""
         import tensorflow as tf
 
         model = self.model
@@ -171,12 +198,66 @@ class _StepFunction:
             loss = tf.reduce_sum(per_example * w) / global_size
             if model.losses:  # the penalty once over all replicas (their gradients are summed)
                 loss += tf.add_n(model.losses) / self.count
-        gradients = tape.gradient(
-            model.optimizer.scale_loss(loss), model.trainable_variables
-        )  # mixed precision: scaled, unscaled by apply
-        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        gradients = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)
         model.compute_metrics(x, y, predictions, sample_weight=None)
-        return loss
+        return loss, gradients
+
+
+class _Accumulation:
+    """Gradient accumulation (`data.micro_batch`) across replicas, as Keras accumulates on one device: the same mean
+    gradient, applied on every `steps`-th micro-batch at the same learning rate and the same Adam step.
+
+    Keras applies an accumulating optimizer's update under a `cond` whose branch all-reduces the gradients, which
+    tf.distribute refuses in replica context. Here each replica sums its micro-batches' gradients in its own
+    variables, the host chooses which step applies (`applies`), and `apply` runs the update branch of Keras's
+    `BaseOptimizer._backend_apply_gradients` without the `cond`. Its private pieces are named there; the optimizer
+    keeps its `gradient_accumulation_steps`, so its `iterations` (Adam's bias correction), its schedule (the
+    micro-batch count `_iterations`) and its saved variables are those of one device.
+    """
+
+    def __init__(self, model, steps: int):
+        import tensorflow as tf
+
+        self.steps = steps
+        self.sums = [
+            tf.Variable(
+                tf.zeros(v.shape, v.dtype),
+                trainable=False,
+                synchronization=tf.VariableSynchronization.ON_READ,  # one sum per replica
+                aggregation=tf.VariableAggregation.SUM,
+            )
+            for v in model.trainable_variables
+        ]
+
+    @classmethod
+    def of(cls, model) -> _Accumulation | None:
+        steps = model.optimizer.gradient_accumulation_steps
+        if not steps or steps < 2:
+            return None
+        if model.optimizer.loss_scale_factor is not None or hasattr(model.optimizer, "inner_optimizer"):
+            raise UserError(
+                "data.micro_batch: gradient accumulation on several replicas runs without mixed precision; "
+                "set runtime.mixed_precision: off or remove data.micro_batch"
+            )
+        return cls(model, int(steps))
+
+    def applies(self, optimizer) -> bool:
+        """Whether the next micro-batch completes a batch (`_iterations` counts micro-batches)."""
+        return (int(np.asarray(optimizer._iterations.numpy())) + 1) % self.steps == 0
+
+    def add(self, gradients) -> None:
+        for total, gradient in zip(self.sums, gradients):
+            total.assign_add(gradient)
+
+    def apply(self, optimizer, gradients, variables) -> None:
+        """The batch's update from this micro-batch's gradients and the sums (then emptied)."""
+        mean = [(gradient + total) / self.steps for gradient, total in zip(gradients, self.sums)]
+        mean = optimizer._clip_gradients(mean)
+        optimizer._apply_weight_decay(variables)
+        optimizer._backend_update_step(mean, variables, optimizer.learning_rate)  # all-reduces, then updates
+        optimizer._iterations.assign_add(1)
+        for total in self.sums:
+            total.assign(total * 0)
 
 
 def _build(model, x, y) -> None:
