@@ -57,6 +57,20 @@ def test_from_dict_round_trips_to_dict_and_a_damaged_file_is_one_line(tmp_path):
         assert "\n" not in str(caught.value)
 
 
+def test_evaluate_and_the_report_say_in_one_line_that_a_data_trust_json_is_damaged(tmp_path):
+    from tlcli.evaluation.html_report import trust_part
+    from tlcli.evaluation.leakage import training_copies
+
+    (tmp_path / "data_trust.json").write_text('{"base": "B"}')  # edited by hand, or an older shape
+    copies = training_copies(tmp_path, ["/d/val/a.png"])
+    assert not copies.known and "data_trust.json: damaged or of another format (no 'data_dir' key)" in copies.why
+    assert "damaged or of another format" in trust_part(tmp_path, None)
+    (tmp_path / "data_trust.json").write_text(json.dumps(full_report().to_dict()))
+    assert "/d/val/c.png" in trust_part(tmp_path, None)  # the suspect, listed
+    (tmp_path / "data_trust.json").unlink()
+    assert "searched no near-duplicates" in training_copies(tmp_path, ["/d/val/a.png"]).why
+
+
 def test_a_derived_result_reads_back_and_a_damaged_one_reads_as_absent(tmp_path):
     entry = DerivedResult.of("key", "data_trust", {"a": 1}, root=tmp_path)
     assert entry.read() is None and entry.write(b'{"x": 1}') is None
