@@ -51,29 +51,21 @@ def test_training_writes_a_card_naming_classes_base_figures_and_how_to_load(froz
 
 def plant_trust(run_dir: Path) -> None:
     """What the data-trust step writes when it finds one pair across the splits and one label suspect."""
+    from tlcli.audit import AuditReport, NearDuplicatePair, NearDuplicates, SuspectFindings, SuspectRow
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["data_trust"] = {"leakage": 1, "near_duplicates": 2, "label_suspects": 1, "notes": [], "file": "x"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    pairs = [
-        {"a": "/d/train/a/1.png", "b": "/d/test/a/9.png", "split_a": "train", "split_b": "test", "cross_split": True},
-        {
-            "a": "/d/train/b/2.png",
-            "b": "/d/train/b/3.png",
-            "split_a": "train",
-            "split_b": "train",
-            "cross_split": False,
-        },
-    ]
-    suspect = {
-        "rank": 1,
-        "path": "/d/train/c/7.png",
-        "split": "train",
-        "given": "c",
-        "suggested": "a",
-        "confidence": 0.93,
-    }
-    trust = {"near_duplicates": {"pairs": pairs}, "label_suspects": {"suspects": [suspect]}}
-    (run_dir / "data_trust.json").write_text(json.dumps(trust))
+    pairs = (
+        NearDuplicatePair("/d/train/a/1.png", "/d/test/a/9.png", "train", "test", 0.97, 0.98, True),
+        NearDuplicatePair("/d/train/b/2.png", "/d/train/b/3.png", "train", "train", 0.96, 0.95, True),
+    )
+    suspect = SuspectRow("/d/train/c/7.png", "train", "c", "a", 0.93, 0.02)
+    trust = AuditReport(
+        "", "MobileNet", (64, 64), {"train": 30, "val": 9, "test": 9}, 0, 0.5,
+        NearDuplicates(pairs, (), 2, 0), SuspectFindings((suspect,), "own", 5, 39), None,
+    )  # fmt: skip
+    (run_dir / "data_trust.json").write_text(json.dumps(trust.to_dict()))
 
 
 def test_limitations_name_leakage_suspects_few_images_and_the_calibration_error(frozen_source, run_copy):

@@ -7,7 +7,7 @@ probabilities (`labels`), and per-class learning curves that say which classes n
 and `init_config` (`starter`) writes a starting config for a folder (`tlcli init`).
 """
 
-from tlcli.audit.api import audit_dataset, audit_embeddings
+from tlcli.audit.api import AUDIT_VERSION, audit_dataset, audit_embeddings, audit_fingerprint
 from tlcli.audit.curve import ClassCurve, LearningCurve, learning_curve, plot_learning_curve
 from tlcli.audit.embed import Embeddings, SplitEmbeddings, embed_splits, embedding_config
 from tlcli.audit.labels import LabelSuspect, LabelSuspects, OutOfFold, find_label_suspects, out_of_fold_probabilities
@@ -19,10 +19,11 @@ from tlcli.audit.neighbours import (
     find_near_duplicates,
     similar_pairs,
 )
-from tlcli.audit.report import AuditReport, SuspectFindings, SuspectRow, write_check_folder
+from tlcli.audit.report import AuditReport, SuspectFindings, SuspectRow, read_audit_report, write_check_folder
 from tlcli.audit.starter import InitResult, advice_from_curve, init_config
 
 __all__ = [
+    "AUDIT_VERSION",
     "AuditReport",
     "ClassCurve",
     "DuplicateCluster",
@@ -40,6 +41,7 @@ __all__ = [
     "advice_from_curve",
     "audit_dataset",
     "audit_embeddings",
+    "audit_fingerprint",
     "brute_force_pairs",
     "embed_splits",
     "embedding_config",
@@ -49,6 +51,7 @@ __all__ = [
     "learning_curve",
     "out_of_fold_probabilities",
     "plot_learning_curve",
+    "read_audit_report",
     "similar_pairs",
     "write_check_folder",
 ]

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from tlcli.audit import labels as probe
+from tlcli.audit import neighbours, pixels
 from tlcli.audit.curve import learning_curve
 from tlcli.audit.embed import Embeddings, embed_splits, embedding_config
 from tlcli.audit.labels import find_label_suspects
@@ -29,6 +33,10 @@ from tlcli.progress import Reporter
 
 SUSPECT_SPLITS = ("train", "val")
 LEAKAGE_NEIGHBOURS = 2  # with leakage_only: nearest images of each other split examined (a copy's source is first)
+# Raise it when the audit finds something else on the same embeddings and arguments: `tlcli train` keys the data-trust
+# result it caches by `audit_fingerprint()`, so a raised version computes it again.
+AUDIT_VERSION = 1
+FITTED_WITH = ("numpy", "scikit-learn", "cleanlab", "pillow")  # libraries whose versions can change what it finds
 
 
 def audit_dataset(
@@ -123,6 +131,33 @@ def audit_embeddings(
         cache_key=embeddings.cache_key,
         timings=timings,
     )
+
+
+def audit_fingerprint() -> dict[str, Any]:
+    """What `audit_embeddings` finds depends on besides its embeddings and arguments: `AUDIT_VERSION`, its thresholds
+    and the installed versions of the libraries it decodes and fits with (read from package metadata, not imported)."""
+    thresholds = {
+        name: getattr(module, name)
+        for module, names in (
+            (neighbours, ("GREY", "PIXEL", "SHIFTED_COSINE", "SHIFTED_PIXEL", "LOOKALIKE", "PER_SPLIT")),
+            (pixels, ("GRID", "THUMB", "CROPS", "CORNER_CROP", "MIN_TEXTURE")),
+            (probe, ("PROBE_C", "PROBE_MAX_ITER")),
+        )
+        for name in names
+    }
+    return {
+        "version": AUDIT_VERSION,
+        "leakage_neighbours": LEAKAGE_NEIGHBOURS,
+        "thresholds": thresholds,
+        "libraries": {name: _installed(name) for name in FITTED_WITH},
+    }
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _near_duplicates(embeddings: Embeddings, leakage_only: bool) -> NearDuplicates:

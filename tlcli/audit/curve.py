@@ -41,6 +41,19 @@ class ClassCurve:
     advice: str
     scored: int = 0  # images of the class scored at each fraction (n)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassCurve:
+        return cls(
+            str(data["name"]),
+            tuple(float(a) for a in data["accuracy"]),
+            tuple(float(n) for n in data["images"]),
+            float(data["gain"]),
+            float(data["standard_error"]),
+            bool(data["climbing"]),
+            str(data["advice"]),
+            int(data.get("scored", 0)),
+        )
+
 
 @dataclass(frozen=True)
 class LearningCurve:
@@ -68,6 +81,18 @@ class LearningCurve:
             "climbing": list(self.climbing),
             "classes": [asdict(c) for c in self.classes],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LearningCurve:
+        """What `to_dict` wrote (`climbing` is derived, not read)."""
+        return cls(
+            tuple(float(f) for f in data["fractions"]),
+            tuple(ClassCurve.from_dict(c) for c in data["classes"]),
+            tuple(float(a) for a in data["accuracy"]),
+            int(data["folds"]),
+            str(data.get("note", "")),
+            int(data.get("repeats", 1)),
+        )
 
 
 def learning_curve(

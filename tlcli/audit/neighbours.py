@@ -212,6 +212,18 @@ class NearDuplicatePair:
     def cross_split(self) -> bool:
         return self.split_a != self.split_b
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NearDuplicatePair:
+        return cls(
+            str(data["a"]),
+            str(data["b"]),
+            str(data["split_a"]),
+            str(data["split_b"]),
+            float(data["similarity"]),
+            float(data["thumbnail"]),
+            bool(data["confirmed"]),
+        )
+
 
 @dataclass(frozen=True)
 class DuplicateCluster:
@@ -223,6 +235,10 @@ class DuplicateCluster:
     @property
     def cross_split(self) -> bool:
         return len(set(self.splits)) > 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DuplicateCluster:
+        return cls(tuple(str(p) for p in data["paths"]), tuple(str(s) for s in data["splits"]))
 
 
 @dataclass(frozen=True)
@@ -265,6 +281,16 @@ class NearDuplicates:
                 {"paths": list(c.paths), "splits": list(c.splits), "cross_split": c.cross_split} for c in self.clusters
             ],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NearDuplicates:
+        """What `to_dict` wrote (its counts and thresholds are derived, not read)."""
+        return cls(
+            tuple(NearDuplicatePair.from_dict(p) for p in data["pairs"]),
+            tuple(DuplicateCluster.from_dict(c) for c in data["clusters"]),
+            int(data["candidates"]),
+            int(data["lookalikes"]),
+        )
 
 
 def find_near_duplicates(

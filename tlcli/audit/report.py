@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 from tlcli.audit.curve import LearningCurve, plot_learning_curve
 from tlcli.audit.neighbours import NearDuplicates
-from tlcli.errors import EXIT_OK, EXIT_PARTIAL, UserError
-from tlcli.runs.atomic import atomic_folder, write_csv_atomic, write_json_atomic
+from tlcli.errors import EXIT_OK, EXIT_PARTIAL, RunError, UserError
+from tlcli.runs.atomic import atomic_folder, read_json, write_csv_atomic, write_json_atomic
 
 PICTURED = 12  # pairs and suspects drawn in the pictures
 THUMB_PX = 160
@@ -31,6 +31,17 @@ class SuspectRow:
     suggested: str
     confidence: float  # out-of-fold probability of `suggested`
     given_probability: float  # out-of-fold probability of `given`
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuspectRow:
+        return cls(
+            str(data["path"]),
+            str(data["split"]),
+            str(data["given"]),
+            str(data["suggested"]),
+            float(data["confidence"]),
+            float(data["given_probability"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,17 @@ class SuspectFindings:
             "count": len(self.suspects),
             "suspects": [{"rank": rank, **asdict(s)} for rank, s in enumerate(self.suspects, start=1)],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuspectFindings:
+        """What `to_dict` wrote (`count` and the ranks are derived, not read)."""
+        return cls(
+            tuple(SuspectRow.from_dict(s) for s in data["suspects"]),
+            str(data["method"]),
+            int(data["folds"]),
+            int(data["images"]),
+            str(data.get("note", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,56 @@ class AuditReport:
             "label_suspects": self.label_suspects.to_dict() if self.label_suspects is not None else None,
             "learning_curve": self.learning_curve.to_dict() if self.learning_curve is not None else None,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AuditReport:
+        """The report `to_dict` wrote (data_trust.json, a check folder's report.json).
+
+        Raises:
+            ValueError: `data` is not such a report (a key missing, or a value of another type).
+        """
+        try:
+            return cls(
+                data_dir=str(data["data_dir"]),
+                base=str(data["base"]),
+                image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+                images={str(k): int(v) for k, v in data["images"].items()},
+                from_cache=int(data["from_cache"]),
+                seconds=float(data["seconds"]),
+                near_duplicates=_part(NearDuplicates, data["near_duplicates"]),
+                label_suspects=_part(SuspectFindings, data["label_suspects"]),
+                learning_curve=_part(LearningCurve, data["learning_curve"]),
+                notes=tuple(str(n) for n in data.get("notes") or ()),
+                skipped=tuple(str(p) for p in data.get("skipped") or ()),
+                cache_key=data.get("cache_key"),
+                folder=data.get("folder"),
+                timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
+            )
+        except KeyError as exc:
+            raise ValueError(f"no {exc} key") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ValueError(str(exc) or type(exc).__name__) from None
+
+
+def _part(kind, data: Any):
+    return None if data is None else kind.from_dict(data)
+
+
+def read_audit_report(path: str | Path) -> AuditReport:
+    """A data_trust.json (or a check folder's report.json) as an `AuditReport`.
+
+    Raises:
+        RunError: the file is missing, not JSON, or not a report this tlcli writes (damaged, or of another format).
+    """
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: missing or unreadable ({type(exc).__name__})") from None
+    try:
+        return AuditReport.from_dict(data)
+    except ValueError as exc:
+        raise RunError(f"{path}: damaged or of another format ({exc})") from None
 
 
 def write_check_folder(report: AuditReport, folder: str | Path) -> Path:

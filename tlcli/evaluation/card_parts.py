@@ -100,27 +100,25 @@ def trust_lines(s: CardSources, listed: int) -> list[str]:
     if record.get("skipped"):
         return [f"- Near-duplicates and label suspects: not searched ({record['skipped']}); `tlcli check --deep`."]
     lines = []
-    trust = s.trust if isinstance(s.trust, dict) else {}
+    near = s.trust.near_duplicates if s.trust is not None else None
     if record.get("leakage"):
-        pairs = [p for p in (trust.get("near_duplicates") or {}).get("pairs") or [] if p.get("cross_split")]
+        pairs = [p for p in (near.confirmed if near is not None else ()) if p.cross_split]
         lines.append(
             f"- Leakage: {record['leakage']} near-duplicate pair(s) cross the splits (data_trust.json): the figures "
             "of the split holding the copies are optimistic."
         )
-        lines += [
-            f"  - `{p.get('a')}` ({p.get('split_a')}) and `{p.get('b')}` ({p.get('split_b')})" for p in pairs[:listed]
-        ]
+        lines += [f"  - `{p.a}` ({p.split_a}) and `{p.b}` ({p.split_b})" for p in pairs[:listed]]
     elif record.get("leakage") == 0:
         lines.append("- No near-duplicate crosses the splits (data_trust.json).")
     if record.get("label_suspects"):
-        suspects = (trust.get("label_suspects") or {}).get("suspects") or []
+        found = s.trust.label_suspects if s.trust is not None else None
         lines.append(
             f"- Label suspects: {record['label_suspects']} training or validation image(s) whose label the data doubts:"
         )
         lines += [
-            f"  - `{row.get('path')}` ({row.get('split')}): labelled `{row.get('given')}`, looks like "
-            f"`{row.get('suggested')}` ({row.get('confidence', 0):.2f})"
-            for row in suspects[:listed]
+            f"  - `{row.path}` ({row.split}): labelled `{row.given}`, looks like `{row.suggested}` "
+            f"({row.confidence:.2f})"
+            for row in (found.suspects if found is not None else ())[:listed]
         ]
     elif record.get("label_suspects") == 0:
         lines.append("- No label suspect among the training and validation images.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from tlcli.audit.report import SuspectFindings, read_audit_report
 from tlcli.errors import RunError
 from tlcli.evaluation.html_parts import (
     definitions,
@@ -158,56 +159,51 @@ def problems_part(run_dir: Path) -> str:
 
 def trust_part(run_dir: Path, metrics: dict | None) -> str:
     """Leakage (near-duplicates across splits), other confirmed pairs, and the ranked label suspects."""
-    trust, why = read_json(run_dir / TRUST_FILE)
-    if trust is None:
+    path = run_dir / TRUST_FILE
+    if not path.is_file():
         skipped = ((metrics or {}).get("data_trust") or {}).get("skipped")
-        return missing(f"The data-trust step was skipped: {skipped}" if skipped else why or "")
-    duplicates = trust.get("near_duplicates") or {}
-    pairs = duplicates.get("pairs") or []
-    leakage = [p for p in pairs if p.get("cross_split")]
-    parts = [
-        definitions(
-            [
-                ("base", trust.get("base", "?")),
-                ("images examined", sum((trust.get("images") or {}).values())),
-            ]
-        ),
-        f"<p>Leakage (the same image in two splits): {status(duplicates.get('leakage', len(leakage)))}; "
-        f"near-duplicate pairs: {status(duplicates.get('confirmed', len(pairs)))}.</p>",
-    ]
-    if pairs:
+        return missing(
+            f"The data-trust step was skipped: {skipped}"
+            if skipped
+            else f"No {TRUST_FILE} in this run (an older run, or the step did not run)."
+        )
+    try:
+        trust = read_audit_report(path)
+    except RunError as exc:
+        return missing(str(exc))
+    near = trust.near_duplicates
+    parts = [definitions([("base", trust.base), ("images examined", trust.embedded)])]
+    if near is None:
+        parts.append("<p>Near-duplicates: not searched (data.leakage: off).</p>")
+    else:
+        parts.append(
+            f"<p>Leakage (the same image in two splits): {status(near.leakage)}; "
+            f"near-duplicate pairs: {status(len(near.confirmed))}.</p>"
+        )
+    if near is not None and near.pairs:
         rows = [
-            (
-                "yes" if p.get("cross_split") else "no",
-                p.get("split_a"),
-                p.get("a"),
-                p.get("split_b"),
-                p.get("b"),
-                number(p.get("similarity"), 3),
-            )
-            for p in sorted(pairs, key=lambda p: not p.get("cross_split"))[:PAIRS_SHOWN]
+            ("yes" if p.cross_split else "no", p.split_a, p.a, p.split_b, p.b, number(p.similarity, 3))
+            for p in sorted(near.pairs, key=lambda p: not p.cross_split)[:PAIRS_SHOWN]
         ]
         parts.append(table(["across splits", "split", "image", "split", "image", "cosine"], rows, (5,)))
-    suspects = trust.get("label_suspects") or {}
-    listed = suspects.get("suspects") or []
-    parts.append(
-        f"<p>Label suspects: {status(suspects.get('count', len(listed)))}"
-        f"{' (' + esc(suspects['method']) + ')' if suspects.get('method') else ''}.</p>"
-    )
+    parts.append(suspects_part(trust.label_suspects))
+    parts += [f'<p class="muted">{esc(note)}</p>' for note in trust.notes]
+    return "\n".join(parts)
+
+
+def suspects_part(found: SuspectFindings | None) -> str:
+    """The ranked label suspects (the first SUSPECTS_SHOWN)."""
+    if found is None:
+        return "<p>Label suspects: not searched.</p>"
+    parts = [
+        f"<p>Label suspects: {status(len(found.suspects))}{' (' + esc(found.method) + ')' if found.method else ''}.</p>"
+    ]
     rows = [
-        (
-            s.get("rank"),
-            s.get("split"),
-            s.get("path"),
-            s.get("given"),
-            s.get("suggested"),
-            number(s.get("confidence"), 3),
-        )
-        for s in listed[:SUSPECTS_SHOWN]
+        (rank, s.split, s.path, s.given, s.suggested, number(s.confidence, 3))
+        for rank, s in enumerate(found.suspects[:SUSPECTS_SHOWN], start=1)
     ]
     if rows:
         parts.append(table(["rank", "split", "image", "given", "suggested", "confidence"], rows, (0, 5)))
-    parts += [f'<p class="muted">{esc(note)}</p>' for note in trust.get("notes") or []]
     return "\n".join(parts)
 
 

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlcli.runs.atomic import read_json
+from tlcli.audit.report import read_audit_report
+from tlcli.errors import RunError
 from tlcli.runs.folder import TRUST_FILE
 from tlcli.runs.provenance import read_split
 
@@ -34,11 +35,14 @@ class TrainingCopies:
 
 
 def training_copies(run_dir: Path, evaluated: Sequence[str]) -> TrainingCopies:
-    """The evaluated images with a confirmed near-duplicate in the run's training split, from data_trust.json."""
+    """The evaluated images with a confirmed near-duplicate in the run's training split, from data_trust.json (a
+    damaged one: not known, and why)."""
     run_dir = Path(run_dir)
-    record = read_json(run_dir / TRUST_FILE) if (run_dir / TRUST_FILE).is_file() else None
-    pairs = ((record or {}).get("near_duplicates") or {}).get("pairs")
-    if pairs is None:
+    try:
+        report = read_audit_report(run_dir / TRUST_FILE) if (run_dir / TRUST_FILE).is_file() else None
+    except RunError as exc:
+        return TrainingCopies(why=str(exc))
+    if report is None or report.near_duplicates is None:
         return TrainingCopies(why="the run searched no near-duplicates (older run, data.leakage: off, or skipped)")
     searched = {row.path for split in ("val", "test") for row in read_split(run_dir, split) or ()}
     unsearched = [path for path in evaluated if str(path) not in searched]
@@ -49,12 +53,10 @@ def training_copies(run_dir: Path, evaluated: Sequence[str]) -> TrainingCopies:
         )
     wanted = {str(path) for path in evaluated}
     found: dict[str, str] = {}
-    for pair in pairs:
-        if not pair.get("confirmed"):
-            continue
+    for pair in report.near_duplicates.confirmed:
         for copy, split_copy, partner, split_partner in (
-            (pair["a"], pair["split_a"], pair["b"], pair["split_b"]),
-            (pair["b"], pair["split_b"], pair["a"], pair["split_a"]),
+            (pair.a, pair.split_a, pair.b, pair.split_b),
+            (pair.b, pair.split_b, pair.a, pair.split_a),
         ):
             if copy in wanted and split_partner == "train" and split_copy != "train":
                 found.setdefault(copy, partner)

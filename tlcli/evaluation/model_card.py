@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from tlcli.audit.report import AuditReport, read_audit_report
 from tlcli.config import ExperimentConfig
 from tlcli.errors import TlcliError
 from tlcli.evaluation.card_render import render_card
@@ -68,7 +69,7 @@ class CardSources:
     record: RunRecord | None = None
     metrics: Metrics | None = None
     dataset: dict[str, Any] | None = None
-    trust: dict[str, Any] | None = None  # data_trust.json
+    trust: AuditReport | None = None  # data_trust.json
     env: dict[str, Any] | None = None
     evals: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # split: (folder, its metrics.json)
     exports: list[ExportSummary] = field(default_factory=list)
@@ -112,7 +113,8 @@ def gather(run_dir: Path, export_dir: Path | None = None) -> CardSources:
     if sources.metrics is not None and not sources.metrics.intervals:  # an older run: its intervals, computed here
         sources.metrics.intervals = accuracy_intervals(sources.metrics.final, sources.metrics.images)
     sources.dataset = _json(run_dir / "dataset.json")
-    sources.trust = _json(run_dir / TRUST_FILE)
+    if (run_dir / TRUST_FILE).is_file():  # none: the step was skipped (metrics.json says why) or the run is older
+        sources.trust = sources.attempt(TRUST_FILE, lambda: read_audit_report(run_dir / TRUST_FILE))
     sources.env = _json(run_dir / "env.json")
     sources.evals = own_evaluations(run_dir)
     if export_dir is not None:

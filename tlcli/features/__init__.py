@@ -1,5 +1,5 @@
-"""Stage 5, frozen features: where the model is cut (`cut`), extraction (`extract`) and the
-on-disk store with its cache-key recipe (`store`)."""
+"""Stage 5, frozen features: where the model is cut (`cut`), extraction (`extract`), the
+on-disk store with its cache-key recipe (`store`) and results derived from stored features (`derived`)."""
 
 from tlcli.features.cut import (
     Cut,
@@ -11,11 +11,13 @@ from tlcli.features.cut import (
     run_in_batches,
     trainable_part,
 )
+from tlcli.features.derived import DerivedResult
 from tlcli.features.extract import FeatureSet, FeatureSpec, extract_features
 from tlcli.features.store import FeatureStore, cache_entries, clear_cache, enforce_cap, store_for
 
 __all__ = [
     "Cut",
+    "DerivedResult",
     "FeatureSet",
     "FeatureSpec",
     "FeatureStore",

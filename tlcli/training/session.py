@@ -206,7 +206,7 @@ def _single_pass(session: Session, plans: list[PhasePlan], timings: Timings) -> 
     timings.record("extract" if cut is not None else "decode", clock)
     skipped = record_pass(session.run_dir, prepared, inputs.splits, reporter, strict=session.options.strict)
     with timings.measure("trust"):
-        trust = check_trust(prepared, inputs, session.run_dir, reporter)
+        trust = check_trust(prepared, inputs, session.run_dir, reporter, cache_use)
     return SinglePass(inputs, cache_use, skipped, trust)
 
 
