@@ -22,9 +22,12 @@ fine-tuning epochs / the phase's seconds in history.csv, and without its first e
 accuracy against the CPU figures of benchmarks/FINETUNE.md and between precisions, within the 95% band of two
 accuracies on the same test images, and the total wall time against the 4-minute budget.
 
-`--dry` runs the same three processes on the CPU with generated images (3 classes, 32 px, MobileNet 0.25 with random
-weights, frozen, 1 + 1 epochs) and the several-device step under `TLCLI_LOGICAL_CPUS=2` (tlcli's switch that mirrors
-over two logical CPU devices, the several-GPU code path); accuracies and speeds are not judged there.
+`--dry` runs the same workloads and functions on the CPU with generated images (3 classes; 8 training, 8 validation
+and 8 test images at 32 px, one batch each: no shorter last batch to trace again; MobileNet 0.25 with random weights,
+frozen, 1 + 2 epochs) in two processes at the same time: the probe with the one-device workloads (with no GPU,
+nothing waits on its answer: one TensorFlow start fewer), and the several-device step under `TLCLI_LOGICAL_CPUS=2`
+(tlcli's switch that mirrors over two logical CPU devices, the several-GPU code path); accuracies and speeds are not
+judged there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -55,13 +59,14 @@ WORKLOADS = (("frozen", "off"), ("frozen", "on"), ("fine_tune", "off"), ("fine_t
 REAL_CONFIG = {"base": {"name": "MobileNetV2"}, "data": {"leakage": "off", "label_suspects": False}}
 DRY_CONFIG = {
     "seed": 1,
-    "data": {"image_size": 32, "batch_size": 8},
+    "data": {"image_size": 32, "batch_size": 8, "leakage": "off", "label_suspects": False},
     "base": {"name": "MobileNet", "args": {"alpha": 0.25}, "weights": "none", "trainable": "none"},
     "train": {"epochs": 1, "l2": 0.0},
     "probe": "off",
     "output": {"report": False},
 }
 DRY_FINE_TUNE = {"epochs": 2, "unfreeze": 6}
+DRY_IMAGES = (3, 3, 2)  # per class, in each of train, validation and test: 8 images a split, one batch
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -174,13 +179,15 @@ def fine_tune_speed(history: list[dict], train_images: int | None) -> dict | Non
 
 
 def child(args: argparse.Namespace) -> int:
-    """A child process: `probe`, or the workloads of `--plan` (a JSON list of specs) in this one process."""
+    """A child process: `probe`, or the workloads of `--plan` (a JSON list of specs) in this one process (after the
+    probe with `--probe-too`)."""
     if args.child == "probe":
         print(json.dumps(probe()))
         return 0
     specs = json.loads(Path(args.plan).read_text())
     work = Path(args.work)
-    report = {"runs": []}
+    report = {"seen": probe()} if args.probe_too else {}  # before tlcli sets the devices up
+    report["runs"] = []
     for spec in specs:
         try:
             report["runs"].append(run_workload(spec, work))
@@ -194,8 +201,11 @@ def child(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- the parent
 
 
-def spawn(mode: str, env: dict, work: Path, plan: list[dict] | None, timeout: float) -> tuple[dict, float]:
+def spawn(
+    mode: str, env: dict, work: Path, plan: list[dict] | None, timeout: float, probe_too: bool = False
+) -> tuple[dict, float]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--work", str(work)]
+    command += ["--probe-too"] if probe_too else []
     if plan is not None:
         plan_file = work / f"plan-{mode}.json"
         plan_file.write_text(json.dumps(plan))
@@ -230,19 +240,38 @@ def plans(dry: bool, data: Path) -> tuple[list[dict], list[dict]]:
 
 
 def make_dry_data(root: Path) -> Path:
-    """3 classes of coloured noise, 16 training and 6 test images each, 40 px PNGs: `train/` and `test/`."""
+    """3 classes of coloured noise, 40 px PNGs in `train/` and `test/`: 8 training, 8 validation (the hash split of
+    `train/`, as for eurosat) and 8 test images in all, one batch of `DRY_CONFIG`'s 8 each, so each compiled function
+    (extraction, a training step, a prediction) is traced once per run, never again for a shorter last batch."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))  # this repository's tlcli, as the child processes get it (PYTHONPATH)
+    from tlcli.data.splits import split_bucket
+
+    val_split = 0.2  # data.val_split's default, which the dry runs keep
+    rng = np.random.default_rng(0)
+    for label, count in enumerate(DRY_IMAGES):
+        wanted = {"train": count, "val": count}
+        for index in range(1000):
+            name = f"{index:03d}.png"
+            side = "val" if split_bucket(f"class_{label}/{name}") < val_split else "train"
+            if wanted[side]:
+                wanted[side] -= 1
+                _noise_png(rng, label, root / "train" / f"class_{label}" / name)
+            if not any(wanted.values()):
+                break
+        for index in range(count):
+            _noise_png(rng, label, root / "test" / f"class_{label}" / f"{index:03d}.png")
+    return root
+
+
+def _noise_png(rng, label: int, path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("test", 6)):
-        for label in range(3):
-            folder = root / split / f"class_{label}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (40, 40, 3)) + np.array([80 * label, 40, 160 - 80 * label])
-                Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(folder / f"{i:02d}.png")
-    return root
+    pixels = rng.integers(0, 90, (40, 40, 3)) + np.array([80 * label, 40, 160 - 80 * label])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(path)
 
 
 def environment(work: Path, weights: Path | None) -> dict[str, str]:
@@ -255,6 +284,35 @@ def environment(work: Path, weights: Path | None) -> dict[str, str]:
     src = str(REPO)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def one_gpu(env: dict, work: Path, plan: list[dict], timeout: float) -> tuple[dict, dict, dict]:
+    """The probe (every visible GPU), then the one-device workloads on the first GPU: what TensorFlow sees, the
+    workloads' report, and each process's seconds."""
+    seen, probe_s = spawn("probe", env, work, None, timeout)
+    if not seen["gpus"]:
+        raise SystemExit(
+            "gpu_check: TensorFlow sees no GPU (built with CUDA: "
+            f"{seen['built_with_cuda']}); install the gpu extra (pip install -e '.[gpu]') and check the "
+            "driver (nvidia-smi), or run --dry for the CPU code path"
+        )
+    one, one_s = spawn("one", {**env, "CUDA_VISIBLE_DEVICES": first_gpu(env)}, work, plan, timeout)
+    return seen, one, {"probe": probe_s, "one device": one_s}
+
+
+def dry_processes(
+    env: dict, work: Path, one_plan: list[dict], all_plan: list[dict], timeout: float
+) -> tuple[dict, dict, dict, dict]:
+    """--dry's two processes, side by side: the probe with the one-device workloads (with no GPU nothing waits on the
+    probe's answer: one TensorFlow start fewer), and the several-device workload over two logical CPU devices. On the
+    CPU they measure nothing, so they may share it (a real run keeps its processes apart: they time the GPU). What
+    TensorFlow sees, the two reports, and each process's seconds."""
+    every_env = {**env, "TLCLI_LOGICAL_CPUS": "2", "MPLCONFIGDIR": str(work / "mpl-all")}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        every_job = pool.submit(spawn, "all", every_env, work, all_plan, timeout)
+        one, one_s = spawn("one", env, work, one_plan, timeout, probe_too=True)
+        every, every_s = every_job.result()
+    return one["seen"], one, every, {"probe and one device": one_s, "all devices (at the same time)": every_s}
 
 
 def first_gpu(env: dict) -> str:
@@ -270,30 +328,23 @@ def check(args: argparse.Namespace) -> dict:
         if not args.dry and not (data / "train").is_dir():
             raise SystemExit(f"gpu_check: {data}: eurosat not found (expected train/ and test/); see --data")
         env = environment(work, None if args.dry else Path(args.weights))  # --dry: random weights, none copied
-        seen, probe_s = spawn("probe", env, work, None, args.timeout)
-        if not args.dry and not seen["gpus"]:
-            raise SystemExit(
-                "gpu_check: TensorFlow sees no GPU (built with CUDA: "
-                f"{seen['built_with_cuda']}); install the gpu extra (pip install -e '.[gpu]') and check the "
-                "driver (nvidia-smi), or run --dry for the CPU code path"
-            )
         one_plan, all_plan = plans(args.dry, data)
-        one_env = dict(env) if args.dry else {**env, "CUDA_VISIBLE_DEVICES": first_gpu(env)}
-        one, one_s = spawn("one", one_env, work, one_plan, args.timeout)
-        several = args.dry or len(seen["gpus"]) > 1
-        every, every_s = None, None
-        if several:
-            every_env = {**env, "TLCLI_LOGICAL_CPUS": "2"} if args.dry else env
-            every, every_s = spawn("all", every_env, work, all_plan, args.timeout)
+        if args.dry:
+            seen, one, every, seconds = dry_processes(env, work, one_plan, all_plan, args.timeout)
+        else:
+            seen, one, seconds = one_gpu(env, work, one_plan, args.timeout)
+            every, seconds["all devices"] = None, None
+            if len(seen["gpus"]) > 1:
+                every, seconds["all devices"] = spawn("all", env, work, all_plan, args.timeout)
         return {
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "dry": args.dry,
-            "data": str(data) if not args.dry else "generated (3 classes, 16 + 6 images each, 40 px)",
+            "data": str(data) if not args.dry else "generated (3 classes, 8 training, 8 validation, 8 test images)",
             "loadavg": _loadavg(),
             "seen": seen,
             "placement": one["placement"],
             "runs": one["runs"] + (every["runs"] if every else []),
-            "process_seconds": {"probe": probe_s, "one device": one_s, "all devices": every_s},
+            "process_seconds": seconds,
             "wall_s": round(time.perf_counter() - started, 1),
         }
     finally:
@@ -442,6 +493,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--child", choices=("probe", "one", "all"), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--plan", help=argparse.SUPPRESS)
+    p.add_argument("--probe-too", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

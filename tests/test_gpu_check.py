@@ -44,3 +44,12 @@ def test_dry_run_names_the_devices_and_runs_every_workload(tmp_path):
     # Every workload extracted features on its own empty cache; the fine-tuning ones report their speed.
     assert all(run["extract_images_per_s"] for run in data["runs"])
     assert all(run["fine_tune"]["epochs"] == 2 for run in data["runs"] if run["kind"] == "fine_tune")
+    # The probe ran (TensorFlow's build is named), and the report has its sections and a row for every run.
+    assert data["seen"]["tensorflow"] and "- TensorFlow " in report
+    assert "## Checks" in report and "## Runs" in report
+    assert all(f"| {name} | " in report for name in names)
+    # Fine-tuning's images per second, over all epochs and without the first; peak GPU memory: none on the CPU.
+    assert all(run["fine_tune"]["images_per_s"] for run in data["runs"] if run["kind"] == "fine_tune")
+    assert all(run["fine_tune"]["images_per_s_after_first"] for run in data["runs"] if run["kind"] == "fine_tune")
+    assert all(run["peak_gpu_memory_mb"] == {} for run in data["runs"])
+    assert report.count("| – (no GPU) |") == len(names)
