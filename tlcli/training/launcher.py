@@ -316,12 +316,17 @@ def _end_all(cluster: Cluster) -> None:
 
 
 def _mark(run_dir: Path | None, status: str, why: str) -> None:
-    """The chief could not record how the run ended (it was ended while blocked): record it for it."""
+    """Record how the run ended when the chief could not (it was ended while blocked). When the chief already
+    recorded the failure as its next collective's (another worker stopped answering, which one unknown to it), the
+    launcher knows which worker ended and how: its reason comes first, the chief's after it."""
     if run_dir is None or not (run_dir / "run.json").is_file():
         return
     with contextlib.suppress(Exception):
-        if read_run_record(run_dir).status == "running":
+        record = read_run_record(run_dir)
+        if record.status == "running":
             finish_run(run_dir, status, why)
+        elif record.status == status == "failed" and record.error and why not in record.error:
+            finish_run(run_dir, status, f"{why} (the chief: {record.error})")
 
 
 def _keep_logs(cluster: Cluster, run_dir: Path | None) -> None:
