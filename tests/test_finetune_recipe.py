@@ -100,6 +100,7 @@ def test_clipping_bounds_the_global_norm_of_the_gradients(tmp_path):
         ({"weight_decay": 0.05, "optimizer_args": {"weight_decay": 0.01}}, "weight_decay"),
         ({"clipnorm": 2.0, "optimizer_args": {"global_clipnorm": 1.0}}, "clipnorm"),
         ({"warmup_epochs": 2, "schedule_args": {"warmup_steps": 10}}, "warmup_epochs"),
+        ({"ema_epochs": 1, "optimizer_args": {"use_ema": True}}, "ema_epochs"),
     ],
 )
 def test_a_recipe_key_and_an_argument_for_the_same_thing_are_a_config_error(tmp_path, fine_tune, key):
@@ -111,6 +112,41 @@ def test_a_recipe_key_and_an_argument_for_the_same_thing_are_a_config_error(tmp_
 def test_an_argument_alone_wins_over_the_recipe_default(tmp_path):
     _, phase = fine_tune_phase(tmp_path, optimizer_args={"weight_decay": 0.2})
     assert make_optimizer(phase, 10, []).weight_decay == pytest.approx(0.2)
+
+
+def test_ema_epochs_is_a_keras_moving_average_over_that_many_epochs_of_steps(tmp_path):
+    _, phase = fine_tune_phase(tmp_path, ema_epochs=2)
+    optimizer = make_optimizer(phase, 10, [])
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(1 - 1 / 20)
+    assert not make_optimizer(fine_tune_phase(tmp_path)[1], 10, []).use_ema
+
+
+@pytest.mark.slow
+def test_the_moving_average_is_kept_when_it_validates_better_and_training_continues_from_the_weights(
+    tmp_path, frozen_source
+):
+    """At a rate that makes the second epoch's weights erratic, their moving average validates better: it is the
+    phase's best (and the saved model), while training and the checkpoint continue from the weights themselves."""
+    import csv
+
+    from tlcli import train
+
+    data = frozen_source[0]
+    raw = tiny_config(data, tmp_path / "runs", cache="off", train={"learning_rate": 0.05, "ema_epochs": 1.0})
+    result = train(load_config(raw))
+    rows = list(csv.DictReader(open(result.run_dir / "history.csv", encoding="utf-8")))
+    assert all(row["ema_val_accuracy"] and row["ema_val_loss"] for row in rows)
+    best = result.metrics.phases["train"]["best"]
+    assert best["averaged"] is True and best["epoch"] == 2
+    assert best["val_accuracy"] == pytest.approx(float(rows[1]["ema_val_accuracy"]))
+    assert float(rows[1]["ema_val_accuracy"]) > float(rows[1]["val_accuracy"])  # the premise
+    assert result.metrics.final["val_loss"] == pytest.approx(best["val_loss"], abs=1e-5)  # the model saved is it
+    checkpoint = result.run_dir / "checkpoints" / "epoch-0002"
+    saved = keras.models.load_model(result.run_dir / "model.keras").get_weights()
+    with np.load(checkpoint / "best.weights.npz") as averaged, np.load(checkpoint / "model.weights.npz") as last:
+        for i, weight in enumerate(saved):
+            np.testing.assert_allclose(averaged[f"arr_{i}"], weight, atol=1e-6)
+        assert any(not np.allclose(last[f"arr_{i}"], averaged[f"arr_{i}"]) for i in range(len(saved)))
 
 
 def test_fine_tuning_has_its_own_label_smoothing_and_monitor(tmp_path):

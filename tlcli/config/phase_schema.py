@@ -22,6 +22,7 @@ SAME_AS = {
     "weight_decay": ("optimizer_args", ("weight_decay",)),
     "clipnorm": ("optimizer_args", ("clipnorm", "global_clipnorm", "clipvalue")),
     "warmup_epochs": ("schedule_args", ("warmup_steps", "warmup_target")),
+    "ema_epochs": ("optimizer_args", ("use_ema", "ema_momentum", "ema_overwrite_frequency")),
 }
 
 
@@ -59,6 +60,16 @@ class OptimizerConfig(Section):
     )
     clipnorm: float | None = Field(
         None, gt=0, description="Clip the gradients' global norm to this value (Keras `global_clipnorm`); unset = off."
+    )
+    ema_epochs: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Also keep a moving average of the weights over about this many last epochs (the optimizer's "
+            "exponential moving average, Keras `use_ema`, its momentum 1 - 1 / (steps per epoch x this)), validate it "
+            "after every epoch beside the weights themselves (`ema_val_*` in history.csv), and keep it when it "
+            "validates better; unset = off."
+        ),
     )
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
 """Keras callbacks of a training run: best weights, live progress, history.csv, resumable
-checkpoints and early stopping, Ctrl-C, validation on cached features.
+checkpoints and early stopping, Ctrl-C, validation on cached features and of the weights' moving average.
 
 Kept in their own module so that `import tlcli` does not import Keras.
 """
@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 
@@ -20,7 +20,8 @@ from tlcli.errors import Interrupted, TrainingError
 from tlcli.features.cut import run_in_batches
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_csv_atomic
-from tlcli.runs.checkpoints import CheckpointState, EarlyStopState, write_checkpoint
+from tlcli.runs.checkpoints import FOLDER as CHECKPOINT_FOLDER
+from tlcli.runs.checkpoints import CheckpointState, EarlyStopState, save_weights, write_checkpoint
 from tlcli.training.compile import mean_loss
 
 
@@ -45,8 +46,44 @@ def is_better(candidate: dict[str, Any], current: dict[str, Any], monitor: str, 
     return tie_break in candidate and tie_break in current and is_better(candidate, current, tie_break)
 
 
+class AveragedValidation(keras.callbacks.Callback):
+    """Validate the optimizer's moving average of the weights (`ema_epochs`) after every epoch, beside the weights
+    themselves: writes `ema_val_*` into the epoch logs. Put right after the callback that writes `val_*`.
+
+    The average is swapped into the model only while it is read (Keras's `SwapEMAWeights` does the swapping, also
+    across replicas), so the weights training continues from, and checkpoints, are never the average.
+    """
+
+    def __init__(self, validate: Callable[[], dict[str, float]]):
+        """`validate`: the `val_*` figures of the model's current weights."""
+        super().__init__()
+        self.validate = validate
+        self._swap = keras.callbacks.SwapEMAWeights()
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._swap.set_model(model)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        """The average in the model's variables for the block (the weights themselves back after it)."""
+        self._swap.on_test_begin()
+        try:
+            yield
+        finally:
+            self._swap.on_test_end()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        with self.swapped():
+            figures = self.validate()
+        logs.update({f"ema_{name}": value for name, value in figures.items()})
+
+
 class BestWeights(keras.callbacks.Callback):
-    """Keep the weights of the best epoch of a phase (by `monitor`)."""
+    """Keep the weights of the best epoch of a phase (by `monitor`): with `averaged`, the better of the epoch's
+    weights and their moving average (its row then says `"averaged": true`)."""
 
     def __init__(
         self,
@@ -57,10 +94,11 @@ class BestWeights(keras.callbacks.Callback):
         weights=None,
         epochs_run: int = 0,
         tie_break: str | None = None,
+        averaged: AveragedValidation | None = None,
     ):
         super().__init__()
         self.monitor, self.phase, self.offset, self.tie_break = monitor, phase, offset, tie_break
-        self.weights = weights
+        self.weights, self.averaged = weights, averaged
         self.best: dict[str, Any] = dict(best or {})
         self.epochs_run = epochs_run
 
@@ -75,6 +113,20 @@ class BestWeights(keras.callbacks.Callback):
         if is_better(row, self.best, self.monitor, self.tie_break):
             self.best = row
             self.weights = self.model.get_weights()
+        average = averaged_row(row)
+        if self.averaged is not None and average and is_better(average, self.best, self.monitor, self.tie_break):
+            self.best = average
+            with self.averaged.swapped():
+                self.weights = self.model.get_weights()
+
+
+def averaged_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The epoch's row as the moving average scored it (`ema_val_*` as `val_*`), or {} without those figures."""
+    averaged = {key.removeprefix("ema_"): value for key, value in row.items() if key.startswith("ema_val_")}
+    if not averaged:
+        return {}
+    kept = {key: value for key, value in row.items() if not key.startswith(("val_", "ema_val_"))}
+    return kept | averaged | {"averaged": True}
 
 
 class KerasProgress(keras.callbacks.Callback):
@@ -200,7 +252,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """`plan`: the phase's `PhasePlan`; `offset`: the run's epochs before the phase; `keeper` and
         `early_stopping`: the phase's callbacks whose state is saved; `run_best`: the run's best epoch before the
         phase; `best_file`: the previous checkpoint's best weights (hard-linked while the best has not changed);
-        `start`: the figures of the weights the phase started from (for its rollback)."""
+        `start`: the figures of the weights the phase started from (for its rollback). The keeper's `averaged`
+        saves the best weights when they are the moving average."""
         super().__init__()
         self.run_dir, self.full_model, self.plan, self.offset = run_dir, full_model, plan, offset
         self.history, self.keeper, self.early_stopping = history, keeper, early_stopping
@@ -224,11 +277,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
             history=self.history.rows,
             phase_start=self.start,
         )
-        written = write_checkpoint(
-            self.run_dir, self.full_model, self.model, state, "current" if new_best else self.best_file
-        )
+        with self._best_from(new_best) as best_from:
+            written = write_checkpoint(self.run_dir, self.full_model, self.model, state, best_from)
         if (written / "best.weights.npz").is_file():
             self.best_file = written / "best.weights.npz"
+
+    @contextlib.contextmanager
+    def _best_from(self, new_best: bool) -> Iterator[Path | str | None]:
+        """Where the checkpoint's best weights come from: the model's as they are, the previous checkpoint's, or
+        (the moving average being the new best) a file of the average, deleted once linked."""
+        if not new_best or not self.keeper.best.get("averaged") or self.keeper.averaged is None:
+            yield "current" if new_best else self.best_file
+            return
+        path = self.run_dir / CHECKPOINT_FOLDER / ".averaged.weights.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.keeper.averaged.swapped():
+            save_weights(self.full_model, path)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
 
 class TrackEpochs(keras.callbacks.Callback):

@@ -80,7 +80,7 @@ def make_optimizer(phase: Phase, steps_per_epoch: int, variables=(), accumulate:
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    args = _recipe_args(opt) | dict(opt.optimizer_args)
+    args = _recipe_args(opt, steps_per_epoch) | dict(opt.optimizer_args)
     if accumulate > 1:
         args["gradient_accumulation_steps"] = accumulate
     try:
@@ -92,14 +92,22 @@ def make_optimizer(phase: Phase, steps_per_epoch: int, variables=(), accumulate:
     return optimizer
 
 
-def _recipe_args(opt) -> dict[str, Any]:
-    """The optimizer arguments of the first-class recipe keys (`weight_decay`, `clipnorm`) that are set."""
+def _recipe_args(opt, steps_per_epoch: int) -> dict[str, Any]:
+    """The optimizer arguments of the first-class recipe keys (`weight_decay`, `clipnorm`, `ema_epochs`) that are
+    set."""
     args: dict[str, Any] = {}
     if opt.recipe_value("weight_decay") is not None:
         args["weight_decay"] = opt.weight_decay
     if opt.recipe_value("clipnorm") is not None:
         args["global_clipnorm"] = opt.clipnorm
+    if opt.recipe_value("ema_epochs") is not None:
+        args.update(use_ema=True, ema_momentum=ema_momentum(opt.ema_epochs, steps_per_epoch))
     return args
+
+
+def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
+    """The momentum of a moving average whose horizon (1 / (1 - momentum) optimizer steps) is `epochs` epochs."""
+    return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
 
 
 def _learning_rate(phase: Phase, steps_per_epoch: int):

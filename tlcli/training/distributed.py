@@ -76,6 +76,8 @@ def fit_distributed(
         model.stop_training = agree_to_stop(strategy, bool(model.stop_training))
         if model.stop_training:
             break
+    if epochs > initial_epoch:  # as Keras's fit ends: the moving average (`ema_epochs`) into the variables
+        model.optimizer.finalize_variable_values(model.trainable_weights)
     callback_list.on_train_end(logs=logs)
 
 
@@ -238,6 +240,11 @@ class _Accumulation:
             raise UserError(
                 "data.micro_batch: gradient accumulation on several replicas runs without mixed precision; "
                 "set runtime.mixed_precision: off or remove data.micro_batch"
+            )
+        if model.optimizer.use_ema:  # Keras averages on every micro-batch, in a branch this path does not run
+            raise UserError(
+                "data.micro_batch: gradient accumulation on several replicas runs without a moving average of the "
+                "weights; remove `ema_epochs` or data.micro_batch"
             )
         return cls(model, int(steps))
 

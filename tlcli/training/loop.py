@@ -13,6 +13,7 @@ from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.checkpoints import Checkpoint, CheckpointState, EarlyStopState
 from tlcli.training.callbacks import (
+    AveragedValidation,
     BestWeights,
     EpochCheckpoint,
     HistoryRecorder,
@@ -186,15 +187,7 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
     validation = fitting.inputs.validation(plan, objective) if val_data is None else None
-    keeper = BestWeights(
-        phase.monitor,
-        phase.name,
-        offset,
-        best=point.best,
-        weights=point.best_weights,
-        epochs_run=point.done,
-        tie_break=phase.tie_break,
-    )
+    keeper = _keeper(fitting, plan, point, objective)
     interrupt = StopOnSigint(reporter)
     callbacks = _callbacks(fitting, plan, keeper, interrupt, validation, point, start)
     reporter.phase_start(phase.name, phase.epochs, fitting.steps)
@@ -208,6 +201,27 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
         fitted.set_weights(keeper.weights)
     _keep_the_better(fitting, plan, start, keeper.best)
     return keeper.epochs_run, keeper.best
+
+
+def _keeper(fitting: Fitting, plan: PhasePlan, point: ResumePoint, objective) -> BestWeights:
+    """The callback that keeps the phase's best weights: with `ema_epochs`, the better of each epoch's weights and
+    their moving average, which it validates as `_start_of` validates the phase's start."""
+    phase, inputs = plan.phase, fitting.inputs
+    averaged = None
+    if phase.optimizer.recipe_value("ema_epochs") is not None:
+        cut = plan.val_cut if plan.val_cut is not None else plan.cut
+        loss, metrics = objective.loss(), objective.metrics()
+        averaged = AveragedValidation(lambda: inputs.figures("val", inputs.outputs(cut, "val"), loss, metrics))
+    return BestWeights(
+        phase.monitor,
+        phase.name,
+        fitting.progress.offset,
+        best=point.best,
+        weights=point.best_weights,
+        epochs_run=point.done,
+        tie_break=phase.tie_break,
+        averaged=averaged,
+    )
 
 
 def _unfreeze(fitting: Fitting, plan: PhasePlan, done: int) -> None:
@@ -337,6 +351,8 @@ def _callbacks(
         KerasProgress(fitting.reporter, phase.name, offset, phase.epochs, fitting.steps),
         keras.callbacks.TensorBoard(log_dir=str(fitting.run_dir / "tensorboard"), write_graph=False),
     ]
+    if keeper.averaged is not None:  # next: it reads the val_* figures and writes ema_val_* for the keeper
+        callbacks.insert(0, keeper.averaged)
     if validation is not None:
         callbacks.insert(0, validation)  # first: the others read the val_* figures it writes into the epoch logs
     early = _early_stopping(phase, point)

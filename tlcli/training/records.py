@@ -71,7 +71,8 @@ class PhaseOutcome:
             )
         if self.kept == "start":
             return f"no better on validation than it started ({change}): kept the weights it started from"
-        return f"kept its best epoch, {self.best_epoch} ({change})"
+        averaged = ", the moving average of its weights" if self.best.get("averaged") else ""
+        return f"kept its best epoch, {self.best_epoch}{averaged} ({change})"
 
     @property
     def best_epoch(self) -> int:
