@@ -27,7 +27,7 @@ import pytest
 import yaml
 from conftest import make_image_folder, one_line, tiny_config, write_config
 
-from tlcli.errors import UserError
+from tlcli.errors import ConfigError, UserError
 from tlcli.modeling.devices import cluster_from_env, plan_devices
 
 TOLERANCE = 1e-4
@@ -92,7 +92,8 @@ def setup(tmp_path_factory):
         "name": "phases",
         "base": {"run": source_run, "trainable": "none"},
         "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0},
-        "fine_tune": {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001},
+        # the moving average too: it is swapped in and out across replicas and resumed with the optimizer
+        "fine_tune": {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001, "ema_epochs": 1.0},
     }
     long = {
         **common,
@@ -150,6 +151,26 @@ def test_tf_config_names_the_cluster_and_this_worker():
     assert logical.strategy == "mirrored" and logical.replicas == 2 and logical.chief
 
 
+def test_what_micro_batches_on_several_replicas_cannot_run_is_refused_before_any_work(tmp_path):
+    from tlcli.config.loading import load_config
+    from tlcli.training.distributed import check_accumulation
+
+    def config(**fine_tune):
+        raw = tiny_config(tmp_path / "data", tmp_path / "runs", data={"batch_size": 8, "micro_batch": 4})
+        raw["base"] = {"name": "MobileNetV2", "weights": "imagenet", "trainable": "none"}  # never built here
+        return load_config(raw | {"fine_tune": {"unfreeze": 2, **fine_tune}})
+
+    two = plan_devices("auto", "auto", [], logical_cpus=2)
+    check_accumulation(config(ema_epochs=1), plan_devices("auto", "auto", []))  # one device: Keras's own path
+    check_accumulation(config(), two)
+    with pytest.raises(ConfigError, match="micro_batch") as caught:
+        check_accumulation(config(), dataclasses.replace(two, mixed_precision=True))
+    assert caught.value.key == "data.micro_batch" and "runtime.mixed_precision: off" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        check_accumulation(config(ema_epochs=1), two)
+    assert caught.value.key == "fine_tune.ema_epochs" and "remove one" in str(caught.value)
+
+
 # ----------------------------------------------------------------------------- several devices of one machine
 
 
@@ -169,6 +190,7 @@ def test_micro_batches_on_two_replicas_train_as_on_one_device(setup):
     root = setup["root"]
     raw = yaml.safe_load(setup["features"].read_text())
     raw["data"]["micro_batch"] = 5  # two micro-batches an update of 10
+    del raw["fine_tune"]["ema_epochs"]  # refused with micro-batches on several replicas
     config = write_config(root / "micro.yaml", raw)
     mirrored = train_json(config, root / "micro-mirrored", env={"TLCLI_LOGICAL_CPUS": "2"})
     assert mirrored["devices"]["replicas"] == 2

@@ -29,7 +29,6 @@ from tlcli.evaluation.report import DEFAULT_TOP_K, EvalSpec, Evaluation, Scored,
 from tlcli.evaluation.unknown_report import judged_probabilities
 from tlcli.inference.explain import feature_layer, grad_cam
 from tlcli.inference.predict import ModelSource, run_source
-from tlcli.inference.tta import tta_views
 from tlcli.progress import Reporter
 from tlcli.runs.folder import require_model
 from tlcli.runs.provenance import labelled_split, read_split
@@ -100,10 +99,10 @@ def evaluate(
 
     name, samples, origin, bad_rows = _what_to_evaluate(run_dir, data, split, labelling)
     # Before any work: a damaged run fails in one line.
-    views = tta_views(config) if tta else ()
     described = source.described if source is not None else None
     judging = (accept, unknown and not info.multi_label)
-    source, heatmaps_of = _model_of(run_dir, class_names, info, source, views, (explain, explain_layer), judging)
+    source, heatmaps_of = _model_of(run_dir, class_names, info, source, tta, (explain, explain_layer), judging)
+    views = source.views if tta else ()
     reporter.info(f"evaluating {_model_name(described, run_dir)} on {len(samples)} images ({origin})")
     decoded, skipped = _decode(samples, bad_rows, len(class_names), info, config, origin, reporter)
     probabilities, judged = judged_probabilities(source, decoded.images, decoded.labels, batch_size, unknown_dir)
@@ -135,12 +134,12 @@ def _model_of(
     class_names: list[str],
     info,
     source: ModelSource | None,
-    views=(),
+    tta: bool = False,
     explaining: tuple[bool, str | None] = (False, None),
     judging: tuple[float | None, bool] = (None, True),
 ) -> tuple[ModelSource, Any]:
     """`source`, else the run's model.keras (loaded here), with its rule for unknown images at `judging` = (accept,
-    enabled), averaged over `views` when given (test-time augmentation); and, with `explaining` = (explain, layer)
+    enabled), averaged over its views with `tta` (test-time augmentation); and, with `explaining` = (explain, layer)
     and model.keras, its Grad-CAM as `(pixels, class indices) -> heatmaps` (else None; a `layer` the base lacks
     fails here, before any work)."""
     heatmaps, (explain, layer), (accept, unknown) = None, explaining, judging
@@ -155,7 +154,7 @@ def _model_of(
             feature_layer(model, layer)
             heatmaps = lambda pixels, classes: grad_cam(model, pixels, classes, layer)  # noqa: E731
     source = source.with_unknown(accept, unknown)
-    return (source.with_tta(views) if views else source), heatmaps
+    return (source.with_tta() if tta else source), heatmaps
 
 
 def _model_name(described: dict[str, Any] | None, run_dir: Path) -> str:

@@ -23,7 +23,6 @@ from tlcli.export.record import EXPORT_RECORD
 from tlcli.export.runtime import ExportedModel
 from tlcli.export.unknown import artifact_rule, probability_rows
 from tlcli.inference.predict import ModelSource, PredictResult, check_predict_options, predict_with
-from tlcli.inference.tta import tta_views
 from tlcli.progress import Reporter
 from tlcli.runs.records import read_labels, read_model_info
 
@@ -115,7 +114,7 @@ def predict_artifact(
     if tta:
         if source.views is None:
             (reporter or Reporter()).warn(f"{model}: export.json records no views for --tta; averaging over the mirror")
-        source = source.with_tta(source.views or tta_views(None))
+        source = source.with_tta()
     return predict_with(source, keys, top_k=top_k, batch_size=batch_size, workers=workers, reporter=reporter)
 
 

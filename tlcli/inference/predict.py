@@ -200,10 +200,14 @@ class ModelSource:
             return dataclasses.replace(self, unknown=None, outputs=None, bank=None)
         return dataclasses.replace(self, unknown=self.unknown.with_accept(accept))
 
-    def with_tta(self, views: tuple[str, ...]) -> ModelSource:
-        """This source averaging its probabilities (and its rule's outputs) over `views` of each image."""
+    def with_tta(self) -> ModelSource:
+        """This source averaging its probabilities (and its rule's outputs) over its `views` of each image (the
+        mirror alone when it records none); `views` then says which it averaged over."""
+        views = self.views or tta_views(None)
         outputs = with_tta(self.outputs, views) if self.outputs is not None else None
-        return dataclasses.replace(self, probabilities=with_tta(self.probabilities, views), outputs=outputs)
+        return dataclasses.replace(
+            self, probabilities=with_tta(self.probabilities, views), outputs=outputs, views=views
+        )
 
     def judge(self, images: np.ndarray, batch_size: int) -> Judged:
         """The images' calibrated probabilities, scores and decisions under this source's rule."""
@@ -313,7 +317,7 @@ def predict(
         on_run(run_dir)
     source = run_source(run_dir, unknown).with_unknown(accept, unknown)
     if tta:
-        source = source.with_tta(source.views)
+        source = source.with_tta()
     explain = None
     if explain_dir is not None:
         feature_layer(source.model, explain_layer)  # a layer the base does not have fails before any work

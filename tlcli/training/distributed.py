@@ -26,9 +26,10 @@ import numpy as np
 from tlcli.data.batches import ArrayBatches, encode_targets
 from tlcli.data.decoded import SkippedFile
 from tlcli.data.splits import label_array
-from tlcli.errors import UserError
+from tlcli.errors import ConfigError
 from tlcli.features.extract import FeatureSet
 from tlcli.training.fit_in_memory import fit_in_memory
+from tlcli.training.phases import phases_of
 
 
 def replicas(strategy) -> int:
@@ -233,20 +234,9 @@ class _Accumulation:
 
     @classmethod
     def of(cls, model) -> _Accumulation | None:
+        """The accumulation the model's optimizer asks for (`check_accumulation` refused what it cannot do)."""
         steps = model.optimizer.gradient_accumulation_steps
-        if not steps or steps < 2:
-            return None
-        if model.optimizer.loss_scale_factor is not None or hasattr(model.optimizer, "inner_optimizer"):
-            raise UserError(
-                "data.micro_batch: gradient accumulation on several replicas runs without mixed precision; "
-                "set runtime.mixed_precision: off or remove data.micro_batch"
-            )
-        if model.optimizer.use_ema:  # Keras averages on every micro-batch, in a branch this path does not run
-            raise UserError(
-                "data.micro_batch: gradient accumulation on several replicas runs without a moving average of the "
-                "weights; remove `ema_epochs` or data.micro_batch"
-            )
-        return cls(model, int(steps))
+        return cls(model, int(steps)) if steps and steps >= 2 else None
 
     def applies(self, optimizer) -> bool:
         """Whether the next micro-batch completes a batch (`_iterations` counts micro-batches)."""
@@ -420,3 +410,28 @@ def _joined(shares: list, samples: list, num_classes: int | None) -> FeatureSet:
         extracted=sum(m["extracted"] for m in metas),
         seconds=max(m["seconds"] for m in metas),
     )
+
+
+def check_accumulation(config, plan) -> None:
+    """Gradient accumulation (`data.micro_batch`) on several replicas (`_Accumulation`) runs the update branch of
+    Keras's optimizer by hand: without the loss scaling of mixed precision, and without the moving average of the
+    weights, which Keras updates on every micro-batch in a branch this path does not run. Refused before any work.
+
+    Raises:
+        ConfigError: one of them asked for on several replicas with micro-batches.
+    """
+    if config.data.accumulation < 2 or plan.replicas < 2:
+        return
+    if plan.mixed_precision:
+        raise ConfigError(
+            "data.micro_batch",
+            "gradient accumulation on several replicas runs without mixed precision; "
+            "set runtime.mixed_precision: off or remove data.micro_batch",
+        )
+    for phase in phases_of(config):
+        if phase.optimizer.recipe_value("ema_epochs") is not None or phase.optimizer.optimizer_args.get("use_ema"):
+            raise ConfigError(
+                f"{phase.name}.ema_epochs",
+                "the moving average of the weights does not run with data.micro_batch on several replicas; "
+                "remove one of them",
+            )

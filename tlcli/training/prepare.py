@@ -41,6 +41,7 @@ from tlcli.runs.folder import resolve_run
 from tlcli.runs.records import ModelInfo
 from tlcli.settings import CACHE_DIR
 from tlcli.training.compile import check_monitors, make_optimizer
+from tlcli.training.distributed import check_accumulation
 from tlcli.training.phases import phase_augment, phases_of
 
 
@@ -186,6 +187,7 @@ def _check_built(prepared: Prepared) -> None:
         if augment is not None:
             check_batch_augment(augment.config, config.data.image_size, augment.key)
     check_monitors(config, prepared.num_classes)
+    check_accumulation(config, prepared.plan)
     check_class_weight(config.train.class_weight, prepared.splits.class_names)
 
 
