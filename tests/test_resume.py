@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import ROOT, make_image_folder, tiny_config, write_config, write_image
 
-from tlcli import load_config, resume, train
+from tlcli import TrainResult, load_config, resume, train
 from tlcli.errors import Interrupted
 from tlcli.runs import RunLock, checkpoints, list_runs, read_run_record
 from tlcli.training import callbacks
@@ -52,6 +52,18 @@ def stop_after(monkeypatch, epochs_done: int) -> None:
     monkeypatch.setattr(callbacks.EpochCheckpoint, "on_epoch_end", on_epoch_end)
 
 
+def reference_and_interrupted(raw: dict, epochs_done: int) -> tuple[TrainResult, Path]:
+    """Train `raw` to its end (the reference), then train it again with a Ctrl-C right after epoch `epochs_done`: the
+    reference's result and the interrupted run's folder, left for the caller to resume."""
+    reference = train(load_config(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        stop_after(patch, epochs_done)
+        with pytest.raises(KeyboardInterrupt):
+            train(load_config(raw))
+    runs = list_runs(Path(raw["output"]["runs_dir"]))
+    return reference, next(s.path for s in runs if s.status == "interrupted")
+
+
 def history(run_dir: Path) -> list[dict]:
     with open(run_dir / "history.csv", newline="") as stream:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(stream)]
@@ -62,42 +74,31 @@ def metrics(run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("stop_at", [1, 3], ids=["in-train-phase", "in-fine-tune-phase"])
-def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, source_run, monkeypatch, stop_at):
+def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, source_run, stop_at):
     data, source = source_run
     raw = two_phase(data, tmp_path / "runs", source)
-    reference = train(load_config(raw)).run_dir
-
-    stop_after(monkeypatch, stop_at)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(raw))
-    monkeypatch.undo()
-    run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
+    reference, run_dir = reference_and_interrupted(raw, stop_at)
     assert [int(r["epoch"]) for r in history(run_dir)] == list(range(1, stop_at + 1))
     assert [p.name for p in checkpoints.checkpoint_dirs(run_dir)][0] == f"epoch-{stop_at:04d}"
 
     result = resume(run_dir)
     assert result.run_dir == run_dir
-    assert history(run_dir) == history(reference)  # same epochs, phases, losses, learning rates
-    assert metrics(run_dir)["final"] == metrics(reference)["final"]
-    assert metrics(run_dir)["best"] == metrics(reference)["best"]
+    assert history(run_dir) == history(reference.run_dir)  # same epochs, phases, losses, learning rates
+    assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
+    assert metrics(run_dir)["best"] == metrics(reference.run_dir)["best"]
     record = read_run_record(run_dir)
     assert record.status == "completed" and record.resumes[0].from_epoch == stop_at
     assert len(checkpoints.checkpoint_dirs(run_dir)) == 2
 
 
-def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source_run, monkeypatch):
+def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source_run):
     """The RandomFlip layer's seed state is in the checkpoint: the resumed run flips as the uninterrupted one did."""
     data, source = source_run
     raw = two_phase(data, tmp_path / "runs", source)
     raw["data"]["augment"] = {"flip": "horizontal"}
     raw["head"] = {"dropout": 0.3}
-    reference = train(load_config(raw))
+    reference, run_dir = reference_and_interrupted(raw, 3)
     assert reference.metrics.cache.mode == "features"
-    stop_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(raw))
-    monkeypatch.undo()
-    run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
     resume(run_dir)
     assert history(run_dir) == history(reference.run_dir)
     assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
@@ -109,12 +110,7 @@ def test_resume_with_micro_batches_ends_exactly_like_the_uninterrupted_run(tmp_p
     data, source = source_run
     raw = two_phase(data, tmp_path / "runs", source)
     raw["data"]["micro_batch"] = 4  # 2 micro-batches a batch of 8
-    reference = train(load_config(raw)).run_dir
-    stop_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(raw))
-    monkeypatch.undo()
-    run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
+    reference, run_dir = reference_and_interrupted(raw, 3)
     from tlcli.training import loop
 
     accumulated = []
@@ -124,11 +120,11 @@ def test_resume_with_micro_batches_ends_exactly_like_the_uninterrupted_run(tmp_p
     )
     resume(run_dir)
     assert accumulated == [2]  # the resumed fine-tuning phase accumulated two micro-batches an update
-    assert history(run_dir) == history(reference)
-    assert metrics(run_dir)["final"] == metrics(reference)["final"]
+    assert history(run_dir) == history(reference.run_dir)
+    assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
 
 
-def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path, monkeypatch):
+def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path):
     """The full model on decoded images (cache off); the newest checkpoint fails to load: the previous one is used."""
     data = make_image_folder(tmp_path / "images", {"cats": 16, "dogs": 16})
     raw = tiny_config(
@@ -139,18 +135,13 @@ def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path,
         runtime={"deterministic": True},
         train={"epochs": 4, "learning_rate": 0.01, "schedule": "cosine"},
     )
-    reference = train(load_config(raw)).run_dir
-    stop_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(raw))
-    monkeypatch.undo()
-    run_dir = next(s.path for s in list_runs(tmp_path / "runs") if s.status == "interrupted")
+    reference, run_dir = reference_and_interrupted(raw, 3)
     (run_dir / "checkpoints" / "epoch-0003" / "model.weights.npz").write_bytes(b"not hdf5")
     resume(run_dir)
     assert read_run_record(run_dir).resumes[0].from_epoch == 3  # what the newest state said...
     assert "epoch-0003 does not load" in (run_dir / "train.log").read_text()  # ...but it fell back to epoch 2
-    assert history(run_dir) == history(reference)
-    assert metrics(run_dir)["final"] == metrics(reference)["final"]
+    assert history(run_dir) == history(reference.run_dir)
+    assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
 
 
 def test_extend_a_finished_run_by_5_epochs_from_the_command_line(cli, tmp_path):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlcli.features.store import CHECKSUM_PREFIX
+from tlcli.features.store import checksum_line
 from tlcli.paths import cache_root
 from tlcli.runs.atomic import write_bytes_atomic
 
@@ -42,7 +42,7 @@ class DerivedResult:
         except OSError:
             return None
         head, _, payload = stored.partition(b"\n")
-        if head != f"{CHECKSUM_PREFIX}{hashlib.sha256(payload).hexdigest()}".encode():
+        if head != checksum_line(payload).encode():
             with contextlib.suppress(OSError):
                 self.path.unlink()
             return None
@@ -51,9 +51,7 @@ class DerivedResult:
     def write(self, payload: bytes) -> str | None:
         """Store `payload`; returns the one line saying why it could not be (the run goes on without it), or None."""
         try:
-            write_bytes_atomic(
-                self.path, f"{CHECKSUM_PREFIX}{hashlib.sha256(payload).hexdigest()}\n".encode() + payload
-            )
+            write_bytes_atomic(self.path, f"{checksum_line(payload)}\n".encode() + payload)
         except OSError as exc:
             return f"the feature cache {self.path.parent} cannot be written ({exc.strerror or exc}); nothing is kept"
         return None

@@ -50,6 +50,11 @@ DEFAULT_MAX_GB = 10.0
 PACK_ROWS = 1024
 
 
+def checksum_line(data: bytes) -> str:
+    """The header that vouches for `data` (a pack's array file, a derived result's payload), without its newline."""
+    return f"{CHECKSUM_PREFIX}{hashlib.sha256(data).hexdigest()}"
+
+
 def max_bytes() -> int:
     try:
         return int(cache_max_gb(DEFAULT_MAX_GB) * 1024**3)
@@ -166,7 +171,7 @@ class FeatureStore:
             write_bytes_atomic(self.packs / f"{name}.npy", data)
             write_text_atomic(
                 self.packs / f"{name}.txt",
-                f"{CHECKSUM_PREFIX}{hashlib.sha256(data).hexdigest()}\n" + "\n".join(hashes) + "\n",
+                f"{checksum_line(data)}\n" + "\n".join(hashes) + "\n",
             )  # last: the pack now exists
         except OSError as exc:
             self.problems.append(
@@ -203,7 +208,7 @@ def _read_pack(listing: Path, shape: tuple[int, ...] | None) -> tuple[np.ndarray
         if not lines or not lines[0].startswith(CHECKSUM_PREFIX):
             return None, []
         data = listing.with_suffix(".npy").read_bytes()
-        if hashlib.sha256(data).hexdigest() != lines[0][len(CHECKSUM_PREFIX) :]:
+        if lines[0] != checksum_line(data):
             return None, []
         rows = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception:  # noqa: BLE001 - any damage (truncation, zero bytes, bad header, other bytes) means: recompute
