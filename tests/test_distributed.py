@@ -92,8 +92,16 @@ def setup(tmp_path_factory):
         "name": "phases",
         "base": {"run": source_run, "trainable": "none"},
         "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0},
-        # the moving average too: it is swapped in and out across replicas and resumed with the optimizer
-        "fine_tune": {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001, "ema_epochs": 1.0},
+        # the moving average too (swapped in and out across replicas, resumed with the optimizer), and epochs sized
+        # to a time budget (every replica times its share; every worker runs the chief's count: here max_epochs)
+        "fine_tune": {
+            "unfreeze": 3,
+            "epochs": "auto",
+            "max_epochs": 2,
+            "budget_min": 60,
+            "learning_rate": 0.001,
+            "ema_epochs": 1.0,
+        },
     }
     long = {
         **common,

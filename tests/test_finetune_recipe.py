@@ -149,6 +149,21 @@ def test_the_moving_average_is_kept_when_it_validates_better_and_training_contin
         assert any(not np.allclose(last[f"arr_{i}"], averaged[f"arr_{i}"]) for i in range(len(saved)))
 
 
+def test_a_time_budget_sizes_auto_epochs_between_one_and_max_epochs(tmp_path):
+    from tlcli.training.budget import epochs_within, time_training_step
+
+    assert epochs_within(3, 50.0, 30) == 3 and epochs_within(0.1, 50.0, 30) == 1 and epochs_within(60, 5.0, 30) == 30
+    _, phase = fine_tune_phase(tmp_path, epochs="auto", budget_min=2.5)
+    assert phase.budget_min == 2.5 and phase.epochs == 30  # sized when the phase starts, at most max_epochs
+    with pytest.raises(ConfigError, match="budget_min") as caught:
+        load_config(config_with(tmp_path, epochs=4, budget_min=2))
+    assert "fine_tune" in str(caught.value) and "epochs: auto" in str(caught.value)
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    assert time_training_step(model, 4) > 0  # timed, and the weights untouched
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 def test_fine_tuning_has_its_own_label_smoothing_and_monitor(tmp_path):
     config, phase = fine_tune_phase(tmp_path)
     assert config.train.label_smoothing == 0 and phase.label_smoothing == 0.1

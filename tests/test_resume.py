@@ -129,6 +129,21 @@ def test_resume_with_micro_batches_and_a_moving_average_ends_exactly_like_the_un
     assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
 
 
+def test_a_phase_sized_to_its_time_budget_runs_that_many_epochs_and_resumes_with_them(tmp_path, source_run):
+    """`fine_tune.budget_min`: the epochs that fit (here all of `max_epochs`) are recorded with their timings; a run
+    interrupted in the phase resumes with the count it was sized to, not a new timing."""
+    data, source = source_run
+    raw = two_phase(data, tmp_path / "runs", source)
+    raw["fine_tune"] = {"unfreeze": 3, "epochs": "auto", "max_epochs": 3, "budget_min": 60, "learning_rate": 0.001}
+    reference, run_dir = reference_and_interrupted(raw, 3)
+    budget = metrics(reference.run_dir)["phases"]["fine_tune"]["budget"]
+    assert budget["epochs"] == 3 and budget["minutes"] == 60 and budget["epoch_s"] > 0
+    assert [row["phase"] for row in history(reference.run_dir)].count("fine_tune") == 3
+    resume(run_dir)
+    assert history(run_dir) == history(reference.run_dir)
+    assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
+
+
 def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path):
     """The full model on decoded images (cache off); the newest checkpoint fails to load: the previous one is used."""
     data = make_image_folder(tmp_path / "images", {"cats": 16, "dogs": 16})

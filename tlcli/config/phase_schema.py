@@ -214,6 +214,15 @@ class FineTuneConfig(OptimizerConfig):
         ),
     )
     max_epochs: int = Field(30, ge=1, description="With `epochs: auto`, the most epochs the phase runs.")
+    budget_min: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "With `epochs: auto`: as many epochs as fit in this many minutes (at least 1, at most `max_epochs`), "
+            "from a timing of the phase's training step and validation before it starts; the warmup + cosine "
+            "schedule spans them. Unset: 8 epochs."
+        ),
+    )
     unfreeze: Unfreeze = Field(
         80,
         description=(
@@ -251,6 +260,12 @@ class FineTuneConfig(OptimizerConfig):
     early_stopping: EarlyStoppingConfig = Field(
         default_factory=EarlyStoppingConfig, description="Early stopping for this phase (off unless `patience`)."
     )
+
+    @model_validator(mode="after")
+    def _budget_sizes_auto(self):
+        if self.budget_min is not None and self.epochs != "auto":
+            raise ValueError("`budget_min` sizes `epochs: auto` to a time budget: set epochs: auto or drop budget_min")
+        return self
 
     @field_validator("unfreeze")
     @classmethod

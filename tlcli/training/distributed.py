@@ -282,6 +282,16 @@ def agree_to_stop(strategy, stop: bool) -> bool:
     return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None).numpy() > 0)  # ReduceOp has no MAX
 
 
+def chief_count(strategy, count: int) -> int:
+    """The chief's `count` on every worker (what each worker measured may differ); one process keeps its own."""
+    if not _multi_worker(strategy):
+        return count
+    import tensorflow as tf
+
+    mine = tf.constant(float(count) if strategy.cluster_resolver.task_id == 0 else 0.0)
+    return int(round(float(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: mine), axis=None))))
+
+
 def broadcast_weights(strategy, model) -> None:
     """Every worker takes the chief's weights (after host-side changes: a restored checkpoint, an exact fit of the
     head)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from tlcli.modeling.freezing import set_base_trainable
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.checkpoints import Checkpoint, CheckpointState, EarlyStopState
+from tlcli.training.budget import EpochBudget, within_budget
 from tlcli.training.callbacks import (
     AveragedValidation,
     BestWeights,
@@ -58,6 +60,7 @@ class RunProgress:
     offset: int = 0
     session_epochs: int = 0
     outcomes: dict[str, PhaseOutcome] = field(default_factory=dict)
+    budgets: dict[str, EpochBudget] = field(default_factory=dict)  # phases sized to `budget_min` by this process
 
     @classmethod
     def after(cls, restored: Checkpoint | None) -> RunProgress:
@@ -72,7 +75,8 @@ class RunProgress:
 
     def phases_record(self) -> dict[str, dict[str, Any]]:
         """metrics.json's `phases`: per phase, its start, best epoch, and which was kept."""
-        return {name: outcome.to_dict() for name, outcome in self.outcomes.items()}
+        budgets = {name: {"budget": budget.to_dict()} for name, budget in self.budgets.items()}
+        return {name: outcome.to_dict() | budgets.get(name, {}) for name, outcome in self.outcomes.items()}
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | 
     start_index = restored.state.phase_index if restored is not None else 0
     for plan in plans[start_index:]:
         at = restored if restored is not None and plan.index == start_index else None
+        if at is not None and plan.phase.budget_min is not None:  # sized when it started: the checkpoint's count
+            plan = dataclasses.replace(plan, phase=dataclasses.replace(plan.phase, epochs=at.state.phase_epochs))
         if at is not None and _phase_is_over(at, plan):
             _end_as_uninterrupted(fitting, at, plan)
             continue
@@ -174,11 +180,13 @@ def _end_as_uninterrupted(fitting: Fitting, at: Checkpoint, plan: PhasePlan) -> 
 
 def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tuple[int, dict[str, Any]]:
     """Compile and fit one phase; returns the epochs it has run (in the phase) and its best epoch."""
-    phase, reporter, offset = plan.phase, fitting.reporter, fitting.progress.offset
+    reporter, offset = fitting.reporter, fitting.progress.offset
     done = at.state.phase_epoch if at else 0
     _unfreeze(fitting, plan, done)
     distributed = is_distributed(fitting.strategy)
     fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done, arrays=distributed)
+    plan = within_budget(fitting, plan, fitted) if at is None else plan
+    phase = plan.phase
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
     objective = fitting.objective.for_phase(phase)
     accumulate = fitting.config.data.accumulation

@@ -48,6 +48,11 @@ class Phase:
     label_smoothing: float = 0.0  # of the phase's loss
 
     @property
+    def budget_min(self) -> float | None:
+        """`fine_tune.budget_min`: the minutes `epochs: auto` is sized to when the phase starts (`training.budget`)."""
+        return getattr(self.optimizer, "budget_min", None) if self.auto else None
+
+    @property
     def tie_break(self) -> str | None:
         """Between epochs (or a start) equal on an accuracy-like monitor, the lower validation loss wins."""
         return None if "loss" in self.monitor else "val_loss"
@@ -106,6 +111,8 @@ def resolve_auto(phase: Phase, on_features: bool) -> tuple[Phase, str]:
     """`epochs: auto` made concrete: until the validation loss stops improving (cheap on features, capped on images)."""
     if not phase.auto:
         return phase, ""
+    if phase.name == "fine_tune" and phase.budget_min is not None:
+        return phase, f"epochs auto: sized to budget_min {phase.budget_min:g} when the phase starts"
     if phase.name == "fine_tune":
         epochs = min(phase.epochs, AUTO_FINE_TUNE_EPOCHS)
         return dataclasses.replace(phase, epochs=epochs), f"epochs auto: {epochs}, the whole warmup + cosine schedule"
