@@ -51,6 +51,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_label_smoothing": ["fine_tune.label_smoothing=0"],
     "no_clipping": ["fine_tune.clipnorm=null"],
     "ema": ["fine_tune.ema_epochs=1"],  # the weights' moving average over about the last epoch, kept when better
+    "budget_1.5": ["fine_tune.budget_min=1.5"],  # epochs: auto sized to 90 s of fine-tuning
     "old_defaults": [  # the recipe before issue 26: Adam at a constant 1e-4, no smoothing, picked by val_loss
         "fine_tune.optimizer=adam",
         "fine_tune.schedule=constant",

@@ -166,6 +166,13 @@ def finish_run(run_dir: Path, status: str, error: str | None = None) -> RunRecor
     return record
 
 
+def amend_failure(run_dir: Path, error: str) -> RunRecord:
+    """A failed run's reason replaced by a fuller one; when it ended (`finished`) stays as recorded."""
+    record = dataclasses.replace(read_run_record(run_dir), error=redact_uri(error))
+    record.write(run_dir)
+    return record
+
+
 TASKS = ("single_label", "multi_label")
 ACTIVATIONS = ("softmax", "sigmoid")
 CHANNELS = (1, 3)

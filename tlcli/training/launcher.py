@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UserError
-from tlcli.runs.records import finish_run, read_run_record
+from tlcli.runs.records import amend_failure, finish_run, read_run_record
 from tlcli.settings import CLUSTER_DIR, TF_CONFIG, child_environment, cluster_dir
 from tlcli.system import memory_available_mb, process_alive, process_start_ticks
 
@@ -326,7 +326,7 @@ def _mark(run_dir: Path | None, status: str, why: str) -> None:
         if record.status == "running":
             finish_run(run_dir, status, why)
         elif record.status == status == "failed" and record.error and why not in record.error:
-            finish_run(run_dir, status, f"{why} (the chief: {record.error})")
+            amend_failure(run_dir, f"{why} (the chief: {record.error})")  # it ended when the chief said
 
 
 def _keep_logs(cluster: Cluster, run_dir: Path | None) -> None:
