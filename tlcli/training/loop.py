@@ -182,11 +182,15 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     """Compile and fit one phase; returns the epochs it has run (in the phase) and its best epoch."""
     reporter, offset = fitting.reporter, fitting.progress.offset
     done = at.state.phase_epoch if at else 0
-    _unfreeze(fitting, plan, done)
+    trainable = _unfreeze(fitting, plan)
     distributed = is_distributed(fitting.strategy)
     fitted, train_data, val_data = fitting.inputs.for_phase(plan, first_epoch=done, arrays=distributed)
     plan = within_budget(fitting, plan, fitted) if at is None else plan
     phase = plan.phase
+    reporter.info(
+        f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, "
+        f"learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else "")
+    )
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
     objective = fitting.objective.for_phase(phase)
     accumulate = fitting.config.data.accumulation
@@ -232,16 +236,10 @@ def _keeper(fitting: Fitting, plan: PhasePlan, point: ResumePoint, objective) ->
     )
 
 
-def _unfreeze(fitting: Fitting, plan: PhasePlan, done: int) -> None:
-    """Make the phase's layers of the base trainable, and say what the phase trains."""
+def _unfreeze(fitting: Fitting, plan: PhasePlan) -> int:
+    """Make the phase's layers of the base trainable; returns how many are."""
     phase = plan.phase
-    trainable = set_base_trainable(
-        fitting.model, phase.trainable, pretrained=fitting.pretrained, key=phase.trainable_key
-    )
-    fitting.reporter.info(
-        f"phase {phase.name}: {phase.epochs} epochs, {trainable} trainable base layers, "
-        f"learning rate {phase.learning_rate:g}" + (f", resuming at epoch {done + 1}" if done else "")
-    )
+    return set_base_trainable(fitting.model, phase.trainable, pretrained=fitting.pretrained, key=phase.trainable_key)
 
 
 def _fit(fitting: Fitting, fitted, train_data, val_data, **fit) -> None:
