@@ -201,13 +201,11 @@ class ModelSource:
         return dataclasses.replace(self, unknown=self.unknown.with_accept(accept))
 
     def with_tta(self) -> ModelSource:
-        """This source averaging its probabilities (and its rule's outputs) over its `views` of each image (the
-        mirror alone when it records none); `views` then says which it averaged over."""
+        """This source averaging its probabilities and rule's outputs over its `views` (none recorded: the mirror)."""
         views = self.views or tta_views(None)
         outputs = with_tta(self.outputs, views) if self.outputs is not None else None
-        return dataclasses.replace(
-            self, probabilities=with_tta(self.probabilities, views), outputs=outputs, views=views
-        )
+        probabilities = with_tta(self.probabilities, views)
+        return dataclasses.replace(self, probabilities=probabilities, outputs=outputs, views=views)
 
     def judge(self, images: np.ndarray, batch_size: int) -> Judged:
         """The images' calibrated probabilities, scores and decisions under this source's rule."""
@@ -235,9 +233,7 @@ def run_source(run_dir: Path, unknown: bool = True) -> ModelSource:
     Raises:
         RunError: damaged run records, or labels that do not match the model's outputs.
     """
-    class_names = read_labels(run_dir)
-    info = read_model_info(run_dir)
-    config = read_run_config(run_dir)
+    class_names, info, config = read_labels(run_dir), read_model_info(run_dir), read_run_config(run_dir)
     model = load_run_model(run_dir, class_names)
     thresholds = (info.thresholds or (0.5,) * len(class_names)) if info.multi_label else None
     rule = read_unknown_rule(run_dir) if unknown and not info.multi_label else None
