@@ -63,8 +63,7 @@ def within_budget(fitting: Fitting, plan: PhasePlan, fitted) -> PhasePlan:
     phase = plan.phase
     if phase.budget_min is None:
         return plan
-    inputs, averaged = fitting.inputs, phase.optimizer.recipe_value("ema_epochs") is not None
-    cut = plan.val_cut if plan.val_cut is not None else plan.cut
+    inputs, cut = fitting.inputs, plan.validation_cut
     budget = size_to_budget(
         fitted,
         fitting.config.data.step_batch,
@@ -72,7 +71,7 @@ def within_budget(fitting: Fitting, plan: PhasePlan, fitted) -> PhasePlan:
         lambda: inputs.outputs(cut, "val"),
         phase.budget_min,
         phase.epochs,
-        validations=2 if averaged else 1,
+        validations=2 if phase.averages else 1,
         strategy=fitting.strategy if is_distributed(fitting.strategy) else None,
     )
     budget = dataclasses.replace(budget, epochs=chief_count(fitting.strategy, budget.epochs))

@@ -439,7 +439,7 @@ def check_accumulation(config, plan) -> None:
             "set runtime.mixed_precision: off or remove data.micro_batch",
         )
     for phase in phases_of(config):
-        if phase.optimizer.recipe_value("ema_epochs") is not None or phase.optimizer.optimizer_args.get("use_ema"):
+        if phase.averages or phase.optimizer.optimizer_args.get("use_ema"):
             raise ConfigError(
                 f"{phase.name}.ema_epochs",
                 "the moving average of the weights does not run with data.micro_batch on several replicas; "

@@ -159,7 +159,7 @@ class PhaseInputs:
         `val_cut`, else the phase's cut), or through the full model on the validation images."""
         from tlcli.training.callbacks import FeatureValidation  # imports Keras
 
-        cut = plan.val_cut or plan.cut
+        cut = plan.validation_cut
         if cut is not None:
             return self.feature_validation(cut, objective)
         images = self.splits.val.images

@@ -220,8 +220,8 @@ def _keeper(fitting: Fitting, plan: PhasePlan, point: ResumePoint, objective) ->
     their moving average, which it validates as `_start_of` validates the phase's start."""
     phase, inputs = plan.phase, fitting.inputs
     averaged = None
-    if phase.optimizer.recipe_value("ema_epochs") is not None:
-        cut = plan.val_cut if plan.val_cut is not None else plan.cut
+    if phase.averages:
+        cut = plan.validation_cut
         loss, metrics = objective.loss(), objective.metrics()
         averaged = AveragedValidation(lambda: inputs.figures("val", inputs.outputs(cut, "val"), loss, metrics))
     return BestWeights(
@@ -299,7 +299,7 @@ def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
     if not rolls_back(plan):
         return {}
     objective = fitting.objective.for_phase(plan.phase)
-    outputs = fitting.inputs.outputs(plan.val_cut if plan.val_cut is not None else plan.cut, "val")
+    outputs = fitting.inputs.outputs(plan.validation_cut, "val")
     figures = fitting.inputs.figures("val", outputs, objective.loss(), objective.metrics())
     checkpoints.save_phase_start(fitting.run_dir, plan.index, fitting.model)
     return {"epoch": fitting.progress.offset, "phase": plan.phase.name, **figures}

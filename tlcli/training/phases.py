@@ -53,6 +53,11 @@ class Phase:
         return getattr(self.optimizer, "budget_min", None) if self.auto else None
 
     @property
+    def averages(self) -> bool:
+        """`ema_epochs`: the phase validates its weights' moving average beside them (`training.callbacks`)."""
+        return self.optimizer.recipe_value("ema_epochs") is not None
+
+    @property
     def tie_break(self) -> str | None:
         """Between epochs (or a start) equal on an accuracy-like monitor, the lower validation loss wins."""
         return None if "loss" in self.monitor else "val_loss"
@@ -203,6 +208,11 @@ class PhasePlan:
     why: str
     head: HeadPolicy = HeadPolicy()
     augment: PhaseAugment | None = None  # on training batches, in the input pipeline
+
+    @property
+    def validation_cut(self) -> Cut | None:
+        """Where the phase's validation reads features (None: the full model on images)."""
+        return self.val_cut if self.val_cut is not None else self.cut
 
     def describe(self) -> str:
         how = "training on cached features" if self.cut else "training the full model on decoded images"
