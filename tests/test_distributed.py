@@ -29,6 +29,7 @@ from conftest import make_image_folder, one_line, tiny_config, write_config
 
 from tlcli.errors import ConfigError, UserError
 from tlcli.modeling.devices import cluster_from_env, plan_devices
+from tlcli.training.launcher import Cluster, _watch
 
 TOLERANCE = 1e-4
 pytestmark = pytest.mark.timeout(600)
@@ -333,6 +334,27 @@ def test_a_killed_worker_fails_the_run_within_the_bound_and_resume_completes_it(
         and json.loads((run / "run.json").read_text())["status"] == "completed"
     )
     assert [int(r["epoch"]) for r in history(run)] == list(range(1, 11))  # contiguous: the partial epoch was dropped
+
+
+def _ended(*argv: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", *argv])
+    process.wait(30)
+    return process
+
+
+@pytest.mark.parametrize(
+    "chief, worker, expected",
+    [
+        ("raise SystemExit(1)", "import os; os.kill(os.getpid(), 9)", (1, "worker 1 of 2 was killed by signal 9")),
+        ("raise SystemExit(2)", "raise SystemExit(2)", (2, None)),  # a bad config fails all: the chief says why
+    ],
+)
+def test_a_failed_chief_names_the_worker_killed_within_the_same_poll(tmp_path, chief, worker, expected):
+    """A SIGKILLed worker fails the chief's next collective at once, so the launcher can find both ended at its
+    next look: the killed worker, which the chief cannot name, is the cause it reports."""
+    cluster = Cluster(tmp_path, [_ended(chief), _ended(worker)], [tmp_path / "0.log", tmp_path / "1.log"])
+    code, why = _watch(cluster)
+    assert code == expected[0] and (why is None if expected[1] is None else expected[1] in why), why
 
 
 def test_a_killed_chief_fails_the_run_with_one_line_naming_it_and_the_run_resumes(setup):

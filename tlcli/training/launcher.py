@@ -244,8 +244,7 @@ def _watch(cluster: Cluster) -> tuple[int, str | None]:
     try:
         while True:
             if cluster.chief.poll() is not None:
-                code = cluster.chief.returncode  # killed by a signal: it could say nothing, nor record the run's end
-                return (code, None) if code >= 0 else (EXIT_FAILURE, _lost(cluster, 0, code))
+                return _after_chief(cluster)
             lost = next(
                 ((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if p.poll() is not None), None
             )
@@ -257,6 +256,18 @@ def _watch(cluster: Cluster) -> tuple[int, str | None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _after_chief(cluster: Cluster) -> tuple[int, str | None]:
+    """The chief ended first, or seemed to: its collective fails at once when a worker is SIGKILLed, so both can end
+    within one poll. A failed chief's cause is then the killed worker, which the chief could not name."""
+    code = cluster.chief.returncode
+    if code < 0:  # killed by a signal: it could say nothing, nor record the run's end
+        return EXIT_FAILURE, _lost(cluster, 0, code)
+    killed = next(((i, p.returncode) for i, p in enumerate(cluster.processes[1:], 1) if (p.poll() or 0) < 0), None)
+    if code > 0 and killed is not None:
+        return EXIT_FAILURE, _lost(cluster, *killed)
+    return code, None
 
 
 def _after_ctrl_c(cluster: Cluster) -> tuple[int, str | None]:
