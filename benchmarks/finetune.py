@@ -50,6 +50,8 @@ VARIANTS: dict[str, list[str]] = {
     "no_weight_decay": ["fine_tune.weight_decay=null"],
     "no_label_smoothing": ["fine_tune.label_smoothing=0"],
     "no_clipping": ["fine_tune.clipnorm=null"],
+    "select_by_val_loss": ["fine_tune.monitor=val_loss"],  # what selection was before issue 26
+    "epochs_15": ["fine_tune.epochs=15"],
     "ema": ["fine_tune.ema_epochs=1"],  # the weights' moving average over about the last epoch, kept when better
     "budget_1.5": ["fine_tune.budget_min=1.5"],  # epochs: auto sized to 90 s of fine-tuning
     "old_defaults": [  # the recipe before issue 26: Adam at a constant 1e-4, no smoothing, picked by val_loss
