@@ -51,6 +51,8 @@ VARIANTS: dict[str, list[str]] = {
     "no_label_smoothing": ["fine_tune.label_smoothing=0"],
     "no_clipping": ["fine_tune.clipnorm=null"],
     "select_by_val_loss": ["fine_tune.monitor=val_loss"],  # what selection was before issue 26
+    "lr_ratio_0.1": ["fine_tune.bottom_lr_ratio=0.1"],  # discriminative rates: the lowest unfrozen layer at lr / 10
+    "all_ratio_0.01": ["fine_tune.unfreeze=all", "fine_tune.bottom_lr_ratio=0.01"],  # fastai's slice(lr / 100, lr)
     "epochs_15": ["fine_tune.epochs=15"],
     "ema": ["fine_tune.ema_epochs=1"],  # the weights' moving average over about the last epoch, kept when better
     "budget_1.5": ["fine_tune.budget_min=1.5"],  # epochs: auto sized to 90 s of fine-tuning
@@ -119,6 +121,7 @@ class Bench:
 
     def write(self) -> None:
         report = {"when": dt.datetime.now().isoformat(timespec="seconds"), "machine": self.machine, "rows": self.rows}
+        self.args.out_dir.mkdir(parents=True, exist_ok=True)
         (self.args.out_dir / "finetune.json").write_text(json.dumps(report, indent=1) + "\n")
         (self.args.out_dir / "FINETUNE.md").write_text(render(report))
 

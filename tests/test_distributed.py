@@ -93,8 +93,9 @@ def setup(tmp_path_factory):
         "name": "phases",
         "base": {"run": source_run, "trainable": "none"},
         "train": {"epochs": 2, "learning_rate": 0.01, "l2": 0.0},
-        # the moving average too (swapped in and out across replicas, resumed with the optimizer), and epochs sized
-        # to a time budget (every replica times its share; every worker runs the chief's count: here max_epochs)
+        # the moving average too (swapped in and out across replicas, resumed with the optimizer), epochs sized
+        # to a time budget (every replica times its share; every worker runs the chief's count: here max_epochs),
+        # and discriminative rates (each replica's update step scales its variables' rates)
         "fine_tune": {
             "unfreeze": 3,
             "epochs": "auto",
@@ -102,6 +103,7 @@ def setup(tmp_path_factory):
             "budget_min": 60,
             "learning_rate": 0.001,
             "ema_epochs": 1.0,
+            "bottom_lr_ratio": 0.1,
         },
     }
     long = {

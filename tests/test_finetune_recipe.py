@@ -94,6 +94,84 @@ def test_clipping_bounds_the_global_norm_of_the_gradients(tmp_path):
     assert float(np.linalg.norm(moved)) == pytest.approx(1.0, rel=1e-5)  # SGD moved by the clipped gradient
 
 
+def stepped(optimizer, model) -> dict[str, np.ndarray]:
+    """How far one step with gradients of ones moves each variable of `model` (its variables start at zero)."""
+    for variable in model.trainable_variables:
+        variable.assign(np.zeros(variable.shape, "float32"))
+    optimizer.apply([np.ones(v.shape, "float32") for v in model.trainable_variables], model.trainable_variables)
+    return {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_discriminative_rates_scale_each_variable_s_step_by_its_factor_alone(tmp_path, optimizer):
+    _, phase = fine_tune_phase(
+        tmp_path, optimizer=optimizer, learning_rate=0.1, warmup_epochs=0, schedule="constant", clipnorm=None
+    )
+    plain = stepped(make_optimizer(phase, 1), tiny_model())
+    model = tiny_model()
+    scaled = stepped(make_optimizer(phase, 1, model.trainable_variables, rates={"dense/kernel": 0.25}), model)
+    np.testing.assert_allclose(scaled["dense/kernel"], 0.25 * plain["dense/kernel"], rtol=1e-6)
+    assert np.abs(plain["dense/kernel"]).min() > 0.05  # the premise: the plain step moved it
+    for path in ("dense/bias", "norm/gamma", "norm/beta"):
+        np.testing.assert_allclose(scaled[path], plain[path], rtol=1e-6, err_msg=path)
+
+
+def test_discriminative_rates_scale_the_decoupled_weight_decay_too(tmp_path):
+    _, phase = fine_tune_phase(tmp_path, learning_rate=0.1, weight_decay=0.5, warmup_epochs=0, schedule="constant")
+    model = tiny_model()
+    for variable in model.trainable_variables:
+        variable.assign(np.ones(variable.shape, "float32"))
+    optimizer = make_optimizer(phase, 1, model.trainable_variables, rates={"dense/kernel": 0.25, "dense/bias": 0.25})
+    optimizer.apply([np.zeros(v.shape, "float32") for v in model.trainable_variables], model.trainable_variables)
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+    np.testing.assert_allclose(after["dense/kernel"], 1 - 0.1 * 0.25 * 0.5, rtol=1e-6)  # once, at its own rate
+    np.testing.assert_allclose(after["dense/bias"], 1.0)  # still never a bias
+
+
+def test_depth_factors_fall_geometrically_from_the_top_trainable_layer_to_the_bottom_ratio():
+    from tlcli.modeling import layers as names
+    from tlcli.modeling.freezing import depth_rate_factors
+
+    inputs = keras.Input((4,))
+    x = inputs
+    for i in range(4):
+        x = keras.layers.Dense(4, name=f"d{i}")(x)
+    base = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x), name=names.BASE)
+    outer = keras.Input((4,))
+    model = keras.Model(outer, keras.layers.Dense(2, name="head")(base(outer)))
+    base.get_layer("d0").trainable = base.get_layer("bn").trainable = False  # frozen: not in the ladder
+    factors = depth_rate_factors(model, 0.01)
+    assert factors == pytest.approx(
+        {"d1/kernel": 0.01, "d1/bias": 0.01, "d2/kernel": 0.1, "d2/bias": 0.1, "d3/kernel": 1.0, "d3/bias": 1.0}
+    )
+    assert depth_rate_factors(model, 1.0) == {}  # one rate everywhere: nothing to scale
+
+
+@pytest.mark.slow
+def test_a_tiny_bottom_ratio_keeps_the_lowest_trainable_layer_where_it_was_while_the_top_trains(
+    tmp_path, frozen_source
+):
+    from tlcli import train
+
+    data, source, _ = frozen_source
+    base = keras.models.load_model(source / "model.keras").get_layer("base")
+    kernels = {layer.name: layer.get_weights()[0] for layer in base.layers if hasattr(layer, "kernel")}
+    bottom, top = next(iter(kernels)), list(kernels)[-1]
+
+    def moved(**fine_tune) -> dict[str, float]:
+        raw = tiny_config(data, tmp_path / "runs", base={"run": str(source), "trainable": "none"})
+        raw["fine_tune"] = {"unfreeze": "all", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.05, **fine_tune}
+        trained = keras.models.load_model(train(load_config(raw)).run_dir / "model.keras").get_layer("base")
+        return {
+            name: float(np.abs(trained.get_layer(name).get_weights()[0] - kernels[name]).mean())
+            for name in (bottom, top)
+        }
+
+    plain, ladder = moved(), moved(bottom_lr_ratio=1e-3)
+    assert plain[bottom] > 0 and ladder[bottom] == pytest.approx(1e-3 * plain[bottom], rel=0.25)  # its factor
+    assert 0.3 < ladder[top] / plain[top] < 3  # the top layer learns at the full rate in both
+
+
 @pytest.mark.parametrize(
     ("fine_tune", "key"),
     [

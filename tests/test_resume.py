@@ -107,13 +107,14 @@ def test_resume_with_flips_on_features_continues_the_flip_draws(tmp_path, source
 def test_resume_with_micro_batches_and_a_moving_average_ends_exactly_like_the_uninterrupted_run(
     tmp_path, source_run, monkeypatch
 ):
-    """Gradient accumulation (`data.micro_batch`) and the weights' moving average (`ema_epochs`) through an
-    interruption in the fine-tuning phase: the accumulators, the average and the schedule's position come back with
-    the checkpoint (the average's own validation, `ema_val_*`, is in the compared history)."""
+    """Gradient accumulation (`data.micro_batch`), the weights' moving average (`ema_epochs`) and discriminative
+    rates (`bottom_lr_ratio`) through an interruption in the fine-tuning phase: the accumulators, the average and the
+    schedule's position come back with the checkpoint (the average's own validation, `ema_val_*`, is in the compared
+    history), and the resumed optimizer scales the same rates."""
     data, source = source_run
     raw = two_phase(data, tmp_path / "runs", source)
     raw["data"]["micro_batch"] = 4  # 2 micro-batches a batch of 8
-    raw["fine_tune"]["ema_epochs"] = 0.5
+    raw["fine_tune"].update(ema_epochs=0.5, bottom_lr_ratio=0.1)
     reference, run_dir = reference_and_interrupted(raw, 3)
     assert all(row["ema_val_loss"] for row in history(reference.run_dir) if row["phase"] == "fine_tune")
     from tlcli.training import loop

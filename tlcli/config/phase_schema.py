@@ -71,6 +71,17 @@ class OptimizerConfig(Section):
             "validates better; unset = off."
         ),
     )
+    bottom_lr_ratio: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description=(
+            "Discriminative learning rates (fastai's `slice(lr / 100, lr)`, timm's layer decay): the lowest "
+            "trainable base layer learns at `learning_rate` x this, the top one at `learning_rate`, the layers "
+            "between at rates spaced geometrically by depth (the layers with trainable weights, in Keras order); "
+            "the head always at `learning_rate`. 1 = one rate everywhere."
+        ),
+    )
 
     @model_validator(mode="after")
     def _declared_once(self):

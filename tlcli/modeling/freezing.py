@@ -66,3 +66,17 @@ def trainable_spec(config: ExperimentConfig) -> Any:
     if spec == "auto":
         return "none" if config.base.pretrained else "all"
     return spec
+
+
+def depth_rate_factors(model, bottom_ratio: float) -> dict[str, float]:
+    """The learning-rate factor of each trainable base variable (by its path): 1 at the top trainable layer,
+    `bottom_ratio` at the lowest, spaced geometrically between by the layer's rank among the trainable layers with
+    weights. Variables absent (the head's, a frozen base's) learn at the full rate."""
+    if bottom_ratio >= 1.0:
+        return {}
+    layers = [layer for layer in model.get_layer(names.BASE).layers if layer.trainable and layer.trainable_weights]
+    factors: dict[str, float] = {}
+    for rank, layer in enumerate(layers):
+        height = (len(layers) - 1 - rank) / max(1, len(layers) - 1)  # 1 at the lowest trainable layer, 0 at the top
+        factors.update({v.path: float(bottom_ratio**height) for v in layer.trainable_weights})
+    return factors

@@ -57,10 +57,13 @@ class Objective:
         model.compile(optimizer=optimizer, loss=self.loss(), metrics=self.metrics(), **options)
 
 
-def make_optimizer(phase: Phase, steps_per_epoch: int, variables=(), accumulate: int = 1):
+def make_optimizer(
+    phase: Phase, steps_per_epoch: int, variables=(), accumulate: int = 1, rates: dict[str, float] | None = None
+):
     """The phase's Keras optimizer: its learning rate warmed up then scheduled step by step over the phase's epochs,
     decoupled weight decay on every variable of rank > 1 among `variables` (never biases or normalisation scales and
-    offsets), gradient clipping, and gradients accumulated over `accumulate` micro-batches (one update per batch).
+    offsets), gradient clipping, gradients accumulated over `accumulate` micro-batches (one update per batch), and
+    each variable whose path is in `rates` learning at the scheduled rate times its factor there.
 
     `steps_per_epoch` counts optimizer calls (micro-batches when accumulating): Keras's schedules read that count.
 
@@ -87,9 +90,41 @@ def make_optimizer(phase: Phase, steps_per_epoch: int, variables=(), accumulate:
         optimizer = classes[opt.optimizer](learning_rate=rate, **args)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key}.optimizer_args", f"not accepted by {opt.optimizer} ({exc})") from None
-    if getattr(optimizer, "weight_decay", None):
-        optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
+    rates = rates or {}
+    if getattr(optimizer, "weight_decay", None):  # the variables of `rates` decay at their own rate, in scale_rates
+        optimizer.exclude_from_weight_decay(var_list=[v for v in variables if not decays(v) or v.path in rates])
+    if rates:
+        scale_rates(optimizer, rates)
     return optimizer
+
+
+def decays(variable) -> bool:
+    """Weight decay is for kernels: never biases or normalisation scales and offsets (rank <= 1, timm's rule)."""
+    return len(variable.shape) > 1
+
+
+def scale_rates(optimizer, factors: dict[str, float]) -> None:
+    """Each variable named in `factors` (by path) learns at the optimizer's rate times its factor.
+
+    Keras 3 has no per-variable rates, but every built-in optimizer's `update_step` receives the rate for one
+    variable at a time (also per replica, under a distribution strategy): this optimizer's own `update_step` is
+    wrapped, so it still saves, loads and resumes as the plain Keras class. The factor is a constant of the traced
+    step. Their decoupled weight decay scales with their rate too (w -= rate x decay x w before the step, as Keras
+    does it for the others): `make_optimizer` keeps them out of Keras's own."""
+    import keras
+
+    update, decay = optimizer.update_step, float(getattr(optimizer, "weight_decay", None) or 0.0)
+
+    def update_step(gradient, variable, learning_rate):
+        known = optimizer._trainable_variables[optimizer._get_variable_index(variable)]
+        if known.path not in factors:
+            return update(gradient, variable, learning_rate)
+        rate = keras.ops.cast(learning_rate, variable.dtype) * factors[known.path]
+        if decay and decays(known):
+            variable.assign_sub(variable * rate * decay)
+        return update(gradient, variable, rate)
+
+    optimizer.update_step = update_step
 
 
 def _recipe_args(opt, steps_per_epoch: int) -> dict[str, Any]:

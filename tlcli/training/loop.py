@@ -9,7 +9,7 @@ from typing import Any
 
 from tlcli.config.schema import ExperimentConfig
 from tlcli.data.batches import ArrayBatches
-from tlcli.modeling.freezing import set_base_trainable
+from tlcli.modeling.freezing import depth_rate_factors, set_base_trainable
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.checkpoints import Checkpoint, CheckpointState, EarlyStopState
@@ -194,7 +194,8 @@ def _fit_phase(fitting: Fitting, plan: PhasePlan, at: Checkpoint | None) -> tupl
     per_call = FEATURE_STEPS_PER_EXECUTION if plan.cut is not None else 1
     objective = fitting.objective.for_phase(phase)
     accumulate = fitting.config.data.accumulation
-    optimizer = make_optimizer(phase, fitting.steps, fitted.trainable_variables, accumulate=accumulate)
+    rates = depth_rate_factors(fitting.model, phase.optimizer.bottom_lr_ratio)
+    optimizer = make_optimizer(phase, fitting.steps, fitted.trainable_variables, accumulate=accumulate, rates=rates)
     objective.compile(fitted, optimizer, steps_per_execution=per_call)
     point = _resume_point(fitting, at, fitted, plan) if at is not None else ResumePoint()
     start = at.state.phase_start if at is not None else _start_of(fitting, plan)
