@@ -140,9 +140,12 @@ def test_a_phase_sized_to_its_time_budget_runs_that_many_epochs_and_resumes_with
     budget = metrics(reference.run_dir)["phases"]["fine_tune"]["budget"]
     assert budget["epochs"] == 3 and budget["minutes"] == 60 and budget["epoch_s"] > 0
     assert [row["phase"] for row in history(reference.run_dir)].count("fine_tune") == 3
+    sized = json.loads((run_dir / "checkpoints" / "epoch-0003" / "state.json").read_text())["phase_budget"]
+    assert sized["epochs"] == 3 and sized["epoch_s"] > 0
     resume(run_dir)
     assert history(run_dir) == history(reference.run_dir)
     assert metrics(run_dir)["final"] == metrics(reference.run_dir)["final"]
+    assert metrics(run_dir)["phases"]["fine_tune"]["budget"] == sized  # the timings that sized it, not lost
 
 
 def test_resume_on_images_with_dropout_and_a_corrupt_newest_checkpoint(tmp_path):

@@ -73,6 +73,7 @@ class CheckpointState:
     phase_start: dict[str, Any] = field(
         default_factory=dict
     )  # validation figures of the weights the phase started from
+    phase_budget: dict[str, Any] | None = None  # the timings that sized the phase to `budget_min`, when they did
 
     @property
     def offset(self) -> int:
@@ -100,6 +101,7 @@ class CheckpointState:
             early_stopping=EarlyStopState(int(stop.get("wait") or 0), stop.get("best")) if stop else None,
             history=list(data.get("history") or []),
             phase_start=dict(data.get("phase_start") or {}),
+            phase_budget=data.get("phase_budget"),
         )
 
 

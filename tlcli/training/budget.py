@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tlcli.training.distributed import chief_count, is_distributed
 
 if TYPE_CHECKING:
+    from tlcli.runs.checkpoints import CheckpointState
     from tlcli.training.loop import Fitting
     from tlcli.training.phases import PhasePlan
 
@@ -52,9 +53,15 @@ class EpochBudget:
             "minutes": self.minutes,
             "epochs": self.epochs,
             "epoch_s": round(self.epoch_s, 3),
+            "steps": self.steps,
             "step_s": round(self.step_s, 5),
             "validation_s": round(self.validation_s, 3),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochBudget:
+        fields = ("minutes", "steps", "step_s", "validation_s", "epochs")
+        return cls(**{key: data[key] for key in fields})
 
 
 def within_budget(fitting: Fitting, plan: PhasePlan, fitted) -> PhasePlan:
@@ -75,9 +82,24 @@ def within_budget(fitting: Fitting, plan: PhasePlan, fitted) -> PhasePlan:
         strategy=fitting.strategy if is_distributed(fitting.strategy) else None,
     )
     budget = dataclasses.replace(budget, epochs=chief_count(fitting.strategy, budget.epochs))
-    fitting.progress.budgets[phase.name] = budget
     fitting.reporter.info(f"phase {phase.name}: {budget.why}")
-    return dataclasses.replace(plan, phase=dataclasses.replace(phase, epochs=budget.epochs))
+    return _sized(fitting, plan, budget)
+
+
+def as_sized(fitting: Fitting, plan: PhasePlan, state: CheckpointState) -> PhasePlan:
+    """A resumed phase as it was sized when it started: the checkpoint's epoch count (not a new timing), and the
+    timings that sized it, for metrics.json."""
+    if plan.phase.budget_min is None:
+        return plan
+    phase = dataclasses.replace(plan.phase, epochs=state.phase_epochs)
+    if state.phase_budget is None:  # a checkpoint written before its budget was kept: the count alone
+        return dataclasses.replace(plan, phase=phase)
+    return _sized(fitting, dataclasses.replace(plan, phase=phase), EpochBudget.from_dict(state.phase_budget))
+
+
+def _sized(fitting: Fitting, plan: PhasePlan, budget: EpochBudget) -> PhasePlan:
+    fitting.progress.budgets[plan.phase.name] = budget
+    return dataclasses.replace(plan, phase=dataclasses.replace(plan.phase, epochs=budget.epochs), budget=budget)
 
 
 def epochs_within(minutes: float, epoch_s: float, most: int) -> int:

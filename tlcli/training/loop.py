@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from tlcli.modeling.freezing import depth_rate_factors, set_base_trainable
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.checkpoints import Checkpoint, CheckpointState, EarlyStopState
-from tlcli.training.budget import EpochBudget, within_budget
+from tlcli.training.budget import EpochBudget, as_sized, within_budget
 from tlcli.training.callbacks import (
     AveragedValidation,
     BestWeights,
@@ -122,8 +121,7 @@ def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | 
     start_index = restored.state.phase_index if restored is not None else 0
     for plan in plans[start_index:]:
         at = restored if restored is not None and plan.index == start_index else None
-        if at is not None and plan.phase.budget_min is not None:  # sized when it started: the checkpoint's count
-            plan = dataclasses.replace(plan, phase=dataclasses.replace(plan.phase, epochs=at.state.phase_epochs))
+        plan = as_sized(fitting, plan, at.state) if at is not None else plan
         if at is not None and _phase_is_over(at, plan):
             _end_as_uninterrupted(fitting, at, plan)
             continue

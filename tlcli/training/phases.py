@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlcli.config.data_schema import AugmentConfig
 from tlcli.config.schema import EarlyStoppingConfig, ExperimentConfig, OptimizerConfig
 from tlcli.features.cut import Cut, cut_bytes, find_cut
 from tlcli.modeling.freezing import trainable_spec
 from tlcli.training.fit_in_memory import FIT_IN_MEMORY_MAX_BYTES
+
+if TYPE_CHECKING:
+    from tlcli.training.budget import EpochBudget
 
 AUTO_PATIENCE = 10  # `epochs: auto` on cached features: epochs without a better validation loss before stopping
 AUTO_IMAGE_EPOCHS = 10  # `epochs: auto` on decoded images (each epoch runs the base): at most this many...
@@ -208,6 +211,7 @@ class PhasePlan:
     why: str
     head: HeadPolicy = HeadPolicy()
     augment: PhaseAugment | None = None  # on training batches, in the input pipeline
+    budget: EpochBudget | None = None  # its epochs sized to `budget_min` (`tlcli.training.budget`), kept in checkpoints
 
     @property
     def validation_cut(self) -> Cut | None:
