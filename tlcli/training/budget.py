@@ -58,10 +58,13 @@ class EpochBudget:
             "validation_s": round(self.validation_s, 3),
         }
 
+    def state(self) -> dict[str, Any]:
+        """Its fields unrounded, for a checkpoint (`from_state` gives it back exactly)."""
+        return dataclasses.asdict(self)
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EpochBudget:
-        fields = ("minutes", "steps", "step_s", "validation_s", "epochs")
-        return cls(**{key: data[key] for key in fields})
+    def from_state(cls, data: dict[str, Any]) -> EpochBudget:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
 def within_budget(fitting: Fitting, plan: PhasePlan, fitted) -> PhasePlan:
@@ -94,7 +97,7 @@ def as_sized(fitting: Fitting, plan: PhasePlan, state: CheckpointState) -> Phase
     phase = dataclasses.replace(plan.phase, epochs=state.phase_epochs)
     if state.phase_budget is None:  # a checkpoint written before its budget was kept: the count alone
         return dataclasses.replace(plan, phase=phase)
-    return _sized(fitting, dataclasses.replace(plan, phase=phase), EpochBudget.from_dict(state.phase_budget))
+    return _sized(fitting, dataclasses.replace(plan, phase=phase), EpochBudget.from_state(state.phase_budget))
 
 
 def _sized(fitting: Fitting, plan: PhasePlan, budget: EpochBudget) -> PhasePlan:

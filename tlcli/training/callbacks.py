@@ -276,7 +276,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             early_stopping=self.early_stopping.state() if self.early_stopping is not None else None,
             history=self.history.rows,
             phase_start=self.start,
-            phase_budget=self.plan.budget.to_dict() if self.plan.budget is not None else None,
+            phase_budget=self.plan.budget.state() if self.plan.budget is not None else None,
         )
         with self._best_from(new_best) as best_from:
             written = write_checkpoint(self.run_dir, self.full_model, self.model, state, best_from)
