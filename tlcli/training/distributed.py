@@ -286,10 +286,7 @@ def chief_count(strategy, count: int) -> int:
     """The chief's `count` on every worker (what each worker measured may differ); one process keeps its own."""
     if not _multi_worker(strategy):
         return count
-    import tensorflow as tf
-
-    mine = tf.constant(float(count) if strategy.cluster_resolver.task_id == 0 else 0.0)
-    return int(round(float(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: mine), axis=None))))
+    return int(round(float(_chiefs(strategy, np.float32(count)))))
 
 
 def broadcast_weights(strategy, model) -> None:
@@ -297,17 +294,15 @@ def broadcast_weights(strategy, model) -> None:
     head)."""
     if not _multi_worker(strategy):
         return
+    model.set_weights([_chiefs(strategy, np.asarray(w)) for w in model.get_weights()])
+
+
+def _chiefs(strategy, value: np.ndarray) -> np.ndarray:
+    """The chief's `value` on every worker: a sum across the workers to which only the chief adds its own."""
     import tensorflow as tf
 
-    chief = strategy.cluster_resolver.task_id == 0
-    values = [np.asarray(w) for w in model.get_weights()]
-    summed = []
-    for value in values:
-        mine = tf.constant(value if chief else np.zeros_like(value))
-        summed.append(
-            np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda t=mine: t), axis=None))
-        )
-    model.set_weights(summed)
+    mine = tf.constant(value if strategy.cluster_resolver.task_id == 0 else np.zeros_like(value))
+    return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: mine), axis=None))
 
 
 def all_gather_bytes(strategy, payload: bytes) -> list[bytes]:
