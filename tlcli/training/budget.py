@@ -86,22 +86,21 @@ def within_budget(fitting: Fitting, plan: PhasePlan, fitted) -> PhasePlan:
     )
     budget = dataclasses.replace(budget, epochs=chief_count(fitting.strategy, budget.epochs))
     fitting.reporter.info(f"phase {phase.name}: {budget.why}")
-    return _sized(fitting, plan, budget)
+    return _sized(plan, budget)
 
 
-def as_sized(fitting: Fitting, plan: PhasePlan, state: CheckpointState) -> PhasePlan:
+def as_sized(plan: PhasePlan, state: CheckpointState) -> PhasePlan:
     """A resumed phase as it was sized when it started: the checkpoint's epoch count (not a new timing), and the
     timings that sized it, for metrics.json."""
     if plan.phase.budget_min is None:
         return plan
-    phase = dataclasses.replace(plan.phase, epochs=state.phase_epochs)
     if state.phase_budget is None:  # a checkpoint written before its budget was kept: the count alone
-        return dataclasses.replace(plan, phase=phase)
-    return _sized(fitting, dataclasses.replace(plan, phase=phase), EpochBudget.from_state(state.phase_budget))
+        return dataclasses.replace(plan, phase=dataclasses.replace(plan.phase, epochs=state.phase_epochs))
+    return _sized(plan, dataclasses.replace(EpochBudget.from_state(state.phase_budget), epochs=state.phase_epochs))
 
 
-def _sized(fitting: Fitting, plan: PhasePlan, budget: EpochBudget) -> PhasePlan:
-    fitting.progress.budgets[plan.phase.name] = budget
+def _sized(plan: PhasePlan, budget: EpochBudget) -> PhasePlan:
+    """The plan running `budget.epochs`, carrying the budget to its checkpoints and its outcome."""
     return dataclasses.replace(plan, phase=dataclasses.replace(plan.phase, epochs=budget.epochs), budget=budget)
 
 

@@ -12,7 +12,7 @@ from tlcli.modeling.freezing import depth_rate_factors, set_base_trainable
 from tlcli.progress import Reporter
 from tlcli.runs import checkpoints
 from tlcli.runs.checkpoints import Checkpoint, CheckpointState, EarlyStopState
-from tlcli.training.budget import EpochBudget, as_sized, within_budget
+from tlcli.training.budget import as_sized, within_budget
 from tlcli.training.callbacks import (
     AveragedValidation,
     BestWeights,
@@ -59,7 +59,6 @@ class RunProgress:
     offset: int = 0
     session_epochs: int = 0
     outcomes: dict[str, PhaseOutcome] = field(default_factory=dict)
-    budgets: dict[str, EpochBudget] = field(default_factory=dict)  # phases sized to `budget_min` by this process
 
     @classmethod
     def after(cls, restored: Checkpoint | None) -> RunProgress:
@@ -74,8 +73,7 @@ class RunProgress:
 
     def phases_record(self) -> dict[str, dict[str, Any]]:
         """metrics.json's `phases`: per phase, its start, best epoch, and which was kept."""
-        budgets = {name: {"budget": budget.to_dict()} for name, budget in self.budgets.items()}
-        return {name: outcome.to_dict() | budgets.get(name, {}) for name, outcome in self.outcomes.items()}
+        return {name: outcome.to_dict() for name, outcome in self.outcomes.items()}
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,7 @@ def fit_phases(fitting: Fitting, plans: list[PhasePlan], restored: Checkpoint | 
     start_index = restored.state.phase_index if restored is not None else 0
     for plan in plans[start_index:]:
         at = restored if restored is not None and plan.index == start_index else None
-        plan = as_sized(fitting, plan, at.state) if at is not None else plan
+        plan = as_sized(plan, at.state) if at is not None else plan
         if at is not None and _phase_is_over(at, plan):
             _end_as_uninterrupted(fitting, at, plan)
             continue
@@ -311,7 +309,7 @@ def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], b
     needed = _needed_gain(fitting, plan)
     worse = bool(start) and not _beats_its_start(phase, best, start, needed)
     kept = "start" if worse else "best"
-    outcome = PhaseOutcome(start=start, best=best, kept=kept, monitor=phase.monitor, needed=needed)
+    outcome = PhaseOutcome(start=start, best=best, kept=kept, monitor=phase.monitor, needed=needed, budget=plan.budget)
     fitting.progress.outcomes[phase.name] = outcome
     if not start:
         return

@@ -6,7 +6,10 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from tlcli.training.budget import EpochBudget
 
 S = TypeVar("S")
 
@@ -53,6 +56,7 @@ class PhaseOutcome:
     monitor: str = ""  # what decided (the phase's monitor, ties broken by the lower val_loss for an accuracy)
     skipped: str = ""  # why the phase did not run (`fine_tune.when: auto`), else ""
     needed: float = 0.0  # the gain on `monitor` the phase had to exceed to be kept (more than one validation image)
+    budget: EpochBudget | None = None  # the timings its epochs were sized to, with `budget_min`
 
     @property
     def verdict(self) -> str:
@@ -89,7 +93,8 @@ class PhaseOutcome:
         record = {"start": self.start, "best": self.best, "kept": self.kept}
         record |= {"skipped": self.skipped} if self.skipped else {}
         record |= {"needed_gain": round(self.needed, 6)} if self.needed else {}
-        return record | ({"decided_by": self.monitor, "verdict": self.verdict} if self.start else {})
+        record |= {"decided_by": self.monitor, "verdict": self.verdict} if self.start else {}
+        return record | ({"budget": self.budget.to_dict()} if self.budget is not None else {})
 
 
 class Timings:
