@@ -329,6 +329,21 @@ def test_fine_tuning_is_skipped_when_the_head_leaves_nothing_to_gain_on_validati
     assert auto.metrics.epochs["total"] == 4 and outcome["verdict"].startswith("skipped:")
 
 
+def test_auto_skips_fine_tuning_when_the_head_misses_too_few_images_for_a_gain_to_be_shown():
+    """`when: auto` skips when even fixing every validation error could not pass a one-sided sign test at 5% (fewer
+    than 5 errors); with 5 or more, an unperfect accuracy of another kind, or a loss, it runs."""
+    from tlcli.training.loop import SIGN_TEST_ERRORS, skip_reason
+
+    assert SIGN_TEST_ERRORS == 5 and 0.5**5 < 0.05 <= 0.5**4  # the premise, checked
+    cats = skip_reason({"val_accuracy": 392 / 396, "val_loss": 0.05}, "val_accuracy", 396)  # the measured case
+    assert "misses 4 of 396 validation images" in cats and "`always` runs it" in cats
+    assert skip_reason({"val_accuracy": 391 / 396}, "val_accuracy", 396) == ""  # 5 errors: fine-tuning may show it
+    assert skip_reason({"val_accuracy": 0.5}, "val_accuracy", 8) != ""  # 4 errors of 8: nothing could be shown
+    assert "already 1.0000" in skip_reason({"val_map": 1.0}, "val_map", 10)
+    assert skip_reason({"val_map": 0.99}, "val_map", 1000) == ""  # not a count of images: only a perfect one skips
+    assert skip_reason({"val_loss": 0.0}, "val_loss", 10) == "" and skip_reason({}, "val_accuracy", 10) == ""
+
+
 def test_a_later_phase_must_gain_more_than_one_validation_image_to_be_kept():
     from tlcli.training.loop import _beats_its_start
     from tlcli.training.phases import Phase
