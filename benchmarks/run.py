@@ -59,7 +59,10 @@ DESCRIPTIONS = {
         "a process that imports Keras and TensorFlow as tlcli does (scikit-learn and matplotlib hidden), then exits"
     ),
     "W1": "base frozen, {epochs} epochs, batch 32, no augmentation",
-    "W2": "W1, then {ft_epochs} epochs fine-tuning the last 30 base layers at 1e-5 (whole runs)",
+    "W2": (
+        "W1, then {ft_epochs} epochs of fine-tuning (whole runs): tlcli `fine_tune: {{epochs: {ft_epochs}}}` on its "
+        "defaults, the baseline the last 30 base layers at 1e-5 with RMSprop"
+    ),
     "W3": "W1 again on the same data, with the cache W1's tlcli run just filled",
     "W4": "W1 with random horizontal flips on both sides",
     "W4i": (
@@ -80,7 +83,7 @@ TARGETS = [
     ("W1", "tlcli / floor wall time", 1.3),
     ("W1", "val accuracy drop vs baseline (points)", 1.0),
     ("W2", "tlcli / baseline wall time", 0.5),
-    ("W2", "val accuracy drop vs baseline (points)", 1.0),
+    ("W2", "val accuracy drop vs baseline (points)", 0.0),  # issue 26: at or above the baseline
     # Issue 30: the warm-run target is on what tlcli controls, the bare import (benchmarks/bare_import.py, measured
     # in the same run) taken off both; the plain ratio is still reported (its 0.4x target, issue 5's, is retired).
     ("W3", WARM_CHECK, 0.25),
