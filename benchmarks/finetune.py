@@ -72,6 +72,9 @@ CONFIG = "base: {name: MobileNetV2}\ndata: {dir: .}\n"
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args, self.rows, self.sequence = args, [], 0
+        earlier = args.out_dir / "finetune.json"
+        if args.append and earlier.is_file():
+            self.rows = json.loads(earlier.read_text())["rows"]
         self.work = Path(tempfile.mkdtemp(prefix="tlcli-finetune-"))
         keras_home = self.work / "keras" / "models"
         keras_home.mkdir(parents=True)
@@ -108,6 +111,7 @@ class Bench:
         run = measure(command, env, self.work / "logs", f"{self.sequence:03d}-{dataset}-{label}-{seed}", TIMEOUT)
         row = {"dataset": dataset, "seed": seed, "label": label, **figures(run.get("output")), **_cost(run)}
         row["command"] = " ".join(command)
+        row["git"] = self.machine.get("git", {}).get("commit")
         self.rows.append(row)
         print(json.dumps(row), flush=True)
         self.write()
@@ -145,6 +149,94 @@ def _tlcli_figures(output: dict | None) -> dict:
     }
 
 
+# Issue 26's targets. Each is computed from the newest generation of rows for its (dataset, row): rows measured at
+# one version of the defaults carry the same `session` (or `git`), and an older generation no longer says what
+# `fine_tune: {}` does once the defaults moved on.
+PROBE_TARGETS = ("hymenoptera", "cats_and_dogs_filtered")
+EUROSAT_FLOOR, MEMORY_CAP_MB, TIME_RATIO_CAP = 0.93, 3000, 3.0
+
+
+def newest(rows: list[dict], dataset: str, label: str) -> list[dict]:
+    """The rows of `dataset` and `label` from the newest generation that has any (rows are appended in time order)."""
+    chosen = [r for r in rows if r["dataset"] == dataset and r["label"] == label and r.get("exit_code") == 0]
+    if not chosen:
+        return []
+    generation = chosen[-1].get("session") or chosen[-1].get("git")
+    return [r for r in chosen if (r.get("session") or r.get("git")) == generation]
+
+
+def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
+    """(dataset, check, measured, target, result) for every target the rows can speak to; absent rows: not shown."""
+    out = []
+
+    def median(chosen, key):
+        values = [r[key] for r in chosen if isinstance(r.get(key), (int, float))]
+        return statistics.median(values) if values else None
+
+    def check(dataset, what, value, target, ok, unit=""):
+        if value is not None:
+            out.append((dataset, what, f"{value}{unit}", target, "**PASS**" if ok else "**FAIL**"))
+
+    for dataset in ("eurosat", *PROBE_TARGETS):
+        tuned, head, base = (newest(rows, dataset, label) for label in ("fine_tune", "head", "baseline"))
+        accuracy, seeds = median(tuned, "test_accuracy"), len(tuned)
+        if dataset == "eurosat" and accuracy is not None:
+            check(
+                dataset,
+                f"`fine_tune: {{}}` test accuracy, median of {seeds}",
+                f"{accuracy:.4f}",
+                ">= 0.93",
+                accuracy >= EUROSAT_FLOOR,
+            )
+            peak = max(r["peak_memory_mb"] for r in tuned)
+            check(dataset, "its peak memory, most of the seeds", f"{peak:.0f}", "<= 3000", peak <= MEMORY_CAP_MB, " MB")
+        probe = median(tuned, "probe_test_accuracy")
+        if dataset in PROBE_TARGETS and accuracy is not None and probe is not None:
+            gain = 100 * (accuracy - probe)
+            check(
+                dataset,
+                f"`fine_tune: {{}}` against its probe, medians of {seeds}",
+                f"{gain:+.2f} pt",
+                ">= 0",
+                gain >= -1e-9,
+            )
+            seeds_both = {r["seed"] for r in tuned} & {r["seed"] for r in head}
+            if seeds_both:
+                ratio = median([r for r in tuned if r["seed"] in seeds_both], "wall_time_s") / median(
+                    [r for r in head if r["seed"] in seeds_both], "wall_time_s"
+                )
+                check(
+                    dataset,
+                    "its wall time / the smallest config's (same seeds)",
+                    f"{ratio:.2f}",
+                    "<= 3.0",
+                    ratio <= TIME_RATIO_CAP,
+                    "x",
+                )
+        baseline = median(base, "test_accuracy")
+        if accuracy is not None and baseline is not None:
+            gain = 100 * (accuracy - baseline)
+            check(
+                dataset,
+                f"`fine_tune: {{}}` against the plain Keras baseline ({seeds} and {len(base)} seeds)",
+                f"{gain:+.2f} pt",
+                ">= 0",
+                gain >= -1e-9,
+            )
+            ratio = median(tuned, "wall_time_s") / median(base, "wall_time_s")
+            check(dataset, "its wall time / the baseline's", f"{ratio:.2f}", "< 1", ratio < 1, "x")
+    return out
+
+
+def render_targets(rows: list[dict]) -> list[str]:
+    """The targets as a markdown table (empty when no row speaks to one)."""
+    found = targets(rows)
+    if not found:
+        return []
+    lines = ["| dataset | check | measured | target | result |", "| --- | --- | ---: | ---: | --- |"]
+    return lines + [f"| {' | '.join(row)} |" for row in found] + [""]
+
+
 def _baseline_figures(output: dict | None) -> dict:
     output = output or {}
     return {"test_accuracy": output.get("test_accuracy"), "probe_test_accuracy": output.get("probe_test_accuracy")}
@@ -167,6 +259,14 @@ def render(report: dict) -> str:
         f"Measured {report['when']} by `python benchmarks/finetune.py` on {report['machine'].get('cpu', '?')}, "
         "MobileNetV2 1.0 (ImageNet) at 224 px, each row a separate process on an empty feature cache. Test accuracy "
         "on the untouched `test/` split; medians with [min, max] over seeds.",
+        "",
+        "## Targets",
+        "",
+        "Each from the newest generation of rows (one version of the defaults) of its dataset and row, medians over "
+        "seeds.",
+        "",
+        *render_targets(report["rows"]),
+        "## Every row, medians over seeds",
         "",
         "| dataset | row | seeds | test accuracy | its probe | wall time (s) | peak memory (MB) | load at start "
         "| kept |",
@@ -205,6 +305,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rows", type=listed, default=["head", "fine_tune", "ft_all_light", "baseline"])
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 fine-tuning epoch")
     p.add_argument("--out-dir", type=Path, default=HERE)
+    p.add_argument("--append", action="store_true", help="keep the rows finetune.json in --out-dir already has")
     args = p.parse_args(argv)
     unknown = [r for r in args.rows if r not in VARIANTS and r not in ("head", "baseline")]
     if unknown:

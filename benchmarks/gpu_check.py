@@ -10,8 +10,8 @@ test/). Three processes, each importing TensorFlow once:
 1. the probe: the GPUs TensorFlow sees (name, compute capability) and the CUDA build it was built with;
 2. one GPU (the first visible; `CUDA_VISIBLE_DEVICES` narrows it): four runs of `tlcli.train` in-process on eurosat
    with MobileNetV2 1.0 (ImageNet, 224 px; the CPU-only data-trust step off): the frozen base (`base: {name:
-   MobileNetV2}`, features extracted once, the head trained on them) and the fine-tuning phase (`fine_tune: {}`,
-   the defaults), each with
+   MobileNetV2}`, features extracted once, the head trained on them) and the fine-tuning phase (`fine_tune: {when: always}`,
+   the defaults, run whatever the head), each with
    `runtime.mixed_precision` off and on, each on an empty feature cache. After each, the run's `devices`
    (metrics.json) and the peak GPU memory (`tf.config.experimental.get_memory_info`, reset before every run) say
    where it trained; after them, a matmul's output tensor (`.device`) says where TensorFlow places ops;
@@ -65,7 +65,7 @@ DRY_CONFIG = {
     "probe": "off",
     "output": {"report": False},
 }
-DRY_FINE_TUNE = {"epochs": 2, "unfreeze": 6}
+DRY_FINE_TUNE = {"epochs": 2, "unfreeze": 6, "when": "always"}  # the phase under check runs, whatever the head
 DRY_IMAGES = (3, 3, 2)  # per class, in each of train, validation and test: 8 images a split, one batch
 
 
@@ -231,7 +231,7 @@ def plans(dry: bool, data: Path) -> tuple[list[dict], list[dict]]:
         config.setdefault("data", {})["dir"] = str(data)
         config["runtime"] = {"device": device, "mixed_precision": precision}
         if kind == "fine_tune":
-            config["fine_tune"] = dict(DRY_FINE_TUNE) if dry else {}
+            config["fine_tune"] = dict(DRY_FINE_TUNE) if dry else {"when": "always"}  # on eurosat `auto` runs it too
         one.append({"kind": kind, "mixed_precision": precision, "config": config})
     every = json.loads(json.dumps(one[2]))
     every["config"]["runtime"]["mixed_precision"] = "auto"

@@ -6,6 +6,8 @@
     python benchmarks/quality.py --sweep-only --sweep-datasets cats_and_dogs_filtered   # only the sweep, beside
     quality.json's other runs
     python benchmarks/quality.py --datasets hymenoptera --seeds 1
+    python benchmarks/quality.py --real-base              # issue 26 on MobileNetV2 1.0 (below): about 3 hours
+    python benchmarks/quality.py --real-base --quick      # its smoke run: 1 seed, 1 fine-tuning epoch (about 15 min)
 
 For hymenoptera and cats_and_dogs_filtered (../shared) in a train/test layout
 (the dataset's validation folder is `test/`, never seen in training; tlcli holds
@@ -20,6 +22,12 @@ out 20% of `train/` itself), with 3 seeds, each a separate process:
 
 Every tlcli run starts on an empty feature cache (its wall time includes the
 extraction). Writes `benchmarks/QUALITY.md` and `benchmarks/quality.json`.
+
+`--real-base` runs issue 26's protocol on the base a user would pick, MobileNetV2 1.0 (ImageNet, 224 px), through
+`benchmarks/finetune.py` (each row is described there): eurosat with 3 seeds (the smallest config and its probe,
+`fine_tune: {}`, the ablation's rows, the plain Keras baseline), hymenoptera and cats with 1 seed (the smallest
+config, `fine_tune: {}`, the baseline). It writes `finetune.json` and `FINETUNE.md`; QUALITY.md's last section,
+its targets, is computed from `finetune.json` whenever it is present.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+import finetune  # noqa: E402  (issue 26's rows on MobileNetV2 1.0)
 from run import TRAIN_TEST, describe_machine, measure, train_test_layout  # noqa: E402  (the speed benchmark's measuring, unchanged)
 
 SHARED = REPO.parent / "shared"
@@ -245,7 +254,42 @@ class Quality:
             kept["runs"] = [r for r in kept["runs"] if not r["config"].startswith("sweep")] + self.results
             report = kept
         (self.args.out_dir / "quality.json").write_text(json.dumps(report, indent=1) + "\n")
-        (self.args.out_dir / "QUALITY.md").write_text(render(report))
+        real = self.args.out_dir / "finetune.json"
+        real_rows = json.loads(real.read_text())["rows"] if real.is_file() else []
+        (self.args.out_dir / "QUALITY.md").write_text(render(report) + render_real_base(real_rows))
+
+
+# Issue 26's protocol, as `benchmarks/finetune.py` arguments: (datasets, seeds, rows).
+ABLATION = ("no_warmup_cosine", "no_weight_decay", "no_label_smoothing", "no_clipping", "select_by_val_loss")
+REAL_BASE = (
+    ("eurosat", "1,2,3", ("head", "fine_tune", *ABLATION, "baseline")),
+    ("hymenoptera,cats_and_dogs_filtered", "1", ("head", "fine_tune", "baseline")),
+)
+
+
+def run_real_base(args: argparse.Namespace) -> None:
+    """Issue 26's rows on MobileNetV2 1.0, appended to one finetune.json in `--out-dir`."""
+    for datasets, seeds, rows in REAL_BASE:
+        seeds = seeds.split(",")[0] if args.quick else seeds
+        argv = ["--datasets", datasets, "--seeds", seeds, "--rows", ",".join(rows), "--out-dir", str(args.out_dir)]
+        finetune.main(argv + ["--append"] + (["--quick"] if args.quick else []))
+
+
+def render_real_base(rows: list[dict]) -> str:
+    """QUALITY.md's section on the real base: issue 26's targets from finetune.json's rows."""
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "## On a real base: MobileNetV2 1.0 (issue 26)",
+        "",
+        "From `benchmarks/finetune.json` (`python benchmarks/quality.py --real-base`, or `benchmarks/finetune.py` "
+        "row by row; every run, the ablation and the sweep are in [FINETUNE.md](FINETUNE.md)). Each target from the "
+        "newest generation of rows (one version of the defaults) of its dataset and row, medians over seeds.",
+        "",
+        *finetune.render_targets(rows),
+    ]
+    return "\n".join(lines)
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -465,6 +509,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="the sweep's datasets (default: --datasets)",
     )
+    p.add_argument("--real-base", action="store_true", help="issue 26's protocol on MobileNetV2 1.0 (finetune.py)")
+    p.add_argument("--quick", action="store_true", help="with --real-base: 1 seed, 1 fine-tuning epoch")
     p.add_argument("--out-dir", type=Path, default=HERE)
     args = p.parse_args(argv)
     unknown = [d for d in args.datasets if d not in DATASETS]
@@ -475,6 +521,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.real_base:
+        run_real_base(args)
+        quality = args.out_dir / "quality.json"
+        if quality.is_file():  # the MobileNet 0.25 sections as measured, the real base's targets from the new rows
+            real_rows = json.loads((args.out_dir / "finetune.json").read_text())["rows"]
+            markdown = render(json.loads(quality.read_text())) + render_real_base(real_rows)
+            (args.out_dir / "QUALITY.md").write_text(markdown)
+        return 0
     bench = Quality(args)
     bench.started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     bench.machine = describe_machine(sys.executable)

@@ -104,6 +104,7 @@ def setup(tmp_path_factory):
             "learning_rate": 0.001,
             "ema_epochs": 1.0,
             "bottom_lr_ratio": 0.1,
+            "when": "always",
         },
     }
     long = {

@@ -72,7 +72,7 @@ def test_fine_tuning_through_skip_connections_on_cached_features_gives_the_uncac
         tmp_path / "runs",
         data={"image_size": 32},
         base={"name": "MobileNetV2", "weights": "none", "trainable": "none", "args": {"alpha": 0.35}},
-        fine_tune={"unfreeze": 12, "epochs": 2, "learning_rate": 0.01},
+        fine_tune={"unfreeze": 12, "epochs": 2, "learning_rate": 0.01, "when": "always"},
     )
     cached = train(load_config(raw))
     uncached = train(load_config({**raw, "cache": "off"}))
@@ -120,7 +120,7 @@ def test_flips_on_features_train_the_model_flipped_images_train(tmp_path, image_
 def test_flips_with_fine_tuning_above_a_layer_cut(tmp_path, image_folder, probe):
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
-    fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001}
+    fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001, "when": "always"}
     cached = train(
         load_config(target_config(image_folder, runs_dir, data={"augment": {"flip": "vertical"}}, fine_tune=fine_tune))
     )

@@ -160,7 +160,14 @@ def test_a_tiny_bottom_ratio_keeps_the_lowest_trainable_layer_where_it_was_while
 
     def moved(**fine_tune) -> dict[str, float]:
         raw = tiny_config(data, tmp_path / "runs", base={"run": str(source), "trainable": "none"})
-        raw["fine_tune"] = {"unfreeze": "all", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.05, **fine_tune}
+        raw["fine_tune"] = {
+            "unfreeze": "all",
+            "epochs": 1,
+            "optimizer": "sgd",
+            "learning_rate": 0.05,
+            "when": "always",
+            **fine_tune,
+        }
         trained = keras.models.load_model(train(load_config(raw)).run_dir / "model.keras").get_layer("base")
         return {
             name: float(np.abs(trained.get_layer(name).get_weights()[0] - kernels[name]).mean())
@@ -342,6 +349,46 @@ def test_auto_skips_fine_tuning_when_the_head_misses_too_few_images_for_a_gain_t
     assert "already 1.0000" in skip_reason({"val_map": 1.0}, "val_map", 10)
     assert skip_reason({"val_map": 0.99}, "val_map", 1000) == ""  # not a count of images: only a perfect one skips
     assert skip_reason({"val_loss": 0.0}, "val_loss", 10) == "" and skip_reason({}, "val_accuracy", 10) == ""
+
+
+def test_a_kept_fine_tuning_phase_gives_the_unknown_rule_the_fine_tuned_features(tmp_path):
+    """Pooled features computed before fine-tuning (the probe's, the data audit's) are reused until a phase keeps
+    weights it trained in the base, then computed again: every training image's features, as the saved model computes
+    them, are in the rule's bank, which differs from the bank of the same run without fine-tuning."""
+    import csv
+
+    from conftest import make_image_folder
+
+    from tlcli import train
+    from tlcli.inference.predict import decode_stream, run_source
+    from tlcli.inference.unknown import FeatureBank
+
+    data = tmp_path / "data"
+    make_image_folder(data / "train", {"a": 24, "b": 24, "c": 24}, seed=1)
+
+    def run(name, **fine_tune):
+        raw = tiny_config(data, tmp_path / "runs", name=name, train={"epochs": 1, "learning_rate": 0.001})
+        raw["base"] = {**raw["base"], "trainable": "none"}
+        if fine_tune:
+            raw["fine_tune"] = fine_tune
+        return train(load_config(raw))
+
+    head = run("head")
+    tuned = run("tuned", unfreeze="all", epochs=3, learning_rate=0.01, warmup_epochs=0, when="always")
+    assert tuned.metrics.phases["fine_tune"]["kept"] == "best"  # the premise: the phase changed the base
+    bank = FeatureBank.load(tuned.run_dir / "unknown_features.npz").features
+    before = FeatureBank.load(head.run_dir / "unknown_features.npz").features
+    assert bank.shape == before.shape and not np.allclose(bank, before, atol=1e-2)
+    source = run_source(tuned.run_dir)
+    with open(tuned.run_dir / "splits" / "train.csv") as stream:
+        paths = [row["path"] for row in csv.DictReader(stream)]
+    images = np.stack([pixels for _, pixels in decode_stream(paths, source.image_size, source.channels, None, 8)])
+    features = np.asarray(source.outputs(images, 16), dtype=np.float32)[:, -bank.shape[1] :]  # [logits | features]
+    features = features / np.linalg.norm(features, axis=1, keepdims=True)  # the bank holds unit vectors
+    nearest = np.linalg.norm(features[:, None, :] - bank[None, :, :], axis=-1).min(axis=1)
+    assert nearest.max() < 1e-2  # float16 storage, nothing more
+    stale = np.linalg.norm(features[:, None, :] - before[None, :, :], axis=-1).min(axis=1)
+    assert stale.max() > 0.1  # what the rule would compare with had the features not been computed again
 
 
 def test_a_later_phase_must_gain_more_than_one_validation_image_to_be_kept():

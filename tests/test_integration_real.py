@@ -39,7 +39,7 @@ def test_transfer_from_real_imagenet_weights_beats_chance(cli, tmp_path, hymenop
             "data": {"dir": str(hymenoptera_subset), "image_size": 224, "batch_size": 16},
             "base": {"name": "MobileNet", "args": {"alpha": 0.25}, "weights": "imagenet", "trainable": "none"},
             "train": {"epochs": 15, "learning_rate": 0.001},
-            "fine_tune": {"unfreeze": 10, "epochs": 3, "learning_rate": 0.0001},
+            "fine_tune": {"unfreeze": 10, "epochs": 3, "learning_rate": 0.0001, "when": "always"},
         },
     )
     result = cli("train", config, "--runs-dir", tmp_path / "runs", "--json", "--quiet")

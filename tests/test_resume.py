@@ -37,7 +37,7 @@ def two_phase(data: Path, runs_dir: Path, source: Path, **train_keys) -> dict:
     raw = tiny_config(data, runs_dir, name="target", runtime={"deterministic": True})
     raw["base"] = {"run": str(source), "trainable": "none"}
     raw["train"] = {"epochs": 2, "learning_rate": 0.01, **train_keys}
-    raw["fine_tune"] = {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001}
+    raw["fine_tune"] = {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001, "when": "always"}
     return raw
 
 
@@ -136,7 +136,14 @@ def test_a_phase_sized_to_its_time_budget_runs_that_many_epochs_and_resumes_with
     interrupted in the phase resumes with the count it was sized to, not a new timing."""
     data, source = source_run
     raw = two_phase(data, tmp_path / "runs", source)
-    raw["fine_tune"] = {"unfreeze": 3, "epochs": "auto", "max_epochs": 3, "budget_min": 60, "learning_rate": 0.001}
+    raw["fine_tune"] = {
+        "unfreeze": 3,
+        "epochs": "auto",
+        "max_epochs": 3,
+        "budget_min": 60,
+        "learning_rate": 0.001,
+        "when": "always",
+    }
     reference, run_dir = reference_and_interrupted(raw, 3)
     budget = metrics(reference.run_dir)["phases"]["fine_tune"]["budget"]
     assert budget["epochs"] == 3 and budget["minutes"] == 60 and budget["epoch_s"] > 0

@@ -143,7 +143,7 @@ def test_a_fine_tuning_phase_worse_than_its_start_is_rolled_back(source):
         source,
         "ruined",
         train={"refit": False},
-        fine_tune={"unfreeze": 4, "epochs": 2, "optimizer": "sgd", "learning_rate": 50.0},
+        fine_tune={"unfreeze": 4, "epochs": 2, "optimizer": "sgd", "learning_rate": 50.0, "when": "always"},
     )
     result = train(load_config(ruined))
     outcome = result.metrics.phases["fine_tune"]
@@ -186,7 +186,9 @@ def interrupted_after_epoch_2(source, monkeypatch, raw: dict) -> Path:
 
 
 def test_a_run_with_the_defaults_resumes_after_the_exact_fit(source, monkeypatch):
-    raw = defaults(source, "resumable", fine_tune={"unfreeze": 4, "epochs": 3, "learning_rate": 0.001})
+    raw = defaults(
+        source, "resumable", fine_tune={"unfreeze": 4, "epochs": 3, "learning_rate": 0.001, "when": "always"}
+    )
     reference = train(load_config(raw))
     run_dir = interrupted_after_epoch_2(source, monkeypatch, raw)
     resumed = resume(run_dir)
@@ -234,7 +236,7 @@ def test_a_pinned_recipe_refits_on_train_and_validation_for_the_epochs_validatio
                 source,
                 "recipe-fine-tuned",
                 train={"l2": 0.001, "epochs": 2, "refit": True},
-                fine_tune={"unfreeze": 4, "epochs": 1},
+                fine_tune={"unfreeze": 4, "epochs": 1, "when": "always"},
             )
         )
     )

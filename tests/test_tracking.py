@@ -23,7 +23,7 @@ from tlcli.runs.records import read_run_record  # noqa: E402
 def two_phase(data: Path, runs_dir: Path, **sections) -> dict:
     raw = tiny_config(data, runs_dir, name="tracked", **sections)
     raw["base"] = {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}, "trainable": 4}
-    raw["fine_tune"] = {"unfreeze": "all", "epochs": 2, "learning_rate": 0.001}
+    raw["fine_tune"] = {"unfreeze": "all", "epochs": 2, "learning_rate": 0.001, "when": "always"}
     return raw
 
 

@@ -23,7 +23,7 @@ def finished_run(tmp_path_factory):
     data = make_image_folder(tmp / "images", {"cats": 20, "dogs": 20})
     raw = tiny_config(data, tmp / "runs")
     raw["base"] = {"name": "SmallCNN", "weights": "none", "args": {"filters": 8, "blocks": 2}, "trainable": 4}
-    raw["fine_tune"] = {"unfreeze": "all", "epochs": 2, "learning_rate": 0.001}
+    raw["fine_tune"] = {"unfreeze": "all", "epochs": 2, "learning_rate": 0.001, "when": "always"}
     result = train(load_config(raw))
     return result
 
@@ -84,7 +84,7 @@ def test_two_phases_are_recorded_with_contiguous_epochs(tmp_path, image_folder):
     first = train(load_config(tiny_config(image_folder, tmp_path / "runs", name="source")))
     raw = tiny_config(image_folder, tmp_path / "runs", name="target")
     raw["base"] = {"run": "source", "trainable": "none"}
-    raw["fine_tune"] = {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001}
+    raw["fine_tune"] = {"unfreeze": 3, "epochs": 2, "learning_rate": 0.001, "when": "always"}
     second = train(load_config(raw))
     with open(second.run_dir / "history.csv") as stream:
         rows = list(csv.DictReader(stream))

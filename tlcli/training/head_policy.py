@@ -139,7 +139,7 @@ def _refit_selected(fitting: Fitting, head: HeadWork) -> None:
     base's features); without fine-tuning, then as many epochs as training added to its start."""
     inputs, plan, selection = fitting.inputs, head.plans[0], head.selection
     fine_tuned = len(head.plans) > 1
-    refit_head(inputs, selection, fitting.objective, fresh=fine_tuned)
+    refit_head(inputs, selection, fitting.objective)
     added = 0 if fine_tuned else fitting.progress.outcome(plan.phase.name).added_epochs
     if added > 0:
         _train_head_on_all(fitting, plan, added)

@@ -42,18 +42,20 @@ class PhaseInputs:
         # Phases on features with augmentation on are the ones the plan allowed: flips only.
         self.flip = flip_mode(config)
 
-    def features(self, cut: Cut, split: str, flipped: bool = False, fresh: bool = False) -> np.ndarray:
+    def features(self, cut: Cut, split: str, flipped: bool = False) -> np.ndarray:
         """The features of `split` at `cut`; `flipped`: of the images' flipped copies (see `flip_mode`).
 
-        Computed once per cut; `fresh` computes them again with the current weights (after fine-tuning changed the
-        layers below `cut`).
+        Computed once per cut with the base's weights, until `base_changed` says they moved.
         """
         key = (cut.label, split, flipped)
-        if fresh:
-            return self._compute(cut, split, flipped)
         if key not in self._features:
             self._features[key] = self._compute(cut, split, flipped)
         return self._features[key]
+
+    def base_changed(self) -> None:
+        """A later phase kept weights it trained in the base: every feature computed so far may be stale (the pooled
+        features of the probe, the data audit, the unknown-image rule and the refit are computed again, once)."""
+        self._features.clear()
 
     def _compute(self, cut: Cut, split: str, flipped: bool) -> np.ndarray:
         raise NotImplementedError

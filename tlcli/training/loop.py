@@ -333,6 +333,8 @@ def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], b
     kept = "start" if worse else "best"
     outcome = PhaseOutcome(start=start, best=best, kept=kept, monitor=phase.monitor, needed=needed, budget=plan.budget)
     fitting.progress.outcomes[phase.name] = outcome
+    if not worse and (plan.cut is None or plan.cut.kind != "pool"):  # it may have trained the base: features moved
+        fitting.inputs.base_changed()
     if not start:
         return
     if worse:

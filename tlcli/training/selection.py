@@ -244,13 +244,12 @@ def head_penalty(fit: ProbeFit, num_classes: int, binary: bool, multi_label: boo
     return 2 * fit.l2 if num_classes == 2 and not binary else fit.l2
 
 
-def probe_splits(inputs, fresh: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(pooled features, labels) of every split the probe uses (`fresh`: with the model's current weights, after
-    fine-tuning)."""
+def probe_splits(inputs, only: tuple[str, ...] = ("train", "val", "test")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(pooled features, labels) of every split the probe uses (of `only`, and not empty)."""
     return {
-        split: (inputs.features(POOL, split, fresh=fresh), kept.labels)
+        split: (inputs.features(POOL, split), kept.labels)
         for split, kept in inputs.splits.items()
-        if len(kept)
+        if len(kept) and split in only
     }
 
 
@@ -284,12 +283,10 @@ def choose_head(inputs, head: HeadPolicy, objective: Objective) -> HeadSelection
     return selection
 
 
-def refit_head(inputs, selection: HeadSelection, objective: Objective, fresh: bool = False) -> None:
-    """The chosen penalty fitted again on train + validation; the head takes that solution (scikit-learn's refit=True).
-
-    `fresh`: on the features of the base as it is now (fine-tuning changed it since the penalty was chosen).
-    """
-    data = probe_splits(inputs, fresh=fresh)
+def refit_head(inputs, selection: HeadSelection, objective: Objective) -> None:
+    """The chosen penalty fitted again on train + validation, on the base's features as they are now (after a kept
+    fine-tuning phase, its own); the head takes that solution (scikit-learn's refit=True)."""
+    data = probe_splits(inputs, only=("train", "val"))
     x = np.concatenate([data["train"][0], data["val"][0]])
     y = np.concatenate([data["train"][1], data["val"][1]])
     weights, alpha = objective.class_weight, objective.alpha

@@ -56,7 +56,7 @@ def record_unknown(inputs: PhaseInputs, run_dir: Path, reporter: Reporter, chief
     labels = inputs.splits.val.labels
     temperature = fit_temperature(logits, labels)
     before, after = calibration_errors(logits, labels, temperature)
-    bank = FeatureBank.of(inputs.features(POOL, "train", fresh=True), inputs.splits.train.labels, inputs.config.seed)
+    bank = FeatureBank.of(inputs.features(POOL, "train"), inputs.splits.train.labels, inputs.config.seed)
     statistics = standardisation(logits, pooled, bank, temperature)  # whatever the score: evaluate compares them all
     scores = np.asarray(score_images(config.score, logits, pooled, bank, temperature, statistics), dtype=np.float64)
     rule = UnknownRule(
@@ -78,7 +78,7 @@ def record_unknown(inputs: PhaseInputs, run_dir: Path, reporter: Reporter, chief
 
 def _validation_outputs(inputs: PhaseInputs) -> tuple[np.ndarray, np.ndarray]:
     """The validation images' logits and pooled features with the current weights (before any refit)."""
-    pooled = np.asarray(inputs.features(POOL, "val", fresh=True), dtype=np.float32).reshape(len(inputs.splits.val), -1)
+    pooled = np.asarray(inputs.features(POOL, "val"), dtype=np.float32).reshape(len(inputs.splits.val), -1)
     return head_logits(inputs.model, pooled, inputs.binary), pooled
 
 
