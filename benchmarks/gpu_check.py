@@ -10,8 +10,8 @@ test/). Three processes, each importing TensorFlow once:
 1. the probe: the GPUs TensorFlow sees (name, compute capability) and the CUDA build it was built with;
 2. one GPU (the first visible; `CUDA_VISIBLE_DEVICES` narrows it): four runs of `tlcli.train` in-process on eurosat
    with MobileNetV2 1.0 (ImageNet, 224 px; the CPU-only data-trust step off): the frozen base (`base: {name:
-   MobileNetV2}`, features extracted once, the head trained on them) and the fine-tuning phase (`fine_tune: {when: always}`,
-   the defaults, run whatever the head), each with
+   MobileNetV2}`, features extracted once, the head trained on them) and the fine-tuning phase
+   (`fine_tune: {when: always}`: the defaults, run whatever the head), each with
    `runtime.mixed_precision` off and on, each on an empty feature cache. After each, the run's `devices`
    (metrics.json) and the peak GPU memory (`tf.config.experimental.get_memory_info`, reset before every run) say
    where it trained; after them, a matmul's output tensor (`.device`) says where TensorFlow places ops;

@@ -141,4 +141,5 @@ def _fine_tune_lines(choices: StarterChoices) -> list[str]:
         "# fine_tune:",
         "#   epochs: auto",
         "#   unfreeze: 80",
+        "#   when: auto        # skipped when the head misses fewer than 5 validation images (always: run it)",
     ]
