@@ -100,7 +100,10 @@ def main(argv=None) -> int:
         feats.append(pooled(images, training=False).numpy())
         labels.append(onehot.numpy().argmax(1))
     probe = LogisticRegression(C=1.0, max_iter=2000).fit(np.concatenate(feats), np.concatenate(labels))
-    head.set_weights([probe.coef_.T.astype("float32"), probe.intercept_.astype("float32")])
+    kernel, bias = probe.coef_.T, probe.intercept_
+    if len(classes) == 2:  # scikit-learn's one binary row: softmax([0, z]) is sigmoid(z), the same probabilities
+        kernel, bias = np.concatenate([np.zeros_like(kernel), kernel], axis=1), np.concatenate([[0.0], bias])
+    head.set_weights([kernel.astype("float32"), bias.astype("float32")])
     timings["probe"] = round(time.perf_counter() - clock, 3)
 
     # Every layer, AdamW with warmup then cosine to 0, per step.
