@@ -284,7 +284,7 @@ def render_real_base(rows: list[dict]) -> str:
         "## On a real base: MobileNetV2 1.0 (issue 26)",
         "",
         "From `benchmarks/finetune.json` (`python benchmarks/quality.py --real-base`, or `benchmarks/finetune.py` "
-        "row by row; every run, the ablation and the sweep are in [FINETUNE.md](FINETUNE.md)). Each target from the "
+        "row by row; every run, the ablation and the sweep are in `benchmarks/FINETUNE.md`). Each target from the "
         "newest generation of rows (one version of the defaults) of its dataset and row, medians over seeds.",
         "",
         *finetune.render_targets(rows),
