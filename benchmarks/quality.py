@@ -254,9 +254,14 @@ class Quality:
             kept["runs"] = [r for r in kept["runs"] if not r["config"].startswith("sweep")] + self.results
             report = kept
         (self.args.out_dir / "quality.json").write_text(json.dumps(report, indent=1) + "\n")
-        real = self.args.out_dir / "finetune.json"
-        real_rows = json.loads(real.read_text())["rows"] if real.is_file() else []
-        (self.args.out_dir / "QUALITY.md").write_text(render(report) + render_real_base(real_rows))
+        write_markdown(report, self.args.out_dir)
+
+
+def write_markdown(report: dict, out_dir: Path) -> None:
+    """QUALITY.md: `report`'s runs, then the real base's targets from finetune.json beside it (when present)."""
+    real = out_dir / "finetune.json"
+    real_rows = json.loads(real.read_text())["rows"] if real.is_file() else []
+    (out_dir / "QUALITY.md").write_text(render(report) + render_real_base(real_rows))
 
 
 # Issue 26's protocol, as `benchmarks/finetune.py` arguments: (datasets, seeds, rows).
@@ -525,9 +530,7 @@ def main(argv=None) -> int:
         run_real_base(args)
         quality = args.out_dir / "quality.json"
         if quality.is_file():  # the MobileNet 0.25 sections as measured, the real base's targets from the new rows
-            real_rows = json.loads((args.out_dir / "finetune.json").read_text())["rows"]
-            markdown = render(json.loads(quality.read_text())) + render_real_base(real_rows)
-            (args.out_dir / "QUALITY.md").write_text(markdown)
+            write_markdown(json.loads(quality.read_text()), args.out_dir)
         return 0
     bench = Quality(args)
     bench.started = dt.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -333,7 +333,7 @@ def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], b
     kept = "start" if worse else "best"
     outcome = PhaseOutcome(start=start, best=best, kept=kept, monitor=phase.monitor, needed=needed, budget=plan.budget)
     fitting.progress.outcomes[phase.name] = outcome
-    if not worse and (plan.cut is None or plan.cut.kind != "pool"):  # it may have trained the base: features moved
+    if not worse and not plan.head_alone:  # it may have trained the base: the features computed so far moved
         fitting.inputs.base_changed()
     if not start:
         return

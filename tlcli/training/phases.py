@@ -214,6 +214,11 @@ class PhasePlan:
     budget: EpochBudget | None = None  # its epochs sized to `budget_min` (`tlcli.training.budget`), kept in checkpoints
 
     @property
+    def head_alone(self) -> bool:
+        """The phase trains the head alone, on the cached pooled features: nothing of the base moves."""
+        return self.cut is not None and self.cut.kind == "pool"
+
+    @property
     def validation_cut(self) -> Cut | None:
         """Where the phase's validation reads features (None: the full model on images)."""
         return self.val_cut if self.val_cut is not None else self.cut
@@ -295,10 +300,7 @@ def _why_not_selected(config: ExperimentConfig, first: PhasePlan) -> str:
     """Why the first phase cannot choose the head's penalty ("" when it can)."""
     reasons = [
         (config.train.l2 != "auto", "train.l2 is set"),
-        (
-            first.cut is None or first.cut.kind != "pool",
-            "the first phase does not train the head alone on cached features",
-        ),
+        (not first.head_alone, "the first phase does not train the head alone on cached features"),
         (bool(config.head.dense), "the head has hidden layers (head.dense)"),
         (config.train.label_smoothing > 0, "label smoothing is on"),
     ]
@@ -310,7 +312,7 @@ def _no_recipe_refit(config: ExperimentConfig, plans: list[PhasePlan]) -> str:
     epochs on the cached pooled features, so it needs a single phase that trains exactly those."""
     if len(plans) > 1:
         return "the run fine-tunes (a refit retrains the head alone)"
-    if plans[0].cut is None or plans[0].cut.kind != "pool":
+    if not plans[0].head_alone:
         return "the phase does not train the head alone on cached features"
     if config.data.augment.enabled:
         return "augmentation is on (a refit trains on the cached features as they are)"

@@ -33,7 +33,7 @@ def trial_kind(prepared: Prepared, space: SearchSpace) -> tuple[str, str]:
     first = plans[0]
     if len(plans) > 1:
         return "full", "the config fine-tunes the base"
-    if first.cut is None or first.cut.kind != "pool":
+    if not first.head_alone:
         return "full", first.why
     key = space.head_only()
     if key is not None:
