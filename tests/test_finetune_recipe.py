@@ -3,6 +3,7 @@ its exclusions, gradient clipping, the phase's own label smoothing and monitor, 
 
 from __future__ import annotations
 
+import csv
 import math
 
 import keras
@@ -405,3 +406,37 @@ def test_a_later_phase_must_gain_more_than_one_validation_image_to_be_kept():
         rolled.verdict
     )
     assert rolled.to_dict()["needed_gain"] == pytest.approx(needed, abs=1e-6)
+
+
+def test_without_restore_best_the_phase_is_judged_and_reported_by_the_last_epoch_it_ends_with():
+    start = {"epoch": 10, "val_accuracy": 0.955}
+    best, last = {"epoch": 14, "val_accuracy": 0.963}, {"epoch": 15, "val_accuracy": 0.959}  # W2's measured case
+    kept = PhaseOutcome(start, best, "last", "val_accuracy", last=last)
+    assert kept.verdict == (
+        "kept its last epoch, 15 (train.restore_best: false) "
+        "(val_accuracy 0.9550 at its start, 0.9590 at its last epoch (+0.0040))"
+    )
+    assert kept.added_epochs == 5 and kept.to_dict()["last"] == last and kept.to_dict()["best"] == best
+
+
+def test_a_phase_without_restore_best_compares_its_last_epoch_with_its_start_and_ends_with_it(tmp_path):
+    """`train.restore_best: false` ends a phase with its last epoch's weights: that epoch (not the best) is what must
+    beat the phase's start, and what metrics.json and the final figures report."""
+    from conftest import make_image_folder
+
+    from tlcli import train
+
+    data = tmp_path / "data"
+    make_image_folder(data / "train", {"a": 24, "b": 24, "c": 24}, seed=1)
+    raw = tiny_config(data, tmp_path / "runs", train={"epochs": 1, "learning_rate": 0.001, "restore_best": False})
+    raw["base"] = {**raw["base"], "trainable": "none"}
+    raw["fine_tune"] = {"unfreeze": "all", "epochs": 3, "learning_rate": 0.01, "warmup_epochs": 0, "when": "always"}
+    result = train(load_config(raw))
+    outcome = result.metrics.phases["fine_tune"]
+    with open(result.run_dir / "history.csv") as stream:
+        rows = [row for row in csv.DictReader(stream) if row["phase"] == "fine_tune"]
+    assert outcome["last"]["epoch"] == int(rows[-1]["epoch"]) == 4
+    assert outcome["last"]["val_accuracy"] == pytest.approx(float(rows[-1]["val_accuracy"]), abs=1e-6)
+    ended = outcome["last"] if outcome["kept"] == "last" else outcome["start"]
+    assert outcome["kept"] in ("last", "start") and "at its last epoch" in outcome["verdict"]
+    assert result.metrics.final["val_accuracy"] == pytest.approx(ended["val_accuracy"], abs=1e-6)

@@ -146,6 +146,9 @@ class KerasProgress(keras.callbacks.Callback):
         )
 
 
+NOT_FIGURES = ("epoch", "phase", "phase_epoch", "learning_rate", "seconds")  # history.csv's other columns
+
+
 class HistoryRecorder:
     """history.csv: one row per epoch of every phase, rewritten atomically each epoch."""
 
@@ -182,6 +185,14 @@ class HistoryRecorder:
         for r in self.rows:
             columns += [k for k in r if k not in columns]
         write_csv_atomic(self.path, columns, ([r.get(c, "") for c in columns] for r in self.rows))
+
+    def last_epoch(self, phase: str) -> dict[str, Any]:
+        """The phase's last epoch as `BestWeights` records an epoch (epoch, phase, figures), or {} before any."""
+        row = next((row for row in reversed(self.rows) if row.get("phase") == phase), None)
+        if row is None:
+            return {}
+        figures = {key: round(float(value), 6) for key, value in row.items() if key not in NOT_FIGURES}
+        return {"epoch": int(row["epoch"]), "phase": phase, **figures}
 
     def epochs_per_phase(self) -> dict[str, int]:
         counts: dict[str, int] = {}

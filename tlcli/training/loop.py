@@ -141,8 +141,9 @@ def _update_run_best(fitting: Fitting, plan: PhasePlan, phase_best: dict[str, An
     so they are not compared); else the better of the two by `train.monitor`."""
     progress = fitting.progress
     if plan.index > 0:
-        if progress.outcome(plan.phase.name).kept == "best" and phase_best:
-            progress.best = phase_best
+        outcome = progress.outcome(plan.phase.name)
+        if outcome.kept != "start" and outcome.ended:
+            progress.best = outcome.ended
     elif is_better(phase_best, progress.best, fitting.monitor):
         progress.best = phase_best
 
@@ -325,13 +326,14 @@ def _start_of(fitting: Fitting, plan: PhasePlan) -> dict[str, Any]:
 
 
 def _keep_the_better(fitting: Fitting, plan: PhasePlan, start: dict[str, Any], best: dict[str, Any]) -> None:
-    """End the phase with its starting weights when none of its epochs beat them on validation (and say which was
-    kept, by how much)."""
+    """End the phase with its starting weights when the epoch it ends with (its best; its last without
+    `train.restore_best`) does not beat them on validation (and say which was kept, by how much)."""
     phase = plan.phase
     needed = _needed_gain(fitting, plan)
-    worse = bool(start) and not _beats_its_start(phase, best, start, needed)
-    kept = "start" if worse else "best"
-    outcome = PhaseOutcome(start=start, best=best, kept=kept, monitor=phase.monitor, needed=needed, budget=plan.budget)
+    last = {} if fitting.config.train.restore_best else fitting.history.last_epoch(phase.name)
+    worse = bool(start) and not _beats_its_start(phase, last or best, start, needed)
+    kept = "start" if worse else ("last" if last else "best")
+    outcome = PhaseOutcome(start, best, kept, phase.monitor, needed=needed, budget=plan.budget, last=last)
     fitting.progress.outcomes[phase.name] = outcome
     if not worse and not plan.head_alone:  # it may have trained the base: the features computed so far moved
         fitting.inputs.base_changed()

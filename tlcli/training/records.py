@@ -48,7 +48,8 @@ class Splits(Generic[S]):
 @dataclass(frozen=True)
 class PhaseOutcome:
     """How a phase ended: the figures of the weights it started from (empty when it does not roll back), its best
-    epoch, and which of the two it kept ("start" or "best"); recorded per phase in metrics.json."""
+    epoch, its last one (`train.restore_best: false`: the weights it ends with), and which it kept ("start", "best"
+    or "last"); recorded per phase in metrics.json."""
 
     start: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +58,17 @@ class PhaseOutcome:
     skipped: str = ""  # why the phase did not run (`fine_tune.when: auto`), else ""
     needed: float = 0.0  # the gain on `monitor` the phase had to exceed to be kept (more than one validation image)
     budget: EpochBudget | None = None  # the timings its epochs were sized to, with `budget_min`
+    last: dict[str, Any] = field(default_factory=dict)  # set when the phase ends with its last epoch, not its best
+
+    @property
+    def ends_with(self) -> str:
+        """Which epoch's weights the phase ends with unless it rolls back: "best", or "last" (no restore_best)."""
+        return "last" if self.last else "best"
+
+    @property
+    def ended(self) -> dict[str, Any]:
+        """The figures of the epoch the phase ends with unless it rolls back: what was compared with its start."""
+        return self.last or self.best
 
     @property
     def verdict(self) -> str:
@@ -65,18 +77,19 @@ class PhaseOutcome:
             return f"skipped: {self.skipped}"
         if not self.start or not self.monitor:
             return ""
-        shown = self.monitor
-        best, start = self.best.get(shown, float("nan")), self.start.get(shown, float("nan"))
-        change = f"{shown} {start:.4f} at its start, {best:.4f} at its best epoch ({best - start:+.4f})"
-        if self.kept == "start" and self.needed and best > start:
+        shown, which = self.monitor, self.ends_with
+        ended, start = self.ended.get(shown, float("nan")), self.start.get(shown, float("nan"))
+        change = f"{shown} {start:.4f} at its start, {ended:.4f} at its {which} epoch ({ended - start:+.4f})"
+        if self.kept == "start" and self.needed and ended > start:
             return (
                 f"gained no more than one validation image ({change}; needed more than {self.needed:+.4f}): "
                 "kept the weights it started from"
             )
         if self.kept == "start":
             return f"no better on validation than it started ({change}): kept the weights it started from"
-        averaged = ", the moving average of its weights" if self.best.get("averaged") else ""
-        return f"kept its best epoch, {self.best_epoch}{averaged} ({change})"
+        averaged = ", the moving average of its weights" if self.ended.get("averaged") else ""
+        why = " (train.restore_best: false)" if which == "last" else ""
+        return f"kept its {which} epoch, {int(self.ended.get('epoch', 0))}{averaged}{why} ({change})"
 
     @property
     def best_epoch(self) -> int:
@@ -85,12 +98,13 @@ class PhaseOutcome:
     @property
     def added_epochs(self) -> int:
         """Epochs the kept weights added to the phase's start (0 when it kept its start or had none)."""
-        if self.kept != "best" or not self.start:
+        if self.kept == "start" or not self.start:
             return 0
-        return self.best_epoch - int(self.start.get("epoch", 0))
+        return int(self.ended.get("epoch", 0)) - int(self.start.get("epoch", 0))
 
     def to_dict(self) -> dict[str, Any]:
         record = {"start": self.start, "best": self.best, "kept": self.kept}
+        record |= {"last": self.last} if self.last else {}
         record |= {"skipped": self.skipped} if self.skipped else {}
         record |= {"needed_gain": round(self.needed, 6)} if self.needed else {}
         record |= {"decided_by": self.monitor, "verdict": self.verdict} if self.start else {}
