@@ -9,7 +9,7 @@ from tlcli.config import load_config
 from tlcli.errors import ConfigError
 from tlcli.modeling import bases
 from tlcli.modeling.build import build_model
-from tlcli.modeling.freezing import set_base_trainable
+from tlcli.modeling.freezing import first_trainable_index, set_base_trainable
 
 
 def config_for(**base):
@@ -126,6 +126,22 @@ def test_freezing_by_count_and_by_name_follows_keras_layer_order():
         set_base_trainable(model, 999, pretrained=True, key="fine_tune.unfreeze")
     with pytest.raises(ConfigError, match="did you mean conv_pw_13"):
         set_base_trainable(model, "conv_pw13", pretrained=True, key="fine_tune.unfreeze")
+
+
+def test_a_fraction_unfreezes_that_share_of_the_base_counted_from_the_top():
+    """`0.5` is the top half of any base (43 of MobileNet 0.25's 86 layers), where a count means more on a shallow
+    base than on a deep one; a fraction is at least one layer, and 0 or 1 are refused with the key named."""
+    model, _ = build_model(config_for(name="MobileNet", args={"alpha": 0.25}), 2)
+    layers = model.get_layer("base").layers
+    set_base_trainable(model, 0.5, pretrained=False, key="fine_tune.unfreeze")
+    assert len(layers) == 86 and trainable_names(model) == [layer.name for layer in layers[-43:] if layer.weights]
+    set_base_trainable(model, 0.03, pretrained=False, key="fine_tune.unfreeze")  # round(2.58): the last 3
+    assert trainable_names(model) == ["conv_pw_13", "conv_pw_13_bn"]
+    assert first_trainable_index(layers, 0.001, "fine_tune.unfreeze") == 85  # round(0.086) is 0: still one
+    assert load_config({"data": {"dir": "x"}, "fine_tune": {"unfreeze": 0.5}}).fine_tune.unfreeze == 0.5
+    for wrong in (1.0, 0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"fine_tune.unfreeze.*a fraction of them in \(0, 1\)"):
+            load_config({"data": {"dir": "x"}, "fine_tune": {"unfreeze": wrong}})
 
 
 def _fit_and_read_moving_mean(pretrained: bool):

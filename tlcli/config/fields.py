@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.fields import FieldInfo
 
-Trainable = Union[Literal["auto", "none", "all"], int, str]
-Unfreeze = Union[Literal["all"], int, str]
+# Which base layers train: a keyword, the last N layers, the top share of them (a fraction), or a layer name and after.
+Trainable = Union[Literal["auto", "none", "all"], int, float, str]
+Unfreeze = Union[Literal["all"], int, float, str]
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
 ScheduleName = Literal["constant", "cosine", "exponential"]
 
@@ -82,9 +83,13 @@ def section_type(annotation: Any) -> Any:
 
 
 def layer_count(value: Any, minimum: int, words: str) -> Any:
-    """A number of layers must be at least `minimum`; names and keywords pass (checked against the built base)."""
+    """A number of layers must be at least `minimum` and a share of them a fraction strictly between 0 and 1; names
+    and keywords pass (checked against the built base)."""
+    shown = f"must be {words}, a number of layers >= {minimum}, a fraction of them in (0, 1), or a layer name"
     if isinstance(value, int) and value < minimum:
-        raise ValueError(f"must be {words}, a number of layers >= {minimum}, or a layer name")
+        raise ValueError(shown)
+    if isinstance(value, float) and not 0 < value < 1:
+        raise ValueError(f"{shown}, got {value!r}")
     return value
 
 

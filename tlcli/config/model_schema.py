@@ -37,7 +37,8 @@ class BaseModelConfig(Section):
         "auto",
         description=(
             "Which base layers train in the first phase: `none` (frozen), `all`, an integer N (the last N "
-            "layers, in Keras layer order), or a layer name (that layer and all after it). `auto` = `none` for "
+            "layers, in Keras layer order), a fraction in (0, 1) (that share of the layers, from the top), or a "
+            "layer name (that layer and all after it). `auto` = `none` for "
             "pretrained weights, `all` for `weights: none`."
         ),
     )

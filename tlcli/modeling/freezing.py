@@ -1,8 +1,9 @@
 """Freezing: which base layers train in a phase.
 
 A phase names its trainable layers as `none`, `all`, the last N layers (in
-Keras layer order, as the TF tutorial's `fine_tune_at` counts) or a layer
-name and everything after it.
+Keras layer order, as the TF tutorial's `fine_tune_at` counts), the top share
+of them (a fraction, so one setting means the same on a shallow and a deep
+base) or a layer name and everything after it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def set_base_trainable(model, spec: Any, *, pretrained: bool, key: str) -> int:
     """Make the requested top of the base trainable; return how many base layers train.
 
     `spec` is `none`, `all`, an integer N (the last N layers, in Keras layer
-    order, as the TF tutorial's `fine_tune_at` counts), or a layer name (that
+    order, as the TF tutorial's `fine_tune_at` counts), a fraction f (the last
+    round(f x layers), at least one), or a layer name (that
     layer and every later one). A pretrained base keeps every BatchNorm layer
     frozen, which in Keras 3 also keeps it in inference mode: the Keras
     guide's recipe, and the fix for fine-tuning ResNet-style bases.
@@ -45,6 +47,8 @@ def first_trainable_index(layers: list, spec: Any, key: str) -> int:
         return len(layers)
     if spec == "all":
         return 0
+    if isinstance(spec, float):  # the top share of the layers, at least one
+        return len(layers) - max(1, round(spec * len(layers)))
     if isinstance(spec, int):
         if spec > len(layers):
             raise ConfigError(
