@@ -45,7 +45,7 @@ VARIANTS: dict[str, list[str]] = {
     "ft_60_light": ["fine_tune.unfreeze=60", "fine_tune.learning_rate=3e-4", "fine_tune.augment=light"],
     "ft_40_1e-4": ["fine_tune.unfreeze=40", "fine_tune.learning_rate=1e-4"],
     "ft_40_3e-4": ["fine_tune.unfreeze=40", "fine_tune.learning_rate=3e-4"],
-    "ft_80": ["fine_tune.unfreeze=80", "fine_tune.learning_rate=3e-4"],  # the default since it was measured
+    "ft_80": ["fine_tune.unfreeze=80", "fine_tune.learning_rate=3e-4"],  # the default until the ninth session
     "no_warmup_cosine": ["fine_tune.schedule=constant", "fine_tune.warmup_epochs=0"],
     "no_weight_decay": ["fine_tune.weight_decay=null"],
     "no_label_smoothing": ["fine_tune.label_smoothing=0"],
@@ -54,6 +54,7 @@ VARIANTS: dict[str, list[str]] = {
     "lr_ratio_0.1": ["fine_tune.bottom_lr_ratio=0.1"],  # discriminative rates: the lowest unfrozen layer at lr / 10
     "all_ratio_0.01": ["fine_tune.unfreeze=all", "fine_tune.bottom_lr_ratio=0.01"],  # fastai's slice(lr / 100, lr)
     "epochs_15": ["fine_tune.epochs=15"],
+    "val_5pct": ["data.val_split=0.05"],  # more training images (950, not 813), a smaller validation split
     "ema": ["fine_tune.ema_epochs=1"],  # the weights' moving average over about the last epoch, kept when better
     "budget_1.5": ["fine_tune.budget_min=1.5"],  # epochs: auto sized to 90 s of fine-tuning
     "old_defaults": [  # the recipe before issue 26: Adam at a constant 1e-4, no smoothing, picked by val_loss
