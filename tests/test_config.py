@@ -33,7 +33,7 @@ def test_defaults_are_filled_in():
     )
     fine_tune = load_config({**BASE, "fine_tune": {}}).fine_tune
     assert (fine_tune.unfreeze, fine_tune.learning_rate, fine_tune.epochs, fine_tune.max_epochs) == (
-        0.5,
+        0.75,
         3e-4,
         "auto",
         30,

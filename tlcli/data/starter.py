@@ -140,6 +140,6 @@ def _fine_tune_lines(choices: StarterChoices) -> list[str]:
         "# unlike ImageNet's photos (satellite, microscope: benchmarks/FINETUNE.md). Uncomment to try it:",
         "# fine_tune:",
         "#   epochs: auto",
-        "#   unfreeze: 0.5     # the top half of the base's layers",
+        "#   unfreeze: 0.75    # the top three quarters of the base's layers",
         "#   when: auto        # skipped when the head misses fewer than 5 validation images (always: run it)",
     ]
