@@ -55,6 +55,10 @@ VARIANTS: dict[str, list[str]] = {
     "all_ratio_0.01": ["fine_tune.unfreeze=all", "fine_tune.bottom_lr_ratio=0.01"],  # fastai's slice(lr / 100, lr)
     "epochs_15": ["fine_tune.epochs=15"],
     "val_5pct": ["data.val_split=0.05"],  # more training images (950, not 813), a smaller validation split
+    "half": ["fine_tune.unfreeze=0.5"],  # the top half (77 of MobileNetV2's 154 layers: the cut of the last 80)
+    "half_epochs_12": ["fine_tune.unfreeze=0.5", "fine_tune.epochs=12"],
+    "unfreeze_0.75": ["fine_tune.unfreeze=0.75"],  # the default since the ninth session, before it was one
+    "always": ["fine_tune.when=always"],  # run the phase where `when: auto` skips it (its memory on more images)
     "ema": ["fine_tune.ema_epochs=1"],  # the weights' moving average over about the last epoch, kept when better
     "budget_1.5": ["fine_tune.budget_min=1.5"],  # epochs: auto sized to 90 s of fine-tuning
     "old_defaults": [  # the recipe before issue 26: Adam at a constant 1e-4, no smoothing, picked by val_loss
@@ -268,17 +272,21 @@ def render(report: dict) -> str:
         *render_targets(report["rows"]),
         "## Every row, medians over seeds",
         "",
-        "| dataset | row | seeds | test accuracy | its probe | wall time (s) | peak memory (MB) | load at start "
-        "| kept |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "One line per dataset, row and generation (the session and commit it was measured at: `fine_tune` is what the "
+        "defaults of its commit did).",
+        "",
+        "| dataset | row | measured | seeds | test accuracy | its probe | wall time (s) | peak memory (MB) "
+        "| load at start | kept |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for row in report["rows"]:
-        groups.setdefault((row["dataset"], row["label"]), []).append(row)
-    for (dataset, label), rows in groups.items():
+        groups.setdefault((row["dataset"], row["label"], row.get("session") or row.get("git") or ""), []).append(row)
+    for (dataset, label, generation), rows in groups.items():
         kept = ", ".join(sorted({str(r.get("kept")) for r in rows if r.get("kept")})) or ""
         lines.append(
-            f"| {dataset} | {label} | {len(rows)} | {_spread([r.get('test_accuracy') for r in rows], 4)} | "
+            f"| {dataset} | {label} | {generation} | {len(rows)} | "
+            f"{_spread([r.get('test_accuracy') for r in rows], 4)} | "
             f"{_spread([r.get('probe_test_accuracy') for r in rows], 4)} | "
             f"{_spread([r.get('wall_time_s') for r in rows], 0)} | "
             f"{_spread([r.get('peak_memory_mb') for r in rows], 0)} | "
