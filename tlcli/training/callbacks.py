@@ -105,11 +105,7 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.epochs_run = epoch + 1 - self.offset
-        row = {
-            "epoch": epoch + 1,
-            "phase": self.phase,
-            **{k: round(float(v), 6) for k, v in logs.items() if k != "learning_rate"},
-        }
+        row = epoch_record(epoch + 1, self.phase, logs)
         if is_better(row, self.best, self.monitor, self.tie_break):
             self.best = row
             self.weights = self.model.get_weights()
@@ -118,6 +114,15 @@ class BestWeights(keras.callbacks.Callback):
             self.best = average
             with self.averaged.swapped():
                 self.weights = self.model.get_weights()
+
+
+NOT_FIGURES = ("epoch", "phase", "phase_epoch", "learning_rate", "seconds")  # an epoch's columns that are not figures
+
+
+def epoch_record(epoch: int, phase: str, columns: dict[str, Any]) -> dict[str, Any]:
+    """An epoch as a phase's outcome records it (its best, its last): number, phase, figures rounded to 6 places."""
+    figures = {key: round(float(value), 6) for key, value in columns.items() if key not in NOT_FIGURES}
+    return {"epoch": epoch, "phase": phase, **figures}
 
 
 def averaged_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -144,9 +149,6 @@ class KerasProgress(keras.callbacks.Callback):
         self.reporter.epoch_end(
             self.phase, epoch + 1 - self.offset, self.epochs, {k: float(v) for k, v in (logs or {}).items()}
         )
-
-
-NOT_FIGURES = ("epoch", "phase", "phase_epoch", "learning_rate", "seconds")  # history.csv's other columns
 
 
 class HistoryRecorder:
@@ -187,12 +189,9 @@ class HistoryRecorder:
         write_csv_atomic(self.path, columns, ([r.get(c, "") for c in columns] for r in self.rows))
 
     def last_epoch(self, phase: str) -> dict[str, Any]:
-        """The phase's last epoch as `BestWeights` records an epoch (epoch, phase, figures), or {} before any."""
+        """The phase's last epoch as its outcome records it (`epoch_record`), or {} before any."""
         row = next((row for row in reversed(self.rows) if row.get("phase") == phase), None)
-        if row is None:
-            return {}
-        figures = {key: round(float(value), 6) for key, value in row.items() if key not in NOT_FIGURES}
-        return {"epoch": int(row["epoch"]), "phase": phase, **figures}
+        return epoch_record(int(row["epoch"]), phase, row) if row is not None else {}
 
     def epochs_per_phase(self) -> dict[str, int]:
         counts: dict[str, int] = {}
