@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from run import describe_machine, measure, train_test_layout  # noqa: E402
+from run import describe_machine, measure, train_test_layout, write_keeping_notes  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 TIMEOUT = 4 * 3600
@@ -132,7 +132,7 @@ class Bench:
         report = {"when": dt.datetime.now().isoformat(timespec="seconds"), "machine": self.machine, "rows": self.rows}
         self.args.out_dir.mkdir(parents=True, exist_ok=True)
         (self.args.out_dir / "finetune.json").write_text(json.dumps(report, indent=1) + "\n")
-        (self.args.out_dir / "FINETUNE.md").write_text(render(report))
+        write_keeping_notes(self.args.out_dir / "FINETUNE.md", render(report))
 
     @property
     def machine(self) -> dict:

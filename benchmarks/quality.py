@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import finetune  # noqa: E402  (issue 26's rows on MobileNetV2 1.0)
-from run import TRAIN_TEST, describe_machine, measure, train_test_layout  # noqa: E402  (the speed benchmark's measuring, unchanged)
+from run import TRAIN_TEST, describe_machine, measure, train_test_layout, write_keeping_notes  # noqa: E402  (the speed benchmark's measuring, unchanged)
 
 SHARED = REPO.parent / "shared"
 DATASETS = TRAIN_TEST
@@ -261,7 +261,7 @@ def write_markdown(report: dict, out_dir: Path) -> None:
     """QUALITY.md: `report`'s runs, then the real base's targets from finetune.json beside it (when present)."""
     real = out_dir / "finetune.json"
     real_rows = json.loads(real.read_text())["rows"] if real.is_file() else []
-    (out_dir / "QUALITY.md").write_text(render(report) + render_real_base(real_rows))
+    write_keeping_notes(out_dir / "QUALITY.md", render(report) + render_real_base(real_rows))
 
 
 # Issue 26's protocol, as `benchmarks/finetune.py` arguments: (datasets, seeds, rows).

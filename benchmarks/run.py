@@ -410,7 +410,7 @@ class Bench:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         markdown = render_markdown(report)
-        (self.out_dir / "RESULTS.md").write_text(markdown)
+        write_keeping_notes(self.out_dir / "RESULTS.md", markdown)
         return render_targets_text(report)
 
 
@@ -432,6 +432,17 @@ def make_subset(src: Path, dst: Path, per_class: int) -> None:
             for file in sorted(p for p in class_dir.iterdir() if p.is_file())[:per_class]:
                 shutil.copyfile(file, target / file.name)
     marker.write_text(json.dumps(want))
+
+
+NOTES = "<!-- Below: written by hand about the rows above; kept as it is when the benchmark rewrites this file. -->"
+
+
+def write_keeping_notes(path: Path, generated: str) -> None:
+    """Write `generated` to `path`, followed by the hand-written analysis `path` already holds below NOTES (if any):
+    rerunning a benchmark refreshes its tables without deleting what earlier sessions wrote about them."""
+    earlier = path.read_text() if path.is_file() else ""
+    notes = earlier[earlier.index(NOTES) :] if NOTES in earlier else ""
+    path.write_text(generated + ("\n" + notes if notes else ""))
 
 
 def read_loadavg() -> str | None:
