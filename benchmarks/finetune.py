@@ -232,6 +232,87 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+# The ablation: each piece of `fine_tune: {}`'s recipe off in turn (rows of VARIANTS), and what that row turns off.
+ABLATION = {
+    "no_warmup_cosine": "the schedule: a constant rate, no warmup",
+    "no_weight_decay": "AdamW's decoupled weight decay",
+    "no_label_smoothing": "label smoothing",
+    "no_clipping": "gradient clipping",
+    "select_by_val_loss": "selection by validation accuracy (judged by validation loss instead)",
+}
+SIDE_BY_SIDE = ("head", "fine_tune", "baseline")
+
+
+def _generation(row: dict) -> str:
+    return row.get("session") or (f"git {row['git']}" if row.get("git") else "untagged (before the fifth session)")
+
+
+def _median(chosen: list[dict], key: str):
+    values = [r[key] for r in chosen if isinstance(r.get(key), (int, float))]
+    return statistics.median(values) if values else None
+
+
+def render_side_by_side(rows: list[dict]) -> list[str]:
+    """Per dataset: the probe, the smallest config, `fine_tune: {}` and the plain baseline, newest generation of each:
+    test accuracy, wall time and peak memory side by side."""
+    lines = [
+        "| dataset | row | seeds | test accuracy | wall time (s) | peak memory (MB) | measured |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for label in SIDE_BY_SIDE:
+            chosen = newest(rows, dataset, label)
+            if not chosen:
+                continue
+            generation = _generation(chosen[-1])
+            if label == "head":
+                probe = _spread([r.get("probe_test_accuracy") for r in chosen], 4)
+                lines.append(f"| {dataset} | probe (logistic regression, frozen features) | {len(chosen)} | {probe} | "
+                             f"within the smallest config's run | | {generation} |")  # fmt: skip
+            name = {"head": "smallest config", "fine_tune": "`fine_tune: {}`", "baseline": "plain Keras baseline"}
+            lines.append(
+                f"| {dataset} | {name[label]} | {len(chosen)} | "
+                f"{_spread([r.get('test_accuracy') for r in chosen], 4)} | "
+                f"{_spread([r.get('wall_time_s') for r in chosen], 0)} | "
+                f"{_spread([r.get('peak_memory_mb') for r in chosen], 0)} | {generation} |"
+            )
+    return lines + [""] if len(lines) > 2 else []
+
+
+def render_ablation(rows: list[dict], dataset: str = "eurosat") -> list[str]:
+    """Each recipe piece off in turn against `fine_tune: {}`: the difference of medians, and per seed (paired)."""
+    tuned = newest(rows, dataset, "fine_tune")
+    if not tuned:
+        return []
+    by_seed = {r["seed"]: r["test_accuracy"] for r in tuned if r.get("test_accuracy") is not None}
+    lines = [
+        f"`fine_tune: {{}}` on {dataset}: {_spread(list(by_seed.values()), 4)} over seeds "
+        f"{', '.join(map(str, sorted(by_seed)))} ({_generation(tuned[-1])}). A row measured in another generation "
+        "than `fine_tune: {}`'s ran on other defaults: read its difference with that in mind.",
+        "",
+        "| row | turns off | seeds | test accuracy | against `fine_tune: {}` (medians) | per seed | wall time (s) "
+        "| measured |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for label, what in ABLATION.items():
+        chosen = newest(rows, dataset, label)
+        if not chosen:
+            continue
+        accuracy = _median(chosen, "test_accuracy")
+        paired = [
+            f"{100 * (r['test_accuracy'] - by_seed[r['seed']]):+.2f}"
+            for r in chosen
+            if r["seed"] in by_seed and r.get("test_accuracy") is not None
+        ]
+        lines.append(
+            f"| {label} | {what} | {len(chosen)} | {_spread([r.get('test_accuracy') for r in chosen], 4)} | "
+            f"{100 * (accuracy - statistics.median(by_seed.values())):+.2f} pt | {' / '.join(paired)} | "
+            f"{_spread([r.get('wall_time_s') for r in chosen], 0)} | "
+            f"{_generation(chosen[-1])} |"
+        )
+    return lines + [""] if len(lines) > 4 else []
+
+
 def render_targets(rows: list[dict]) -> list[str]:
     """The targets as a markdown table (empty when no row speaks to one)."""
     found = targets(rows)

@@ -265,7 +265,7 @@ def write_markdown(report: dict, out_dir: Path) -> None:
 
 
 # Issue 26's protocol, as `benchmarks/finetune.py` arguments: (datasets, seeds, rows).
-ABLATION = ("no_warmup_cosine", "no_weight_decay", "no_label_smoothing", "no_clipping", "select_by_val_loss")
+ABLATION = tuple(finetune.ABLATION)
 REAL_BASE = (
     ("eurosat", "1,2,3", ("head", "fine_tune", *ABLATION, "baseline")),
     ("hymenoptera,cats_and_dogs_filtered", "1", ("head", "fine_tune", "baseline")),
@@ -293,6 +293,14 @@ def render_real_base(rows: list[dict]) -> str:
         "newest generation of rows (one version of the defaults) of its dataset and row, medians over seeds.",
         "",
         *finetune.render_targets(rows),
+        "### Side by side",
+        "",
+        "The newest generation of each row; medians with [min, max] over seeds.",
+        "",
+        *finetune.render_side_by_side(rows),
+        "### The ablation: each piece of the recipe off in turn",
+        "",
+        *finetune.render_ablation(rows),
     ]
     return "\n".join(lines)
 
