@@ -1,7 +1,9 @@
-"""`train()` and friends leave the process as they found it: op determinism, precision policy, random states."""
+"""`train()` and friends leave the process as they found it: op determinism, precision policy, random states, and
+TensorFlow's registry of traced gradients (which kept every run's training graphs alive)."""
 
 from __future__ import annotations
 
+import gc
 import random
 import subprocess
 import sys
@@ -25,7 +27,23 @@ def snapshot() -> dict:
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "tensorflow": tf.random.uniform([4]).numpy().tolist(),
+        "custom_gradients": custom_gradients(),
     }
+
+
+def custom_gradients() -> set[str]:
+    """The names `tf.custom_gradient` registered its traced gradient functions under, process-wide."""
+    from tensorflow.python.framework import ops
+
+    return {name for name in ops._gradient_registry._registry if name.startswith("CustomGradient-")}
+
+
+def training_graphs() -> set[int]:
+    """The traced graphs of Keras training steps still alive after a garbage collection."""
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return {id(o) for o in gc.get_objects() if isinstance(o, FuncGraph) and o.name.startswith("one_step_on")}
 
 
 def same(before: dict, after: dict) -> None:
@@ -37,6 +55,7 @@ def same(before: dict, after: dict) -> None:
         after["numpy"][0] == kind and np.array_equal(after["numpy"][1], keys) and list(after["numpy"][2:]) == position
     )
     assert after["tensorflow"] == before["tensorflow"]
+    assert after["custom_gradients"] == before["custom_gradients"]
 
 
 def seeded(seed: int) -> dict:
@@ -59,10 +78,12 @@ def test_train_leaves_determinism_precision_and_random_states_as_it_found_them(t
 
     data = make_image_folder(tmp_path / "images", {"a": 8, "b": 8})
     raw = tiny_config(data, tmp_path / "runs", runtime={"deterministic": True, "mixed_precision": "on"})
-    before = seeded(11)
+    before, graphs = seeded(11), training_graphs()
     result = train(load_config(raw))
     assert "mixed precision" in result.metrics.devices["description"]  # the run did change the settings
     same(before, snapshot())
+    del result
+    assert training_graphs() <= graphs  # nothing holds the run's training steps once its result is dropped
 
 
 def test_the_guard_restores_after_an_error_too():
@@ -77,8 +98,28 @@ def test_the_guard_restores_after_an_error_too():
         tf.config.experimental.enable_op_determinism()
         keras.mixed_precision.set_global_policy("mixed_float16")
         random.random(), np.random.random()
+        traced_training_step()
         raise RuntimeError("training failed")
     same(before, snapshot())
+
+
+def traced_training_step() -> None:
+    """Trace one Keras training step, as a run does (its optimizer's all-reduce registers a custom gradient)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0)
+
+
+def test_a_trial_forgets_the_gradients_it_traced():
+    from tlcli.global_state import traced_gradients_released
+
+    before = custom_gradients()
+    with traced_gradients_released():
+        traced_training_step()
+        assert custom_gradients() > before  # the step did register one: the test sees what it claims to
+    assert custom_gradients() == before
 
 
 def test_the_guard_loads_no_library():

@@ -9,6 +9,11 @@ Two settings are once per process and stay as the first call left them: which de
 (`runtime.device: cpu` hides the GPUs) and the split of the CPU into logical devices (`TLCLI_LOGICAL_CPUS`).
 TensorFlow fixes both when it first initialises its devices; a caller who needs others starts a new process.
 
+TensorFlow also registers a gradient function in a process-global registry for every `tf.custom_gradient` it traces
+(tf.distribute's all-reduce in each Keras training step is one) and never removes it; the function holds the whole
+traced graph, so each run or trial left about 24,000 objects alive for good and every later garbage collection got
+slower. The calls forget what they registered (`traced_gradients_released`): their graphs are complete by then.
+
 Nothing here imports TensorFlow, Keras or NumPy: state of a library the process has not loaded is its default,
 and it is reset to that default only if the call loaded the library.
 """
@@ -22,11 +27,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["GlobalState", "restored_global_state", "restores_global_state"]
+__all__ = ["GlobalState", "restored_global_state", "restores_global_state", "traced_gradients_released"]
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 # What `keras.utils.set_random_seed` sets besides the Python, NumPy and TensorFlow seeds (no public reader).
 KERAS_SEED_ATTRIBUTES = ("global_random_seed", "global_seed_generator")
+# The name `tf.custom_gradient` registers each traced gradient function under (tensorflow/python/ops/custom_gradient.py)
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class GlobalState:
     precision_policy: Any = None
     tensorflow_seed: tuple[Any, Any, Any] | None = None
     keras_seed: tuple[Any, ...] | None = None
+    custom_gradients: frozenset[str] = frozenset()
 
     @classmethod
     def capture(cls) -> GlobalState:
@@ -49,6 +57,7 @@ class GlobalState:
             precision_policy=_keras().mixed_precision.global_policy() if "keras" in sys.modules else None,
             tensorflow_seed=_tensorflow_seed() if "tensorflow" in sys.modules else None,
             keras_seed=_keras_seed() if "keras" in sys.modules else None,
+            custom_gradients=_custom_gradients(),
         )
 
     def restore(self) -> None:
@@ -59,6 +68,7 @@ class GlobalState:
         if "tensorflow" in sys.modules:
             _restore_determinism(self.op_determinism)
             _restore_tensorflow_seed(self.tensorflow_seed)
+            _forget_custom_gradients(self.custom_gradients)
         if "keras" in sys.modules:
             keras = _keras()
             keras.mixed_precision.set_global_policy(self.precision_policy or keras.backend.floatx())
@@ -86,8 +96,41 @@ def restores_global_state(function: Function) -> Function:
     return wrapper  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def traced_gradients_released() -> Iterator[None]:
+    """The custom gradients TensorFlow registers while the block traces are forgotten when it ends (the module
+    docstring says why): for each trial of a study, which the study's own guard would only release at its end."""
+    found = _custom_gradients()
+    try:
+        yield
+    finally:
+        _forget_custom_gradients(found)
+
+
 def _keras():
     return sys.modules["keras"]
+
+
+def _gradient_registry() -> dict[str, Any] | None:
+    """TensorFlow's registry of gradient functions by name (private: None when a TensorFlow lays it out otherwise)."""
+    if "tensorflow" not in sys.modules:
+        return None
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else None
+
+
+def _custom_gradients() -> frozenset[str]:
+    registry = _gradient_registry()
+    return frozenset(name for name in registry or () if name.startswith(CUSTOM_GRADIENT_PREFIX))
+
+
+def _forget_custom_gradients(found: frozenset[str]) -> None:
+    """Drop the custom gradients registered since `found` was read; the other names are not ours to touch."""
+    registry = _gradient_registry()
+    for name in [n for n in registry or () if n.startswith(CUSTOM_GRADIENT_PREFIX) and n not in found]:
+        registry.pop(name, None)
 
 
 def _op_determinism() -> bool:

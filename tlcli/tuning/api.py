@@ -24,7 +24,7 @@ from typing import Any
 from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import ConfigError, Interrupted, TlcliError, TrainingError, UserError
-from tlcli.global_state import restores_global_state
+from tlcli.global_state import restores_global_state, traced_gradients_released
 from tlcli.progress import Reporter
 from tlcli.runs.folder import RunLock
 from tlcli.runs.records import now_iso
@@ -263,10 +263,8 @@ def _objective(run: _Study):
         try:
             config = run.space.config_for(values, fixed)
             TrialRecord(backbone=base_label(config)).save(trial)
-            if run.result.kind == "head":
-                outcome = run.heads.run(trial, config, run.result.metric)
-            else:
-                outcome = full_trial(trial, config, run.result.metric, run.tune_dir / ".trials")
+            with traced_gradients_released():  # else each trial's graphs stay alive until the study ends
+                outcome = _trial(run, trial, config)
         except TlcliError as exc:
             TrialRecord(error=redact(str(exc))).save(trial)
             raise
@@ -274,6 +272,13 @@ def _objective(run: _Study):
         return outcome.value
 
     return objective
+
+
+def _trial(run: _Study, trial, config: ExperimentConfig):
+    """One trial's outcome: a head on the study's shared features, or a full training run."""
+    if run.result.kind == "head":
+        return run.heads.run(trial, config, run.result.metric)
+    return full_trial(trial, config, run.result.metric, run.tune_dir / ".trials")
 
 
 def _search(run: _Study, reporter: Reporter, progress: StudyProgress, train_best: bool) -> TuneResult:
