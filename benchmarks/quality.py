@@ -6,7 +6,7 @@
     python benchmarks/quality.py --sweep-only --sweep-datasets cats_and_dogs_filtered   # only the sweep, beside
     quality.json's other runs
     python benchmarks/quality.py --datasets hymenoptera --seeds 1
-    python benchmarks/quality.py --real-base              # issue 26 on MobileNetV2 1.0 (below): about 3 hours
+    python benchmarks/quality.py --real-base              # issue 26 on MobileNetV2 1.0 (below): 84 min on 2 cores
     python benchmarks/quality.py --real-base --quick      # its smoke run: 1 seed, 1 fine-tuning epoch (about 15 min)
 
 For hymenoptera and cats_and_dogs_filtered (../shared) in a train/test layout
