@@ -1,5 +1,6 @@
-"""`train()` and friends leave the process as they found it: op determinism, precision policy, random states, and
-TensorFlow's registry of traced gradients (which kept every run's training graphs alive)."""
+"""`train()` and friends leave the process as they found it: op determinism, precision policy, random states,
+TensorFlow's registry of traced gradients (which kept every run's training graphs alive) and the default graph's
+Python functions (which kept every run's datasets, and the arrays they read, alive)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def snapshot() -> dict:
         "numpy": np.random.get_state(),
         "tensorflow": tf.random.uniform([4]).numpy().tolist(),
         "custom_gradients": custom_gradients(),
+        "graph_functions": graph_functions(),
     }
 
 
@@ -36,6 +38,13 @@ def custom_gradients() -> set[str]:
     from tensorflow.python.framework import ops
 
     return {name for name in ops._gradient_registry._registry if name.startswith("CustomGradient-")}
+
+
+def graph_functions() -> list[int]:
+    """The Python functions (`Dataset.from_generator`'s among them) TensorFlow's default graph keeps alive."""
+    import tensorflow as tf
+
+    return [id(f) for f in getattr(tf.compat.v1.get_default_graph(), "_py_funcs_used_in_graph", [])]
 
 
 def training_graphs() -> set[int]:
@@ -56,6 +65,7 @@ def same(before: dict, after: dict) -> None:
     )
     assert after["tensorflow"] == before["tensorflow"]
     assert after["custom_gradients"] == before["custom_gradients"]
+    assert after["graph_functions"] == before["graph_functions"]
 
 
 def seeded(seed: int) -> dict:
@@ -99,6 +109,7 @@ def test_the_guard_restores_after_an_error_too():
         keras.mixed_precision.set_global_policy("mixed_float16")
         random.random(), np.random.random()
         traced_training_step()
+        generator_dataset()
         raise RuntimeError("training failed")
     same(before, snapshot())
 
@@ -112,14 +123,26 @@ def traced_training_step() -> None:
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0)
 
 
-def test_a_trial_forgets_the_gradients_it_traced():
+def generator_dataset() -> None:
+    """Iterate a `Dataset.from_generator`, as a run's batches of large arrays do (it adds a function to the graph)."""
+    import tensorflow as tf
+
+    signature = tf.TensorSpec((2,), tf.float32)
+    list(tf.data.Dataset.from_generator(lambda: iter([np.zeros(2, np.float32)]), output_signature=signature))
+
+
+def test_a_trial_forgets_the_gradients_it_traced_and_the_dataset_functions_it_added():
     from tlcli.global_state import traced_gradients_released
 
-    before = custom_gradients()
+    generator_dataset()  # the caller's own dataset, made before: it stays
+    gradients, functions = custom_gradients(), graph_functions()
     with traced_gradients_released():
         traced_training_step()
-        assert custom_gradients() > before  # the step did register one: the test sees what it claims to
-    assert custom_gradients() == before
+        generator_dataset()
+        assert custom_gradients() > gradients  # the step did register one: the test sees what it claims to
+        assert len(graph_functions()) > len(functions)
+    assert custom_gradients() == gradients
+    assert graph_functions() == functions
 
 
 def test_the_guard_loads_no_library():

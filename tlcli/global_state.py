@@ -13,6 +13,9 @@ TensorFlow also registers a gradient function in a process-global registry for e
 (tf.distribute's all-reduce in each Keras training step is one) and never removes it; the function holds the whole
 traced graph, so each run or trial left about 24,000 objects alive for good and every later garbage collection got
 slower. The calls forget what they registered (`traced_gradients_released`): their graphs are complete by then.
+Likewise every `tf.data.Dataset.from_generator` adds its Python function to TensorFlow's global default graph, which
+keeps it, and with it the arrays its generator reads (a run's decoded images), for the life of the process; the calls
+drop the functions they added, and only those (a dataset the caller made before stays whole).
 
 Nothing here imports TensorFlow, Keras or NumPy: state of a library the process has not loaded is its default,
 and it is reset to that default only if the call loaded the library.
@@ -47,6 +50,7 @@ class GlobalState:
     tensorflow_seed: tuple[Any, Any, Any] | None = None
     keras_seed: tuple[Any, ...] | None = None
     custom_gradients: frozenset[str] = frozenset()
+    graph_functions: frozenset[int] = frozenset()
 
     @classmethod
     def capture(cls) -> GlobalState:
@@ -58,6 +62,7 @@ class GlobalState:
             tensorflow_seed=_tensorflow_seed() if "tensorflow" in sys.modules else None,
             keras_seed=_keras_seed() if "keras" in sys.modules else None,
             custom_gradients=_custom_gradients(),
+            graph_functions=_graph_functions(),
         )
 
     def restore(self) -> None:
@@ -69,6 +74,7 @@ class GlobalState:
             _restore_determinism(self.op_determinism)
             _restore_tensorflow_seed(self.tensorflow_seed)
             _forget_custom_gradients(self.custom_gradients)
+            _forget_graph_functions(self.graph_functions)
         if "keras" in sys.modules:
             keras = _keras()
             keras.mixed_precision.set_global_policy(self.precision_policy or keras.backend.floatx())
@@ -98,13 +104,15 @@ def restores_global_state(function: Function) -> Function:
 
 @contextlib.contextmanager
 def traced_gradients_released() -> Iterator[None]:
-    """The custom gradients TensorFlow registers while the block traces are forgotten when it ends (the module
-    docstring says why): for each trial of a study, which the study's own guard would only release at its end."""
-    found = _custom_gradients()
+    """The custom gradients TensorFlow registers while the block traces, and the dataset functions it adds to the
+    default graph, are forgotten when it ends (the module docstring says why): for each trial of a study, which the
+    study's own guard would only release at its end."""
+    found, functions = _custom_gradients(), _graph_functions()
     try:
         yield
     finally:
         _forget_custom_gradients(found)
+        _forget_graph_functions(functions)
 
 
 def _keras():
@@ -124,6 +132,27 @@ def _gradient_registry() -> dict[str, Any] | None:
 def _custom_gradients() -> frozenset[str]:
     registry = _gradient_registry()
     return frozenset(name for name in registry or () if name.startswith(CUSTOM_GRADIENT_PREFIX))
+
+
+def _graph_py_functions() -> list[Any] | None:
+    """The Python functions TensorFlow's default graph keeps alive (private: None when laid out otherwise)."""
+    if "tensorflow" not in sys.modules:
+        return None
+    from tensorflow.python.framework import ops
+
+    functions = getattr(ops.get_default_graph(), "_py_funcs_used_in_graph", None)
+    return functions if isinstance(functions, list) else None
+
+
+def _graph_functions() -> frozenset[int]:
+    return frozenset(id(function) for function in _graph_py_functions() or ())
+
+
+def _forget_graph_functions(found: frozenset[int]) -> None:
+    """Drop the default graph's Python functions added since `found` was read (in place: the graph holds the list)."""
+    functions = _graph_py_functions()
+    if functions is not None:
+        functions[:] = [function for function in functions if id(function) in found]
 
 
 def _forget_custom_gradients(found: frozenset[str]) -> None:
