@@ -153,3 +153,20 @@ def test_epoch_checkpoint_records_the_phase_state(tmp_path, data):
     )
     assert state.phase_best == keeper.best and len(state.history) == 3
     assert (checkpoint_dirs(tmp_path)[0] / "best.weights.npz").is_file()
+
+
+def test_a_collective_that_fails_after_ctrl_c_is_the_interruption_not_a_lost_worker():
+    """On a cluster every worker gets the stop; one that stops first fails the others' collective, which is the
+    interruption the user asked for (exit 130, run marked interrupted), not a worker lost."""
+    from tlcli.errors import Interrupted
+    from tlcli.training.callbacks import StopOnSigint
+
+    class UnavailableError(Exception):  # TensorFlow's error for a collective another worker left
+        pass
+
+    stop = StopOnSigint()
+    with pytest.raises(Interrupted), stop.installed():
+        stop.requested = True
+        raise UnavailableError("Graph execution error:")
+    with pytest.raises(UnavailableError), StopOnSigint().installed():  # without a Ctrl-C it stays what it was
+        raise UnavailableError("Graph execution error:")

@@ -22,6 +22,7 @@ from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_csv_atomic
 from tlcli.runs.checkpoints import FOLDER as CHECKPOINT_FOLDER
 from tlcli.runs.checkpoints import CheckpointState, EarlyStopState, save_weights, write_checkpoint
+from tlcli.training.cluster import is_collective_failure
 from tlcli.training.compile import mean_loss
 
 
@@ -383,6 +384,10 @@ class StopOnSigint(keras.callbacks.Callback):
         previous = signal.signal(signal.SIGINT, handler)
         try:
             yield self
+        except Exception as exc:
+            if self.requested and is_collective_failure(exc):  # the other workers stopped on the same Ctrl-C first
+                raise Interrupted("interrupted by Ctrl-C") from exc
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
         if self.requested:

@@ -54,6 +54,14 @@ def worker_copy(run_dir: Path, scratch: Path) -> Path:
     return copy
 
 
+# TensorFlow's errors for a collective that another worker left (died, stalled or stopped).
+COLLECTIVE_FAILURES = ("DeadlineExceededError", "UnavailableError", "CancelledError", "AbortedError")
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    return type(exc).__name__ in COLLECTIVE_FAILURES
+
+
 @contextlib.contextmanager
 def peers_lost(timeout_s: float, run_dir: Path) -> Iterator[None]:
     """A collective that failed because another worker died or stalled is one line naming the bound and the run to
@@ -62,7 +70,7 @@ def peers_lost(timeout_s: float, run_dir: Path) -> Iterator[None]:
         yield
     except Exception as exc:
         kind = type(exc).__name__
-        if kind not in ("DeadlineExceededError", "UnavailableError", "CancelledError", "AbortedError"):
+        if not is_collective_failure(exc):
             raise
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else kind
         raise TrainingError(
