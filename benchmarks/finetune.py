@@ -172,13 +172,14 @@ def newest(rows: list[dict], dataset: str, label: str) -> list[dict]:
     return [r for r in chosen if (r.get("session") or r.get("git")) == generation]
 
 
+def _median(chosen: list[dict], key: str):
+    values = [r[key] for r in chosen if isinstance(r.get(key), (int, float))]
+    return statistics.median(values) if values else None
+
+
 def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
     """(dataset, check, measured, target, result) for every target the rows can speak to; absent rows: not shown."""
     out = []
-
-    def median(chosen, key):
-        values = [r[key] for r in chosen if isinstance(r.get(key), (int, float))]
-        return statistics.median(values) if values else None
 
     def check(dataset, what, value, target, ok, unit=""):
         if value is not None:
@@ -186,7 +187,7 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
 
     for dataset in ("eurosat", *PROBE_TARGETS):
         tuned, head, base = (newest(rows, dataset, label) for label in ("fine_tune", "head", "baseline"))
-        accuracy, seeds = median(tuned, "test_accuracy"), len(tuned)
+        accuracy, seeds = _median(tuned, "test_accuracy"), len(tuned)
         if dataset == "eurosat" and accuracy is not None:
             check(
                 dataset,
@@ -197,7 +198,7 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
             )
             peak = max(r["peak_memory_mb"] for r in tuned)
             check(dataset, "its peak memory, most of the seeds", f"{peak:.0f}", "<= 3000", peak <= MEMORY_CAP_MB, " MB")
-        probe = median(tuned, "probe_test_accuracy")
+        probe = _median(tuned, "probe_test_accuracy")
         if accuracy is not None and probe is not None:
             gain, needed = 100 * (accuracy - probe), PROBE_GAIN[dataset]
             target = f">= +{needed:g} pt" if needed else ">= 0"
@@ -206,7 +207,7 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
         if dataset in PROBE_TARGETS and accuracy is not None:
             seeds_both = {r["seed"] for r in tuned} & {r["seed"] for r in head}
             if seeds_both:
-                ratio = median([r for r in tuned if r["seed"] in seeds_both], "wall_time_s") / median(
+                ratio = _median([r for r in tuned if r["seed"] in seeds_both], "wall_time_s") / _median(
                     [r for r in head if r["seed"] in seeds_both], "wall_time_s"
                 )
                 check(
@@ -217,7 +218,7 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
                     ratio <= TIME_RATIO_CAP,
                     "x",
                 )
-        baseline = median(base, "test_accuracy")
+        baseline = _median(base, "test_accuracy")
         if accuracy is not None and baseline is not None:
             gain = 100 * (accuracy - baseline)
             check(
@@ -227,7 +228,7 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str, str, str]]:
                 ">= 0",
                 gain >= -1e-9,
             )
-            ratio = median(tuned, "wall_time_s") / median(base, "wall_time_s")
+            ratio = _median(tuned, "wall_time_s") / _median(base, "wall_time_s")
             check(dataset, "its wall time / the baseline's", f"{ratio:.2f}", "< 1", ratio < 1, "x")
     return out
 
@@ -240,16 +241,12 @@ ABLATION = {
     "no_clipping": "gradient clipping",
     "select_by_val_loss": "selection by validation accuracy (judged by validation loss instead)",
 }
-SIDE_BY_SIDE = ("head", "fine_tune", "baseline")
+# The rows QUALITY.md sets side by side, and their names there.
+SIDE_BY_SIDE = {"head": "smallest config", "fine_tune": "`fine_tune: {}`", "baseline": "plain Keras baseline"}
 
 
 def _generation(row: dict) -> str:
     return row.get("session") or (f"git {row['git']}" if row.get("git") else "untagged (before the fifth session)")
-
-
-def _median(chosen: list[dict], key: str):
-    values = [r[key] for r in chosen if isinstance(r.get(key), (int, float))]
-    return statistics.median(values) if values else None
 
 
 def render_side_by_side(rows: list[dict]) -> list[str]:
@@ -260,7 +257,7 @@ def render_side_by_side(rows: list[dict]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        for label in SIDE_BY_SIDE:
+        for label, name in SIDE_BY_SIDE.items():
             chosen = newest(rows, dataset, label)
             if not chosen:
                 continue
@@ -269,9 +266,8 @@ def render_side_by_side(rows: list[dict]) -> list[str]:
                 probe = _spread([r.get("probe_test_accuracy") for r in chosen], 4)
                 lines.append(f"| {dataset} | probe (logistic regression, frozen features) | {len(chosen)} | {probe} | "
                              f"within the smallest config's run | | {generation} |")  # fmt: skip
-            name = {"head": "smallest config", "fine_tune": "`fine_tune: {}`", "baseline": "plain Keras baseline"}
             lines.append(
-                f"| {dataset} | {name[label]} | {len(chosen)} | "
+                f"| {dataset} | {name} | {len(chosen)} | "
                 f"{_spread([r.get('test_accuracy') for r in chosen], 4)} | "
                 f"{_spread([r.get('wall_time_s') for r in chosen], 0)} | "
                 f"{_spread([r.get('peak_memory_mb') for r in chosen], 0)} | {generation} |"
