@@ -132,11 +132,11 @@ def generator_dataset() -> None:
 
 
 def test_a_trial_forgets_the_gradients_it_traced_and_the_dataset_functions_it_added():
-    from tlcli.global_state import traced_gradients_released
+    from tlcli.global_state import traced_graphs_released
 
     generator_dataset()  # the caller's own dataset, made before: it stays
     gradients, functions = custom_gradients(), graph_functions()
-    with traced_gradients_released():
+    with traced_graphs_released():
         traced_training_step()
         generator_dataset()
         assert custom_gradients() > gradients  # the step did register one: the test sees what it claims to

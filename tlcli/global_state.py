@@ -12,10 +12,10 @@ TensorFlow fixes both when it first initialises its devices; a caller who needs 
 TensorFlow also registers a gradient function in a process-global registry for every `tf.custom_gradient` it traces
 (tf.distribute's all-reduce in each Keras training step is one) and never removes it; the function holds the whole
 traced graph, so each run or trial left about 24,000 objects alive for good and every later garbage collection got
-slower. The calls forget what they registered (`traced_gradients_released`): their graphs are complete by then.
-Likewise every `tf.data.Dataset.from_generator` adds its Python function to TensorFlow's global default graph, which
-keeps it, and with it the arrays its generator reads (a run's decoded images), for the life of the process; the calls
-drop the functions they added, and only those (a dataset the caller made before stays whole).
+slower. Likewise every `tf.data.Dataset.from_generator` adds its Python function to TensorFlow's global default
+graph, which keeps it, and with it the arrays its generator reads (a run's decoded images), for the life of the
+process. The calls forget what they added to either (`TracedGraphs`, `traced_graphs_released`), and only that: their
+graphs are complete by then, and a dataset the caller made before stays whole.
 
 Nothing here imports TensorFlow, Keras or NumPy: state of a library the process has not loaded is its default,
 and it is reset to that default only if the call loaded the library.
@@ -30,13 +30,31 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["GlobalState", "restored_global_state", "restores_global_state", "traced_gradients_released"]
+__all__ = ["GlobalState", "TracedGraphs", "restored_global_state", "restores_global_state", "traced_graphs_released"]
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 # What `keras.utils.set_random_seed` sets besides the Python, NumPy and TensorFlow seeds (no public reader).
 KERAS_SEED_ATTRIBUTES = ("global_random_seed", "global_seed_generator")
 # The name `tf.custom_gradient` registers each traced gradient function under (tensorflow/python/ops/custom_gradient.py)
 CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
+
+
+@dataclass(frozen=True)
+class TracedGraphs:
+    """What TensorFlow keeps for the life of the process once traced: the custom gradients registered by name and the
+    Python functions of the default graph (by id), as found."""
+
+    custom_gradients: frozenset[str] = frozenset()
+    graph_functions: frozenset[int] = frozenset()
+
+    @classmethod
+    def capture(cls) -> TracedGraphs:
+        return cls(custom_gradients=_custom_gradients(), graph_functions=_graph_functions())
+
+    def release(self) -> None:
+        """Forget what was added since the capture; what was there before is not ours to touch."""
+        _forget_custom_gradients(self.custom_gradients)
+        _forget_graph_functions(self.graph_functions)
 
 
 @dataclass(frozen=True)
@@ -49,8 +67,7 @@ class GlobalState:
     precision_policy: Any = None
     tensorflow_seed: tuple[Any, Any, Any] | None = None
     keras_seed: tuple[Any, ...] | None = None
-    custom_gradients: frozenset[str] = frozenset()
-    graph_functions: frozenset[int] = frozenset()
+    traced: TracedGraphs = TracedGraphs()
 
     @classmethod
     def capture(cls) -> GlobalState:
@@ -61,8 +78,7 @@ class GlobalState:
             precision_policy=_keras().mixed_precision.global_policy() if "keras" in sys.modules else None,
             tensorflow_seed=_tensorflow_seed() if "tensorflow" in sys.modules else None,
             keras_seed=_keras_seed() if "keras" in sys.modules else None,
-            custom_gradients=_custom_gradients(),
-            graph_functions=_graph_functions(),
+            traced=TracedGraphs.capture(),
         )
 
     def restore(self) -> None:
@@ -73,8 +89,7 @@ class GlobalState:
         if "tensorflow" in sys.modules:
             _restore_determinism(self.op_determinism)
             _restore_tensorflow_seed(self.tensorflow_seed)
-            _forget_custom_gradients(self.custom_gradients)
-            _forget_graph_functions(self.graph_functions)
+            self.traced.release()
         if "keras" in sys.modules:
             keras = _keras()
             keras.mixed_precision.set_global_policy(self.precision_policy or keras.backend.floatx())
@@ -103,16 +118,14 @@ def restores_global_state(function: Function) -> Function:
 
 
 @contextlib.contextmanager
-def traced_gradients_released() -> Iterator[None]:
-    """The custom gradients TensorFlow registers while the block traces, and the dataset functions it adds to the
-    default graph, are forgotten when it ends (the module docstring says why): for each trial of a study, which the
-    study's own guard would only release at its end."""
-    found, functions = _custom_gradients(), _graph_functions()
+def traced_graphs_released() -> Iterator[None]:
+    """What TensorFlow keeps of the graphs the block traces is forgotten when it ends (the module docstring says why):
+    for each trial of a study, which the study's own guard would only release at its end."""
+    traced = TracedGraphs.capture()
     try:
         yield
     finally:
-        _forget_custom_gradients(found)
-        _forget_graph_functions(functions)
+        traced.release()
 
 
 def _keras():

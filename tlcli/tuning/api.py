@@ -24,7 +24,7 @@ from typing import Any
 from tlcli.config.loading import load_config
 from tlcli.config.schema import ExperimentConfig
 from tlcli.errors import ConfigError, Interrupted, TlcliError, TrainingError, UserError
-from tlcli.global_state import restores_global_state, traced_gradients_released
+from tlcli.global_state import restores_global_state, traced_graphs_released
 from tlcli.progress import Reporter
 from tlcli.runs.folder import RunLock
 from tlcli.runs.records import now_iso
@@ -263,7 +263,7 @@ def _objective(run: _Study):
         try:
             config = run.space.config_for(values, fixed)
             TrialRecord(backbone=base_label(config)).save(trial)
-            with traced_gradients_released():  # else each trial's graphs stay alive until the study ends
+            with traced_graphs_released():  # else each trial's graphs stay alive until the study ends
                 outcome = _trial(run, trial, config)
         except TlcliError as exc:
             TrialRecord(error=redact(str(exc))).save(trial)
