@@ -182,6 +182,38 @@ def test_a_damaged_pack_is_recomputed_not_fatal(tmp_path, image_folder):
     assert third.metrics.cache.extracted == 0
 
 
+def test_packs_are_bounded_in_bytes_and_a_run_read_from_many_packs_is_the_same_run(tmp_path, image_folder, monkeypatch):
+    from tlcli.features import store as feature_store
+
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    first = train(load_config(target_config(image_folder, runs_dir)))
+    row_bytes = np.load(next(iter(_packs(first))), mmap_mode="r")[0].nbytes
+    monkeypatch.setattr(feature_store, "PACK_BYTES", 2 * row_bytes)  # two rows a pack: many packs, one partial
+    clear_cache()
+    cold = train(load_config(target_config(image_folder, runs_dir)))
+    rows = sorted(np.load(pack, mmap_mode="r").shape[0] for pack in _packs(cold))
+    assert max(rows) == 2 and sum(rows) == cold.metrics.cache.extracted and len(rows) > 2
+    warm = train(load_config(target_config(image_folder, runs_dir)))
+    assert warm.metrics.cache.hits == cold.metrics.cache.extracted and warm.metrics.cache.extracted == 0
+    assert warm.metrics.final == cold.metrics.final == first.metrics.final
+
+
+def test_a_store_index_names_rows_on_disk_and_reads_them_back_exactly(tmp_path):
+    from tlcli.features.store import FeatureStore, Pack
+
+    values = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
+    store = FeatureStore("key", {"key": "key"}, root=tmp_path)
+    for row, value in enumerate(values):
+        store.add(f"{row:064x}", value)
+    store.finish(None)
+    index = FeatureStore("key", {"key": "key"}, root=tmp_path).index((3, 4))
+    assert all(isinstance(pack, Pack) for pack, _ in index.values())  # no array is held by the index
+    pack, _ = index[f"{0:064x}"]
+    order = [index[f"{row:064x}"][1] for row in (4, 0, 2)]
+    np.testing.assert_array_equal(pack.take(order), values[[4, 0, 2]])
+
+
 def _packs(result):
     from pathlib import Path
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -167,12 +168,7 @@ class _Extraction:
 
     def result(self) -> FeatureSet:
         positions = np.flatnonzero(self.kept)
-        for index in positions:
-            missing = self.missing(self.hashes[index])
-            for variant, mode in enumerate(self.variants):
-                if variant not in missing:  # stored before this run: copied from the memory-mapped packs
-                    pack, row = self.stored[stored_as(self.hashes[index], mode)]
-                    self.out[variant, index] = pack[row]
+        self._read_stored(positions)
         every = len(positions) == len(self.samples)
         rows = (lambda array: array) if every else (lambda array: array[positions])
         extracted = int(self.computed[positions].sum())
@@ -187,3 +183,16 @@ class _Extraction:
             extracted=extracted,
             seconds=round(time.perf_counter() - self.started, 3),
         )
+
+    def _read_stored(self, positions: np.ndarray) -> None:
+        """Copy the rows stored before this run into the output, one pack at a time (one pack mapped at once)."""
+        wanted: dict[Any, list[tuple[int, int, int]]] = defaultdict(list)  # pack -> (variant, sample index, row)
+        for index in positions:
+            missing = self.missing(self.hashes[index])
+            for variant, mode in enumerate(self.variants):
+                if variant not in missing:
+                    pack, row = self.stored[stored_as(self.hashes[index], mode)]
+                    wanted[pack].append((variant, index, row))
+        for pack, places in wanted.items():
+            variants, indices, rows = (list(column) for column in zip(*places))
+            self.out[variants, indices] = pack.take(rows)

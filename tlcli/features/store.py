@@ -6,7 +6,7 @@ plus a `meta.json` per model key. The model key hashes everything that
 changes the features (`describe_features`: base name and arguments, a hash of
 the frozen weights, image size, channels, preprocessing, where the model is
 cut, the decoder and cache versions). Features are stored per image but written in packs: one
-`.npy` array of up to `PACK_ROWS` images and a `.txt` listing each row's
+`.npy` array of up to `PACK_ROWS` images (and `PACK_BYTES`) and a `.txt` listing each row's
 image by the hash of its bytes. So a second run on the same data and base
 reads a few files instead of one per image and skips extraction, and changing
 one image, the weights or the image size misses. A pack's `.txt` is written
@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,6 +48,10 @@ DEFAULT_MAX_GB = 10.0
 # reads (3,000 per-image files took 0.9 s to look up, 3 packs a few ms), small
 # enough that an interrupted extraction loses little.
 PACK_ROWS = 1024
+# ... and small enough in bytes that writing one (its rows, their stack and the file's bytes) and reading one cost a
+# bounded amount of memory: features of a low cut (56x56x32 floats, 400 KB an image) made 1024-row packs of 411 MB,
+# held three times over while written.
+PACK_BYTES = 64 * 1024**2
 
 
 def checksum_line(data: bytes) -> str:
@@ -120,8 +124,9 @@ class FeatureStore:
         self.writes = 0
         self.damaged = 0
         self.problems: list[str] = []
-        self._index: dict[str, tuple[np.ndarray, int]] | None = None
+        self._index: dict[str, tuple[Pack, int]] | None = None
         self._pending: list[tuple[str, np.ndarray]] = []
+        self._pending_bytes = 0
 
     @property
     def packs(self) -> Path:
@@ -131,14 +136,15 @@ class FeatureStore:
     def writable(self) -> bool:
         return not self.problems
 
-    def index(self, shape: tuple[int, ...] | None = None) -> dict[str, tuple[np.ndarray, int]]:
-        """Content hash -> (pack, row), over every pack that verifies (of row shape `shape`)."""
+    def index(self, shape: tuple[int, ...] | None = None) -> dict[str, tuple[Pack, int]]:
+        """Content hash -> (pack, row), over every pack that verifies (of row shape `shape`); the rows stay on disk
+        until `Pack.take` reads them, so the index of a large cache costs names, not arrays."""
         if self._index is None:
             self._index = {}
             for listing in (
                 sorted(self.packs.glob("[!.]*.txt")) if self.packs.is_dir() else []
             ):  # not a pack being written
-                rows, hashes = _read_pack(listing, shape)
+                rows, hashes = _verified_pack(listing, shape)
                 if rows is None:  # damaged: drop it; its images are recomputed and stored again
                     self.damaged += 1
                     for path in (listing, listing.with_suffix(".npy")):
@@ -154,7 +160,8 @@ class FeatureStore:
         if not self.writable:
             return
         self._pending.append((content_hash, np.array(value, copy=True)))
-        if len(self._pending) >= PACK_ROWS:
+        self._pending_bytes += self._pending[-1][1].nbytes
+        if len(self._pending) >= PACK_ROWS or self._pending_bytes >= PACK_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -162,11 +169,11 @@ class FeatureStore:
             return
         hashes = [h for h, _ in self._pending]
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(np.stack([v for _, v in self._pending])), allow_pickle=False)
-        self._pending = []
+        np.save(buffer, np.stack([v for _, v in self._pending]), allow_pickle=False)
+        self._pending, self._pending_bytes = [], 0
         digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32]
         name = f"{digest}-{len(hashes)}"  # `cache_entries` counts images from the names alone
-        data = buffer.getvalue()
+        data = buffer.getbuffer()  # the file's bytes without a copy of them
         try:
             write_bytes_atomic(self.packs / f"{name}.npy", data)
             write_text_atomic(
@@ -201,22 +208,41 @@ class FeatureStore:
             self.problems.append(f"the feature cache {self.folder} cannot be written ({exc.strerror or exc})")
 
 
-def _read_pack(listing: Path, shape: tuple[int, ...] | None) -> tuple[np.ndarray | None, list[str]]:
-    """A pack's rows and hashes when its array file matches the checksum in its listing, else (None, [])."""
+@dataclass(frozen=True)
+class Pack:
+    """A pack's array file, verified when indexed; `take` reads rows of it."""
+
+    path: Path
+
+    def take(self, rows: Sequence[int]) -> np.ndarray:
+        """These rows, copied out of the memory-mapped file (unmapped on return: the pages leave the process)."""
+        array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        try:
+            return np.asarray(array[np.asarray(rows, dtype=np.int64)])
+        finally:
+            del array
+
+
+def _verified_pack(listing: Path, shape: tuple[int, ...] | None) -> tuple[Pack | None, list[str]]:
+    """The pack whose array file matches the checksum in its listing (and holds one row of `shape` per listed
+    hash), and its hashes; else (None, [])."""
     try:
         lines = listing.read_text(encoding="ascii").split()
         if not lines or not lines[0].startswith(CHECKSUM_PREFIX):
             return None, []
-        data = listing.with_suffix(".npy").read_bytes()
-        if lines[0] != checksum_line(data):
+        array_file = listing.with_suffix(".npy")
+        if lines[0] != checksum_line(array_file.read_bytes()):
             return None, []
-        rows = np.load(io.BytesIO(data), allow_pickle=False)
+        rows = np.load(array_file, mmap_mode="r", allow_pickle=False)  # the header only
+        found = (rows.ndim, rows.shape)
+        del rows
     except Exception:  # noqa: BLE001 - any damage (truncation, zero bytes, bad header, other bytes) means: recompute
         return None, []
     hashes = lines[1:]
-    if rows.ndim < 1 or rows.shape[0] != len(hashes) or (shape is not None and tuple(rows.shape[1:]) != tuple(shape)):
+    ndim, found_shape = found
+    if ndim < 1 or found_shape[0] != len(hashes) or (shape is not None and tuple(found_shape[1:]) != tuple(shape)):
         return None, []
-    return rows, hashes
+    return Pack(array_file), hashes
 
 
 def probe_cache(root: Path | None = None) -> str | None:
