@@ -64,6 +64,34 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
         assert sum(1 for line in stream) == 1 + 4
 
 
+def test_features_kept_on_disk_train_the_model_features_in_memory_train(tmp_path, image_folder, probe, monkeypatch):
+    """Above `IN_MEMORY_MAX_BYTES` a split's features live in a `RowFile`: the same batches, the same model."""
+    from tlcli.features.rows import RowFile
+    from tlcli.training import inputs, passes
+
+    source_run(tmp_path, image_folder)
+    runs_dir = tmp_path / "runs"
+    fine_tune = {"unfreeze": 4, "epochs": 2, "learning_rate": 0.001, "when": "always"}
+    in_memory = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
+    held = []
+    monkeypatch.setattr(passes, "IN_MEMORY_MAX_BYTES", 0)  # every split's features on disk
+    monkeypatch.setattr(inputs.FeatureInputs, "_compute", _recording(inputs.FeatureInputs._compute, held))
+    on_disk = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
+    assert on_disk.metrics.cache.cut.startswith("layer:") and on_disk.metrics.cache.hits > 0
+    assert any(isinstance(features, RowFile) for features in held)
+    assert on_disk.metrics.final == in_memory.metrics.final
+    np.testing.assert_array_equal(predictions(on_disk.run_dir, probe), predictions(in_memory.run_dir, probe))
+
+
+def _recording(compute, held: list):
+    def recorded(self, cut, split, flipped):
+        source = self._split(split)
+        held.append(source.flipped if flipped else source.features)
+        return compute(self, cut, split, flipped)
+
+    return recorded
+
+
 def test_fine_tuning_through_skip_connections_on_cached_features_gives_the_uncached_model(tmp_path, image_folder):
     """MobileNetV2's requested cut (the last 12 layers) falls inside a residual block: the cached phase cuts at the
     block boundary below it and trains the same model as the full model on images."""

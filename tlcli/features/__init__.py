@@ -1,5 +1,6 @@
 """Stage 5, frozen features: where the model is cut (`cut`), extraction (`extract`), the
-on-disk store with its cache-key recipe (`store`) and results derived from stored features (`derived`)."""
+on-disk store with its cache-key recipe (`store`), results derived from stored features (`derived`) and a split's
+features kept on disk when they are large (`rows`)."""
 
 from tlcli.features.cut import (
     Cut,
@@ -13,6 +14,7 @@ from tlcli.features.cut import (
 )
 from tlcli.features.derived import DerivedResult
 from tlcli.features.extract import FeatureSet, FeatureSpec, extract_features
+from tlcli.features.rows import RowFile
 from tlcli.features.store import FeatureStore, cache_entries, clear_cache, enforce_cap, store_for
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "FeatureSet",
     "FeatureSpec",
     "FeatureStore",
+    "RowFile",
     "bridge",
     "cache_entries",
     "clear_cache",

@@ -24,14 +24,15 @@ from tlcli.data.images import DEFAULT_MAX_BYTES, ImageDecodeError, decode_bytes,
 from tlcli.data.screening import Loaded, ScreenedFiles
 from tlcli.data.splits import Sample, label_array
 from tlcli.features.cut import flip_pixels, predict_rows
+from tlcli.features.rows import RowFile, new_rows
 
 
 @dataclass(kw_only=True)
 class FeatureSet(ScreenedSplit):
     """The frozen part's output for the decodable images of one split (and of their flipped copies)."""
 
-    features: np.ndarray
-    flipped: np.ndarray | None = None
+    features: np.ndarray | RowFile
+    flipped: np.ndarray | RowFile | None = None
     hits: int = 0
     extracted: int = 0
     seconds: float = 0.0
@@ -55,6 +56,8 @@ class FeatureSpec:
     flip: str | None = None  # a `RandomFlip` mode: each image's flipped copy is run too (`FeatureSet.flipped`)
     workers: int | None = None  # reading threads (None: the screening's default)
     use_screening_cache: bool = True
+    in_memory_max_bytes: int | None = None  # features of a split (a variant) above this go to a `RowFile` on disk
+    rows_folder: Path | None = None  # where such a file goes (None: the system's temporary folder)
 
     @classmethod
     def of(cls, data: DataConfig, channels: int, num_classes: int, **more) -> FeatureSpec:
@@ -81,7 +84,7 @@ def extract_features(
         DataError: a file cannot be used and `spec.on_bad_file` is "fail".
     """
     variants = [None] if spec.flip is None else [None, spec.flip]
-    run = _Extraction(samples, extractor, store, spec.batch_size, variants, spec.num_classes)
+    run = _Extraction(samples, extractor, store, spec, variants)
 
     def load(path: Path) -> Loaded:
         data = read_image_file(path, spec.max_bytes)
@@ -111,25 +114,11 @@ def extract_features(
 class _Extraction:
     """The state of one `extract_features` call: output rows, the batch being filled, what came from the store."""
 
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        extractor,
-        store,
-        batch_size: int,
-        variants: list[str | None],
-        num_classes: int | None,
-    ):
-        self.samples, self.extractor, self.store, self.batch_size, self.variants = (
-            samples,
-            extractor,
-            store,
-            batch_size,
-            variants,
-        )
-        self.num_classes = num_classes
+    def __init__(self, samples: Sequence[Sample], extractor, store, spec: FeatureSpec, variants: list[str | None]):
+        self.samples, self.extractor, self.store, self.variants = samples, extractor, store, variants
+        self.batch_size, self.num_classes, self.spec = spec.batch_size, spec.num_classes, spec
         shape = tuple(extractor.output_shape[1:])
-        self.out = np.empty((len(variants), len(samples), *shape), dtype=np.float32)
+        self.out = [new_rows(len(samples), shape, spec.rows_folder, spec.in_memory_max_bytes) for _ in variants]
         self.kept = np.zeros(len(samples), dtype=bool)
         self.computed = np.zeros(len(samples), dtype=bool)
         self.hashes = [""] * len(samples)
@@ -159,7 +148,7 @@ class _Extraction:
         # predict_on_batch runs a compiled function: about 2x faster than an eager call, and half the memory.
         values = predict_rows(self.extractor, np.stack(self.pending_pixels))
         for (index, variant), value in zip(self.pending, values):
-            self.out[variant, index] = value
+            self.out[variant][index] = value
             self.computed[index] = True
             if self.store is not None:
                 self.store.add(stored_as(self.hashes[index], self.variants[variant]), value)
@@ -170,7 +159,12 @@ class _Extraction:
         positions = np.flatnonzero(self.kept)
         self._read_stored(positions)
         every = len(positions) == len(self.samples)
-        rows = (lambda array: array) if every else (lambda array: array[positions])
+
+        def rows(kept):  # the kept images' rows (a `RowFile` copies them into a new file)
+            if every:
+                return kept
+            return kept.take(positions, self.spec.rows_folder) if isinstance(kept, RowFile) else kept[positions]
+
         extracted = int(self.computed[positions].sum())
         return FeatureSet(
             features=rows(self.out[0]),
@@ -194,5 +188,5 @@ class _Extraction:
                     pack, row = self.stored[stored_as(self.hashes[index], mode)]
                     wanted[pack].append((variant, index, row))
         for pack, places in wanted.items():
-            variants, indices, rows = (list(column) for column in zip(*places))
-            self.out[variants, indices] = pack.take(rows)
+            for (variant, index, _), value in zip(places, pack.take([row for _, _, row in places])):
+                self.out[variant][index] = value

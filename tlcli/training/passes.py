@@ -15,6 +15,7 @@ from tlcli.data.problems import find_problems, unusable_reason
 from tlcli.errors import DataError, UnusableData
 from tlcli.features.cut import Cut, extractor_for
 from tlcli.features.extract import FeatureSet, FeatureSpec, extract_features
+from tlcli.features.rows import IN_MEMORY_MAX_BYTES, ROWS_FOLDER
 from tlcli.features.store import store_for
 from tlcli.progress import Reporter
 from tlcli.runs.atomic import write_json_atomic
@@ -40,7 +41,13 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
         with reporter.task(f"features {split}", len(samples)) as advance:
             flip = flip_mode(config) if split == "train" else None
             spec = FeatureSpec.of(
-                config.data, prepared.info.channels, prepared.num_classes, batch_size=EXTRACTION_BATCH, flip=flip
+                config.data,
+                prepared.info.channels,
+                prepared.num_classes,
+                batch_size=EXTRACTION_BATCH,
+                flip=flip,
+                in_memory_max_bytes=IN_MEMORY_MAX_BYTES,
+                rows_folder=None if store is None else store.root / ROWS_FOLDER,
             )
             sets[split] = extract_features(samples, extractor, store, spec, progress=advance)
         if workers > 1:
