@@ -100,6 +100,7 @@ def environment(work: Path, weights: Path) -> dict[str, str]:
     shutil.copyfile(weights, keras_home / "models" / weights.name)
     env = dict(os.environ)
     env.update(KERAS_HOME=str(keras_home), MPLCONFIGDIR=str(work / "mpl"), TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = str(HERE.parent)  # this checkout's tlcli, whatever the interpreter has installed
     return env
 
 

@@ -220,6 +220,9 @@ class Bench:
                 "MPLCONFIGDIR": str(self.tmp / "mpl"),
                 "TF_CPP_MIN_LOG_LEVEL": "2",
                 "PYTHONHASHSEED": "0",
+                # This checkout's tlcli, whatever the interpreter has installed: an editable install of another
+                # checkout (a worktree's benchmark measured the main checkout's working tree without it).
+                "PYTHONPATH": str(REPO),
             }
         )
         env.pop("TLCLI_CACHE_DIR", None)

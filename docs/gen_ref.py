@@ -21,6 +21,7 @@ BENCHMARKS = (
     "RESULTS",
     "QUALITY",
     "FINETUNE",
+    "MEMORY",
     "LABELS",
     "DATA_TRUST",
     "UNKNOWN",

@@ -65,9 +65,10 @@ def test_fine_tuning_the_top_layers_trains_on_features_below_the_cut(tmp_path, i
 
 
 def test_features_kept_on_disk_train_the_model_features_in_memory_train(tmp_path, image_folder, probe, monkeypatch):
-    """Above `IN_MEMORY_MAX_BYTES` a split's features live in a `RowFile`: the same batches, the same model."""
+    """Above `IN_MEMORY_MAX_BYTES` a split's features live in a `RowFile`, read a call's batches at a time (here one
+    batch a call, where the array in memory runs a whole epoch in one call): the same batches, the same model."""
     from tlcli.features.rows import RowFile
-    from tlcli.training import inputs, passes
+    from tlcli.training import fit_in_memory, inputs, passes
 
     source_run(tmp_path, image_folder)
     runs_dir = tmp_path / "runs"
@@ -75,6 +76,7 @@ def test_features_kept_on_disk_train_the_model_features_in_memory_train(tmp_path
     in_memory = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
     held = []
     monkeypatch.setattr(passes, "IN_MEMORY_MAX_BYTES", 0)  # every split's features on disk
+    monkeypatch.setattr(fit_in_memory, "CALL_MAX_BYTES", 1)  # one batch read and trained per call
     monkeypatch.setattr(inputs.FeatureInputs, "_compute", _recording(inputs.FeatureInputs._compute, held))
     on_disk = train(load_config(target_config(image_folder, runs_dir, fine_tune=fine_tune)))
     assert on_disk.metrics.cache.cut.startswith("layer:") and on_disk.metrics.cache.hits > 0

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 # The features of one split (of one variant: images, or their flipped copies) kept in memory at most; above, on disk.
-# 256 MB holds 5,000 images at MobileNetV2's default fine-tuning cut (14x14x64 floats) and any pooled features up to
-# 50,000 images; W2's cut on MobileNet 0.25 (56x56x32 floats) holds 650.
+# 256 MB holds 2,600 images at MobileNetV2's default fine-tuning cut (28x28x32 float32, 100 KB an image), 650 at W2's
+# on MobileNet 0.25 (56x56x32, 400 KB), and MobileNetV2's pooled features (5 KB) up to 50,000 images.
 IN_MEMORY_MAX_BYTES = 256 * 1024**2
 ROWS_FOLDER = "rows"  # under the feature cache's root: where the user gave tlcli room on disk (not a RAM-backed /tmp)
 

@@ -10,7 +10,9 @@ loop keeps everything that decides the result from Keras: the model's own
 `fit` runs them), the same callbacks called in the same order, and the same
 visiting order as `tlcli.data.batches.array_batches`.
 Only the batching is different: batches are gathered from the arrays inside
-one compiled function that runs up to `STEPS_PER_CALL` steps. Random flips
+one compiled function that runs up to `STEPS_PER_CALL` steps. Features kept
+on disk (`tlcli.features.RowFile`) are read a call's rows at a time, in
+visiting order, and the same function gathers its batches from them. Random flips
 are drawn by the model's own `RandomFlip` layer, so a run on the features of
 images and their flipped copies is the run on flipped images.
 """
@@ -23,9 +25,11 @@ from tlcli.data.batches import ArrayBatches, encode_targets
 
 # Steps per compiled call: callbacks (progress, Ctrl-C) run between calls.
 STEPS_PER_CALL = 64
-# The arrays are copied into one tensor (captured by the compiled function, not
+# The arrays are copied into one tensor (passed to the compiled function, not
 # embedded in its graph); above this, training streams batches through Keras's fit.
 FIT_IN_MEMORY_MAX_BYTES = 1024**3
+# Features on disk: rows read for one call at most (W2's 400 KB an image: 5 batches of 32).
+CALL_MAX_BYTES = 64 * 1024**2
 
 
 def fit_in_memory(
@@ -40,7 +44,7 @@ def fit_in_memory(
     """`model.fit(...)` over `data` for epochs `initial_epoch` .. `epochs - 1` (the model must be compiled)."""
     import keras
 
-    run_steps = _steps_on(model, data, class_weight)
+    run_steps, steps_per_call = _steps_on(model, data, class_weight)
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, model=model, verbose=0, epochs=epochs, steps=data.steps
     )
@@ -48,7 +52,7 @@ def fit_in_memory(
     callback_list.on_train_begin()
     training_logs = None
     for count, epoch in enumerate(range(initial_epoch, epochs)):
-        training_logs = _epoch(model, data, run_steps, callback_list, epoch, data.first_epoch + count)
+        training_logs = _epoch(model, data, (run_steps, steps_per_call), callback_list, epoch, data.first_epoch + count)
         if model.stop_training:
             break
     if epochs > initial_epoch:
@@ -57,28 +61,36 @@ def fit_in_memory(
 
 
 def _steps_on(model, data: ArrayBatches, class_weight: dict[int, float] | None):
-    """The compiled steps over `data`'s arrays, held in tensors (the model's variables built first)."""
+    """The compiled steps over `data` (called with a slice of the visiting order), and the steps per call; the model's
+    variables built first."""
     import tensorflow as tf
 
-    table = data.inputs if data.flipped is None else np.concatenate([data.inputs, data.flipped])
-    inputs = tf.constant(table, dtype=tf.float32)
     targets = tf.constant(encode_targets(data.labels, data.num_classes, data.binary))
     weights = data.sample_weights(class_weight)
     weights = None if weights is None else tf.constant(weights)
-    _build(model, inputs[: data.batch_size], targets[: data.batch_size])
     flip_layer = data.flip_layer if data.flipped is not None else None
-    return _compiled_steps(model, inputs, targets, weights, data.batch_size, flip_layer)
+    run = _compiled_steps(model, targets, weights, data.batch_size, data.inputs.shape[1:], flip_layer)
+    if isinstance(data.inputs, np.ndarray) or data.flipped is not None:
+        table = data.inputs if data.flipped is None else np.concatenate([data.inputs, data.flipped])
+        inputs = tf.constant(table, dtype=tf.float32)
+        _build(model, inputs[: data.batch_size], targets[: data.batch_size])
+        return (lambda order: run(order, inputs, order)), STEPS_PER_CALL
+    _build(model, tf.constant(data.inputs[: data.batch_size]), targets[: data.batch_size])
+    row_bytes = data.inputs.nbytes // max(1, len(data))
+    steps = max(1, min(STEPS_PER_CALL, CALL_MAX_BYTES // max(1, data.batch_size * row_bytes)))
+    return (lambda order: run(order, tf.constant(data.inputs[order]), tf.range(len(order), dtype=tf.int32))), steps
 
 
-def _epoch(model, data: ArrayBatches, run_steps, callback_list, epoch: int, order_index: int) -> dict:
-    """One epoch in calls of up to `STEPS_PER_CALL` steps, visiting `data` in its order of epoch `order_index`;
-    returns the epoch's logs."""
+def _epoch(model, data: ArrayBatches, steps_on, callback_list, epoch: int, order_index: int) -> dict:
+    """One epoch in calls of up to `STEPS_PER_CALL` steps (`steps_on`: the compiled steps and the steps per call),
+    visiting `data` in its order of epoch `order_index`; returns the epoch's logs."""
+    run_steps, steps_per_call = steps_on
     model.reset_metrics()
     callback_list.on_epoch_begin(epoch)
     order = data.order(order_index).astype(np.int32)
     steps = data.steps
-    for first in range(0, steps, STEPS_PER_CALL):
-        last = min(first + STEPS_PER_CALL, steps)
+    for first in range(0, steps, steps_per_call):
+        last = min(first + steps_per_call, steps)
         callback_list.on_train_batch_begin(first)
         run_steps(order[first * data.batch_size : last * data.batch_size])
         callback_list.on_train_batch_end(last - 1, model.get_metrics_result())
@@ -100,10 +112,12 @@ def _build(model, x, y) -> None:
     model.reset_metrics()
 
 
-def _compiled_steps(model, inputs, targets, weights, batch_size: int, flip_layer=None):
-    """One compiled function: `model.train_step` on each batch of the visiting order it is given.
+def _compiled_steps(model, targets, weights, batch_size: int, row_shape: tuple[int, ...], flip_layer=None):
+    """One compiled function: `model.train_step` on each batch of the visiting order it is given (`order`), its
+    inputs gathered from `table` at `rows` (the whole array and `order`, or the order's rows read from disk and
+    their positions).
 
-    With `flip_layer`, `inputs` holds the original rows then the flipped ones;
+    With `flip_layer`, `table` holds the original rows then the flipped ones;
     the layer draws its per-image flips exactly as it does inside the model
     (same seed generator, one draw per batch), and the batch takes those rows.
     """
@@ -111,15 +125,17 @@ def _compiled_steps(model, inputs, targets, weights, batch_size: int, flip_layer
 
     count = targets.shape[0]
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
-    def run_steps(order):
+    index_spec = tf.TensorSpec([None], tf.int32)
+
+    @tf.function(input_signature=[index_spec, tf.TensorSpec([None, *row_shape], tf.float32), index_spec])
+    def run_steps(order, table, positions):
         for start in tf.range(0, tf.shape(order)[0], batch_size):
             index = order[start : start + batch_size]
-            rows = index
+            rows = positions[start : start + batch_size]
             if flip_layer is not None:
                 draw = flip_layer.get_random_transformation(tf.zeros((tf.shape(index)[0], 1, 1, 1)), training=True)
                 rows = index + count * tf.cast(tf.reshape(draw["flips"], [-1]), tf.int32)
-            batch = (tf.gather(inputs, rows), tf.gather(targets, index))
+            batch = (tf.gather(table, rows), tf.gather(targets, index))
             if weights is not None:
                 batch += (tf.gather(weights, index),)
             model.train_step(batch)

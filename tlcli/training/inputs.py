@@ -95,8 +95,9 @@ class PhaseInputs:
                 flipped=self.features(cut, "train", flipped=True),
                 flip_layer=self.model.get_layer(names.AUGMENTATION).layers[0],
             )
-        fits = isinstance(data.inputs, np.ndarray) and data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES
-        return data if fits else None  # else Keras's fit over batches streamed from the array (or the `RowFile`)
+        # Features on disk (a `RowFile`) are read a few batches at a time; an array in memory is copied into a tensor.
+        fits = not isinstance(data.inputs, np.ndarray) or data.inputs.nbytes <= FIT_IN_MEMORY_MAX_BYTES
+        return data if fits else None  # else Keras's fit over batches streamed from the array
 
     def for_phase(self, plan: PhasePlan, first_epoch: int = 0, arrays: bool = False):
         """The model to fit and its data; `first_epoch` (in the phase) sets where shuffling resumes.

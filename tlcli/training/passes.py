@@ -46,7 +46,8 @@ def extract_splits(prepared: Prepared, cut: Cut, reporter: Reporter) -> tuple[di
                 prepared.num_classes,
                 batch_size=EXTRACTION_BATCH,
                 flip=flip,
-                in_memory_max_bytes=IN_MEMORY_MAX_BYTES,
+                # Without a disk cache (`cache: memory`, or a folder that cannot be used) features stay in memory.
+                in_memory_max_bytes=None if store is None else IN_MEMORY_MAX_BYTES,
                 rows_folder=None if store is None else store.root / ROWS_FOLDER,
             )
             sets[split] = extract_features(samples, extractor, store, spec, progress=advance)
