@@ -26,7 +26,7 @@ ROWS_FOLDER = "rows"  # under the feature cache's root: where the user gave tlcl
 def new_rows(rows: int, shape: tuple[int, ...], folder: Path | None, max_bytes: int | None) -> np.ndarray | RowFile:
     """Float32 storage for `rows` rows of `shape`: an array when it fits in `max_bytes` (None: always), else a
     `RowFile` in `folder` (None: the system's temporary folder)."""
-    row_bytes = int(np.prod(shape, dtype=np.int64)) * 4
+    row_bytes = int(np.prod(shape, dtype=np.int64)) * RowFile.dtype.itemsize
     if max_bytes is None or rows * row_bytes <= max_bytes:
         return np.empty((rows, *shape), dtype=np.float32)
     return RowFile(rows, shape, folder=folder)

@@ -52,7 +52,7 @@ def fit_in_memory(
     callback_list.on_train_begin()
     training_logs = None
     for count, epoch in enumerate(range(initial_epoch, epochs)):
-        training_logs = _epoch(model, data, (run_steps, steps_per_call), callback_list, epoch, data.first_epoch + count)
+        training_logs = _epoch(model, data, run_steps, steps_per_call, callback_list, epoch, data.first_epoch + count)
         if model.stop_training:
             break
     if epochs > initial_epoch:
@@ -81,10 +81,11 @@ def _steps_on(model, data: ArrayBatches, class_weight: dict[int, float] | None):
     return (lambda order: run(order, tf.constant(data.inputs[order]), tf.range(len(order), dtype=tf.int32))), steps
 
 
-def _epoch(model, data: ArrayBatches, steps_on, callback_list, epoch: int, order_index: int) -> dict:
-    """One epoch in calls of up to `STEPS_PER_CALL` steps (`steps_on`: the compiled steps and the steps per call),
-    visiting `data` in its order of epoch `order_index`; returns the epoch's logs."""
-    run_steps, steps_per_call = steps_on
+def _epoch(
+    model, data: ArrayBatches, run_steps, steps_per_call: int, callback_list, epoch: int, order_index: int
+) -> dict:
+    """One epoch in calls of `steps_per_call` steps, visiting `data` in its order of epoch `order_index`; returns the
+    epoch's logs."""
     model.reset_metrics()
     callback_list.on_epoch_begin(epoch)
     order = data.order(order_index).astype(np.int32)
