@@ -8,7 +8,7 @@ at the 500 validation images a class the set has), trained by `benchmarks/config
 weights, 224 px; `fine_tune` cuts at conv_pw_3_bn, 56x56x32 floats: 400 KB an image, the largest features any
 benchmark caches) with fewer epochs (time is not what is measured). Each run is a child process with a fresh, empty
 feature cache (cold: extraction writes the packs), then the same command again (warm: it reads them). Peak memory is the
-child's peak RSS by GNU time, as `benchmarks/run.py` measures it. About 10 minutes on 2 cores.
+child's peak RSS by GNU time, as `benchmarks/run.py` measures it. About 4 minutes on 2 cores (3-4 measured).
 
 Writes benchmarks/MEMORY.md and benchmarks/memory.json (hand-written notes below the marker in MEMORY.md are kept).
 """
